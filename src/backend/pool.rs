@@ -1,0 +1,239 @@
+//! The failover manager: owns the probes, turns their reports into the
+//! [`PoolState`] every session watches, and decides which backend is active.
+//!
+//! Rules (SPEC "Failover"): the first backend is preferred and is active
+//! while it is up. If the active backend has been down for `failover.after`
+//! and another is up, the first one up in preference order becomes active.
+//! `failover.failback` moves sessions back to the preferred backend when it
+//! returns. A reload whose preferred backend differs from the old one moves
+//! everyone to the new one (manual failover), as does a `failover` request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::health::{self, ProbeReport};
+use crate::config::Config;
+use crate::events::Event;
+use crate::state::{BackendView, FailoverRequest, Shared};
+
+/// Runs the failover manager until shutdown.
+pub async fn run(shared: Arc<Shared>, mut failover_rx: mpsc::Receiver<FailoverRequest>) {
+    let (report_tx, mut report_rx) = mpsc::channel::<ProbeReport>(256);
+    let mut config_rx = shared.config.subscribe();
+    let mut mgr = Manager {
+        shared: shared.clone(),
+        report_tx,
+        down_since: HashMap::new(),
+        config: shared.config(),
+    };
+    mgr.sync_probes();
+    let shutdown = shared.shutdown.clone();
+    loop {
+        let deadline = mgr.failover_deadline();
+        // All branches are cancel-safe (channel receives, `changed`, a sleep).
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(r) = report_rx.recv() => mgr.on_report(r),
+            Some(req) = failover_rx.recv() => {
+                let res = if mgr.config.backend(&req.backend).is_some() {
+                    mgr.switch(&req.backend, req.reason);
+                    Ok(())
+                } else {
+                    Err(format!("no backend named {:?}", req.backend))
+                };
+                let _ = req.reply.send(res);
+            }
+            Ok(()) = config_rx.changed() => {
+                let cfg = config_rx.borrow_and_update().clone();
+                mgr.on_config(cfg);
+            }
+            _ = sleep_until_opt(deadline) => {}
+        }
+        mgr.evaluate();
+    }
+    for (_, p) in shared
+        .probes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+    {
+        p.cancel.cancel();
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Manager {
+    shared: Arc<Shared>,
+    report_tx: mpsc::Sender<ProbeReport>,
+    /// Monotonic time each backend went down (for `failover.after`).
+    down_since: HashMap<String, Instant>,
+    config: Arc<Config>,
+}
+
+impl Manager {
+    /// Starts probes for new or changed backends and stops removed ones.
+    fn sync_probes(&mut self) {
+        let mut probes = self.shared.probes.lock().unwrap_or_else(|e| e.into_inner());
+        probes.retain(|name, p| {
+            let keep = self.config.backend(name) == Some(&p.backend);
+            if !keep {
+                p.cancel.cancel();
+            }
+            keep
+        });
+        for b in &self.config.backends {
+            if !probes.contains_key(&b.name) {
+                let h = health::spawn(
+                    b.clone(),
+                    self.shared.config.subscribe(),
+                    self.report_tx.clone(),
+                    self.shared.shutdown.child_token(),
+                );
+                probes.insert(b.name.clone(), h);
+            }
+        }
+    }
+
+    fn on_config(&mut self, cfg: Arc<Config>) {
+        let old_pref = self.config.preferred().name.clone();
+        self.config = cfg.clone();
+        self.sync_probes();
+        self.shared
+            .relogin_limiter
+            .set_rate(cfg.relogin.rate, cfg.relogin.burst);
+        // Rebuild the backend list in the new order, keeping what is known
+        // of backends whose address did not change.
+        self.shared.pool.send_modify(|st| {
+            let old = std::mem::take(&mut st.backends);
+            st.backends = cfg
+                .backends
+                .iter()
+                .map(|b| {
+                    let addr = b.addr.to_string();
+                    old.iter()
+                        .find(|o| o.name == b.name && o.addr == addr)
+                        .cloned()
+                        .unwrap_or(BackendView {
+                            name: b.name.clone(),
+                            addr,
+                            up: None,
+                            since: SystemTime::now(),
+                            reason: "not probed yet".into(),
+                        })
+                })
+                .collect();
+        });
+        self.down_since.retain(|n, _| cfg.backend(n).is_some());
+        let new_pref = cfg.preferred().name.clone();
+        let active = self.shared.pool.borrow().active.clone();
+        if new_pref != old_pref || cfg.backend(&active).is_none() {
+            self.switch(&new_pref, "sighup");
+        }
+    }
+
+    fn on_report(&mut self, r: ProbeReport) {
+        let Some(b) = self.config.backend(&r.name) else {
+            return;
+        };
+        let addr = b.addr.to_string();
+        let mut down_for = None;
+        if r.up {
+            if let Some(t) = self.down_since.remove(&r.name) {
+                down_for = Some(t.elapsed().as_secs_f64());
+            }
+        } else {
+            self.down_since
+                .entry(r.name.clone())
+                .or_insert_with(Instant::now);
+        }
+        self.shared.pool.send_modify(|st| {
+            if let Some(v) = st.backends.iter_mut().find(|v| v.name == r.name) {
+                v.up = Some(r.up);
+                v.since = SystemTime::now();
+                v.reason = r.reason.clone();
+            }
+        });
+        let ev = if r.up {
+            Event::new("backend.up")
+                .with("backend", r.name.as_str())
+                .with("addr", addr)
+                .with("reason", r.reason.as_str())
+                .with_opt("down_for_s", down_for.map(|d| (d * 10.0).round() / 10.0))
+        } else {
+            Event::new("backend.down")
+                .with("backend", r.name.as_str())
+                .with("addr", addr)
+                .with("reason", r.reason.as_str())
+                .with("held", self.shared.registry.on_backend(&r.name) as u64)
+        };
+        self.shared.events.emit(ev);
+    }
+
+    /// When the active backend's failover timer runs out.
+    fn failover_deadline(&self) -> Option<Instant> {
+        let after = self.config.failover.after?;
+        let active = self.shared.pool.borrow().active.clone();
+        self.down_since.get(&active).map(|t| *t + after)
+    }
+
+    fn evaluate(&mut self) {
+        let st = self.shared.pool.borrow().clone();
+        let up = |n: &str| st.view(n).and_then(|v| v.up) == Some(true);
+        let pref = self.config.preferred().name.clone();
+        if self.config.failover.failback && st.active != pref && up(&pref) {
+            self.switch(&pref, "automatic");
+            return;
+        }
+        if up(&st.active) {
+            return;
+        }
+        let Some(deadline) = self.failover_deadline() else {
+            return;
+        };
+        if Instant::now() < deadline {
+            return;
+        }
+        if let Some(to) = self
+            .config
+            .backends
+            .iter()
+            .find(|b| b.name != st.active && up(&b.name))
+        {
+            let to = to.name.clone();
+            self.switch(&to, "automatic");
+        }
+    }
+
+    fn switch(&mut self, to: &str, reason: &'static str) {
+        let from = self.shared.pool.borrow().active.clone();
+        if from == to {
+            return;
+        }
+        if reason == "automatic" {
+            warn!(%from, %to, "failover");
+        } else {
+            info!(%from, %to, reason, "failover");
+        }
+        self.shared.pool.send_modify(|st| {
+            st.active = to.to_string();
+            st.epoch += 1;
+        });
+        self.shared.events.emit(
+            Event::new("failover")
+                .with("from", from)
+                .with("to", to)
+                .with("reason", reason),
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! The TOML file as written: serde types with `deny_unknown_fields`, so a
+//! misspelt key is an error with its line and column. Values that can be
+//! wrong on their own (durations, addresses) fail inside their own
+//! `Deserialize`, which makes `toml` attach their position too.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A duration written as a string (`"500ms"`, `"2s"`, `"5m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+/// A duration that may also be `"off"` (or `"never"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptDur(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for OptDur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "off" | "never" | "none" => Ok(OptDur(None)),
+            other => parse_duration(other)
+                .map(|d| OptDur(Some(d)))
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"2s\" or \"5m\"")
+    })
+}
+
+/// `flavor = "..."`: which game server family the templates are preset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// TinyMUSH 3 (the default).
+    #[default]
+    Tinymush,
+    /// PennMUSH.
+    Pennmush,
+    /// TinyMUX.
+    Tinymux,
+    /// Evennia (Python; no `think`).
+    Evennia,
+    /// Nothing preset beyond the TinyMUSH defaults; set `[templates]`.
+    Custom,
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flavor::Tinymush => "tinymush",
+            Flavor::Pennmush => "pennmush",
+            Flavor::Tinymux => "tinymux",
+            Flavor::Evennia => "evennia",
+            Flavor::Custom => "custom",
+        })
+    }
+}
+
+/// `client_ip.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpMode {
+    /// Send `client_ip.command` (e.g. `@remotehost {ip}`) as the first line.
+    Command,
+    /// HAProxy PROXY protocol version 1 (text).
+    ProxyV1,
+    /// HAProxy PROXY protocol version 2 (binary).
+    ProxyV2,
+    /// PennMUSH's Unix-socket `IP^HOSTNAME` first line.
+    Pennmush,
+    /// Send nothing.
+    None,
+}
+
+impl fmt::Display for ClientIpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientIpMode::Command => "command",
+            ClientIpMode::ProxyV1 => "proxy-v1",
+            ClientIpMode::ProxyV2 => "proxy-v2",
+            ClientIpMode::Pennmush => "pennmush",
+            ClientIpMode::None => "none",
+        })
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub game: Option<String>,
+    pub flavor: Option<Flavor>,
+    #[serde(default)]
+    pub listen: RawListen,
+    pub backends: Option<Spanned<Vec<RawBackend>>>,
+    #[serde(default)]
+    pub heartbeat: RawHeartbeat,
+    #[serde(default)]
+    pub failover: RawFailover,
+    #[serde(default)]
+    pub client_ip: RawClientIp,
+    #[serde(default)]
+    pub notices: RawNotices,
+    #[serde(default)]
+    pub outage: RawOutage,
+    #[serde(default)]
+    pub relogin: RawRelogin,
+    #[serde(default)]
+    pub templates: RawTemplates,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub bus: RawBus,
+    pub irc: Option<RawIrc>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub addrs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_sessions: Option<usize>,
+    pub max_per_ip: Option<usize>,
+    pub login_timeout: Option<OptDur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: Spanned<String>,
+    pub addr: Spanned<String>,
+    pub connect_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeartbeat {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub fall: Option<Spanned<u32>>,
+    pub rise: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailover {
+    pub after: Option<OptDur>,
+    pub failback: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIp {
+    pub mode: Option<ClientIpMode>,
+    pub command: Option<Spanned<String>>,
+    pub reverse_dns: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotices {
+    pub offline: Option<String>,
+    pub online: Option<String>,
+    pub held_input: Option<String>,
+    pub queued_input: Option<String>,
+    pub relogin_failed: Option<String>,
+    pub failover: Option<String>,
+    pub max_hold: Option<String>,
+    pub stopping: Option<String>,
+    pub full: Option<String>,
+    pub per_ip: Option<String>,
+    pub login_timeout: Option<String>,
+    pub line_too_long: Option<String>,
+    pub flood: Option<String>,
+    pub connecting: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutage {
+    pub max_hold: Option<OptDur>,
+    pub queue_input: Option<bool>,
+    pub queue_max_lines: Option<usize>,
+    pub queue_max_age: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelogin {
+    /// Re-logins started per second, across all sessions.
+    pub rate: Option<Spanned<f64>>,
+    pub burst: Option<u32>,
+    pub jitter: Option<Dur>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplates {
+    pub probe: Option<Spanned<String>>,
+    pub login: Option<Spanned<String>>,
+    pub marker: Option<Spanned<String>>,
+    pub quit: Option<String>,
+    pub login_success: Option<Vec<Spanned<String>>>,
+    pub login_failure: Option<Vec<Spanned<String>>>,
+    pub login_confirm_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_line: Option<usize>,
+    pub write_timeout: Option<Dur>,
+    pub output_buffer: Option<usize>,
+    pub max_unauthenticated: Option<usize>,
+    pub conn_rate_per_ip: Option<f64>,
+    pub conn_burst_per_ip: Option<u32>,
+    pub input_lines_per_sec: Option<f64>,
+    pub input_burst: Option<u32>,
+    pub max_subnegotiation: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBus {
+    pub servers: Option<Vec<Spanned<String>>>,
+    pub subject_prefix: Option<Spanned<String>>,
+    pub instance: Option<Spanned<String>>,
+    pub publish_ip: Option<bool>,
+    pub queue_size: Option<usize>,
+    pub presence_interval: Option<Dur>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub token: Option<String>,
+    pub token_env: Option<Spanned<String>>,
+    pub nkey_seed: Option<String>,
+    pub nkey_seed_env: Option<Spanned<String>>,
+    pub nkey_seed_file: Option<Spanned<String>>,
+    pub credentials_file: Option<Spanned<String>>,
+    pub tls: Option<bool>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_cert_file: Option<Spanned<String>>,
+    pub tls_key_file: Option<Spanned<String>>,
+    pub request_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIrc {
+    pub server: Option<Spanned<String>>,
+    pub tls: Option<bool>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_insecure: Option<bool>,
+    pub server_password: Option<String>,
+    pub server_password_env: Option<Spanned<String>>,
+    pub nick: Option<String>,
+    pub alt_nicks: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub realname: Option<String>,
+    pub channels: Option<Spanned<Vec<String>>>,
+    pub sasl_user: Option<String>,
+    pub sasl_password: Option<String>,
+    pub sasl_password_env: Option<Spanned<String>>,
+    pub nickserv_password: Option<String>,
+    pub nickserv_password_env: Option<Spanned<String>>,
+    pub post_logins: Option<bool>,
+    pub colors: Option<bool>,
+    pub admins: Option<Vec<String>>,
+    pub admin_accounts: Option<Vec<String>>,
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
+    pub queue_size: Option<usize>,
+    pub summarize_window: Option<Dur>,
+    pub vanish_after: Option<Dur>,
+    #[serde(default)]
+    pub formats: RawIrcFormats,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIrcFormats {
+    pub down: Option<String>,
+    pub up: Option<String>,
+    pub failover: Option<String>,
+    pub reload_failed: Option<String>,
+    pub vanished: Option<String>,
+    pub back: Option<String>,
+    pub login: Option<String>,
+    pub logout: Option<String>,
+    pub logins_summary: Option<String>,
+}

@@ -1,0 +1,178 @@
+//! holdfast: a connection-preserving, high-availability proxy for MUSH, MUD
+//! and MOO game servers.
+//!
+//! Players connect to holdfast instead of the game. When the game crashes,
+//! restarts or moves, their connections stay open: holdfast tells them the
+//! game is down, logs them back in when it returns (or when a standby takes
+//! over), and announces every up, down and failover on a NATS bus, from
+//! where `holdfast irc` posts it to IRC.
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! | --- | --- |
+//! | `config` | TOML types, defaults, validation with file:line:col errors |
+//! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
+//! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
+//! | `session` | one player: relaying, held, re-login (a state machine) |
+//! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams |
+//! | `login` | `connect` line capture, login/marker templates, nonces |
+//! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
+//! | `backend::connect` | TCP / Unix connections to a backend |
+//! | `backend::health` | one heartbeat probe task per backend |
+//! | `backend::pool` | preference order, active backend, failover decisions |
+//! | `state` | what the tasks share: config, pool view, session registry |
+//! | `limiter` | token bucket that spreads re-logins out |
+//! | `events` | event values and the never-blocking sink sessions emit into |
+//! | `bus` | NATS: event publisher with an outage queue, requests, presence |
+//! | `irc` | the IRC relay (`holdfast irc`) |
+//! | `secret` | passwords that never print and are wiped on drop |
+//!
+//! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
+//! hand it already-bound listeners (tests bind `127.0.0.1:0`), and cancel its
+//! shutdown token to stop it.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod bus;
+pub mod clientip;
+pub mod config;
+pub mod events;
+pub mod irc;
+pub mod limiter;
+pub mod listener;
+pub mod login;
+pub mod reload;
+pub mod secret;
+pub mod session;
+pub mod state;
+pub mod telnet;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use config::Config;
+use events::{Event, EventSink};
+use state::Shared;
+
+/// How long shutdown waits for sessions to say goodbye before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Capacity of the channel from sessions to the bus publisher. The
+/// publisher's own queue (`bus.queue_size`) absorbs NATS outages; this only
+/// has to absorb bursts between the publisher's wake-ups.
+pub const EVENT_CHANNEL: usize = 4096;
+
+/// A proxy instance, ready to run.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    events_rx: Option<mpsc::Receiver<Event>>,
+    failover_rx: mpsc::Receiver<state::FailoverRequest>,
+}
+
+impl Proxy {
+    /// Builds a proxy for `config`; it stops when `shutdown` is cancelled.
+    pub fn new(config: Config, shutdown: CancellationToken) -> Proxy {
+        let (sink, events_rx) = if config.bus.servers.is_empty() {
+            (EventSink::disabled(), None)
+        } else {
+            let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
+            (EventSink::new(tx), Some(rx))
+        };
+        let (failover_tx, failover_rx) = mpsc::channel(16);
+        let shared = Arc::new(Shared::new(config, sink, failover_tx, shutdown));
+        Proxy {
+            shared,
+            events_rx,
+            failover_rx,
+        }
+    }
+
+    /// The shared state (for reloads and requests).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Binds every `listen.addrs` entry.
+    pub async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+        let mut out = Vec::new();
+        for a in &config.listen.addrs {
+            let l = bind_one(*a).map_err(|e| anyhow::anyhow!("cannot listen on {a}: {e}"))?;
+            out.push(l);
+        }
+        Ok(out)
+    }
+
+    /// Runs until the shutdown token is cancelled, then tells every player,
+    /// closes the sessions and returns.
+    pub async fn run(self, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
+        let shared = self.shared;
+        let cfg = shared.config();
+        // The bus outlives the sessions so their last events (and
+        // `proxy.stop`) are still published; it has its own stop signal.
+        let bus_stop = CancellationToken::new();
+        let bus_task = self
+            .events_rx
+            .map(|rx| tokio::spawn(bus::run(shared.clone(), rx, bus_stop.clone())));
+        let pool_task = tokio::spawn(backend::pool::run(shared.clone(), self.failover_rx));
+        shared
+            .events
+            .emit(Event::new("proxy.start").with("version", env!("CARGO_PKG_VERSION")));
+        let mut accept_tasks = Vec::new();
+        for l in listeners {
+            if let Ok(a) = l.local_addr() {
+                info!(addr = %a, "listening");
+            }
+            accept_tasks.push(tokio::spawn(listener::serve(shared.clone(), l)));
+        }
+        info!(game = %cfg.game, backends = cfg.backends.len(), preferred = %cfg.preferred().name, "holdfast running");
+        shared.shutdown.cancelled().await;
+        info!("stopping");
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        shared.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = shared.tracker.len(),
+                "sessions did not finish in time"
+            );
+        }
+        let _ = pool_task.await;
+        shared
+            .events
+            .emit(Event::new("proxy.stop").with("version", env!("CARGO_PKG_VERSION")));
+        bus_stop.cancel();
+        if let Some(t) = bus_task {
+            // The publisher flushes what it can within its own deadline.
+            let _ = t.await;
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Binds a listener with SO_REUSEADDR (a restarted proxy must not wait for
+/// TIME_WAIT) and, for IPv6, IPV6_V6ONLY so `[::]` and `0.0.0.0` can both
+/// be listed.
+fn bind_one(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}

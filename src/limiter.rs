@@ -1,0 +1,81 @@
+//! A token-bucket rate limiter that hands out start times instead of
+//! sleeping, so a waiting session stays responsive (it sleeps in its own
+//! `select!` and can still see `QUIT`).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Spreads events to at most `rate` per second with bursts of `burst`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    inner: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    /// When the bucket is next empty-and-refilling: reservations move it on.
+    next_free: Instant,
+}
+
+impl RateLimiter {
+    /// `rate` per second (> 0), `burst` at once (>= 1).
+    pub fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        RateLimiter {
+            inner: Mutex::new(Bucket {
+                rate: rate.max(0.001),
+                burst,
+                next_free: Instant::now(),
+            }),
+        }
+    }
+
+    /// Changes the rate (on reload); reservations already made stand.
+    pub fn set_rate(&self, rate: f64, burst: u32) {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        b.rate = rate.max(0.001);
+        b.burst = f64::from(burst.max(1));
+    }
+
+    /// Reserves one slot and returns when it may be used (now or later).
+    ///
+    /// This is the "virtual scheduling" form of a token bucket (GCRA): each
+    /// reservation pushes `next_free` on by one interval, and a caller may go
+    /// `burst` intervals ahead of it.
+    pub fn reserve(&self) -> Instant {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / b.rate);
+        let slack = interval.mul_f64(b.burst - 1.0);
+        let tat = b.next_free.max(now);
+        let at = tat.checked_sub(slack).unwrap_or(now).max(now);
+        b.next_free = tat + interval;
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_spaced() {
+        let l = RateLimiter::new(10.0, 3);
+        let now = Instant::now();
+        let times: Vec<Duration> = (0..6)
+            .map(|_| l.reserve().saturating_duration_since(now))
+            .collect();
+        // The first three go at once, the rest 100 ms apart.
+        assert!(
+            times[..3].iter().all(|t| *t < Duration::from_millis(5)),
+            "{times:?}"
+        );
+        assert!(times[3] >= Duration::from_millis(95), "{times:?}");
+        assert!(times[5] >= Duration::from_millis(295), "{times:?}");
+        assert!(times[5] < Duration::from_millis(320), "{times:?}");
+    }
+}

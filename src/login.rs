@@ -1,0 +1,178 @@
+//! Player logins: recognising a `connect` line, keeping the credentials
+//! (in memory only, never printed, wiped on drop), and rendering the
+//! templates that log a player back in and confirm it with a nonce.
+
+use std::fmt;
+
+use rand::Rng;
+use zeroize::Zeroizing;
+
+use crate::secret::Secret;
+
+/// A player's login, captured from a `connect` line.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The verb the player used (`connect`, `co`, `ch`, `cd`, ...), replayed
+    /// as-is so a wizard who connected dark reconnects dark.
+    pub verb: String,
+    /// The player name (may contain spaces).
+    pub name: String,
+    /// The password.
+    pub password: Secret,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("verb", &self.verb)
+            .field("name", &self.name)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Whether `w` is a login verb: `connect` or an abbreviation down to `co`,
+/// or TinyMUX/PennMUSH `ch` (connect hidden) and `cd` (connect dark).
+fn is_connect_verb(w: &str) -> bool {
+    let w = w.to_ascii_lowercase();
+    (w.len() >= 2 && "connect".starts_with(&w)) || w == "ch" || w == "cd"
+}
+
+/// Parses `connect <name> <password>` or `connect "<name with spaces>"
+/// <password>` (and the abbreviations). Returns `None` for anything else,
+/// including a connect line without a password.
+pub fn parse_connect(line: &[u8]) -> Option<Credentials> {
+    let line = std::str::from_utf8(line).ok()?.trim();
+    let (verb, rest) = line.split_once(char::is_whitespace)?;
+    if !is_connect_verb(verb) {
+        return None;
+    }
+    let rest = rest.trim_start();
+    let (name, pass) = if let Some(q) = rest.strip_prefix('"') {
+        let (name, after) = q.split_once('"')?;
+        (name.trim(), after.trim())
+    } else {
+        let (name, after) = rest.split_once(char::is_whitespace)?;
+        (name, after.trim())
+    };
+    if name.is_empty() || pass.is_empty() {
+        return None;
+    }
+    Some(Credentials {
+        verb: verb.to_string(),
+        name: name.to_string(),
+        password: Secret::new(pass),
+    })
+}
+
+/// Renders the login template (`{verb}`, `{name}`, `{password}`) plus CRLF.
+/// The name is quoted when it has a space. The result holds the password,
+/// so it is wiped when dropped.
+pub fn render_login(
+    template: &str,
+    verb: &str,
+    name: &str,
+    password: &Secret,
+) -> Zeroizing<Vec<u8>> {
+    let quoted;
+    let name = if name.contains(' ') {
+        quoted = format!("\"{name}\"");
+        quoted.as_str()
+    } else {
+        name
+    };
+    let mut line = Zeroizing::new(String::with_capacity(template.len() + 32));
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        line.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("{verb}") {
+            line.push_str(verb);
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("{name}") {
+            line.push_str(name);
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("{password}") {
+            line.push_str(password.expose());
+            rest = t;
+        } else {
+            line.push('{');
+            rest = &tail[1..];
+        }
+    }
+    line.push_str(rest);
+    line.push_str("\r\n");
+    Zeroizing::new(line.as_bytes().to_vec())
+}
+
+/// A fresh nonce for a probe or marker: `hf-` and 16 hex digits.
+pub fn new_nonce() -> String {
+    let n: u64 = rand::rng().random();
+    format!("hf-{n:016x}")
+}
+
+/// Renders a `{nonce}` template plus CRLF.
+pub fn render_nonce(template: &str, nonce: &str) -> Vec<u8> {
+    let mut v = template.replace("{nonce}", nonce).into_bytes();
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+/// True if `line` is the game's quit command (case-insensitive, trimmed).
+pub fn is_quit(line: &[u8], quit: &str) -> bool {
+    line.trim_ascii().eq_ignore_ascii_case(quit.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_forms() {
+        let c = parse_connect(b"connect Alice alicepw").unwrap();
+        assert_eq!(
+            (c.verb.as_str(), c.name.as_str(), c.password.expose()),
+            ("connect", "Alice", "alicepw")
+        );
+        let c = parse_connect(b"  co \"Big Bob\"  pw2 ").unwrap();
+        assert_eq!((c.name.as_str(), c.password.expose()), ("Big Bob", "pw2"));
+        for v in ["co", "con", "conn", "CONNECT", "ch", "cd"] {
+            assert!(
+                parse_connect(format!("{v} x y").as_bytes()).is_some(),
+                "{v}"
+            );
+        }
+        for bad in [
+            "c x y",
+            "connectx x y",
+            "connect x",
+            "connect \"x y\"",
+            "create x y",
+            "say connect x y",
+        ] {
+            assert!(parse_connect(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn renders_login() {
+        let p = Secret::new("pw");
+        let l = render_login("{verb} {name} {password}", "connect", "Big Bob", &p);
+        assert_eq!(&l[..], b"connect \"Big Bob\" pw\r\n");
+        let l = render_login("connect {name} {password} {x}", "co", "Al", &p);
+        assert_eq!(&l[..], b"connect Al pw {x}\r\n");
+    }
+
+    #[test]
+    fn debug_hides_password() {
+        let c = parse_connect(b"connect Alice s3cret").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn nonce_shape() {
+        let a = new_nonce();
+        assert_eq!(a.len(), 19);
+        assert_ne!(a, new_nonce());
+    }
+}

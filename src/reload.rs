@@ -1,0 +1,44 @@
+//! Reloading the configuration (SIGHUP, or the bus `reload` request):
+//! re-read, validate, swap. An invalid file changes nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::events::Event;
+use crate::state::Shared;
+
+/// Re-reads the config file. On success the new config is live at once
+/// (sessions read it as they go; the failover manager moves everyone if the
+/// preferred backend changed). On error nothing changes.
+pub fn reload(shared: &Shared) -> Result<(), ConfigError> {
+    let old = shared.config();
+    match Config::load(&old.path) {
+        Ok(new) => {
+            if new.listen.addrs != old.listen.addrs {
+                warn!("listen.addrs changed: the listeners are kept until a restart");
+            }
+            if new.bus.servers != old.bus.servers || new.bus.instance != old.bus.instance {
+                warn!("bus servers or instance changed: they take effect on restart");
+            }
+            info!(file = %old.path.display(), backends = new.backends.len(), preferred = %new.preferred().name, "config reloaded");
+            shared.config.send_replace(Arc::new(new));
+            shared
+                .events
+                .emit(Event::new("config.reloaded").with("ok", true));
+            Ok(())
+        }
+        Err(e) => {
+            error!(error = %e, "config reload failed; keeping the running config");
+            shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+            shared.events.emit(
+                Event::new("config.reloaded")
+                    .with("ok", false)
+                    .with("error", e.to_string()),
+            );
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,897 @@
+//! One player's session: the state machine that relays, holds and logs the
+//! player back in.
+//!
+//! ```text
+//!            connect ok                 backend closed, probe says dead
+//!  (start) ───────────▶ Relaying ─────────────────────────────────────▶ Held
+//!     │                 ▲   │  backend marked down / failover            │
+//!     │ backend down    │   └──────────────────────────────────────────▶ │
+//!     └───────────────▶ │                                                │
+//!                       │   marker back        connect + login + marker  │
+//!                       └──────────── Relogin ◀──────────────────────────┘
+//! ```
+//!
+//! Everything happens in one task with one `select!`: player input, backend
+//! output, pool changes (up/down/failover), announcements, timers and
+//! shutdown. Writes to the player happen in the branch bodies, so the
+//! backend's output always reaches the player before anything that follows
+//! it (half-close: the game's last words arrive before we decide what to do).
+
+mod input;
+mod watch;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, watch as tokio_watch};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::backend::connect::{connect, BackendStream};
+use crate::clientip;
+use crate::config::Config;
+use crate::events::Event;
+use crate::login::{self, Credentials};
+use crate::state::{peer_ip, Announcement, Phase, PoolState, Shared};
+use crate::telnet::{self, TelnetEvent};
+use input::{Input, Item};
+use watch::{Kind, Outcome, Watch};
+
+/// Bytes read from the backend per read call.
+const BACKEND_READ: usize = 32 * 1024;
+/// Bytes read from the player per read call.
+const CLIENT_READ: usize = 4 * 1024;
+/// Grace for an immediate probe beyond `interval + timeout`.
+const CHECK_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a session ended (the `reason` of `session.close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The player closed the connection.
+    PlayerClosed,
+    /// The player typed QUIT.
+    Quit,
+    /// The game closed the connection while alive (e.g. `@boot`).
+    Booted,
+    /// Not logged in within `login_timeout`.
+    LoginTimeout,
+    /// Held longer than `outage.max_hold`.
+    MaxHold,
+    /// The proxy is stopping.
+    Shutdown,
+    /// The player stopped reading (write timed out or failed).
+    WriteFailed,
+}
+
+impl End {
+    /// The reason string used in events and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::PlayerClosed => "disconnected",
+            End::Quit => "quit",
+            End::Booted => "booted",
+            End::LoginTimeout => "login_timeout",
+            End::MaxHold => "max_hold",
+            End::Shutdown => "shutdown",
+            End::WriteFailed => "write_failed",
+        }
+    }
+}
+
+/// The backend side of a session.
+struct BackendConn {
+    name: String,
+    stream: BackendStream,
+    parser: telnet::Parser,
+    watch: Option<Watch>,
+}
+
+/// Runs one player's session to its end. `local` is the proxy address the
+/// player connected to.
+pub async fn run(
+    shared: Arc<Shared>,
+    id: u64,
+    client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let span = info_span!("session", id, peer = %peer);
+    async move {
+        let cfg = shared.config();
+        let mut s = Session {
+            id,
+            peer,
+            local,
+            input: Input::new(cfg.limits.max_subnegotiation),
+            shared: shared.clone(),
+            client,
+            at_line_start: true,
+            backend: None,
+            user: None,
+            creds: None,
+            phase: Phase::Held,
+            held_since: None,
+            relogin_at: None,
+            login_deadline: None,
+            quit_sent: false,
+            queue: VecDeque::new(),
+            epoch: shared.pool.borrow().epoch,
+            was_held: false,
+        };
+        info!("session open");
+        shared.events.emit(
+            Event::new("session.open")
+                .with("session", id)
+                .with_opt("ip", cfg.bus.publish_ip.then(|| peer_ip(&peer).to_string())),
+        );
+        let end = s.run().await;
+        s.finish(end).await;
+    }
+    .instrument(span)
+    .await
+}
+
+struct Session {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    client: TcpStream,
+    input: Input,
+    /// The last byte sent to the player ended a line (or a prompt).
+    at_line_start: bool,
+    backend: Option<BackendConn>,
+    user: Option<String>,
+    creds: Option<Credentials>,
+    phase: Phase,
+    /// When the current hold began.
+    held_since: Option<Instant>,
+    /// When to try connecting again (held).
+    relogin_at: Option<Instant>,
+    /// Close if not logged in by then.
+    login_deadline: Option<Instant>,
+    /// The player sent the quit command to the backend.
+    quit_sent: bool,
+    /// Lines typed while held or during a re-login, with their time.
+    queue: VecDeque<(Instant, Vec<u8>)>,
+    /// Pool epoch seen last (a change means failover).
+    epoch: u64,
+    /// This session has been held at least once since it last relayed.
+    was_held: bool,
+}
+
+async fn sleep_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn backend_readable(be: &Option<BackendConn>) -> io::Result<()> {
+    match be {
+        Some(b) => b.stream.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn render(text: &str, cfg: &Config, backend: &str, downtime: Option<Duration>) -> String {
+    text.replace("{game}", &cfg.game)
+        .replace("{backend}", backend)
+        .replace(
+            "{downtime}",
+            &downtime
+                .map(fmt_duration)
+                .unwrap_or_else(|| "a moment".into()),
+        )
+}
+
+/// `93s` -> `1m 33s`: short and readable for notices.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl Session {
+    fn cfg(&self) -> Arc<Config> {
+        self.shared.config()
+    }
+
+    async fn run(&mut self) -> End {
+        let mut pool_rx = self.shared.pool.subscribe();
+        let mut announce_rx = self.shared.announce.subscribe();
+        let shutdown = self.shared.shutdown.clone();
+        // First contact: connect if the active backend may be up, else hold.
+        let st = pool_rx.borrow_and_update().clone();
+        if st.active_usable() {
+            if let Err(e) = self.connect_backend(&st).await {
+                return e;
+            }
+        }
+        if self.backend.is_none() {
+            let cfg = self.cfg();
+            let msg = render(&cfg.notices.connecting, &cfg, &st.active, None);
+            if let Err(e) = self.notice(&msg).await {
+                return e;
+            }
+            self.enter_held(false);
+        }
+        loop {
+            let deadline = self.next_deadline();
+            let r: Result<(), End> = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(End::Shutdown),
+                // Readiness and channel receives are cancel-safe: losing the
+                // race to another branch consumes nothing.
+                r = self.client.readable() => match r {
+                    Ok(()) => self.on_client_readable().await,
+                    Err(_) => Err(End::PlayerClosed),
+                },
+                r = backend_readable(&self.backend) => self.on_backend_readable(r).await,
+                Ok(()) = pool_rx.changed() => {
+                    let st = pool_rx.borrow_and_update().clone();
+                    self.on_pool(st).await
+                }
+                a = announce_rx.recv() => match a {
+                    Ok(a) => self.on_announce(a).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
+                },
+                _ = sleep_opt(deadline) => self.on_timer(&pool_rx).await,
+            };
+            if let Err(end) = r {
+                return end;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let cfg = self.cfg();
+        let hold_end = match (self.held_since, cfg.outage.max_hold) {
+            (Some(t), Some(m)) if self.backend.is_none() => Some(t + m),
+            _ => None,
+        };
+        [
+            self.backend
+                .as_ref()
+                .and_then(|b| b.watch.as_ref().map(|w| w.deadline)),
+            self.login_deadline,
+            self.relogin_at,
+            hold_end,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- player side -------------------------------------------------
+
+    async fn on_client_readable(&mut self) -> Result<(), End> {
+        let mut buf = Vec::with_capacity(CLIENT_READ);
+        match self.client.try_read_buf(&mut buf) {
+            Ok(0) => return Err(End::PlayerClosed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return Err(End::PlayerClosed),
+        }
+        let cfg = self.cfg();
+        let mut items = Vec::new();
+        self.input.feed(&buf, cfg.limits.max_line, &mut items);
+        let mut to_backend: Vec<u8> = Vec::new();
+        for item in items {
+            match item {
+                Item::Line(line) => self.on_line(line, &cfg, &mut to_backend).await?,
+                Item::TooLong => {
+                    self.flush_backend(&mut to_backend).await?;
+                    self.notice(&render(&cfg.notices.line_too_long, &cfg, "", None))
+                        .await?;
+                }
+                Item::Telnet(bytes) => {
+                    if self.backend.is_some() {
+                        to_backend.extend_from_slice(&bytes);
+                    }
+                }
+                Item::Subneg(opt, data) => {
+                    if self.backend.is_some() {
+                        telnet::write_subnegotiation(opt, &data, &mut to_backend);
+                    }
+                }
+            }
+        }
+        self.flush_backend(&mut to_backend).await
+    }
+
+    async fn on_line(
+        &mut self,
+        line: Vec<u8>,
+        cfg: &Config,
+        to_backend: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        if clientip::is_spoof(&cfg.client_ip, &line) {
+            warn!("dropped a player line that would set the client address");
+            return Ok(());
+        }
+        let quit = login::is_quit(&line, &cfg.templates.quit);
+        let relaying = matches!(&self.backend, Some(b) if b.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)));
+        if !relaying {
+            if quit {
+                self.notice("[holdfast] Goodbye.").await?;
+                return Err(End::Quit);
+            }
+            if self.backend.is_some() {
+                // Re-login in progress: keep the line for right after it.
+                self.queue_line(line, cfg).await?;
+            } else if cfg.outage.queue_input {
+                self.queue_line(line, cfg).await?;
+                self.notice(&render(&cfg.notices.queued_input, cfg, "", None))
+                    .await?;
+            } else {
+                self.notice(&render(&cfg.notices.held_input, cfg, "", None))
+                    .await?;
+            }
+            return Ok(());
+        }
+        if quit {
+            self.quit_sent = true;
+        }
+        if self.user.is_none() {
+            if let Some(creds) = login::parse_connect(&line) {
+                let be = self.backend.as_mut().expect("relaying");
+                if be.watch.is_none() {
+                    debug!(user = %creds.name, "login attempt");
+                    let deadline = Instant::now() + cfg.templates.login_confirm_timeout;
+                    be.watch = Some(Watch::new(
+                        Kind::First(creds),
+                        login::new_nonce(),
+                        false,
+                        deadline,
+                    ));
+                }
+            }
+        }
+        telnet::escape_iac(&line, to_backend);
+        to_backend.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    async fn queue_line(&mut self, line: Vec<u8>, cfg: &Config) -> Result<(), End> {
+        if self.queue.len() >= cfg.outage.queue_max_lines {
+            return self
+                .notice("[holdfast] Too many lines waiting; that one was not kept.")
+                .await;
+        }
+        self.queue.push_back((Instant::now(), line));
+        Ok(())
+    }
+
+    /// Sends a notice on a line of its own.
+    async fn notice(&mut self, text: &str) -> Result<(), End> {
+        let mut v = Vec::with_capacity(text.len() + 4);
+        if !self.at_line_start {
+            v.extend_from_slice(b"\r\n");
+        }
+        telnet::escape_iac(text.as_bytes(), &mut v);
+        v.extend_from_slice(b"\r\n");
+        self.at_line_start = true;
+        self.write_client(&v).await
+    }
+
+    async fn write_client(&mut self, data: &[u8]) -> Result<(), End> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let t = self.cfg().limits.write_timeout;
+        match timeout(t, self.client.write_all(data)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "write to player failed");
+                Err(End::WriteFailed)
+            }
+            Err(_) => {
+                warn!(timeout = ?t, "player stopped reading; dropping the session");
+                Err(End::WriteFailed)
+            }
+        }
+    }
+
+    async fn on_announce(&mut self, a: Announcement) -> Result<(), End> {
+        let on = self.backend.as_ref().map(|b| b.name.as_str());
+        if a.backend.is_some() && a.backend.as_deref() != on {
+            return Ok(());
+        }
+        self.notice(&a.text).await
+    }
+
+    // ----- backend side ------------------------------------------------
+
+    async fn flush_backend(&mut self, data: &mut Vec<u8>) -> Result<(), End> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let Some(be) = self.backend.as_mut() else {
+            data.clear();
+            return Ok(());
+        };
+        let t = self.shared.config.borrow().limits.write_timeout;
+        let r = timeout(t, be.stream.write_all(data)).await;
+        data.clear();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            // The read side will see the close and decide; nothing to do here.
+            Ok(Err(e)) => {
+                debug!(error = %e, "write to backend failed");
+                Ok(())
+            }
+            Err(_) => {
+                warn!("backend stopped reading; treating it as gone");
+                self.backend_closed().await
+            }
+        }
+    }
+
+    async fn on_backend_readable(&mut self, r: io::Result<()>) -> Result<(), End> {
+        if r.is_err() {
+            return self.backend_closed().await;
+        }
+        let Some(be) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        let mut buf = Vec::with_capacity(BACKEND_READ);
+        match be.stream.try_read_buf(&mut buf) {
+            Ok(0) => return self.backend_closed().await,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return self.backend_closed().await,
+        }
+        self.on_backend_data(&buf).await
+    }
+
+    async fn on_backend_data(&mut self, data: &[u8]) -> Result<(), End> {
+        let cfg = self.cfg();
+        let mut out = Vec::with_capacity(data.len() + 16);
+        let mut to_backend = Vec::new();
+        let mut outcome = Outcome::Pending;
+        {
+            let be = self.backend.as_mut().expect("called with a backend");
+            let at_line_start = &mut self.at_line_start;
+            let t = &cfg.templates;
+            let BackendConn { parser, watch, .. } = be;
+            parser.feed(data, |ev| {
+                match ev {
+                    TelnetEvent::Data(mut d) => {
+                        if let Some(w) = watch.as_mut() {
+                            if outcome == Outcome::Pending {
+                                let mut plain = Vec::new();
+                                let mut send_marker = false;
+                                let (o, used) = w.feed(d, t, &mut plain, &mut send_marker);
+                                if send_marker {
+                                    to_backend.extend_from_slice(&login::render_nonce(
+                                        &t.marker, &w.nonce,
+                                    ));
+                                }
+                                if !plain.is_empty() {
+                                    telnet::escape_iac(&plain, &mut out);
+                                    *at_line_start = plain.last() == Some(&b'\n');
+                                }
+                                outcome = o;
+                                d = &d[used..];
+                            }
+                        }
+                        if !d.is_empty() {
+                            telnet::escape_iac(d, &mut out);
+                            *at_line_start = d.last() == Some(&b'\n');
+                        }
+                    }
+                    TelnetEvent::Command(c) => {
+                        let hiding = matches!(watch, Some(w) if matches!(w.kind, Kind::Relogin))
+                            && outcome == Outcome::Pending;
+                        if !hiding {
+                            telnet::write_command(c, &mut out);
+                            if c == telnet::GA || c == telnet::EOR {
+                                *at_line_start = true;
+                            }
+                        }
+                    }
+                    TelnetEvent::Negotiation { verb, option } => {
+                        telnet::write_negotiation(verb, option, &mut out)
+                    }
+                    TelnetEvent::Subnegotiation { option, data } => {
+                        telnet::write_subnegotiation(option, data, &mut out)
+                    }
+                }
+                true
+            });
+        }
+        self.write_client(&out).await?;
+        self.flush_backend(&mut to_backend).await?;
+        match outcome {
+            Outcome::Pending => Ok(()),
+            Outcome::Confirmed => self.login_confirmed().await,
+            Outcome::Failed(why) => self.login_failed(why).await,
+        }
+    }
+
+    async fn login_confirmed(&mut self) -> Result<(), End> {
+        let Some(mut w) = self.backend.as_mut().and_then(|b| b.watch.take()) else {
+            return Ok(());
+        };
+        let cfg = self.cfg();
+        let backend = self.backend_name();
+        // Output held back while deciding (a partial line) goes out now;
+        // for a re-login the hidden transcript is dropped.
+        let held = w.take_held();
+        match w.kind {
+            Kind::First(creds) => {
+                self.write_out(&held).await?;
+                info!(user = %creds.name, backend = %backend, "logged in");
+                self.user = Some(creds.name.clone());
+                self.shared.events.emit(
+                    Event::new("session.login")
+                        .with("session", self.id)
+                        .with("user", creds.name.as_str()),
+                );
+                self.creds = Some(creds);
+                self.login_deadline = None;
+                let user = self.user.clone();
+                self.shared.registry.update(self.id, |s| s.user = user);
+            }
+            Kind::Relogin => {
+                let down = self.held_since.take().map(|t| t.elapsed());
+                info!(user = ?self.user, backend = %backend, "logged back in");
+                self.set_phase(Phase::Relaying);
+                self.shared.events.emit(
+                    Event::new("session.restored")
+                        .with("session", self.id)
+                        .with_opt("user", self.user.clone())
+                        .with("backend", backend.as_str()),
+                );
+                self.notice(&render(&cfg.notices.online, &cfg, &backend, down))
+                    .await?;
+                self.was_held = false;
+                self.flush_queue().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn login_failed(&mut self, why: &'static str) -> Result<(), End> {
+        let Some(mut w) = self.backend.as_mut().and_then(|b| b.watch.take()) else {
+            return Ok(());
+        };
+        let held = w.take_held();
+        self.write_out(&held).await?;
+        match w.kind {
+            Kind::First(creds) => {
+                debug!(user = %creds.name, why, "login not confirmed");
+            }
+            Kind::Relogin => {
+                let cfg = self.cfg();
+                let backend = self.backend_name();
+                warn!(user = ?self.user, backend = %backend, why, "re-login failed");
+                self.creds = None;
+                self.user = None;
+                self.held_since = None;
+                self.set_phase(Phase::Relaying);
+                self.shared.registry.update(self.id, |s| s.user = None);
+                self.login_deadline = cfg.listen.login_timeout.map(|t| Instant::now() + t);
+                self.notice(&render(&cfg.notices.relogin_failed, &cfg, &backend, None))
+                    .await?;
+                self.flush_queue().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes backend text (telnet-free) to the player.
+    async fn write_out(&mut self, text: &[u8]) -> Result<(), End> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let mut v = Vec::with_capacity(text.len());
+        telnet::escape_iac(text, &mut v);
+        self.at_line_start = text.last() == Some(&b'\n');
+        self.write_client(&v).await
+    }
+
+    async fn flush_queue(&mut self) -> Result<(), End> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let cfg = self.cfg();
+        let mut data = Vec::new();
+        let mut stale = 0;
+        while let Some((t, line)) = self.queue.pop_front() {
+            if t.elapsed() > cfg.outage.queue_max_age {
+                stale += 1;
+                continue;
+            }
+            if login::is_quit(&line, &cfg.templates.quit) {
+                self.quit_sent = true;
+            }
+            telnet::escape_iac(&line, &mut data);
+            data.extend_from_slice(b"\r\n");
+        }
+        if stale > 0 {
+            self.notice(&format!(
+                "[holdfast] {stale} queued line(s) were too old and were not sent."
+            ))
+            .await?;
+        }
+        self.flush_backend(&mut data).await
+    }
+
+    fn backend_name(&self) -> String {
+        self.backend
+            .as_ref()
+            .map(|b| b.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_phase(&mut self, p: Phase) {
+        self.phase = p;
+        let backend = self.backend.as_ref().map(|b| b.name.clone());
+        self.shared.registry.update(self.id, |s| {
+            s.phase = p;
+            if backend.is_some() {
+                s.backend = backend;
+            }
+        });
+    }
+
+    /// The backend connection closed: the player quit or was booted if the
+    /// game is alive, else the game went away and the player is held.
+    async fn backend_closed(&mut self) -> Result<(), End> {
+        let Some(be) = self.backend.take() else {
+            return Ok(());
+        };
+        if self.quit_sent {
+            return Err(End::Quit);
+        }
+        let cfg = self.cfg();
+        let grace = cfg.heartbeat.interval + cfg.heartbeat.timeout + CHECK_GRACE;
+        let alive = match self.shared.probe(&be.name) {
+            Some(p) => timeout(grace, p.check_now()).await.unwrap_or(false),
+            None => false,
+        };
+        if alive {
+            info!(backend = %be.name, "game closed the connection while alive");
+            return Err(End::Booted);
+        }
+        info!(backend = %be.name, "backend gone; holding the session");
+        self.backend = Some(be);
+        self.hold("backend_down").await
+    }
+
+    /// Drops the backend connection and holds the player with the offline notice.
+    async fn hold(&mut self, why: &'static str) -> Result<(), End> {
+        let cfg = self.cfg();
+        let name = self.backend.take().map(|b| b.name).unwrap_or_default();
+        let msg = render(&cfg.notices.offline, &cfg, &name, None);
+        self.enter_held(true);
+        self.shared.events.emit(
+            Event::new("session.held")
+                .with("session", self.id)
+                .with_opt("user", self.user.clone())
+                .with("backend", name.as_str())
+                .with("reason", why),
+        );
+        self.notice(&msg).await?;
+        // Try again as soon as the pool says so (see on_pool), or after a
+        // probe interval in case the pool has not noticed yet.
+        let st = self.shared.pool.borrow().clone();
+        if !st.is_down(&st.active) {
+            self.relogin_at = Some(Instant::now() + cfg.heartbeat.interval);
+        }
+        Ok(())
+    }
+
+    fn enter_held(&mut self, outage: bool) {
+        self.backend = None;
+        self.login_deadline = None;
+        if self.held_since.is_none() {
+            self.held_since = Some(Instant::now());
+        }
+        self.was_held |= outage;
+        self.set_phase(Phase::Held);
+    }
+
+    async fn on_pool(&mut self, st: PoolState) -> Result<(), End> {
+        let moved = st.epoch != self.epoch;
+        self.epoch = st.epoch;
+        if let Some(be) = &self.backend {
+            if moved && be.name != st.active {
+                let cfg = self.cfg();
+                let old = self.backend.take().expect("checked");
+                info!(from = %old.name, to = %st.active, "moving to another backend");
+                self.leave_backend(old).await;
+                self.enter_held(false);
+                let msg = render(&cfg.notices.failover, &cfg, &st.active, None);
+                self.notice(&msg).await?;
+                if st.active_usable() {
+                    self.schedule_relogin(&cfg);
+                }
+                return Ok(());
+            }
+            if st.is_down(&be.name) && st.view(&be.name).is_some() {
+                // The probe says the backend is gone though our connection
+                // is still open: a frozen host. Do not wait for TCP to notice.
+                info!(backend = %be.name, "backend marked down; holding the session");
+                return self.hold("backend_down").await;
+            }
+            return Ok(());
+        }
+        if st.active_usable() && self.relogin_at.is_none() {
+            let cfg = self.cfg();
+            self.schedule_relogin(&cfg);
+        }
+        Ok(())
+    }
+
+    /// Ends a backend connection cleanly: the quit command if logged in.
+    async fn leave_backend(&mut self, mut old: BackendConn) {
+        if self.user.is_some() {
+            let quit = format!("{}\r\n", self.cfg().templates.quit);
+            let _ = timeout(
+                Duration::from_secs(1),
+                old.stream.write_all(quit.as_bytes()),
+            )
+            .await;
+        }
+        let _ = timeout(Duration::from_secs(1), old.stream.shutdown()).await;
+    }
+
+    fn schedule_relogin(&mut self, cfg: &Config) {
+        let at = self.shared.relogin_limiter.reserve();
+        let jitter = cfg.relogin.jitter;
+        let j = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.mul_f64(rand::rng().random::<f64>())
+        };
+        self.relogin_at = Some(at + j);
+    }
+
+    async fn on_timer(&mut self, pool_rx: &tokio_watch::Receiver<PoolState>) -> Result<(), End> {
+        let now = Instant::now();
+        let cfg = self.cfg();
+        if let Some(w) = self.backend.as_ref().and_then(|b| b.watch.as_ref()) {
+            if w.deadline <= now {
+                return self.login_failed("timed out").await;
+            }
+        }
+        if self.login_deadline.is_some_and(|t| t <= now) {
+            self.notice(&render(&cfg.notices.login_timeout, &cfg, "", None))
+                .await?;
+            return Err(End::LoginTimeout);
+        }
+        if let (Some(t), Some(m), None) = (self.held_since, cfg.outage.max_hold, &self.backend) {
+            if t + m <= now {
+                let msg = render(&cfg.notices.max_hold, &cfg, "", Some(t.elapsed()));
+                self.notice(&msg).await?;
+                return Err(End::MaxHold);
+            }
+        }
+        if self.relogin_at.is_some_and(|t| t <= now) {
+            self.relogin_at = None;
+            if self.backend.is_none() {
+                let st = pool_rx.borrow().clone();
+                if st.active_usable() {
+                    self.connect_backend(&st).await?;
+                    if self.backend.is_none() {
+                        // Connect failed; the probe will tell, but retry
+                        // anyway after an interval.
+                        self.relogin_at = Some(now + cfg.heartbeat.interval);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects to the active backend: client-ip preamble, then (if the
+    /// player was logged in) the login and the marker, hiding the output.
+    async fn connect_backend(&mut self, st: &PoolState) -> Result<(), End> {
+        let cfg = self.cfg();
+        let Some(b) = cfg.backend(&st.active).cloned() else {
+            return Ok(());
+        };
+        let mut stream = match connect(&b.addr, b.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(backend = %b.name, error = %e, "connect failed");
+                if let Some(p) = self.shared.probe(&b.name) {
+                    // Let the probe find out (in the background) so the pool
+                    // learns of the outage without waiting for the interval.
+                    tokio::spawn(async move {
+                        p.check_now().await;
+                    });
+                }
+                return Ok(());
+            }
+        };
+        let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, None);
+        let mut watch = None;
+        if let Some(c) = &self.creds {
+            let login = login::render_login(&cfg.templates.login, &c.verb, &c.name, &c.password);
+            first.extend_from_slice(&login);
+            let nonce = login::new_nonce();
+            let marker = !cfg.templates.marker.is_empty();
+            if marker {
+                first.extend_from_slice(&login::render_nonce(&cfg.templates.marker, &nonce));
+            }
+            watch = Some(Watch::new(
+                Kind::Relogin,
+                nonce,
+                marker,
+                Instant::now() + cfg.relogin.timeout,
+            ));
+        }
+        let wrote = timeout(b.connect_timeout, stream.write_all(&first)).await;
+        // The buffer held the password: wipe it.
+        zeroize::Zeroize::zeroize(&mut first);
+        if !matches!(wrote, Ok(Ok(()))) {
+            debug!(backend = %b.name, "backend closed during connect");
+            return Ok(());
+        }
+        let relogin = watch.is_some();
+        self.backend = Some(BackendConn {
+            name: b.name.clone(),
+            stream,
+            parser: telnet::Parser::new(cfg.limits.max_subnegotiation),
+            watch,
+        });
+        self.quit_sent = false;
+        self.relogin_at = None;
+        debug!(backend = %b.name, relogin, "connected to backend");
+        if relogin {
+            self.set_phase(Phase::Relogin);
+        } else {
+            self.set_phase(Phase::Relaying);
+            self.login_deadline = cfg.listen.login_timeout.map(|t| Instant::now() + t);
+            if self.held_since.take().is_some() && self.was_held {
+                self.was_held = false;
+                self.shared.events.emit(
+                    Event::new("session.restored")
+                        .with("session", self.id)
+                        .with("backend", b.name.as_str()),
+                );
+            }
+            self.flush_queue().await?;
+        }
+        Ok(())
+    }
+
+    /// Closes both sides and reports the end.
+    async fn finish(mut self, end: End) {
+        if end == End::Shutdown {
+            let cfg = self.cfg();
+            let _ = self
+                .notice(&render(&cfg.notices.stopping, &cfg, "", None))
+                .await;
+        }
+        if let Some(be) = self.backend.take() {
+            if end == End::Shutdown {
+                self.leave_backend(be).await;
+            }
+        }
+        let _ = timeout(Duration::from_secs(1), self.client.shutdown()).await;
+        info!(reason = end.as_str(), user = ?self.user, "session closed");
+        self.shared.registry.remove(self.id);
+        self.shared.events.emit(
+            Event::new("session.close")
+                .with("session", self.id)
+                .with_opt("user", self.user.clone())
+                .with("reason", end.as_str()),
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! State shared by the tasks of one running proxy: the live config, the
+//! backend pool's view, the session registry and the channels that reach
+//! every session.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::health::ProbeHandle;
+use crate::config::Config;
+use crate::events::EventSink;
+use crate::limiter::RateLimiter;
+
+/// Health of one backend as its probe sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendView {
+    /// Backend name.
+    pub name: String,
+    /// Address, as configured.
+    pub addr: String,
+    /// `None` until the first probe finished.
+    pub up: Option<bool>,
+    /// When `up` last changed.
+    pub since: SystemTime,
+    /// Why it is down (last probe error).
+    pub reason: String,
+}
+
+/// The pool as sessions see it: which backend is active and who is up.
+/// Published through a `watch` channel; changes are rare (up, down,
+/// failover, reload), so every session may wake on each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolState {
+    /// The backend sessions should be on.
+    pub active: String,
+    /// Every configured backend, in preference order.
+    pub backends: Vec<BackendView>,
+    /// Bumped on every failover, so a session notices a move even back to
+    /// the backend it was on before.
+    pub epoch: u64,
+}
+
+impl PoolState {
+    /// The view of backend `name`.
+    pub fn view(&self, name: &str) -> Option<&BackendView> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    /// Whether `name` is known to be down (unknown counts as not down).
+    pub fn is_down(&self, name: &str) -> bool {
+        matches!(self.view(name).map(|v| v.up), Some(Some(false)) | None)
+    }
+
+    /// Whether the active backend is known to be up or not probed yet.
+    pub fn active_usable(&self) -> bool {
+        !self.is_down(&self.active)
+    }
+}
+
+/// What a session is doing, for `status` and `sessions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Connected to a backend, output flowing.
+    Relaying,
+    /// Reconnecting and logging back in (output hidden).
+    Relogin,
+    /// No backend: the player is being held.
+    Held,
+}
+
+/// One session as the registry knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    /// Session id (unique in this process).
+    pub id: u64,
+    /// The player's address.
+    #[serde(skip)]
+    pub ip: IpAddr,
+    /// Logged-in user, if any.
+    pub user: Option<String>,
+    /// Backend the session is on (or was on, when held).
+    pub backend: Option<String>,
+    /// Current phase.
+    pub phase: Phase,
+    /// Unix time of the connection.
+    pub connected: u64,
+}
+
+/// All live sessions, plus per-IP counts for the listener's limits.
+#[derive(Default, Debug)]
+pub struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default, Debug)]
+struct RegistryInner {
+    sessions: HashMap<u64, SessionInfo>,
+    per_ip: HashMap<IpAddr, usize>,
+    unauthenticated: usize,
+}
+
+/// Why a connection was refused by [`Registry::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `listen.max_sessions` reached.
+    Full,
+    /// `listen.max_per_ip` reached.
+    PerIp,
+    /// `limits.max_unauthenticated` reached.
+    Unauthenticated,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
+        // A panic while holding this lock would be a bug elsewhere; the data
+        // (counts and infos) stays usable, so recover rather than cascade.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new session if the limits allow it.
+    pub fn admit(&self, info: SessionInfo, cfg: &Config) -> Result<(), Refusal> {
+        let mut g = self.lock();
+        if g.sessions.len() >= cfg.listen.max_sessions {
+            return Err(Refusal::Full);
+        }
+        let n = g.per_ip.get(&info.ip).copied().unwrap_or(0);
+        if n >= cfg.listen.max_per_ip {
+            return Err(Refusal::PerIp);
+        }
+        if g.unauthenticated >= cfg.limits.max_unauthenticated {
+            return Err(Refusal::Unauthenticated);
+        }
+        *g.per_ip.entry(info.ip).or_insert(0) += 1;
+        g.unauthenticated += 1;
+        g.sessions.insert(info.id, info);
+        Ok(())
+    }
+
+    /// Updates a session's entry.
+    pub fn update(&self, id: u64, f: impl FnOnce(&mut SessionInfo)) {
+        let mut g = self.lock();
+        let g = &mut *g;
+        if let Some(s) = g.sessions.get_mut(&id) {
+            let was_anon = s.user.is_none();
+            f(s);
+            match (was_anon, s.user.is_none()) {
+                (true, false) => g.unauthenticated -= 1,
+                (false, true) => g.unauthenticated += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Removes a session.
+    pub fn remove(&self, id: u64) {
+        let mut g = self.lock();
+        if let Some(s) = g.sessions.remove(&id) {
+            if s.user.is_none() {
+                g.unauthenticated -= 1;
+            }
+            if let Some(n) = g.per_ip.get_mut(&s.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    g.per_ip.remove(&s.ip);
+                }
+            }
+        }
+    }
+
+    /// A snapshot of every session, sorted by id.
+    pub fn snapshot(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self.lock().sessions.values().cloned().collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Counts: (total, logged in, held).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let g = self.lock();
+        let total = g.sessions.len();
+        let held = g
+            .sessions
+            .values()
+            .filter(|s| s.phase == Phase::Held)
+            .count();
+        (total, total - g.unauthenticated, held)
+    }
+
+    /// Sessions currently on backend `name` (or held from it).
+    pub fn on_backend(&self, name: &str) -> usize {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| s.backend.as_deref() == Some(name))
+            .count()
+    }
+}
+
+/// A notice for every player (or those on one backend).
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    /// The text.
+    pub text: Arc<str>,
+    /// Only players on this backend, if set.
+    pub backend: Option<String>,
+}
+
+/// An operator's request to move every session to a backend.
+#[derive(Debug)]
+pub struct FailoverRequest {
+    /// Target backend name.
+    pub backend: String,
+    /// `sighup` or `request`.
+    pub reason: &'static str,
+    /// The outcome.
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Everything the tasks of one proxy share.
+pub struct Shared {
+    /// The live configuration; replaced on reload.
+    pub config: watch::Sender<Arc<Config>>,
+    /// Pool state; written by the failover manager only.
+    pub pool: watch::Sender<PoolState>,
+    /// Probe handles by backend name (for immediate checks).
+    pub probes: Mutex<HashMap<String, ProbeHandle>>,
+    /// Live sessions.
+    pub registry: Registry,
+    /// Events toward the bus.
+    pub events: EventSink,
+    /// Notices for every player.
+    pub announce: broadcast::Sender<Announcement>,
+    /// Operator failover requests, to the failover manager.
+    pub failover_tx: mpsc::Sender<FailoverRequest>,
+    /// Spreads re-logins out.
+    pub relogin_limiter: RateLimiter,
+    /// Cancelled when the proxy stops.
+    pub shutdown: CancellationToken,
+    /// Every session task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Session id source.
+    next_id: AtomicU64,
+    /// Process start.
+    pub started: SystemTime,
+    /// Monotonic start.
+    pub started_at: Instant,
+    /// Sessions refused by a limit, since start.
+    pub refused: AtomicU64,
+    /// Reloads that failed, since start.
+    pub reload_failures: AtomicU64,
+}
+
+impl Shared {
+    /// Builds the shared state for `config`.
+    pub fn new(
+        config: Config,
+        events: EventSink,
+        failover_tx: mpsc::Sender<FailoverRequest>,
+        shutdown: CancellationToken,
+    ) -> Shared {
+        let pool = PoolState {
+            active: config.preferred().name.clone(),
+            backends: config
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    name: b.name.clone(),
+                    addr: b.addr.to_string(),
+                    up: None,
+                    since: SystemTime::now(),
+                    reason: "not probed yet".into(),
+                })
+                .collect(),
+            epoch: 0,
+        };
+        let limiter = RateLimiter::new(config.relogin.rate, config.relogin.burst);
+        Shared {
+            config: watch::Sender::new(Arc::new(config)),
+            pool: watch::Sender::new(pool),
+            probes: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+            events,
+            announce: broadcast::channel(16).0,
+            failover_tx,
+            relogin_limiter: limiter,
+            shutdown,
+            tracker: TaskTracker::new(),
+            next_id: AtomicU64::new(1),
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            refused: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The probe handle of backend `name`.
+    pub fn probe(&self, name: &str) -> Option<ProbeHandle> {
+        self.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+/// Formats a peer for logs and events.
+pub fn peer_ip(peer: &SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}

@@ -1,0 +1,459 @@
+//! Test harness: the scripted game server, the real holdfast binary, a
+//! player client and nats-server, all on dynamic loopback ports and all
+//! killed on drop.
+#![allow(dead_code)]
+
+pub mod nats;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Default wait for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "holdfast-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("HOLDFAST_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Waits for `file` to appear and returns its content.
+pub fn wait_file(file: &Path, what: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(file) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        assert!(t0.elapsed() < WAIT, "{what} did not become ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} failed");
+}
+
+// ----- the scripted game ------------------------------------------------
+
+/// A running fakemush.
+pub struct Game {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
+    starts: u32,
+}
+
+impl Game {
+    /// Starts a TinyMUSH-flavoured game on a dynamic port.
+    pub fn start(dir: &TempDir, extra: &[&str]) -> Game {
+        let log = dir.path(&format!("game-{}.log", rand_tag()));
+        let mut g = Game {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir: dir.0.clone(),
+            starts: 0,
+        };
+        g.spawn();
+        g
+    }
+
+    fn spawn(&mut self) {
+        let ready = self.dir.join(format!("game-ready-{}", rand_tag()));
+        let child = Command::new(env!("CARGO_BIN_EXE_fakemush"))
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--log")
+            .arg(&self.log)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fakemush");
+        self.child = Some(child);
+        let s = wait_file(&ready, "fakemush");
+        self.addr = s.trim().parse().expect("fakemush ready file");
+        self.starts += 1;
+    }
+
+    /// SIGKILL: the kernel resets/closes every socket of the game.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGSTOP: the host goes silent without closing anything.
+    pub fn freeze(&self) {
+        signal(self.child.as_ref().unwrap(), "STOP");
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) {
+        signal(self.child.as_ref().unwrap(), "CONT");
+    }
+
+    /// Every JSON line of the game's log.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let Ok(f) = std::fs::File::open(&self.log) else { return Vec::new() };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
+    /// Waits until a log event satisfies `pred`, returns it.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(t0.elapsed() < WAIT, "game never logged {what}; log: {:#?}", self.events());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lines the game received from logged-in user `user`.
+    pub fn lines_from(&self, user: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["t"] == "line" && e["user"] == user)
+            .filter_map(|e| e["line"].as_str().map(String::from))
+            .collect()
+    }
+}
+
+impl Drop for Game {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_ref() {
+            // A frozen game must be thawed to die promptly on some kernels.
+            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+        }
+        self.kill();
+    }
+}
+
+fn rand_tag() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+// ----- the proxy -------------------------------------------------------
+
+/// A running `holdfast run`.
+pub struct Proxy {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Proxy {
+    /// Writes `config` (TOML; `listen.addrs` is set by the harness unless
+    /// present) and starts the proxy with RUST_LOG=`log`.
+    pub fn start(dir: &TempDir, config: &str) -> Proxy {
+        Self::start_with(dir, config, "holdfast=trace", &[])
+    }
+
+    pub fn start_with(dir: &TempDir, config: &str, log: &str, env: &[(&str, &str)]) -> Proxy {
+        let cfg_path = dir.path(&format!("holdfast-{}.toml", rand_tag()));
+        let text = if config.contains("[listen]") {
+            config.to_string()
+        } else {
+            format!("[listen]\naddrs = [\"127.0.0.1:0\"]\n{config}")
+        };
+        std::fs::write(&cfg_path, text).unwrap();
+        let ready = dir.path(&format!("proxy-ready-{}", rand_tag()));
+        let stderr = dir.path(&format!("proxy-stderr-{}.log", rand_tag()));
+        let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("run")
+            .arg("-c")
+            .arg(&cfg_path)
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", log)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start holdfast");
+        let s = wait_file(&ready, "holdfast");
+        let addr = s.lines().next().unwrap().parse().unwrap();
+        Proxy {
+            child: Some(child),
+            addr,
+            config: cfg_path,
+            stderr,
+        }
+    }
+
+    /// Rewrites the config file (for SIGHUP tests).
+    pub fn rewrite(&self, config: &str) {
+        let text = if config.contains("[listen]") {
+            config.to_string()
+        } else {
+            format!("[listen]\naddrs = [\"127.0.0.1:0\"]\n{config}")
+        };
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn sighup(&self) {
+        signal(self.child.as_ref().unwrap(), "HUP");
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        signal(&c, "TERM");
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if t0.elapsed() > WAIT {
+                let _ = c.kill();
+                panic!("holdfast did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the proxy logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let t0 = Instant::now();
+        while !self.logs().contains(needle) {
+            assert!(t0.elapsed() < WAIT, "proxy never logged {needle:?}; logs:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The usual config for one game: heartbeat as the game's default
+/// heartbeat user, fast probes.
+pub fn config_for(games: &[&Game], extra: &str) -> String {
+    let mut s = String::from("game = \"Test MUSH\"\n");
+    s.push_str(extra);
+    s.push('\n');
+    if !extra.contains("[heartbeat]") {
+        s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\n");
+    }
+    for (i, g) in games.iter().enumerate() {
+        s.push_str(&format!("[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n", g.addr));
+    }
+    s
+}
+
+// ----- a player --------------------------------------------------------
+
+/// A player's connection, with everything received kept (telnet removed
+/// in `text`, raw in `raw`).
+pub struct Client {
+    pub stream: TcpStream,
+    pub raw: Vec<u8>,
+    pub text: String,
+    /// Position in `text` up to which `expect` has matched.
+    pub pos: usize,
+    pub closed: bool,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Self::connect_from(addr, "127.0.0.1").await
+    }
+
+    /// Connects from a chosen loopback address (e.g. 127.0.0.2).
+    pub async fn connect_from(addr: SocketAddr, from: &str) -> Client {
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let stream = sock.connect(addr).await.expect("connect to proxy");
+        Client {
+            stream,
+            raw: Vec::new(),
+            text: String::new(),
+            pos: 0,
+            closed: false,
+        }
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .expect("send to proxy");
+    }
+
+    pub async fn send_raw(&mut self, b: &[u8]) {
+        self.stream.write_all(b).await.expect("send to proxy");
+    }
+
+    async fn read_some(&mut self, until: Instant) -> bool {
+        let mut buf = [0u8; 16384];
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.closed = true;
+                false
+            }
+            Ok(Ok(n)) => {
+                self.raw.extend_from_slice(&buf[..n]);
+                self.text = strip_telnet(&self.raw);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Waits up to `within` for `needle` after the last match; returns the
+    /// text between.
+    pub async fn expect_within(&mut self, needle: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(i) = self.text[self.pos..].find(needle) {
+                let seen = self.text[self.pos..self.pos + i + needle.len()].to_string();
+                self.pos += i + needle.len();
+                return seen;
+            }
+            if self.closed || Instant::now() >= until {
+                panic!(
+                    "did not see {needle:?} within {within:?} (closed: {}); after last match:\n{}",
+                    self.closed,
+                    &self.text[self.pos..]
+                );
+            }
+            self.read_some(until).await;
+        }
+    }
+
+    pub async fn expect(&mut self, needle: &str) -> String {
+        self.expect_within(needle, WAIT).await
+    }
+
+    /// Reads for `d` and returns whatever new text arrived (not consumed).
+    pub async fn collect_for(&mut self, d: Duration) -> String {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !self.closed {
+            self.read_some(until).await;
+        }
+        self.text[self.pos..].to_string()
+    }
+
+    /// Waits for the proxy to close the connection.
+    pub async fn expect_closed(&mut self) {
+        let until = Instant::now() + WAIT;
+        while !self.closed {
+            assert!(Instant::now() < until, "connection not closed; text:\n{}", &self.text[self.pos..]);
+            self.read_some(until).await;
+        }
+    }
+
+    /// Asserts the connection stays open for `d`.
+    pub async fn expect_open_for(&mut self, d: Duration) {
+        self.collect_for(d).await;
+        assert!(!self.closed, "connection closed; text:\n{}", self.text);
+    }
+
+    /// Connects through the proxy and logs in as `user`.
+    pub async fn login(addr: SocketAddr, user: &str, pass: &str) -> Client {
+        let mut c = Client::connect(addr).await;
+        c.expect("connect").await;
+        c.send(&format!("connect {user} {pass}")).await;
+        c.expect("Last connect was from").await;
+        c
+    }
+}
+
+/// Removes telnet sequences from a byte stream (for matching text).
+pub fn strip_telnet(b: &[u8]) -> String {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == 255 && i + 1 < b.len() {
+            match b[i + 1] {
+                255 => {
+                    out.push(255);
+                    i += 2;
+                }
+                250 => {
+                    // Skip to IAC SE.
+                    let mut j = i + 2;
+                    while j + 1 < b.len() && !(b[j] == 255 && b[j + 1] == 240) {
+                        j += 1;
+                    }
+                    i = j + 2;
+                }
+                251..=254 => i += 3,
+                _ => i += 2,
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

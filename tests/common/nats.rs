@@ -1,0 +1,117 @@
+//! nats-server processes on dynamic loopback ports, killed on drop.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::TempDir;
+
+/// Picks a free loopback port. nats-server cannot report a dynamic port
+/// through a file, so the harness picks one and retries on a clash.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One nats-server.
+pub struct NatsServer {
+    pub child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl NatsServer {
+    /// A standalone server.
+    pub fn start() -> NatsServer {
+        Self::start_args(free_port(), Vec::new())
+    }
+
+    pub fn start_args(port: u16, args: Vec<String>) -> NatsServer {
+        let mut s = NatsServer {
+            child: None,
+            port,
+            args,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_bin())
+            .arg("-a")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (run scripts/test.sh to install it)");
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of `n` nats-servers routed to each other.
+pub fn cluster(_dir: &TempDir, n: usize) -> Vec<NatsServer> {
+    let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let routes: Vec<String> = route_ports
+        .iter()
+        .map(|p| format!("nats-route://127.0.0.1:{p}"))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let args = vec![
+                "--cluster_name".to_string(),
+                "holdfast-test".to_string(),
+                "--cluster".to_string(),
+                format!("nats://127.0.0.1:{}", route_ports[i]),
+                "--routes".to_string(),
+                routes.join(","),
+            ];
+            NatsServer::start_args(client_ports[i], args)
+        })
+        .collect()
+}
+
+fn nats_bin() -> String {
+    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
+        for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
+            if std::path::Path::new(p).exists() {
+                return p.to_string();
+            }
+        }
+        "nats-server".to_string()
+    })
+}
+
+fn wait_port(port: u16) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "nats-server did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

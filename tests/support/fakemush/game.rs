@@ -1,0 +1,262 @@
+//! Shared game state and command processing. All commands run synchronously
+//! under one lock; output goes to each connection's channel, so ordering per
+//! connection is the order in which it was produced.
+
+use crate::jlog::{Logger, V};
+use crate::telnet::{self, IAC, OPT_EOR, OPT_GMCP, OPT_MCCP2, OPT_NAWS, OPT_TTYPE};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Flavor {
+    TinyMush,
+    PennMush,
+    Evennia,
+    Plain,
+}
+
+impl Flavor {
+    pub fn parse(s: &str) -> Option<Flavor> {
+        match s.to_ascii_lowercase().as_str() {
+            "tinymush" | "tinymux" => Some(Flavor::TinyMush),
+            "pennmush" => Some(Flavor::PennMush),
+            "evennia" => Some(Flavor::Evennia),
+            "plain" => Some(Flavor::Plain),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::TinyMush => "tinymush",
+            Flavor::PennMush => "pennmush",
+            Flavor::Evennia => "evennia",
+            Flavor::Plain => "plain",
+        }
+    }
+    /// think, password()/checkpass(), @remotehost, LOGOUT
+    pub fn is_mush(self) -> bool {
+        matches!(self, Flavor::TinyMush | Flavor::PennMush)
+    }
+    pub fn telnet(self) -> bool {
+        self != Flavor::Plain
+    }
+}
+
+pub struct User {
+    pub name: String,
+    pub pass: String,
+    pub wizard: bool,
+}
+
+pub struct Config {
+    pub flavor: Flavor,
+    pub users: Vec<User>,
+    pub trust: Vec<IpAddr>,
+    pub motd: String,
+    pub mccp: bool,
+    pub penn_header: bool,
+}
+
+pub enum Out {
+    Bytes(Vec<u8>),
+    StartMccp,
+    Spam(u64),
+    Close(&'static str),
+}
+
+pub struct Sess {
+    pub tx: UnboundedSender<Out>,
+    pub trusted: bool,
+    pub host: String,
+    pub remotehost_used: bool,
+    pub player: Option<usize>,
+    pub width: u32,
+    pub height: u32,
+    pub since: Instant,
+    pub last: Instant,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub sess: BTreeMap<u64, Sess>,
+}
+
+pub struct Game {
+    pub cfg: Config,
+    pub log: Logger,
+    st: Mutex<State>,
+    next_id: AtomicU64,
+    pub live_tasks: AtomicUsize,
+    pub shutdown: tokio::sync::Notify,
+}
+
+pub fn send_line(tx: &UnboundedSender<Out>, text: &str) {
+    let mut v = Vec::with_capacity(text.len() + 2);
+    v.extend_from_slice(text.as_bytes());
+    v.extend_from_slice(b"\r\n");
+    let _ = tx.send(Out::Bytes(v));
+}
+
+impl Game {
+    pub fn new(cfg: Config, log: Logger) -> Game {
+        Game {
+            cfg,
+            log,
+            st: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+            live_tasks: AtomicUsize::new(0),
+            shutdown: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        self.cfg.trust.contains(&ip)
+    }
+
+    pub(crate) fn uname(&self, p: usize) -> &str {
+        &self.cfg.users[p].name
+    }
+
+    pub(crate) fn find_user(&self, name: &str) -> Option<usize> {
+        let name = name.trim().trim_start_matches('*');
+        self.cfg
+            .users
+            .iter()
+            .position(|u| u.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn connect_screen(&self) -> String {
+        let title = format!("Welcome to FakeMUSH ({} flavor)", self.cfg.flavor.name());
+        let rule = "=".repeat(title.len());
+        format!(
+            "{title}\r\n{rule}\r\nA scripted game server for holdfast tests. Nothing here is real.\r\n\r\n\
+             Use \"WHO\" to see who is on, and \"QUIT\" to leave.\r\n\
+             Use \"connect <name> <password>\" to connect.\r\n"
+        )
+    }
+
+    /// Registers a connection and queues its telnet offers and connect screen.
+    pub fn register(&self, id: u64, tx: UnboundedSender<Out>, trusted: bool, host: String) {
+        if self.cfg.flavor.telnet() {
+            let mut v = vec![
+                IAC,
+                telnet::DO,
+                OPT_NAWS,
+                IAC,
+                telnet::DO,
+                OPT_TTYPE,
+                IAC,
+                telnet::WILL,
+                OPT_EOR,
+                IAC,
+                telnet::WILL,
+                OPT_GMCP,
+            ];
+            if self.cfg.mccp {
+                v.extend_from_slice(&[IAC, telnet::WILL, OPT_MCCP2]);
+            }
+            let _ = tx.send(Out::Bytes(v));
+        }
+        let _ = tx.send(Out::Bytes(self.connect_screen().into_bytes()));
+        let now = Instant::now();
+        self.lock().sess.insert(
+            id,
+            Sess {
+                tx,
+                trusted,
+                host,
+                remotehost_used: false,
+                player: None,
+                width: 78,
+                height: 24,
+                since: now,
+                last: now,
+                prefix: None,
+                suffix: None,
+            },
+        );
+    }
+
+    /// Removes a connection (idempotent) and logs its close.
+    pub fn disconnect(&self, id: u64, why: &str) {
+        let mut st = self.lock();
+        let Some(s) = st.sess.remove(&id) else { return };
+        if let Some(p) = s.player {
+            let msg = format!("{} has disconnected.", self.uname(p));
+            for o in st.sess.values().filter(|o| o.player.is_some()) {
+                send_line(&o.tx, &msg);
+            }
+        }
+        drop(st);
+        self.log
+            .ev("close", &[("conn", V::N(id)), ("why", V::S(why))]);
+    }
+
+    pub fn naws(&self, id: u64, w: u32, h: u32) {
+        if let Some(s) = self.lock().sess.get_mut(&id) {
+            s.width = w;
+            s.height = h;
+        }
+        self.log.ev(
+            "naws",
+            &[
+                ("conn", V::N(id)),
+                ("w", V::N(w.into())),
+                ("h", V::N(h.into())),
+            ],
+        );
+    }
+
+    pub fn ttype(&self, id: u64, value: &str) {
+        self.log
+            .ev("ttype", &[("conn", V::N(id)), ("value", V::S(value))]);
+    }
+
+    pub fn gmcp(&self, id: u64, data: &str) {
+        self.log
+            .ev("gmcp", &[("conn", V::N(id)), ("data", V::S(data))]);
+    }
+
+    pub(crate) fn session_of(&self, st: &State, me: u64, who: &str) -> Result<u64, &'static str> {
+        let who = who.trim();
+        if who.eq_ignore_ascii_case("me") {
+            return Ok(me);
+        }
+        let p = self.find_user(who).ok_or("#-1 NO MATCH")?;
+        st.sess
+            .iter()
+            .rev()
+            .find(|(_, s)| s.player == Some(p))
+            .map(|(id, _)| *id)
+            .ok_or("#-1 NOT CONNECTED")
+    }
+
+    pub(crate) fn player_of(&self, st: &State, me: u64, who: &str) -> Option<usize> {
+        if who.trim().eq_ignore_ascii_case("me") {
+            st.sess.get(&me).and_then(|s| s.player)
+        } else {
+            self.find_user(who)
+        }
+    }
+}
