@@ -144,7 +144,9 @@ impl Game {
 
     /// Every JSON line of the game's log.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let Ok(f) = std::fs::File::open(&self.log) else { return Vec::new() };
+        let Ok(f) = std::fs::File::open(&self.log) else {
+            return Vec::new();
+        };
         BufReader::new(f)
             .lines()
             .map_while(Result::ok)
@@ -153,13 +155,21 @@ impl Game {
     }
 
     /// Waits until a log event satisfies `pred`, returns it.
-    pub fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let t0 = Instant::now();
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return e;
             }
-            assert!(t0.elapsed() < WAIT, "game never logged {what}; log: {:#?}", self.events());
+            assert!(
+                t0.elapsed() < WAIT,
+                "game never logged {what}; log: {:#?}",
+                self.events()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -178,7 +188,10 @@ impl Drop for Game {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_ref() {
             // A frozen game must be thawed to die promptly on some kernels.
-            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
         }
         self.kill();
     }
@@ -186,7 +199,11 @@ impl Drop for Game {
 
 fn rand_tag() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 // ----- the proxy -------------------------------------------------------
@@ -211,7 +228,7 @@ impl Proxy {
         let text = if config.contains("[listen]") {
             config.to_string()
         } else {
-            format!("[listen]\naddrs = [\"127.0.0.1:0\"]\n{config}")
+            format!("{config}\n[listen]\naddrs = [\"127.0.0.1:0\"]\n")
         };
         std::fs::write(&cfg_path, text).unwrap();
         let ready = dir.path(&format!("proxy-ready-{}", rand_tag()));
@@ -229,7 +246,23 @@ impl Proxy {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start holdfast");
-        let s = wait_file(&ready, "holdfast");
+        let mut child = child;
+        let t0 = Instant::now();
+        let s = loop {
+            if let Ok(s) = std::fs::read_to_string(&ready) {
+                if !s.is_empty() {
+                    break s;
+                }
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "holdfast exited ({st}) before it was ready:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            assert!(t0.elapsed() < WAIT, "holdfast did not become ready");
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let addr = s.lines().next().unwrap().parse().unwrap();
         Proxy {
             child: Some(child),
@@ -244,7 +277,7 @@ impl Proxy {
         let text = if config.contains("[listen]") {
             config.to_string()
         } else {
-            format!("[listen]\naddrs = [\"127.0.0.1:0\"]\n{config}")
+            format!("{config}\n[listen]\naddrs = [\"127.0.0.1:0\"]\n")
         };
         std::fs::write(&self.config, text).unwrap();
     }
@@ -279,7 +312,11 @@ impl Proxy {
     pub fn wait_log(&self, needle: &str) {
         let t0 = Instant::now();
         while !self.logs().contains(needle) {
-            assert!(t0.elapsed() < WAIT, "proxy never logged {needle:?}; logs:\n{}", self.logs());
+            assert!(
+                t0.elapsed() < WAIT,
+                "proxy never logged {needle:?}; logs:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -304,7 +341,10 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
         s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\n");
     }
     for (i, g) in games.iter().enumerate() {
-        s.push_str(&format!("[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n", g.addr));
+        s.push_str(&format!(
+            "[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n",
+            g.addr
+        ));
     }
     s
 }
@@ -407,7 +447,11 @@ impl Client {
     pub async fn expect_closed(&mut self) {
         let until = Instant::now() + WAIT;
         while !self.closed {
-            assert!(Instant::now() < until, "connection not closed; text:\n{}", &self.text[self.pos..]);
+            assert!(
+                Instant::now() < until,
+                "connection not closed; text:\n{}",
+                &self.text[self.pos..]
+            );
             self.read_some(until).await;
         }
     }
