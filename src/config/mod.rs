@@ -697,7 +697,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let relogin = Relogin {
         rate: match raw.relogin.rate {
-            Some(r) if !(*r.get_ref() > 0.0) => {
+            Some(r) if r.get_ref().is_nan() || *r.get_ref() <= 0.0 => {
                 return Err(cx.at(&r, "relogin.rate must be above 0 (re-logins per second)"))
             }
             Some(r) => *r.get_ref(),

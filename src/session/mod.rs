@@ -47,6 +47,9 @@ use watch::{Kind, Outcome, Watch};
 const BACKEND_READ: usize = 32 * 1024;
 /// Bytes read from the player per read call.
 const CLIENT_READ: usize = 4 * 1024;
+/// How long a backend gets to close after the quit command when a session
+/// leaves it (failover, shutdown).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Grace for an immediate probe beyond `interval + timeout`.
 const CHECK_GRACE: Duration = Duration::from_secs(1);
 
@@ -675,7 +678,16 @@ impl Session {
     /// Drops the backend connection and holds the player with the offline notice.
     async fn hold(&mut self, why: &'static str) -> Result<(), End> {
         let cfg = self.cfg();
-        let name = self.backend.take().map(|b| b.name).unwrap_or_default();
+        let (name, watch) = self.backend.take().map(|b| (b.name, b.watch)).unwrap_or_default();
+        if let Some(creds) = watch.and_then(Watch::probable_credentials) {
+            // The game went away while confirming this player's login: try
+            // it on re-login rather than make the player start over.
+            debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
+            self.user = Some(creds.name.clone());
+            self.creds = Some(creds);
+            let user = self.user.clone();
+            self.shared.registry.update(self.id, |s| s.user = user);
+        }
         let msg = render(&cfg.notices.offline, &cfg, &name, None);
         self.enter_held(true);
         self.shared.events.emit(
@@ -741,13 +753,26 @@ impl Session {
     async fn leave_backend(&mut self, mut old: BackendConn) {
         if self.user.is_some() {
             let quit = format!("{}\r\n", self.cfg().templates.quit);
-            let _ = timeout(
-                Duration::from_secs(1),
-                old.stream.write_all(quit.as_bytes()),
-            )
+            // Send the quit command and let the game close the connection
+            // itself (its goodbye is discarded), so it logs a clean quit
+            // rather than a dropped link.
+            let _ = timeout(LEAVE_TIMEOUT, async {
+                old.stream.write_all(quit.as_bytes()).await?;
+                let mut sink = Vec::with_capacity(4096);
+                loop {
+                    old.stream.readable().await?;
+                    sink.clear();
+                    match old.stream.try_read_buf(&mut sink) {
+                        Ok(0) => return Ok::<(), io::Error>(()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
             .await;
         }
-        let _ = timeout(Duration::from_secs(1), old.stream.shutdown()).await;
+        let _ = timeout(LEAVE_TIMEOUT, old.stream.shutdown()).await;
     }
 
     fn schedule_relogin(&mut self, cfg: &Config) {

@@ -97,6 +97,20 @@ impl Game {
         g
     }
 
+    /// Starts a game on a given address (e.g. where another one was).
+    pub fn start_on(dir: &TempDir, addr: SocketAddr, extra: &[&str]) -> Game {
+        let mut g = Game {
+            child: None,
+            addr,
+            log: dir.path(&format!("game-{}.log", rand_tag())),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir: dir.0.clone(),
+            starts: 0,
+        };
+        g.spawn();
+        g
+    }
+
     fn spawn(&mut self) {
         let ready = self.dir.join(format!("game-ready-{}", rand_tag()));
         let child = Command::new(env!("CARGO_BIN_EXE_fakemush"))
@@ -468,6 +482,11 @@ impl Client {
         c.expect("connect").await;
         c.send(&format!("connect {user} {pass}")).await;
         c.expect("Last connect was from").await;
+        // The proxy confirms a login with a marker it sends right after the
+        // game's first answer; a command sent now is answered after that
+        // marker, so once its answer is here the proxy knows the login.
+        c.send("think login-settled").await;
+        c.expect("login-settled").await;
         c
     }
 }
