@@ -70,6 +70,26 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then SIGKILL if it is still there after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(c) = self.child.as_mut() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < grace {
+            if !matches!(c.try_wait(), Ok(None)) {
+                self.child = None;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
     /// Whether it has exited.
     pub fn exited(&mut self) -> bool {
         match &mut self.child {
@@ -79,9 +99,13 @@ impl Proc {
     }
 }
 
+/// How long a process gets to exit on SIGTERM at the end (a profiler
+/// wrapped around holdfast writes its report then).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.kill();
+        self.stop(STOP_GRACE);
     }
 }
 
@@ -178,7 +202,19 @@ pub fn start_holdfast(dir: &Path, backend: SocketAddr, o: &HoldfastOpts) -> (Pro
         ),
     )
     .expect("write holdfast config");
-    let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+    // HOLDFAST_BENCH_WRAP="valgrind --tool=massif" (say) runs holdfast
+    // under a profiler.
+    let wrap = std::env::var("HOLDFAST_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(env!("CARGO_BIN_EXE_holdfast"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_holdfast")),
+    };
+    let child = cmd
         .arg("run")
         .arg("-c")
         .arg(&cfg)
@@ -269,7 +305,11 @@ fn log_file(p: &Path) -> std::fs::File {
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Resident set size of `pid` in bytes.

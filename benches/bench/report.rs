@@ -185,12 +185,15 @@ enum Better {
     Lower,
 }
 
+/// How a row's figure is read from one path's results.
+type Getter = Box<dyn Fn(Mode, &ModeResult) -> Option<f64>>;
+
 struct Row {
     label: String,
     key: &'static str,
     better: Better,
     decimals: usize,
-    value: Box<dyn Fn(Mode, &ModeResult) -> Option<f64>>,
+    value: Getter,
 }
 
 fn rows(p: &Params) -> Vec<Row> {
@@ -204,7 +207,10 @@ fn rows(p: &Params) -> Vec<Row> {
             value: Box::new(|_, r| median(&r.bulk_one)),
         },
         Row {
-            label: format!("bulk game → player, {} connections (MiB/s, total)", p.bulk_conns),
+            label: format!(
+                "bulk game → player, {} connections (MiB/s, total)",
+                p.bulk_conns
+            ),
             key: "bulk_many_mib_s",
             better: Better::Higher,
             decimals: 0,
@@ -487,11 +493,7 @@ fn update_readme(section: &str, plot: &Path) -> std::io::Result<()> {
             "README.md has no {README_BEGIN} ... {README_END} section"
         )));
     };
-    let new = format!(
-        "{}{README_BEGIN}\n{section}{}",
-        &text[..a],
-        &text[b..]
-    );
+    let new = format!("{}{README_BEGIN}\n{section}{}", &text[..a], &text[b..]);
     std::fs::write(&readme, new)?;
     std::fs::create_dir_all(root.join("docs"))?;
     std::fs::copy(plot, root.join(README_PLOT))?;
@@ -521,7 +523,8 @@ pub fn write_all(out: &Path, run: &Run, res: &Results, readme: bool) {
         out.display()
     );
     if readme {
-        let section = format!("{cond}\n\n{table}\n![Round-trip latency by percentile]({README_PLOT})\n");
+        let section =
+            format!("{cond}\n\n{table}\n![Round-trip latency by percentile]({README_PLOT})\n");
         match update_readme(&section, &svg) {
             Ok(()) => println!("updated README.md and {README_PLOT}"),
             Err(e) => eprintln!("bench: README not updated: {e}"),

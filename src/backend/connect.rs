@@ -50,6 +50,15 @@ impl BackendStream {
         }
     }
 
+    /// Polls for read readiness (cancel-safe; for one task's `select!`:
+    /// only the last waker given is woken).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            BackendStream::Tcp(s) => s.poll_read_ready(cx),
+            BackendStream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
     /// Reads what is there into the spare capacity of `buf`, without waiting.
     pub fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match self {

@@ -21,9 +21,11 @@ mod input;
 mod watch;
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use rand::Rng;
@@ -92,52 +94,58 @@ struct BackendConn {
     name: String,
     stream: BackendStream,
     parser: telnet::Parser,
-    watch: Option<Watch>,
+    /// Boxed: only there while a login is being confirmed, so idle
+    /// sessions do not carry its size.
+    watch: Option<Box<Watch>>,
 }
 
 /// Runs one player's session to its end. `local` is the proxy address the
 /// player connected to.
-pub async fn run(
+///
+/// The session is built here, before the task's future, so the task stores
+/// it once rather than also the arguments it was made from: an idle
+/// session's memory is mostly its task (see `Session::run` for the rest).
+pub fn run(
     shared: Arc<Shared>,
     id: u64,
     client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let span = info_span!("session", id, peer = %peer);
+    let cfg = shared.config();
+    span.in_scope(|| info!("session open"));
+    shared.events.emit(
+        Event::new("session.open")
+            .with("session", id)
+            .with_opt("ip", cfg.bus.publish_ip.then(|| peer_ip(&peer).to_string())),
+    );
+    let epoch = shared.pool.borrow().epoch;
+    let mut s = Session {
+        id,
+        peer,
+        local,
+        input: Input::new(cfg.limits.max_subnegotiation),
+        epoch,
+        shared,
+        client,
+        at_line_start: true,
+        backend: None,
+        user: None,
+        creds: None,
+        phase: Phase::Held,
+        held_since: None,
+        relogin_at: None,
+        login_deadline: None,
+        quit_sent: false,
+        queue: VecDeque::new(),
+        was_held: false,
+    };
     async move {
-        let cfg = shared.config();
-        let mut s = Session {
-            id,
-            peer,
-            local,
-            input: Input::new(cfg.limits.max_subnegotiation),
-            shared: shared.clone(),
-            client,
-            at_line_start: true,
-            backend: None,
-            user: None,
-            creds: None,
-            phase: Phase::Held,
-            held_since: None,
-            relogin_at: None,
-            login_deadline: None,
-            quit_sent: false,
-            queue: VecDeque::new(),
-            epoch: shared.pool.borrow().epoch,
-            was_held: false,
-        };
-        info!("session open");
-        shared.events.emit(
-            Event::new("session.open")
-                .with("session", id)
-                .with_opt("ip", cfg.bus.publish_ip.then(|| peer_ip(&peer).to_string())),
-        );
         let end = s.run().await;
-        s.finish(end).await;
+        Box::pin(s.finish(end)).await;
     }
     .instrument(span)
-    .await
 }
 
 struct Session {
@@ -176,11 +184,13 @@ async fn sleep_opt(t: Option<Instant>) {
     }
 }
 
-async fn backend_readable(be: &Option<BackendConn>) -> io::Result<()> {
-    match be {
-        Some(b) => b.stream.readable().await,
-        None => std::future::pending().await,
-    }
+fn backend_readable(
+    be: &Option<BackendConn>,
+) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+    poll_fn(move |cx| match be {
+        Some(b) => b.stream.poll_read_ready(cx),
+        None => Poll::Pending,
+    })
 }
 
 fn render(text: &str, cfg: &Config, backend: &str, downtime: Option<Duration>) -> String {
@@ -215,19 +225,23 @@ impl Session {
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone();
         // First contact: connect if the active backend may be up, else hold.
-        let st = pool_rx.borrow_and_update().clone();
-        if st.active_usable() {
-            if let Err(e) = self.connect_backend(&st).await {
-                return e;
+        // (In a block of its own so the pool snapshot is not kept for the
+        // life of the session.)
+        {
+            let st = pool_rx.borrow_and_update().clone();
+            if st.active_usable() {
+                if let Err(e) = Box::pin(self.connect_backend(&st)).await {
+                    return e;
+                }
             }
-        }
-        if self.backend.is_none() {
-            let cfg = self.cfg();
-            let msg = render(&cfg.notices.connecting, &cfg, &st.active, None);
-            if let Err(e) = self.notice(&msg).await {
-                return e;
+            if self.backend.is_none() {
+                let cfg = self.cfg();
+                let msg = render(&cfg.notices.connecting, &cfg, &st.active, None);
+                if let Err(e) = self.notice(&msg).await {
+                    return e;
+                }
+                self.enter_held(false);
             }
-            self.enter_held(false);
         }
         loop {
             let deadline = self.next_deadline();
@@ -235,22 +249,25 @@ impl Session {
                 biased;
                 _ = shutdown.cancelled() => Err(End::Shutdown),
                 // Readiness and channel receives are cancel-safe: losing the
-                // race to another branch consumes nothing.
-                r = self.client.readable() => match r {
+                // race to another branch consumes nothing. Readiness is
+                // polled (`poll_read_ready`) rather than awaited through
+                // `readable()`, whose futures would make every session's
+                // task a few hundred bytes bigger.
+                r = poll_fn(|cx| self.client.poll_read_ready(cx)) => match r {
                     Ok(()) => self.on_client_readable().await,
                     Err(_) => Err(End::PlayerClosed),
                 },
                 r = backend_readable(&self.backend) => self.on_backend_readable(r).await,
                 Ok(()) = pool_rx.changed() => {
                     let st = pool_rx.borrow_and_update().clone();
-                    self.on_pool(st).await
+                    Box::pin(self.on_pool(st)).await
                 }
                 a = announce_rx.recv() => match a {
-                    Ok(a) => self.on_announce(a).await,
+                    Ok(a) => Box::pin(self.on_announce(a)).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
                 },
-                _ = sleep_opt(deadline) => self.on_timer(&pool_rx).await,
+                _ = sleep_opt(deadline) => Box::pin(self.on_timer(&pool_rx)).await,
             };
             if let Err(end) = r {
                 return end;
@@ -293,7 +310,9 @@ impl Session {
         let mut to_backend: Vec<u8> = Vec::new();
         for item in items {
             match item {
-                Item::Line(line) => self.on_line(line, &cfg, &mut to_backend).await?,
+                // Boxed: its rare branches (notices while held) would
+                // otherwise make every session's task bigger.
+                Item::Line(line) => Box::pin(self.on_line(line, &cfg, &mut to_backend)).await?,
                 Item::TooLong => {
                     self.flush_backend(&mut to_backend).await?;
                     self.notice(&render(&cfg.notices.line_too_long, &cfg, "", None))
@@ -353,12 +372,12 @@ impl Session {
                 if be.watch.is_none() {
                     debug!(user = %creds.name, "login attempt");
                     let deadline = Instant::now() + cfg.templates.login_confirm_timeout;
-                    be.watch = Some(Watch::new(
+                    be.watch = Some(Box::new(Watch::new(
                         Kind::First(creds),
                         login::new_nonce(),
                         false,
                         deadline,
-                    ));
+                    )));
                 }
             }
         }
@@ -437,24 +456,24 @@ impl Session {
             }
             Err(_) => {
                 warn!("backend stopped reading; treating it as gone");
-                self.backend_closed().await
+                Box::pin(self.backend_closed()).await
             }
         }
     }
 
     async fn on_backend_readable(&mut self, r: io::Result<()>) -> Result<(), End> {
         if r.is_err() {
-            return self.backend_closed().await;
+            return Box::pin(self.backend_closed()).await;
         }
         let Some(be) = self.backend.as_mut() else {
             return Ok(());
         };
         let mut buf = Vec::with_capacity(BACKEND_READ);
         match be.stream.try_read_buf(&mut buf) {
-            Ok(0) => return self.backend_closed().await,
+            Ok(0) => return Box::pin(self.backend_closed()).await,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(_) => return self.backend_closed().await,
+            Err(_) => return Box::pin(self.backend_closed()).await,
         }
         self.on_backend_data(&buf).await
     }
@@ -519,8 +538,8 @@ impl Session {
         self.flush_backend(&mut to_backend).await?;
         match outcome {
             Outcome::Pending => Ok(()),
-            Outcome::Confirmed => self.login_confirmed().await,
-            Outcome::Failed(why) => self.login_failed(why).await,
+            Outcome::Confirmed => Box::pin(self.login_confirmed()).await,
+            Outcome::Failed(why) => Box::pin(self.login_failed(why)).await,
         }
     }
 
@@ -678,8 +697,12 @@ impl Session {
     /// Drops the backend connection and holds the player with the offline notice.
     async fn hold(&mut self, why: &'static str) -> Result<(), End> {
         let cfg = self.cfg();
-        let (name, watch) = self.backend.take().map(|b| (b.name, b.watch)).unwrap_or_default();
-        if let Some(creds) = watch.and_then(Watch::probable_credentials) {
+        let (name, watch) = self
+            .backend
+            .take()
+            .map(|b| (b.name, b.watch))
+            .unwrap_or_default();
+        if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
             debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
@@ -854,12 +877,12 @@ impl Session {
             if marker {
                 first.extend_from_slice(&login::render_nonce(&cfg.templates.marker, &nonce));
             }
-            watch = Some(Watch::new(
+            watch = Some(Box::new(Watch::new(
                 Kind::Relogin,
                 nonce,
                 marker,
                 Instant::now() + cfg.relogin.timeout,
-            ));
+            )));
         }
         let wrote = timeout(b.connect_timeout, stream.write_all(&first)).await;
         // The buffer held the password: wipe it.
