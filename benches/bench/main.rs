@@ -102,6 +102,7 @@ struct Args {
     only: Option<Vec<String>>,
     idle_sessions: Option<usize>,
     storm_sessions: Option<usize>,
+    rtt_count: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -126,6 +127,7 @@ fn parse_args() -> Args {
         only: None,
         idle_sessions: None,
         storm_sessions: None,
+        rtt_count: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -155,6 +157,13 @@ fn parse_args() -> Args {
                         .expect("--idle-sessions N"),
                 )
             }
+            "--rtt-count" => {
+                a.rtt_count = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--rtt-count N"),
+                )
+            }
             "--storm-sessions" => {
                 a.storm_sessions = Some(
                     it.next()
@@ -167,7 +176,7 @@ fn parse_args() -> Args {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--quick] [--update-readme] [--modes direct,holdfast,haproxy,socat] \
-                     [--only bulk,rtt,idle,storm] [--idle-sessions N] [--storm-sessions N]"
+                     [--only bulk,rtt,idle,storm] [--idle-sessions N] [--storm-sessions N] [--rtt-count N]"
                 );
                 std::process::exit(0);
             }
@@ -264,6 +273,9 @@ fn main() {
     }
     if let Some(n) = args.storm_sessions {
         params.storm_sessions = n;
+    }
+    if let Some(n) = args.rtt_count {
+        params.rtt_count = n;
     }
     let fd_cap = fds.saturating_sub(FD_SPARE) / 2;
     let mut notes = Vec::new();

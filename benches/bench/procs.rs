@@ -203,16 +203,18 @@ pub fn start_holdfast(dir: &Path, backend: SocketAddr, o: &HoldfastOpts) -> (Pro
     )
     .expect("write holdfast config");
     // HOLDFAST_BENCH_WRAP="valgrind --tool=massif" (say) runs holdfast
-    // under a profiler.
+    // under a profiler; HOLDFAST_BENCH_BIN runs another build (A/B tests).
+    let bin = std::env::var("HOLDFAST_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_holdfast").to_string());
     let wrap = std::env::var("HOLDFAST_BENCH_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
     let mut cmd = match words.next() {
         Some(w) => {
             let mut c = Command::new(w);
-            c.args(words).arg(env!("CARGO_BIN_EXE_holdfast"));
+            c.args(words).arg(&bin);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_holdfast")),
+        None => Command::new(&bin),
     };
     let child = cmd
         .arg("run")
@@ -340,6 +342,10 @@ fn page_size() -> u64 {
 
 /// CPU seconds (user + system) of `pid`, including its reaped children
 /// (socat's forks).
+///
+/// The live threads' time comes from `schedstat` (nanoseconds; `stat`
+/// counts 10 ms ticks, too coarse for a one-second transfer); reaped
+/// children only show in `stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold
@@ -351,7 +357,29 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .take(4)
         .map(|v| v.parse().unwrap_or(0))
         .collect();
-    f.iter().sum::<u64>() as f64 / clock_ticks()
+    let ticks = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / clock_ticks();
+    let children = ticks(2) + ticks(3);
+    let own_coarse = ticks(0) + ticks(1);
+    let mut own_ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let ss = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            own_ns += ss
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    let own = own_ns as f64 / 1e9;
+    // Threads that already exited are only in `stat`: trust it if the live
+    // threads account for clearly less.
+    let own = if own + 0.05 < own_coarse {
+        own_coarse
+    } else {
+        own
+    };
+    own + children
 }
 
 fn clock_ticks() -> f64 {

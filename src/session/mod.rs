@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, watch as tokio_watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::backend::connect::{connect, BackendStream};
+use crate::backend::connect::{connect, try_read_drain, BackendStream};
 use crate::clientip;
 use crate::config::Config;
 use crate::events::Event;
@@ -45,8 +45,10 @@ use crate::telnet::{self, TelnetEvent};
 use input::{Input, Item};
 use watch::{Kind, Outcome, Watch};
 
-/// Bytes read from the backend per read call.
-const BACKEND_READ: usize = 32 * 1024;
+/// Bytes read from the backend per read call, at most. Bulk output (a
+/// long `@dump`, a map) takes a quarter of the system calls it would at
+/// 32 KiB; the buffer only lives for one read and its write.
+const BACKEND_READ: usize = 128 * 1024;
 /// Bytes read from the player per read call.
 const CLIENT_READ: usize = 4 * 1024;
 /// How long a backend gets to close after the quit command when a session
@@ -298,7 +300,7 @@ impl Session {
 
     async fn on_client_readable(&mut self) -> Result<(), End> {
         let mut buf = Vec::with_capacity(CLIENT_READ);
-        match self.client.try_read_buf(&mut buf) {
+        match try_read_drain(&self.client, &mut buf) {
             Ok(0) => return Err(End::PlayerClosed),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -469,7 +471,7 @@ impl Session {
             return Ok(());
         };
         let mut buf = Vec::with_capacity(BACKEND_READ);
-        match be.stream.try_read_buf(&mut buf) {
+        match be.stream.try_read_drain(&mut buf) {
             Ok(0) => return Box::pin(self.backend_closed()).await,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -479,6 +481,21 @@ impl Session {
     }
 
     async fn on_backend_data(&mut self, data: &[u8]) -> Result<(), End> {
+        // Fast path, the bulk of all traffic: plain text with no IAC in it,
+        // between telnet sequences, while no login is being confirmed,
+        // comes out exactly as it went in. Checking for IAC is the whole
+        // parse, and the player gets the read buffer itself: no copy.
+        if let Some(be) = &self.backend {
+            if be.watch.is_none()
+                && be.parser.is_idle()
+                && memchr::memchr(telnet::IAC, data).is_none()
+            {
+                if let Some(&last) = data.last() {
+                    self.at_line_start = last == b'\n';
+                }
+                return self.write_client(data).await;
+            }
+        }
         let cfg = self.cfg();
         let mut out = Vec::with_capacity(data.len() + 16);
         let mut to_backend = Vec::new();
