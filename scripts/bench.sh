@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks holdfast against a direct connection, HAProxy and socat.
 #
-#   scripts/bench.sh                  full run (about 10 minutes)
-#   scripts/bench.sh --quick          smaller run, under two minutes
+#   scripts/bench.sh                  full run (about two minutes)
+#   scripts/bench.sh --quick          smaller run (about 20 seconds)
 #   scripts/bench.sh --update-readme  full run, then rewrite README's table and plot
 #
 # Prints a markdown table; writes target/bench/results.json, results.md and

@@ -83,9 +83,10 @@ impl Params {
     }
 }
 
-/// Rounds of the latency test: each path's round trips are split into this
-/// many slices, taken in turn, so a burst of noise hits every path alike.
-const RTT_ROUNDS: usize = 5;
+/// Round trips per slice of the latency test: each path's round trips are
+/// taken in slices this long, the paths in turn, so a burst of noise from
+/// elsewhere on the machine hits every path alike.
+const RTT_SLICE: usize = 500;
 /// Settling time before reading a proxy's RSS with every session open.
 const IDLE_SETTLE: Duration = Duration::from_secs(2);
 /// How long every storm session gets to be held after the kill.
@@ -109,7 +110,7 @@ fn parse_args() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes --bench. Anything else that runs every target
     // (`cargo test --all-targets`, `cargo nextest run --all-targets`, which
-    // asks with --list) must not start a ten-minute benchmark: report no
+    // asks with --list) must not start the benchmark: report no
     // tests and leave.
     if !argv
         .iter()
@@ -210,14 +211,14 @@ fn fd_limit() -> usize {
 
 /// One path under test: its proxy (none for direct), its backend, and the
 /// address players use.
-struct Path_ {
+struct Route {
     mode: Mode,
     proxy: Option<Proc>,
     _backend: Proc,
     addr: SocketAddr,
 }
 
-fn start_path(dir: &Path, mode: Mode, maxconn: usize) -> Path_ {
+fn start_path(dir: &Path, mode: Mode, maxconn: usize) -> Route {
     let (backend, baddr) = procs::start_backend(dir, "127.0.0.1:0".parse().expect("addr"));
     let (proxy, addr) = match mode {
         Mode::Direct => (None, baddr),
@@ -234,7 +235,7 @@ fn start_path(dir: &Path, mode: Mode, maxconn: usize) -> Path_ {
             (Some(p), a)
         }
     };
-    Path_ {
+    Route {
         mode,
         proxy,
         _backend: backend,
@@ -242,7 +243,7 @@ fn start_path(dir: &Path, mode: Mode, maxconn: usize) -> Path_ {
     }
 }
 
-impl Path_ {
+impl Route {
     fn cpu(&self) -> f64 {
         self.proxy
             .as_ref()
@@ -301,7 +302,7 @@ fn main() {
         .expect("runtime");
 
     let maxconn = params.idle_sessions + 50;
-    let paths: Vec<Path_> = args
+    let paths: Vec<Route> = args
         .modes
         .iter()
         .map(|&m| start_path(&dir, m, maxconn))
@@ -375,8 +376,9 @@ fn main() {
             pl.round_trips(params.rtt_warmup, 0)
                 .unwrap_or_else(|e| panic!("{}: warm-up: {e}", p.mode.key()));
         }
-        let slice = params.rtt_count.div_ceil(RTT_ROUNDS);
-        for _ in 0..RTT_ROUNDS {
+        let rounds = params.rtt_count.div_ceil(RTT_SLICE);
+        let slice = params.rtt_count.div_ceil(rounds);
+        for _ in 0..rounds {
             for (p, pl) in paths.iter().zip(players.iter_mut()) {
                 let v = pl
                     .round_trips(0, slice)

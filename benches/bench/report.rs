@@ -158,11 +158,10 @@ impl Run {
         Run {
             date,
             machine: machine(),
-            command: if quick {
-                "scripts/bench.sh --quick".into()
-            } else {
-                "scripts/bench.sh".into()
-            },
+            command: std::iter::once("scripts/bench.sh".to_string())
+                .chain(std::env::args().skip(1).filter(|a| a != "--bench"))
+                .collect::<Vec<_>>()
+                .join(" "),
             quick,
             params: params.clone(),
             load_before: loadavg(),
@@ -376,6 +375,25 @@ fn to_json(run: &Run, res: &Results) -> Value {
         }
         ratios.insert(name.into(), Value::Object(o));
     }
+    // The latency target is stated as "direct + N µs": give the difference.
+    let direct = res.of(Mode::Direct);
+    let mut over_direct = serde_json::Map::new();
+    for m in [Mode::Holdfast, Mode::Haproxy, Mode::Socat] {
+        let r = res.of(m);
+        let mut o = serde_json::Map::new();
+        for (key, p) in [
+            ("rtt_p50_us", 50.0),
+            ("rtt_p99_us", 99.0),
+            ("rtt_p999_us", 99.9),
+        ] {
+            let d = match (r.rtt(p), direct.rtt(p)) {
+                (Some(a), Some(b)) => Some(a - b),
+                _ => None,
+            };
+            o.insert(key.into(), json!(d));
+        }
+        over_direct.insert(m.key().into(), Value::Object(o));
+    }
     let better: serde_json::Map<String, Value> = rows
         .iter()
         .map(|r| {
@@ -402,6 +420,7 @@ fn to_json(run: &Run, res: &Results) -> Value {
         "better": better,
         "results": results,
         "ratios": ratios,
+        "rtt_minus_direct_us": over_direct,
     })
 }
 
@@ -430,11 +449,19 @@ fn plot(path: &Path, run: &Run, res: &Results) -> Result<(), Box<dyn std::error:
             })
             .collect()
     };
+    // Log scale: the body (a few µs apart) and the tail (up to ms on a
+    // busy machine) both stay readable.
     let ymax = series
         .iter()
         .map(|(_, s)| quantile(s, 0.999))
         .fold(0.0, f64::max)
-        * 1.1;
+        * 1.5;
+    let ymin = series
+        .iter()
+        .map(|(_, s)| s[0])
+        .fold(f64::INFINITY, f64::min)
+        .max(0.1)
+        * 0.8;
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -449,11 +476,12 @@ fn plot(path: &Path, run: &Run, res: &Results) -> Result<(), Box<dyn std::error:
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..PLOT_NINES, 0f64..ymax)?;
+        .build_cartesian_2d(0f64..PLOT_NINES, (ymin..ymax).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .y_desc("round trip (µs)")
+        .y_desc("round trip (µs, log scale)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_labels(PLOT_NINES as usize + 1)
         .x_label_formatter(&|x| {
             let p = 100.0 * (1.0 - 10f64.powf(-x));

@@ -45,10 +45,12 @@ use crate::telnet::{self, TelnetEvent};
 use input::{Input, Item};
 use watch::{Kind, Outcome, Watch};
 
-/// Bytes read from the backend per read call, at most. Bulk output (a
-/// long `@dump`, a map) takes a quarter of the system calls it would at
-/// 32 KiB; the buffer only lives for one read and its write.
-const BACKEND_READ: usize = 128 * 1024;
+/// Bytes read from the backend per read call, at most (and at most
+/// `limits.output_buffer`, the bytes a slow player may have waiting). Bulk
+/// output (a long `@dump`, a map) then costs a sixteenth of the system
+/// calls and wake-ups it did at 32 KiB; the buffer lives for one read and
+/// its write, and only the bytes read are ever touched.
+const BACKEND_READ: usize = 512 * 1024;
 /// Bytes read from the player per read call.
 const CLIENT_READ: usize = 4 * 1024;
 /// How long a backend gets to close after the quit command when a session
@@ -470,7 +472,8 @@ impl Session {
         let Some(be) = self.backend.as_mut() else {
             return Ok(());
         };
-        let mut buf = Vec::with_capacity(BACKEND_READ);
+        let cap = BACKEND_READ.min(self.shared.config.borrow().limits.output_buffer);
+        let mut buf = Vec::with_capacity(cap);
         match be.stream.try_read_drain(&mut buf) {
             Ok(0) => return Box::pin(self.backend_closed()).await,
             Ok(_) => {}
