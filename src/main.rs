@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         let r = match cli.command {
             Command::Run { config, ready_file } => run(&config, ready_file).await,
             Command::Irc { config } => match load(&config) {
-                Ok(cfg) => holdfast::irc::run(cfg).await,
+                Ok(cfg) => irc(cfg).await,
                 Err(c) => return c,
             },
             Command::Status { config, json } => match load(&config) {
@@ -164,6 +164,23 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         }
     });
     proxy.run(listeners).await
+}
+
+/// `holdfast irc`: the relay, stopped by SIGTERM or SIGINT.
+async fn irc(cfg: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = int.recv() => info!("SIGINT"),
+        }
+        sd.cancel();
+    });
+    holdfast::irc::run(cfg, shutdown).await
 }
 
 fn check(path: &Path) -> ExitCode {
