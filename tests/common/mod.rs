@@ -3,7 +3,9 @@
 //! killed on drop.
 #![allow(dead_code)]
 
+pub mod irc_watch;
 pub mod nats;
+pub mod ngircd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -144,7 +146,9 @@ impl Game {
 
     /// Every JSON line of the game's log.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let Ok(f) = std::fs::File::open(&self.log) else { return Vec::new() };
+        let Ok(f) = std::fs::File::open(&self.log) else {
+            return Vec::new();
+        };
         BufReader::new(f)
             .lines()
             .map_while(Result::ok)
@@ -153,13 +157,21 @@ impl Game {
     }
 
     /// Waits until a log event satisfies `pred`, returns it.
-    pub fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let t0 = Instant::now();
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return e;
             }
-            assert!(t0.elapsed() < WAIT, "game never logged {what}; log: {:#?}", self.events());
+            assert!(
+                t0.elapsed() < WAIT,
+                "game never logged {what}; log: {:#?}",
+                self.events()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -178,7 +190,10 @@ impl Drop for Game {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_ref() {
             // A frozen game must be thawed to die promptly on some kernels.
-            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
         }
         self.kill();
     }
@@ -186,7 +201,11 @@ impl Drop for Game {
 
 fn rand_tag() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 // ----- the proxy -------------------------------------------------------
@@ -279,7 +298,11 @@ impl Proxy {
     pub fn wait_log(&self, needle: &str) {
         let t0 = Instant::now();
         while !self.logs().contains(needle) {
-            assert!(t0.elapsed() < WAIT, "proxy never logged {needle:?}; logs:\n{}", self.logs());
+            assert!(
+                t0.elapsed() < WAIT,
+                "proxy never logged {needle:?}; logs:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -304,7 +327,10 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
         s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\n");
     }
     for (i, g) in games.iter().enumerate() {
-        s.push_str(&format!("[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n", g.addr));
+        s.push_str(&format!(
+            "[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n",
+            g.addr
+        ));
     }
     s
 }
@@ -407,7 +433,11 @@ impl Client {
     pub async fn expect_closed(&mut self) {
         let until = Instant::now() + WAIT;
         while !self.closed {
-            assert!(Instant::now() < until, "connection not closed; text:\n{}", &self.text[self.pos..]);
+            assert!(
+                Instant::now() < until,
+                "connection not closed; text:\n{}",
+                &self.text[self.pos..]
+            );
             self.read_some(until).await;
         }
     }
