@@ -146,9 +146,7 @@ impl Game {
 
     /// Every JSON line of the game's log.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let Ok(f) = std::fs::File::open(&self.log) else {
-            return Vec::new();
-        };
+        let Ok(f) = std::fs::File::open(&self.log) else { return Vec::new() };
         BufReader::new(f)
             .lines()
             .map_while(Result::ok)
@@ -157,21 +155,13 @@ impl Game {
     }
 
     /// Waits until a log event satisfies `pred`, returns it.
-    pub fn wait_event(
-        &self,
-        what: &str,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let t0 = Instant::now();
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return e;
             }
-            assert!(
-                t0.elapsed() < WAIT,
-                "game never logged {what}; log: {:#?}",
-                self.events()
-            );
+            assert!(t0.elapsed() < WAIT, "game never logged {what}; log: {:#?}", self.events());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -190,10 +180,7 @@ impl Drop for Game {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_ref() {
             // A frozen game must be thawed to die promptly on some kernels.
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
         }
         self.kill();
     }
@@ -201,11 +188,7 @@ impl Drop for Game {
 
 fn rand_tag() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 // ----- the proxy -------------------------------------------------------
@@ -298,11 +281,7 @@ impl Proxy {
     pub fn wait_log(&self, needle: &str) {
         let t0 = Instant::now();
         while !self.logs().contains(needle) {
-            assert!(
-                t0.elapsed() < WAIT,
-                "proxy never logged {needle:?}; logs:\n{}",
-                self.logs()
-            );
+            assert!(t0.elapsed() < WAIT, "proxy never logged {needle:?}; logs:\n{}", self.logs());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -327,10 +306,7 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
         s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\n");
     }
     for (i, g) in games.iter().enumerate() {
-        s.push_str(&format!(
-            "[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n",
-            g.addr
-        ));
+        s.push_str(&format!("[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n", g.addr));
     }
     s
 }
@@ -433,11 +409,7 @@ impl Client {
     pub async fn expect_closed(&mut self) {
         let until = Instant::now() + WAIT;
         while !self.closed {
-            assert!(
-                Instant::now() < until,
-                "connection not closed; text:\n{}",
-                &self.text[self.pos..]
-            );
+            assert!(Instant::now() < until, "connection not closed; text:\n{}", &self.text[self.pos..]);
             self.read_some(until).await;
         }
     }
