@@ -131,8 +131,8 @@ fn jitter(d: Duration) -> Duration {
     d + d.mul_f64(rand::random::<f64>() / 4.0)
 }
 
-/// Puts a message from the relay into the outbox; `online` says whether it
-/// can go out soon (false: it will be posted late).
+/// Puts a message from the relay into the outbox; `online` says whether
+/// the relay is connected (false: the notice will be posted late).
 fn take(outbox: &mut Outbox, m: ToIrc, online: bool) {
     match m {
         ToIrc::Notice(n) => outbox.push(n, Instant::now(), !online),
@@ -269,8 +269,10 @@ impl<'a> Link<'a> {
                     Some(Err(e)) => return Err(e.into()),
                     None => anyhow::bail!("the server closed the connection"),
                 },
+                // Connected: a notice is not late just because the JOIN
+                // has not come back yet (it waits milliseconds).
                 m = rx.recv() => match m {
-                    Some(m) => take(outbox, m, self.online()),
+                    Some(m) => take(outbox, m, true),
                     None => return Ok(()),
                 },
                 _ = tokio::time::sleep_until(next_send), if can_send => {
@@ -584,3 +586,6 @@ impl<'a> Link<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
