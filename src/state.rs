@@ -256,6 +256,8 @@ pub struct Shared {
     pub refused: AtomicU64,
     /// Reloads that failed, since start.
     pub reload_failures: AtomicU64,
+    /// Reverse-DNS cache (PennMUSH header with `client_ip.reverse_dns`).
+    pub rdns: crate::rdns::Resolver,
 }
 
 impl Shared {
@@ -298,6 +300,7 @@ impl Shared {
             started_at: Instant::now(),
             refused: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            rdns: crate::rdns::Resolver::default(),
         }
     }
 

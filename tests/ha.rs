@@ -31,14 +31,21 @@ async fn kill_and_restart_keeps_players_and_logs_them_back_in() {
     let seen_b = bob.expect(ONLINE).await;
     for seen in [&seen_a, &seen_b] {
         assert!(!seen.contains("MOTD"), "re-login output leaked: {seen}");
-        assert!(!seen.contains("Last connect"), "re-login output leaked: {seen}");
+        assert!(
+            !seen.contains("Last connect"),
+            "re-login output leaked: {seen}"
+        );
         assert!(!seen.contains("hf-"), "marker leaked: {seen}");
     }
     alice.send("say back again").await;
     alice.expect("You say, \"back again\"").await;
     bob.expect("Alice says, \"back again\"").await;
     // The game saw both log in twice, from the real address each time.
-    let logins = game.events().into_iter().filter(|e| e["t"] == "login" && e["user"] != "heartbeat").count();
+    let logins = game
+        .events()
+        .into_iter()
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .count();
     assert_eq!(logins, 4);
 }
 
@@ -74,9 +81,15 @@ async fn booted_player_is_closed_not_held() {
     let mut wiz = Client::login(proxy.addr, "Wiz", "wizpw").await;
     wiz.send("@boot Alice").await;
     wiz.expect("You booted Alice off!").await;
-    alice.expect("You have been booted off the game by Wiz.").await;
+    alice
+        .expect("You have been booted off the game by Wiz.")
+        .await;
     alice.expect_closed().await;
-    assert!(!alice.text.contains("[holdfast]"), "booted player got a proxy notice: {}", alice.text);
+    assert!(
+        !alice.text.contains("[holdfast]"),
+        "booted player got a proxy notice: {}",
+        alice.text
+    );
     proxy.wait_log("reason=\"booted\"");
     // The wizard is unaffected.
     wiz.send("say done").await;
@@ -102,7 +115,10 @@ async fn input_while_held_is_answered_or_queued() {
     // With queue_input the lines are delivered after the re-login, in order.
     let dir2 = TempDir::new("heldqueue");
     let mut game2 = Game::start(&dir2, &[]);
-    let proxy2 = Proxy::start(&dir2, &config_for(&[&game2], "[outage]\nqueue_input = true\n"));
+    let proxy2 = Proxy::start(
+        &dir2,
+        &config_for(&[&game2], "[outage]\nqueue_input = true\n"),
+    );
     let mut bob = Client::login(proxy2.addr, "Bob", "bobpw").await;
     game2.kill();
     bob.expect(OFFLINE).await;
@@ -152,19 +168,29 @@ async fn player_connecting_during_outage_gets_connect_screen_later() {
 #[tokio::test]
 async fn failed_relogin_tells_the_player() {
     let dir = TempDir::new("badrelogin");
-    let mut game = Game::start(&dir, &["--user", "Alice:alicepw", "--user", "heartbeat:hbpass"]);
+    let mut game = Game::start(
+        &dir,
+        &["--user", "Alice:alicepw", "--user", "heartbeat:hbpass"],
+    );
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     game.kill();
     alice.expect(OFFLINE).await;
     // The game comes back with Alice's password changed.
     let mut game = {
-        let g = Game::start_on(&dir, game.addr, &["--user", "Alice:changed", "--user", "heartbeat:hbpass"]);
+        let g = Game::start_on(
+            &dir,
+            game.addr,
+            &["--user", "Alice:changed", "--user", "heartbeat:hbpass"],
+        );
         drop(game);
         g
     };
     let seen = alice.expect("logging you back in failed").await;
-    assert!(seen.contains("Either that player does not exist"), "the game's answer is shown: {seen}");
+    assert!(
+        seen.contains("Either that player does not exist"),
+        "the game's answer is shown: {seen}"
+    );
     alice.send("connect Alice changed").await;
     alice.expect("Last connect was from").await;
     game.kill();
@@ -175,14 +201,19 @@ async fn automatic_failover_to_standby() {
     let dir = TempDir::new("autofail");
     let mut primary = Game::start(&dir, &[]);
     let standby = Game::start(&dir, &[]);
-    let proxy = Proxy::start(&dir, &config_for(&[&primary, &standby], "[failover]\nafter = \"1s\"\n"));
+    let proxy = Proxy::start(
+        &dir,
+        &config_for(&[&primary, &standby], "[failover]\nafter = \"1s\"\n"),
+    );
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     primary.kill();
     alice.expect(OFFLINE).await;
     alice.expect(ONLINE).await;
     alice.send("say on standby").await;
     alice.expect("You say, \"on standby\"").await;
-    assert!(standby.lines_from("Alice").contains(&"say on standby".to_string()));
+    assert!(standby
+        .lines_from("Alice")
+        .contains(&"say on standby".to_string()));
     proxy.wait_log("failover");
 }
 
@@ -198,7 +229,10 @@ async fn sighup_reorder_moves_everyone() {
     // Reorder: second is now preferred.
     let cfg2 = cfg1
         .replace(&format!("addr = \"{}\"", first.addr), "addr = \"FIRST\"")
-        .replace(&format!("addr = \"{}\"", second.addr), &format!("addr = \"{}\"", first.addr))
+        .replace(
+            &format!("addr = \"{}\"", second.addr),
+            &format!("addr = \"{}\"", first.addr),
+        )
         .replace("addr = \"FIRST\"", &format!("addr = \"{}\"", second.addr))
         .replace("name = \"b0\"", "name = \"X\"")
         .replace("name = \"b1\"", "name = \"b0\"")
@@ -210,9 +244,13 @@ async fn sighup_reorder_moves_everyone() {
     bob.expect(ONLINE).await;
     alice.send("say moved").await;
     bob.expect("Alice says, \"moved\"").await;
-    assert!(second.lines_from("Alice").contains(&"say moved".to_string()));
+    assert!(second
+        .lines_from("Alice")
+        .contains(&"say moved".to_string()));
     // The old backend saw them leave cleanly.
-    first.wait_event("Alice quit on the old backend", |e| e["t"] == "close" && e["why"] == "quit");
+    first.wait_event("Alice quit on the old backend", |e| {
+        e["t"] == "close" && e["why"] == "quit"
+    });
 }
 
 #[tokio::test]
@@ -232,7 +270,9 @@ async fn sighup_with_broken_config_changes_nothing() {
     alice.expect_open_for(Duration::from_millis(300)).await;
     alice.send("say still here").await;
     alice.expect("You say, \"still here\"").await;
-    assert!(first.lines_from("Alice").contains(&"say still here".to_string()));
+    assert!(first
+        .lines_from("Alice")
+        .contains(&"say still here".to_string()));
     assert!(!alice.text.contains("[holdfast]"));
 }
 
@@ -252,7 +292,9 @@ async fn sigterm_tells_players_and_exits_zero() {
         stop.await.unwrap().0
     };
     assert_eq!(code, Some(0));
-    game.wait_event("Alice left cleanly", |e| e["t"] == "close" && e["why"] == "quit");
+    game.wait_event("Alice left cleanly", |e| {
+        e["t"] == "close" && e["why"] == "quit"
+    });
 }
 
 /// Not a timed assertion: prints how long 500 re-logins took.
@@ -296,6 +338,10 @@ async fn five_hundred_held_sessions_restored() {
     }
     let took = t0.elapsed();
     eprintln!("FIGURE: {N} held sessions restored in {took:?} (debug build)");
+    // Every re-login makes the game tell everyone "X has connected": 250,000
+    // lines from a debug-build game, so give the answer time to get through.
     clients[0].send("say first").await;
-    clients[0].expect("You say, \"first\"").await;
+    clients[0]
+        .expect_within("You say, \"first\"", Duration::from_secs(60))
+        .await;
 }

@@ -610,7 +610,17 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     // [client_ip]
     let client_ip = {
         let c = raw.client_ip;
-        let mode = c.mode.unwrap_or(preset.client_ip);
+        // PennMUSH only learns a player's address through its Unix
+        // socket's header; on TCP it has no way at all.
+        let all_unix = backends
+            .iter()
+            .all(|b| matches!(b.addr, BackendAddr::Unix(_)));
+        let default_mode = if flavor == Flavor::Pennmush && all_unix {
+            ClientIpMode::Pennmush
+        } else {
+            preset.client_ip
+        };
+        let mode = c.mode.unwrap_or(default_mode);
         let command = match &c.command {
             Some(s) => {
                 if !s.get_ref().contains("{ip}") {

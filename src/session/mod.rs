@@ -127,6 +127,9 @@ pub async fn run(
             epoch: shared.pool.borrow().epoch,
             was_held: false,
         };
+        if cfg.client_ip.reverse_dns {
+            shared.rdns.prefetch(peer_ip(&peer));
+        }
         info!("session open");
         shared.events.emit(
             Event::new("session.open")
@@ -678,7 +681,11 @@ impl Session {
     /// Drops the backend connection and holds the player with the offline notice.
     async fn hold(&mut self, why: &'static str) -> Result<(), End> {
         let cfg = self.cfg();
-        let (name, watch) = self.backend.take().map(|b| (b.name, b.watch)).unwrap_or_default();
+        let (name, watch) = self
+            .backend
+            .take()
+            .map(|b| (b.name, b.watch))
+            .unwrap_or_default();
         if let Some(creds) = watch.and_then(Watch::probable_credentials) {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
@@ -844,7 +851,12 @@ impl Session {
                 return Ok(());
             }
         };
-        let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, None);
+        let host = if cfg.client_ip.reverse_dns {
+            self.shared.rdns.cached(peer_ip(&self.peer))
+        } else {
+            None
+        };
+        let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, host.as_deref());
         let mut watch = None;
         if let Some(c) = &self.creds {
             let login = login::render_login(&cfg.templates.login, &c.verb, &c.name, &c.password);
