@@ -311,7 +311,7 @@ async fn five_hundred_held_sessions_restored() {
     let mut game = Game::start(&dir, &args);
     let proxy = Proxy::start_with(
         &dir,
-        &config_for(&[&game], "[relogin]\nrate = 5000\nburst = 500\njitter = \"0ms\"\n[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n"),
+        &config_for(&[&game], "[relogin]\nrate = 5000\nburst = 500\njitter = \"0ms\"\n[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n[limits]\nconn_rate_per_ip = 0\n"),
         "holdfast=info",
         &[],
     );
@@ -344,4 +344,35 @@ async fn five_hundred_held_sessions_restored() {
     clients[0]
         .expect_within("You say, \"first\"", Duration::from_secs(60))
         .await;
+}
+
+#[tokio::test]
+async fn failback_returns_to_the_preferred_backend() {
+    let dir = TempDir::new("failback");
+    let mut primary = Game::start(&dir, &[]);
+    let standby = Game::start(&dir, &[]);
+    let proxy = Proxy::start(
+        &dir,
+        &config_for(
+            &[&primary, &standby],
+            "[failover]\nafter = \"500ms\"\nfailback = true\n",
+        ),
+    );
+    let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    primary.kill();
+    alice.expect(OFFLINE).await;
+    alice.expect(ONLINE).await;
+    alice.send("say standby").await;
+    alice.expect("You say, \"standby\"").await;
+    primary.restart();
+    alice.expect("Moving you to b0").await;
+    alice.expect(ONLINE).await;
+    alice.send("say home").await;
+    alice.expect("You say, \"home\"").await;
+    assert!(primary
+        .lines_from("Alice")
+        .contains(&"say home".to_string()));
+    assert!(standby
+        .lines_from("Alice")
+        .contains(&"say standby".to_string()));
 }

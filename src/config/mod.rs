@@ -60,8 +60,16 @@ pub mod defaults {
     pub const MAX_LINE: usize = 8192;
     /// `limits.write_timeout`: a player who reads nothing for this long is dropped.
     pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-    /// `limits.output_buffer`: bytes queued toward a slow player before dropping it.
-    pub const OUTPUT_BUFFER: usize = 1 << 20;
+    /// `limits.max_unauthenticated`: sessions not logged in, in total.
+    pub const MAX_UNAUTHENTICATED: usize = 2_000;
+    /// `limits.conn_rate_per_ip`: new connections per second per IP.
+    pub const CONN_RATE_PER_IP: f64 = 5.0;
+    /// `limits.conn_burst_per_ip`.
+    pub const CONN_BURST_PER_IP: u32 = 30;
+    /// `limits.input_lines_per_sec`: a player's sustained input rate.
+    pub const INPUT_LINES_PER_SEC: f64 = 30.0;
+    /// `limits.input_burst`: lines a player may send at once (a paste).
+    pub const INPUT_BURST: u32 = 300;
     /// `limits.max_subnegotiation`.
     pub const MAX_SUBNEG: usize = 8192;
     /// `bus.subject_prefix`.
@@ -256,15 +264,16 @@ pub struct Limits {
     pub max_line: usize,
     /// A write to a player that makes no progress this long drops the player.
     pub write_timeout: Duration,
-    /// Output bytes pending toward one player before it is dropped.
-    pub output_buffer: usize,
     /// Sessions not logged in yet, in total.
     pub max_unauthenticated: usize,
     /// New connections per second per IP (token bucket), 0 = off.
+    /// Over it, the connection is refused with the `per_ip` notice.
     pub conn_rate_per_ip: f64,
     /// Burst for `conn_rate_per_ip`.
     pub conn_burst_per_ip: u32,
-    /// Input lines per second per session, 0 = off.
+    /// Input lines per second per session, 0 = off. Over it the player is
+    /// told to slow down and the excess is dropped; a player who keeps
+    /// flooding for another burst's worth is disconnected.
     pub input_lines_per_sec: f64,
     /// Burst for `input_lines_per_sec`.
     pub input_burst: u32,
@@ -770,12 +779,22 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             .write_timeout
             .map(|d| d.0)
             .unwrap_or(defaults::WRITE_TIMEOUT),
-        output_buffer: l.output_buffer.unwrap_or(defaults::OUTPUT_BUFFER).max(4096),
-        max_unauthenticated: l.max_unauthenticated.unwrap_or(usize::MAX),
-        conn_rate_per_ip: l.conn_rate_per_ip.unwrap_or(0.0),
-        conn_burst_per_ip: l.conn_burst_per_ip.unwrap_or(10),
-        input_lines_per_sec: l.input_lines_per_sec.unwrap_or(0.0),
-        input_burst: l.input_burst.unwrap_or(50),
+        max_unauthenticated: l
+            .max_unauthenticated
+            .unwrap_or(defaults::MAX_UNAUTHENTICATED),
+        conn_rate_per_ip: l
+            .conn_rate_per_ip
+            .unwrap_or(defaults::CONN_RATE_PER_IP)
+            .max(0.0),
+        conn_burst_per_ip: l
+            .conn_burst_per_ip
+            .unwrap_or(defaults::CONN_BURST_PER_IP)
+            .max(1),
+        input_lines_per_sec: l
+            .input_lines_per_sec
+            .unwrap_or(defaults::INPUT_LINES_PER_SEC)
+            .max(0.0),
+        input_burst: l.input_burst.unwrap_or(defaults::INPUT_BURST).max(1),
         max_subnegotiation: l.max_subnegotiation.unwrap_or(defaults::MAX_SUBNEG).max(64),
     };
 

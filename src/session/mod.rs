@@ -70,6 +70,8 @@ pub enum End {
     Shutdown,
     /// The player stopped reading (write timed out or failed).
     WriteFailed,
+    /// The player kept sending faster than `limits.input_lines_per_sec`.
+    Flood,
 }
 
 impl End {
@@ -83,6 +85,7 @@ impl End {
             End::MaxHold => "max_hold",
             End::Shutdown => "shutdown",
             End::WriteFailed => "write_failed",
+            End::Flood => "flood",
         }
     }
 }
@@ -126,6 +129,8 @@ pub async fn run(
             queue: VecDeque::new(),
             epoch: shared.pool.borrow().epoch,
             was_held: false,
+            input_rate: crate::limiter::Bucket1::new(cfg.limits.input_burst),
+            flood_drops: 0,
         };
         if cfg.client_ip.reverse_dns {
             shared.rdns.prefetch(peer_ip(&peer));
@@ -170,6 +175,10 @@ struct Session {
     epoch: u64,
     /// This session has been held at least once since it last relayed.
     was_held: bool,
+    /// Input rate limit (`limits.input_lines_per_sec`).
+    input_rate: crate::limiter::Bucket1,
+    /// Lines dropped for flooding since the player was last warned.
+    flood_drops: u32,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -323,6 +332,29 @@ impl Session {
         cfg: &Config,
         to_backend: &mut Vec<u8>,
     ) -> Result<(), End> {
+        let l = &cfg.limits;
+        if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
+            // Over the rate: warn once, drop the excess, and disconnect a
+            // player who keeps it up for another burst's worth of lines.
+            self.flood_drops += 1;
+            if self.flood_drops == 1 {
+                warn!("player is flooding; dropping input");
+                self.flush_backend(to_backend).await?;
+                self.notice(&render(&cfg.notices.flood, cfg, "", None))
+                    .await?;
+            }
+            if self.flood_drops > l.input_burst {
+                warn!(
+                    dropped = self.flood_drops,
+                    "disconnecting a flooding player"
+                );
+                return Err(End::Flood);
+            }
+            return Ok(());
+        }
+        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
+            self.flood_drops = 0;
+        }
         if clientip::is_spoof(&cfg.client_ip, &line) {
             warn!("dropped a player line that would set the client address");
             return Ok(());
@@ -368,6 +400,14 @@ impl Session {
         telnet::escape_iac(&line, to_backend);
         to_backend.extend_from_slice(b"\r\n");
         Ok(())
+    }
+
+    /// The flood counter resets once the player is back under the rate
+    /// with half a burst in hand.
+    fn input_rate_recovered(&self, cfg: &Config) -> bool {
+        let mut probe = self.input_rate;
+        let half = (cfg.limits.input_burst / 2).max(1);
+        (0..half).all(|_| probe.take(cfg.limits.input_lines_per_sec, cfg.limits.input_burst))
     }
 
     async fn queue_line(&mut self, line: Vec<u8>, cfg: &Config) -> Result<(), End> {
