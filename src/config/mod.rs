@@ -384,6 +384,10 @@ pub struct Config {
     /// `holdfast check` makes (a Unix socket that does not exist yet is
     /// fine for a running proxy: the game is just down).
     pub backend_addr_pos: Vec<(usize, usize)>,
+    /// A secret (password, token) is written in the file itself.
+    pub has_inline_secret: bool,
+    /// Things worth telling the operator that are not errors.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -395,12 +399,28 @@ impl Config {
             col: 1,
             message: format!("cannot read the config file: {e}"),
         })?;
-        Config::parse(path, &text)
+        let mut cfg = Config::parse(path, &text)?;
+        if cfg.has_inline_secret {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.permissions().mode() & 0o004 != 0 {
+                    cfg.warnings.push(format!(
+                        "{} holds a password and is readable by every user: chmod o-r it, or use password_env / password_file",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parses and validates `text` as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let cx = Cx { path, text };
+        let cx = Cx {
+            path,
+            text,
+            inline_secret: std::cell::Cell::new(false),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim().to_string();
             cx.err(e.span(), msg)
@@ -424,6 +444,8 @@ impl Config {
 struct Cx<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Set when a secret was written in the file itself.
+    inline_secret: std::cell::Cell<bool>,
 }
 
 impl Cx<'_> {
@@ -475,6 +497,9 @@ fn secret(
             Ok(v) => Ok(Some(Secret::new(v.trim_end_matches(['\r', '\n'])))),
             Err(e) => Err(cx.at(&f, format!("cannot read {}: {e}", f.get_ref()))),
         };
+    }
+    if inline.is_some() {
+        cx.inline_secret.set(true);
     }
     Ok(inline.map(Secret::new))
 }
@@ -873,6 +898,8 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         bus,
         irc,
         backend_addr_pos: addr_pos,
+        has_inline_secret: cx.inline_secret.get(),
+        warnings: Vec::new(),
     })
 }
 

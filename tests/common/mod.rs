@@ -354,6 +354,16 @@ impl Proxy {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Asserts no password of the test users (nor the heartbeat's) is in
+    /// the proxy's log, which tests capture at trace level.
+    pub fn assert_no_passwords(&self) {
+        let logs = self.logs();
+        assert!(logs.len() > 100, "the log was captured");
+        for pw in ["alicepw", "bobpw", "wizpw", "hbpass"] {
+            assert!(!logs.contains(pw), "password {pw:?} in the proxy's log");
+        }
+    }
+
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str) {
         let t0 = Instant::now();
