@@ -47,14 +47,21 @@ async fn kill_and_restart_keeps_players_and_logs_them_back_in() {
         .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
         .count();
     assert_eq!(logins, 4);
+    proxy.assert_no_passwords();
 }
 
 #[tokio::test]
 async fn silent_host_is_detected_by_the_heartbeat() {
     let dir = TempDir::new("silent");
     let game = Game::start(&dir, &[]);
-    // interval 500ms + timeout 500ms.
-    let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    // interval 500ms + timeout 500ms, and one missed probe is enough.
+    let proxy = Proxy::start(
+        &dir,
+        &config_for(
+            &[&game],
+            "[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfall = 1\n",
+        ),
+    );
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     let mut bob = Client::login(proxy.addr, "Bob", "bobpw").await;
     game.freeze();
@@ -215,6 +222,7 @@ async fn automatic_failover_to_standby() {
         .lines_from("Alice")
         .contains(&"say on standby".to_string()));
     proxy.wait_log("failover");
+    proxy.assert_no_passwords();
 }
 
 #[tokio::test]
@@ -311,7 +319,7 @@ async fn five_hundred_held_sessions_restored() {
     let mut game = Game::start(&dir, &args);
     let proxy = Proxy::start_with(
         &dir,
-        &config_for(&[&game], "[relogin]\nrate = 5000\nburst = 500\njitter = \"0ms\"\n[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n[limits]\nconn_rate_per_ip = 0\n"),
+        &config_for(&[&game], "[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"1s\"\ntimeout = \"5s\"\n[relogin]\nrate = 5000\nburst = 500\njitter = \"0ms\"\n[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n[limits]\nconn_rate_per_ip = 0\n"),
         "holdfast=info",
         &[],
     );

@@ -38,6 +38,13 @@ pub mod defaults {
     pub const HB_INTERVAL: Duration = Duration::from_secs(2);
     /// `heartbeat.timeout`.
     pub const HB_TIMEOUT: Duration = Duration::from_secs(2);
+    /// `heartbeat.fall`: two missed probes in a row, so one lag spike of
+    /// the game does not bounce every player through a re-login. A closed
+    /// connection plus a failed immediate probe marks a backend down at once
+    /// whatever this says.
+    pub const HB_FALL: u32 = 2;
+    /// `heartbeat.rise`.
+    pub const HB_RISE: u32 = 1;
     /// `failover.after`.
     pub const FAILOVER_AFTER: Duration = Duration::from_secs(60);
     /// `outage.max_hold`.
@@ -613,22 +620,23 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let heartbeat = {
         let h = raw.heartbeat;
         let password = secret(cx, h.password, h.password_env, h.password_file)?;
-        let positive = |v: Option<Spanned<u32>>, what: &str| -> Result<u32, ConfigError> {
-            match v {
-                None => Ok(1),
-                Some(s) if *s.get_ref() == 0 => {
-                    Err(cx.at(&s, format!("heartbeat.{what} must be at least 1")))
+        let positive =
+            |v: Option<Spanned<u32>>, what: &str, dflt: u32| -> Result<u32, ConfigError> {
+                match v {
+                    None => Ok(dflt),
+                    Some(s) if *s.get_ref() == 0 => {
+                        Err(cx.at(&s, format!("heartbeat.{what} must be at least 1")))
+                    }
+                    Some(s) => Ok(*s.get_ref()),
                 }
-                Some(s) => Ok(*s.get_ref()),
-            }
-        };
+            };
         Heartbeat {
             user: h.user.filter(|u| !u.is_empty()),
             password,
             interval: h.interval.map(|d| d.0).unwrap_or(defaults::HB_INTERVAL),
             timeout: h.timeout.map(|d| d.0).unwrap_or(defaults::HB_TIMEOUT),
-            fall: positive(h.fall, "fall")?,
-            rise: positive(h.rise, "rise")?,
+            fall: positive(h.fall, "fall", defaults::HB_FALL)?,
+            rise: positive(h.rise, "rise", defaults::HB_RISE)?,
         }
     };
 
