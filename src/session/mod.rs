@@ -17,7 +17,7 @@
 //! backend's output always reaches the player before anything that follows
 //! it (half-close: the game's last words arrive before we decide what to do).
 
-mod input;
+pub mod input;
 mod watch;
 
 use std::collections::VecDeque;
