@@ -69,7 +69,8 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -130,6 +131,9 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
             anyhow::bail!("invalid config");
         }
     };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let listeners = Proxy::bind(&cfg).await?;
     let shutdown = CancellationToken::new();
     let proxy = Proxy::new(cfg, shutdown.clone());
@@ -212,5 +216,8 @@ fn check(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     }
     print!("{}", holdfast::config::summary(&cfg));
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
     ExitCode::SUCCESS
 }

@@ -16,29 +16,35 @@ enum Ev {
     Sub(u8, Vec<u8>),
 }
 
-/// Parses `chunks` in order with a fresh parser; adjacent Data events are
-/// merged because where data gets split is not part of the contract.
+/// Appends an owned copy of `e`, checking the event invariants. Adjacent
+/// Data events are merged because where data gets split is not part of the
+/// contract.
+fn record(evs: &mut Vec<Ev>, e: TelnetEvent<'_>, cap: usize) {
+    match e {
+        TelnetEvent::Data(d) => {
+            assert!(!d.is_empty(), "empty Data event");
+            if let Some(Ev::Data(prev)) = evs.last_mut() {
+                prev.extend_from_slice(d);
+            } else {
+                evs.push(Ev::Data(d.to_vec()));
+            }
+        }
+        TelnetEvent::Command(c) => evs.push(Ev::Command(c)),
+        TelnetEvent::Negotiation { verb, option } => evs.push(Ev::Neg(verb, option)),
+        TelnetEvent::Subnegotiation { option, data } => {
+            assert!(data.len() <= cap, "subnegotiation over the cap");
+            evs.push(Ev::Sub(option, data.to_vec()));
+        }
+    }
+}
+
+/// Parses `chunks` in order with a fresh parser.
 fn parse(cap: usize, chunks: &[&[u8]]) -> (Vec<Ev>, bool, u64) {
     let mut p = Parser::new(cap);
     let mut evs: Vec<Ev> = Vec::new();
     for chunk in chunks {
         let n = p.feed(chunk, |e| {
-            match e {
-                TelnetEvent::Data(d) => {
-                    assert!(!d.is_empty(), "empty Data event");
-                    if let Some(Ev::Data(prev)) = evs.last_mut() {
-                        prev.extend_from_slice(d);
-                    } else {
-                        evs.push(Ev::Data(d.to_vec()));
-                    }
-                }
-                TelnetEvent::Command(c) => evs.push(Ev::Command(c)),
-                TelnetEvent::Negotiation { verb, option } => evs.push(Ev::Neg(verb, option)),
-                TelnetEvent::Subnegotiation { option, data } => {
-                    assert!(data.len() <= cap, "subnegotiation over the cap");
-                    evs.push(Ev::Sub(option, data.to_vec()));
-                }
-            }
+            record(&mut evs, e, cap);
             true
         });
         assert_eq!(n, chunk.len(), "consumed less than fed without a stop");
@@ -56,18 +62,7 @@ fn parse_stopping(cap: usize, input: &[u8]) -> Vec<Ev> {
         let mut seen = 0;
         let n = p.feed(&input[pos..], |e| {
             seen += 1;
-            match e {
-                TelnetEvent::Data(d) => {
-                    if let Some(Ev::Data(prev)) = evs.last_mut() {
-                        prev.extend_from_slice(d);
-                    } else {
-                        evs.push(Ev::Data(d.to_vec()));
-                    }
-                }
-                TelnetEvent::Command(c) => evs.push(Ev::Command(c)),
-                TelnetEvent::Negotiation { verb, option } => evs.push(Ev::Neg(verb, option)),
-                TelnetEvent::Subnegotiation { option, data } => evs.push(Ev::Sub(option, data.to_vec())),
-            }
+            record(&mut evs, e, cap);
             false
         });
         assert!(n <= input.len() - pos);
@@ -105,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
     let whole = parse(cap, &[input]);
     let split = parse(cap, &[&input[..a], &input[a..b], &input[b..]]);
     assert_eq!(whole, split, "split at {a},{b} changed the result");
-    assert_eq!(whole.0, parse_stopping(cap, input), "stop/resume changed the result");
+    assert_eq!(
+        whole.0,
+        parse_stopping(cap, input),
+        "stop/resume changed the result"
+    );
 
     // Canonical re-encoding parses back to the same events.
     let wire = encode(&whole.0);

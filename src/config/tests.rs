@@ -103,15 +103,25 @@ fn irc_section() {
     .unwrap();
     let i = c.irc.unwrap();
     assert_eq!(i.server, defaults::IRC_SERVER);
-    assert_eq!(i.sasl_user.as_deref(), Some("holdfast"), "SASL account defaults to the nick");
+    assert_eq!(
+        i.sasl_user.as_deref(),
+        Some("holdfast"),
+        "SASL account defaults to the nick"
+    );
     assert_eq!(i.reconnect_max, defaults::IRC_RECONNECT_MAX);
-    assert_eq!(i.formats.down.as_deref(), Some("{instance} down: {players} held"));
+    assert_eq!(
+        i.formats.down.as_deref(),
+        Some("{instance} down: {players} held")
+    );
     assert!(parse(MIN).unwrap().irc.is_none());
 }
 
 #[test]
 fn irc_errors_have_positions() {
-    let e = parse(&format!("{MIN}[irc]\n[irc.formats]\nup = \"UP after {{downtim}}\"\n")).unwrap_err();
+    let e = parse(&format!(
+        "{MIN}[irc]\n[irc.formats]\nup = \"UP after {{downtim}}\"\n"
+    ))
+    .unwrap_err();
     assert_eq!((e.line, e.col), (6, 6), "{e}");
     assert!(e.message.contains("unknown placeholder {downtim}"), "{e}");
     let e = parse(&format!("{MIN}[irc]\nrate = 0.0\n")).unwrap_err();

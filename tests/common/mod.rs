@@ -77,6 +77,8 @@ fn signal(child: &Child, sig: &str) {
 pub struct Game {
     pub child: Option<Child>,
     pub addr: SocketAddr,
+    /// Listening on this Unix socket instead of TCP.
+    pub unix: Option<PathBuf>,
     pub log: PathBuf,
     args: Vec<String>,
     dir: PathBuf,
@@ -90,6 +92,7 @@ impl Game {
         let mut g = Game {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
+            unix: None,
             log,
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir: dir.0.clone(),
@@ -99,11 +102,52 @@ impl Game {
         g
     }
 
+    /// Starts a game on a given address (e.g. where another one was).
+    pub fn start_on(dir: &TempDir, addr: SocketAddr, extra: &[&str]) -> Game {
+        let mut g = Game {
+            child: None,
+            addr,
+            unix: None,
+            log: dir.path(&format!("game-{}.log", rand_tag())),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir: dir.0.clone(),
+            starts: 0,
+        };
+        g.spawn();
+        g
+    }
+
+    /// Starts a game listening on a Unix socket at `path` only.
+    pub fn start_unix(dir: &TempDir, path: &Path, extra: &[&str]) -> Game {
+        let mut g = Game {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            unix: Some(path.to_owned()),
+            log: dir.path(&format!("game-{}.log", rand_tag())),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir: dir.0.clone(),
+            starts: 0,
+        };
+        g.spawn();
+        g
+    }
+
+    /// The backend address for a holdfast config.
+    pub fn backend_addr(&self) -> String {
+        match &self.unix {
+            Some(p) => format!("unix:{}", p.display()),
+            None => self.addr.to_string(),
+        }
+    }
+
     fn spawn(&mut self) {
         let ready = self.dir.join(format!("game-ready-{}", rand_tag()));
-        let child = Command::new(env!("CARGO_BIN_EXE_fakemush"))
-            .arg("--listen")
-            .arg(self.addr.to_string())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fakemush"));
+        match &self.unix {
+            Some(p) => cmd.arg("--unix").arg(p),
+            None => cmd.arg("--listen").arg(self.addr.to_string()),
+        };
+        let child = cmd
             .arg("--ready-file")
             .arg(&ready)
             .arg("--log")
@@ -116,7 +160,9 @@ impl Game {
             .expect("start fakemush");
         self.child = Some(child);
         let s = wait_file(&ready, "fakemush");
-        self.addr = s.trim().parse().expect("fakemush ready file");
+        if self.unix.is_none() {
+            self.addr = s.trim().parse().expect("fakemush ready file");
+        }
         self.starts += 1;
     }
 
@@ -146,7 +192,9 @@ impl Game {
 
     /// Every JSON line of the game's log.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let Ok(f) = std::fs::File::open(&self.log) else { return Vec::new() };
+        let Ok(f) = std::fs::File::open(&self.log) else {
+            return Vec::new();
+        };
         BufReader::new(f)
             .lines()
             .map_while(Result::ok)
@@ -155,13 +203,21 @@ impl Game {
     }
 
     /// Waits until a log event satisfies `pred`, returns it.
-    pub fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let t0 = Instant::now();
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return e;
             }
-            assert!(t0.elapsed() < WAIT, "game never logged {what}; log: {:#?}", self.events());
+            assert!(
+                t0.elapsed() < WAIT,
+                "game never logged {what}; log: {:#?}",
+                self.events()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -180,7 +236,10 @@ impl Drop for Game {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_ref() {
             // A frozen game must be thawed to die promptly on some kernels.
-            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
         }
         self.kill();
     }
@@ -188,7 +247,11 @@ impl Drop for Game {
 
 fn rand_tag() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 // ----- the proxy -------------------------------------------------------
@@ -213,7 +276,7 @@ impl Proxy {
         let text = if config.contains("[listen]") {
             config.to_string()
         } else {
-            format!("[listen]\naddrs = [\"127.0.0.1:0\"]\n{config}")
+            format!("{config}\n[listen]\naddrs = [\"127.0.0.1:0\"]\n")
         };
         std::fs::write(&cfg_path, text).unwrap();
         let ready = dir.path(&format!("proxy-ready-{}", rand_tag()));
@@ -231,7 +294,23 @@ impl Proxy {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start holdfast");
-        let s = wait_file(&ready, "holdfast");
+        let mut child = child;
+        let t0 = Instant::now();
+        let s = loop {
+            if let Ok(s) = std::fs::read_to_string(&ready) {
+                if !s.is_empty() {
+                    break s;
+                }
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "holdfast exited ({st}) before it was ready:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            assert!(t0.elapsed() < WAIT, "holdfast did not become ready");
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let addr = s.lines().next().unwrap().parse().unwrap();
         Proxy {
             child: Some(child),
@@ -246,7 +325,7 @@ impl Proxy {
         let text = if config.contains("[listen]") {
             config.to_string()
         } else {
-            format!("[listen]\naddrs = [\"127.0.0.1:0\"]\n{config}")
+            format!("{config}\n[listen]\naddrs = [\"127.0.0.1:0\"]\n")
         };
         std::fs::write(&self.config, text).unwrap();
     }
@@ -277,11 +356,25 @@ impl Proxy {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Asserts no password of the test users (nor the heartbeat's) is in
+    /// the proxy's log, which tests capture at trace level.
+    pub fn assert_no_passwords(&self) {
+        let logs = self.logs();
+        assert!(logs.len() > 100, "the log was captured");
+        for pw in ["alicepw", "bobpw", "wizpw", "hbpass"] {
+            assert!(!logs.contains(pw), "password {pw:?} in the proxy's log");
+        }
+    }
+
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str) {
         let t0 = Instant::now();
         while !self.logs().contains(needle) {
-            assert!(t0.elapsed() < WAIT, "proxy never logged {needle:?}; logs:\n{}", self.logs());
+            assert!(
+                t0.elapsed() < WAIT,
+                "proxy never logged {needle:?}; logs:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -306,7 +399,10 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
         s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\n");
     }
     for (i, g) in games.iter().enumerate() {
-        s.push_str(&format!("[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n", g.addr));
+        s.push_str(&format!(
+            "[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n",
+            g.backend_addr()
+        ));
     }
     s
 }
@@ -409,7 +505,11 @@ impl Client {
     pub async fn expect_closed(&mut self) {
         let until = Instant::now() + WAIT;
         while !self.closed {
-            assert!(Instant::now() < until, "connection not closed; text:\n{}", &self.text[self.pos..]);
+            assert!(
+                Instant::now() < until,
+                "connection not closed; text:\n{}",
+                &self.text[self.pos..]
+            );
             self.read_some(until).await;
         }
     }
@@ -426,6 +526,11 @@ impl Client {
         c.expect("connect").await;
         c.send(&format!("connect {user} {pass}")).await;
         c.expect("Last connect was from").await;
+        // The proxy confirms a login with a marker it sends right after the
+        // game's first answer; a command sent now is answered after that
+        // marker, so once its answer is here the proxy knows the login.
+        c.send("think login-settled").await;
+        c.expect("login-settled").await;
         c
     }
 }

@@ -9,7 +9,11 @@ use super::TempDir;
 /// Picks a free loopback port. nats-server cannot report a dynamic port
 /// through a file, so the harness picks one and retries on a clash.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One nats-server.
@@ -99,7 +103,11 @@ pub fn cluster(_dir: &TempDir, n: usize) -> Vec<NatsServer> {
 
 fn nats_bin() -> String {
     std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
-        for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
+        for p in [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ] {
             if std::path::Path::new(p).exists() {
                 return p.to_string();
             }
@@ -111,7 +119,10 @@ fn nats_bin() -> String {
 fn wait_port(port: u16) {
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "nats-server did not listen on {port}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "nats-server did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -31,7 +31,10 @@ impl Server {
     }
 
     async fn send(&mut self, l: &str) {
-        self.w.write_all(format!("{l}\r\n").as_bytes()).await.unwrap();
+        self.w
+            .write_all(format!("{l}\r\n").as_bytes())
+            .await
+            .unwrap();
     }
 }
 
@@ -79,15 +82,18 @@ async fn sasl_registration_commands_and_posting() {
     s.expect("CAP LS 302").await;
     s.expect("NICK :holdfast").await;
     s.expect("USER holdfast 0 * :holdfast relay").await;
-    s.send(":srv CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL").await;
+    s.send(":srv CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL")
+        .await;
     s.send(":srv CAP * LS :account-tag").await;
     s.expect("CAP REQ :account-tag sasl").await;
     s.send(":srv CAP holdfast ACK :account-tag sasl").await;
     s.expect("AUTHENTICATE PLAIN").await;
     s.send("AUTHENTICATE +").await;
     s.expect("AUTHENTICATE Ym90AGJvdABwdw==").await;
-    s.send(":srv 900 holdfast holdfast!u@h bot :You are now logged in").await;
-    s.send(":srv 903 holdfast :SASL authentication successful").await;
+    s.send(":srv 900 holdfast holdfast!u@h bot :You are now logged in")
+        .await;
+    s.send(":srv 903 holdfast :SASL authentication successful")
+        .await;
     s.expect("CAP END").await;
     s.send(":srv 001 holdfast :Welcome").await;
     // SASL worked: no NickServ IDENTIFY.
@@ -96,12 +102,18 @@ async fn sasl_registration_commands_and_posting() {
     s.send("PING :tok").await;
     s.expect("PONG :tok").await;
 
-    s.send("@account=wiz :boss!b@staff PRIVMSG #c :!status m1").await;
+    s.send("@account=wiz :boss!b@staff PRIVMSG #c :!status m1")
+        .await;
     s.send(":eve!e@h PRIVMSG #c :hello, no command").await;
     s.send(":eve!e@h PRIVMSG holdfast :!help").await;
     let c = h.commands.recv().await.unwrap();
     assert_eq!(
-        (c.reply_to.as_str(), c.mask.as_str(), c.account.as_deref(), c.text.as_str()),
+        (
+            c.reply_to.as_str(),
+            c.mask.as_str(),
+            c.account.as_deref(),
+            c.text.as_str()
+        ),
         ("#c", "boss!b@staff", Some("wiz"), "!status m1")
     );
     let c = h.commands.recv().await.unwrap();
@@ -136,7 +148,8 @@ async fn nick_fallback_nickserv_and_no_cap() {
     s.expect("NICK :holdfast").await;
     s.expect("USER holdfast 0 * :holdfast relay").await;
     s.send(":srv 421 * CAP :Unknown command").await;
-    s.send(":srv 433 * holdfast :Nickname is already in use").await;
+    s.send(":srv 433 * holdfast :Nickname is already in use")
+        .await;
     s.expect("NICK :hf2").await;
     s.send(":srv 433 * hf2 :Nickname is already in use").await;
     s.expect("NICK :holdfast_").await;
@@ -175,7 +188,8 @@ async fn sasl_failure_goes_on() {
     s.send("AUTHENTICATE +").await;
     // The account defaults to the nick.
     s.expect("AUTHENTICATE aG9sZGZhc3QAaG9sZGZhc3QAYmFk").await;
-    s.send(":srv 904 holdfast :SASL authentication failed").await;
+    s.send(":srv 904 holdfast :SASL authentication failed")
+        .await;
     s.expect("CAP END").await;
     s.send(":srv 001 holdfast :Welcome").await;
     s.expect("JOIN #c").await;
