@@ -387,6 +387,8 @@ pub struct Irc {
 pub struct IrcFormats {
     pub down: Option<String>,
     pub up: Option<String>,
+    pub standby_down: Option<String>,
+    pub standby_up: Option<String>,
     pub failover: Option<String>,
     pub reload_failed: Option<String>,
     pub vanished: Option<String>,
@@ -1110,6 +1112,8 @@ fn resolve_irc(cx: &Cx<'_>, i: RawIrc) -> Result<Irc, ConfigError> {
         formats: IrcFormats {
             down: fmt("down", f.down)?,
             up: fmt("up", f.up)?,
+            standby_down: fmt("standby_down", f.standby_down)?,
+            standby_up: fmt("standby_up", f.standby_up)?,
             failover: fmt("failover", f.failover)?,
             reload_failed: fmt("reload_failed", f.reload_failed)?,
             vanished: fmt("vanished", f.vanished)?,

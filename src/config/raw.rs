@@ -302,6 +302,8 @@ pub struct RawIrc {
 pub struct RawIrcFormats {
     pub down: Option<Spanned<String>>,
     pub up: Option<Spanned<String>>,
+    pub standby_down: Option<Spanned<String>>,
+    pub standby_up: Option<Spanned<String>>,
     pub failover: Option<Spanned<String>>,
     pub reload_failed: Option<Spanned<String>>,
     pub vanished: Option<Spanned<String>>,

@@ -135,16 +135,19 @@ fn active_name(v: &Value) -> String {
 }
 
 fn since(b: &Value, now: OffsetDateTime) -> Option<String> {
-    if let Some(s) = b["since"].as_str() {
-        let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-        let d = (now - t).max(time::Duration::ZERO);
-        return Some(format::duration(Duration::from_secs(
-            d.whole_seconds() as u64
-        )));
+    // `since_s` is counted on the proxy's host: no clock skew.
+    if let Some(s) = b["since_s"].as_f64() {
+        return Some(format::duration(Duration::from_secs_f64(s.max(0.0))));
     }
-    b["for_s"]
-        .as_f64()
-        .map(|s| format::duration(Duration::from_secs_f64(s.max(0.0))))
+    let t = OffsetDateTime::parse(
+        b["since"].as_str()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    let d = (now - t).max(time::Duration::ZERO);
+    Some(format::duration(Duration::from_secs(
+        d.whole_seconds() as u64
+    )))
 }
 
 /// One line for one instance's `status` answer:
@@ -160,9 +163,14 @@ pub fn status_line(v: &Value, now: OffsetDateTime) -> String {
     for b in v["backends"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
         let name = text(&b["name"]);
         let mut s = format!("{name} {}", text(&b["addr"]));
-        let up = b["up"].as_bool().unwrap_or(false);
-        s.push_str(if up { " UP" } else { " DOWN" });
-        if !up {
+        // `up` is null while the first probe is pending.
+        let up = b["up"].as_bool();
+        s.push_str(match up {
+            Some(true) => " UP",
+            Some(false) => " DOWN",
+            None => " (not probed yet)",
+        });
+        if up == Some(false) {
             if let Some(d) = since(b, now) {
                 s.push_str(&format!(" for {d}"));
             }
@@ -284,6 +292,12 @@ pub async fn execute(ctx: &Ctx, cmd: Cmd, admin_enabled: bool) -> Vec<String> {
                 Ok(v) if v.get("error").is_some() => {
                     vec![format!("[{inst}] failover refused: {}", text(&v["error"]))]
                 }
+                Ok(v) if v["changed"] == Value::Bool(false) => {
+                    vec![format!("[{inst}] {backend} is already the active backend")]
+                }
+                Ok(v) if v["to_up"] == Value::Bool(false) => vec![format!(
+                    "[{inst}] failover to {backend} done, but {backend} is DOWN: players stay held until it is up"
+                )],
                 Ok(_) => vec![format!("[{inst}] failover to {backend} requested")],
                 Err(e) => vec![format!("[{inst}] failover failed: {e:#}")],
             }
@@ -324,7 +338,10 @@ pub async fn execute(ctx: &Ctx, cmd: Cmd, admin_enabled: bool) -> Vec<String> {
                             text(&v["error"])
                         )]
                     }
-                    Ok(_) => vec![format!("[{target}] announced")],
+                    Ok(v) => match v["sessions"].as_u64() {
+                        Some(n) => vec![format!("[{target}] announced to {}", format::players(n))],
+                        None => vec![format!("[{target}] announced")],
+                    },
                     Err(e) => vec![format!("[{target}] announce failed: {e:#}")],
                 }
             }
@@ -410,7 +427,7 @@ mod tests {
             "instance": "mymush-1", "game": "My MUSH", "active": "primary",
             "backends": [
                 {"name": "primary", "addr": "127.0.0.1:4202", "up": true, "since": "2024-05-01T10:00:00Z"},
-                {"name": "standby", "addr": "10.0.0.7:4202", "up": false, "since": "2024-05-01T14:02:11Z", "reason": "connection refused"}
+                {"name": "standby", "addr": "10.0.0.7:4202", "up": false, "since_s": 180, "reason": "connection refused"}
             ],
             "sessions": {"total": 12, "logged_in": 10, "held": 0}
         });
@@ -420,10 +437,10 @@ mod tests {
         );
         let e = json!({"instance": "x", "error": "boom\nbang"});
         assert_eq!(status_line(&e, now), "[x] error: boom bang");
-        let odd = json!({"instance": "y", "game": "G", "active": {"name": "b"}, "backends": [{"name": "b", "addr": "h:1", "up": true}], "sessions": {"total": 1}});
+        let odd = json!({"instance": "y", "game": "G", "active": {"name": "b"}, "backends": [{"name": "b", "addr": "h:1", "up": true}, {"name": "c", "addr": "h:2", "up": null}], "sessions": {"total": 1}});
         assert_eq!(
             status_line(&odd, now),
-            "[y] G: b h:1 UP (active); 1 session, 0 logged in, 0 held"
+            "[y] G: b h:1 UP (active), c h:2 (not probed yet); 1 session, 0 logged in, 0 held"
         );
     }
 }

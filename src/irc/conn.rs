@@ -322,7 +322,7 @@ impl<'a> Link<'a> {
                             std::mem::take(&mut outbox.dropped)
                         ));
                     }
-                    let text = if q.is_late(now) {
+                    let text = if q.is_late(now, wall) {
                         self.formats.late(&q.notice.text, q.notice.time, wall)
                     } else {
                         q.notice.text.clone()

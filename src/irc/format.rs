@@ -38,6 +38,16 @@ pub const KINDS: &[(&str, &str, &[&str])] = &[
         &["backend", "addr", "reason", "downtime", "restored", "players"],
     ),
     (
+        "standby_down",
+        "[{instance}] standby backend {backend} ({addr}) is {orange}down{reset}: {reason}",
+        &["backend", "addr", "reason"],
+    ),
+    (
+        "standby_up",
+        "[{instance}] standby backend {backend} ({addr}) is {green}up{reset} again",
+        &["backend", "addr", "reason"],
+    ),
+    (
         "failover",
         "[{instance}] {game} {orange}{bold}failed over{reset} from {from} to {to} ({why})",
         &["from", "to", "reason", "why"],
@@ -214,6 +224,8 @@ impl Formats {
             match k {
                 "down" => f.down.as_ref(),
                 "up" => f.up.as_ref(),
+                "standby_down" => f.standby_down.as_ref(),
+                "standby_up" => f.standby_up.as_ref(),
                 "failover" => f.failover.as_ref(),
                 "reload_failed" => f.reload_failed.as_ref(),
                 "vanished" => f.vanished.as_ref(),

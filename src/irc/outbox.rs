@@ -146,10 +146,13 @@ pub enum Next {
 }
 
 impl Queued {
-    /// True if it should carry its time: it waited for a connection or
-    /// waited long.
-    pub fn is_late(&self, now: Instant) -> bool {
-        self.offline || now.saturating_duration_since(self.since) >= LATE_AFTER
+    /// True if it should carry its time: it waited for a connection,
+    /// waited long here, or the event itself is old (the proxy's own bus
+    /// queue held it through a NATS outage).
+    pub fn is_late(&self, now: Instant, wall: time::OffsetDateTime) -> bool {
+        self.offline
+            || now.saturating_duration_since(self.since) >= LATE_AFTER
+            || wall - self.notice.time >= LATE_AFTER
     }
 }
 
@@ -263,15 +266,18 @@ mod tests {
     #[test]
     fn late_marking() {
         let t = Instant::now();
-        let q = Queued {
+        let wall = time::OffsetDateTime::now_utc();
+        let mut q = Queued {
             notice: n("x", Prio::High),
             since: t,
             offline: false,
         };
-        assert!(!q.is_late(t + Duration::from_secs(1)));
-        assert!(q.is_late(t + LATE_AFTER));
+        q.notice.time = wall;
+        assert!(!q.is_late(t + Duration::from_secs(1), wall));
+        assert!(q.is_late(t + LATE_AFTER, wall));
+        assert!(q.is_late(t, wall + LATE_AFTER), "an old event is late");
         let q = Queued { offline: true, ..q };
-        assert!(q.is_late(t));
+        assert!(q.is_late(t, wall));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! No I/O and no clock of its own: every call takes `now`, so the tests
 //! drive it through hours of events in microseconds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -59,6 +59,14 @@ struct Instance {
     last_seen_wall: OffsetDateTime,
     vanished: bool,
     held: HashMap<String, u64>,
+    /// Backends seen DOWN and not UP since (an UP for any other is the
+    /// proxy's first probe result, not a recovery).
+    down: HashSet<String>,
+    /// The active backend, from presence and failover events.
+    active: Option<String>,
+    /// Silence after which this instance counts as vanished: the
+    /// configured value, or longer if its heartbeats are slower.
+    vanish_after: Duration,
     pending_up: Option<PendingUp>,
 }
 
@@ -151,6 +159,9 @@ impl Relay {
                 last_seen_wall: wall,
                 vanished: false,
                 held: HashMap::new(),
+                down: HashSet::new(),
+                active: None,
+                vanish_after: Duration::ZERO,
                 pending_up: None,
             });
         if !game.is_empty() {
@@ -172,7 +183,9 @@ impl Relay {
         }
     }
 
-    /// A presence message (`hello`, `heartbeat`, `goodbye`).
+    /// A presence message: `type` is `presence.hello`, `presence.heartbeat`
+    /// or `presence.goodbye` (an `event` field saying `hello` ... is
+    /// accepted too).
     pub fn on_presence(&mut self, p: &Value, now: Instant, wall: OffsetDateTime) -> Vec<Notice> {
         let mut out = Vec::new();
         let name = s(p, "instance");
@@ -186,7 +199,19 @@ impl Relay {
             .get_mut(&name)
             .expect("instance just touched");
         inst.present = true;
-        inst.goodbye = s(p, "event") == "goodbye";
+        inst.goodbye = s(p, "type") == "presence.goodbye" || s(p, "event") == "goodbye";
+        let active = s(p, "active");
+        if !active.is_empty() {
+            inst.active = Some(active);
+        }
+        // Three missed heartbeats and a half, if that is longer.
+        let beat = p["heartbeat_s"]
+            .as_f64()
+            .filter(|b| b.is_finite() && *b > 0.0);
+        inst.vanish_after = beat
+            .map(|b| Duration::from_secs_f64(b * 3.5))
+            .unwrap_or_default()
+            .max(self.vanish_after);
         out
     }
 
@@ -208,6 +233,17 @@ impl Relay {
                 self.flush_up(&name, &mut out);
                 let backend = s(ev, "backend");
                 let down = kind == "backend.down";
+                let inst = self.instances.get_mut(&name).expect("touched above");
+                let recovered = inst.down.remove(&backend);
+                if down {
+                    inst.down.insert(backend.clone());
+                } else if !recovered && ev["down_for_s"].is_null() {
+                    // The proxy's first probe found it up: nothing recovered.
+                    return out;
+                }
+                // A backend that is not the active one: its state matters
+                // to operators, but the game is not down.
+                let standby = inst.active.as_ref().is_some_and(|a| *a != backend);
                 let key = Key::Backend(name.clone(), backend.clone());
                 if let Some(b) = self.summary.offer(&key, FLAP_ALLOWANCE, now) {
                     b.add(None, t);
@@ -221,6 +257,15 @@ impl Relay {
                 }
                 for k in ["backend", "addr", "reason"] {
                     v.insert(k, s(ev, k));
+                }
+                if standby {
+                    let kind = if down { "standby_down" } else { "standby_up" };
+                    out.push(Notice {
+                        text: self.formats.render(kind, &v),
+                        prio: Prio::High,
+                        time: t,
+                    });
+                    return out;
                 }
                 let inst = self.instances.get_mut(&name).expect("touched above");
                 if down {
@@ -271,6 +316,11 @@ impl Relay {
                 }
             }
             "failover" => {
+                let to = s(ev, "to");
+                if !to.is_empty() {
+                    let inst = self.instances.get_mut(&name).expect("touched above");
+                    inst.active = Some(to);
+                }
                 for k in ["from", "to", "reason"] {
                     v.insert(k, s(ev, k));
                 }
@@ -389,13 +439,13 @@ impl Relay {
             out.push(self.summary_line(&key, &b, window, wall));
         }
         if self.bus_up {
-            let after = self.vanish_after;
             let mut gone = Vec::new();
             for (n, i) in self.instances.iter_mut() {
                 if i.present
                     && !i.goodbye
                     && !i.vanished
-                    && now.saturating_duration_since(i.last_seen) >= after
+                    && now.saturating_duration_since(i.last_seen)
+                        >= i.vanish_after.max(self.vanish_after)
                 {
                     i.vanished = true;
                     gone.push((

@@ -282,3 +282,88 @@ fn late_suffix() {
         "[x] DOWN (at 14:02:11 UTC, posted late)"
     );
 }
+
+#[test]
+fn first_probe_up_is_silent() {
+    let mut r = relay("");
+    let t = Instant::now();
+    let up = ev(
+        "backend.up",
+        json!({"backend": "p", "addr": "x:1", "reason": "probe ok"}),
+    );
+    assert!(r.on_event(&up, t, W).is_empty());
+    assert!(r.tick(t + RESTORE_MAX, W).is_empty());
+}
+
+#[test]
+fn standby_backends_are_not_the_game() {
+    let mut r = relay("");
+    let t = Instant::now();
+    let hb = json!({"type": "presence.heartbeat", "instance": "mymush-1", "active": "primary", "heartbeat_s": 10.0});
+    r.on_presence(&hb, t, W);
+    let d = texts(r.on_event(&ev("backend.down", json!({"backend": "standby", "addr": "10.0.0.7:4202", "reason": "connection refused", "held": 0})), t, W));
+    assert_eq!(
+        d,
+        vec!["[mymush-1] standby backend standby (10.0.0.7:4202) is down: connection refused"]
+    );
+    let u = texts(r.on_event(
+        &ev(
+            "backend.up",
+            json!({"backend": "standby", "addr": "10.0.0.7:4202", "down_for_s": 3.0}),
+        ),
+        t,
+        W,
+    ));
+    assert_eq!(
+        u,
+        vec!["[mymush-1] standby backend standby (10.0.0.7:4202) is up again"]
+    );
+    // After a failover the old primary is the standby.
+    r.on_event(
+        &ev(
+            "failover",
+            json!({"from": "primary", "to": "standby", "reason": "request"}),
+        ),
+        t,
+        W,
+    );
+    let d = texts(r.on_event(
+        &ev(
+            "backend.down",
+            json!({"backend": "primary", "addr": "x:1", "reason": "gone", "held": 0}),
+        ),
+        t,
+        W,
+    ));
+    assert!(
+        d[0].starts_with("[mymush-1] standby backend primary"),
+        "{d:?}"
+    );
+    let d = texts(r.on_event(
+        &ev(
+            "backend.down",
+            json!({"backend": "standby", "addr": "x:2", "held": 4}),
+        ),
+        t,
+        W,
+    ));
+    assert_eq!(
+        d,
+        vec!["[mymush-1] My MUSH is DOWN (standby x:2): 4 players held"]
+    );
+}
+
+#[test]
+fn presence_types_and_slow_heartbeats() {
+    let mut r = relay("");
+    let t = Instant::now();
+    r.on_bus(true, t);
+    let p = |ty: &str| json!({"type": ty, "instance": "slow", "heartbeat_s": 20.0});
+    r.on_presence(&p("presence.hello"), t, W);
+    // 30 s configured, but 3.5 missed 20 s beats is 70 s.
+    assert!(r.tick(t + Duration::from_secs(69), W).is_empty());
+    assert_eq!(r.tick(t + Duration::from_secs(70), W).len(), 1);
+    r.on_presence(&p("presence.goodbye"), t + Duration::from_secs(71), W);
+    assert!(r.instance_names().is_empty());
+    assert!(r.tick(t + Duration::from_secs(500), W).is_empty());
+}
