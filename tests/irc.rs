@@ -21,6 +21,10 @@ const PREFIX: &str = "test.holdfast";
 const INSTANCE: &str = "mymush-1";
 
 fn relay_config(nats: &NatsServer, irc_server: &str, extra: &str) -> String {
+    relay_config_url(&nats.url(), irc_server, extra)
+}
+
+fn relay_config_url(nats: &str, irc_server: &str, extra: &str) -> String {
     format!(
         r#"game = "Test MUSH"
 [[backends]]
@@ -39,8 +43,7 @@ burst = 10
 reconnect_max = "2s"
 summarize_window = "2s"
 {extra}
-"#,
-        nats = nats.url()
+"#
     )
 }
 
@@ -562,4 +565,35 @@ async fn stops_on_sigterm() {
         )
         .await;
     assert!(q.raw.contains("holdfast relay stopping"), "{}", q.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_before_nats_and_catches_up() {
+    let dir = TempDir::new("irc-late-nats");
+    let irc = Ngircd::start(&dir);
+    let port = common::nats::free_port();
+    let mut w = watcher_in_channel(&irc.addr(), "watcher").await;
+    let relay = RelayProc::start(
+        &dir,
+        &relay_config_url(&format!("nats://127.0.0.1:{port}"), &irc.addr(), ""),
+    );
+    // IRC does not wait for NATS.
+    expect_bot_join(&mut w).await;
+    w.say(CHAN, "!status").await;
+    w.expect_msg(BOT, "the bus (NATS) is not reachable right now")
+        .await;
+
+    let nats = NatsServer::start_args(port, Vec::new());
+    let client = nats_client(&nats).await;
+    let _instance = fake_instance(&client).await;
+    wait_bus_ready(&mut w).await;
+    publish(
+        &client,
+        "backend.down",
+        json!({"backend": "primary", "addr": "127.0.0.1:4202", "held": 0}),
+    )
+    .await;
+    w.expect_msg(BOT, "is DOWN (primary 127.0.0.1:4202): no players held")
+        .await;
+    drop(relay);
 }
