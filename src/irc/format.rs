@@ -274,10 +274,14 @@ impl Formats {
     }
 }
 
-/// A short human duration: `45s`, `3m 12s`, `2h 5m`, `3d 4h`.
+/// A short human duration: `0.6s`, `45s`, `3m 12s`, `2h 5m`, `3d 4h`.
 pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
+        // A quick restart should not read "after 0s".
+        0..=9 if d.subsec_millis() >= 100 => {
+            format!("{:.1}s", (d.as_millis() / 100) as f64 / 10.0)
+        }
         0..=59 => format!("{s}s"),
         60..=3599 => two(s / 60, "m", s % 60, "s"),
         3600..=86_399 => two(s / 3600, "h", s % 3600 / 60, "m"),
@@ -388,6 +392,9 @@ mod tests {
     #[test]
     fn helpers() {
         assert_eq!(duration(Duration::from_secs(5)), "5s");
+        assert_eq!(duration(Duration::from_millis(640)), "0.6s");
+        assert_eq!(duration(Duration::from_millis(50)), "0s");
+        assert_eq!(duration(Duration::from_millis(12_700)), "12s");
         assert_eq!(duration(Duration::from_secs(192)), "3m 12s");
         assert_eq!(duration(Duration::from_secs(7200)), "2h");
         assert_eq!(duration(Duration::from_secs(90_000)), "1d 1h");
