@@ -218,7 +218,12 @@ impl<'a> Link<'a> {
 
     /// In at least one channel: notices can go out.
     fn online(&self) -> bool {
-        self.registered && !self.joined.is_empty()
+        self.registered
+            && self
+                .cfg
+                .channels
+                .iter()
+                .any(|c| self.joined.contains(&fold(c)))
     }
 
     async fn run(

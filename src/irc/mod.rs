@@ -12,7 +12,8 @@
 //! - a short task per command, so a slow `!status` never holds up events.
 //!
 //! Layout: `proto` (IRC messages, no I/O), `transport` (TCP/TLS),
-//! `conn` (registration, reconnects, sending), `outbox` (queue and rate
+//! `conn` (connection loop, reconnects, sending; `conn/incoming`: what the
+//! server says: CAP, SASL, nick fallback, joins, commands), `outbox` (queue and rate
 //! limit), `relay` (event memory), `summary` (burst windows), `format`
 //! (templates), `commands` (`!status`, `!failover`, `!announce`), `nats`
 //! (the bus connection and requests).
