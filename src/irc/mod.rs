@@ -11,12 +11,20 @@
 //!   token-bucket pace;
 //! - a short task per command, so a slow `!status` never holds up events.
 //!
-//! Layout: `proto` (IRC messages, no I/O), `transport` (TCP/TLS),
-//! `conn` (connection loop, reconnects, sending; `conn/incoming`: what the
-//! server says: CAP, SASL, nick fallback, joins, commands), `outbox` (queue and rate
-//! limit), `relay` (event memory), `summary` (burst windows), `format`
-//! (templates), `commands` (`!status`, `!failover`, `!announce`), `nats`
-//! (the bus connection and requests).
+//! # Layout
+//!
+//! | module | its one job |
+//! | --- | --- |
+//! | `proto` | IRC messages, text clean-up, masks, SASL payload (no I/O) |
+//! | `transport` | TCP or TLS to the server |
+//! | `conn` | one connection at a time: reconnects, sending at the paced rate |
+//! | `conn/incoming` | what the server says: CAP, SASL, nick fallback, joins, commands |
+//! | `outbox` | notices waiting (bounded, outlives connections) and the rate limit |
+//! | `relay` | event memory: instances, vanish, UPs waiting for restores |
+//! | `summary` | burst windows |
+//! | `format` | templates, defaults, colours |
+//! | `commands` | `!status`, `!failover`, `!announce` |
+//! | `nats` | the bus connection and requests |
 //!
 //! The IRC protocol code is our own and small: the `irc` crate brings its
 //! own config format, TLS choice and client model but no reconnect, no
