@@ -21,7 +21,7 @@ const MAX_NAMES: usize = 64;
 pub struct Bucket {
     /// Events held.
     pub count: usize,
-    /// Their user names, if any (first [`MAX_NAMES`]).
+    /// Their user names, if any (the first 64).
     pub names: Vec<String>,
     /// Backend DOWN events held.
     pub downs: u32,
