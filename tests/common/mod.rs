@@ -3,6 +3,7 @@
 //! killed on drop.
 #![allow(dead_code)]
 
+pub mod bus;
 pub mod nats;
 
 use std::io::{BufRead, BufReader};
