@@ -49,6 +49,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause before retrying after a failed hand-off.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// At shutdown while not connected: how long to hope for a reconnect.
+const UNCONNECTED_GRACE: Duration = Duration::from_millis(500);
 /// While events wait and no connection event arrives, look at the
 /// connection state this often anyway (a lost notification must not strand
 /// the queue).
@@ -573,7 +575,8 @@ impl Publisher {
                     debug!(error = %e, "NATS connection attempt failed");
                 } else {
                     self.outage_logged = true;
-                    warn!(error = %e, "cannot reach NATS; events wait in the queue");
+                    let servers = self.shared.config().bus.servers.join(",");
+                    warn!(error = %e, %servers, "cannot reach NATS; events wait in the queue");
                 }
             }
             NatsEvent::ServerError(e) => {
@@ -623,7 +626,13 @@ impl Publisher {
         // Hello and heartbeats are pointless now; the goodbye is queued.
         self.hello_pending = false;
         let deadline = Instant::now() + STOP_DEADLINE;
+        // In the middle of an outage, waiting the whole deadline would only
+        // delay the exit; a reconnect that is about to happen gets a moment.
+        let give_up_unconnected = Instant::now() + UNCONNECTED_GRACE;
         while !self.outbox.is_empty() && Instant::now() < deadline {
+            if !self.connected() && Instant::now() >= give_up_unconnected {
+                break;
+            }
             self.heartbeat_pending = false;
             self.pump().await;
             let wake = self
