@@ -7,7 +7,9 @@
 //!
 //! | file | its one job |
 //! | --- | --- |
-//! | `publisher.rs` | events and presence out: outage queue, in-order resend, acks |
+//! | `publisher.rs` | the task: events and presence out, confirmations, reconnects |
+//! | `outbox.rs` | the bounded outage queue (drops the oldest when full) |
+//! | `wire.rs` | event ids and JSON bodies with the common fields |
 //! | `rpc.rs` | requests in: `{prefix}.rpc.{instance\|all}.{method}` |
 //! | `presence.rs` | hello / heartbeat / goodbye messages on `{prefix}.presence` |
 //! | `status.rs` | `holdfast status`: ask every instance, print a table |
@@ -17,10 +19,12 @@
 //! (RFC 3339, UTC), `instance`, `game` and `v` (the schema version,
 //! [`SCHEMA_VERSION`]).
 
+mod outbox;
 mod presence;
 mod publisher;
 mod rpc;
 mod status;
+mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::publisher::IdGen;
+use super::wire::IdGen;
 use super::{rfc3339, BusStats, Subjects, ALL, METHODS, SCHEMA_VERSION};
 use crate::state::Shared;
 

@@ -18,7 +18,6 @@
 //! server that forbids our `_INBOX` subscription gets events without
 //! confirmation: plain at-most-once NATS.)
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,23 +25,24 @@ use std::time::Duration;
 use async_nats::{Client, Event as NatsEvent, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::outbox::{Outbox, Outgoing};
 use super::presence::{self, Kind};
-use super::{rfc3339, BusStats, Subjects, SCHEMA_VERSION, STOP_DEADLINE};
+use super::wire::{encode, Common, IdGen};
+use super::{BusStats, Subjects, STOP_DEADLINE};
 use crate::events::Event;
 use crate::secret::Secret;
 use crate::state::Shared;
 
 /// Events per confirmed batch.
 const BATCH: usize = 256;
-/// How long the server may take to confirm a batch before it is resent.
-/// Two misses in a row force a reconnect: a server that stopped reading is
-/// not worth waiting for (async-nats's own pings take longer to notice).
+/// How long the server may take to confirm a batch. Every second miss
+/// replaces the connection: a server that stopped reading is not worth
+/// waiting for (async-nats's own pings take longer to notice).
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound for handing one batch to the client library. It only waits
 /// when the library's own channel is full, which means it is not connected.
@@ -55,190 +55,6 @@ const UNCONNECTED_GRACE: Duration = Duration::from_millis(500);
 /// connection state this often anyway (a lost notification must not strand
 /// the queue).
 const STATE_POLL: Duration = Duration::from_secs(1);
-
-/// One message ready to go.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// Where it goes.
-    pub subject: Subject,
-    /// The JSON body.
-    pub payload: Bytes,
-}
-
-/// The bounded FIFO that holds events until the server confirmed them. Its
-/// front `inflight` entries have been sent and await confirmation.
-#[derive(Debug)]
-pub struct Outbox {
-    items: VecDeque<Outgoing>,
-    cap: usize,
-    inflight: usize,
-    dropped: u64,
-}
-
-impl Outbox {
-    /// An empty outbox holding at most `cap` messages.
-    pub fn new(cap: usize) -> Self {
-        Outbox {
-            items: VecDeque::new(),
-            cap: cap.max(1),
-            inflight: 0,
-            dropped: 0,
-        }
-    }
-
-    /// Appends `m`; when full, drops the oldest first. Returns true if one
-    /// was dropped.
-    pub fn push(&mut self, m: Outgoing) -> bool {
-        let mut dropped = false;
-        if self.items.len() >= self.cap {
-            self.items.pop_front();
-            // If the dropped one was in flight, its confirmation now covers
-            // one entry fewer.
-            self.inflight = self.inflight.saturating_sub(1);
-            self.dropped += 1;
-            dropped = true;
-        }
-        self.items.push_back(m);
-        dropped
-    }
-
-    /// Marks the first `n` entries as sent.
-    fn send(&mut self, n: usize) -> impl Iterator<Item = &Outgoing> {
-        self.inflight = n.min(self.items.len());
-        self.items.iter().take(self.inflight)
-    }
-
-    /// The server confirmed what is in flight: remove it. Returns how many.
-    pub fn confirm(&mut self) -> usize {
-        let n = self.inflight;
-        self.items.drain(..n);
-        self.inflight = 0;
-        n
-    }
-
-    /// What was in flight will be sent again.
-    pub fn unsend(&mut self) {
-        self.inflight = 0;
-    }
-
-    /// Drops entry `i` (one the server will never accept). Only while
-    /// nothing is in flight.
-    fn remove(&mut self, i: usize) {
-        debug_assert_eq!(self.inflight, 0);
-        self.items.remove(i);
-    }
-
-    /// Messages waiting (in flight included).
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// True if nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Messages dropped by overflow so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-}
-
-/// Unique ids: `{run}-{n}`, a random per-process prefix and a sequence
-/// number, so ids never repeat across restarts and instances. Events get
-/// consecutive numbers in emission order, so a consumer that sees a gap
-/// knows the outage queue overflowed; presence messages number on their
-/// own (`{run}-p{n}`) and leave no gaps in the events.
-#[derive(Debug)]
-pub struct IdGen {
-    run: u64,
-    tag: &'static str,
-    seq: u64,
-}
-
-impl IdGen {
-    /// A generator with a fresh random prefix.
-    pub fn new() -> Self {
-        IdGen {
-            run: rand::random(),
-            tag: "",
-            seq: 0,
-        }
-    }
-
-    /// A generator with the same prefix numbering separately under `tag`.
-    pub fn sibling(&self, tag: &'static str) -> Self {
-        IdGen {
-            run: self.run,
-            tag,
-            seq: 0,
-        }
-    }
-
-    /// The next id.
-    pub fn next_id(&mut self) -> String {
-        self.seq += 1;
-        format!("{:016x}-{}{}", self.run, self.tag, self.seq)
-    }
-}
-
-impl Default for IdGen {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The common fields every bus message carries.
-#[derive(Debug, Clone)]
-pub struct Common<'a> {
-    /// `bus.instance`.
-    pub instance: &'a str,
-    /// `game`.
-    pub game: &'a str,
-    /// `bus.publish_ip`.
-    pub publish_ip: bool,
-    /// Configured secrets, blanked from string fields should one ever slip
-    /// into an event (a config error message quoting a value, say).
-    pub secrets: &'a [&'a Secret],
-}
-
-/// The JSON body of `ev`: its fields, then the common fields (which win
-/// over an event field of the same name).
-pub fn encode(ev: &Event, common: &Common<'_>, id: String) -> Bytes {
-    let mut m: Map<String, Value> = ev.fields.clone();
-    if !common.publish_ip {
-        m.remove("ip");
-    }
-    for v in m.values_mut() {
-        scrub(v, common.secrets);
-    }
-    m.insert("type".into(), ev.kind.into());
-    m.insert("id".into(), id.into());
-    m.insert("time".into(), rfc3339(ev.time).into());
-    m.insert("instance".into(), common.instance.into());
-    m.insert("game".into(), common.game.into());
-    m.insert("v".into(), SCHEMA_VERSION.into());
-    // Serialising a Map of plain values cannot fail.
-    Bytes::from(serde_json::to_vec(&Value::Object(m)).unwrap_or_default())
-}
-
-/// Replaces every configured secret inside string values with `***`.
-fn scrub(v: &mut Value, secrets: &[&Secret]) {
-    match v {
-        Value::String(s) => {
-            for sec in secrets {
-                // Very short secrets would blank innocent text; they are
-                // not worth protecting this way anyway.
-                if sec.expose().len() >= 4 && s.contains(sec.expose()) {
-                    *s = s.replace(sec.expose(), "***");
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| scrub(x, secrets)),
-        Value::Object(o) => o.values_mut().for_each(|x| scrub(x, secrets)),
-        _ => {}
-    }
-}
 
 /// The publisher task's state.
 pub struct Publisher {
@@ -672,106 +488,5 @@ async fn next_ack(acks: &mut Option<Subscriber>) -> Option<async_nats::Message> 
             }
         },
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(n: u32) -> Outgoing {
-        Outgoing {
-            subject: Subject::from("s"),
-            payload: Bytes::from(n.to_string()),
-        }
-    }
-
-    fn contents(o: &Outbox) -> Vec<String> {
-        o.items
-            .iter()
-            .map(|m| String::from_utf8(m.payload.to_vec()).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn overflow_drops_the_oldest_and_counts() {
-        let mut o = Outbox::new(3);
-        for i in 1..=5 {
-            o.push(msg(i));
-        }
-        assert_eq!(contents(&o), ["3", "4", "5"]);
-        assert_eq!(o.dropped(), 2);
-    }
-
-    #[test]
-    fn confirm_removes_only_what_was_in_flight() {
-        let mut o = Outbox::new(10);
-        for i in 1..=4 {
-            o.push(msg(i));
-        }
-        assert_eq!(o.send(2).count(), 2);
-        o.push(msg(5));
-        assert_eq!(o.confirm(), 2);
-        assert_eq!(contents(&o), ["3", "4", "5"]);
-        // Unsent means sent again from the front, in order.
-        o.send(10).count();
-        o.unsend();
-        assert_eq!(o.send(1).next().unwrap().payload, "3");
-    }
-
-    #[test]
-    fn overflow_while_in_flight_shrinks_the_confirmation() {
-        let mut o = Outbox::new(3);
-        for i in 1..=3 {
-            o.push(msg(i));
-        }
-        o.send(2).count();
-        o.push(msg(4)); // drops "1", which was in flight
-        assert_eq!(o.confirm(), 1); // only "2" is confirmed
-        assert_eq!(contents(&o), ["3", "4"]);
-    }
-
-    #[test]
-    fn ids_are_unique_and_ordered() {
-        let mut a = IdGen::new();
-        let mut b = IdGen::new();
-        let (a1, a2, b1) = (a.next_id(), a.next_id(), b.next_id());
-        assert_ne!(a1, a2);
-        assert_ne!(a1, b1);
-        assert!(a1.ends_with("-1") && a2.ends_with("-2"));
-        let mut p = a.sibling("p");
-        assert_eq!(p.next_id(), format!("{}p1", &a1[..a1.len() - 1]));
-    }
-
-    #[test]
-    fn encode_adds_common_fields_hides_ip_and_secrets() {
-        let pw = Secret::new("hunter22");
-        let secrets = [&pw];
-        let common = Common {
-            instance: "i1",
-            game: "G",
-            publish_ip: false,
-            secrets: &secrets,
-        };
-        let ev = Event::new("config.reloaded")
-            .with("ok", false)
-            .with("error", "bad value hunter22 here")
-            .with("ip", "10.0.0.1")
-            .with("type", "spoofed");
-        let v: Value = serde_json::from_slice(&encode(&ev, &common, "x-1".into())).unwrap();
-        assert_eq!(v["type"], "config.reloaded");
-        assert_eq!(v["id"], "x-1");
-        assert_eq!(v["instance"], "i1");
-        assert_eq!(v["game"], "G");
-        assert_eq!(v["v"], SCHEMA_VERSION);
-        assert_eq!(v["error"], "bad value *** here");
-        assert!(v.get("ip").is_none());
-        assert!(v["time"].as_str().unwrap().ends_with('Z'));
-        let with_ip = Common {
-            publish_ip: true,
-            ..common
-        };
-        let v: Value = serde_json::from_slice(&encode(&ev, &with_ip, "x-2".into())).unwrap();
-        assert_eq!(v["ip"], "10.0.0.1");
     }
 }
