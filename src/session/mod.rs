@@ -243,8 +243,10 @@ impl Session {
         }
         loop {
             let deadline = self.next_deadline();
+            // Not `biased`: a player who floods input must not starve the
+            // game's output (or the other way round); tokio polls the
+            // branches in random order.
             let r: Result<(), End> = tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => Err(End::Shutdown),
                 // Readiness and channel receives are cancel-safe: losing the
                 // race to another branch consumes nothing.
