@@ -880,12 +880,42 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let bus = {
         let b = raw.bus;
-        let servers: Vec<String> = b
-            .servers
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.into_inner())
-            .collect();
+        let mut servers = Vec::new();
+        for s in b.servers.unwrap_or_default() {
+            if s.get_ref().parse::<async_nats::ServerAddr>().is_err() {
+                return Err(cx.at(
+                    &s,
+                    format!(
+                        "bus.servers: {:?} is not a NATS server URL (nats://host:port or tls://host:port)",
+                        s.get_ref()
+                    ),
+                ));
+            }
+            servers.push(s.into_inner());
+        }
+        // Files the client reads when it starts: a typo should fail
+        // `holdfast check`, not silently leave the proxy without its bus.
+        let file = |f: Option<Spanned<String>>,
+                    key: &str|
+         -> Result<Option<PathBuf>, ConfigError> {
+            match f {
+                None => Ok(None),
+                Some(f) => match std::fs::metadata(f.get_ref()) {
+                    Ok(m) if m.is_file() => Ok(Some(PathBuf::from(f.into_inner()))),
+                    Ok(_) => Err(cx.at(&f, format!("bus.{key}: {} is not a file", f.get_ref()))),
+                    Err(e) => {
+                        Err(cx.at(&f, format!("bus.{key}: cannot read {}: {e}", f.get_ref())))
+                    }
+                },
+            }
+        };
+        if b.tls_cert_file.is_some() != b.tls_key_file.is_some() {
+            let at = b.tls_cert_file.as_ref().or(b.tls_key_file.as_ref());
+            return Err(cx.err(
+                at.map(|s| s.span()),
+                "bus.tls_cert_file and bus.tls_key_file go together (client certificate)",
+            ));
+        }
         let subject_prefix =
             match b.subject_prefix {
                 Some(p) if !valid_subject_token_path(p.get_ref()) => return Err(cx.at(
@@ -923,11 +953,11 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             password: secret(cx, b.password, b.password_env, b.password_file)?,
             token: secret(cx, b.token, b.token_env, None)?,
             nkey_seed: secret(cx, b.nkey_seed, b.nkey_seed_env, b.nkey_seed_file)?,
-            credentials_file: b.credentials_file.map(|s| PathBuf::from(s.into_inner())),
+            credentials_file: file(b.credentials_file, "credentials_file")?,
             tls: b.tls.unwrap_or(false),
-            tls_ca_file: b.tls_ca_file.map(|s| PathBuf::from(s.into_inner())),
-            tls_cert_file: b.tls_cert_file.map(|s| PathBuf::from(s.into_inner())),
-            tls_key_file: b.tls_key_file.map(|s| PathBuf::from(s.into_inner())),
+            tls_ca_file: file(b.tls_ca_file, "tls_ca_file")?,
+            tls_cert_file: file(b.tls_cert_file, "tls_cert_file")?,
+            tls_key_file: file(b.tls_key_file, "tls_key_file")?,
         }
     };
 

@@ -131,3 +131,30 @@ fn irc_errors_have_positions() {
     let e = parse(&format!("{MIN}[irc]\nreconect_max = \"5s\"\n")).unwrap_err();
     assert_eq!((e.line, e.col), (5, 1), "{e}");
 }
+
+#[test]
+fn bus_server_must_be_a_nats_url() {
+    let e = parse(&format!(
+        "{MIN}[bus]\nservers = [\"nats://ok:4222\", \"nats://bad host\"]\n"
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.col), (5, 30), "{e}");
+    assert!(e.message.contains("not a NATS server URL"), "{e}");
+    let c = parse(&format!(
+        "{MIN}[bus]\nservers = [\"nats://a:4222\", \"tls://b:4222\", \"c:4222\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.bus.servers.len(), 3);
+}
+
+#[test]
+fn bus_tls_files_are_checked() {
+    let e = parse(&format!("{MIN}[bus]\ntls_cert_file = \"Cargo.toml\"\n")).unwrap_err();
+    assert!(e.message.contains("go together"), "{e}");
+    let e = parse(&format!(
+        "{MIN}[bus]\ntls_ca_file = \"/nonexistent/ca.pem\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.line, 5, "{e}");
+    assert!(e.message.contains("cannot read"), "{e}");
+}

@@ -3,6 +3,7 @@
 //! killed on drop.
 #![allow(dead_code)]
 
+pub mod bus;
 pub mod irc_watch;
 pub mod nats;
 pub mod ngircd;
