@@ -22,10 +22,10 @@ pub async fn connect(bus: &Bus) -> anyhow::Result<Client> {
         !bus.servers.is_empty(),
         "holdfast irc needs the bus: set [bus] servers"
     );
-    let mut o = async_nats::ConnectOptions::new()
-        .name("holdfast-irc")
+    // The proxy's own options: the same auth and TLS keys mean the same.
+    let o = crate::bus::connect_options(bus, "holdfast-irc")
+        .await?
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
         .event_callback(|ev| async move {
             match ev {
                 async_nats::Event::Connected => info!("NATS connected"),
@@ -33,32 +33,8 @@ pub async fn connect(bus: &Bus) -> anyhow::Result<Client> {
                 other => info!(event = %other, "NATS"),
             }
         });
-    if let (Some(u), Some(p)) = (&bus.user, &bus.password) {
-        o = o.user_and_password(u.clone(), p.expose().to_string());
-    }
-    if let Some(t) = &bus.token {
-        o = o.token(t.expose().to_string());
-    }
-    if let Some(seed) = &bus.nkey_seed {
-        o = o.nkey(seed.expose().to_string());
-    }
-    if let Some(f) = &bus.credentials_file {
-        o = o
-            .credentials_file(f)
-            .await
-            .with_context(|| format!("cannot read NATS credentials {}", f.display()))?;
-    }
-    if bus.tls {
-        o = o.require_tls(true);
-    }
-    if let Some(ca) = &bus.tls_ca_file {
-        o = o.add_root_certificates(ca.clone());
-    }
-    if let (Some(c), Some(k)) = (&bus.tls_cert_file, &bus.tls_key_file) {
-        o = o.add_client_certificate(c.clone(), k.clone());
-    }
-    let servers: Vec<&str> = bus.servers.iter().map(String::as_str).collect();
-    o.connect(servers.as_slice())
+    let servers = crate::bus::server_addrs(bus)?;
+    o.connect(servers)
         .await
         .context("cannot set up the NATS connection")
 }
