@@ -509,9 +509,12 @@ impl Session {
         let mut out = Vec::with_capacity(data.len() + 16);
         let mut to_backend = Vec::new();
         let mut outcome = Outcome::Pending;
+        let mut line_start_after = self.at_line_start;
         {
             let be = self.backend.as_mut().expect("called with a backend");
-            let at_line_start = &mut self.at_line_start;
+            // Tracks where the player's line will stand once `out` is
+            // written (which happens last, see below).
+            let at_line_start = &mut line_start_after;
             let t = &cfg.templates;
             let BackendConn { parser, watch, .. } = be;
             parser.feed(data, |ev| {
@@ -560,13 +563,22 @@ impl Session {
                 true
             });
         }
-        self.write_client(&out).await?;
+        // Order matters. The marker goes to the game before the player sees
+        // the line that triggered it, so anything the player types next is
+        // answered after the marker. A decided login takes effect (and its
+        // notices go out) before the output that followed the marker: the
+        // player reads "logged back in" first, and whatever reacts to the
+        // output (a test, a client trigger) finds the session logged in.
         self.flush_backend(&mut to_backend).await?;
         match outcome {
-            Outcome::Pending => Ok(()),
-            Outcome::Confirmed => self.login_confirmed().await,
-            Outcome::Failed(why) => self.login_failed(why).await,
+            Outcome::Pending => {}
+            Outcome::Confirmed => self.login_confirmed().await?,
+            Outcome::Failed(why) => self.login_failed(why).await?,
         }
+        if !out.is_empty() {
+            self.at_line_start = line_start_after;
+        }
+        self.write_client(&out).await
     }
 
     async fn login_confirmed(&mut self) -> Result<(), End> {
