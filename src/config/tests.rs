@@ -94,3 +94,16 @@ fn password_env_missing() {
     .unwrap_err();
     assert_eq!((e.line, e.col), (6, 16), "{e}");
 }
+
+#[test]
+fn telnet_section() {
+    let c = parse(MIN).unwrap();
+    assert!(c.telnet.mccp && !c.telnet.backend_mccp, "{:?}", c.telnet);
+    let c = parse(&format!(
+        "{MIN}[telnet]\nmccp = false\nbackend_mccp = true\n"
+    ))
+    .unwrap();
+    assert!(!c.telnet.mccp && c.telnet.backend_mccp, "{:?}", c.telnet);
+    let e = parse(&format!("{MIN}[telnet]\nmccp2 = true\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 1), "{e}");
+}
