@@ -26,6 +26,7 @@
 //! | `events` | event values and the never-blocking sink sessions emit into |
 //! | `bus` | NATS: event publisher with an outage queue, requests, presence |
 //! | `irc` | the IRC relay (`holdfast irc`) |
+//! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |
 //!
 //! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
@@ -44,6 +45,7 @@ pub mod irc;
 pub mod limiter;
 pub mod listener;
 pub mod login;
+pub mod rdns;
 pub mod reload;
 pub mod secret;
 pub mod session;

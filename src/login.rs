@@ -75,7 +75,9 @@ pub fn render_login(
     password: &Secret,
 ) -> Zeroizing<Vec<u8>> {
     let quoted;
-    let name = if name.contains(' ') {
+    // A template that quotes the name itself (PennMUSH's preset) gets it
+    // as-is; otherwise a name with spaces is quoted here.
+    let name = if name.contains(' ') && !template.contains("\"{name}\"") {
         quoted = format!("\"{name}\"");
         quoted.as_str()
     } else {
@@ -158,6 +160,8 @@ mod tests {
     fn renders_login() {
         let p = Secret::new("pw");
         let l = render_login("{verb} {name} {password}", "connect", "Big Bob", &p);
+        assert_eq!(&l[..], b"connect \"Big Bob\" pw\r\n");
+        let l = render_login("connect \"{name}\" {password}", "co", "Big Bob", &p);
         assert_eq!(&l[..], b"connect \"Big Bob\" pw\r\n");
         let l = render_login("connect {name} {password} {x}", "co", "Al", &p);
         assert_eq!(&l[..], b"connect Al pw {x}\r\n");

@@ -131,6 +131,9 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
             anyhow::bail!("invalid config");
         }
     };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let listeners = Proxy::bind(&cfg).await?;
     let shutdown = CancellationToken::new();
     let proxy = Proxy::new(cfg, shutdown.clone());
@@ -196,5 +199,8 @@ fn check(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     }
     print!("{}", holdfast::config::summary(&cfg));
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
     ExitCode::SUCCESS
 }

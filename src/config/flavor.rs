@@ -50,7 +50,7 @@ pub fn preset(flavor: Flavor) -> Preset {
         },
         Flavor::Pennmush => Preset {
             probe: "think {nonce}",
-            login: "{verb} {name} {password}",
+            login: "{verb} \"{name}\" {password}",
             marker: "think {nonce}",
             login_success: &[r"^Last connect was from "],
             login_failure: &[

@@ -38,6 +38,13 @@ pub mod defaults {
     pub const HB_INTERVAL: Duration = Duration::from_secs(2);
     /// `heartbeat.timeout`.
     pub const HB_TIMEOUT: Duration = Duration::from_secs(2);
+    /// `heartbeat.fall`: two missed probes in a row, so one lag spike of
+    /// the game does not bounce every player through a re-login. A closed
+    /// connection plus a failed immediate probe marks a backend down at once
+    /// whatever this says.
+    pub const HB_FALL: u32 = 2;
+    /// `heartbeat.rise`.
+    pub const HB_RISE: u32 = 1;
     /// `failover.after`.
     pub const FAILOVER_AFTER: Duration = Duration::from_secs(60);
     /// `outage.max_hold`.
@@ -60,8 +67,16 @@ pub mod defaults {
     pub const MAX_LINE: usize = 8192;
     /// `limits.write_timeout`: a player who reads nothing for this long is dropped.
     pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-    /// `limits.output_buffer`: bytes queued toward a slow player before dropping it.
-    pub const OUTPUT_BUFFER: usize = 1 << 20;
+    /// `limits.max_unauthenticated`: sessions not logged in, in total.
+    pub const MAX_UNAUTHENTICATED: usize = 2_000;
+    /// `limits.conn_rate_per_ip`: new connections per second per IP.
+    pub const CONN_RATE_PER_IP: f64 = 5.0;
+    /// `limits.conn_burst_per_ip`.
+    pub const CONN_BURST_PER_IP: u32 = 30;
+    /// `limits.input_lines_per_sec`: a player's sustained input rate.
+    pub const INPUT_LINES_PER_SEC: f64 = 30.0;
+    /// `limits.input_burst`: lines a player may send at once (a paste).
+    pub const INPUT_BURST: u32 = 300;
     /// `limits.max_subnegotiation`.
     pub const MAX_SUBNEG: usize = 8192;
     /// `telnet.mccp`: offer MCCP2 compression to players.
@@ -260,15 +275,16 @@ pub struct Limits {
     pub max_line: usize,
     /// A write to a player that makes no progress this long drops the player.
     pub write_timeout: Duration,
-    /// Output bytes pending toward one player before it is dropped.
-    pub output_buffer: usize,
     /// Sessions not logged in yet, in total.
     pub max_unauthenticated: usize,
     /// New connections per second per IP (token bucket), 0 = off.
+    /// Over it, the connection is refused with the `per_ip` notice.
     pub conn_rate_per_ip: f64,
     /// Burst for `conn_rate_per_ip`.
     pub conn_burst_per_ip: u32,
-    /// Input lines per second per session, 0 = off.
+    /// Input lines per second per session, 0 = off. Over it the player is
+    /// told to slow down and the excess is dropped; a player who keeps
+    /// flooding for another burst's worth is disconnected.
     pub input_lines_per_sec: f64,
     /// Burst for `input_lines_per_sec`.
     pub input_burst: u32,
@@ -392,6 +408,10 @@ pub struct Config {
     /// `holdfast check` makes (a Unix socket that does not exist yet is
     /// fine for a running proxy: the game is just down).
     pub backend_addr_pos: Vec<(usize, usize)>,
+    /// A secret (password, token) is written in the file itself.
+    pub has_inline_secret: bool,
+    /// Things worth telling the operator that are not errors.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -403,12 +423,28 @@ impl Config {
             col: 1,
             message: format!("cannot read the config file: {e}"),
         })?;
-        Config::parse(path, &text)
+        let mut cfg = Config::parse(path, &text)?;
+        if cfg.has_inline_secret {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.permissions().mode() & 0o004 != 0 {
+                    cfg.warnings.push(format!(
+                        "{} holds a password and is readable by every user: chmod o-r it, or use password_env / password_file",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parses and validates `text` as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let cx = Cx { path, text };
+        let cx = Cx {
+            path,
+            text,
+            inline_secret: std::cell::Cell::new(false),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim().to_string();
             cx.err(e.span(), msg)
@@ -432,6 +468,8 @@ impl Config {
 struct Cx<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Set when a secret was written in the file itself.
+    inline_secret: std::cell::Cell<bool>,
 }
 
 impl Cx<'_> {
@@ -483,6 +521,9 @@ fn secret(
             Ok(v) => Ok(Some(Secret::new(v.trim_end_matches(['\r', '\n'])))),
             Err(e) => Err(cx.at(&f, format!("cannot read {}: {e}", f.get_ref()))),
         };
+    }
+    if inline.is_some() {
+        cx.inline_secret.set(true);
     }
     Ok(inline.map(Secret::new))
 }
@@ -596,22 +637,23 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let heartbeat = {
         let h = raw.heartbeat;
         let password = secret(cx, h.password, h.password_env, h.password_file)?;
-        let positive = |v: Option<Spanned<u32>>, what: &str| -> Result<u32, ConfigError> {
-            match v {
-                None => Ok(1),
-                Some(s) if *s.get_ref() == 0 => {
-                    Err(cx.at(&s, format!("heartbeat.{what} must be at least 1")))
+        let positive =
+            |v: Option<Spanned<u32>>, what: &str, dflt: u32| -> Result<u32, ConfigError> {
+                match v {
+                    None => Ok(dflt),
+                    Some(s) if *s.get_ref() == 0 => {
+                        Err(cx.at(&s, format!("heartbeat.{what} must be at least 1")))
+                    }
+                    Some(s) => Ok(*s.get_ref()),
                 }
-                Some(s) => Ok(*s.get_ref()),
-            }
-        };
+            };
         Heartbeat {
             user: h.user.filter(|u| !u.is_empty()),
             password,
             interval: h.interval.map(|d| d.0).unwrap_or(defaults::HB_INTERVAL),
             timeout: h.timeout.map(|d| d.0).unwrap_or(defaults::HB_TIMEOUT),
-            fall: positive(h.fall, "fall")?,
-            rise: positive(h.rise, "rise")?,
+            fall: positive(h.fall, "fall", defaults::HB_FALL)?,
+            rise: positive(h.rise, "rise", defaults::HB_RISE)?,
         }
     };
 
@@ -627,7 +669,17 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     // [client_ip]
     let client_ip = {
         let c = raw.client_ip;
-        let mode = c.mode.unwrap_or(preset.client_ip);
+        // PennMUSH only learns a player's address through its Unix
+        // socket's header; on TCP it has no way at all.
+        let all_unix = backends
+            .iter()
+            .all(|b| matches!(b.addr, BackendAddr::Unix(_)));
+        let default_mode = if flavor == Flavor::Pennmush && all_unix {
+            ClientIpMode::Pennmush
+        } else {
+            preset.client_ip
+        };
+        let mode = c.mode.unwrap_or(default_mode);
         let command = match &c.command {
             Some(s) => {
                 if !s.get_ref().contains("{ip}") {
@@ -714,7 +766,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let relogin = Relogin {
         rate: match raw.relogin.rate {
-            Some(r) if !(*r.get_ref() > 0.0) => {
+            Some(r) if r.get_ref().is_nan() || *r.get_ref() <= 0.0 => {
                 return Err(cx.at(&r, "relogin.rate must be above 0 (re-logins per second)"))
             }
             Some(r) => *r.get_ref(),
@@ -777,12 +829,22 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             .write_timeout
             .map(|d| d.0)
             .unwrap_or(defaults::WRITE_TIMEOUT),
-        output_buffer: l.output_buffer.unwrap_or(defaults::OUTPUT_BUFFER).max(4096),
-        max_unauthenticated: l.max_unauthenticated.unwrap_or(usize::MAX),
-        conn_rate_per_ip: l.conn_rate_per_ip.unwrap_or(0.0),
-        conn_burst_per_ip: l.conn_burst_per_ip.unwrap_or(10),
-        input_lines_per_sec: l.input_lines_per_sec.unwrap_or(0.0),
-        input_burst: l.input_burst.unwrap_or(50),
+        max_unauthenticated: l
+            .max_unauthenticated
+            .unwrap_or(defaults::MAX_UNAUTHENTICATED),
+        conn_rate_per_ip: l
+            .conn_rate_per_ip
+            .unwrap_or(defaults::CONN_RATE_PER_IP)
+            .max(0.0),
+        conn_burst_per_ip: l
+            .conn_burst_per_ip
+            .unwrap_or(defaults::CONN_BURST_PER_IP)
+            .max(1),
+        input_lines_per_sec: l
+            .input_lines_per_sec
+            .unwrap_or(defaults::INPUT_LINES_PER_SEC)
+            .max(0.0),
+        input_burst: l.input_burst.unwrap_or(defaults::INPUT_BURST).max(1),
         max_subnegotiation: l.max_subnegotiation.unwrap_or(defaults::MAX_SUBNEG).max(64),
     };
 
@@ -867,6 +929,8 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         bus,
         irc,
         backend_addr_pos: addr_pos,
+        has_inline_secret: cx.inline_secret.get(),
+        warnings: Vec::new(),
     })
 }
 

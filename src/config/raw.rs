@@ -232,7 +232,6 @@ pub struct RawTemplates {
 pub struct RawLimits {
     pub max_line: Option<usize>,
     pub write_timeout: Option<Dur>,
-    pub output_buffer: Option<usize>,
     pub max_unauthenticated: Option<usize>,
     pub conn_rate_per_ip: Option<f64>,
     pub conn_burst_per_ip: Option<u32>,

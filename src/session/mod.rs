@@ -17,7 +17,7 @@
 //! backend's output always reaches the player before anything that follows
 //! it (half-close: the game's last words arrive before we decide what to do).
 
-mod input;
+pub mod input;
 mod watch;
 
 use std::collections::VecDeque;
@@ -47,6 +47,9 @@ use watch::{Kind, Outcome, Watch};
 const BACKEND_READ: usize = 32 * 1024;
 /// Bytes read from the player per read call.
 const CLIENT_READ: usize = 4 * 1024;
+/// How long a backend gets to close after the quit command when a session
+/// leaves it (failover, shutdown).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Grace for an immediate probe beyond `interval + timeout`.
 const CHECK_GRACE: Duration = Duration::from_secs(1);
 
@@ -67,6 +70,8 @@ pub enum End {
     Shutdown,
     /// The player stopped reading (write timed out or failed).
     WriteFailed,
+    /// The player kept sending faster than `limits.input_lines_per_sec`.
+    Flood,
 }
 
 impl End {
@@ -80,6 +85,7 @@ impl End {
             End::MaxHold => "max_hold",
             End::Shutdown => "shutdown",
             End::WriteFailed => "write_failed",
+            End::Flood => "flood",
         }
     }
 }
@@ -125,7 +131,12 @@ pub async fn run(
             queue: VecDeque::new(),
             epoch: shared.pool.borrow().epoch,
             was_held: false,
+            input_rate: crate::limiter::Bucket1::new(cfg.limits.input_burst),
+            flood_drops: 0,
         };
+        if cfg.client_ip.reverse_dns {
+            shared.rdns.prefetch(peer_ip(&peer));
+        }
         info!("session open");
         shared.events.emit(
             Event::new("session.open")
@@ -168,6 +179,10 @@ struct Session {
     epoch: u64,
     /// This session has been held at least once since it last relayed.
     was_held: bool,
+    /// Input rate limit (`limits.input_lines_per_sec`).
+    input_rate: crate::limiter::Bucket1,
+    /// Lines dropped for flooding since the player was last warned.
+    flood_drops: u32,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -238,8 +253,10 @@ impl Session {
         }
         loop {
             let deadline = self.next_deadline();
+            // Not `biased`: a player who floods input must not starve the
+            // game's output (or the other way round); tokio polls the
+            // branches in random order.
             let r: Result<(), End> = tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => Err(End::Shutdown),
                 // Readiness and channel receives are cancel-safe: losing the
                 // race to another branch consumes nothing.
@@ -328,6 +345,29 @@ impl Session {
         cfg: &Config,
         to_backend: &mut Vec<u8>,
     ) -> Result<(), End> {
+        let l = &cfg.limits;
+        if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
+            // Over the rate: warn once, drop the excess, and disconnect a
+            // player who keeps it up for another burst's worth of lines.
+            self.flood_drops += 1;
+            if self.flood_drops == 1 {
+                warn!("player is flooding; dropping input");
+                self.flush_backend(to_backend).await?;
+                self.notice(&render(&cfg.notices.flood, cfg, "", None))
+                    .await?;
+            }
+            if self.flood_drops > l.input_burst {
+                warn!(
+                    dropped = self.flood_drops,
+                    "disconnecting a flooding player"
+                );
+                return Err(End::Flood);
+            }
+            return Ok(());
+        }
+        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
+            self.flood_drops = 0;
+        }
         if clientip::is_spoof(&cfg.client_ip, &line) {
             warn!("dropped a player line that would set the client address");
             return Ok(());
@@ -373,6 +413,14 @@ impl Session {
         telnet::escape_iac(&line, to_backend);
         to_backend.extend_from_slice(b"\r\n");
         Ok(())
+    }
+
+    /// The flood counter resets once the player is back under the rate
+    /// with half a burst in hand.
+    fn input_rate_recovered(&self, cfg: &Config) -> bool {
+        let mut probe = self.input_rate;
+        let half = (cfg.limits.input_burst / 2).max(1);
+        (0..half).all(|_| probe.take(cfg.limits.input_lines_per_sec, cfg.limits.input_burst))
     }
 
     async fn queue_line(&mut self, line: Vec<u8>, cfg: &Config) -> Result<(), End> {
@@ -699,7 +747,20 @@ impl Session {
     /// Drops the backend connection and holds the player with the offline notice.
     async fn hold(&mut self, why: &'static str) -> Result<(), End> {
         let cfg = self.cfg();
-        let name = self.backend.take().map(|b| b.name).unwrap_or_default();
+        let (name, watch) = self
+            .backend
+            .take()
+            .map(|b| (b.name, b.watch))
+            .unwrap_or_default();
+        if let Some(creds) = watch.and_then(Watch::probable_credentials) {
+            // The game went away while confirming this player's login: try
+            // it on re-login rather than make the player start over.
+            debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
+            self.user = Some(creds.name.clone());
+            self.creds = Some(creds);
+            let user = self.user.clone();
+            self.shared.registry.update(self.id, |s| s.user = user);
+        }
         let msg = render(&cfg.notices.offline, &cfg, &name, None);
         self.enter_held(true);
         self.shared.events.emit(
@@ -765,13 +826,26 @@ impl Session {
     async fn leave_backend(&mut self, mut old: BackendConn) {
         if self.user.is_some() {
             let quit = format!("{}\r\n", self.cfg().templates.quit);
-            let _ = timeout(
-                Duration::from_secs(1),
-                old.stream.write_all(quit.as_bytes()),
-            )
+            // Send the quit command and let the game close the connection
+            // itself (its goodbye is discarded), so it logs a clean quit
+            // rather than a dropped link.
+            let _ = timeout(LEAVE_TIMEOUT, async {
+                old.stream.write_all(quit.as_bytes()).await?;
+                let mut sink = Vec::with_capacity(4096);
+                loop {
+                    old.stream.readable().await?;
+                    sink.clear();
+                    match old.stream.try_read_buf(&mut sink) {
+                        Ok(0) => return Ok::<(), io::Error>(()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
             .await;
         }
-        let _ = timeout(Duration::from_secs(1), old.stream.shutdown()).await;
+        let _ = timeout(LEAVE_TIMEOUT, old.stream.shutdown()).await;
     }
 
     fn schedule_relogin(&mut self, cfg: &Config) {
@@ -843,7 +917,12 @@ impl Session {
                 return Ok(());
             }
         };
-        let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, None);
+        let host = if cfg.client_ip.reverse_dns {
+            self.shared.rdns.cached(peer_ip(&self.peer))
+        } else {
+            None
+        };
+        let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, host.as_deref());
         let mut watch = None;
         if let Some(c) = &self.creds {
             let login = login::render_login(&cfg.templates.login, &c.verb, &c.name, &c.password);

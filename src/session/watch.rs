@@ -170,6 +170,16 @@ impl Watch {
         None
     }
 
+    /// For a first login cut short (the backend went away): the credentials,
+    /// if the game's answer so far looked like a success (something other
+    /// than a failure line came back). A re-login will tell for sure.
+    pub fn probable_credentials(self) -> Option<Credentials> {
+        match self.kind {
+            Kind::First(c) if self.marker_sent && !self.failure_seen => Some(c),
+            _ => None,
+        }
+    }
+
     /// The hidden output and any held partial line, for the player after a
     /// failure or a timeout.
     pub fn take_held(&mut self) -> Vec<u8> {
