@@ -83,8 +83,11 @@ fn assert_notices_at_line_starts(plain: &[u8]) {
 async fn restart_and_wait(proxy: &Proxy, game: &mut Game, p: &mut Player) {
     // Only a confirmed login is restored: wait for the proxy to know it.
     proxy.wait_log("logged in");
-    game.restart();
+    // Down first, then up: a game back within the probe's check would
+    // look alive and the closed connection like a boot (see ha.rs).
+    game.kill();
     p.expect("is down").await;
+    game.restart();
     p.expect("is back").await;
 }
 

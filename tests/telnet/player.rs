@@ -210,7 +210,6 @@ impl Player {
         match e {
             Ev::Data(d) => {
                 self.text.push_str(&String::from_utf8_lossy(&d));
-                return;
             }
             Ev::Got(g) => {
                 let first = self.count(&g) == 0;
