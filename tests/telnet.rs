@@ -338,3 +338,49 @@ async fn iac_in_player_data_reaches_the_game_as_one_byte() {
     // proxy not re-escaped it, the game would have eaten `IAC b` instead.
     assert_eq!(line["line"], "say a\u{fffd}b");
 }
+
+#[tokio::test]
+async fn iac_bytes_are_escaped_both_ways_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    let dir = TempDir::new("iacwire");
+    // A bare backend: greets with a Latin-1 line holding a 0xFF data byte
+    // (sent as IAC IAC), then reports every byte each connection sent.
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let baddr = backend.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = backend.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = s.write_all(b"caf\xe9 \xff\xff!\r\n").await;
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let cfg = format!(
+        "[heartbeat]\n[client_ip]\nmode = \"none\"\n[[backends]]\nname = \"raw\"\naddr = \"{baddr}\"\n"
+    );
+    let proxy = Proxy::start(&dir, &cfg);
+    let mut p = Player::connect(proxy.addr, Caps::default()).await;
+    p.expect("caf").await;
+    p.expect_plain("the escaped 0xFF", |b| {
+        b.windows(9).any(|w| w == b"caf\xe9 \xff\xff!\r")
+    })
+    .await;
+    assert_eq!(p.mccp_starts, 1, "and it came through the proxy's MCCP2");
+    p.send_raw(b"say \xff\xff\r\n").await;
+    let mut got = Vec::new();
+    while !got.windows(8).any(|w| w == b"say \xff\xff\r\n") {
+        let chunk = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the backend never got the line; got {got:?}"))
+            .unwrap();
+        got.extend_from_slice(&chunk);
+    }
+}
