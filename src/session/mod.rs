@@ -624,7 +624,7 @@ impl Session {
                 self.shared.events.emit(
                     Event::new("session.restored")
                         .with("session", self.id)
-                        .with_opt("user", self.user.clone())
+                        .with("user", self.user.clone())
                         .with("backend", backend.as_str()),
                 );
                 self.notice(&render(&cfg.notices.online, &cfg, &backend, down))
@@ -764,9 +764,10 @@ impl Session {
         let msg = render(&cfg.notices.offline, &cfg, &name, None);
         self.enter_held(true);
         self.shared.events.emit(
+            // SPEC lists `user` for held/restored: null before a login.
             Event::new("session.held")
                 .with("session", self.id)
-                .with_opt("user", self.user.clone())
+                .with("user", self.user.clone())
                 .with("backend", name.as_str())
                 .with("reason", why),
         );
@@ -968,6 +969,7 @@ impl Session {
                 self.shared.events.emit(
                     Event::new("session.restored")
                         .with("session", self.id)
+                        .with("user", self.user.clone())
                         .with("backend", b.name.as_str()),
                 );
             }
