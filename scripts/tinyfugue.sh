@@ -62,6 +62,7 @@ start_game() {
     "$BIN/fakemush" --listen "$1" --ready-file "$DIR/game.ready" --log "$DIR/game.log" --mccp \
         >>"$DIR/game.out" 2>&1 &
     GAME_PID=$!
+    disown "$GAME_PID" # killed on purpose; no "Killed" job report
     wait_file "$DIR/game.ready"
 }
 
