@@ -70,6 +70,10 @@ pub struct Publisher {
     ack_subject: Subject,
     /// Marker of the batch in flight and when to give up on it.
     inflight: Option<(u64, Instant)>,
+    /// A `Connected` event has been seen.
+    connected_once: bool,
+    /// A `Disconnected` event came after the last `Connected`.
+    disconnected_since: bool,
     next_marker: u64,
     ack_misses: u32,
     /// False if the server does not let us use our inbox for markers.
@@ -106,6 +110,8 @@ impl Publisher {
             acks,
             ack_subject,
             inflight: None,
+            connected_once: false,
+            disconnected_since: false,
             next_marker: 0,
             ack_misses: 0,
             confirm: true,
@@ -368,10 +374,19 @@ impl Publisher {
                     "bus connected to NATS"
                 );
                 self.hello_pending = true;
-                // Whatever was in flight may be lost with the old
-                // connection: send it again on the new one.
-                self.inflight = None;
-                self.outbox.unsend();
+                // A batch in flight on a connection that was lost goes again
+                // on the new one. `Disconnected` already did that when it
+                // came first; a `Connected` that arrives with no
+                // `Disconnected` since the last one is either the first
+                // connection's own event reaching us after we already
+                // published on it (resending would only duplicate) or a
+                // replacement we were not told about (resend to be safe).
+                if self.connected_once && !self.disconnected_since {
+                    self.inflight = None;
+                    self.outbox.unsend();
+                }
+                self.connected_once = true;
+                self.disconnected_since = false;
                 self.retry_at = None;
                 self.ack_misses = 0;
             }
@@ -381,6 +396,7 @@ impl Publisher {
                     "bus lost NATS; events wait in the queue"
                 );
                 self.outage_logged = true;
+                self.disconnected_since = true;
                 self.inflight = None;
                 self.outbox.unsend();
             }

@@ -79,6 +79,10 @@ pub mod defaults {
     pub const INPUT_BURST: u32 = 300;
     /// `limits.max_subnegotiation`.
     pub const MAX_SUBNEG: usize = 8192;
+    /// `telnet.mccp`: offer MCCP2 compression to players.
+    pub const PLAYER_MCCP: bool = true;
+    /// `telnet.backend_mccp`: let backends compress toward the proxy.
+    pub const BACKEND_MCCP: bool = false;
     /// `bus.subject_prefix`.
     pub const SUBJECT_PREFIX: &str = "cmp.holdfast";
     /// `bus.queue_size`: events kept while NATS is unreachable.
@@ -305,6 +309,17 @@ pub struct Limits {
     pub max_subnegotiation: usize,
 }
 
+/// `[telnet]`: the proxy's own telnet options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Telnet {
+    /// Offer MCCP2 to players; the player's compressed stream is the
+    /// proxy's and survives backend restarts.
+    pub mccp: bool,
+    /// Accept MCCP2 from backends (the proxy inflates it). Off by default:
+    /// compressing over loopback costs the game CPU for nothing.
+    pub backend_mccp: bool,
+}
+
 /// `[bus]`: the NATS connection. No servers: no bus.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)]
@@ -430,6 +445,8 @@ pub struct Config {
     pub templates: Templates,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[telnet]`.
+    pub telnet: Telnet,
     /// `[bus]`.
     pub bus: Bus,
     /// `[irc]`, if present.
@@ -878,6 +895,11 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         max_subnegotiation: l.max_subnegotiation.unwrap_or(defaults::MAX_SUBNEG).max(64),
     };
 
+    let telnet = Telnet {
+        mccp: raw.telnet.mccp.unwrap_or(defaults::PLAYER_MCCP),
+        backend_mccp: raw.telnet.backend_mccp.unwrap_or(defaults::BACKEND_MCCP),
+    };
+
     let bus = {
         let b = raw.bus;
         let mut servers = Vec::new();
@@ -980,6 +1002,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         relogin,
         templates,
         limits,
+        telnet,
         bus,
         irc,
         backend_addr_pos: addr_pos,

@@ -126,6 +126,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub telnet: RawTelnet,
+    #[serde(default)]
     pub bus: RawBus,
     pub irc: Option<RawIrc>,
 }
@@ -236,6 +238,13 @@ pub struct RawLimits {
     pub input_lines_per_sec: Option<f64>,
     pub input_burst: Option<u32>,
     pub max_subnegotiation: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelnet {
+    pub mccp: Option<bool>,
+    pub backend_mccp: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -158,3 +158,16 @@ fn bus_tls_files_are_checked() {
     assert_eq!(e.line, 5, "{e}");
     assert!(e.message.contains("cannot read"), "{e}");
 }
+
+#[test]
+fn telnet_section() {
+    let c = parse(MIN).unwrap();
+    assert!(c.telnet.mccp && !c.telnet.backend_mccp, "{:?}", c.telnet);
+    let c = parse(&format!(
+        "{MIN}[telnet]\nmccp = false\nbackend_mccp = true\n"
+    ))
+    .unwrap();
+    assert!(!c.telnet.mccp && c.telnet.backend_mccp, "{:?}", c.telnet);
+    let e = parse(&format!("{MIN}[telnet]\nmccp2 = true\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 1), "{e}");
+}
