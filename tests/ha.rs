@@ -384,3 +384,27 @@ async fn failback_returns_to_the_preferred_backend() {
         .lines_from("Alice")
         .contains(&"say standby".to_string()));
 }
+
+#[tokio::test]
+async fn instant_restart_is_not_mistaken_for_a_quit() {
+    // A supervisor may restart the game within milliseconds; the heartbeat
+    // then answers from the new process. That must not read as "the game
+    // is alive, so the player quit": the player is held and logged back in.
+    let dir = TempDir::new("instantrestart");
+    let mut game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    for _ in 0..3 {
+        // Pausing the proxy while the game restarts lets the heartbeat reach
+        // the new process before the session has looked at its closed
+        // connection, which is the race this is about.
+        proxy.freeze();
+        game.restart();
+        proxy.thaw();
+        alice.expect(ONLINE).await;
+        alice.send("say still with you").await;
+        alice.expect("You say, \"still with you\"").await;
+    }
+    assert!(!alice.closed);
+    assert!(!proxy.logs().contains("reason=\"booted\""));
+}

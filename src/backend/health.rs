@@ -43,10 +43,13 @@ pub struct ProbeReport {
     pub reason: String,
 }
 
+/// An immediate check: the caller's connection time and where to answer.
+type CheckRequest = (Instant, oneshot::Sender<bool>);
+
 /// Handle to a running probe.
 #[derive(Clone, Debug)]
 pub struct ProbeHandle {
-    check_tx: mpsc::Sender<oneshot::Sender<bool>>,
+    check_tx: mpsc::Sender<CheckRequest>,
     /// Cancels the probe task.
     pub cancel: CancellationToken,
     /// The backend it probes (a changed address needs a new probe).
@@ -57,9 +60,17 @@ impl ProbeHandle {
     /// Asks for an immediate probe and returns whether the backend answered.
     /// A failed immediate probe marks the backend down at once, whatever
     /// `fall` says: a dropped session plus a failed probe is strong evidence.
-    pub async fn check_now(&self) -> bool {
+    ///
+    /// `since` is when the caller's own connection to the backend was made:
+    /// the answer is "alive" only if the probe's logged-in connection is
+    /// older than that and still answers. A game that was restarted in the
+    /// meantime (a supervisor can do that within milliseconds) answers on a
+    /// new probe connection, which proves nothing about the old process
+    /// the caller was talking to. Without a heartbeat user every probe is a
+    /// fresh connection and only "the game accepts connections" is known.
+    pub async fn check_now(&self, since: Instant) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.check_tx.send(tx).await.is_err() {
+        if self.check_tx.send((since, tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -95,6 +106,8 @@ pub fn spawn(
 struct ProbeConn {
     stream: BackendStream,
     buf: Vec<u8>,
+    /// When this connection was opened (see [`ProbeHandle::check_now`]).
+    since: Instant,
 }
 
 struct Probe {
@@ -109,11 +122,7 @@ struct Probe {
 }
 
 impl Probe {
-    async fn run(
-        mut self,
-        mut check_rx: mpsc::Receiver<oneshot::Sender<bool>>,
-        cancel: CancellationToken,
-    ) {
+    async fn run(mut self, mut check_rx: mpsc::Receiver<CheckRequest>, cancel: CancellationToken) {
         let name = self.backend.name.clone();
         let mut interval = tokio::time::interval(self.config.borrow().heartbeat.interval);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -135,10 +144,18 @@ impl Probe {
                     }
                     let r = self.probe_once().await;
                     let ok = r.is_ok();
+                    // With a heartbeat user the probe answered on its
+                    // long-lived connection; its age tells whether the game
+                    // process is the one the waiters were connected to.
+                    let conn_since = self.conn.as_ref().map(|c| c.since);
                     self.record(r, true).await;
                     debug!(backend = %name, ok, waiters = waiters.len(), "immediate check");
-                    for w in waiters {
-                        let _ = w.send(ok);
+                    for (since, w) in waiters {
+                        let same_process = conn_since.is_none_or(|c| c <= since);
+                        if ok && !same_process {
+                            debug!(backend = %name, "game answers, but on a newer connection: it restarted");
+                        }
+                        let _ = w.send(ok && same_process);
                     }
                     interval.reset();
                 }
@@ -326,6 +343,7 @@ impl Probe {
         let mut c = ProbeConn {
             stream,
             buf: Vec::with_capacity(4096),
+            since: Instant::now(),
         };
         // Games behind a PROXY header or PennMUSH's socket expect it on
         // every connection, the probe's too.

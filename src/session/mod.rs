@@ -97,6 +97,9 @@ struct BackendConn {
     /// Telnet events out of the backend's bytes, MCCP2 undone.
     parser: telnet::Inbound,
     watch: Option<Watch>,
+    /// When the connection was started: the heartbeat's answer about this
+    /// backend counts only if its own connection is older.
+    connected_at: Instant,
 }
 
 /// Runs one player's session to its end. `local` is the proxy address the
@@ -747,7 +750,9 @@ impl Session {
         let cfg = self.cfg();
         let grace = cfg.heartbeat.interval + cfg.heartbeat.timeout + CHECK_GRACE;
         let alive = match self.shared.probe(&be.name) {
-            Some(p) => timeout(grace, p.check_now()).await.unwrap_or(false),
+            Some(p) => timeout(grace, p.check_now(be.connected_at))
+                .await
+                .unwrap_or(false),
             None => false,
         };
         if alive {
@@ -919,6 +924,7 @@ impl Session {
         let Some(b) = cfg.backend(&st.active).cloned() else {
             return Ok(());
         };
+        let connected_at = Instant::now();
         let mut stream = match connect(&b.addr, b.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
@@ -927,7 +933,7 @@ impl Session {
                     // Let the probe find out (in the background) so the pool
                     // learns of the outage without waiting for the interval.
                     tokio::spawn(async move {
-                        p.check_now().await;
+                        p.check_now(Instant::now()).await;
                     });
                 }
                 return Ok(());
@@ -968,6 +974,7 @@ impl Session {
             stream,
             parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
+            connected_at,
         });
         // telnet: nothing is agreed with the new backend yet.
         self.telnet.backend_started();
