@@ -31,6 +31,8 @@ use crate::login::{new_nonce, render_login, render_nonce};
 const PROBE_BUF_MAX: usize = 64 * 1024;
 /// Queued immediate-check requests before senders wait.
 const CHECK_QUEUE: usize = 1024;
+/// `read_until`'s error when the deadline passes.
+const NO_ANSWER: &str = "no answer before heartbeat.timeout";
 
 /// A probe's state change, sent to the failover manager.
 #[derive(Debug, Clone)]
@@ -274,6 +276,9 @@ impl Probe {
         let mut fresh = false;
         if self.conn.is_none() {
             let mut c = self.open(&cfg, deadline).await?;
+            if cfg.templates.sync {
+                sync(&mut c, &cfg.templates.probe, deadline).await?;
+            }
             let pw = hb
                 .password
                 .clone()
@@ -298,6 +303,7 @@ impl Probe {
                 if fresh
                     && buf.split(|b| *b == b'\n').any(|l| {
                         let l = String::from_utf8_lossy(l);
+                        let l = crate::login::strip_ansi(&l);
                         failure.iter().any(|re| re.is_match(l.trim_start()))
                     })
                 {
@@ -374,6 +380,29 @@ async fn write(c: &mut ProbeConn, data: &[u8], deadline: Instant) -> Result<(), 
     }
 }
 
+/// For `templates.sync` (Evennia): sends the probe command, again every
+/// [`crate::session::SYNC_RESEND`], until its nonce comes back, proving the
+/// game has the connection and will not drop the login (Evennia drops input
+/// that arrives before its Portal hands the connection to its Server).
+async fn sync(c: &mut ProbeConn, template: &str, deadline: Instant) -> Result<(), String> {
+    let nonce = new_nonce();
+    let cmd = render_nonce(template, &nonce);
+    loop {
+        write(c, &cmd, deadline).await?;
+        let step = (Instant::now() + crate::session::SYNC_RESEND).min(deadline);
+        match read_until(c, step, |buf| memmem::find(buf, nonce.as_bytes()).is_some()).await {
+            Ok(()) => {
+                c.buf.clear();
+                return Ok(());
+            }
+            Err(e) if e == NO_ANSWER && Instant::now() < deadline => {
+                debug!("probe sync: nonce not back yet; sending it again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads into `c.buf` until `done(buf)` or the deadline.
 async fn read_until(
     c: &mut ProbeConn,
@@ -390,7 +419,7 @@ async fn read_until(
             c.buf.drain(..keep);
         }
         match timeout_at(deadline, c.stream.readable()).await {
-            Err(_) => return Err("no answer before heartbeat.timeout".into()),
+            Err(_) => return Err(NO_ANSWER.into()),
             Ok(Err(e)) => return Err(format!("read: {e}")),
             Ok(Ok(())) => {}
         }

@@ -52,6 +52,10 @@ const CLIENT_READ: usize = 4 * 1024;
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Grace for an immediate probe beyond `interval + timeout`.
 const CHECK_GRACE: Duration = Duration::from_secs(1);
+/// While syncing a re-login (`templates.sync`), how often the marker is sent
+/// again: Evennia's Portal admits a connection every 1/MAX_CONNECTION_RATE
+/// (default 0.5s) and drops what arrived before.
+pub const SYNC_RESEND: Duration = Duration::from_millis(500);
 
 /// Why a session ended (the `reason` of `session.close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +299,9 @@ impl Session {
             self.backend
                 .as_ref()
                 .and_then(|b| b.watch.as_ref().map(|w| w.deadline)),
+            self.backend
+                .as_ref()
+                .and_then(|b| b.watch.as_ref().and_then(|w| w.resend_at)),
             self.login_deadline,
             self.relogin_at,
             hold_end,
@@ -523,7 +530,8 @@ impl Session {
     async fn on_backend_data(&mut self, data: &[u8]) -> Result<(), End> {
         let cfg = self.cfg();
         let mut out = Vec::with_capacity(data.len() + 16);
-        let mut to_backend = Vec::new();
+        // May hold a re-login (password): wiped when dropped.
+        let mut to_backend = zeroize::Zeroizing::new(Vec::new());
         let mut outcome = Outcome::Pending;
         let mut line_start_after = self.at_line_start;
         let decoded = {
@@ -532,6 +540,7 @@ impl Session {
             // written (which happens last, see below).
             let at_line_start = &mut line_start_after;
             let policy = &mut self.telnet;
+            let creds = self.creds.as_ref();
             let t = &cfg.templates;
             let BackendConn { parser, watch, .. } = be;
             let was_compressed = parser.compressed();
@@ -542,7 +551,22 @@ impl Session {
                             if outcome == Outcome::Pending {
                                 let mut plain = Vec::new();
                                 let mut send_marker = false;
-                                let (o, used) = w.feed(d, t, &mut plain, &mut send_marker);
+                                let mut send_login = false;
+                                let (o, used) =
+                                    w.feed(d, t, &mut plain, &mut send_marker, &mut send_login);
+                                if send_login {
+                                    // Synced: the game has the connection.
+                                    debug!("re-login: marker back; sending the login");
+                                    if let Some(c) = creds {
+                                        to_backend.extend_from_slice(&login::render_login(
+                                            &t.login,
+                                            &c.verb,
+                                            &c.name,
+                                            &c.password,
+                                        ));
+                                    }
+                                    send_marker = true;
+                                }
                                 if send_marker {
                                     to_backend.extend_from_slice(&login::render_nonce(
                                         &t.marker, &w.nonce,
@@ -888,6 +912,15 @@ impl Session {
                 return self.login_failed("timed out").await;
             }
         }
+        if let Some(w) = self.backend.as_mut().and_then(|b| b.watch.as_mut()) {
+            if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
+                // Not admitted yet (or the marker was dropped): again.
+                debug!("re-login: marker not back yet; sending it again");
+                w.resend_at = Some(now + SYNC_RESEND);
+                let mut m = login::render_nonce(&cfg.templates.marker, &w.nonce);
+                self.flush_backend(&mut m).await?;
+            }
+        }
         if self.login_deadline.is_some_and(|t| t <= now) {
             self.notice(&render(&cfg.notices.login_timeout, &cfg, "", None))
                 .await?;
@@ -946,7 +979,17 @@ impl Session {
         };
         let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, host.as_deref());
         let mut watch = None;
-        if let Some(c) = &self.creds {
+        if self.creds.is_some() && cfg.templates.sync && !cfg.templates.marker.is_empty() {
+            // Sync first: the login follows once the marker comes back.
+            let nonce = login::new_nonce();
+            first.extend_from_slice(&login::render_nonce(&cfg.templates.marker, &nonce));
+            let now = Instant::now();
+            watch = Some(Watch::syncing(
+                nonce,
+                now + cfg.relogin.timeout,
+                now + SYNC_RESEND,
+            ));
+        } else if let Some(c) = &self.creds {
             let login = login::render_login(&cfg.templates.login, &c.verb, &c.name, &c.password);
             first.extend_from_slice(&login);
             let nonce = login::new_nonce();
