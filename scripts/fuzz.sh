@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs the telnet parser fuzz target (cargo-fuzz / libFuzzer).
+# Runs the fuzz targets (cargo-fuzz / libFuzzer) for a bounded time each:
+# telnet_parser (the telnet byte stream), telnet_policy (backend and player
+# bytes through MCCP2 and the negotiation policy), player_input (what a player sends:
+# line splitting, login and spoof recognition) and config (the TOML loader).
 #
-# Usage: scripts/fuzz.sh [SECONDS]   (default 60)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s, all targets)
 #
 # cargo-fuzz needs nightly-only rustc flags (-Zsanitizer=address etc.). Only
 # a stable toolchain is guaranteed on our machines, and stable accepts those
@@ -18,8 +21,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz
 fi
 
-if [[ -n "${FUZZ_TOOLCHAIN:-}" ]]; then
-    cargo "+${FUZZ_TOOLCHAIN}" fuzz run telnet_parser -- -max_total_time="${seconds}"
-else
-    RUSTC_BOOTSTRAP=1 cargo fuzz run telnet_parser -- -max_total_time="${seconds}"
-fi
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(telnet_parser telnet_policy player_input config)
+
+for t in "${targets[@]}"; do
+    echo "== fuzzing $t for ${seconds}s" >&2
+    if [[ -n "${FUZZ_TOOLCHAIN:-}" ]]; then
+        cargo "+${FUZZ_TOOLCHAIN}" fuzz run "$t" -- -max_total_time="${seconds}"
+    else
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time="${seconds}"
+    fi
+done

@@ -15,7 +15,7 @@
 //! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
 //! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
 //! | `session` | one player: relaying, held, re-login (a state machine) |
-//! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams |
+//! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams, the negotiation policy that answers new backends for the player |
 //! | `login` | `connect` line capture, login/marker templates, nonces |
 //! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
 //! | `backend::connect` | TCP / Unix connections to a backend |
@@ -26,6 +26,7 @@
 //! | `events` | event values and the never-blocking sink sessions emit into |
 //! | `bus` | NATS: event publisher with an outage queue, requests, presence |
 //! | `irc` | the IRC relay (`holdfast irc`) |
+//! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |
 //!
 //! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
@@ -44,6 +45,7 @@ pub mod irc;
 pub mod limiter;
 pub mod listener;
 pub mod login;
+pub mod rdns;
 pub mod reload;
 pub mod secret;
 pub mod session;

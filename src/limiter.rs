@@ -58,9 +58,61 @@ impl RateLimiter {
     }
 }
 
+/// A small token bucket for one caller (a session's input, an IP's new
+/// connections): `take` says whether one more is allowed now.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket1 {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket1 {
+    /// A full bucket.
+    pub fn new(burst: u32) -> Self {
+        Bucket1 {
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one, refilling at `rate` per second up to
+    /// `burst`. A rate of 0 means no limit.
+    pub fn take(&mut self, rate: f64, burst: u32) -> bool {
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * rate).min(f64::from(burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the bucket was last used.
+    pub fn last_used(&self) -> Instant {
+        self.last
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket1_refills() {
+        let mut b = Bucket1::new(3);
+        assert!((0..3).all(|_| b.take(2.0, 3)));
+        assert!(!b.take(2.0, 3));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(b.take(2.0, 3));
+        assert!(!b.take(2.0, 3));
+        assert!(b.take(0.0, 3), "rate 0 is no limit");
+    }
 
     #[test]
     fn burst_then_spaced() {

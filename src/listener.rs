@@ -82,6 +82,7 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
                 Refusal::Unauthenticated => {
                     warn!(%peer, "refused: too many sessions not logged in")
                 }
+                Refusal::Rate => info!(%peer, "refused: connecting too fast"),
             }
             tokio::spawn(async move {
                 let mut stream = stream;
@@ -98,7 +99,7 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
 fn refusal_text(cfg: &Config, why: Refusal) -> String {
     let t = match why {
         Refusal::Full | Refusal::Unauthenticated => &cfg.notices.full,
-        Refusal::PerIp => &cfg.notices.per_ip,
+        Refusal::PerIp | Refusal::Rate => &cfg.notices.per_ip,
     };
     format!("{}\r\n", t.replace("{game}", &cfg.game))
 }

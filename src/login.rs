@@ -75,7 +75,9 @@ pub fn render_login(
     password: &Secret,
 ) -> Zeroizing<Vec<u8>> {
     let quoted;
-    let name = if name.contains(' ') {
+    // A template that quotes the name itself (PennMUSH's preset) gets it
+    // as-is; otherwise a name with spaces is quoted here.
+    let name = if name.contains(' ') && !template.contains("\"{name}\"") {
         quoted = format!("\"{name}\"");
         quoted.as_str()
     } else {
@@ -116,6 +118,34 @@ pub fn render_nonce(template: &str, nonce: &str) -> Vec<u8> {
     let mut v = template.replace("{nonce}", nonce).into_bytes();
     v.extend_from_slice(b"\r\n");
     v
+}
+
+/// `text` without ANSI escape sequences (CSI such as colours `ESC [ 1;31 m`,
+/// and two-byte `ESC x`), for matching the login success/failure regexes:
+/// Evennia colours its answers, e.g. `ESC[22mESC[31mUsername and/or password
+/// is incorrect.ESC[0m`, which a `^Username` regex would otherwise miss.
+pub fn strip_ansi(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\x1b') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        // CSI: parameters and intermediates up to a final byte @..~; any
+        // other escape is two characters.
+        if it.next() == Some('[') {
+            for c in it.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// True if `line` is the game's quit command (case-insensitive, trimmed).
@@ -159,6 +189,8 @@ mod tests {
         let p = Secret::new("pw");
         let l = render_login("{verb} {name} {password}", "connect", "Big Bob", &p);
         assert_eq!(&l[..], b"connect \"Big Bob\" pw\r\n");
+        let l = render_login("connect \"{name}\" {password}", "co", "Big Bob", &p);
+        assert_eq!(&l[..], b"connect \"Big Bob\" pw\r\n");
         let l = render_login("connect {name} {password} {x}", "co", "Al", &p);
         assert_eq!(&l[..], b"connect Al pw {x}\r\n");
     }
@@ -167,6 +199,20 @@ mod tests {
     fn debug_hides_password() {
         let c = parse_connect(b"connect Alice s3cret").unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn strips_ansi() {
+        assert_eq!(
+            strip_ansi("\x1b[22m\x1b[31mUsername and/or password is incorrect.\x1b[0m"),
+            "Username and/or password is incorrect."
+        );
+        assert_eq!(
+            strip_ansi("You become \x1b[1m\x1b[36mAlice\x1b[0m."),
+            "You become Alice."
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
+        assert_eq!(strip_ansi("cut \x1b[1"), "cut ");
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub fn reload(shared: &Shared) -> Result<(), ConfigError> {
     let old = shared.config();
     match Config::load(&old.path) {
         Ok(new) => {
+            for w in &new.warnings {
+                warn!("{w}");
+            }
             if new.listen.addrs != old.listen.addrs {
                 warn!("listen.addrs changed: the listeners are kept until a restart");
             }

@@ -105,7 +105,12 @@ struct RegistryInner {
     sessions: HashMap<u64, SessionInfo>,
     per_ip: HashMap<IpAddr, usize>,
     unauthenticated: usize,
+    /// New-connection buckets per IP; pruned of idle entries when large.
+    conn_rate: HashMap<IpAddr, crate::limiter::Bucket1>,
 }
+
+/// Entries in the per-IP connection-rate table before idle ones are pruned.
+const CONN_RATE_PRUNE_AT: usize = 4096;
 
 /// Why a connection was refused by [`Registry::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,8 @@ pub enum Refusal {
     PerIp,
     /// `limits.max_unauthenticated` reached.
     Unauthenticated,
+    /// `limits.conn_rate_per_ip` exceeded.
+    Rate,
 }
 
 impl Registry {
@@ -128,6 +135,25 @@ impl Registry {
     /// Registers a new session if the limits allow it.
     pub fn admit(&self, info: SessionInfo, cfg: &Config) -> Result<(), Refusal> {
         let mut g = self.lock();
+        let l = &cfg.limits;
+        if l.conn_rate_per_ip > 0.0 {
+            if g.conn_rate.len() >= CONN_RATE_PRUNE_AT {
+                // A bucket idle long enough to be full again carries no
+                // state; dropping those keeps the table bounded.
+                let full_after = std::time::Duration::from_secs_f64(
+                    f64::from(l.conn_burst_per_ip) / l.conn_rate_per_ip,
+                );
+                g.conn_rate
+                    .retain(|_, b| b.last_used().elapsed() < full_after);
+            }
+            let b = g
+                .conn_rate
+                .entry(info.ip)
+                .or_insert_with(|| crate::limiter::Bucket1::new(l.conn_burst_per_ip));
+            if !b.take(l.conn_rate_per_ip, l.conn_burst_per_ip) {
+                return Err(Refusal::Rate);
+            }
+        }
         if g.sessions.len() >= cfg.listen.max_sessions {
             return Err(Refusal::Full);
         }
@@ -256,6 +282,8 @@ pub struct Shared {
     pub refused: AtomicU64,
     /// Reloads that failed, since start.
     pub reload_failures: AtomicU64,
+    /// Reverse-DNS cache (PennMUSH header with `client_ip.reverse_dns`).
+    pub rdns: crate::rdns::Resolver,
 }
 
 impl Shared {
@@ -298,6 +326,7 @@ impl Shared {
             started_at: Instant::now(),
             refused: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            rdns: crate::rdns::Resolver::default(),
         }
     }
 

@@ -293,3 +293,24 @@ fn check_reports_errors_with_positions() {
         "{summary}"
     );
 }
+
+#[test]
+fn check_warns_about_world_readable_passwords() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("perm");
+    let f = dir.path("c.toml");
+    std::fs::write(&f, "[heartbeat]\nuser = \"hb\"\npassword = \"pw\"\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n").unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(["check", "-c"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(run().contains("readable by every user"));
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!run().contains("warning"));
+}

@@ -197,6 +197,7 @@ pub fn start_holdfast(dir: &Path, backend: SocketAddr, o: &HoldfastOpts) -> (Pro
              [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\n\
              interval = \"{HEARTBEAT_INTERVAL}\"\ntimeout = \"1s\"\n\
              [failover]\nafter = \"off\"\n\
+             [limits]\nmax_unauthenticated = 100000\nconn_rate_per_ip = 0\ninput_lines_per_sec = 0\n\
              [notices]\noffline = \"{OFFLINE}\"\nonline = \"{ONLINE}\"\n\
              {relogin}"
         ),

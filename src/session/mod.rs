@@ -17,7 +17,7 @@
 //! backend's output always reaches the player before anything that follows
 //! it (half-close: the game's last words arrive before we decide what to do).
 
-mod input;
+pub mod input;
 mod watch;
 
 use std::collections::VecDeque;
@@ -45,11 +45,11 @@ use crate::telnet::{self, TelnetEvent};
 use input::{Input, Item};
 use watch::{Kind, Outcome, Watch};
 
-/// Bytes read from the backend per read call, at most (and at most
-/// `limits.output_buffer`, the bytes a slow player may have waiting). Bulk
-/// output (a long `@dump`, a map) then costs a sixteenth of the system
-/// calls and wake-ups it did at 32 KiB; the buffer lives for one read and
-/// its write, and only the bytes read are ever touched.
+/// Bytes read from the backend per read call, at most. Bulk output (a long
+/// `@dump`, a map) then costs a sixteenth of the system calls and wake-ups
+/// it did at 32 KiB. The buffer lives for one read and its write (so a
+/// player who stops reading holds at most this much, for at most
+/// `limits.write_timeout`), and only the bytes read are ever touched.
 const BACKEND_READ: usize = 512 * 1024;
 /// Bytes read from the player per read call.
 const CLIENT_READ: usize = 4 * 1024;
@@ -58,6 +58,10 @@ const CLIENT_READ: usize = 4 * 1024;
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Grace for an immediate probe beyond `interval + timeout`.
 const CHECK_GRACE: Duration = Duration::from_secs(1);
+/// While syncing a re-login (`templates.sync`), how often the marker is sent
+/// again: Evennia's Portal admits a connection every 1/MAX_CONNECTION_RATE
+/// (default 0.5s) and drops what arrived before.
+pub const SYNC_RESEND: Duration = Duration::from_millis(500);
 
 /// Why a session ended (the `reason` of `session.close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +80,8 @@ pub enum End {
     Shutdown,
     /// The player stopped reading (write timed out or failed).
     WriteFailed,
+    /// The player kept sending faster than `limits.input_lines_per_sec`.
+    Flood,
 }
 
 impl End {
@@ -89,6 +95,7 @@ impl End {
             End::MaxHold => "max_hold",
             End::Shutdown => "shutdown",
             End::WriteFailed => "write_failed",
+            End::Flood => "flood",
         }
     }
 }
@@ -97,10 +104,14 @@ impl End {
 struct BackendConn {
     name: String,
     stream: BackendStream,
-    parser: telnet::Parser,
+    /// Telnet events out of the backend's bytes, MCCP2 undone.
+    parser: telnet::Inbound,
     /// Boxed: only there while a login is being confirmed, so idle
     /// sessions do not carry its size.
     watch: Option<Box<Watch>>,
+    /// When the connection was started: the heartbeat's answer about this
+    /// backend counts only if its own connection is older.
+    connected_at: Instant,
 }
 
 /// Runs one player's session to its end. `local` is the proxy address the
@@ -118,6 +129,9 @@ pub fn run(
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = info_span!("session", id, peer = %peer);
     let cfg = shared.config();
+    if cfg.client_ip.reverse_dns {
+        shared.rdns.prefetch(peer_ip(&peer));
+    }
     span.in_scope(|| info!("session open"));
     shared.events.emit(
         Event::new("session.open")
@@ -130,6 +144,7 @@ pub fn run(
         peer,
         local,
         input: Input::new(cfg.limits.max_subnegotiation),
+        telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp),
         epoch,
         shared,
         client,
@@ -144,6 +159,8 @@ pub fn run(
         quit_sent: false,
         queue: VecDeque::new(),
         was_held: false,
+        input_rate: crate::limiter::Bucket1::new(cfg.limits.input_burst),
+        flood_drops: 0,
     };
     async move {
         let end = s.run().await;
@@ -159,6 +176,8 @@ struct Session {
     shared: Arc<Shared>,
     client: TcpStream,
     input: Input,
+    /// Telnet negotiation for both sides and the player's MCCP2 stream.
+    telnet: telnet::Policy,
     /// The last byte sent to the player ended a line (or a prompt).
     at_line_start: bool,
     backend: Option<BackendConn>,
@@ -179,6 +198,10 @@ struct Session {
     epoch: u64,
     /// This session has been held at least once since it last relayed.
     was_held: bool,
+    /// Input rate limit (`limits.input_lines_per_sec`).
+    input_rate: crate::limiter::Bucket1,
+    /// Lines dropped for flooding since the player was last warned.
+    flood_drops: u32,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -228,6 +251,16 @@ impl Session {
         let mut pool_rx = self.shared.pool.subscribe();
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone();
+        // telnet: the proxy's own offers (MCCP2) come before anything else.
+        // (Scoped, like the pool snapshot below, so it is not kept for the
+        // life of the session.)
+        {
+            let mut greeting = Vec::new();
+            self.telnet.greet(&mut greeting);
+            if let Err(e) = self.write_client(&greeting).await {
+                return e;
+            }
+        }
         // First contact: connect if the active backend may be up, else hold.
         // (In a block of its own so the pool snapshot is not kept for the
         // life of the session.)
@@ -249,8 +282,10 @@ impl Session {
         }
         loop {
             let deadline = self.next_deadline();
+            // Not `biased`: a player who floods input must not starve the
+            // game's output (or the other way round); tokio polls the
+            // branches in random order.
             let r: Result<(), End> = tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => Err(End::Shutdown),
                 // Readiness and channel receives are cancel-safe: losing the
                 // race to another branch consumes nothing. Readiness is
@@ -289,6 +324,9 @@ impl Session {
             self.backend
                 .as_ref()
                 .and_then(|b| b.watch.as_ref().map(|w| w.deadline)),
+            self.backend
+                .as_ref()
+                .and_then(|b| b.watch.as_ref().and_then(|w| w.resend_at)),
             self.login_deadline,
             self.relogin_at,
             hold_end,
@@ -312,6 +350,7 @@ impl Session {
         let mut items = Vec::new();
         self.input.feed(&buf, cfg.limits.max_line, &mut items);
         let mut to_backend: Vec<u8> = Vec::new();
+        let mut to_player: Vec<u8> = Vec::new();
         for item in items {
             match item {
                 // Boxed: its rare branches (notices while held) would
@@ -319,21 +358,22 @@ impl Session {
                 Item::Line(line) => Box::pin(self.on_line(line, &cfg, &mut to_backend)).await?,
                 Item::TooLong => {
                     self.flush_backend(&mut to_backend).await?;
-                    self.notice(&render(&cfg.notices.line_too_long, &cfg, "", None))
-                        .await?;
+                    // Boxed, rare: see `Item::Line`.
+                    let msg = render(&cfg.notices.line_too_long, &cfg, "", None);
+                    Box::pin(self.notice(&msg)).await?;
                 }
-                Item::Telnet(bytes) => {
-                    if self.backend.is_some() {
-                        to_backend.extend_from_slice(&bytes);
-                    }
+                // telnet: commands pass; negotiations go through the policy,
+                // which remembers them and answers what the player need not.
+                Item::Command(c) => telnet::write_command(c, &mut to_backend),
+                Item::Negotiation(verb, opt) => {
+                    self.telnet
+                        .from_player(verb, opt, &mut to_backend, &mut to_player)
                 }
-                Item::Subneg(opt, data) => {
-                    if self.backend.is_some() {
-                        telnet::write_subnegotiation(opt, &data, &mut to_backend);
-                    }
-                }
+                Item::Subneg(opt, data) => self.telnet.from_player_sub(opt, &data, &mut to_backend),
             }
         }
+        // (Also starts or ends the player's MCCP2 stream if it asked.)
+        self.write_client(&to_player).await?;
         self.flush_backend(&mut to_backend).await
     }
 
@@ -343,6 +383,29 @@ impl Session {
         cfg: &Config,
         to_backend: &mut Vec<u8>,
     ) -> Result<(), End> {
+        let l = &cfg.limits;
+        if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
+            // Over the rate: warn once, drop the excess, and disconnect a
+            // player who keeps it up for another burst's worth of lines.
+            self.flood_drops += 1;
+            if self.flood_drops == 1 {
+                warn!("player is flooding; dropping input");
+                self.flush_backend(to_backend).await?;
+                self.notice(&render(&cfg.notices.flood, cfg, "", None))
+                    .await?;
+            }
+            if self.flood_drops > l.input_burst {
+                warn!(
+                    dropped = self.flood_drops,
+                    "disconnecting a flooding player"
+                );
+                return Err(End::Flood);
+            }
+            return Ok(());
+        }
+        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
+            self.flood_drops = 0;
+        }
         if clientip::is_spoof(&cfg.client_ip, &line) {
             warn!("dropped a player line that would set the client address");
             return Ok(());
@@ -390,6 +453,14 @@ impl Session {
         Ok(())
     }
 
+    /// The flood counter resets once the player is back under the rate
+    /// with half a burst in hand.
+    fn input_rate_recovered(&self, cfg: &Config) -> bool {
+        let mut probe = self.input_rate;
+        let half = (cfg.limits.input_burst / 2).max(1);
+        (0..half).all(|_| probe.take(cfg.limits.input_lines_per_sec, cfg.limits.input_burst))
+    }
+
     async fn queue_line(&mut self, line: Vec<u8>, cfg: &Config) -> Result<(), End> {
         if self.queue.len() >= cfg.outage.queue_max_lines {
             return self
@@ -413,11 +484,13 @@ impl Session {
     }
 
     async fn write_client(&mut self, data: &[u8]) -> Result<(), End> {
+        // telnet: compressed if the player took the proxy's MCCP2.
+        let data = self.telnet.out.encode(data);
         if data.is_empty() {
             return Ok(());
         }
         let t = self.cfg().limits.write_timeout;
-        match timeout(t, self.client.write_all(data)).await {
+        match timeout(t, self.client.write_all(&data)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(error = %e, "write to player failed");
@@ -472,8 +545,7 @@ impl Session {
         let Some(be) = self.backend.as_mut() else {
             return Ok(());
         };
-        let cap = BACKEND_READ.min(self.shared.config.borrow().limits.output_buffer);
-        let mut buf = Vec::with_capacity(cap);
+        let mut buf = Vec::with_capacity(BACKEND_READ);
         match be.stream.try_read_drain(&mut buf) {
             Ok(0) => return Box::pin(self.backend_closed()).await,
             Ok(_) => {}
@@ -501,21 +573,43 @@ impl Session {
         }
         let cfg = self.cfg();
         let mut out = Vec::with_capacity(data.len() + 16);
-        let mut to_backend = Vec::new();
+        // May hold a re-login (password): wiped when dropped.
+        let mut to_backend = zeroize::Zeroizing::new(Vec::new());
         let mut outcome = Outcome::Pending;
-        {
+        let mut line_start_after = self.at_line_start;
+        let decoded = {
             let be = self.backend.as_mut().expect("called with a backend");
-            let at_line_start = &mut self.at_line_start;
+            // Tracks where the player's line will stand once `out` is
+            // written (which happens last, see below).
+            let at_line_start = &mut line_start_after;
+            let policy = &mut self.telnet;
+            let creds = self.creds.as_ref();
             let t = &cfg.templates;
             let BackendConn { parser, watch, .. } = be;
-            parser.feed(data, |ev| {
+            let was_compressed = parser.compressed();
+            let r = parser.feed(data, |ev| {
                 match ev {
                     TelnetEvent::Data(mut d) => {
                         if let Some(w) = watch.as_mut() {
                             if outcome == Outcome::Pending {
                                 let mut plain = Vec::new();
                                 let mut send_marker = false;
-                                let (o, used) = w.feed(d, t, &mut plain, &mut send_marker);
+                                let mut send_login = false;
+                                let (o, used) =
+                                    w.feed(d, t, &mut plain, &mut send_marker, &mut send_login);
+                                if send_login {
+                                    // Synced: the game has the connection.
+                                    debug!("re-login: marker back; sending the login");
+                                    if let Some(c) = creds {
+                                        to_backend.extend_from_slice(&login::render_login(
+                                            &t.login,
+                                            &c.verb,
+                                            &c.name,
+                                            &c.password,
+                                        ));
+                                    }
+                                    send_marker = true;
+                                }
                                 if send_marker {
                                     to_backend.extend_from_slice(&login::render_nonce(
                                         &t.marker, &w.nonce,
@@ -544,23 +638,44 @@ impl Session {
                             }
                         }
                     }
+                    // telnet: the policy answers what the player already did.
                     TelnetEvent::Negotiation { verb, option } => {
-                        telnet::write_negotiation(verb, option, &mut out)
+                        policy.from_backend(verb, option, &mut to_backend, &mut out)
                     }
                     TelnetEvent::Subnegotiation { option, data } => {
-                        telnet::write_subnegotiation(option, data, &mut out)
+                        policy.from_backend_sub(option, data, &mut to_backend, &mut out)
                     }
                 }
-                true
             });
-        }
-        self.write_client(&out).await?;
+            if !was_compressed && parser.compressed() {
+                debug!("backend compresses (MCCP2)");
+            }
+            r
+        };
+        // Order matters. The marker goes to the game before the player sees
+        // the line that triggered it, so anything the player types next is
+        // answered after the marker. A decided login takes effect (and its
+        // notices go out) before the output that followed the marker: the
+        // player reads "logged back in" first, and whatever reacts to the
+        // output (a test, a client trigger) finds the session logged in.
         self.flush_backend(&mut to_backend).await?;
-        match outcome {
-            Outcome::Pending => Ok(()),
-            Outcome::Confirmed => Box::pin(self.login_confirmed()).await,
-            Outcome::Failed(why) => Box::pin(self.login_failed(why)).await,
+        if let Err(e) = decoded {
+            // telnet: nothing after a corrupt MCCP stream can be trusted;
+            // what decoded before it is delivered.
+            warn!(error = %e, backend = %self.backend_name(), "corrupt compressed stream from the backend");
+            self.at_line_start = line_start_after;
+            self.write_client(&out).await?;
+            return Box::pin(self.hold("backend_error")).await;
         }
+        match outcome {
+            Outcome::Pending => {}
+            Outcome::Confirmed => Box::pin(self.login_confirmed()).await?,
+            Outcome::Failed(why) => Box::pin(self.login_failed(why)).await?,
+        }
+        if !out.is_empty() {
+            self.at_line_start = line_start_after;
+        }
+        self.write_client(&out).await
     }
 
     async fn login_confirmed(&mut self) -> Result<(), End> {
@@ -594,7 +709,7 @@ impl Session {
                 self.shared.events.emit(
                     Event::new("session.restored")
                         .with("session", self.id)
-                        .with_opt("user", self.user.clone())
+                        .with("user", self.user.clone())
                         .with("backend", backend.as_str()),
                 );
                 self.notice(&render(&cfg.notices.online, &cfg, &backend, down))
@@ -702,7 +817,9 @@ impl Session {
         let cfg = self.cfg();
         let grace = cfg.heartbeat.interval + cfg.heartbeat.timeout + CHECK_GRACE;
         let alive = match self.shared.probe(&be.name) {
-            Some(p) => timeout(grace, p.check_now()).await.unwrap_or(false),
+            Some(p) => timeout(grace, p.check_now(be.connected_at))
+                .await
+                .unwrap_or(false),
             None => false,
         };
         if alive {
@@ -734,9 +851,10 @@ impl Session {
         let msg = render(&cfg.notices.offline, &cfg, &name, None);
         self.enter_held(true);
         self.shared.events.emit(
+            // SPEC lists `user` for held/restored: null before a login.
             Event::new("session.held")
                 .with("session", self.id)
-                .with_opt("user", self.user.clone())
+                .with("user", self.user.clone())
                 .with("backend", name.as_str())
                 .with("reason", why),
         );
@@ -837,6 +955,15 @@ impl Session {
                 return self.login_failed("timed out").await;
             }
         }
+        if let Some(w) = self.backend.as_mut().and_then(|b| b.watch.as_mut()) {
+            if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
+                // Not admitted yet (or the marker was dropped): again.
+                debug!("re-login: marker not back yet; sending it again");
+                w.resend_at = Some(now + SYNC_RESEND);
+                let mut m = login::render_nonce(&cfg.templates.marker, &w.nonce);
+                self.flush_backend(&mut m).await?;
+            }
+        }
         if self.login_deadline.is_some_and(|t| t <= now) {
             self.notice(&render(&cfg.notices.login_timeout, &cfg, "", None))
                 .await?;
@@ -873,6 +1000,7 @@ impl Session {
         let Some(b) = cfg.backend(&st.active).cloned() else {
             return Ok(());
         };
+        let connected_at = Instant::now();
         let mut stream = match connect(&b.addr, b.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
@@ -881,15 +1009,30 @@ impl Session {
                     // Let the probe find out (in the background) so the pool
                     // learns of the outage without waiting for the interval.
                     tokio::spawn(async move {
-                        p.check_now().await;
+                        p.check_now(Instant::now()).await;
                     });
                 }
                 return Ok(());
             }
         };
-        let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, None);
+        let host = if cfg.client_ip.reverse_dns {
+            self.shared.rdns.cached(peer_ip(&self.peer))
+        } else {
+            None
+        };
+        let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, host.as_deref());
         let mut watch = None;
-        if let Some(c) = &self.creds {
+        if self.creds.is_some() && cfg.templates.sync && !cfg.templates.marker.is_empty() {
+            // Sync first: the login follows once the marker comes back.
+            let nonce = login::new_nonce();
+            first.extend_from_slice(&login::render_nonce(&cfg.templates.marker, &nonce));
+            let now = Instant::now();
+            watch = Some(Box::new(Watch::syncing(
+                nonce,
+                now + cfg.relogin.timeout,
+                now + SYNC_RESEND,
+            )));
+        } else if let Some(c) = &self.creds {
             let login = login::render_login(&cfg.templates.login, &c.verb, &c.name, &c.password);
             first.extend_from_slice(&login);
             let nonce = login::new_nonce();
@@ -915,9 +1058,12 @@ impl Session {
         self.backend = Some(BackendConn {
             name: b.name.clone(),
             stream,
-            parser: telnet::Parser::new(cfg.limits.max_subnegotiation),
+            parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
+            connected_at,
         });
+        // telnet: nothing is agreed with the new backend yet.
+        self.telnet.backend_started();
         self.quit_sent = false;
         self.relogin_at = None;
         debug!(backend = %b.name, relogin, "connected to backend");
@@ -931,6 +1077,7 @@ impl Session {
                 self.shared.events.emit(
                     Event::new("session.restored")
                         .with("session", self.id)
+                        .with("user", self.user.clone())
                         .with("backend", b.name.as_str()),
                 );
             }
@@ -951,6 +1098,13 @@ impl Session {
             if end == End::Shutdown {
                 self.leave_backend(be).await;
             }
+        }
+        // telnet: end the player's zlib stream cleanly.
+        self.telnet.out.stop();
+        let _ = self.write_client(&[]).await;
+        let (plain, wire) = self.telnet.out.totals();
+        if plain > 0 {
+            debug!(mccp_in = plain, mccp_out = wire, "player compression");
         }
         let _ = timeout(Duration::from_secs(1), self.client.shutdown()).await;
         info!(reason = end.as_str(), user = ?self.user, "session closed");

@@ -3,7 +3,10 @@
 //! killed on drop.
 #![allow(dead_code)]
 
+pub mod bus;
+pub mod irc_watch;
 pub mod nats;
+pub mod ngircd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -75,6 +78,8 @@ fn signal(child: &Child, sig: &str) {
 pub struct Game {
     pub child: Option<Child>,
     pub addr: SocketAddr,
+    /// Listening on this Unix socket instead of TCP.
+    pub unix: Option<PathBuf>,
     pub log: PathBuf,
     args: Vec<String>,
     dir: PathBuf,
@@ -88,6 +93,7 @@ impl Game {
         let mut g = Game {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
+            unix: None,
             log,
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir: dir.0.clone(),
@@ -102,6 +108,7 @@ impl Game {
         let mut g = Game {
             child: None,
             addr,
+            unix: None,
             log: dir.path(&format!("game-{}.log", rand_tag())),
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir: dir.0.clone(),
@@ -111,11 +118,37 @@ impl Game {
         g
     }
 
+    /// Starts a game listening on a Unix socket at `path` only.
+    pub fn start_unix(dir: &TempDir, path: &Path, extra: &[&str]) -> Game {
+        let mut g = Game {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            unix: Some(path.to_owned()),
+            log: dir.path(&format!("game-{}.log", rand_tag())),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir: dir.0.clone(),
+            starts: 0,
+        };
+        g.spawn();
+        g
+    }
+
+    /// The backend address for a holdfast config.
+    pub fn backend_addr(&self) -> String {
+        match &self.unix {
+            Some(p) => format!("unix:{}", p.display()),
+            None => self.addr.to_string(),
+        }
+    }
+
     fn spawn(&mut self) {
         let ready = self.dir.join(format!("game-ready-{}", rand_tag()));
-        let child = Command::new(env!("CARGO_BIN_EXE_fakemush"))
-            .arg("--listen")
-            .arg(self.addr.to_string())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fakemush"));
+        match &self.unix {
+            Some(p) => cmd.arg("--unix").arg(p),
+            None => cmd.arg("--listen").arg(self.addr.to_string()),
+        };
+        let child = cmd
             .arg("--ready-file")
             .arg(&ready)
             .arg("--log")
@@ -128,7 +161,9 @@ impl Game {
             .expect("start fakemush");
         self.child = Some(child);
         let s = wait_file(&ready, "fakemush");
-        self.addr = s.trim().parse().expect("fakemush ready file");
+        if self.unix.is_none() {
+            self.addr = s.trim().parse().expect("fakemush ready file");
+        }
         self.starts += 1;
     }
 
@@ -296,6 +331,16 @@ impl Proxy {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// SIGSTOP the proxy.
+    pub fn freeze(&self) {
+        signal(self.child.as_ref().unwrap(), "STOP");
+    }
+
+    /// SIGCONT the proxy.
+    pub fn thaw(&self) {
+        signal(self.child.as_ref().unwrap(), "CONT");
+    }
+
     pub fn sighup(&self) {
         signal(self.child.as_ref().unwrap(), "HUP");
     }
@@ -320,6 +365,16 @@ impl Proxy {
     /// Everything the proxy logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Asserts no password of the test users (nor the heartbeat's) is in
+    /// the proxy's log, which tests capture at trace level.
+    pub fn assert_no_passwords(&self) {
+        let logs = self.logs();
+        assert!(logs.len() > 100, "the log was captured");
+        for pw in ["alicepw", "bobpw", "wizpw", "hbpass"] {
+            assert!(!logs.contains(pw), "password {pw:?} in the proxy's log");
+        }
     }
 
     /// Waits until the log contains `needle`.
@@ -357,7 +412,7 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
     for (i, g) in games.iter().enumerate() {
         s.push_str(&format!(
             "[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n",
-            g.addr
+            g.backend_addr()
         ));
     }
     s
