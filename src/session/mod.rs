@@ -250,7 +250,11 @@ impl Session {
     async fn run(&mut self) -> End {
         let mut pool_rx = self.shared.pool.subscribe();
         let mut announce_rx = self.shared.announce.subscribe();
-        let shutdown = self.shared.shutdown.clone();
+        // Registered once for the whole session rather than on every turn
+        // of the loop (each registration locks the token, which every
+        // session shares).
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         // telnet: the proxy's own offers (MCCP2) come before anything else.
         // (Scoped, like the pool snapshot below, so it is not kept for the
         // life of the session.)
@@ -286,7 +290,7 @@ impl Session {
             // game's output (or the other way round); tokio polls the
             // branches in random order.
             let r: Result<(), End> = tokio::select! {
-                _ = shutdown.cancelled() => Err(End::Shutdown),
+                _ = &mut shutdown => Err(End::Shutdown),
                 // Readiness and channel receives are cancel-safe: losing the
                 // race to another branch consumes nothing. Readiness is
                 // polled (`poll_read_ready`) rather than awaited through
@@ -315,7 +319,7 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let cfg = self.cfg();
+        let cfg = self.shared.config.borrow();
         let hold_end = match (self.held_since, cfg.outage.max_hold) {
             (Some(t), Some(m)) if self.backend.is_none() => Some(t + m),
             _ => None,
@@ -489,7 +493,7 @@ impl Session {
         if data.is_empty() {
             return Ok(());
         }
-        let t = self.cfg().limits.write_timeout;
+        let t = self.shared.config.borrow().limits.write_timeout;
         match timeout(t, self.client.write_all(&data)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
