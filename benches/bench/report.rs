@@ -85,7 +85,10 @@ impl Results {
 
 /// The circumstances of a run.
 pub struct Run {
+    /// RFC 3339, for the JSON.
     date: String,
+    /// The same, for people.
+    when: String,
     machine: String,
     command: String,
     quick: bool,
@@ -152,11 +155,19 @@ fn version(cmd: &str, arg: &str) -> String {
 impl Run {
     /// Notes the start of a run.
     pub fn new(params: &Params, quick: bool, notes: Vec<String>) -> Run {
-        let date = time::OffsetDateTime::now_utc()
+        let now = time::OffsetDateTime::now_utc();
+        let date = now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        let when = time::format_description::parse_borrowed::<2>(
+            "[year]-[month]-[day] [hour]:[minute] UTC",
+        )
+        .ok()
+        .and_then(|f| now.format(&f).ok())
+        .unwrap_or_else(|| date.clone());
         Run {
             date,
+            when,
             machine: machine(),
             command: std::iter::once("scripts/bench.sh".to_string())
                 .chain(std::env::args().skip(1).filter(|a| a != "--bench"))
@@ -321,7 +332,7 @@ fn conditions(run: &Run) -> String {
     let mut s = format!(
         "Measured {} on {} with `{}` (load average {} before, {} after; {:.0} s). \
          {} {}; holdfast heartbeat interval {HEARTBEAT_INTERVAL}, telnet parsing on.",
-        run.date,
+        run.when,
         run.machine,
         run.command,
         run.load_before,
