@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the fuzz targets (cargo-fuzz / libFuzzer) for a bounded time each:
-# telnet_parser (the telnet byte stream), player_input (what a player sends:
+# telnet_parser (the telnet byte stream), telnet_policy (backend and player
+# bytes through MCCP2 and the negotiation policy), player_input (what a player sends:
 # line splitting, login and spoof recognition) and config (the TOML loader).
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s, all targets)
@@ -22,7 +23,7 @@ fi
 
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(telnet_parser player_input config)
+[ ${#targets[@]} -gt 0 ] || targets=(telnet_parser telnet_policy player_input config)
 
 for t in "${targets[@]}"; do
     echo "== fuzzing $t for ${seconds}s" >&2

@@ -15,7 +15,7 @@
 //! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
 //! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
 //! | `session` | one player: relaying, held, re-login (a state machine) |
-//! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams |
+//! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams, the negotiation policy that answers new backends for the player |
 //! | `login` | `connect` line capture, login/marker templates, nonces |
 //! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
 //! | `backend::connect` | TCP / Unix connections to a backend |

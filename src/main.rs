@@ -66,7 +66,9 @@ enum Command {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // async-nats logs every failed reconnect attempt at info; the bus
+        // reports outages itself, once.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -104,7 +106,7 @@ fn main() -> ExitCode {
         let r = match cli.command {
             Command::Run { config, ready_file } => run(&config, ready_file).await,
             Command::Irc { config } => match load(&config) {
-                Ok(cfg) => holdfast::irc::run(cfg).await,
+                Ok(cfg) => irc(cfg).await,
                 Err(c) => return c,
             },
             Command::Status { config, json } => match load(&config) {
@@ -168,6 +170,23 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         }
     });
     proxy.run(listeners).await
+}
+
+/// `holdfast irc`: the relay, stopped by SIGTERM or SIGINT.
+async fn irc(cfg: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = int.recv() => info!("SIGINT"),
+        }
+        sd.cancel();
+    });
+    holdfast::irc::run(cfg, shutdown).await
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -79,6 +79,10 @@ pub mod defaults {
     pub const INPUT_BURST: u32 = 300;
     /// `limits.max_subnegotiation`.
     pub const MAX_SUBNEG: usize = 8192;
+    /// `telnet.mccp`: offer MCCP2 compression to players.
+    pub const PLAYER_MCCP: bool = true;
+    /// `telnet.backend_mccp`: let backends compress toward the proxy.
+    pub const BACKEND_MCCP: bool = false;
     /// `bus.subject_prefix`.
     pub const SUBJECT_PREFIX: &str = "cmp.holdfast";
     /// `bus.queue_size`: events kept while NATS is unreachable.
@@ -87,6 +91,23 @@ pub mod defaults {
     pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(10);
     /// `bus.request_timeout` (used by `holdfast status`).
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+    /// `irc.server`.
+    pub const IRC_SERVER: &str = "127.0.0.1:6667";
+    /// `irc.nick`.
+    pub const IRC_NICK: &str = "holdfast";
+    /// `irc.rate`: lines per second the relay sends.
+    pub const IRC_RATE: f64 = 1.0;
+    /// `irc.burst`: lines it may send at once.
+    pub const IRC_BURST: u32 = 4;
+    /// `irc.queue_size`: notices kept while IRC is unreachable.
+    pub const IRC_QUEUE: usize = 500;
+    /// `irc.summarize_window`.
+    pub const IRC_SUMMARIZE_WINDOW: Duration = Duration::from_secs(10);
+    /// `irc.vanish_after`: an instance silent this long on the presence
+    /// subject is reported gone (three missed 10 s heartbeats and a bit).
+    pub const IRC_VANISH_AFTER: Duration = Duration::from_secs(35);
+    /// `irc.reconnect_max`: the longest wait between IRC reconnect attempts.
+    pub const IRC_RECONNECT_MAX: Duration = Duration::from_secs(60);
 }
 
 /// A configuration error, printed as `FILE:LINE:COL: message`.
@@ -288,6 +309,17 @@ pub struct Limits {
     pub max_subnegotiation: usize,
 }
 
+/// `[telnet]`: the proxy's own telnet options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Telnet {
+    /// Offer MCCP2 to players; the player's compressed stream is the
+    /// proxy's and survives backend restarts.
+    pub mccp: bool,
+    /// Accept MCCP2 from backends (the proxy inflates it). Off by default:
+    /// compressing over loopback costs the game CPU for nothing.
+    pub backend_mccp: bool,
+}
+
 /// `[bus]`: the NATS connection. No servers: no bus.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)]
@@ -312,39 +344,66 @@ pub struct Bus {
 
 /// `[irc]`, read by `holdfast irc`.
 #[derive(Debug, Clone, PartialEq)]
-#[allow(missing_docs)]
 pub struct Irc {
+    /// `host:port` of the IRC server.
     pub server: String,
+    /// Connect with TLS.
     pub tls: bool,
+    /// Trust this PEM file instead of the system's roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Accept any certificate (testing only; logged as a warning).
     pub tls_insecure: bool,
+    /// `PASS` sent before registering.
     pub server_password: Option<Secret>,
+    /// The nick wanted.
     pub nick: String,
+    /// Nicks tried, in order, when `nick` is taken.
     pub alt_nicks: Vec<String>,
+    /// The user name (ident).
     pub user: String,
+    /// The real name (gecos).
     pub realname: String,
+    /// Channels joined and posted to.
     pub channels: Vec<String>,
+    /// SASL PLAIN account; with `sasl_password` enables SASL.
     pub sasl_user: Option<String>,
+    /// SASL PLAIN password.
     pub sasl_password: Option<Secret>,
+    /// `IDENTIFY` to NickServ after registering (when SASL is not used).
     pub nickserv_password: Option<Secret>,
+    /// Post logins and logouts.
     pub post_logins: bool,
+    /// mIRC colours in lines.
     pub colors: bool,
+    /// `nick!user@host` masks allowed to run commands that change state.
     pub admins: Vec<String>,
+    /// Services accounts allowed to run commands that change state.
     pub admin_accounts: Vec<String>,
+    /// Lines per second sent to IRC.
     pub rate: f64,
+    /// Lines that may be sent at once.
     pub burst: u32,
+    /// Notices kept while IRC is unreachable.
     pub queue_size: usize,
+    /// Burst summary window.
     pub summarize_window: Duration,
+    /// Presence silence after which an instance is reported vanished.
     pub vanish_after: Duration,
+    /// Longest wait between IRC reconnect attempts.
+    pub reconnect_max: Duration,
+    /// `[irc.formats]`.
     pub formats: IrcFormats,
 }
 
-/// `[irc.formats]`: message templates; `None` = the relay's default.
+/// `[irc.formats]`: message templates; `None` = the relay's default (see
+/// `irc::format::KINDS` for the defaults and each one's placeholders).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[allow(missing_docs)]
 pub struct IrcFormats {
     pub down: Option<String>,
     pub up: Option<String>,
+    pub standby_down: Option<String>,
+    pub standby_up: Option<String>,
     pub failover: Option<String>,
     pub reload_failed: Option<String>,
     pub vanished: Option<String>,
@@ -352,6 +411,9 @@ pub struct IrcFormats {
     pub login: Option<String>,
     pub logout: Option<String>,
     pub logins_summary: Option<String>,
+    pub logouts_summary: Option<String>,
+    pub flapping: Option<String>,
+    pub late: Option<String>,
 }
 
 /// The validated configuration the program runs on.
@@ -383,6 +445,8 @@ pub struct Config {
     pub templates: Templates,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[telnet]`.
+    pub telnet: Telnet,
     /// `[bus]`.
     pub bus: Bus,
     /// `[irc]`, if present.
@@ -831,14 +895,49 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         max_subnegotiation: l.max_subnegotiation.unwrap_or(defaults::MAX_SUBNEG).max(64),
     };
 
+    let telnet = Telnet {
+        mccp: raw.telnet.mccp.unwrap_or(defaults::PLAYER_MCCP),
+        backend_mccp: raw.telnet.backend_mccp.unwrap_or(defaults::BACKEND_MCCP),
+    };
+
     let bus = {
         let b = raw.bus;
-        let servers: Vec<String> = b
-            .servers
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.into_inner())
-            .collect();
+        let mut servers = Vec::new();
+        for s in b.servers.unwrap_or_default() {
+            if s.get_ref().parse::<async_nats::ServerAddr>().is_err() {
+                return Err(cx.at(
+                    &s,
+                    format!(
+                        "bus.servers: {:?} is not a NATS server URL (nats://host:port or tls://host:port)",
+                        s.get_ref()
+                    ),
+                ));
+            }
+            servers.push(s.into_inner());
+        }
+        // Files the client reads when it starts: a typo should fail
+        // `holdfast check`, not silently leave the proxy without its bus.
+        let file = |f: Option<Spanned<String>>,
+                    key: &str|
+         -> Result<Option<PathBuf>, ConfigError> {
+            match f {
+                None => Ok(None),
+                Some(f) => match std::fs::metadata(f.get_ref()) {
+                    Ok(m) if m.is_file() => Ok(Some(PathBuf::from(f.into_inner()))),
+                    Ok(_) => Err(cx.at(&f, format!("bus.{key}: {} is not a file", f.get_ref()))),
+                    Err(e) => {
+                        Err(cx.at(&f, format!("bus.{key}: cannot read {}: {e}", f.get_ref())))
+                    }
+                },
+            }
+        };
+        if b.tls_cert_file.is_some() != b.tls_key_file.is_some() {
+            let at = b.tls_cert_file.as_ref().or(b.tls_key_file.as_ref());
+            return Err(cx.err(
+                at.map(|s| s.span()),
+                "bus.tls_cert_file and bus.tls_key_file go together (client certificate)",
+            ));
+        }
         let subject_prefix =
             match b.subject_prefix {
                 Some(p) if !valid_subject_token_path(p.get_ref()) => return Err(cx.at(
@@ -876,11 +975,11 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             password: secret(cx, b.password, b.password_env, b.password_file)?,
             token: secret(cx, b.token, b.token_env, None)?,
             nkey_seed: secret(cx, b.nkey_seed, b.nkey_seed_env, b.nkey_seed_file)?,
-            credentials_file: b.credentials_file.map(|s| PathBuf::from(s.into_inner())),
+            credentials_file: file(b.credentials_file, "credentials_file")?,
             tls: b.tls.unwrap_or(false),
-            tls_ca_file: b.tls_ca_file.map(|s| PathBuf::from(s.into_inner())),
-            tls_cert_file: b.tls_cert_file.map(|s| PathBuf::from(s.into_inner())),
-            tls_key_file: b.tls_key_file.map(|s| PathBuf::from(s.into_inner())),
+            tls_ca_file: file(b.tls_ca_file, "tls_ca_file")?,
+            tls_cert_file: file(b.tls_cert_file, "tls_cert_file")?,
+            tls_key_file: file(b.tls_key_file, "tls_key_file")?,
         }
     };
 
@@ -903,6 +1002,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         relogin,
         templates,
         limits,
+        telnet,
         bus,
         irc,
         backend_addr_pos: addr_pos,
@@ -987,23 +1087,43 @@ fn resolve_irc(cx: &Cx<'_>, i: RawIrc) -> Result<Irc, ConfigError> {
             return Err(cx.at(&s, "irc.server must be host:port"))
         }
         Some(s) => s.into_inner(),
-        None => "127.0.0.1:6667".to_string(),
+        None => defaults::IRC_SERVER.to_string(),
     };
     let channels = match i.channels {
         Some(c) => {
             if let Some(bad) = c
                 .get_ref()
                 .iter()
-                .find(|ch| !ch.starts_with(['#', '&', '+', '!']))
+                .find(|ch| !ch.starts_with(['#', '&', '+', '!']) || ch.contains([' ', ',', '\x07']))
             {
-                return Err(cx.at(&c, format!("irc channel {bad:?} must start with #")));
+                return Err(cx.at(
+                    &c,
+                    format!("irc channel {bad:?} must start with # and have no spaces or commas"),
+                ));
             }
             c.into_inner()
         }
         None => Vec::new(),
     };
-    let nick = i.nick.unwrap_or_else(|| "holdfast".to_string());
+    let nick = i.nick.unwrap_or_else(|| defaults::IRC_NICK.to_string());
+    let rate = match i.rate {
+        Some(r) if r.get_ref().is_nan() || *r.get_ref() <= 0.0 => {
+            return Err(cx.at(&r, "irc.rate must be above 0 (lines per second)"))
+        }
+        Some(r) => *r.get_ref(),
+        None => defaults::IRC_RATE,
+    };
     let f = i.formats;
+    let fmt = |kind: &str, s: Option<Spanned<String>>| -> Result<Option<String>, ConfigError> {
+        match s {
+            None => Ok(None),
+            Some(s) => match crate::irc::format::check(kind, s.get_ref()) {
+                Ok(()) => Ok(Some(s.into_inner())),
+                Err(e) => Err(cx.at(&s, e)),
+            },
+        }
+    };
+    let sasl_password = secret(cx, i.sasl_password, i.sasl_password_env, None)?;
     Ok(Irc {
         server,
         tls: i.tls.unwrap_or(false),
@@ -1013,36 +1133,50 @@ fn resolve_irc(cx: &Cx<'_>, i: RawIrc) -> Result<Irc, ConfigError> {
         alt_nicks: i.alt_nicks.unwrap_or_default(),
         user: i.user.unwrap_or_else(|| nick.clone()),
         realname: i.realname.unwrap_or_else(|| "holdfast relay".to_string()),
+        // SASL needs an account; it defaults to the nick.
+        sasl_user: i
+            .sasl_user
+            .or_else(|| sasl_password.as_ref().map(|_| nick.clone())),
         nick,
         channels,
-        sasl_user: i.sasl_user,
-        sasl_password: secret(cx, i.sasl_password, i.sasl_password_env, None)?,
+        sasl_password,
         nickserv_password: secret(cx, i.nickserv_password, i.nickserv_password_env, None)?,
         post_logins: i.post_logins.unwrap_or(false),
         colors: i.colors.unwrap_or(false),
         admins: i.admins.unwrap_or_default(),
         admin_accounts: i.admin_accounts.unwrap_or_default(),
-        rate: i.rate.unwrap_or(1.0).max(0.01),
-        burst: i.burst.unwrap_or(4).max(1),
-        queue_size: i.queue_size.unwrap_or(500).max(1),
+        rate,
+        burst: i.burst.unwrap_or(defaults::IRC_BURST).max(1),
+        queue_size: i.queue_size.unwrap_or(defaults::IRC_QUEUE).max(1),
         summarize_window: i
             .summarize_window
             .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(10)),
+            .unwrap_or(defaults::IRC_SUMMARIZE_WINDOW)
+            .max(Duration::from_millis(100)),
         vanish_after: i
             .vanish_after
             .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(35)),
+            .unwrap_or(defaults::IRC_VANISH_AFTER),
+        reconnect_max: i
+            .reconnect_max
+            .map(|d| d.0)
+            .unwrap_or(defaults::IRC_RECONNECT_MAX)
+            .max(Duration::from_secs(1)),
         formats: IrcFormats {
-            down: f.down,
-            up: f.up,
-            failover: f.failover,
-            reload_failed: f.reload_failed,
-            vanished: f.vanished,
-            back: f.back,
-            login: f.login,
-            logout: f.logout,
-            logins_summary: f.logins_summary,
+            down: fmt("down", f.down)?,
+            up: fmt("up", f.up)?,
+            standby_down: fmt("standby_down", f.standby_down)?,
+            standby_up: fmt("standby_up", f.standby_up)?,
+            failover: fmt("failover", f.failover)?,
+            reload_failed: fmt("reload_failed", f.reload_failed)?,
+            vanished: fmt("vanished", f.vanished)?,
+            back: fmt("back", f.back)?,
+            login: fmt("login", f.login)?,
+            logout: fmt("logout", f.logout)?,
+            logins_summary: fmt("logins_summary", f.logins_summary)?,
+            logouts_summary: fmt("logouts_summary", f.logouts_summary)?,
+            flapping: fmt("flapping", f.flapping)?,
+            late: fmt("late", f.late)?,
         },
     })
 }

@@ -126,6 +126,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub telnet: RawTelnet,
+    #[serde(default)]
     pub bus: RawBus,
     pub irc: Option<RawIrc>,
 }
@@ -240,6 +242,13 @@ pub struct RawLimits {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub struct RawTelnet {
+    pub mccp: Option<bool>,
+    pub backend_mccp: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct RawBus {
     pub servers: Option<Vec<Spanned<String>>>,
     pub subject_prefix: Option<Spanned<String>>,
@@ -287,11 +296,12 @@ pub struct RawIrc {
     pub colors: Option<bool>,
     pub admins: Option<Vec<String>>,
     pub admin_accounts: Option<Vec<String>>,
-    pub rate: Option<f64>,
+    pub rate: Option<Spanned<f64>>,
     pub burst: Option<u32>,
     pub queue_size: Option<usize>,
     pub summarize_window: Option<Dur>,
     pub vanish_after: Option<Dur>,
+    pub reconnect_max: Option<Dur>,
     #[serde(default)]
     pub formats: RawIrcFormats,
 }
@@ -299,13 +309,18 @@ pub struct RawIrc {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawIrcFormats {
-    pub down: Option<String>,
-    pub up: Option<String>,
-    pub failover: Option<String>,
-    pub reload_failed: Option<String>,
-    pub vanished: Option<String>,
-    pub back: Option<String>,
-    pub login: Option<String>,
-    pub logout: Option<String>,
-    pub logins_summary: Option<String>,
+    pub down: Option<Spanned<String>>,
+    pub up: Option<Spanned<String>>,
+    pub standby_down: Option<Spanned<String>>,
+    pub standby_up: Option<Spanned<String>>,
+    pub failover: Option<Spanned<String>>,
+    pub reload_failed: Option<Spanned<String>>,
+    pub vanished: Option<Spanned<String>>,
+    pub back: Option<Spanned<String>>,
+    pub login: Option<Spanned<String>>,
+    pub logout: Option<Spanned<String>>,
+    pub logins_summary: Option<Spanned<String>>,
+    pub logouts_summary: Option<Spanned<String>>,
+    pub flapping: Option<Spanned<String>>,
+    pub late: Option<Spanned<String>>,
 }

@@ -94,3 +94,80 @@ fn password_env_missing() {
     .unwrap_err();
     assert_eq!((e.line, e.col), (6, 16), "{e}");
 }
+
+#[test]
+fn irc_section() {
+    let c = parse(&format!(
+        "{MIN}[irc]\nchannels = [\"#a\"]\nsasl_password = \"pw\"\n[irc.formats]\ndown = \"{{instance}} down: {{players}} held\"\n"
+    ))
+    .unwrap();
+    let i = c.irc.unwrap();
+    assert_eq!(i.server, defaults::IRC_SERVER);
+    assert_eq!(
+        i.sasl_user.as_deref(),
+        Some("holdfast"),
+        "SASL account defaults to the nick"
+    );
+    assert_eq!(i.reconnect_max, defaults::IRC_RECONNECT_MAX);
+    assert_eq!(
+        i.formats.down.as_deref(),
+        Some("{instance} down: {players} held")
+    );
+    assert!(parse(MIN).unwrap().irc.is_none());
+}
+
+#[test]
+fn irc_errors_have_positions() {
+    let e = parse(&format!(
+        "{MIN}[irc]\n[irc.formats]\nup = \"UP after {{downtim}}\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.col), (6, 6), "{e}");
+    assert!(e.message.contains("unknown placeholder {downtim}"), "{e}");
+    let e = parse(&format!("{MIN}[irc]\nrate = 0.0\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 8), "{e}");
+    let e = parse(&format!("{MIN}[irc]\nchannels = [\"nohash\"]\n")).unwrap_err();
+    assert!(e.message.contains("must start with #"), "{e}");
+    let e = parse(&format!("{MIN}[irc]\nreconect_max = \"5s\"\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 1), "{e}");
+}
+
+#[test]
+fn bus_server_must_be_a_nats_url() {
+    let e = parse(&format!(
+        "{MIN}[bus]\nservers = [\"nats://ok:4222\", \"nats://bad host\"]\n"
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.col), (5, 30), "{e}");
+    assert!(e.message.contains("not a NATS server URL"), "{e}");
+    let c = parse(&format!(
+        "{MIN}[bus]\nservers = [\"nats://a:4222\", \"tls://b:4222\", \"c:4222\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.bus.servers.len(), 3);
+}
+
+#[test]
+fn bus_tls_files_are_checked() {
+    let e = parse(&format!("{MIN}[bus]\ntls_cert_file = \"Cargo.toml\"\n")).unwrap_err();
+    assert!(e.message.contains("go together"), "{e}");
+    let e = parse(&format!(
+        "{MIN}[bus]\ntls_ca_file = \"/nonexistent/ca.pem\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.line, 5, "{e}");
+    assert!(e.message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn telnet_section() {
+    let c = parse(MIN).unwrap();
+    assert!(c.telnet.mccp && !c.telnet.backend_mccp, "{:?}", c.telnet);
+    let c = parse(&format!(
+        "{MIN}[telnet]\nmccp = false\nbackend_mccp = true\n"
+    ))
+    .unwrap();
+    assert!(!c.telnet.mccp && c.telnet.backend_mccp, "{:?}", c.telnet);
+    let e = parse(&format!("{MIN}[telnet]\nmccp2 = true\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 1), "{e}");
+}

@@ -2,16 +2,18 @@
 //! into lines (LF, CRLF, CR NUL or a bare CR end a line), each capped at
 //! `limits.max_line` bytes.
 
-use crate::telnet::{self, TelnetEvent};
+use crate::telnet::{self, TelnetEvent, Verb};
 
 /// One item of player input, in the order it arrived.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Item {
     /// A complete line, without its terminator.
     Line(Vec<u8>),
-    /// A telnet command, negotiation or subnegotiation, re-encoded.
-    Telnet(Vec<u8>),
-    /// A telnet subnegotiation (option, payload), also sent as `Telnet`.
+    /// A two-byte telnet command (`IAC <cmd>`: NOP, AYT, GA...).
+    Command(u8),
+    /// `IAC <verb> <option>`.
+    Negotiation(Verb, u8),
+    /// A telnet subnegotiation (option, payload).
     Subneg(u8, Vec<u8>),
     /// The current line went over the cap and was cut.
     TooLong,
@@ -83,15 +85,9 @@ impl Input {
                         }
                     }
                 }
-                TelnetEvent::Command(c) => {
-                    let mut v = Vec::with_capacity(2);
-                    telnet::write_command(c, &mut v);
-                    out.push(Item::Telnet(v));
-                }
+                TelnetEvent::Command(c) => out.push(Item::Command(c)),
                 TelnetEvent::Negotiation { verb, option } => {
-                    let mut v = Vec::with_capacity(3);
-                    telnet::write_negotiation(verb, option, &mut v);
-                    out.push(Item::Telnet(v));
+                    out.push(Item::Negotiation(verb, option))
                 }
                 TelnetEvent::Subnegotiation { option, data } => {
                     out.push(Item::Subneg(option, data.to_vec()));
@@ -131,7 +127,7 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Item::Telnet(vec![255, 251, 31]),
+                Item::Negotiation(Verb::Will, 31),
                 Item::Line(b"say hello".to_vec())
             ]
         );

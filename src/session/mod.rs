@@ -94,7 +94,8 @@ impl End {
 struct BackendConn {
     name: String,
     stream: BackendStream,
-    parser: telnet::Parser,
+    /// Telnet events out of the backend's bytes, MCCP2 undone.
+    parser: telnet::Inbound,
     watch: Option<Watch>,
 }
 
@@ -115,6 +116,7 @@ pub async fn run(
             peer,
             local,
             input: Input::new(cfg.limits.max_subnegotiation),
+            telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp),
             shared: shared.clone(),
             client,
             at_line_start: true,
@@ -155,6 +157,8 @@ struct Session {
     shared: Arc<Shared>,
     client: TcpStream,
     input: Input,
+    /// Telnet negotiation for both sides and the player's MCCP2 stream.
+    telnet: telnet::Policy,
     /// The last byte sent to the player ended a line (or a prompt).
     at_line_start: bool,
     backend: Option<BackendConn>,
@@ -226,6 +230,12 @@ impl Session {
         let mut pool_rx = self.shared.pool.subscribe();
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone();
+        // telnet: the proxy's own offers (MCCP2) come before anything else.
+        let mut greeting = Vec::new();
+        self.telnet.greet(&mut greeting);
+        if let Err(e) = self.write_client(&greeting).await {
+            return e;
+        }
         // First contact: connect if the active backend may be up, else hold.
         let st = pool_rx.borrow_and_update().clone();
         if st.active_usable() {
@@ -305,6 +315,7 @@ impl Session {
         let mut items = Vec::new();
         self.input.feed(&buf, cfg.limits.max_line, &mut items);
         let mut to_backend: Vec<u8> = Vec::new();
+        let mut to_player: Vec<u8> = Vec::new();
         for item in items {
             match item {
                 Item::Line(line) => self.on_line(line, &cfg, &mut to_backend).await?,
@@ -313,18 +324,18 @@ impl Session {
                     self.notice(&render(&cfg.notices.line_too_long, &cfg, "", None))
                         .await?;
                 }
-                Item::Telnet(bytes) => {
-                    if self.backend.is_some() {
-                        to_backend.extend_from_slice(&bytes);
-                    }
+                // telnet: commands pass; negotiations go through the policy,
+                // which remembers them and answers what the player need not.
+                Item::Command(c) => telnet::write_command(c, &mut to_backend),
+                Item::Negotiation(verb, opt) => {
+                    self.telnet
+                        .from_player(verb, opt, &mut to_backend, &mut to_player)
                 }
-                Item::Subneg(opt, data) => {
-                    if self.backend.is_some() {
-                        telnet::write_subnegotiation(opt, &data, &mut to_backend);
-                    }
-                }
+                Item::Subneg(opt, data) => self.telnet.from_player_sub(opt, &data, &mut to_backend),
             }
         }
+        // (Also starts or ends the player's MCCP2 stream if it asked.)
+        self.write_client(&to_player).await?;
         self.flush_backend(&mut to_backend).await
     }
 
@@ -435,11 +446,13 @@ impl Session {
     }
 
     async fn write_client(&mut self, data: &[u8]) -> Result<(), End> {
+        // telnet: compressed if the player took the proxy's MCCP2.
+        let data = self.telnet.out.encode(data);
         if data.is_empty() {
             return Ok(());
         }
         let t = self.cfg().limits.write_timeout;
-        match timeout(t, self.client.write_all(data)).await {
+        match timeout(t, self.client.write_all(&data)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(error = %e, "write to player failed");
@@ -509,12 +522,17 @@ impl Session {
         let mut out = Vec::with_capacity(data.len() + 16);
         let mut to_backend = Vec::new();
         let mut outcome = Outcome::Pending;
-        {
+        let mut line_start_after = self.at_line_start;
+        let decoded = {
             let be = self.backend.as_mut().expect("called with a backend");
-            let at_line_start = &mut self.at_line_start;
+            // Tracks where the player's line will stand once `out` is
+            // written (which happens last, see below).
+            let at_line_start = &mut line_start_after;
+            let policy = &mut self.telnet;
             let t = &cfg.templates;
             let BackendConn { parser, watch, .. } = be;
-            parser.feed(data, |ev| {
+            let was_compressed = parser.compressed();
+            let r = parser.feed(data, |ev| {
                 match ev {
                     TelnetEvent::Data(mut d) => {
                         if let Some(w) = watch.as_mut() {
@@ -550,23 +568,44 @@ impl Session {
                             }
                         }
                     }
+                    // telnet: the policy answers what the player already did.
                     TelnetEvent::Negotiation { verb, option } => {
-                        telnet::write_negotiation(verb, option, &mut out)
+                        policy.from_backend(verb, option, &mut to_backend, &mut out)
                     }
                     TelnetEvent::Subnegotiation { option, data } => {
-                        telnet::write_subnegotiation(option, data, &mut out)
+                        policy.from_backend_sub(option, data, &mut to_backend, &mut out)
                     }
                 }
-                true
             });
-        }
-        self.write_client(&out).await?;
+            if !was_compressed && parser.compressed() {
+                debug!("backend compresses (MCCP2)");
+            }
+            r
+        };
+        // Order matters. The marker goes to the game before the player sees
+        // the line that triggered it, so anything the player types next is
+        // answered after the marker. A decided login takes effect (and its
+        // notices go out) before the output that followed the marker: the
+        // player reads "logged back in" first, and whatever reacts to the
+        // output (a test, a client trigger) finds the session logged in.
         self.flush_backend(&mut to_backend).await?;
-        match outcome {
-            Outcome::Pending => Ok(()),
-            Outcome::Confirmed => self.login_confirmed().await,
-            Outcome::Failed(why) => self.login_failed(why).await,
+        if let Err(e) = decoded {
+            // telnet: nothing after a corrupt MCCP stream can be trusted;
+            // what decoded before it is delivered.
+            warn!(error = %e, backend = %self.backend_name(), "corrupt compressed stream from the backend");
+            self.at_line_start = line_start_after;
+            self.write_client(&out).await?;
+            return self.hold("backend_error").await;
         }
+        match outcome {
+            Outcome::Pending => {}
+            Outcome::Confirmed => self.login_confirmed().await?,
+            Outcome::Failed(why) => self.login_failed(why).await?,
+        }
+        if !out.is_empty() {
+            self.at_line_start = line_start_after;
+        }
+        self.write_client(&out).await
     }
 
     async fn login_confirmed(&mut self) -> Result<(), End> {
@@ -600,7 +639,7 @@ impl Session {
                 self.shared.events.emit(
                     Event::new("session.restored")
                         .with("session", self.id)
-                        .with_opt("user", self.user.clone())
+                        .with("user", self.user.clone())
                         .with("backend", backend.as_str()),
                 );
                 self.notice(&render(&cfg.notices.online, &cfg, &backend, down))
@@ -740,9 +779,10 @@ impl Session {
         let msg = render(&cfg.notices.offline, &cfg, &name, None);
         self.enter_held(true);
         self.shared.events.emit(
+            // SPEC lists `user` for held/restored: null before a login.
             Event::new("session.held")
                 .with("session", self.id)
-                .with_opt("user", self.user.clone())
+                .with("user", self.user.clone())
                 .with("backend", name.as_str())
                 .with("reason", why),
         );
@@ -926,9 +966,11 @@ impl Session {
         self.backend = Some(BackendConn {
             name: b.name.clone(),
             stream,
-            parser: telnet::Parser::new(cfg.limits.max_subnegotiation),
+            parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
         });
+        // telnet: nothing is agreed with the new backend yet.
+        self.telnet.backend_started();
         self.quit_sent = false;
         self.relogin_at = None;
         debug!(backend = %b.name, relogin, "connected to backend");
@@ -942,6 +984,7 @@ impl Session {
                 self.shared.events.emit(
                     Event::new("session.restored")
                         .with("session", self.id)
+                        .with("user", self.user.clone())
                         .with("backend", b.name.as_str()),
                 );
             }
@@ -962,6 +1005,13 @@ impl Session {
             if end == End::Shutdown {
                 self.leave_backend(be).await;
             }
+        }
+        // telnet: end the player's zlib stream cleanly.
+        self.telnet.out.stop();
+        let _ = self.write_client(&[]).await;
+        let (plain, wire) = self.telnet.out.totals();
+        if plain > 0 {
+            debug!(mccp_in = plain, mccp_out = wire, "player compression");
         }
         let _ = timeout(Duration::from_secs(1), self.client.shutdown()).await;
         info!(reason = end.as_str(), user = ?self.user, "session closed");

@@ -181,6 +181,11 @@ impl Deflater {
         }
     }
 
+    /// Bytes taken in and compressed bytes produced so far, for metrics.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.inner.total_in(), self.inner.total_out())
+    }
+
     /// Compresses `input` and appends it, sync-flushed, to `out`.
     ///
     /// An empty `input` appends nothing (a flush would only add an empty

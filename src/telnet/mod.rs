@@ -19,11 +19,22 @@
 //! * [`escape_iac`], [`write_negotiation`], [`write_subnegotiation`] and
 //!   [`write_command`] are the encoding side.
 //! * [`mccp`] inflates/deflates MCCP2/MCCP3 zlib streams.
+//! * [`Inbound`] decodes a backend's bytes (MCCP2 undone) into events;
+//!   [`Outbound`] encodes the player's stream (the proxy's own MCCP2).
+//! * [`Policy`] decides who answers each negotiation: the player once, the
+//!   proxy for every later backend, from [`memory::Memory`].
 
+mod inbound;
 pub mod mccp;
+pub mod memory;
+mod outbound;
 mod parser;
+mod policy;
 
+pub use inbound::Inbound;
+pub use outbound::Outbound;
 pub use parser::*;
+pub use policy::{Policy, COMPRESS1};
 
 /// "Interpret As Command": introduces every telnet command; doubled in data.
 pub const IAC: u8 = 255;

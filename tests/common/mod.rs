@@ -3,7 +3,10 @@
 //! killed on drop.
 #![allow(dead_code)]
 
+pub mod bus;
+pub mod irc_watch;
 pub mod nats;
+pub mod ngircd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -55,6 +55,32 @@ impl NatsServer {
         wait_port(self.port);
     }
 
+    /// A standalone server with JetStream, storing under `dir` (kept
+    /// across `restart`).
+    pub fn start_js(dir: &TempDir) -> NatsServer {
+        Self::start_js_on(dir, free_port())
+    }
+
+    pub fn start_js_on(dir: &TempDir, port: u16) -> NatsServer {
+        let sd = dir.path(&format!("js-{port}"));
+        Self::start_args(
+            port,
+            vec!["-js".into(), "-sd".into(), sd.display().to_string()],
+        )
+    }
+
+    /// SIGSTOP: the server hangs with every connection open.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -1,0 +1,239 @@
+//! `holdfast status`: ask every instance over the bus
+//! (`{prefix}.rpc.all.status`) and print what they answer.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::time::{timeout_at, Instant};
+
+use super::{connect_options, server_addrs, Subjects, ALL};
+use crate::config::Config;
+
+/// `holdfast status [--json]`: prints a table (or the replies as a JSON
+/// array). Fails if NATS cannot be reached or no instance answers within
+/// `bus.request_timeout`.
+pub async fn status_command(cfg: &Config, json: bool) -> anyhow::Result<()> {
+    if cfg.bus.servers.is_empty() {
+        anyhow::bail!("no bus configured ([bus] servers is empty): nothing to ask");
+    }
+    let servers = server_addrs(&cfg.bus)?;
+    let opts = connect_options(&cfg.bus, "holdfast status")
+        .await?
+        .connection_timeout(cfg.bus.request_timeout);
+    let client = opts
+        .connect(servers)
+        .await
+        .with_context(|| format!("cannot reach NATS at {}", cfg.bus.servers.join(", ")))?;
+    let replies = ask_all(
+        &client,
+        &Subjects::new(&cfg.bus),
+        "status",
+        Bytes::new(),
+        cfg.bus.request_timeout,
+    )
+    .await?;
+    let none = replies.is_empty();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&replies)?);
+    }
+    if none {
+        anyhow::bail!(
+            "no instance answered on {} within {}",
+            Subjects::new(&cfg.bus).rpc(ALL, "status"),
+            humantime::format_duration(cfg.bus.request_timeout)
+        );
+    }
+    if !json {
+        print!("{}", render_table(&replies));
+    }
+    Ok(())
+}
+
+/// Sends `method` to every instance and collects the replies that arrive
+/// within `wait` (all of them: there is no telling how many instances
+/// exist), sorted by instance name.
+pub async fn ask_all(
+    client: &Client,
+    subjects: &Subjects,
+    method: &str,
+    payload: Bytes,
+    wait: Duration,
+) -> anyhow::Result<Vec<Value>> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(subjects.rpc(ALL, method), inbox, payload)
+        .await?;
+    client.flush().await?;
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = timeout_at(deadline, sub.next()).await {
+        match serde_json::from_slice::<Value>(&m.payload) {
+            Ok(v) => out.push(v),
+            Err(e) => tracing::warn!(error = %e, "unreadable status reply"),
+        }
+    }
+    out.sort_by(|a, b| {
+        a["instance"]
+            .as_str()
+            .unwrap_or_default()
+            .cmp(b["instance"].as_str().unwrap_or_default())
+    });
+    Ok(out)
+}
+
+fn ago(secs: u64) -> String {
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// The human table `holdfast status` prints for `status` replies.
+pub fn render_table(replies: &[Value]) -> String {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    let mut rows = vec![[
+        "INSTANCE".to_string(),
+        "GAME".into(),
+        "VERSION".into(),
+        "UPTIME".into(),
+        "ACTIVE".into(),
+        "SESSIONS".into(),
+        "LOGGED IN".into(),
+        "HELD".into(),
+        "BUS QUEUE".into(),
+        "DROPPED".into(),
+    ]];
+    for r in replies {
+        if let Some(e) = r.get("error") {
+            rows.push([
+                s(&r["instance"]),
+                format!("error: {}", s(e)),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+            continue;
+        }
+        let ev = &r["events"];
+        let dropped = ev["dropped_channel"].as_u64().unwrap_or(0)
+            + ev["dropped_overflow"].as_u64().unwrap_or(0);
+        rows.push([
+            s(&r["instance"]),
+            s(&r["game"]),
+            s(&r["version"]),
+            ago(r["uptime_s"].as_u64().unwrap_or(0)),
+            s(&r["active"]),
+            s(&r["sessions"]["total"]),
+            s(&r["sessions"]["logged_in"]),
+            s(&r["sessions"]["held"]),
+            s(&ev["queued"]),
+            dropped.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 10];
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |row: &[String; 10]| {
+        let mut l = String::new();
+        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let _ = write!(l, "{c:<w$}");
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&rows[0]));
+    for (row, r) in rows[1..].iter().zip(replies) {
+        let _ = writeln!(out, "{}", line(row));
+        let backends = r["backends"].as_array().cloned().unwrap_or_default();
+        let bw = backends
+            .iter()
+            .map(|b| s(&b["name"]).chars().count())
+            .max()
+            .unwrap_or(0);
+        let aw = backends
+            .iter()
+            .map(|b| s(&b["addr"]).chars().count())
+            .max()
+            .unwrap_or(0);
+        for b in &backends {
+            let mark = if b["active"] == true { "*" } else { " " };
+            let state = s(&b["state"]);
+            let mut l = format!(
+                "  {mark} {:<bw$}  {:<aw$}  {:<7}  since {} ({} ago)",
+                s(&b["name"]),
+                s(&b["addr"]),
+                state,
+                s(&b["since"]),
+                ago(b["since_s"].as_u64().unwrap_or(0)),
+            );
+            if state != "up" {
+                let _ = write!(l, "  {}", s(&b["reason"]));
+            }
+            let _ = writeln!(out, "{l}");
+        }
+        let bus = &r["bus"];
+        if bus.is_object() && bus["connected"] == false {
+            let _ = writeln!(out, "    bus: not connected");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_lists_instances_and_backends() {
+        let r = json!({
+            "instance": "mush-1", "game": "My MUSH", "version": "0.1.0", "uptime_s": 3725,
+            "active": "primary",
+            "backends": [
+                {"name": "primary", "addr": "127.0.0.1:4202", "state": "up", "active": true,
+                 "since": "2026-01-01T00:00:00.000Z", "since_s": 60, "reason": "probe ok"},
+                {"name": "standby", "addr": "10.0.0.7:4202", "state": "down", "active": false,
+                 "since": "2026-01-01T00:00:00.000Z", "since_s": 5, "reason": "connection refused"},
+            ],
+            "sessions": {"total": 12, "logged_in": 10, "held": 0},
+            "events": {"dropped_channel": 1, "dropped_overflow": 2, "queued": 0},
+            "bus": {"connected": true},
+        });
+        let t = render_table(&[r, json!({"instance": "mush-2", "error": "boom"})]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("INSTANCE  GAME"), "{t}");
+        assert!(lines[1].starts_with("mush-1"), "{t}");
+        assert!(
+            lines[1].contains("1h 2m 5s") && lines[1].contains(" 12 "),
+            "{t}"
+        );
+        assert!(lines[1].trim_end().ends_with('3'), "{t}");
+        assert!(lines[2].contains("* primary  127.0.0.1:4202  up"), "{t}");
+        assert!(
+            lines[3].contains("standby") && lines[3].ends_with("connection refused"),
+            "{t}"
+        );
+        assert!(
+            lines[4].starts_with("mush-2") && lines[4].contains("error: boom"),
+            "{t}"
+        );
+    }
+}

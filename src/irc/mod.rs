@@ -1,0 +1,214 @@
+//! `holdfast irc`: bus events to IRC channels, and `!status` back.
+//!
+//! Three tasks:
+//!
+//! - the **bus loop** (here): subscribes to `{prefix}.event.>` and
+//!   `{prefix}.presence`, feeds the [`relay::Relay`] state machine, which
+//!   turns events into lines (summarising bursts, waiting for an UP's
+//!   restores, noticing silent instances), and runs commands;
+//! - the **IRC side** ([`conn`]): one connection at a time, reconnecting
+//!   with backoff, posting from an outbox that outlives connections, at a
+//!   token-bucket pace;
+//! - a short task per command, so a slow `!status` never holds up events.
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! | --- | --- |
+//! | `proto` | IRC messages, text clean-up, masks, SASL payload (no I/O) |
+//! | `transport` | TCP or TLS to the server |
+//! | `conn` | one connection at a time: reconnects, sending at the paced rate |
+//! | `conn/incoming` | what the server says: CAP, SASL, nick fallback, joins, commands |
+//! | `outbox` | notices waiting (bounded, outlives connections) and the rate limit |
+//! | `relay` | event memory: instances, vanish, UPs waiting for restores |
+//! | `summary` | burst windows |
+//! | `format` | templates, defaults, colours |
+//! | `commands` | `!status`, `!failover`, `!announce` |
+//! | `nats` | the bus connection and requests |
+//!
+//! The IRC protocol code is our own and small: the `irc` crate brings its
+//! own config format, TLS choice and client model but no reconnect, no
+//! outage queue and no SASL flow we would not have to drive by hand; the
+//! relay needs about a dozen commands.
+
+pub mod commands;
+pub mod conn;
+pub mod format;
+pub mod nats;
+pub mod outbox;
+pub mod proto;
+pub mod relay;
+pub mod summary;
+pub mod transport;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use conn::{Command, ToIrc};
+use outbox::Reply;
+use relay::Relay;
+
+/// How often the relay looks at its timers (UPs waiting for restores,
+/// summary windows, silent instances).
+pub const TICK: Duration = Duration::from_millis(250);
+/// Capacity of the channel from the relay to the IRC side (which drains it
+/// into its own bounded outbox at once).
+const TO_IRC: usize = 1024;
+/// Commands waiting for the relay; more are dropped.
+const COMMANDS: usize = 32;
+
+/// `holdfast irc`: runs until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(irc) = cfg.irc.clone() else {
+        anyhow::bail!("{}: no [irc] section", cfg.path.display());
+    };
+    anyhow::ensure!(
+        !irc.channels.is_empty(),
+        "{}: irc.channels is empty: nowhere to post",
+        cfg.path.display()
+    );
+    let irc = Arc::new(irc);
+    let prefix = cfg.bus.subject_prefix.clone();
+    let client = nats::connect(&cfg.bus).await?;
+    let mut events = client
+        .subscribe(format!("{prefix}.event.>"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to events: {e}"))?;
+    let mut presence = client
+        .subscribe(format!("{prefix}.presence"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to presence: {e}"))?;
+    info!(subjects = %format!("{prefix}.event.>, {prefix}.presence"), "bus subscribed");
+
+    let mut relay = Relay::new(&irc);
+    let (to_irc, irc_rx) = mpsc::channel(TO_IRC);
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(COMMANDS);
+    let irc_task = tokio::spawn(conn::run(
+        irc.clone(),
+        relay.formats().clone(),
+        irc_rx,
+        cmd_tx,
+        shutdown.clone(),
+    ));
+    // Targets with a command running: one at a time each, so a channel
+    // cannot pile up requests.
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let admin_enabled = !irc.admins.is_empty() || !irc.admin_accounts.is_empty();
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = 'main: loop {
+        let notices = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            // Subscriber streams and mpsc receivers are cancel-safe.
+            m = events.next() => match m {
+                Some(m) => match serde_json::from_slice(&m.payload) {
+                    Ok(v) => relay.on_event(&v, Instant::now(), time::OffsetDateTime::now_utc()),
+                    Err(e) => {
+                        debug!(subject = %m.subject, err = %e, "event is not JSON");
+                        Vec::new()
+                    }
+                },
+                None => break Err(anyhow::anyhow!("the NATS event subscription ended")),
+            },
+            m = presence.next() => match m {
+                Some(m) => match serde_json::from_slice(&m.payload) {
+                    Ok(v) => relay.on_presence(&v, Instant::now(), time::OffsetDateTime::now_utc()),
+                    Err(_) => Vec::new(),
+                },
+                None => break Err(anyhow::anyhow!("the NATS presence subscription ended")),
+            },
+            c = cmd_rx.recv() => {
+                if let Some(c) = c {
+                    start_command(c, &irc, &client, &prefix, cfg.bus.request_timeout, relay.instance_names(), &busy, &to_irc, admin_enabled);
+                }
+                Vec::new()
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                relay.on_bus(nats::is_up(&client), now);
+                relay.tick(now, time::OffsetDateTime::now_utc())
+            }
+        };
+        for n in notices {
+            debug!(text = %n.text, "notice");
+            // The IRC side drains this channel into its outbox at once,
+            // connected or not, so this wait is short.
+            if to_irc.send(ToIrc::Notice(n)).await.is_err() {
+                break 'main Err(anyhow::anyhow!("the IRC side stopped"));
+            }
+        }
+    };
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), irc_task).await;
+    result
+}
+
+/// Checks and starts one command in its own task.
+#[allow(clippy::too_many_arguments)]
+fn start_command(
+    c: Command,
+    irc: &Arc<crate::config::Irc>,
+    client: &async_nats::Client,
+    prefix: &str,
+    timeout: Duration,
+    known: Vec<String>,
+    busy: &Arc<Mutex<HashSet<String>>>,
+    to_irc: &mpsc::Sender<ToIrc>,
+    admin_enabled: bool,
+) {
+    let Some(cmd) = commands::parse(&c.text) else {
+        return;
+    };
+    let reply = |text: String| {
+        let _ = to_irc.try_send(ToIrc::Reply(Reply {
+            target: c.reply_to.clone(),
+            text,
+        }));
+    };
+    if commands::is_admin_only(&cmd) {
+        if let Err(why) = commands::allowed(irc, &c.mask, c.account.as_deref()) {
+            warn!(from = %c.mask, account = ?c.account, command = %c.text, "command refused");
+            reply(format!("{}: {why}", c.nick));
+            return;
+        }
+        info!(from = %c.mask, account = ?c.account, command = %c.text, "admin command");
+    }
+    let key = proto::fold(&c.reply_to);
+    // The lock is only held for a set insert or remove; a poisoned lock
+    // means a panic elsewhere, and the set is still usable.
+    if !busy
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone())
+    {
+        debug!(target = %c.reply_to, "command ignored: one is already running there");
+        return;
+    }
+    let ctx = commands::Ctx {
+        client: client.clone(),
+        prefix: prefix.to_string(),
+        timeout,
+        known,
+    };
+    let (busy, to_irc) = (busy.clone(), to_irc.clone());
+    tokio::spawn(async move {
+        let lines = commands::execute(&ctx, cmd, admin_enabled).await;
+        for text in lines {
+            let _ = to_irc
+                .send(ToIrc::Reply(Reply {
+                    target: c.reply_to.clone(),
+                    text,
+                }))
+                .await;
+        }
+        busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    });
+}

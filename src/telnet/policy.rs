@@ -1,0 +1,383 @@
+//! Who answers which telnet negotiation: the proxy owns the telnet layer.
+//!
+//! Telnet options are agreed per connection, and a player's connection
+//! outlives many backend connections. [`Policy`] keeps both sides apart:
+//!
+//! * **The player's side** is settled once. On the session's first backend
+//!   connection the game's questions are passed to the player and the
+//!   player's answers to the game (the proxy watches and remembers them,
+//!   see [`Memory`]).
+//! * **Each later backend connection** (restart, failover) is answered by
+//!   the proxy on the player's behalf: what the player agreed to is agreed
+//!   again and its data replayed (NAWS, TTYPE, CHARSET, GMCP hello); what
+//!   the player refused or was never asked about is refused. The player
+//!   sees none of it.
+//! * **Compression** is never passed through. MCCP2 (option 86) from the
+//!   game is accepted or refused by the proxy alone and undone by
+//!   [`super::Inbound`]; the proxy offers its own MCCP2 to the player
+//!   ([`super::Outbound`]). MCCP v1 (85) and MCCP3 (87) are refused both
+//!   ways.
+//! * **ECHO** is a mode the game switches (password prompts), not a
+//!   capability: it is always passed through, both ways.
+//!
+//! Requests the player starts (e.g. a later `IAC WILL NAWS`) go to the
+//! current backend and its answer back to the player. Per option and
+//! direction the proxy tracks what it told each side, so no answer is
+//! ever sent twice for one question (RFC 1143's loop rule).
+//!
+//! Bytes in, bytes out: every method appends what to send to each side to
+//! caller-owned buffers (plain bytes; the session compresses for the player).
+
+use super::memory::Memory;
+use super::outbound::Outbound;
+use super::{opt, write_negotiation, write_subnegotiation, Verb};
+
+/// MCCP v1 ("COMPRESS"), obsolete; refused so it can never be passed on.
+pub const COMPRESS1: u8 = 85;
+
+/// Which side of the connection performs an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Axis {
+    /// The player's side performs it (NAWS, TTYPE): the player says
+    /// WILL/WONT, the game DO/DONT.
+    Player,
+    /// The game's side performs it (EOR, GMCP, MCCP2, ECHO): the game says
+    /// WILL/WONT, the player DO/DONT.
+    Game,
+}
+
+impl Axis {
+    /// The axis and yes/no of a verb sent by the player (or by the proxy
+    /// on the player's behalf).
+    fn of_player(v: Verb) -> (Axis, bool) {
+        match v {
+            Verb::Will => (Axis::Player, true),
+            Verb::Wont => (Axis::Player, false),
+            Verb::Do => (Axis::Game, true),
+            Verb::Dont => (Axis::Game, false),
+        }
+    }
+
+    /// The axis and yes/no of a verb sent by the game (or by the proxy in
+    /// the game's place).
+    fn of_game(v: Verb) -> (Axis, bool) {
+        match v {
+            Verb::Do => (Axis::Player, true),
+            Verb::Dont => (Axis::Player, false),
+            Verb::Will => (Axis::Game, true),
+            Verb::Wont => (Axis::Game, false),
+        }
+    }
+
+    /// The verb the player's side uses on this axis.
+    fn player_verb(self, yes: bool) -> Verb {
+        match (self, yes) {
+            (Axis::Player, true) => Verb::Will,
+            (Axis::Player, false) => Verb::Wont,
+            (Axis::Game, true) => Verb::Do,
+            (Axis::Game, false) => Verb::Dont,
+        }
+    }
+
+    /// The verb the game's side uses on this axis.
+    fn game_verb(self, yes: bool) -> Verb {
+        match (self, yes) {
+            (Axis::Player, true) => Verb::Do,
+            (Axis::Player, false) => Verb::Dont,
+            (Axis::Game, true) => Verb::Will,
+            (Axis::Game, false) => Verb::Wont,
+        }
+    }
+}
+
+/// One side's word on one option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Said {
+    /// Nothing yet.
+    #[default]
+    Nothing,
+    /// No (WONT / DONT).
+    No,
+    /// Yes (WILL / DO) and settled.
+    Yes,
+    /// Yes asked for, answer pending (toward the backend only).
+    Asked,
+}
+
+impl Said {
+    fn from(yes: bool) -> Said {
+        if yes {
+            Said::Yes
+        } else {
+            Said::No
+        }
+    }
+}
+
+/// Per option state for one axis.
+#[derive(Debug, Clone)]
+struct Options {
+    /// What the player said (its last WILL/WONT or DO/DONT).
+    player: [Said; 256],
+    /// What was last sent to the player on this axis (by the game through
+    /// the proxy, or by the proxy).
+    told_player: [Said; 256],
+    /// What was last sent to the current backend on the player's behalf.
+    told_backend: [Said; 256],
+    /// The backend's question was passed to the player; its answer is due.
+    awaiting_player: [bool; 256],
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            player: [Said::Nothing; 256],
+            told_player: [Said::Nothing; 256],
+            told_backend: [Said::Nothing; 256],
+            awaiting_player: [false; 256],
+        }
+    }
+}
+
+/// Telnet state of one session: the player's side, the current backend's
+/// side, the player's remembered answers and the player's output stream.
+#[derive(Debug)]
+pub struct Policy {
+    axes: [Options; 2],
+    memory: Memory,
+    /// Accept MCCP2 from backends.
+    backend_mccp: bool,
+    /// Offer MCCP2 to the player.
+    player_mccp: bool,
+    /// The current backend connection is the session's first: questions
+    /// nobody answered yet go to the player.
+    first_backend: bool,
+    backends_seen: u64,
+    /// TTYPE questions answered on the current backend connection.
+    ttype_asked: usize,
+    /// The player's output encoder (MCCP2).
+    pub out: Outbound,
+}
+
+impl Policy {
+    /// A session's policy: `player_mccp` offers MCCP2 to the player,
+    /// `backend_mccp` accepts it from backends.
+    pub fn new(player_mccp: bool, backend_mccp: bool) -> Self {
+        Policy {
+            axes: [Options::default(), Options::default()],
+            memory: Memory::default(),
+            backend_mccp,
+            player_mccp,
+            first_backend: false,
+            backends_seen: 0,
+            ttype_asked: 0,
+            out: Outbound::default(),
+        }
+    }
+
+    fn axis(&mut self, a: Axis) -> &mut Options {
+        &mut self.axes[a as usize]
+    }
+
+    /// What to send the player when the session starts: the MCCP2 offer.
+    pub fn greet(&mut self, to_player: &mut Vec<u8>) {
+        if self.player_mccp {
+            write_negotiation(Verb::Will, opt::MCCP2, to_player);
+            self.axis(Axis::Game).told_player[opt::MCCP2 as usize] = Said::Yes;
+        }
+    }
+
+    /// A new backend connection starts: nothing is agreed with it yet.
+    pub fn backend_started(&mut self) {
+        self.backends_seen += 1;
+        self.first_backend = self.backends_seen == 1;
+        self.ttype_asked = 0;
+        for a in &mut self.axes {
+            a.told_backend = [Said::Nothing; 256];
+            a.awaiting_player = [false; 256];
+        }
+    }
+
+    /// True if the player's stream to the proxy is compressed (or about to).
+    pub fn player_compressed(&self) -> bool {
+        self.out.compressing()
+    }
+
+    // ----- from the player ---------------------------------------------
+
+    /// The player sent `IAC <verb> <option>`.
+    pub fn from_player(
+        &mut self,
+        verb: Verb,
+        option: u8,
+        to_backend: &mut Vec<u8>,
+        to_player: &mut Vec<u8>,
+    ) {
+        let (ax, yes) = Axis::of_player(verb);
+        let o = option as usize;
+        if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
+            if (ax, option) == (Axis::Game, opt::MCCP2) && self.player_mccp {
+                if yes {
+                    self.out.start();
+                } else {
+                    self.out.stop();
+                }
+                self.axis(ax).player[o] = Said::from(yes);
+            } else if yes {
+                // Never offered: refused (every time, as RFC 1143 wants).
+                self.axis(ax).told_player[o] = Said::No;
+                write_negotiation(ax.game_verb(false), option, to_player);
+            }
+            return;
+        }
+        let s = self.axis(ax);
+        s.player[o] = Said::from(yes);
+        if option == opt::ECHO || std::mem::take(&mut s.awaiting_player[o]) {
+            // An answer to the backend's question (or ECHO, always relayed).
+            s.told_backend[o] = Said::from(yes);
+            write_negotiation(verb, option, to_backend);
+            return;
+        }
+        match (s.told_backend[o], yes) {
+            (Said::Yes | Said::Asked, true) | (Said::No | Said::Nothing, false) => {}
+            (Said::No | Said::Nothing, true) => {
+                s.told_backend[o] = Said::Asked;
+                write_negotiation(verb, option, to_backend);
+            }
+            (Said::Yes | Said::Asked, false) => {
+                s.told_backend[o] = Said::No;
+                write_negotiation(verb, option, to_backend);
+            }
+        }
+    }
+
+    /// The player sent `IAC SB <option> <data> IAC SE`: remembered, and
+    /// passed on unless the current backend has refused the option.
+    pub fn from_player_sub(&mut self, option: u8, data: &[u8], to_backend: &mut Vec<u8>) {
+        if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
+            return;
+        }
+        self.memory.record(option, data);
+        let o = option as usize;
+        let on = |s: Said| matches!(s, Said::Yes | Said::Asked);
+        let (p, g) = (
+            self.axes[Axis::Player as usize].told_backend[o],
+            self.axes[Axis::Game as usize].told_backend[o],
+        );
+        let refused = !on(p) && !on(g) && (p == Said::No || g == Said::No);
+        if !refused {
+            write_subnegotiation(option, data, to_backend);
+        }
+    }
+
+    // ----- from the backend --------------------------------------------
+
+    /// The backend sent `IAC <verb> <option>`.
+    pub fn from_backend(
+        &mut self,
+        verb: Verb,
+        option: u8,
+        to_backend: &mut Vec<u8>,
+        to_player: &mut Vec<u8>,
+    ) {
+        let (ax, yes) = Axis::of_game(verb);
+        let o = option as usize;
+        if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
+            let accept = yes && self.backend_mccp && (ax, option) == (Axis::Game, opt::MCCP2);
+            let s = self.axis(ax);
+            let on = s.told_backend[o] == Said::Yes;
+            // Refusals are repeated, agreements never (RFC 1143).
+            if (yes && !(accept && on)) || (!yes && on) {
+                s.told_backend[o] = Said::from(accept);
+                write_negotiation(ax.player_verb(accept), option, to_backend);
+            }
+            return;
+        }
+        if option == opt::ECHO {
+            let s = self.axis(ax);
+            s.told_player[o] = Said::from(yes);
+            s.awaiting_player[o] = true;
+            write_negotiation(verb, option, to_player);
+            return;
+        }
+        let first = self.first_backend;
+        let s = &mut self.axes[ax as usize];
+        match (s.told_backend[o], yes) {
+            // The answer to a request the player started.
+            (Said::Asked, _) => {
+                s.told_backend[o] = Said::from(yes);
+                if s.player[o] == Said::Yes && s.told_player[o] != Said::from(yes) {
+                    s.told_player[o] = Said::from(yes);
+                    write_negotiation(verb, option, to_player);
+                }
+            }
+            // Already so: an acknowledgement, not a question.
+            (Said::Yes, true) => {}
+            // The backend turns it off: acknowledge; the player is not
+            // bothered (its data for the option is held back from now on).
+            (Said::Yes, false) => {
+                s.told_backend[o] = Said::No;
+                write_negotiation(ax.player_verb(false), option, to_backend);
+            }
+            (Said::No | Said::Nothing, false) => {
+                s.told_backend[o] = Said::No;
+                if std::mem::take(&mut s.awaiting_player[o]) && s.told_player[o] == Said::Yes {
+                    // It withdrew a question the player has not answered.
+                    s.told_player[o] = Said::No;
+                    write_negotiation(verb, option, to_player);
+                }
+            }
+            // A question.
+            (Said::No | Said::Nothing, true) => match s.player[o] {
+                Said::Yes => {
+                    s.told_backend[o] = Said::Yes;
+                    write_negotiation(ax.player_verb(true), option, to_backend);
+                    if s.told_player[o] != Said::Yes {
+                        // The player's own earlier offer, agreed at last.
+                        s.told_player[o] = Said::Yes;
+                        write_negotiation(verb, option, to_player);
+                    }
+                    self.memory.on_agreed(option, to_backend);
+                }
+                Said::Nothing | Said::Asked if first => {
+                    s.awaiting_player[o] = true;
+                    s.told_player[o] = Said::Yes;
+                    write_negotiation(verb, option, to_player);
+                }
+                Said::No | Said::Nothing | Said::Asked => {
+                    s.told_backend[o] = Said::No;
+                    write_negotiation(ax.player_verb(false), option, to_backend);
+                }
+            },
+        }
+    }
+
+    /// The backend sent `IAC SB <option> <data> IAC SE` (never the MCCP2
+    /// start: [`super::Inbound`] consumes it). Questions the player already
+    /// answered are answered here; the rest goes to the player.
+    pub fn from_backend_sub(
+        &mut self,
+        option: u8,
+        data: &[u8],
+        to_backend: &mut Vec<u8>,
+        to_player: &mut Vec<u8>,
+    ) {
+        if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
+            return;
+        }
+        let o = option as usize;
+        let agreed = self.axes.iter().any(|a| a.told_backend[o] == Said::Yes);
+        if !self.first_backend
+            && agreed
+            && self
+                .memory
+                .answer(option, data, &mut self.ttype_asked, to_backend)
+        {
+            return;
+        }
+        write_subnegotiation(option, data, to_player);
+    }
+}
+
+#[cfg(test)]
+mod tests;
