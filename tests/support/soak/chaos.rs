@@ -2,8 +2,9 @@
 //! episodes against the games and the proxy (SIGKILL, kill again during the
 //! re-login storm, kill past `failover.after`, SIGSTOP/SIGCONT, SIGTERM,
 //! the game's own `@shutdown`, SIGHUP reloads that toggle
-//! `outage.queue_input` or reorder the backends), and a second thread that
-//! kills and restarts nats-server. Every disruptive act is recorded with
+//! `outage.queue_input`, reorder the backends or are invalid, failovers and
+//! announcements requested over the bus), and a second thread that kills
+//! and restarts nats-server. Every disruptive act is recorded with
 //! its time so the report can tell which lines a backend took down with it.
 
 use std::collections::BTreeMap;
@@ -137,6 +138,16 @@ pub struct Counts {
     pub freezes_past_failover: u64,
     pub reloads_toggle: u64,
     pub reloads_reorder: u64,
+    /// Reloads of a broken file (must change nothing).
+    pub reloads_invalid: u64,
+    /// Failovers requested over the bus (`rpc...failover`): answered ok.
+    pub bus_failovers: u64,
+    /// Bus requests that got no answer (NATS was down or reconnecting).
+    pub bus_requests_failed: u64,
+    /// Announcements the proxy confirmed (their numbers).
+    pub announced: Vec<u32>,
+    /// Announcements sent whose reply never came (may or may not be out).
+    pub announce_unconfirmed: Vec<u32>,
     pub nats_kills: u64,
     pub nats_terms: u64,
     /// Episode kinds, by name.
@@ -155,6 +166,7 @@ impl Counts {
 /// The game-chaos thread's state.
 pub struct Chaos {
     pub games: Vec<Game>,
+    pub bus: crate::bus::Bus,
     pub cfg: ConfigFile,
     pub proxy_pid: u32,
     pub log: proxylog::Shared,
@@ -281,16 +293,19 @@ impl Chaos {
                 "kill-twice"
             }
         } else {
-            const KINDS: [(&str, f64); 9] = [
-                ("kill", 0.22),
-                ("kill-twice", 0.08),
-                ("kill-standby", 0.05),
-                ("kill-failover", 0.10),
-                ("freeze", 0.17),
-                ("term", 0.08),
-                ("shutdown", 0.08),
-                ("reload-toggle", 0.12),
-                ("reload-move", 0.10),
+            const KINDS: [(&str, f64); 12] = [
+                ("kill", 0.20),
+                ("kill-twice", 0.07),
+                ("kill-standby", 0.04),
+                ("kill-failover", 0.09),
+                ("freeze", 0.16),
+                ("term", 0.07),
+                ("shutdown", 0.07),
+                ("reload-toggle", 0.09),
+                ("reload-move", 0.07),
+                ("reload-invalid", 0.03),
+                ("bus-failover", 0.06),
+                ("announce", 0.05),
             ];
             let mut acc = 0.0;
             KINDS
@@ -397,6 +412,67 @@ impl Chaos {
                 self.cfg.queue_input = !self.cfg.queue_input;
                 self.counts.reloads_toggle += 1;
                 self.reload("reload");
+            }
+            "reload-invalid" => {
+                let before = self
+                    .log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reloads_failed;
+                let broken = format!("no_such_key = 1\n{}", self.cfg.render());
+                let tmp = self.cfg.path.with_extension("tmp");
+                let r = std::fs::write(&tmp, broken)
+                    .and_then(|()| std::fs::rename(&tmp, &self.cfg.path))
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| crate::procs::signal(self.proxy_pid, "HUP"));
+                if let Err(e) = r {
+                    self.problem(format!("invalid reload: {e}"));
+                }
+                self.counts.reloads_invalid += 1;
+                if !self.wait_log("config reload failed", |l| l.reloads_failed > before) {
+                    self.problem("a broken config was not reported".into());
+                }
+                // Put the good file back for the next reload.
+                if let Err(e) = self.cfg.write() {
+                    self.problem(e);
+                }
+            }
+            "bus-failover" => {
+                let before = self.failovers();
+                let to = self.games[o].name.clone();
+                let r = self
+                    .bus
+                    .request_blocking("failover", serde_json::json!({ "backend": to }));
+                match r {
+                    Ok(_) => {
+                        self.counts.bus_failovers += 1;
+                        if !self.wait_log("a requested failover", |l| {
+                            l.failovers.values().sum::<u64>() > before
+                        }) {
+                            self.problem("no failover after a bus request".into());
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("soak: failover request: {e}");
+                        self.counts.bus_requests_failed += 1;
+                    }
+                }
+            }
+            "announce" => {
+                let k = (self.counts.announced.len() + self.counts.announce_unconfirmed.len() + 1)
+                    as u32;
+                let text = format!("[soak] announcement {k}");
+                match self
+                    .bus
+                    .request_blocking("announce", serde_json::json!({ "text": text }))
+                {
+                    Ok(_) => self.counts.announced.push(k),
+                    Err(e) => {
+                        eprintln!("soak: announce request: {e}");
+                        self.counts.bus_requests_failed += 1;
+                        self.counts.announce_unconfirmed.push(k);
+                    }
+                }
             }
             _ => {
                 // reload-move: make the other game the preferred one. If it

@@ -11,10 +11,12 @@
 //!
 //! Layout: `procs.rs` (processes, /proc), `player.rs` (one player),
 //! `chaos.rs` (the driver), `proxylog.rs` (follows holdfast's JSON log),
-//! `report.rs` (accounting and the table).
+//! `bus.rs` (events and requests over NATS), `report.rs` (accounting and
+//! the table).
 
 #![forbid(unsafe_code)]
 
+mod bus;
 mod chaos;
 mod player;
 mod procs;
@@ -182,6 +184,13 @@ struct Summary {
     sessions_open_after_quit: i64,
     proxy_exit: Option<i32>,
     game_starts: std::collections::HashMap<String, u64>,
+    bus_seen: bus::Seen,
+    bus_missed: u64,
+    status_start: serde_json::Value,
+    status_end: serde_json::Value,
+    status_after_quit: serde_json::Value,
+    announce_missing: u64,
+    announce_repeated: u64,
 }
 
 fn run(a: Args) -> Result<bool, String> {
@@ -229,6 +238,13 @@ fn run(a: Args) -> Result<bool, String> {
         failover_after: a.failover_after,
     };
     cfg.write()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    // Subscribed before the proxy starts, so it sees every event from #1.
+    let bus = rt.block_on(bus::Bus::start(&nats.url()))?;
     let mut proxy = Proxy::start(&a.holdfast, &a.dir, &cfg.path)?;
     let pid = proxy.pid;
     let log: proxylog::Shared = Arc::new(Mutex::new(proxylog::ProxyLog {
@@ -248,11 +264,6 @@ fn run(a: Args) -> Result<bool, String> {
     let idle_before = stat(pid)?;
 
     // ----- players log in ------------------------------------------------
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
     let ctl = Arc::new(Control::default());
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Run);
     let mut handles = Vec::new();
@@ -281,6 +292,7 @@ fn run(a: Args) -> Result<bool, String> {
     }
     std::thread::sleep(WARMUP);
     let start = stat(pid)?;
+    let status_start = status(&rt, &bus);
     eprintln!(
         "soak: baseline RSS {} KiB, {} fds, {} threads",
         start.rss_kib, start.fds, start.threads
@@ -332,6 +344,7 @@ fn run(a: Args) -> Result<bool, String> {
     };
     let driver = Chaos {
         games: vec![alpha, beta],
+        bus: bus.clone(),
         cfg,
         proxy_pid: pid,
         log: log.clone(),
@@ -358,6 +371,7 @@ fn run(a: Args) -> Result<bool, String> {
     });
     std::thread::sleep(SETTLE);
     let fin = stat(pid)?;
+    let status_fin = status(&rt, &bus);
     let _ = phase_tx.send(Phase::Leave);
     let reports: Vec<player::Report> = rt.block_on(async {
         let mut v = Vec::new();
@@ -377,12 +391,17 @@ fn run(a: Args) -> Result<bool, String> {
     });
     std::thread::sleep(Duration::from_secs(3));
     let idle_after = stat(pid)?;
+    let status_idle = status(&rt, &bus);
+    // Events still on their way to the subscriber.
+    std::thread::sleep(Duration::from_secs(1));
+    let bus_seen = bus.seen();
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.join();
     let proxy_exit = proxy.stop();
     std::thread::sleep(Duration::from_millis(300));
     follow_stop.store(true, Ordering::Relaxed);
     let _ = follower.join();
+    drop(bus);
     drop(rt);
     let game_logs: Vec<(PathBuf, String)> = driver
         .games
@@ -502,6 +521,43 @@ fn run(a: Args) -> Result<bool, String> {
         proxy_log.not_json.is_empty(),
         format!("non-JSON proxy output: {:?}", proxy_log.not_json),
     );
+    let sessions = |v: &serde_json::Value, k: &str| v["sessions"][k].as_u64();
+    check(
+        sessions(&status_start, "total") == Some(n as u64)
+            && sessions(&status_fin, "total") == Some(n as u64)
+            && sessions(&status_fin, "logged_in") == Some(n as u64)
+            && sessions(&status_fin, "held") == Some(0)
+            && sessions(&status_idle, "total") == Some(0),
+        format!(
+            "bus status sessions: start {}, end {}, after quit {}",
+            status_start["sessions"], status_fin["sessions"], status_idle["sessions"]
+        ),
+    );
+    let dropped = |k: &str| status_idle["events"][k].as_u64();
+    check(
+        dropped("dropped_channel") == Some(0) && dropped("dropped_overflow") == Some(0),
+        format!("events dropped by the proxy: {}", status_idle["events"]),
+    );
+    let mut announce_missing = 0u64;
+    let mut announce_repeated = 0u64;
+    for r in &reports {
+        for k in &counts.announced {
+            match r.announces.iter().filter(|x| *x == k).count() {
+                0 => announce_missing += 1,
+                1 => {}
+                _ => announce_repeated += 1,
+            }
+        }
+        let mut all = r.announces.clone();
+        all.sort_unstable();
+        let before = all.len();
+        all.dedup();
+        announce_repeated += (before - all.len()) as u64;
+    }
+    check(
+        announce_missing == 0 && announce_repeated == 0,
+        format!("announcements: {announce_missing} missed, {announce_repeated} repeated"),
+    );
     let pass = failures.is_empty();
 
     let summary = Summary {
@@ -528,20 +584,45 @@ fn run(a: Args) -> Result<bool, String> {
         sessions_open_after_quit: 0,
         proxy_exit,
         game_starts: logs.starts.clone(),
+        bus_missed: bus_seen.missed(),
+        bus_seen,
+        status_start,
+        status_end: status_fin,
+        status_after_quit: status_idle,
+        announce_missing,
+        announce_repeated,
     };
     let mut summary = summary;
     summary.sessions_open_after_quit = summary.proxy.sessions_open();
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(a.dir.join("summary.json"), json).map_err(|e| format!("summary.json: {e}"))?;
-    let detail: Vec<&player::Report> = reports
-        .iter()
-        .filter(|r| r.anomaly_count > 0 || r.dropped.is_some())
-        .collect();
-    let detail = serde_json::to_string_pretty(&detail).map_err(|e| e.to_string())?;
-    std::fs::write(a.dir.join("players-with-anomalies.json"), detail)
-        .map_err(|e| format!("players json: {e}"))?;
+    // The raw evidence: every player's report with all its lines (one
+    // JSON object per player per line of the file) and every act of the
+    // driver.
+    let mut raw = String::new();
+    for r in &reports {
+        raw.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
+        raw.push('\n');
+    }
+    std::fs::write(a.dir.join("players.jsonl"), raw).map_err(|e| format!("players: {e}"))?;
+    let acts = serde_json::to_string_pretty(&events).map_err(|e| e.to_string())?;
+    std::fs::write(a.dir.join("chaos.json"), acts).map_err(|e| format!("chaos.json: {e}"))?;
     println!("{}", render(&summary));
     Ok(pass)
+}
+
+/// The proxy's `status` over the bus (Null if it does not answer, which
+/// fails the checks that read it).
+fn status(rt: &tokio::runtime::Runtime, bus: &bus::Bus) -> serde_json::Value {
+    // NATS may be reconnecting right after the chaos: try for a while.
+    for _ in 0..20 {
+        match rt.block_on(bus.request("status", serde_json::json!({}))) {
+            Ok(v) => return v,
+            Err(e) => eprintln!("soak: status request: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    serde_json::Value::Null
 }
 
 fn mib(kib: u64) -> String {
@@ -552,171 +633,201 @@ fn render(s: &Summary) -> String {
     let c = &s.counts;
     let l = &s.lines;
     let p = &s.proxy;
-    let f = |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
-    let rows: Vec<(String, String)> =
-        vec![
-            (
-                "players / chaos time".into(),
-                format!("{} / {:.0} s (seed {})", s.players, s.chaos_seconds, s.seed),
-            ),
-            ("chaos episodes".into(), c.episodes.to_string()),
-            (
-                "backend kills (SIGKILL)".into(),
-                format!(
-            "{} (active {}, standby {}; {} during a re-login storm, {} past failover.after)",
-            c.kills(), c.kills_active, c.kills_standby, c.kills_in_relogin, c.kills_past_failover),
-            ),
-            (
-                "clean stops".into(),
-                format!("SIGTERM {}, @shutdown {}", c.terms, c.game_shutdowns),
-            ),
-            (
-                "freezes (SIGSTOP/SIGCONT)".into(),
-                format!(
-                    "{} (short {}, detected {}, past failover.after {})",
-                    c.freezes_short + c.freezes_detected + c.freezes_past_failover,
-                    c.freezes_short,
-                    c.freezes_detected,
-                    c.freezes_past_failover
-                ),
-            ),
-            (
-                "failovers (proxy log)".into(),
-                format!(
-                    "{} (automatic {}, SIGHUP {})",
-                    p.failovers.values().sum::<u64>(),
-                    f(&p.failovers, "automatic"),
-                    f(&p.failovers, "sighup")
-                ),
-            ),
-            (
-                "reloads (SIGHUP)".into(),
-                format!(
-                    "{} ok, {} failed (queue_input toggles {}, reorders {})",
-                    p.reloads_ok, p.reloads_failed, c.reloads_toggle, c.reloads_reorder
-                ),
-            ),
-            (
-                "nats-server kills / restarts".into(),
-                format!(
-                    "{} (SIGKILL {}, SIGTERM {})",
-                    s.nats_kills + s.nats_terms,
-                    s.nats_kills,
-                    s.nats_terms
-                ),
-            ),
-            (
-                "holds / re-logins (proxy log)".into(),
-                format!(
-                    "{} / {} ({} re-logins failed)",
-                    p.holds, p.relogins, p.relogins_failed
-                ),
-            ),
-            (
-                "notices seen by players".into(),
-                format!(
-                    "offline {}, online {}, moving {}, game shutdown {}",
-                    s.notices.offline, s.notices.online, s.notices.moving, s.notices.game_shutdown
-                ),
-            ),
-            ("lines sent".into(), l.sent.to_string()),
-            ("  delivered (echoed)".into(), l.delivered.to_string()),
-            (
-                "  queued while held, delivered after".into(),
-                l.queued_delivered.to_string(),
-            ),
-            (
-                "  answered while held (not sent)".into(),
-                l.answered_held.to_string(),
-            ),
-            ("  queue full (not kept)".into(), l.queue_full.to_string()),
-            (
-                "  in flight at a crash: delivered".into(),
-                l.in_flight_delivered.to_string(),
-            ),
-            (
-                "  in flight at a crash: died with the backend".into(),
-                format!(
-                    "{} ({})",
-                    l.in_flight_lost_with_backend,
-                    l.in_flight_lost_by
-                        .iter()
-                        .map(|(k, v)| format!("{k} {v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            (
-                "  timed out, delivered".into(),
-                l.timed_out_delivered.to_string(),
-            ),
-            ("  queued, too old to send".into(), l.stale.to_string()),
-            (
-                "  late from a thawed host".into(),
-                l.late_from_thawed_host.to_string(),
-            ),
-            ("lost lines".into(), l.lost.to_string()),
-            ("duplicate lines".into(), l.duplicate.to_string()),
-            ("out-of-order lines".into(), l.out_of_order.to_string()),
-            (
-                "lines not logged as the player".into(),
-                l.not_as_player.to_string(),
-            ),
-            ("connection drops".into(), s.drops.to_string()),
-            (
-                "logged in at the end".into(),
-                format!("{}/{}", s.logged_in_at_end, s.players),
-            ),
-            (
-                "closed cleanly after QUIT".into(),
-                format!("{}/{}", s.quit_closed, s.players),
-            ),
-            ("player anomalies".into(), s.anomalies.to_string()),
-            (
-                "RSS start / peak / final".into(),
-                format!(
-                    "{} / {} / {}",
-                    mib(s.start.rss_kib),
-                    mib(s.peak.rss_kib),
-                    mib(s.fin.rss_kib)
-                ),
-            ),
-            (
-                "fds start / final (players on)".into(),
-                format!("{} / {}", s.start.fds, s.fin.fds),
-            ),
-            (
-                "fds idle before / after (no players)".into(),
-                format!("{} / {}", s.idle_before.fds, s.idle_after.fds),
-            ),
-            (
-                "RSS idle before / after".into(),
-                format!(
-                    "{} / {}",
-                    mib(s.idle_before.rss_kib),
-                    mib(s.idle_after.rss_kib)
-                ),
-            ),
-            (
-                "threads start / final".into(),
-                format!("{} / {}", s.start.threads, s.fin.threads),
-            ),
-            (
-                "sessions open after all quit".into(),
-                s.sessions_open_after_quit.to_string(),
-            ),
-            (
-                "holdfast exit on SIGTERM".into(),
-                format!("{:?}", s.proxy_exit),
-            ),
-            (
-                "result".into(),
-                if s.pass {
-                    "PASS".into()
-                } else {
-                    format!("FAIL: {}", s.failures.join("; "))
-                },
-            ),
-        ];
+    let f = |k: &str| p.failovers.get(k).copied().unwrap_or(0);
+    let ev = |k: &str| s.status_after_quit["events"][k].as_u64().unwrap_or(0);
+    let lost_by: Vec<String> = l
+        .in_flight_lost_by
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |k: &str, v: String| rows.push((k.to_string(), v));
+    row(
+        "players / chaos time",
+        format!("{} / {:.0} s (seed {})", s.players, s.chaos_seconds, s.seed),
+    );
+    row("chaos episodes", c.episodes.to_string());
+    row(
+        "backend kills (SIGKILL)",
+        format!(
+            "{} (active {}, standby {}; {} in a re-login storm, {} past failover.after)",
+            c.kills(),
+            c.kills_active,
+            c.kills_standby,
+            c.kills_in_relogin,
+            c.kills_past_failover
+        ),
+    );
+    row(
+        "clean stops",
+        format!("SIGTERM {}, @shutdown {}", c.terms, c.game_shutdowns),
+    );
+    row(
+        "freezes (SIGSTOP/SIGCONT)",
+        format!(
+            "{} (short {}, detected {}, past failover.after {})",
+            c.freezes_short + c.freezes_detected + c.freezes_past_failover,
+            c.freezes_short,
+            c.freezes_detected,
+            c.freezes_past_failover
+        ),
+    );
+    row(
+        "failovers (proxy log)",
+        format!(
+            "{} (automatic {}, SIGHUP {}, bus request {})",
+            p.failovers.values().sum::<u64>(),
+            f("automatic"),
+            f("sighup"),
+            f("request")
+        ),
+    );
+    row(
+        "reloads (SIGHUP)",
+        format!(
+            "{} ok, {} refused (queue_input toggles {}, reorders {}, broken files {})",
+            p.reloads_ok, p.reloads_failed, c.reloads_toggle, c.reloads_reorder, c.reloads_invalid
+        ),
+    );
+    row(
+        "nats-server kills / restarts",
+        format!(
+            "{} (SIGKILL {}, SIGTERM {})",
+            s.nats_kills + s.nats_terms,
+            s.nats_kills,
+            s.nats_terms
+        ),
+    );
+    row(
+        "bus requests",
+        format!(
+            "failover {} ok, announce {} ok, {} unanswered (NATS away)",
+            c.bus_failovers,
+            c.announced.len(),
+            c.bus_requests_failed
+        ),
+    );
+    row(
+        "bus events seen by a subscriber",
+        format!(
+            "{} distinct, {} repeats, {} missed while it reconnected; proxy dropped {}",
+            s.bus_seen.unique,
+            s.bus_seen.repeats,
+            s.bus_missed,
+            ev("dropped_channel") + ev("dropped_overflow")
+        ),
+    );
+    row(
+        "holds / re-logins (proxy log)",
+        format!(
+            "{} / {} ({} re-logins failed)",
+            p.holds, p.relogins, p.relogins_failed
+        ),
+    );
+    row(
+        "notices seen by players",
+        format!(
+            "offline {}, online {}, moving {}, game shutdown {}",
+            s.notices.offline, s.notices.online, s.notices.moving, s.notices.game_shutdown
+        ),
+    );
+    row(
+        "announcements missed / repeated",
+        format!("{} / {}", s.announce_missing, s.announce_repeated),
+    );
+    row("lines sent", l.sent.to_string());
+    row("  delivered (echoed)", l.delivered.to_string());
+    row(
+        "  queued while held, delivered after",
+        l.queued_delivered.to_string(),
+    );
+    row(
+        "  answered while held (not sent)",
+        l.answered_held.to_string(),
+    );
+    row("  queue full (not kept)", l.queue_full.to_string());
+    row(
+        "  in flight at a crash: delivered",
+        l.in_flight_delivered.to_string(),
+    );
+    row(
+        "  in flight at a crash: died with the backend",
+        format!("{} ({})", l.in_flight_lost_with_backend, lost_by.join(", ")),
+    );
+    row("  timed out, delivered", l.timed_out_delivered.to_string());
+    row("  queued, too old to send", l.stale.to_string());
+    row(
+        "  late from a thawed host",
+        l.late_from_thawed_host.to_string(),
+    );
+    row("lost lines", l.lost.to_string());
+    row("duplicate lines", l.duplicate.to_string());
+    row("out-of-order lines", l.out_of_order.to_string());
+    row(
+        "lines not logged as the player",
+        l.not_as_player.to_string(),
+    );
+    row("connection drops", s.drops.to_string());
+    row(
+        "logged in at the end",
+        format!("{}/{}", s.logged_in_at_end, s.players),
+    );
+    row(
+        "closed cleanly after QUIT",
+        format!("{}/{}", s.quit_closed, s.players),
+    );
+    row("player anomalies", s.anomalies.to_string());
+    row(
+        "RSS start / peak / final",
+        format!(
+            "{} / {} / {}",
+            mib(s.start.rss_kib),
+            mib(s.peak.rss_kib),
+            mib(s.fin.rss_kib)
+        ),
+    );
+    row(
+        "fds start / final (players on)",
+        format!("{} / {}", s.start.fds, s.fin.fds),
+    );
+    row(
+        "fds idle before / after (no players)",
+        format!("{} / {}", s.idle_before.fds, s.idle_after.fds),
+    );
+    row(
+        "RSS idle before / after",
+        format!(
+            "{} / {}",
+            mib(s.idle_before.rss_kib),
+            mib(s.idle_after.rss_kib)
+        ),
+    );
+    row(
+        "threads start / final",
+        format!("{} / {}", s.start.threads, s.fin.threads),
+    );
+    row(
+        "sessions (bus status) start / end / after QUIT",
+        format!(
+            "{} / {} / {}",
+            s.status_start["sessions"]["total"],
+            s.status_end["sessions"]["total"],
+            s.status_after_quit["sessions"]["total"]
+        ),
+    );
+    row(
+        "holdfast exit on SIGTERM",
+        s.proxy_exit
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "killed".into()),
+    );
+    row(
+        "result",
+        if s.pass {
+            "PASS".into()
+        } else {
+            format!("FAIL: {}", s.failures.join("; "))
+        },
+    );
     report::table(&rows)
 }

@@ -43,6 +43,9 @@ const QUIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// After an offline or failover notice, how long an outstanding line may
 /// still get its own answer (holdfast read it after it wrote the notice).
 pub const GRACE: Duration = Duration::from_secs(5);
+/// After the online notice, how long a line queued during the re-login
+/// may take to be echoed before the grace ends.
+const ONLINE_GRACE: Duration = Duration::from_secs(2);
 /// Anomalies kept per player (the count is kept beyond that).
 const ANOMALIES_KEPT: usize = 20;
 
@@ -141,6 +144,8 @@ pub struct Report {
     pub final_n: Option<u32>,
     /// Holdfast closed the connection after QUIT.
     pub quit_ok: bool,
+    /// Bus announcements received (their numbers, in order).
+    pub announces: Vec<u32>,
     pub anomalies: Vec<String>,
     pub anomaly_count: u32,
 }
@@ -175,6 +180,7 @@ enum Ev {
     ConnectScreen,
     LastConnect,
     GameShutdown,
+    Announce(u32),
     OtherNotice,
     Other,
 }
@@ -200,6 +206,11 @@ fn classify(line: &str, name: &str) -> Ev {
     }
     if line.starts_with("GAME: Shutdown by") {
         return Ev::GameShutdown;
+    }
+    if let Some(k) = line.strip_prefix("[soak] announcement ") {
+        if let Ok(k) = k.parse() {
+            return Ev::Announce(k);
+        }
     }
     let Some(rest) = line.trim_start().strip_prefix("[holdfast] ") else {
         return Ev::Other;
@@ -329,6 +340,7 @@ pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase
         final_ok: false,
         final_n: None,
         quit_ok: false,
+        announces: Vec::new(),
         anomalies: Vec::new(),
         anomaly_count: 0,
     };
@@ -645,7 +657,10 @@ impl Player {
                     self.rep.seen.moving += 1;
                     Outcome::InFlightMoving
                 };
-                if self.outstanding.is_some() || self.final_out.is_some() {
+                // The first notice starts the grace; later ones (another
+                // outage before the line was answered) do not extend it.
+                if self.grace.is_none() && (self.outstanding.is_some() || self.final_out.is_some())
+                {
                     self.grace = Some((Instant::now() + GRACE, o));
                 }
                 self.set_held(true);
@@ -653,9 +668,10 @@ impl Player {
             Ev::Online => {
                 self.rep.seen.online += 1;
                 self.set_held(false);
-                // A line queued silently during the re-login is echoed now.
-                if let Some((_, o)) = self.grace {
-                    self.grace = Some((Instant::now() + GRACE, o));
+                // A line queued silently during the re-login is echoed right
+                // after this notice: give it a moment.
+                if let Some((t, o)) = self.grace {
+                    self.grace = Some((t.max(Instant::now() + ONLINE_GRACE), o));
                 }
             }
             Ev::ReloginFailed => {
@@ -682,6 +698,7 @@ impl Player {
                 }
             }
             Ev::GameShutdown => self.rep.seen.game_shutdown += 1,
+            Ev::Announce(k) => self.rep.announces.push(k),
             Ev::OtherNotice => {
                 self.rep.seen.other_notice += 1;
                 self.anomaly(format!("notice: {l}"));

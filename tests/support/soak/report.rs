@@ -170,15 +170,26 @@ pub fn classify(players: &[Report], logs: &GameLogs, chaos: &[ChaosEvent]) -> Li
                 out.example(format!("{} line {} logged {got} times", p.name, rec.n));
                 continue;
             }
-            // The latest disruptive act that overlaps the line's flight.
-            let cause = chaos
+            // What took the line down: an act under way when it was sent
+            // (a freeze), else the first one after, else the last one just
+            // before (the proxy had not noticed a dead game yet).
+            let hits: Vec<&ChaosEvent> = chaos
                 .iter()
                 .filter(|e| {
                     e.disruptive()
                         && e.start_us <= rec.resolved_us
                         && e.end_us + CRASH_SLACK_US >= rec.sent_us
                 })
-                .max_by_key(|e| e.start_us)
+                .collect();
+            let cause = hits
+                .iter()
+                .find(|e| e.start_us <= rec.sent_us && rec.sent_us <= e.end_us)
+                .or_else(|| {
+                    hits.iter()
+                        .filter(|e| e.start_us > rec.sent_us)
+                        .min_by_key(|e| e.start_us)
+                })
+                .or_else(|| hits.iter().max_by_key(|e| e.start_us))
                 .map(|e| e.kind.clone());
             match (rec.outcome, got) {
                 (Outcome::Echoed, 1) => out.delivered += 1,
