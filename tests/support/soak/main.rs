@@ -142,6 +142,16 @@ struct Peaks {
     threads: u64,
 }
 
+/// The proxy every 10 s during the chaos.
+#[derive(Clone, Copy, Serialize)]
+struct Sample {
+    t_s: u64,
+    rss_kib: u64,
+    fds: u64,
+    sessions: i64,
+    held: u64,
+}
+
 /// Polls `cond` every 100 ms for at most `limit`.
 fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();
@@ -191,6 +201,7 @@ struct Summary {
     status_after_quit: serde_json::Value,
     announce_missing: u64,
     announce_repeated: u64,
+    timeline: Vec<Sample>,
 }
 
 fn run(a: Args) -> Result<bool, String> {
@@ -300,10 +311,16 @@ fn run(a: Args) -> Result<bool, String> {
 
     // ----- chaos ---------------------------------------------------------
     let peaks = Arc::new(Mutex::new(Peaks::default()));
+    let timeline = Arc::new(Mutex::new(Vec::new()));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (peaks, sampling, ctl, log) =
-            (peaks.clone(), sampling.clone(), ctl.clone(), log.clone());
+        let (peaks, sampling, ctl, log, timeline) = (
+            peaks.clone(),
+            sampling.clone(),
+            ctl.clone(),
+            log.clone(),
+            timeline.clone(),
+        );
         let t0 = Instant::now();
         std::thread::spawn(move || {
             let mut last_print = Instant::now();
@@ -317,6 +334,16 @@ fn run(a: Args) -> Result<bool, String> {
                     if last_print.elapsed() >= Duration::from_secs(10) {
                         last_print = Instant::now();
                         let l = log.lock().unwrap_or_else(|e| e.into_inner());
+                        timeline
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Sample {
+                                t_s: t0.elapsed().as_secs(),
+                                rss_kib: s.rss_kib,
+                                fds: s.fds,
+                                sessions: l.sessions_open(),
+                                held: ctl.held.load(Ordering::Relaxed) as u64,
+                            });
                         eprintln!(
                             "soak: t={:>4}s sent={} held={} dropped={} active={} rss={}KiB fds={} sessions={}",
                             t0.elapsed().as_secs(),
@@ -591,6 +618,7 @@ fn run(a: Args) -> Result<bool, String> {
         status_after_quit: status_idle,
         announce_missing,
         announce_repeated,
+        timeline: timeline.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     let mut summary = summary;
     summary.sessions_open_after_quit = summary.proxy.sessions_open();

@@ -93,6 +93,9 @@ pub enum Outcome {
     QueueFull,
     /// The offline notice came while it was outstanding.
     InFlightOffline,
+    /// Queued, sent after the re-login (the online notice came), and the
+    /// backend went away again before its echo: in flight at that crash.
+    QueuedInFlight,
     /// The failover notice came while it was outstanding.
     InFlightMoving,
     /// Nothing answered it in time.
@@ -322,6 +325,10 @@ struct Player {
     /// nothing answers it by then, it was in flight (with this outcome).
     grace: Option<(Instant, Outcome)>,
     held: bool,
+    /// Lines answered "queued" and not echoed yet.
+    queued_wait: Vec<usize>,
+    /// Of those, the ones holdfast has sent since (an online notice came).
+    flushed: Vec<usize>,
     /// A re-login failed: log in by hand before sending more.
     need_login: bool,
     /// Counted in `Control::finished` already.
@@ -379,6 +386,8 @@ pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase
         final_out: None,
         final_k: 0,
         grace: None,
+        queued_wait: Vec::new(),
+        flushed: Vec::new(),
         held: false,
         need_login: false,
         finish_counted: false,
@@ -487,7 +496,10 @@ impl Player {
                 // Not sent: try again once logged back in.
                 self.final_out = None;
             }
-        } else if self.outstanding.is_some() {
+        } else if let Some(i) = self.outstanding {
+            if o == Outcome::Queued {
+                self.queued_wait.push(i);
+            }
             self.resolve(o);
         } else {
             self.anomaly(format!("{o:?} notice with no line outstanding"));
@@ -659,6 +671,16 @@ impl Player {
                 };
                 // The first notice starts the grace; later ones (another
                 // outage before the line was answered) do not extend it.
+                // Queued lines sent after the last re-login and not echoed
+                // were in flight when this backend went away.
+                let now = now_us();
+                for i in std::mem::take(&mut self.flushed) {
+                    let r = &mut self.rep.lines[i];
+                    if r.echoes == 0 {
+                        r.outcome = Outcome::QueuedInFlight;
+                        r.resolved_us = now;
+                    }
+                }
                 if self.grace.is_none() && (self.outstanding.is_some() || self.final_out.is_some())
                 {
                     self.grace = Some((Instant::now() + GRACE, o));
@@ -668,6 +690,10 @@ impl Player {
             Ev::Online => {
                 self.rep.seen.online += 1;
                 self.set_held(false);
+                // holdfast sends the queue right after this notice.
+                let lines = &self.rep.lines;
+                self.flushed.retain(|&i| lines[i].echoes == 0);
+                self.flushed.append(&mut self.queued_wait);
                 // A line queued silently during the re-login is echoed right
                 // after this notice: give it a moment.
                 if let Some((t, o)) = self.grace {

@@ -196,10 +196,14 @@ pub fn classify(players: &[Report], logs: &GameLogs, chaos: &[ChaosEvent]) -> Li
                 (Outcome::Queued, 1) => out.queued_delivered += 1,
                 (Outcome::Held, 0) => out.answered_held += 1,
                 (Outcome::QueueFull, 0) => out.queue_full += 1,
-                (Outcome::InFlightOffline | Outcome::InFlightMoving, 1) => {
-                    out.in_flight_delivered += 1
-                }
-                (Outcome::InFlightOffline | Outcome::InFlightMoving, 0) if cause.is_some() => {
+                (
+                    Outcome::InFlightOffline | Outcome::InFlightMoving | Outcome::QueuedInFlight,
+                    1,
+                ) => out.in_flight_delivered += 1,
+                (
+                    Outcome::InFlightOffline | Outcome::InFlightMoving | Outcome::QueuedInFlight,
+                    0,
+                ) if cause.is_some() => {
                     out.in_flight_lost_with_backend += 1;
                     let k = cause.unwrap_or_default();
                     *out.in_flight_lost_by.entry(k).or_default() += 1;
