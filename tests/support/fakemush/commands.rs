@@ -395,6 +395,8 @@ impl Game {
                     return send_line(c.tx, "Permission denied.");
                 }
                 let by = self.uname(me);
+                self.stopping
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 self.log.ev("shutdown", &[("by", V::S(by))]);
                 let msg = format!("GAME: Shutdown by {by}");
                 for s in st.sess.values() {

@@ -6,7 +6,7 @@ use crate::jlog::{Logger, V};
 use crate::telnet::{self, IAC, OPT_EOR, OPT_GMCP, OPT_MCCP2, OPT_NAWS, OPT_TTYPE};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
@@ -94,6 +94,9 @@ pub struct Game {
     next_id: AtomicU64,
     pub live_tasks: AtomicUsize,
     pub shutdown: tokio::sync::Notify,
+    /// Set by `@shutdown`: new connections are refused from then on, as a
+    /// real MUSH stops accepting before it closes its players' connections.
+    pub stopping: AtomicBool,
 }
 
 pub fn send_line(tx: &UnboundedSender<Out>, text: &str) {
@@ -112,6 +115,7 @@ impl Game {
             next_id: AtomicU64::new(1),
             live_tasks: AtomicUsize::new(0),
             shutdown: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
         }
     }
 

@@ -1,4 +1,7 @@
 //! Append-only JSON-lines event log, one `write` per line (flushed per line).
+//! Every line carries `us`, the wall-clock time in microseconds since the
+//! Unix epoch, so logs of several games can be merged in order (the soak
+//! test checks cross-backend ordering this way).
 
 use std::fs::File;
 use std::io::Write;
@@ -46,24 +49,33 @@ impl Logger {
         Ok(Logger { file })
     }
 
-    /// Writes `{"t":KIND,k:v,...}`.
+    /// Writes `{"t":KIND,"us":MICROS,k:v,...}`.
     pub fn ev(&self, kind: &str, fields: &[(&str, V)]) {
         let Some(file) = &self.file else { return };
-        let mut line = String::with_capacity(64);
-        line.push_str("{\"t\":");
-        escape_into(&mut line, kind);
+        let mut rest = String::with_capacity(64);
         for (k, v) in fields {
-            line.push(',');
-            escape_into(&mut line, k);
-            line.push(':');
+            rest.push(',');
+            escape_into(&mut rest, k);
+            rest.push(':');
             match v {
-                V::S(s) => escape_into(&mut line, s),
-                V::N(n) => line.push_str(&n.to_string()),
-                V::Null => line.push_str("null"),
+                V::S(s) => escape_into(&mut rest, s),
+                V::N(n) => rest.push_str(&n.to_string()),
+                V::Null => rest.push_str("null"),
             }
         }
-        line.push_str("}\n");
+        rest.push_str("}\n");
+        let mut line = String::with_capacity(rest.len() + 48);
+        line.push_str("{\"t\":");
+        escape_into(&mut line, kind);
         let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+        // Stamped under the lock, so `us` follows file order (barring clock steps).
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        line.push_str(",\"us\":");
+        line.push_str(&us.to_string());
+        line.push_str(&rest);
         let _ = f.write_all(line.as_bytes());
         let _ = f.flush();
     }

@@ -29,6 +29,7 @@ use conn::Peer;
 use game::{Config, Flavor, Game, User};
 use jlog::{Logger, V};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
@@ -217,6 +218,7 @@ async fn main() {
         tokio::spawn(async move {
             loop {
                 match l.accept().await {
+                    Ok((s, _)) if game.stopping.load(Ordering::SeqCst) => drop(s),
                     Ok((s, peer)) => {
                         let _ = s.set_nodelay(true);
                         tokio::spawn(conn::handle(game.clone(), s, Peer::Tcp(peer)));
@@ -231,6 +233,7 @@ async fn main() {
         tokio::spawn(async move {
             loop {
                 match l.accept().await {
+                    Ok((s, _)) if game.stopping.load(Ordering::SeqCst) => drop(s),
                     Ok((s, _)) => {
                         tokio::spawn(conn::handle(game.clone(), s, Peer::Unix));
                     }
@@ -250,7 +253,7 @@ async fn main() {
         _ = game.shutdown.notified() => {
             // Let connections flush their goodbye and close.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while game.live_tasks.load(std::sync::atomic::Ordering::SeqCst) > 0
+            while game.live_tasks.load(Ordering::SeqCst) > 0
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(5)).await;

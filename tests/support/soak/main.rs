@@ -1,0 +1,861 @@
+//! holdfast-soak: the chaos soak (issue 8). Run it with `scripts/soak.sh`.
+//!
+//! Hundreds of simulated players log in through a real holdfast and keep
+//! sending numbered lines stop-and-wait (see `player.rs`) while a driver
+//! kills, freezes, stops and restarts the two fakemush games behind it,
+//! forces failovers, reloads the config, and kills nats-server (see
+//! `chaos.rs`). At the end every player must still be connected and logged
+//! in, every line must be accounted for from the games' own logs (see
+//! `report.rs`), and the proxy's memory, fds and sessions must be back
+//! where they started. Prints a summary table and writes `summary.json`.
+//!
+//! Layout: `procs.rs` (processes, /proc), `player.rs` (one player),
+//! `chaos.rs` (the driver), `proxylog.rs` (follows holdfast's JSON log),
+//! `bus.rs` (events and requests over NATS), `report.rs` (accounting and
+//! the table).
+
+#![forbid(unsafe_code)]
+
+mod bus;
+mod chaos;
+mod player;
+mod procs;
+mod proxylog;
+mod report;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use serde::Serialize;
+
+use chaos::{Chaos, ConfigFile, Counts};
+use player::{Control, Phase};
+use procs::{proc_stat, Game, Nats, ProcStat, Proxy};
+
+const USAGE: &str = "usage: holdfast-soak [--minutes M] [--players N] [--seed S] [--dir DIR]
+       [--think-ms MIN-MAX] [--failover-after SECS] [--kill-pace PER_MIN]
+       [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
+
+/// How long all players get to log in at the start.
+const LOGIN_WAIT: Duration = Duration::from_secs(180);
+/// How long all players get to prove they are logged in at the end.
+const FINISH_WAIT: Duration = Duration::from_secs(300);
+/// Relaying without chaos before the baseline is taken.
+const WARMUP: Duration = Duration::from_secs(10);
+/// Quiet time before the final measurements.
+const SETTLE: Duration = Duration::from_secs(5);
+
+struct Args {
+    minutes: f64,
+    players: usize,
+    seed: u64,
+    dir: PathBuf,
+    think: (u64, u64),
+    failover_after: u64,
+    kill_pace: f64,
+    holdfast: PathBuf,
+    fakemush: PathBuf,
+    nats: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let mut a = Args {
+        minutes: 1.0,
+        players: 50,
+        seed: procs::now_us(),
+        dir: PathBuf::from("target/soak"),
+        think: (300, 900),
+        failover_after: 4,
+        kill_pace: 2.6,
+        holdfast: here.join("holdfast"),
+        fakemush: here.join("fakemush"),
+        nats: PathBuf::from("/usr/sbin/nats-server"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        if k == "-h" || k == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{k} needs a value\n{USAGE}"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{k} {v}: {e}");
+        match k.as_str() {
+            "--minutes" => a.minutes = v.parse().map_err(|e| bad(&e))?,
+            "--players" => a.players = v.parse().map_err(|e| bad(&e))?,
+            "--seed" => a.seed = v.parse().map_err(|e| bad(&e))?,
+            "--dir" => a.dir = v.into(),
+            "--think-ms" => {
+                let (x, y) = v.split_once('-').ok_or_else(|| bad(&"want MIN-MAX"))?;
+                a.think = (
+                    x.parse().map_err(|e| bad(&e))?,
+                    y.parse().map_err(|e| bad(&e))?,
+                );
+            }
+            "--failover-after" => a.failover_after = v.parse().map_err(|e| bad(&e))?,
+            "--kill-pace" => a.kill_pace = v.parse().map_err(|e| bad(&e))?,
+            "--holdfast" => a.holdfast = v.into(),
+            "--fakemush" => a.fakemush = v.into(),
+            "--nats-server" => a.nats = v.into(),
+            _ => return Err(format!("unknown argument {k:?}\n{USAGE}")),
+        }
+    }
+    if a.players == 0 || a.players > 60_000 || a.minutes <= 0.0 {
+        return Err(format!("bad --players or --minutes\n{USAGE}"));
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("holdfast-soak: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("holdfast-soak: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Peak values seen by the sampler.
+#[derive(Default, Clone, Copy, Serialize)]
+struct Peaks {
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+}
+
+/// The proxy every 10 s during the chaos.
+#[derive(Clone, Copy, Serialize)]
+struct Sample {
+    t_s: u64,
+    rss_kib: u64,
+    fds: u64,
+    sessions: i64,
+    held: u64,
+}
+
+/// Polls `cond` every 100 ms for at most `limit`.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+fn stat(pid: u32) -> Result<ProcStat, String> {
+    proc_stat(pid).ok_or_else(|| "holdfast is gone (no /proc entry)".to_string())
+}
+
+/// Everything `summary.json` holds.
+#[derive(Serialize)]
+struct Summary {
+    pass: bool,
+    failures: Vec<String>,
+    seed: u64,
+    players: usize,
+    chaos_seconds: f64,
+    counts: Counts,
+    nats_kills: u64,
+    nats_terms: u64,
+    proxy: proxylog::ProxyLog,
+    lines: report::Lines,
+    drops: u64,
+    logged_in_at_end: u64,
+    quit_closed: u64,
+    notices: player::Seen,
+    anomalies: u64,
+    idle_before: ProcStat,
+    start: ProcStat,
+    peak: Peaks,
+    fin: ProcStat,
+    idle_after: ProcStat,
+    sessions_open_after_quit: i64,
+    proxy_exit: Option<i32>,
+    game_starts: std::collections::HashMap<String, u64>,
+    bus_seen: bus::Seen,
+    bus_missed: u64,
+    status_start: serde_json::Value,
+    status_end: serde_json::Value,
+    status_after_quit: serde_json::Value,
+    announce_missing: u64,
+    announce_repeated: u64,
+    timeline: Vec<Sample>,
+}
+
+fn run(a: Args) -> Result<bool, String> {
+    std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    for f in [
+        "game-alpha.jsonl",
+        "game-beta.jsonl",
+        "holdfast.jsonl",
+        "nats-server.log",
+    ] {
+        let _ = std::fs::remove_file(a.dir.join(f));
+    }
+    eprintln!(
+        "soak: {} players, {} min of chaos, seed {}, logs in {}",
+        a.players,
+        a.minutes,
+        a.seed,
+        a.dir.display()
+    );
+    let names: Vec<String> = (1..=a.players).map(|i| format!("P{i:04}")).collect();
+    let pass_of = |i: usize| format!("pw{i:04}x");
+    let mut users = vec![
+        "heartbeat:hbpass".to_string(),
+        "Wiz:wizpw:wizard".to_string(),
+    ];
+    users.extend(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n}:{}", pass_of(i))),
+    );
+
+    let alpha = Game::start(&a.fakemush, &a.dir, "alpha", users.clone())?;
+    let beta = Game::start(&a.fakemush, &a.dir, "beta", users)?;
+    let nats = Nats::start(&a.nats, &a.dir)?;
+    let cfg = ConfigFile {
+        path: a.dir.join("holdfast.toml"),
+        order: [0, 1],
+        queue_input: false,
+        backends: vec![
+            ("alpha".into(), alpha.addr.to_string()),
+            ("beta".into(), beta.addr.to_string()),
+        ],
+        nats: nats.url(),
+        failover_after: a.failover_after,
+    };
+    cfg.write()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    // Subscribed before the proxy starts, so it sees every event from #1.
+    let bus = rt.block_on(bus::Bus::start(&nats.url()))?;
+    let mut proxy = Proxy::start(&a.holdfast, &a.dir, &cfg.path)?;
+    let pid = proxy.pid;
+    let log: proxylog::Shared = Arc::new(Mutex::new(proxylog::ProxyLog {
+        active: "alpha".into(),
+        ..Default::default()
+    }));
+    let follow_stop = Arc::new(AtomicBool::new(false));
+    let follower = proxylog::follow(proxy.log.clone(), log.clone(), follow_stop.clone());
+    let both_up = || {
+        let l = log.lock().unwrap_or_else(|e| e.into_inner());
+        l.is_up("alpha") && l.is_up("beta")
+    };
+    if !wait_until(Duration::from_secs(30), both_up) {
+        return Err("the proxy never saw both games up".into());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_before = stat(pid)?;
+
+    // ----- players log in ------------------------------------------------
+    let ctl = Arc::new(Control::default());
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Run);
+    let mut handles = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let spec = player::Spec {
+            name: name.clone(),
+            pass: pass_of(i),
+            proxy: proxy.addr,
+            src: Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8),
+            think_ms: a.think,
+            answer_timeout: Duration::from_secs(30),
+            seed: a.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        };
+        handles.push(rt.spawn(player::run(spec, ctl.clone(), phase_rx.clone())));
+        // Spread the logins a little: 200 a second.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let n = a.players;
+    let all_in = wait_until(LOGIN_WAIT, || {
+        ctl.logged_in.load(Ordering::Relaxed) + ctl.dropped.load(Ordering::Relaxed) >= n
+    });
+    let logged = ctl.logged_in.load(Ordering::Relaxed);
+    eprintln!("soak: {logged}/{n} players logged in");
+    if !all_in || logged < n {
+        return Err(format!("only {logged} of {n} players logged in"));
+    }
+    std::thread::sleep(WARMUP);
+    let start = stat(pid)?;
+    let status_start = status(&rt, &bus);
+    eprintln!(
+        "soak: baseline RSS {} KiB, {} fds, {} threads",
+        start.rss_kib, start.fds, start.threads
+    );
+
+    // ----- chaos ---------------------------------------------------------
+    let peaks = Arc::new(Mutex::new(Peaks::default()));
+    let timeline = Arc::new(Mutex::new(Vec::new()));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peaks, sampling, ctl, log, timeline) = (
+            peaks.clone(),
+            sampling.clone(),
+            ctl.clone(),
+            log.clone(),
+            timeline.clone(),
+        );
+        let t0 = Instant::now();
+        std::thread::spawn(move || {
+            let mut last_print = Instant::now();
+            // Bounded by `sampling`, cleared before the join below.
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(s) = proc_stat(pid) {
+                    let mut p = peaks.lock().unwrap_or_else(|e| e.into_inner());
+                    p.rss_kib = p.rss_kib.max(s.rss_kib).max(s.hwm_kib);
+                    p.fds = p.fds.max(s.fds);
+                    p.threads = p.threads.max(s.threads);
+                    if last_print.elapsed() >= Duration::from_secs(10) {
+                        last_print = Instant::now();
+                        let l = log.lock().unwrap_or_else(|e| e.into_inner());
+                        timeline
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Sample {
+                                t_s: t0.elapsed().as_secs(),
+                                rss_kib: s.rss_kib,
+                                fds: s.fds,
+                                sessions: l.sessions_open(),
+                                held: ctl.held.load(Ordering::Relaxed) as u64,
+                            });
+                        eprintln!(
+                            "soak: t={:>4}s sent={} held={} dropped={} active={} rss={}KiB fds={} sessions={}",
+                            t0.elapsed().as_secs(),
+                            ctl.sent.load(Ordering::Relaxed),
+                            ctl.held.load(Ordering::Relaxed),
+                            ctl.dropped.load(Ordering::Relaxed),
+                            l.active,
+                            s.rss_kib,
+                            s.fds,
+                            l.sessions_open()
+                        );
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let chaos_start = Instant::now();
+    let deadline = chaos_start + Duration::from_secs_f64(a.minutes * 60.0);
+    let nats_events = Arc::new(Mutex::new(Vec::new()));
+    let nats_thread = {
+        let ev = nats_events.clone();
+        let seed = a.seed;
+        std::thread::spawn(move || chaos::nats_chaos(nats, deadline, seed, ev))
+    };
+    let driver = Chaos {
+        games: vec![alpha, beta],
+        bus: bus.clone(),
+        cfg,
+        proxy_pid: pid,
+        log: log.clone(),
+        rng: rand::rngs::StdRng::seed_from_u64(a.seed),
+        counts: Counts::default(),
+        events: Vec::new(),
+        kill_pace: a.kill_pace,
+    };
+    let chaos_thread = std::thread::spawn(move || driver.run(deadline, chaos_start));
+    let driver = chaos_thread
+        .join()
+        .map_err(|_| "the chaos thread panicked")?;
+    let (nats, nats_kills, nats_terms) = nats_thread
+        .join()
+        .map_err(|_| "the nats chaos thread panicked")?;
+    let chaos_seconds = chaos_start.elapsed().as_secs_f64();
+    eprintln!("soak: chaos over after {chaos_seconds:.0}s; checking every player");
+
+    // ----- the end: everyone back, measurements --------------------------
+    let _ = phase_tx.send(Phase::Finish);
+    wait_until(FINISH_WAIT, || ctl.finished.load(Ordering::Relaxed) >= n);
+    wait_until(Duration::from_secs(30), || {
+        ctl.held.load(Ordering::Relaxed) == 0
+    });
+    std::thread::sleep(SETTLE);
+    let fin = stat(pid)?;
+    let status_fin = status(&rt, &bus);
+    let _ = phase_tx.send(Phase::Leave);
+    let reports: Vec<player::Report> = rt.block_on(async {
+        let mut v = Vec::new();
+        for h in handles {
+            match tokio::time::timeout(Duration::from_secs(60), h).await {
+                Ok(Ok(r)) => v.push(r),
+                _ => eprintln!("soak: a player task did not finish"),
+            }
+        }
+        v
+    });
+    let sessions_gone = wait_until(Duration::from_secs(20), || {
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sessions_open()
+            == 0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_after = stat(pid)?;
+    let status_idle = status(&rt, &bus);
+    // Events still on their way to the subscriber.
+    std::thread::sleep(Duration::from_secs(1));
+    let bus_seen = bus.seen();
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    let proxy_exit = proxy.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    follow_stop.store(true, Ordering::Relaxed);
+    let _ = follower.join();
+    drop(bus);
+    drop(rt);
+    let game_logs: Vec<(PathBuf, String)> = driver
+        .games
+        .iter()
+        .map(|g| (g.log.clone(), g.name.clone()))
+        .collect();
+    let Chaos {
+        games,
+        counts,
+        mut events,
+        ..
+    } = driver;
+    drop(games);
+    drop(nats);
+    events.extend(
+        nats_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..),
+    );
+
+    // ----- accounting ----------------------------------------------------
+    let mut logs = report::GameLogs::default();
+    for (p, name) in &game_logs {
+        logs.read(p, name)?;
+    }
+    let lines = report::classify(&reports, &logs, &events);
+    let logged_in_at_end = report::logged_in_at_end(&reports, &logs);
+    let drops =
+        reports.iter().filter(|r| r.dropped.is_some()).count() as u64 + (n - reports.len()) as u64;
+    let quit_closed = reports.iter().filter(|r| r.quit_ok).count() as u64;
+    let mut seen = player::Seen::default();
+    let mut anomalies = 0;
+    for r in &reports {
+        let s = &r.seen;
+        seen.offline += s.offline;
+        seen.online += s.online;
+        seen.moving += s.moving;
+        seen.held += s.held;
+        seen.queued += s.queued;
+        seen.queue_full += s.queue_full;
+        seen.stale += s.stale;
+        seen.relogin_failed += s.relogin_failed;
+        seen.connect_screen += s.connect_screen;
+        seen.game_shutdown += s.game_shutdown;
+        seen.other_notice += s.other_notice;
+        anomalies += u64::from(r.anomaly_count);
+    }
+    let proxy_log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let peak = *peaks.lock().unwrap_or_else(|e| e.into_inner());
+
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            failures.push(what);
+        }
+    };
+    check(drops == 0, format!("{drops} connection drops"));
+    check(lines.lost == 0, format!("{} lines lost", lines.lost));
+    check(
+        lines.duplicate == 0,
+        format!("{} duplicate lines", lines.duplicate),
+    );
+    check(
+        lines.not_as_player == 0,
+        format!("{} lines not logged as the player", lines.not_as_player),
+    );
+    check(
+        lines.out_of_order == 0,
+        format!("{} lines out of order", lines.out_of_order),
+    );
+    check(
+        logged_in_at_end == n as u64,
+        format!("{logged_in_at_end}/{n} logged in at the end"),
+    );
+    check(
+        fin.fds == start.fds,
+        format!("fds {} at start, {} at the end", start.fds, fin.fds),
+    );
+    check(
+        idle_after.fds == idle_before.fds,
+        format!(
+            "fds with no players: {} before, {} after",
+            idle_before.fds, idle_after.fds
+        ),
+    );
+    // "Near its starting level": within a quarter (plus 16 MiB of slack for
+    // allocator caches) of the baseline taken after the logins.
+    let rss_limit = start.rss_kib + (start.rss_kib / 4).max(16 * 1024);
+    check(
+        fin.rss_kib <= rss_limit,
+        format!(
+            "RSS {} KiB at the end vs {} KiB at start",
+            fin.rss_kib, start.rss_kib
+        ),
+    );
+    check(
+        sessions_gone,
+        format!(
+            "{} sessions left after every player quit",
+            proxy_log.sessions_open()
+        ),
+    );
+    check(
+        proxy_exit == Some(0),
+        format!("holdfast exited with {proxy_exit:?} on SIGTERM"),
+    );
+    check(
+        quit_closed == n as u64,
+        format!("{quit_closed}/{n} closed cleanly after QUIT"),
+    );
+    check(
+        counts.problems.is_empty(),
+        format!("driver problems: {:?}", counts.problems),
+    );
+    check(
+        proxy_log.not_json.is_empty(),
+        format!("non-JSON proxy output: {:?}", proxy_log.not_json),
+    );
+    let sessions = |v: &serde_json::Value, k: &str| v["sessions"][k].as_u64();
+    check(
+        sessions(&status_start, "total") == Some(n as u64)
+            && sessions(&status_fin, "total") == Some(n as u64)
+            && sessions(&status_fin, "logged_in") == Some(n as u64)
+            && sessions(&status_fin, "held") == Some(0)
+            && sessions(&status_idle, "total") == Some(0),
+        format!(
+            "bus status sessions: start {}, end {}, after quit {}",
+            status_start["sessions"], status_fin["sessions"], status_idle["sessions"]
+        ),
+    );
+    let dropped = |k: &str| status_idle["events"][k].as_u64();
+    check(
+        dropped("dropped_channel") == Some(0) && dropped("dropped_overflow") == Some(0),
+        format!("events dropped by the proxy: {}", status_idle["events"]),
+    );
+    let mut announce_missing = 0u64;
+    let mut announce_repeated = 0u64;
+    for r in &reports {
+        for k in &counts.announced {
+            match r.announces.iter().filter(|x| *x == k).count() {
+                0 => announce_missing += 1,
+                1 => {}
+                _ => announce_repeated += 1,
+            }
+        }
+        let mut all = r.announces.clone();
+        all.sort_unstable();
+        let before = all.len();
+        all.dedup();
+        announce_repeated += (before - all.len()) as u64;
+    }
+    check(
+        announce_missing == 0 && announce_repeated == 0,
+        format!("announcements: {announce_missing} missed, {announce_repeated} repeated"),
+    );
+    let pass = failures.is_empty();
+
+    let summary = Summary {
+        pass,
+        failures: failures.clone(),
+        seed: a.seed,
+        players: n,
+        chaos_seconds,
+        counts,
+        nats_kills,
+        nats_terms,
+        proxy: proxy_log,
+        lines,
+        drops,
+        logged_in_at_end,
+        quit_closed,
+        notices: seen,
+        anomalies,
+        idle_before,
+        start,
+        peak,
+        fin,
+        idle_after,
+        sessions_open_after_quit: 0,
+        proxy_exit,
+        game_starts: logs.starts.clone(),
+        bus_missed: bus_seen.missed(),
+        bus_seen,
+        status_start,
+        status_end: status_fin,
+        status_after_quit: status_idle,
+        announce_missing,
+        announce_repeated,
+        timeline: timeline.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    };
+    let mut summary = summary;
+    summary.sessions_open_after_quit = summary.proxy.sessions_open();
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    std::fs::write(a.dir.join("summary.json"), json).map_err(|e| format!("summary.json: {e}"))?;
+    // The raw evidence: every player's report with all its lines (one
+    // JSON object per player per line of the file) and every act of the
+    // driver.
+    let mut raw = String::new();
+    for r in &reports {
+        raw.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
+        raw.push('\n');
+    }
+    std::fs::write(a.dir.join("players.jsonl"), raw).map_err(|e| format!("players: {e}"))?;
+    let acts = serde_json::to_string_pretty(&events).map_err(|e| e.to_string())?;
+    std::fs::write(a.dir.join("chaos.json"), acts).map_err(|e| format!("chaos.json: {e}"))?;
+    println!("{}", render(&summary));
+    Ok(pass)
+}
+
+/// The proxy's `status` over the bus (Null if it does not answer, which
+/// fails the checks that read it).
+fn status(rt: &tokio::runtime::Runtime, bus: &bus::Bus) -> serde_json::Value {
+    // NATS may be reconnecting right after the chaos: try for a while.
+    for _ in 0..20 {
+        match rt.block_on(bus.request("status", serde_json::json!({}))) {
+            Ok(v) => return v,
+            Err(e) => eprintln!("soak: status request: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    serde_json::Value::Null
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn render(s: &Summary) -> String {
+    let c = &s.counts;
+    let l = &s.lines;
+    let p = &s.proxy;
+    let f = |k: &str| p.failovers.get(k).copied().unwrap_or(0);
+    let ev = |k: &str| s.status_after_quit["events"][k].as_u64().unwrap_or(0);
+    let lost_by: Vec<String> = l
+        .in_flight_lost_by
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |k: &str, v: String| rows.push((k.to_string(), v));
+    row(
+        "players / chaos time",
+        format!("{} / {:.0} s (seed {})", s.players, s.chaos_seconds, s.seed),
+    );
+    row("chaos episodes", c.episodes.to_string());
+    row(
+        "backend kills (SIGKILL)",
+        format!(
+            "{} (active {}, standby {}; {} in a re-login storm, {} past failover.after)",
+            c.kills(),
+            c.kills_active,
+            c.kills_standby,
+            c.kills_in_relogin,
+            c.kills_past_failover
+        ),
+    );
+    row(
+        "clean stops",
+        format!("SIGTERM {}, @shutdown {}", c.terms, c.game_shutdowns),
+    );
+    row(
+        "freezes (SIGSTOP/SIGCONT)",
+        format!(
+            "{} (short {}, detected {}, past failover.after {})",
+            c.freezes_short + c.freezes_detected + c.freezes_past_failover,
+            c.freezes_short,
+            c.freezes_detected,
+            c.freezes_past_failover
+        ),
+    );
+    row(
+        "failovers (proxy log)",
+        format!(
+            "{} (automatic {}, SIGHUP {}, bus request {})",
+            p.failovers.values().sum::<u64>(),
+            f("automatic"),
+            f("sighup"),
+            f("request")
+        ),
+    );
+    row(
+        "reloads (SIGHUP)",
+        format!(
+            "{} ok, {} refused (queue_input toggles {}, reorders {}, broken files {})",
+            p.reloads_ok, p.reloads_failed, c.reloads_toggle, c.reloads_reorder, c.reloads_invalid
+        ),
+    );
+    row(
+        "nats-server kills / restarts",
+        format!(
+            "{} (SIGKILL {}, SIGTERM {})",
+            s.nats_kills + s.nats_terms,
+            s.nats_kills,
+            s.nats_terms
+        ),
+    );
+    row(
+        "bus requests",
+        format!(
+            "failover {} ok, announce {} ok, {} unanswered (NATS away)",
+            c.bus_failovers,
+            c.announced.len(),
+            c.bus_requests_failed
+        ),
+    );
+    row(
+        "bus events seen by a subscriber",
+        format!(
+            "{} distinct, {} repeats, {} missed while it reconnected; proxy dropped {}",
+            s.bus_seen.unique,
+            s.bus_seen.repeats,
+            s.bus_missed,
+            ev("dropped_channel") + ev("dropped_overflow")
+        ),
+    );
+    row(
+        "holds / re-logins (proxy log)",
+        format!(
+            "{} / {} ({} re-logins failed)",
+            p.holds, p.relogins, p.relogins_failed
+        ),
+    );
+    row(
+        "notices seen by players",
+        format!(
+            "offline {}, online {}, moving {}, game shutdown {}",
+            s.notices.offline, s.notices.online, s.notices.moving, s.notices.game_shutdown
+        ),
+    );
+    row(
+        "announcements missed / repeated",
+        format!("{} / {}", s.announce_missing, s.announce_repeated),
+    );
+    row("lines sent", l.sent.to_string());
+    row("  delivered (echoed)", l.delivered.to_string());
+    row(
+        "  queued while held, delivered after",
+        l.queued_delivered.to_string(),
+    );
+    row(
+        "  answered while held (not sent)",
+        l.answered_held.to_string(),
+    );
+    row("  queue full (not kept)", l.queue_full.to_string());
+    row(
+        "  in flight at a crash: delivered",
+        l.in_flight_delivered.to_string(),
+    );
+    row(
+        "  in flight at a crash: died with the backend",
+        format!("{} ({})", l.in_flight_lost_with_backend, lost_by.join(", ")),
+    );
+    row("  timed out, delivered", l.timed_out_delivered.to_string());
+    row("  queued, too old to send", l.stale.to_string());
+    row(
+        "  late from a thawed host",
+        l.late_from_thawed_host.to_string(),
+    );
+    row("lost lines", l.lost.to_string());
+    row("duplicate lines", l.duplicate.to_string());
+    row("out-of-order lines", l.out_of_order.to_string());
+    row(
+        "lines not logged as the player",
+        l.not_as_player.to_string(),
+    );
+    row("connection drops", s.drops.to_string());
+    row(
+        "logged in at the end",
+        format!("{}/{}", s.logged_in_at_end, s.players),
+    );
+    row(
+        "closed cleanly after QUIT",
+        format!("{}/{}", s.quit_closed, s.players),
+    );
+    row("player anomalies", s.anomalies.to_string());
+    row(
+        "RSS start / peak / final",
+        format!(
+            "{} / {} / {}",
+            mib(s.start.rss_kib),
+            mib(s.peak.rss_kib),
+            mib(s.fin.rss_kib)
+        ),
+    );
+    row(
+        "fds start / final (players on)",
+        format!("{} / {}", s.start.fds, s.fin.fds),
+    );
+    row(
+        "fds idle before / after (no players)",
+        format!("{} / {}", s.idle_before.fds, s.idle_after.fds),
+    );
+    row(
+        "RSS idle before / after",
+        format!(
+            "{} / {}",
+            mib(s.idle_before.rss_kib),
+            mib(s.idle_after.rss_kib)
+        ),
+    );
+    row(
+        "threads start / final",
+        format!("{} / {}", s.start.threads, s.fin.threads),
+    );
+    row(
+        "sessions (bus status) start / end / after QUIT",
+        format!(
+            "{} / {} / {}",
+            s.status_start["sessions"]["total"],
+            s.status_end["sessions"]["total"],
+            s.status_after_quit["sessions"]["total"]
+        ),
+    );
+    row(
+        "holdfast exit on SIGTERM",
+        s.proxy_exit
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "killed".into()),
+    );
+    row(
+        "result",
+        if s.pass {
+            "PASS".into()
+        } else {
+            format!("FAIL: {}", s.failures.join("; "))
+        },
+    );
+    report::table(&rows)
+}

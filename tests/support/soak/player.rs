@@ -1,0 +1,785 @@
+//! One simulated player.
+//!
+//! It connects through holdfast from its own 127.x.y.z address, logs in,
+//! then sends numbered lines `echo S:<name>:<n>` stop-and-wait: the next
+//! line goes out only once the previous one is *resolved*, by
+//!
+//! - its echo `S:<name>:<n>` from the game (delivered),
+//! - holdfast's held-input notice (answered while held, not sent),
+//! - holdfast's queued notice (queued; its echo must come after re-login),
+//! - holdfast's queue-full notice (answered, not kept),
+//! - an offline or failover notice followed by nothing for [`GRACE`] (in
+//!   flight when the backend went away: the backend logs tell whether it
+//!   got there; if holdfast read the line only after the notice, its
+//!   held/queued answer comes within the grace and counts instead), or
+//! - a timeout (suspicious; the logs decide).
+//!
+//! So at most one line per player is ever in flight, and the backend logs
+//! say exactly what happened to each. A connection that closes before the
+//! soak tells the player to leave is a drop.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpSocket;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+
+use crate::procs::now_us;
+
+/// How long the first login may take (the proxy and game are up then).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the final check (logged in again, line echoed) may take.
+const FINAL_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long a player waits for holdfast to close after QUIT.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// After an offline or failover notice, how long an outstanding line may
+/// still get its own answer (holdfast read it after it wrote the notice).
+pub const GRACE: Duration = Duration::from_secs(5);
+/// After the online notice, how long a line queued during the re-login
+/// may take to be echoed before the grace ends.
+const ONLINE_GRACE: Duration = Duration::from_secs(2);
+/// Anomalies kept per player (the count is kept beyond that).
+const ANOMALIES_KEPT: usize = 20;
+
+/// What the soak tells every player.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Keep sending numbered lines.
+    Run,
+    /// Stop sending; prove you are logged in (`echo F:...` answered).
+    Finish,
+    /// QUIT and expect holdfast to close the connection.
+    Leave,
+}
+
+/// Counters every player updates, for progress and the end checks.
+#[derive(Default)]
+pub struct Control {
+    /// Players past their first login.
+    pub logged_in: AtomicUsize,
+    /// Players currently held (offline/failover notice seen, online not yet).
+    pub held: AtomicUsize,
+    /// Players whose final check passed.
+    pub final_ok: AtomicUsize,
+    /// Players done with the final check, passed or not.
+    pub finished: AtomicUsize,
+    /// Connections that closed under a player.
+    pub dropped: AtomicUsize,
+    /// Numbered lines sent, all players.
+    pub sent: AtomicU64,
+}
+
+/// How the player saw a numbered line resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Not resolved yet (only at the very end, after a drop).
+    Pending,
+    /// Echoed by the game.
+    Echoed,
+    /// Answered with the held-input notice: not sent.
+    Held,
+    /// Answered with the queued notice: to be sent after re-login.
+    Queued,
+    /// Answered with the queue-full notice: not kept.
+    QueueFull,
+    /// The offline notice came while it was outstanding.
+    InFlightOffline,
+    /// Queued, sent after the re-login (the online notice came), and the
+    /// backend went away again before its echo: in flight at that crash.
+    QueuedInFlight,
+    /// The failover notice came while it was outstanding.
+    InFlightMoving,
+    /// Nothing answered it in time.
+    TimedOut,
+}
+
+/// One numbered line.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineRec {
+    /// Its number (from 1).
+    pub n: u32,
+    /// When it was written, Unix µs.
+    pub sent_us: u64,
+    /// When it was resolved, Unix µs.
+    pub resolved_us: u64,
+    /// How.
+    pub outcome: Outcome,
+    /// Echoes seen for it, at any time.
+    pub echoes: u32,
+}
+
+/// Notices the player saw, by kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Seen {
+    pub offline: u32,
+    pub online: u32,
+    pub moving: u32,
+    pub held: u32,
+    pub queued: u32,
+    pub queue_full: u32,
+    pub stale: u32,
+    pub relogin_failed: u32,
+    pub connect_screen: u32,
+    pub game_shutdown: u32,
+    pub other_notice: u32,
+}
+
+/// Everything one player reports at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub lines: Vec<LineRec>,
+    pub seen: Seen,
+    /// Why the connection ended before `Leave`, if it did.
+    pub dropped: Option<String>,
+    /// The final check passed (logged in, a line echoed by the game).
+    pub final_ok: bool,
+    /// The final line's number (`F:<name>:<k>`) that was echoed.
+    pub final_n: Option<u32>,
+    /// Holdfast closed the connection after QUIT.
+    pub quit_ok: bool,
+    /// Bus announcements received (their numbers, in order).
+    pub announces: Vec<u32>,
+    pub anomalies: Vec<String>,
+    pub anomaly_count: u32,
+}
+
+/// Who this player is and how it behaves.
+#[derive(Clone)]
+pub struct Spec {
+    pub name: String,
+    pub pass: String,
+    pub proxy: SocketAddr,
+    pub src: Ipv4Addr,
+    /// Pause between a line's answer and the next line, ms (min, max).
+    pub think_ms: (u64, u64),
+    /// How long an outstanding line may wait for an answer.
+    pub answer_timeout: Duration,
+    pub seed: u64,
+}
+
+/// What a line from holdfast means to this player.
+#[derive(Debug, PartialEq, Eq)]
+enum Ev {
+    Echo(u32),
+    Final(u32),
+    Offline,
+    Online,
+    Moving,
+    Held,
+    Queued,
+    QueueFull,
+    Stale(u32),
+    ReloginFailed,
+    ConnectScreen,
+    LastConnect,
+    GameShutdown,
+    Announce(u32),
+    OtherNotice,
+    Other,
+}
+
+fn classify(line: &str, name: &str) -> Ev {
+    let num = |tag: &str| {
+        line.strip_prefix(tag)
+            .and_then(|r| r.strip_prefix(name))
+            .and_then(|r| r.strip_prefix(':'))
+            .and_then(|r| r.parse::<u32>().ok())
+    };
+    if let Some(n) = num("S:") {
+        return Ev::Echo(n);
+    }
+    if let Some(n) = num("F:") {
+        return Ev::Final(n);
+    }
+    if line.contains("Last connect was from") {
+        return Ev::LastConnect;
+    }
+    if line.contains("Use \"connect <name> <password>\" to connect.") {
+        return Ev::ConnectScreen;
+    }
+    if line.starts_with("GAME: Shutdown by") {
+        return Ev::GameShutdown;
+    }
+    if let Some(k) = line.strip_prefix("[soak] announcement ") {
+        if let Ok(k) = k.parse() {
+            return Ev::Announce(k);
+        }
+    }
+    let Some(rest) = line.trim_start().strip_prefix("[holdfast] ") else {
+        return Ev::Other;
+    };
+    if rest.contains("is down. Your connection is being held") {
+        Ev::Offline
+    } else if rest.contains("You have been logged back in.") {
+        Ev::Online
+    } else if rest.starts_with("Moving you to ") {
+        Ev::Moving
+    } else if rest.contains("that was not sent") {
+        Ev::Held
+    } else if rest.contains("queued, it will be sent") {
+        Ev::Queued
+    } else if rest.contains("Too many lines waiting; that one was not kept") {
+        Ev::QueueFull
+    } else if rest.contains("queued line(s) were too old") {
+        Ev::Stale(
+            rest.split_whitespace()
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(1),
+        )
+    } else if rest.contains("logging you back in failed") {
+        Ev::ReloginFailed
+    } else {
+        Ev::OtherNotice
+    }
+}
+
+/// Splits holdfast's output into text lines, dropping telnet commands.
+struct Reader {
+    rd: OwnedReadHalf,
+    lines: VecDeque<String>,
+    cur: Vec<u8>,
+    tel: u8,
+}
+
+// Telnet parser states.
+const T_DATA: u8 = 0;
+const T_IAC: u8 = 1;
+const T_OPT: u8 = 2;
+const T_SB: u8 = 3;
+const T_SB_IAC: u8 = 4;
+
+impl Reader {
+    fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            self.tel = match (self.tel, b) {
+                (T_DATA, 255) => T_IAC,
+                (T_DATA, b'\n') => {
+                    let l = String::from_utf8_lossy(&self.cur);
+                    self.lines.push_back(l.trim_end_matches('\r').to_string());
+                    self.cur.clear();
+                    T_DATA
+                }
+                (T_DATA, b) => {
+                    if self.cur.len() < 64 * 1024 {
+                        self.cur.push(b);
+                    }
+                    T_DATA
+                }
+                (T_IAC, 255) => {
+                    self.cur.push(255);
+                    T_DATA
+                }
+                (T_IAC, 250) => T_SB,
+                (T_IAC, 251..=254) => T_OPT,
+                (T_IAC, _) => T_DATA,
+                (T_OPT, _) => T_DATA,
+                (T_SB, 255) => T_SB_IAC,
+                (T_SB, _) => T_SB,
+                (T_SB_IAC, 240) => T_DATA,
+                (T_SB_IAC, _) => T_SB,
+                _ => T_DATA,
+            };
+        }
+    }
+
+    /// The next line; Err when the connection closed. Cancel-safe: the
+    /// only await is the socket read, which loses nothing when dropped.
+    async fn next(&mut self) -> Result<String, String> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(l) = self.lines.pop_front() {
+                return Ok(l);
+            }
+            match self.rd.read(&mut buf).await {
+                Ok(0) => return Err("closed by holdfast".into()),
+                Ok(n) => self.feed(&buf[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+struct Player {
+    spec: Spec,
+    ctl: Arc<Control>,
+    rd: Reader,
+    wr: OwnedWriteHalf,
+    rep: Report,
+    /// Index into `rep.lines` of the outstanding numbered line.
+    outstanding: Option<usize>,
+    /// The outstanding final line and when it was sent.
+    final_out: Option<(u32, Instant)>,
+    final_k: u32,
+    /// An offline/failover notice came while a line was outstanding: if
+    /// nothing answers it by then, it was in flight (with this outcome).
+    grace: Option<(Instant, Outcome)>,
+    held: bool,
+    /// Lines answered "queued" and not echoed yet.
+    queued_wait: Vec<usize>,
+    /// Of those, the ones holdfast has sent since (an online notice came).
+    flushed: Vec<usize>,
+    /// A re-login failed: log in by hand before sending more.
+    need_login: bool,
+    /// Counted in `Control::finished` already.
+    finish_counted: bool,
+    next_send: Instant,
+    rng: rand::rngs::StdRng,
+}
+
+/// Runs one player until told to leave; returns its report.
+pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase>) -> Report {
+    let mut rep = Report {
+        name: spec.name.clone(),
+        lines: Vec::new(),
+        seen: Seen::default(),
+        dropped: None,
+        final_ok: false,
+        final_n: None,
+        quit_ok: false,
+        announces: Vec::new(),
+        anomalies: Vec::new(),
+        anomaly_count: 0,
+    };
+    let stream = async {
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::from((spec.src, 0)))?;
+        sock.connect(spec.proxy).await
+    };
+    let stream = match tokio::time::timeout(LOGIN_TIMEOUT, stream).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            rep.dropped = Some(format!("connect: {e}"));
+            ctl.dropped.fetch_add(1, Ordering::Relaxed);
+            return rep;
+        }
+        Err(_) => {
+            rep.dropped = Some("connect timed out".into());
+            ctl.dropped.fetch_add(1, Ordering::Relaxed);
+            return rep;
+        }
+    };
+    let (rd, wr) = stream.into_split();
+    let rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let mut p = Player {
+        spec,
+        ctl: ctl.clone(),
+        rd: Reader {
+            rd,
+            lines: VecDeque::new(),
+            cur: Vec::new(),
+            tel: T_DATA,
+        },
+        wr,
+        rep,
+        outstanding: None,
+        final_out: None,
+        final_k: 0,
+        grace: None,
+        queued_wait: Vec::new(),
+        flushed: Vec::new(),
+        held: false,
+        need_login: false,
+        finish_counted: false,
+        next_send: Instant::now(),
+        rng,
+    };
+    let r = match p.login().await {
+        Ok(()) => {
+            ctl.logged_in.fetch_add(1, Ordering::Relaxed);
+            p.main(&mut phase).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        p.rep.dropped = Some(e);
+        ctl.dropped.fetch_add(1, Ordering::Relaxed);
+        if p.held {
+            ctl.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if !p.finish_counted {
+        ctl.finished.fetch_add(1, Ordering::Relaxed);
+    }
+    p.rep
+}
+
+impl Player {
+    fn anomaly(&mut self, what: String) {
+        self.rep.anomaly_count += 1;
+        if self.rep.anomalies.len() < ANOMALIES_KEPT {
+            self.rep.anomalies.push(what);
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> Result<(), String> {
+        let data = format!("{line}\r\n");
+        match tokio::time::timeout(Duration::from_secs(60), self.wr.write_all(data.as_bytes()))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write: {e}")),
+            Err(_) => Err("write timed out (holdfast stopped reading)".into()),
+        }
+    }
+
+    /// Waits for a line until `until`; Ok(None) at the deadline.
+    async fn line_until(&mut self, until: Instant) -> Result<Option<String>, String> {
+        tokio::select! {
+            l = self.rd.next() => l.map(Some),
+            _ = sleep_until(until) => Ok(None),
+        }
+    }
+
+    /// First login: connect screen, `connect`, the game's welcome, then a
+    /// line that must come back so holdfast has confirmed the login.
+    async fn login(&mut self) -> Result<(), String> {
+        let until = Instant::now() + LOGIN_TIMEOUT;
+        let name = self.spec.name.clone();
+        let mut stage = 0;
+        loop {
+            let Some(l) = self.line_until(until).await? else {
+                return Err(format!("login timed out at stage {stage}"));
+            };
+            match (stage, classify(&l, &name)) {
+                (0, Ev::ConnectScreen) => {
+                    let c = format!("connect {} {}", name, self.spec.pass);
+                    self.send(&c).await?;
+                    stage = 1;
+                }
+                (1, Ev::LastConnect) => {
+                    self.send(&format!("echo F:{name}:0")).await?;
+                    stage = 2;
+                }
+                (2, Ev::Final(0)) => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    fn think(&mut self) {
+        let (a, b) = self.spec.think_ms;
+        let ms = if b > a {
+            self.rng.random_range(a..=b)
+        } else {
+            a
+        };
+        self.next_send = Instant::now() + Duration::from_millis(ms);
+    }
+
+    fn resolve(&mut self, outcome: Outcome) {
+        self.grace = None;
+        if let Some(i) = self.outstanding.take() {
+            let r = &mut self.rep.lines[i];
+            r.outcome = outcome;
+            r.resolved_us = now_us();
+            self.think();
+        }
+    }
+
+    /// A held/queued/queue-full notice answers the outstanding line (or the
+    /// final line); holdfast answers lines in the order it reads them.
+    fn answer(&mut self, o: Outcome) {
+        if self.final_out.is_some() {
+            self.grace = None;
+            if o != Outcome::Queued {
+                // Not sent: try again once logged back in.
+                self.final_out = None;
+            }
+        } else if let Some(i) = self.outstanding {
+            if o == Outcome::Queued {
+                self.queued_wait.push(i);
+            }
+            self.resolve(o);
+        } else {
+            self.anomaly(format!("{o:?} notice with no line outstanding"));
+        }
+    }
+
+    fn set_held(&mut self, held: bool) {
+        if held != self.held {
+            self.held = held;
+            if held {
+                self.ctl.held.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.ctl.held.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn main(&mut self, phase: &mut watch::Receiver<Phase>) -> Result<(), String> {
+        let name = self.spec.name.clone();
+        let mut final_deadline: Option<Instant> = None;
+        loop {
+            let ph = *phase.borrow_and_update();
+            let now = Instant::now();
+            match ph {
+                Phase::Leave => return self.leave().await,
+                Phase::Run => {
+                    if self.outstanding.is_none() && !self.need_login && now >= self.next_send {
+                        let n = self.rep.lines.len() as u32 + 1;
+                        self.rep.lines.push(LineRec {
+                            n,
+                            sent_us: now_us(),
+                            resolved_us: 0,
+                            outcome: Outcome::Pending,
+                            echoes: 0,
+                        });
+                        self.outstanding = Some(self.rep.lines.len() - 1);
+                        self.ctl.sent.fetch_add(1, Ordering::Relaxed);
+                        self.send(&format!("echo S:{name}:{n}")).await?;
+                    }
+                }
+                Phase::Finish => {
+                    let fd = *final_deadline.get_or_insert(now + FINAL_TIMEOUT);
+                    if !self.rep.final_ok && !self.finish_counted && now >= fd {
+                        self.anomaly("final check timed out".into());
+                        self.finish_counted = true;
+                        self.ctl.finished.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let idle = self.outstanding.is_none() && self.final_out.is_none();
+                    if idle && !self.rep.final_ok && !self.held && !self.need_login {
+                        self.final_k += 1;
+                        self.final_out = Some((self.final_k, now));
+                        let k = self.final_k;
+                        self.send(&format!("echo F:{name}:{k}")).await?;
+                    }
+                }
+            }
+            // Next wake-up: the think timer, an answer timeout, a final retry.
+            let mut until = now + Duration::from_secs(3600);
+            if let Some(i) = self.outstanding {
+                let sent = self.rep.lines[i].sent_us;
+                let age = Duration::from_micros(now_us().saturating_sub(sent));
+                until = until.min(now + self.spec.answer_timeout.saturating_sub(age));
+            } else if ph == Phase::Run && !self.need_login {
+                until = until.min(self.next_send);
+            }
+            if let Some((_, t)) = self.final_out {
+                until = until.min(t + self.spec.answer_timeout);
+            }
+            if let Some((t, _)) = self.grace {
+                until = until.min(t);
+            }
+            if let (Some(fd), false) = (final_deadline, self.finish_counted) {
+                until = until.min(fd);
+            }
+            tokio::select! {
+                l = self.rd.next() => {
+                    let l = l?;
+                    self.on_line(&l).await?;
+                }
+                // Cancel-safe: a watch change is not consumed by losing.
+                _ = phase.changed() => {}
+                _ = sleep_until(until) => self.on_timeout(),
+            }
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        if let Some((t, o)) = self.grace {
+            if Instant::now() >= t {
+                self.grace = None;
+                if self.outstanding.is_some() {
+                    self.resolve(o);
+                }
+                // A final line in flight: send another once logged back in.
+                self.final_out = None;
+            }
+        }
+        if let Some(i) = self.outstanding {
+            let age = now_us().saturating_sub(self.rep.lines[i].sent_us);
+            if Duration::from_micros(age) >= self.spec.answer_timeout {
+                let n = self.rep.lines[i].n;
+                self.anomaly(format!("line {n} not answered in time"));
+                self.resolve(Outcome::TimedOut);
+            }
+        }
+        if let Some((k, t)) = self.final_out {
+            if t.elapsed() >= self.spec.answer_timeout {
+                self.anomaly(format!("final line {k} not answered in time"));
+                self.final_out = None;
+            }
+        }
+    }
+
+    async fn on_line(&mut self, l: &str) -> Result<(), String> {
+        let ev = classify(l, &self.spec.name);
+        let out_n = self.outstanding.map(|i| self.rep.lines[i].n);
+        match ev {
+            Ev::Echo(n) => {
+                let Some(rec) = n
+                    .checked_sub(1)
+                    .and_then(|i| self.rep.lines.get_mut(i as usize))
+                else {
+                    self.anomaly(format!("echo of line {n}, never sent"));
+                    return Ok(());
+                };
+                rec.echoes += 1;
+                let (echoes, outcome) = (rec.echoes, rec.outcome);
+                if out_n == Some(n) {
+                    self.resolve(Outcome::Echoed);
+                } else if echoes > 1 {
+                    self.anomaly(format!("line {n} echoed {echoes} times"));
+                } else if matches!(outcome, Outcome::Held | Outcome::QueueFull) {
+                    self.anomaly(format!("line {n} echoed though answered {outcome:?}"));
+                }
+            }
+            Ev::Final(k) => {
+                if self.final_out.map(|f| f.0) == Some(k) && !self.rep.final_ok {
+                    self.final_out = None;
+                    self.grace = None;
+                    self.rep.final_ok = true;
+                    self.rep.final_n = Some(k);
+                    self.ctl.final_ok.fetch_add(1, Ordering::Relaxed);
+                    if !self.finish_counted {
+                        self.finish_counted = true;
+                        self.ctl.finished.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ev::Held => {
+                self.rep.seen.held += 1;
+                self.answer(Outcome::Held);
+            }
+            Ev::Queued => {
+                self.rep.seen.queued += 1;
+                self.answer(Outcome::Queued);
+            }
+            Ev::QueueFull => {
+                self.rep.seen.queue_full += 1;
+                self.answer(Outcome::QueueFull);
+            }
+            Ev::Stale(k) => self.rep.seen.stale += k,
+            Ev::Offline | Ev::Moving => {
+                let o = if ev == Ev::Offline {
+                    self.rep.seen.offline += 1;
+                    Outcome::InFlightOffline
+                } else {
+                    self.rep.seen.moving += 1;
+                    Outcome::InFlightMoving
+                };
+                // The first notice starts the grace; later ones (another
+                // outage before the line was answered) do not extend it.
+                // Queued lines sent after the last re-login and not echoed
+                // were in flight when this backend went away.
+                let now = now_us();
+                for i in std::mem::take(&mut self.flushed) {
+                    let r = &mut self.rep.lines[i];
+                    if r.echoes == 0 {
+                        r.outcome = Outcome::QueuedInFlight;
+                        r.resolved_us = now;
+                    }
+                }
+                if self.grace.is_none() && (self.outstanding.is_some() || self.final_out.is_some())
+                {
+                    self.grace = Some((Instant::now() + GRACE, o));
+                }
+                self.set_held(true);
+            }
+            Ev::Online => {
+                self.rep.seen.online += 1;
+                self.set_held(false);
+                // holdfast sends the queue right after this notice.
+                let lines = &self.rep.lines;
+                self.flushed.retain(|&i| lines[i].echoes == 0);
+                self.flushed.append(&mut self.queued_wait);
+                // A line queued silently during the re-login is echoed right
+                // after this notice: give it a moment.
+                if let Some((t, o)) = self.grace {
+                    self.grace = Some((t.max(Instant::now() + ONLINE_GRACE), o));
+                }
+            }
+            Ev::ReloginFailed => {
+                self.rep.seen.relogin_failed += 1;
+                self.anomaly("re-login failed".into());
+                self.set_held(false);
+                // Do what a person would: log in by hand.
+                self.need_login = true;
+                let c = format!("connect {} {}", self.spec.name, self.spec.pass);
+                self.send(&c).await?;
+            }
+            Ev::LastConnect => {
+                if self.need_login {
+                    self.need_login = false;
+                    self.think();
+                } else {
+                    self.anomaly("the game's welcome shown again (re-login output leaked)".into());
+                }
+            }
+            Ev::ConnectScreen => {
+                self.rep.seen.connect_screen += 1;
+                if !self.need_login {
+                    self.anomaly("connect screen while logged in".into());
+                }
+            }
+            Ev::GameShutdown => self.rep.seen.game_shutdown += 1,
+            Ev::Announce(k) => self.rep.announces.push(k),
+            Ev::OtherNotice => {
+                self.rep.seen.other_notice += 1;
+                self.anomaly(format!("notice: {l}"));
+            }
+            Ev::Other => {}
+        }
+        Ok(())
+    }
+
+    /// QUIT; holdfast must close the connection (that is not a drop).
+    async fn leave(&mut self) -> Result<(), String> {
+        self.send("QUIT").await?;
+        let until = Instant::now() + QUIT_TIMEOUT;
+        loop {
+            match self.line_until(until).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.anomaly("not closed after QUIT".into());
+                    return Ok(());
+                }
+                Err(_) => {
+                    self.rep.quit_ok = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        assert_eq!(classify("S:P0001:17", "P0001"), Ev::Echo(17));
+        assert_eq!(classify("S:P00011:17", "P0001"), Ev::Other);
+        assert_eq!(classify("F:P0001:2", "P0001"), Ev::Final(2));
+        assert_eq!(
+            classify("[holdfast] Soak MUSH is down. Your connection is being held; you will be logged back in when it returns.", "P1"),
+            Ev::Offline
+        );
+        assert_eq!(
+            classify(
+                "[holdfast] 3 queued line(s) were too old and were not sent.",
+                "P1"
+            ),
+            Ev::Stale(3)
+        );
+        assert_eq!(
+            classify(
+                "[holdfast] Moving you to beta; you will be logged back in.",
+                "P1"
+            ),
+            Ev::Moving
+        );
+    }
+}
