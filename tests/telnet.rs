@@ -373,7 +373,10 @@ async fn iac_bytes_are_escaped_both_ways_on_the_wire() {
         b.windows(9).any(|w| w == b"caf\xe9 \xff\xff!\r")
     })
     .await;
-    assert_eq!(p.mccp_starts, 1, "and it came through the proxy's MCCP2");
+    // (Whether the greeting came before or inside the proxy's MCCP2 stream
+    // depends on when the player's DO MCCP2 arrived: either way the escape
+    // must survive, which is what is checked.)
+    assert!(p.mccp_starts <= 1, "one compressed stream at most");
     p.send_raw(b"say \xff\xff\r\n").await;
     let mut got = Vec::new();
     while !got.windows(8).any(|w| w == b"say \xff\xff\r\n") {

@@ -330,6 +330,11 @@ impl Probe {
                 self.conn = None;
                 Ok(())
             }
+            // A logged-in connection that was merely slow to answer is
+            // kept: the game may be lagging, and the connection's age is
+            // what tells a quit from a restart (see `check_now`). Anything
+            // else, or a slow fresh login, starts over next time.
+            Err(e) if e == NO_ANSWER && !fresh => Err(e),
             Err(e) => {
                 self.conn = None;
                 Err(e)

@@ -407,7 +407,7 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
     s.push_str(extra);
     s.push('\n');
     if !extra.contains("[heartbeat]") {
-        s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\n");
+        s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"2s\"\n");
     }
     for (i, g) in games.iter().enumerate() {
         s.push_str(&format!(
@@ -426,6 +426,9 @@ pub struct Client {
     pub stream: TcpStream,
     pub raw: Vec<u8>,
     pub text: String,
+    /// How much of `raw` has been turned into `text` (a telnet sequence cut
+    /// by a read waits for the next one).
+    stripped: usize,
     /// Position in `text` up to which `expect` has matched.
     pub pos: usize,
     pub closed: bool,
@@ -445,6 +448,7 @@ impl Client {
             stream,
             raw: Vec::new(),
             text: String::new(),
+            stripped: 0,
             pos: 0,
             closed: false,
         }
@@ -471,7 +475,11 @@ impl Client {
             }
             Ok(Ok(n)) => {
                 self.raw.extend_from_slice(&buf[..n]);
-                self.text = strip_telnet(&self.raw);
+                // Only the new bytes: re-stripping everything on every read
+                // made tests with lots of output quadratic.
+                let (plain, used) = strip_telnet_partial(&self.raw[self.stripped..]);
+                self.stripped += used;
+                self.text.push_str(&String::from_utf8_lossy(&plain));
                 true
             }
             Err(_) => false,
@@ -544,6 +552,45 @@ impl Client {
         c.expect("login-settled").await;
         c
     }
+}
+
+/// Removes complete telnet sequences from `b`; returns the plain bytes and
+/// how much of `b` was used (an unfinished sequence at the end is left).
+pub fn strip_telnet_partial(b: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != 255 {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let Some(&cmd) = b.get(i + 1) else { break };
+        match cmd {
+            255 => {
+                out.push(255);
+                i += 2;
+            }
+            250 => {
+                let mut j = i + 2;
+                while j + 1 < b.len() && !(b[j] == 255 && b[j + 1] == 240) {
+                    j += 1;
+                }
+                if j + 1 >= b.len() {
+                    break;
+                }
+                i = j + 2;
+            }
+            251..=254 => {
+                if i + 2 >= b.len() {
+                    break;
+                }
+                i += 3;
+            }
+            _ => i += 2,
+        }
+    }
+    (out, i)
 }
 
 /// Removes telnet sequences from a byte stream (for matching text).
