@@ -317,8 +317,10 @@ impl Chaos {
                 .map(|(k, _)| *k)
                 .unwrap_or("kill")
         };
-        let needs_other =
-            matches!(kind, "kill-failover" | "reload-move") || (kind == "freeze" && roll > 0.8);
+        // A second draw for the variant (the first one chose the kind).
+        let sub: f64 = self.rng.random_range(0.0..1.0);
+        let needs_other = matches!(kind, "kill-failover" | "reload-move" | "bus-failover")
+            || (kind == "freeze" && sub >= 0.7);
         if needs_other && !self.wait_log("the other backend up", |l| l.is_up(&self.games[o].name)) {
             self.problem(format!(
                 "{} never came up; skipping {kind}",
@@ -365,9 +367,9 @@ impl Chaos {
                 self.restart(a);
             }
             "freeze" => {
-                let (d, bucket) = if roll < 0.3 {
+                let (d, bucket) = if sub < 0.3 {
                     (secs(&mut self.rng, 0.2, 0.8), 0)
-                } else if roll < 0.8 {
+                } else if sub < 0.7 {
                     (secs(&mut self.rng, 4.0, 6.0), 1)
                 } else {
                     (secs(&mut self.rng, after + 5.0, after + 8.0), 2)
