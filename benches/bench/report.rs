@@ -522,8 +522,10 @@ const README_BEGIN: &str = "<!-- bench:begin -->";
 const README_END: &str = "<!-- bench:end -->";
 /// Where the README's copy of the plot lives (the README shows it).
 const README_PLOT: &str = "docs/bench-latency.svg";
+/// Where the README's run's JSON is kept, next to the plot.
+const README_JSON: &str = "docs/bench-results.json";
 
-fn update_readme(section: &str, plot: &Path) -> std::io::Result<()> {
+fn update_readme(section: &str, plot: &Path, json: &Path) -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = root.join("README.md");
     let text = std::fs::read_to_string(&readme)?;
@@ -536,6 +538,7 @@ fn update_readme(section: &str, plot: &Path) -> std::io::Result<()> {
     std::fs::write(&readme, new)?;
     std::fs::create_dir_all(root.join("docs"))?;
     std::fs::copy(plot, root.join(README_PLOT))?;
+    std::fs::copy(json, root.join(README_JSON))?;
     Ok(())
 }
 
@@ -562,10 +565,13 @@ pub fn write_all(out: &Path, run: &Run, res: &Results, readme: bool) {
         out.display()
     );
     if readme {
-        let section =
-            format!("{cond}\n\n{table}\n![Round-trip latency by percentile]({README_PLOT})\n");
-        match update_readme(&section, &svg) {
-            Ok(()) => println!("updated README.md and {README_PLOT}"),
+        let section = format!(
+            "{cond}\n\n{table}\nThe same figures with every run's raw numbers: \
+             [`{README_JSON}`]({README_JSON}).\n\n\
+             ![Round-trip latency by percentile]({README_PLOT})\n"
+        );
+        match update_readme(&section, &svg, &out.join("results.json")) {
+            Ok(()) => println!("updated README.md, {README_PLOT} and {README_JSON}"),
             Err(e) => eprintln!("bench: README not updated: {e}"),
         }
     }
