@@ -120,6 +120,34 @@ pub fn render_nonce(template: &str, nonce: &str) -> Vec<u8> {
     v
 }
 
+/// `text` without ANSI escape sequences (CSI such as colours `ESC [ 1;31 m`,
+/// and two-byte `ESC x`), for matching the login success/failure regexes:
+/// Evennia colours its answers, e.g. `ESC[22mESC[31mUsername and/or password
+/// is incorrect.ESC[0m`, which a `^Username` regex would otherwise miss.
+pub fn strip_ansi(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\x1b') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        // CSI: parameters and intermediates up to a final byte @..~; any
+        // other escape is two characters.
+        if it.next() == Some('[') {
+            for c in it.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// True if `line` is the game's quit command (case-insensitive, trimmed).
 pub fn is_quit(line: &[u8], quit: &str) -> bool {
     line.trim_ascii().eq_ignore_ascii_case(quit.as_bytes())
@@ -171,6 +199,20 @@ mod tests {
     fn debug_hides_password() {
         let c = parse_connect(b"connect Alice s3cret").unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn strips_ansi() {
+        assert_eq!(
+            strip_ansi("\x1b[22m\x1b[31mUsername and/or password is incorrect.\x1b[0m"),
+            "Username and/or password is incorrect."
+        );
+        assert_eq!(
+            strip_ansi("You become \x1b[1m\x1b[36mAlice\x1b[0m."),
+            "You become Alice."
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
+        assert_eq!(strip_ansi("cut \x1b[1"), "cut ");
     }
 
     #[test]

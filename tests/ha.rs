@@ -384,3 +384,111 @@ async fn failback_returns_to_the_preferred_backend() {
         .lines_from("Alice")
         .contains(&"say standby".to_string()));
 }
+
+#[tokio::test]
+async fn instant_restart_is_not_mistaken_for_a_quit() {
+    // A supervisor may restart the game within milliseconds; the heartbeat
+    // then answers from the new process. That must not read as "the game
+    // is alive, so the player quit": the player is held and logged back in.
+    let dir = TempDir::new("instantrestart");
+    let mut game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    for _ in 0..3 {
+        // Pausing the proxy while the game restarts lets the heartbeat reach
+        // the new process before the session has looked at its closed
+        // connection, which is the race this is about.
+        proxy.freeze();
+        game.restart();
+        proxy.thaw();
+        alice.expect(ONLINE).await;
+        alice.send("say still with you").await;
+        alice.expect("You say, \"still with you\"").await;
+    }
+    assert!(!alice.closed);
+    assert!(!proxy.logs().contains("reason=\"booted\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_ends_every_session_cleanly() {
+    const N: usize = 20;
+    let dir = TempDir::new("termload");
+    let users: Vec<String> = (0..N).map(|i| format!("L{i}:pw{i}")).collect();
+    let mut args: Vec<&str> = vec!["--user", "heartbeat:hbpass"];
+    for u in &users {
+        args.push("--user");
+        args.push(u);
+    }
+    let game = Game::start(&dir, &args);
+    let mut proxy = Proxy::start_with(
+        &dir,
+        &config_for(&[&game], "[limits]\nconn_rate_per_ip = 0\n"),
+        "holdfast=info",
+        &[],
+    );
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let addr = proxy.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::login(addr, &format!("L{i}"), &format!("pw{i}")).await;
+            // Stop-and-wait: send a numbered line, wait for its echo, until
+            // the proxy says it is stopping.
+            let mut acked = Vec::new();
+            for n in 0..100_000u32 {
+                c.send(&format!("say {n}")).await;
+                let want = format!("You say, \"{n}\"");
+                let got = c.collect_for(Duration::from_millis(20)).await;
+                if got.contains("is stopping") || c.closed {
+                    if got.contains(&want) {
+                        acked.push(n);
+                    }
+                    break;
+                }
+                if got.contains(&want) {
+                    acked.push(n);
+                    c.pos = c.text.len();
+                } else {
+                    c.expect(&want).await;
+                    acked.push(n);
+                }
+            }
+            c.expect_closed().await;
+            assert!(c.text.contains("is stopping"), "L{i} was told");
+            (i, acked)
+        }));
+    }
+    // Let everyone play for a moment, then stop the proxy.
+    let t0 = std::time::Instant::now();
+    while game.events().iter().filter(|e| e["t"] == "login").count() <= N {
+        assert!(t0.elapsed() < WAIT, "players did not all log in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let code = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    for t in tasks {
+        let (i, acked) = t.await.unwrap();
+        let user = format!("L{i}");
+        let got: Vec<u32> = game
+            .lines_from(&user)
+            .iter()
+            .filter_map(|l| l.strip_prefix("say ").and_then(|n| n.parse().ok()))
+            .collect();
+        // Everything acknowledged reached the game, once, in order.
+        assert!(!acked.is_empty(), "{user} played");
+        assert_eq!(&got[..acked.len()], &acked[..], "{user}");
+        let mut sorted = got.clone();
+        sorted.dedup();
+        assert_eq!(sorted, got, "{user}: no duplicates");
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{user}: in order");
+    }
+    // And the game saw a clean quit from every player, not a dropped link.
+    let quits = game
+        .events()
+        .into_iter()
+        .filter(|e| e["t"] == "close" && e["why"] == "quit")
+        .count();
+    assert!(quits >= N, "every player quit cleanly ({quits})");
+}

@@ -31,6 +31,8 @@ use crate::login::{new_nonce, render_login, render_nonce};
 const PROBE_BUF_MAX: usize = 64 * 1024;
 /// Queued immediate-check requests before senders wait.
 const CHECK_QUEUE: usize = 1024;
+/// `read_until`'s error when the deadline passes.
+const NO_ANSWER: &str = "no answer before heartbeat.timeout";
 
 /// A probe's state change, sent to the failover manager.
 #[derive(Debug, Clone)]
@@ -43,10 +45,13 @@ pub struct ProbeReport {
     pub reason: String,
 }
 
+/// An immediate check: the caller's connection time and where to answer.
+type CheckRequest = (Instant, oneshot::Sender<bool>);
+
 /// Handle to a running probe.
 #[derive(Clone, Debug)]
 pub struct ProbeHandle {
-    check_tx: mpsc::Sender<oneshot::Sender<bool>>,
+    check_tx: mpsc::Sender<CheckRequest>,
     /// Cancels the probe task.
     pub cancel: CancellationToken,
     /// The backend it probes (a changed address needs a new probe).
@@ -57,9 +62,17 @@ impl ProbeHandle {
     /// Asks for an immediate probe and returns whether the backend answered.
     /// A failed immediate probe marks the backend down at once, whatever
     /// `fall` says: a dropped session plus a failed probe is strong evidence.
-    pub async fn check_now(&self) -> bool {
+    ///
+    /// `since` is when the caller's own connection to the backend was made:
+    /// the answer is "alive" only if the probe's logged-in connection is
+    /// older than that and still answers. A game that was restarted in the
+    /// meantime (a supervisor can do that within milliseconds) answers on a
+    /// new probe connection, which proves nothing about the old process
+    /// the caller was talking to. Without a heartbeat user every probe is a
+    /// fresh connection and only "the game accepts connections" is known.
+    pub async fn check_now(&self, since: Instant) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.check_tx.send(tx).await.is_err() {
+        if self.check_tx.send((since, tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -95,6 +108,8 @@ pub fn spawn(
 struct ProbeConn {
     stream: BackendStream,
     buf: Vec<u8>,
+    /// When this connection was opened (see [`ProbeHandle::check_now`]).
+    since: Instant,
 }
 
 struct Probe {
@@ -109,11 +124,7 @@ struct Probe {
 }
 
 impl Probe {
-    async fn run(
-        mut self,
-        mut check_rx: mpsc::Receiver<oneshot::Sender<bool>>,
-        cancel: CancellationToken,
-    ) {
+    async fn run(mut self, mut check_rx: mpsc::Receiver<CheckRequest>, cancel: CancellationToken) {
         let name = self.backend.name.clone();
         let mut interval = tokio::time::interval(self.config.borrow().heartbeat.interval);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -135,10 +146,18 @@ impl Probe {
                     }
                     let r = self.probe_once().await;
                     let ok = r.is_ok();
+                    // With a heartbeat user the probe answered on its
+                    // long-lived connection; its age tells whether the game
+                    // process is the one the waiters were connected to.
+                    let conn_since = self.conn.as_ref().map(|c| c.since);
                     self.record(r, true).await;
                     debug!(backend = %name, ok, waiters = waiters.len(), "immediate check");
-                    for w in waiters {
-                        let _ = w.send(ok);
+                    for (since, w) in waiters {
+                        let same_process = conn_since.is_none_or(|c| c <= since);
+                        if ok && !same_process {
+                            debug!(backend = %name, "game answers, but on a newer connection: it restarted");
+                        }
+                        let _ = w.send(ok && same_process);
                     }
                     interval.reset();
                 }
@@ -257,6 +276,9 @@ impl Probe {
         let mut fresh = false;
         if self.conn.is_none() {
             let mut c = self.open(&cfg, deadline).await?;
+            if cfg.templates.sync {
+                sync(&mut c, &cfg.templates.probe, deadline).await?;
+            }
             let pw = hb
                 .password
                 .clone()
@@ -281,6 +303,7 @@ impl Probe {
                 if fresh
                     && buf.split(|b| *b == b'\n').any(|l| {
                         let l = String::from_utf8_lossy(l);
+                        let l = crate::login::strip_ansi(&l);
                         failure.iter().any(|re| re.is_match(l.trim_start()))
                     })
                 {
@@ -326,6 +349,7 @@ impl Probe {
         let mut c = ProbeConn {
             stream,
             buf: Vec::with_capacity(4096),
+            since: Instant::now(),
         };
         // Games behind a PROXY header or PennMUSH's socket expect it on
         // every connection, the probe's too.
@@ -356,6 +380,29 @@ async fn write(c: &mut ProbeConn, data: &[u8], deadline: Instant) -> Result<(), 
     }
 }
 
+/// For `templates.sync` (Evennia): sends the probe command, again every
+/// [`crate::session::SYNC_RESEND`], until its nonce comes back, proving the
+/// game has the connection and will not drop the login (Evennia drops input
+/// that arrives before its Portal hands the connection to its Server).
+async fn sync(c: &mut ProbeConn, template: &str, deadline: Instant) -> Result<(), String> {
+    let nonce = new_nonce();
+    let cmd = render_nonce(template, &nonce);
+    loop {
+        write(c, &cmd, deadline).await?;
+        let step = (Instant::now() + crate::session::SYNC_RESEND).min(deadline);
+        match read_until(c, step, |buf| memmem::find(buf, nonce.as_bytes()).is_some()).await {
+            Ok(()) => {
+                c.buf.clear();
+                return Ok(());
+            }
+            Err(e) if e == NO_ANSWER && Instant::now() < deadline => {
+                debug!("probe sync: nonce not back yet; sending it again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads into `c.buf` until `done(buf)` or the deadline.
 async fn read_until(
     c: &mut ProbeConn,
@@ -372,7 +419,7 @@ async fn read_until(
             c.buf.drain(..keep);
         }
         match timeout_at(deadline, c.stream.readable()).await {
-            Err(_) => return Err("no answer before heartbeat.timeout".into()),
+            Err(_) => return Err(NO_ANSWER.into()),
             Ok(Err(e)) => return Err(format!("read: {e}")),
             Ok(Ok(())) => {}
         }

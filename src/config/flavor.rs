@@ -4,11 +4,21 @@
 //! Texts come from the servers themselves: TinyMUSH/TinyMUX say "Either that
 //! player does not exist, or has a different password." on a bad login,
 //! PennMUSH "That is not the correct password." / "There is no player with
-//! that name.", Evennia "Username and/or password is incorrect." and
-//! "You become NAME." on success. MUSH servers answer `think` only to a
+//! that name.", Evennia "Username and/or password is incorrect." (or, after
+//! five failures from one address, "Too many login failures; please try
+//! again in a few minutes.") and "You become NAME." on success. Evennia
+//! colours these lines; the regexes are matched with ANSI codes removed. MUSH servers answer `think` only to a
 //! logged-in player, which makes it a login confirmation as well as a probe;
 //! Evennia has no `think`, but echoes an unknown command back inside
 //! "Command '...' is not available.", which carries the nonce just as well.
+//!
+//! Evennia's Portal hands new connections to its Server at most
+//! `MAX_CONNECTION_RATE` (default 2) per second and silently drops input
+//! that arrives on a connection before that; a login sent right after
+//! connecting is lost whenever another connection came in less than half a
+//! second earlier (the heartbeat's, another re-login). So for Evennia a new
+//! connection first sends the marker, again every half second, until its
+//! echo proves the Server has the connection; only then the login.
 
 use super::raw::{ClientIpMode, Flavor};
 
@@ -28,6 +38,9 @@ pub struct Preset {
     pub quit: &'static str,
     /// Default client-ip mode.
     pub client_ip: ClientIpMode,
+    /// Before logging in on a new connection, send the marker until it comes
+    /// back (see [`super::Templates::sync`]).
+    pub sync: bool,
 }
 
 const MUSH_FAILURE: &str = r"^Either that player does not exist, or has a different password\.";
@@ -47,6 +60,7 @@ pub fn preset(flavor: Flavor) -> Preset {
             } else {
                 ClientIpMode::Command
             },
+            sync: false,
         },
         Flavor::Pennmush => Preset {
             probe: "think {nonce}",
@@ -60,15 +74,22 @@ pub fn preset(flavor: Flavor) -> Preset {
             ],
             quit: "QUIT",
             client_ip: ClientIpMode::None,
+            sync: false,
         },
         Flavor::Evennia => Preset {
             probe: "{nonce}",
             login: "{verb} {name} {password}",
             marker: "{nonce}",
             login_success: &[r"^You become "],
-            login_failure: &[r"^Username and/or password is incorrect"],
+            login_failure: &[
+                r"^Username and/or password is incorrect",
+                // Evennia throttles failed logins per IP, and behind
+                // holdfast every player has the proxy's address.
+                r"^Too many login failures; please try again",
+            ],
             quit: "quit",
             client_ip: ClientIpMode::None,
+            sync: true,
         },
     }
 }

@@ -283,6 +283,10 @@ pub struct Templates {
     pub login_failure: Vec<Regex>,
     /// How long a first login may take to be confirmed.
     pub login_confirm_timeout: Duration,
+    /// Before logging in on a new connection (heartbeat, re-login), send the
+    /// marker until its nonce comes back: for games that answer it before
+    /// login and drop input sent too early (Evennia). Set by the flavor.
+    pub sync: bool,
 }
 
 /// `[limits]`: protection against abuse and slow players.
@@ -866,6 +870,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 .login_confirm_timeout
                 .map(|d| d.0)
                 .unwrap_or(defaults::LOGIN_CONFIRM_TIMEOUT),
+            sync: preset.sync,
         }
     };
 

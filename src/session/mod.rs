@@ -21,9 +21,11 @@ pub mod input;
 mod watch;
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use rand::Rng;
@@ -33,7 +35,7 @@ use tokio::sync::{broadcast, watch as tokio_watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::backend::connect::{connect, BackendStream};
+use crate::backend::connect::{connect, try_read_drain, BackendStream};
 use crate::clientip;
 use crate::config::Config;
 use crate::events::Event;
@@ -43,8 +45,12 @@ use crate::telnet::{self, TelnetEvent};
 use input::{Input, Item};
 use watch::{Kind, Outcome, Watch};
 
-/// Bytes read from the backend per read call.
-const BACKEND_READ: usize = 32 * 1024;
+/// Bytes read from the backend per read call, at most. Bulk output (a long
+/// `@dump`, a map) then costs a sixteenth of the system calls and wake-ups
+/// it did at 32 KiB. The buffer lives for one read and its write (so a
+/// player who stops reading holds at most this much, for at most
+/// `limits.write_timeout`), and only the bytes read are ever touched.
+const BACKEND_READ: usize = 512 * 1024;
 /// Bytes read from the player per read call.
 const CLIENT_READ: usize = 4 * 1024;
 /// How long a backend gets to close after the quit command when a session
@@ -52,6 +58,10 @@ const CLIENT_READ: usize = 4 * 1024;
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Grace for an immediate probe beyond `interval + timeout`.
 const CHECK_GRACE: Duration = Duration::from_secs(1);
+/// While syncing a re-login (`templates.sync`), how often the marker is sent
+/// again: Evennia's Portal admits a connection every 1/MAX_CONNECTION_RATE
+/// (default 0.5s) and drops what arrived before.
+pub const SYNC_RESEND: Duration = Duration::from_millis(500);
 
 /// Why a session ended (the `reason` of `session.close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,58 +106,67 @@ struct BackendConn {
     stream: BackendStream,
     /// Telnet events out of the backend's bytes, MCCP2 undone.
     parser: telnet::Inbound,
-    watch: Option<Watch>,
+    /// Boxed: only there while a login is being confirmed, so idle
+    /// sessions do not carry its size.
+    watch: Option<Box<Watch>>,
+    /// When the connection was started: the heartbeat's answer about this
+    /// backend counts only if its own connection is older.
+    connected_at: Instant,
 }
 
 /// Runs one player's session to its end. `local` is the proxy address the
 /// player connected to.
-pub async fn run(
+///
+/// The session is built here, before the task's future, so the task stores
+/// it once rather than also the arguments it was made from: an idle
+/// session's memory is mostly its task (see `Session::run` for the rest).
+pub fn run(
     shared: Arc<Shared>,
     id: u64,
     client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let span = info_span!("session", id, peer = %peer);
+    let cfg = shared.config();
+    if cfg.client_ip.reverse_dns {
+        shared.rdns.prefetch(peer_ip(&peer));
+    }
+    span.in_scope(|| info!("session open"));
+    shared.events.emit(
+        Event::new("session.open")
+            .with("session", id)
+            .with_opt("ip", cfg.bus.publish_ip.then(|| peer_ip(&peer).to_string())),
+    );
+    let epoch = shared.pool.borrow().epoch;
+    let mut s = Session {
+        id,
+        peer,
+        local,
+        input: Input::new(cfg.limits.max_subnegotiation),
+        telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp),
+        epoch,
+        shared,
+        client,
+        at_line_start: true,
+        backend: None,
+        user: None,
+        creds: None,
+        phase: Phase::Held,
+        held_since: None,
+        relogin_at: None,
+        login_deadline: None,
+        quit_sent: false,
+        queue: VecDeque::new(),
+        was_held: false,
+        input_rate: crate::limiter::Bucket1::new(cfg.limits.input_burst),
+        flood_drops: 0,
+    };
     async move {
-        let cfg = shared.config();
-        let mut s = Session {
-            id,
-            peer,
-            local,
-            input: Input::new(cfg.limits.max_subnegotiation),
-            telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp),
-            shared: shared.clone(),
-            client,
-            at_line_start: true,
-            backend: None,
-            user: None,
-            creds: None,
-            phase: Phase::Held,
-            held_since: None,
-            relogin_at: None,
-            login_deadline: None,
-            quit_sent: false,
-            queue: VecDeque::new(),
-            epoch: shared.pool.borrow().epoch,
-            was_held: false,
-            input_rate: crate::limiter::Bucket1::new(cfg.limits.input_burst),
-            flood_drops: 0,
-        };
-        if cfg.client_ip.reverse_dns {
-            shared.rdns.prefetch(peer_ip(&peer));
-        }
-        info!("session open");
-        shared.events.emit(
-            Event::new("session.open")
-                .with("session", id)
-                .with_opt("ip", cfg.bus.publish_ip.then(|| peer_ip(&peer).to_string())),
-        );
         let end = s.run().await;
-        s.finish(end).await;
+        Box::pin(s.finish(end)).await;
     }
     .instrument(span)
-    .await
 }
 
 struct Session {
@@ -192,11 +211,13 @@ async fn sleep_opt(t: Option<Instant>) {
     }
 }
 
-async fn backend_readable(be: &Option<BackendConn>) -> io::Result<()> {
-    match be {
-        Some(b) => b.stream.readable().await,
-        None => std::future::pending().await,
-    }
+fn backend_readable(
+    be: &Option<BackendConn>,
+) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+    poll_fn(move |cx| match be {
+        Some(b) => b.stream.poll_read_ready(cx),
+        None => Poll::Pending,
+    })
 }
 
 fn render(text: &str, cfg: &Config, backend: &str, downtime: Option<Duration>) -> String {
@@ -229,27 +250,39 @@ impl Session {
     async fn run(&mut self) -> End {
         let mut pool_rx = self.shared.pool.subscribe();
         let mut announce_rx = self.shared.announce.subscribe();
-        let shutdown = self.shared.shutdown.clone();
+        // Registered once for the whole session rather than on every turn
+        // of the loop (each registration locks the token, which every
+        // session shares).
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         // telnet: the proxy's own offers (MCCP2) come before anything else.
-        let mut greeting = Vec::new();
-        self.telnet.greet(&mut greeting);
-        if let Err(e) = self.write_client(&greeting).await {
-            return e;
+        // (Scoped, like the pool snapshot below, so it is not kept for the
+        // life of the session.)
+        {
+            let mut greeting = Vec::new();
+            self.telnet.greet(&mut greeting);
+            if let Err(e) = self.write_client(&greeting).await {
+                return e;
+            }
         }
         // First contact: connect if the active backend may be up, else hold.
-        let st = pool_rx.borrow_and_update().clone();
-        if st.active_usable() {
-            if let Err(e) = self.connect_backend(&st).await {
-                return e;
+        // (In a block of its own so the pool snapshot is not kept for the
+        // life of the session.)
+        {
+            let st = pool_rx.borrow_and_update().clone();
+            if st.active_usable() {
+                if let Err(e) = Box::pin(self.connect_backend(&st)).await {
+                    return e;
+                }
             }
-        }
-        if self.backend.is_none() {
-            let cfg = self.cfg();
-            let msg = render(&cfg.notices.connecting, &cfg, &st.active, None);
-            if let Err(e) = self.notice(&msg).await {
-                return e;
+            if self.backend.is_none() {
+                let cfg = self.cfg();
+                let msg = render(&cfg.notices.connecting, &cfg, &st.active, None);
+                if let Err(e) = self.notice(&msg).await {
+                    return e;
+                }
+                self.enter_held(false);
             }
-            self.enter_held(false);
         }
         loop {
             let deadline = self.next_deadline();
@@ -257,24 +290,27 @@ impl Session {
             // game's output (or the other way round); tokio polls the
             // branches in random order.
             let r: Result<(), End> = tokio::select! {
-                _ = shutdown.cancelled() => Err(End::Shutdown),
+                _ = &mut shutdown => Err(End::Shutdown),
                 // Readiness and channel receives are cancel-safe: losing the
-                // race to another branch consumes nothing.
-                r = self.client.readable() => match r {
+                // race to another branch consumes nothing. Readiness is
+                // polled (`poll_read_ready`) rather than awaited through
+                // `readable()`, whose futures would make every session's
+                // task a few hundred bytes bigger.
+                r = poll_fn(|cx| self.client.poll_read_ready(cx)) => match r {
                     Ok(()) => self.on_client_readable().await,
                     Err(_) => Err(End::PlayerClosed),
                 },
                 r = backend_readable(&self.backend) => self.on_backend_readable(r).await,
                 Ok(()) = pool_rx.changed() => {
                     let st = pool_rx.borrow_and_update().clone();
-                    self.on_pool(st).await
+                    Box::pin(self.on_pool(st)).await
                 }
                 a = announce_rx.recv() => match a {
-                    Ok(a) => self.on_announce(a).await,
+                    Ok(a) => Box::pin(self.on_announce(a)).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
                 },
-                _ = sleep_opt(deadline) => self.on_timer(&pool_rx).await,
+                _ = sleep_opt(deadline) => Box::pin(self.on_timer(&pool_rx)).await,
             };
             if let Err(end) = r {
                 return end;
@@ -283,7 +319,7 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let cfg = self.cfg();
+        let cfg = self.shared.config.borrow();
         let hold_end = match (self.held_since, cfg.outage.max_hold) {
             (Some(t), Some(m)) if self.backend.is_none() => Some(t + m),
             _ => None,
@@ -292,6 +328,9 @@ impl Session {
             self.backend
                 .as_ref()
                 .and_then(|b| b.watch.as_ref().map(|w| w.deadline)),
+            self.backend
+                .as_ref()
+                .and_then(|b| b.watch.as_ref().and_then(|w| w.resend_at)),
             self.login_deadline,
             self.relogin_at,
             hold_end,
@@ -305,7 +344,7 @@ impl Session {
 
     async fn on_client_readable(&mut self) -> Result<(), End> {
         let mut buf = Vec::with_capacity(CLIENT_READ);
-        match self.client.try_read_buf(&mut buf) {
+        match try_read_drain(&self.client, &mut buf) {
             Ok(0) => return Err(End::PlayerClosed),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -318,11 +357,14 @@ impl Session {
         let mut to_player: Vec<u8> = Vec::new();
         for item in items {
             match item {
-                Item::Line(line) => self.on_line(line, &cfg, &mut to_backend).await?,
+                // Boxed: its rare branches (notices while held) would
+                // otherwise make every session's task bigger.
+                Item::Line(line) => Box::pin(self.on_line(line, &cfg, &mut to_backend)).await?,
                 Item::TooLong => {
                     self.flush_backend(&mut to_backend).await?;
-                    self.notice(&render(&cfg.notices.line_too_long, &cfg, "", None))
-                        .await?;
+                    // Boxed, rare: see `Item::Line`.
+                    let msg = render(&cfg.notices.line_too_long, &cfg, "", None);
+                    Box::pin(self.notice(&msg)).await?;
                 }
                 // telnet: commands pass; negotiations go through the policy,
                 // which remembers them and answers what the player need not.
@@ -401,12 +443,12 @@ impl Session {
                 if be.watch.is_none() {
                     debug!(user = %creds.name, "login attempt");
                     let deadline = Instant::now() + cfg.templates.login_confirm_timeout;
-                    be.watch = Some(Watch::new(
+                    be.watch = Some(Box::new(Watch::new(
                         Kind::First(creds),
                         login::new_nonce(),
                         false,
                         deadline,
-                    ));
+                    )));
                 }
             }
         }
@@ -451,7 +493,7 @@ impl Session {
         if data.is_empty() {
             return Ok(());
         }
-        let t = self.cfg().limits.write_timeout;
+        let t = self.shared.config.borrow().limits.write_timeout;
         match timeout(t, self.client.write_all(&data)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -495,32 +537,48 @@ impl Session {
             }
             Err(_) => {
                 warn!("backend stopped reading; treating it as gone");
-                self.backend_closed().await
+                Box::pin(self.backend_closed()).await
             }
         }
     }
 
     async fn on_backend_readable(&mut self, r: io::Result<()>) -> Result<(), End> {
         if r.is_err() {
-            return self.backend_closed().await;
+            return Box::pin(self.backend_closed()).await;
         }
         let Some(be) = self.backend.as_mut() else {
             return Ok(());
         };
         let mut buf = Vec::with_capacity(BACKEND_READ);
-        match be.stream.try_read_buf(&mut buf) {
-            Ok(0) => return self.backend_closed().await,
+        match be.stream.try_read_drain(&mut buf) {
+            Ok(0) => return Box::pin(self.backend_closed()).await,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(_) => return self.backend_closed().await,
+            Err(_) => return Box::pin(self.backend_closed()).await,
         }
         self.on_backend_data(&buf).await
     }
 
     async fn on_backend_data(&mut self, data: &[u8]) -> Result<(), End> {
+        // Fast path, the bulk of all traffic: plain text with no IAC in it,
+        // between telnet sequences, while no login is being confirmed,
+        // comes out exactly as it went in. Checking for IAC is the whole
+        // parse, and the player gets the read buffer itself: no copy.
+        if let Some(be) = &self.backend {
+            if be.watch.is_none()
+                && be.parser.is_idle()
+                && memchr::memchr(telnet::IAC, data).is_none()
+            {
+                if let Some(&last) = data.last() {
+                    self.at_line_start = last == b'\n';
+                }
+                return self.write_client(data).await;
+            }
+        }
         let cfg = self.cfg();
         let mut out = Vec::with_capacity(data.len() + 16);
-        let mut to_backend = Vec::new();
+        // May hold a re-login (password): wiped when dropped.
+        let mut to_backend = zeroize::Zeroizing::new(Vec::new());
         let mut outcome = Outcome::Pending;
         let mut line_start_after = self.at_line_start;
         let decoded = {
@@ -529,6 +587,7 @@ impl Session {
             // written (which happens last, see below).
             let at_line_start = &mut line_start_after;
             let policy = &mut self.telnet;
+            let creds = self.creds.as_ref();
             let t = &cfg.templates;
             let BackendConn { parser, watch, .. } = be;
             let was_compressed = parser.compressed();
@@ -539,7 +598,22 @@ impl Session {
                             if outcome == Outcome::Pending {
                                 let mut plain = Vec::new();
                                 let mut send_marker = false;
-                                let (o, used) = w.feed(d, t, &mut plain, &mut send_marker);
+                                let mut send_login = false;
+                                let (o, used) =
+                                    w.feed(d, t, &mut plain, &mut send_marker, &mut send_login);
+                                if send_login {
+                                    // Synced: the game has the connection.
+                                    debug!("re-login: marker back; sending the login");
+                                    if let Some(c) = creds {
+                                        to_backend.extend_from_slice(&login::render_login(
+                                            &t.login,
+                                            &c.verb,
+                                            &c.name,
+                                            &c.password,
+                                        ));
+                                    }
+                                    send_marker = true;
+                                }
                                 if send_marker {
                                     to_backend.extend_from_slice(&login::render_nonce(
                                         &t.marker, &w.nonce,
@@ -595,12 +669,12 @@ impl Session {
             warn!(error = %e, backend = %self.backend_name(), "corrupt compressed stream from the backend");
             self.at_line_start = line_start_after;
             self.write_client(&out).await?;
-            return self.hold("backend_error").await;
+            return Box::pin(self.hold("backend_error")).await;
         }
         match outcome {
             Outcome::Pending => {}
-            Outcome::Confirmed => self.login_confirmed().await?,
-            Outcome::Failed(why) => self.login_failed(why).await?,
+            Outcome::Confirmed => Box::pin(self.login_confirmed()).await?,
+            Outcome::Failed(why) => Box::pin(self.login_failed(why)).await?,
         }
         if !out.is_empty() {
             self.at_line_start = line_start_after;
@@ -747,7 +821,9 @@ impl Session {
         let cfg = self.cfg();
         let grace = cfg.heartbeat.interval + cfg.heartbeat.timeout + CHECK_GRACE;
         let alive = match self.shared.probe(&be.name) {
-            Some(p) => timeout(grace, p.check_now()).await.unwrap_or(false),
+            Some(p) => timeout(grace, p.check_now(be.connected_at))
+                .await
+                .unwrap_or(false),
             None => false,
         };
         if alive {
@@ -767,7 +843,7 @@ impl Session {
             .take()
             .map(|b| (b.name, b.watch))
             .unwrap_or_default();
-        if let Some(creds) = watch.and_then(Watch::probable_credentials) {
+        if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
             debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
@@ -883,6 +959,15 @@ impl Session {
                 return self.login_failed("timed out").await;
             }
         }
+        if let Some(w) = self.backend.as_mut().and_then(|b| b.watch.as_mut()) {
+            if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
+                // Not admitted yet (or the marker was dropped): again.
+                debug!("re-login: marker not back yet; sending it again");
+                w.resend_at = Some(now + SYNC_RESEND);
+                let mut m = login::render_nonce(&cfg.templates.marker, &w.nonce);
+                self.flush_backend(&mut m).await?;
+            }
+        }
         if self.login_deadline.is_some_and(|t| t <= now) {
             self.notice(&render(&cfg.notices.login_timeout, &cfg, "", None))
                 .await?;
@@ -919,6 +1004,7 @@ impl Session {
         let Some(b) = cfg.backend(&st.active).cloned() else {
             return Ok(());
         };
+        let connected_at = Instant::now();
         let mut stream = match connect(&b.addr, b.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
@@ -927,7 +1013,7 @@ impl Session {
                     // Let the probe find out (in the background) so the pool
                     // learns of the outage without waiting for the interval.
                     tokio::spawn(async move {
-                        p.check_now().await;
+                        p.check_now(Instant::now()).await;
                     });
                 }
                 return Ok(());
@@ -940,7 +1026,17 @@ impl Session {
         };
         let mut first = clientip::preamble(&cfg.client_ip, self.peer, self.local, host.as_deref());
         let mut watch = None;
-        if let Some(c) = &self.creds {
+        if self.creds.is_some() && cfg.templates.sync && !cfg.templates.marker.is_empty() {
+            // Sync first: the login follows once the marker comes back.
+            let nonce = login::new_nonce();
+            first.extend_from_slice(&login::render_nonce(&cfg.templates.marker, &nonce));
+            let now = Instant::now();
+            watch = Some(Box::new(Watch::syncing(
+                nonce,
+                now + cfg.relogin.timeout,
+                now + SYNC_RESEND,
+            )));
+        } else if let Some(c) = &self.creds {
             let login = login::render_login(&cfg.templates.login, &c.verb, &c.name, &c.password);
             first.extend_from_slice(&login);
             let nonce = login::new_nonce();
@@ -948,12 +1044,12 @@ impl Session {
             if marker {
                 first.extend_from_slice(&login::render_nonce(&cfg.templates.marker, &nonce));
             }
-            watch = Some(Watch::new(
+            watch = Some(Box::new(Watch::new(
                 Kind::Relogin,
                 nonce,
                 marker,
                 Instant::now() + cfg.relogin.timeout,
-            ));
+            )));
         }
         let wrote = timeout(b.connect_timeout, stream.write_all(&first)).await;
         // The buffer held the password: wipe it.
@@ -968,6 +1064,7 @@ impl Session {
             stream,
             parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
+            connected_at,
         });
         // telnet: nothing is agreed with the new backend yet.
         self.telnet.backend_started();

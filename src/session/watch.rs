@@ -8,7 +8,10 @@
 //!
 //! After an automatic re-login ([`Kind::Relogin`]) everything the backend
 //! says is hidden until the marker's nonce comes back, so the player never
-//! sees a second MOTD; on failure the hidden transcript is shown.
+//! sees a second MOTD; on failure the hidden transcript is shown. With
+//! `templates.sync` (Evennia) a re-login starts by *syncing*: only the marker
+//! is sent (and re-sent until its nonce comes back), then the login and a
+//! marker with a fresh nonce.
 
 use memchr::memmem;
 use tokio::time::Instant;
@@ -50,6 +53,10 @@ pub struct Watch {
     pub marker_sent: bool,
     /// Give up at this time.
     pub deadline: Instant,
+    /// Syncing: waiting for the first marker before sending the login.
+    pub syncing: bool,
+    /// While syncing: when to send the marker again.
+    pub resend_at: Option<Instant>,
     partial: Vec<u8>,
     transcript: Vec<u8>,
     failure_seen: bool,
@@ -64,6 +71,8 @@ impl Watch {
             nonce,
             marker_sent,
             deadline,
+            syncing: false,
+            resend_at: None,
             partial: Vec::new(),
             transcript: Vec::new(),
             failure_seen: false,
@@ -71,12 +80,23 @@ impl Watch {
         }
     }
 
+    /// Starts a re-login that syncs first: the marker with `nonce` was sent
+    /// alone; the login goes out once it comes back.
+    pub fn syncing(nonce: String, deadline: Instant, resend_at: Instant) -> Self {
+        let mut w = Watch::new(Kind::Relogin, nonce, true, deadline);
+        w.syncing = true;
+        w.resend_at = Some(resend_at);
+        w
+    }
+
     fn hiding(&self) -> bool {
         matches!(self.kind, Kind::Relogin)
     }
 
     /// Feeds backend data (telnet already removed). Bytes for the player go
-    /// to `out`; `send_marker` is set when the marker should be sent now.
+    /// to `out`; `send_marker` is set when the marker should be sent now,
+    /// `send_login` when syncing is over and the login plus the marker (with
+    /// the now current [`Watch::nonce`]) should be sent.
     /// Returns the outcome and, once decided, how much of `data` was used
     /// (the rest is ordinary output).
     pub fn feed(
@@ -85,15 +105,20 @@ impl Watch {
         t: &Templates,
         out: &mut Vec<u8>,
         send_marker: &mut bool,
+        send_login: &mut bool,
     ) -> (Outcome, usize) {
         let mut pos = 0;
         while pos < data.len() {
             let Some(nl) = memchr::memchr(b'\n', &data[pos..]) else {
                 let rest = &data[pos..];
-                if self.hiding() {
-                    self.keep(rest);
-                } else if self.partial.len() + rest.len() <= PARTIAL_MAX {
+                // A partial line is held back in both modes, so a nonce
+                // split over two reads is still found.
+                if self.partial.len() + rest.len() <= PARTIAL_MAX {
                     self.partial.extend_from_slice(rest);
+                } else if self.hiding() {
+                    let p = std::mem::take(&mut self.partial);
+                    self.keep(&p);
+                    self.keep(rest);
                 } else {
                     // A huge unterminated line cannot be the marker's echo.
                     out.extend_from_slice(&self.partial);
@@ -107,7 +132,7 @@ impl Watch {
             pos = end;
             let mut line = std::mem::take(&mut self.partial);
             line.extend_from_slice(piece);
-            if let Some(o) = self.on_line(&line, t, out, send_marker) {
+            if let Some(o) = self.on_line(&line, t, out, send_marker, send_login) {
                 return (o, pos);
             }
         }
@@ -125,7 +150,20 @@ impl Watch {
         t: &Templates,
         out: &mut Vec<u8>,
         send_marker: &mut bool,
+        send_login: &mut bool,
     ) -> Option<Outcome> {
+        if self.syncing {
+            // Before the login: everything is connect-screen chatter (hidden);
+            // the marker's echo means the game has the connection now.
+            self.keep(line);
+            if memmem::find(line, self.nonce.as_bytes()).is_some() {
+                self.syncing = false;
+                self.resend_at = None;
+                self.nonce = crate::login::new_nonce();
+                *send_login = true;
+            }
+            return None;
+        }
         if memmem::find(line, self.nonce.as_bytes()).is_some() {
             // The marker's echo: swallowed either way.
             // A marker that is a `think` is only answered to a logged-in
@@ -145,6 +183,7 @@ impl Watch {
             });
         }
         let text = String::from_utf8_lossy(line);
+        let text = crate::login::strip_ansi(&text);
         let text = text.trim_end_matches(['\r', '\n']).trim_start();
         let failed = t.login_failure.iter().any(|re| re.is_match(text));
         let succeeded = !failed && t.login_success.iter().any(|re| re.is_match(text));
@@ -186,5 +225,81 @@ impl Watch {
         let mut v = std::mem::take(&mut self.transcript);
         v.extend_from_slice(&std::mem::take(&mut self.partial));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn evennia() -> Config {
+        let text = "flavor = \"evennia\"\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:4000\"\n";
+        Config::parse(Path::new("t.toml"), text).unwrap()
+    }
+
+    /// Feeds `data`; returns (outcome, shown, send_marker, send_login).
+    fn feed(w: &mut Watch, t: &Templates, data: &str) -> (Outcome, String, bool, bool) {
+        let (mut out, mut m, mut l) = (Vec::new(), false, false);
+        let (o, _) = w.feed(data.as_bytes(), t, &mut out, &mut m, &mut l);
+        (o, String::from_utf8(out).unwrap(), m, l)
+    }
+
+    #[test]
+    fn evennia_relogin_syncs_first() {
+        let cfg = evennia();
+        let t = &cfg.templates;
+        assert!(t.sync);
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut w = Watch::syncing("hf-sync".into(), far, far);
+        // Connect screen and a DoS-queue notice: hidden, no login yet.
+        let r = feed(
+            &mut w,
+            t,
+            "game DoS protection is active.\r\n Welcome to game!\r\n",
+        );
+        assert_eq!(r, (Outcome::Pending, String::new(), false, false));
+        // The echo arrives split over two reads.
+        let r = feed(&mut w, t, "Command 'hf-sy");
+        assert_eq!(r, (Outcome::Pending, String::new(), false, false));
+        let r = feed(&mut w, t, "nc' is not available.\r\n");
+        assert_eq!(r, (Outcome::Pending, String::new(), false, true));
+        assert!(!w.syncing && w.resend_at.is_none());
+        assert_ne!(w.nonce, "hf-sync");
+        // A late echo of a resent sync marker is hidden; then the login.
+        let nonce = w.nonce.clone();
+        let r = feed(&mut w, t, "Command 'hf-sync' is not available.\r\n");
+        assert_eq!(r.0, Outcome::Pending);
+        let r = feed(
+            &mut w,
+            t,
+            "\r\nYou become \x1b[1m\x1b[36mAlice\x1b[0m.\r\nLimbo\r\n",
+        );
+        assert_eq!(r, (Outcome::Pending, String::new(), false, false));
+        let r = feed(
+            &mut w,
+            t,
+            &format!("Command '{nonce}' is not available.\r\n"),
+        );
+        assert_eq!(r.0, Outcome::Confirmed);
+        assert!(r.1.is_empty());
+    }
+
+    #[test]
+    fn evennia_coloured_failure_is_seen() {
+        let cfg = evennia();
+        let t = &cfg.templates;
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut w = Watch::syncing("hf-sync".into(), far, far);
+        feed(&mut w, t, "Command 'hf-sync' is not available.\r\n");
+        let r = feed(
+            &mut w,
+            t,
+            "\x1b[22m\x1b[31mUsername and/or password is incorrect.\x1b[0m\r\n",
+        );
+        assert_eq!(r.0, Outcome::Failed("login rejected"));
     }
 }

@@ -38,6 +38,13 @@ impl Inbound {
         self.inflater.is_some()
     }
 
+    /// True while the stream is plain (not compressed) and between telnet
+    /// sequences: then bytes with no IAC in them decode to themselves, and
+    /// a relay may pass them on without feeding them through.
+    pub fn is_idle(&self) -> bool {
+        self.inflater.is_none() && self.parser.is_idle()
+    }
+
     /// Compressed bytes read and plain bytes they gave, for metrics.
     pub fn totals(&self) -> (u64, u64) {
         self.totals

@@ -115,27 +115,68 @@ impl Said {
 }
 
 /// Per option state for one axis.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Options {
     /// What the player said (its last WILL/WONT or DO/DONT).
-    player: [Said; 256],
+    player: OptMap<Said>,
     /// What was last sent to the player on this axis (by the game through
     /// the proxy, or by the proxy).
-    told_player: [Said; 256],
+    told_player: OptMap<Said>,
     /// What was last sent to the current backend on the player's behalf.
-    told_backend: [Said; 256],
+    told_backend: OptMap<Said>,
     /// The backend's question was passed to the player; its answer is due.
-    awaiting_player: [bool; 256],
+    awaiting_player: OptMap<bool>,
 }
 
-impl Default for Options {
+/// A value per option number, indexed like a `[T; 256]` but holding only
+/// the options that were ever touched (a session negotiates a handful).
+/// Eight full arrays cost 2 KiB in every session, most of an idle one.
+#[derive(Debug, Clone)]
+struct OptMap<T: 'static> {
+    set: Vec<(u8, T)>,
+}
+
+impl<T> Default for OptMap<T> {
     fn default() -> Self {
-        Options {
-            player: [Said::Nothing; 256],
-            told_player: [Said::Nothing; 256],
-            told_backend: [Said::Nothing; 256],
-            awaiting_player: [false; 256],
-        }
+        OptMap { set: Vec::new() }
+    }
+}
+
+/// What an option nobody touched reads as.
+trait Untouched: Clone + 'static {
+    const NONE: &'static Self;
+}
+
+impl Untouched for Said {
+    const NONE: &'static Said = &Said::Nothing;
+}
+
+impl Untouched for bool {
+    const NONE: &'static bool = &false;
+}
+
+impl<T: Untouched> std::ops::Index<usize> for OptMap<T> {
+    type Output = T;
+    fn index(&self, o: usize) -> &T {
+        self.set
+            .iter()
+            .find(|(k, _)| usize::from(*k) == o)
+            .map_or(T::NONE, |(_, v)| v)
+    }
+}
+
+impl<T: Untouched> std::ops::IndexMut<usize> for OptMap<T> {
+    fn index_mut(&mut self, o: usize) -> &mut T {
+        // Option numbers are bytes: every caller indexes with one.
+        let k = u8::try_from(o).expect("telnet option numbers fit in a byte");
+        let i = match self.set.iter().position(|(x, _)| *x == k) {
+            Some(i) => i,
+            None => {
+                self.set.push((k, T::NONE.clone()));
+                self.set.len() - 1
+            }
+        };
+        &mut self.set[i].1
     }
 }
 
@@ -193,8 +234,8 @@ impl Policy {
         self.first_backend = self.backends_seen == 1;
         self.ttype_asked = 0;
         for a in &mut self.axes {
-            a.told_backend = [Said::Nothing; 256];
-            a.awaiting_player = [false; 256];
+            a.told_backend = OptMap::default();
+            a.awaiting_player = OptMap::default();
         }
     }
 

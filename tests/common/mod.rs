@@ -331,6 +331,16 @@ impl Proxy {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// SIGSTOP the proxy.
+    pub fn freeze(&self) {
+        signal(self.child.as_ref().unwrap(), "STOP");
+    }
+
+    /// SIGCONT the proxy.
+    pub fn thaw(&self) {
+        signal(self.child.as_ref().unwrap(), "CONT");
+    }
+
     pub fn sighup(&self) {
         signal(self.child.as_ref().unwrap(), "HUP");
     }

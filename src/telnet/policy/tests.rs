@@ -401,3 +401,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn option_map_reads_untouched_options_as_nothing() {
+    let mut m: OptMap<Said> = OptMap::default();
+    assert_eq!(m[31], Said::Nothing);
+    m[31] = Said::Yes;
+    m[255] = Said::No;
+    m[0] = Said::Asked;
+    assert_eq!(
+        (m[31], m[255], m[0], m[1]),
+        (Said::Yes, Said::No, Said::Asked, Said::Nothing)
+    );
+    m[31] = Said::No;
+    assert_eq!(m[31], Said::No);
+    let mut b: OptMap<bool> = OptMap::default();
+    assert!(!std::mem::take(&mut b[86]));
+    b[86] = true;
+    assert!(std::mem::take(&mut b[86]));
+    assert!(!b[86]);
+}
