@@ -32,7 +32,8 @@ pub struct ChaosEvent {
     pub backend: String,
     /// When it started, Unix µs.
     pub start_us: u64,
-    /// When it ended (SIGCONT for a freeze; = start otherwise), Unix µs.
+    /// When it ended (just before SIGCONT for a freeze; when the signal or
+    /// command had been carried out otherwise), Unix µs.
     pub end_us: u64,
 }
 
@@ -380,10 +381,18 @@ impl Chaos {
                     return;
                 }
                 std::thread::sleep(d);
+                // Stamped before SIGCONT: the game cannot run before that,
+                // so whatever it logs on thawing comes after this time.
+                let thaw_us = now_us();
                 if let Err(e) = self.games[a].thaw() {
                     self.problem(format!("thaw: {e}"));
                 }
-                self.record("freeze", Some(a), t);
+                self.events.push(ChaosEvent {
+                    kind: "freeze".into(),
+                    backend: self.games[a].name.clone(),
+                    start_us: t,
+                    end_us: thaw_us,
+                });
                 match bucket {
                     0 => self.counts.freezes_short += 1,
                     1 => self.counts.freezes_detected += 1,
