@@ -63,6 +63,15 @@ pub fn wait_file(file: &Path, what: &str) -> String {
     }
 }
 
+/// Kills a child process (if still ours) and waits for it, so no zombie
+/// or stray server outlives a test.
+pub fn reap(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let st = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -169,10 +178,7 @@ impl Game {
 
     /// SIGKILL: the kernel resets/closes every socket of the game.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        reap(&mut self.child);
     }
 
     /// Starts it again on the same port.
@@ -393,10 +399,7 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        reap(&mut self.child);
     }
 }
 

@@ -86,10 +86,7 @@ impl NatsServer {
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::reap(&mut self.child);
     }
 
     pub fn restart(&mut self) {

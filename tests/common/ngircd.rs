@@ -159,10 +159,7 @@ impl Ngircd {
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::reap(&mut self.child);
     }
 
     /// Kills it and starts it again on the same ports.
