@@ -5,7 +5,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{ClientIp, ClientIpMode};
-use crate::state::peer_ip;
 
 /// The PROXY protocol v2 signature (spec section 2.2).
 pub const PROXY_V2_SIG: [u8; 12] = [
@@ -104,6 +103,18 @@ pub fn is_spoof(cfg: &ClientIp, line: &[u8]) -> bool {
         .position(|b| b.is_ascii_whitespace())
         .unwrap_or(line.len());
     line[..word_end].eq_ignore_ascii_case(cfg.command_word.as_bytes())
+}
+
+/// The player's IP as the game should see it: an IPv4-mapped IPv6
+/// address becomes the IPv4 address.
+pub fn peer_ip(peer: &SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, info, warn};
 
 use crate::backend::connect::tune_tcp;
+use crate::clientip::peer_ip;
 use crate::config::Config;
 use crate::session;
-use crate::state::{peer_ip, Phase, Refusal, SessionInfo, Shared};
+use crate::state::{Phase, Refusal, SessionInfo, Shared};
 
 /// First pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);

@@ -148,6 +148,12 @@ pub fn strip_ansi(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// While syncing a re-login (`templates.sync`), how often the marker is sent
+/// again: Evennia's Portal admits a connection every 1/MAX_CONNECTION_RATE
+/// (default 0.5s) and drops what arrived before. The heartbeat syncs the
+/// same way.
+pub const SYNC_RESEND: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// True if `line` is the game's quit command (case-insensitive, trimmed).
 pub fn is_quit(line: &[u8], quit: &str) -> bool {
     line.trim_ascii().eq_ignore_ascii_case(quit.as_bytes())

@@ -3,7 +3,7 @@
 //! every session.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -347,16 +347,5 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-    }
-}
-
-/// Formats a peer for logs and events.
-pub fn peer_ip(peer: &SocketAddr) -> IpAddr {
-    match peer.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }

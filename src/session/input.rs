@@ -20,6 +20,7 @@ pub enum Item {
 }
 
 /// Splits player input into [`Item`]s.
+#[derive(Debug)]
 pub struct Input {
     parser: telnet::Parser,
     line: Vec<u8>,

@@ -25,6 +25,7 @@ const TRANSCRIPT_MAX: usize = 32 * 1024;
 const PARTIAL_MAX: usize = 8 * 1024;
 
 /// What is being confirmed.
+#[derive(Debug)]
 pub enum Kind {
     /// The player's own login; credentials kept if it works.
     First(Credentials),
@@ -44,6 +45,7 @@ pub enum Outcome {
 }
 
 /// An ongoing login confirmation on one backend connection.
+#[derive(Debug)]
 pub struct Watch {
     /// What is being confirmed.
     pub kind: Kind,
@@ -51,8 +53,16 @@ pub struct Watch {
     pub nonce: String,
     /// Whether the marker command was sent.
     pub marker_sent: bool,
-    /// Give up at this time.
-    pub deadline: Instant,
+    /// Give up at this time (`None` once late: still watching, no limit).
+    pub deadline: Option<Instant>,
+    /// This watch confirms an automatic re-login (its kind may have become
+    /// [`Kind::First`] when it went late and the output was shown).
+    pub relogin: bool,
+    /// The deadline passed without a verdict; output flows, the marker is
+    /// still recognised.
+    pub late: bool,
+    /// The marker was sent again when `login_timeout` came in a late watch.
+    pub remarked: bool,
     /// Syncing: waiting for the first marker before sending the login.
     pub syncing: bool,
     /// While syncing: when to send the marker again.
@@ -66,11 +76,15 @@ pub struct Watch {
 impl Watch {
     /// Starts a watch.
     pub fn new(kind: Kind, nonce: String, marker_sent: bool, deadline: Instant) -> Self {
+        let relogin = matches!(kind, Kind::Relogin);
         Watch {
             kind,
             nonce,
             marker_sent,
-            deadline,
+            deadline: Some(deadline),
+            relogin,
+            late: false,
+            remarked: false,
             syncing: false,
             resend_at: None,
             partial: Vec::new(),
@@ -91,6 +105,19 @@ impl Watch {
 
     fn hiding(&self) -> bool {
         matches!(self.kind, Kind::Relogin)
+    }
+
+    /// Whether the login may have worked: the marker went out and no
+    /// failure came back.
+    pub fn may_have_worked(&self) -> bool {
+        self.marker_sent && !self.failure_seen
+    }
+
+    /// The deadline passed with no verdict: stop holding output back, keep
+    /// looking for the marker.
+    pub fn go_late(&mut self) {
+        self.late = true;
+        self.deadline = None;
     }
 
     /// Feeds backend data (telnet already removed). Bytes for the player go

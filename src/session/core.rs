@@ -1,0 +1,559 @@
+//! The session core: one player's state as plain data, and the transitions
+//! that turn what happened into what to do. No sockets, no clock, no tasks.
+//!
+//! The driver ([`super::driver`]) owns the player's transport and the game
+//! connection. It calls the core's methods with the event (bytes from the
+//! player or the game, a pool change, a timer, the answer to a question the
+//! core asked) and a [`Ctx`] (the config, the time, the re-login pacer); the
+//! core pushes [`Action`]s, which the driver carries out in order. Actions
+//! that need an answer ([`Action::Connect`], [`Action::AskAlive`]) are
+//! answered by calling [`Core::connected`], [`Core::connect_failed`] or
+//! [`Core::alive`] before anything else happens to the session, so the
+//! core never sees two things at once. This is the shape of quinn-proto's
+//! connection and rustls' `read_tls`/`process_new_packets`/`write_tls`.
+//!
+//! The transitions live in files of their own: [`super::relay`] (the
+//! game's output, login confirmation), [`super::held`] (outages, holding,
+//! moving between backends), [`super::relogin`] (connecting, logging back
+//! in, the end of a login watch).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use zeroize::Zeroizing;
+
+use super::input::{Input, Item};
+use super::watch::{Kind, Watch};
+use super::End;
+use crate::config::Config;
+use crate::events::Event;
+use crate::limiter::Bucket1;
+use crate::login::{self, Credentials};
+use crate::state::{Announcement, Phase, PoolState};
+use crate::{clientip, telnet};
+
+/// What the core needs from the world for one step.
+pub struct Ctx<'a> {
+    /// The live configuration.
+    pub cfg: &'a Config,
+    /// The time of the event.
+    pub now: Instant,
+    /// Reserves the next re-login slot (shared pacing plus jitter). Tests
+    /// pass a closure that returns `now`.
+    pub relogin_slot: &'a mut dyn FnMut() -> Instant,
+}
+
+/// Something the driver must do, in the order pushed.
+#[derive(Debug)]
+pub enum Action {
+    /// Bytes for the player (telnet-escaped, before the player's MCCP2).
+    Player(Vec<u8>),
+    /// Bytes for the game connection (may hold a password: wiped on drop).
+    Game(Zeroizing<Vec<u8>>),
+    /// Open a connection to this backend, then call [`Core::connected`] or
+    /// [`Core::connect_failed`].
+    Connect(String),
+    /// Ask the backend's heartbeat whether the game is alive, counting only
+    /// an answer from a probe connection older than `since`; then call
+    /// [`Core::alive`].
+    AskAlive {
+        /// The backend.
+        backend: String,
+        /// When the session's connection to it was made.
+        since: Instant,
+    },
+    /// End the game connection cleanly: send `quit`, discard the game's
+    /// goodbye, close.
+    Leave {
+        /// The game's quit command line.
+        quit: Vec<u8>,
+    },
+    /// Drop the game connection without a word (the game is gone).
+    DropGame,
+    /// A bus event.
+    Emit(Event),
+    /// End the session.
+    Close(End),
+}
+
+/// The pushed actions of one step.
+pub type Actions = Vec<Action>;
+
+/// The game side of a session, as the core knows it.
+#[derive(Debug)]
+pub(super) struct Game {
+    /// Backend name.
+    pub name: String,
+    /// Telnet events out of the game's bytes, MCCP2 undone.
+    pub parser: telnet::Inbound,
+    /// Boxed: only there while a login is being confirmed.
+    pub watch: Option<Box<Watch>>,
+    /// When the connection was started: the heartbeat's answer about this
+    /// backend counts only if its own connection is older.
+    pub connected_at: Instant,
+    /// The connection closed; the core waits for [`Core::alive`].
+    pub closed: bool,
+}
+
+/// One player's session state.
+#[derive(Debug)]
+pub struct Core {
+    /// Session id.
+    pub id: u64,
+    /// The player's address.
+    pub peer: SocketAddr,
+    /// The proxy address the player connected to.
+    pub local: SocketAddr,
+    pub(super) input: Input,
+    /// Telnet negotiation for both sides and the player's MCCP2 stream.
+    pub telnet: telnet::Policy,
+    /// The last byte sent to the player ended a line (or a prompt).
+    pub(super) at_line_start: bool,
+    pub(super) game: Option<Game>,
+    /// A [`Action::Connect`] is outstanding.
+    pub(super) connecting: bool,
+    pub(super) user: Option<String>,
+    pub(super) creds: Option<Credentials>,
+    pub(super) phase: Phase,
+    /// When the current hold began.
+    pub(super) held_since: Option<Instant>,
+    /// When to try connecting again (held), and whether that time already
+    /// went through the re-login pacer.
+    pub(super) relogin_at: Option<(Instant, bool)>,
+    /// Close if not logged in by then.
+    pub(super) login_deadline: Option<Instant>,
+    /// The player sent the quit command to the game.
+    pub(super) quit_sent: bool,
+    /// Lines typed while held or during a re-login, with their time.
+    pub(super) queue: VecDeque<(Instant, Vec<u8>)>,
+    /// Pool epoch seen last (a change means failover).
+    pub(super) epoch: u64,
+    /// This session has been held by an outage since it last relayed.
+    pub(super) was_held: bool,
+    /// Input rate limit (`limits.input_lines_per_sec`).
+    input_rate: Bucket1,
+    /// Lines dropped for flooding since the player was last warned.
+    flood_drops: u32,
+    /// The backend the session is on, or was on last (for the registry).
+    pub(super) last_backend: Option<String>,
+}
+
+/// Renders a notice template.
+pub fn render(text: &str, cfg: &Config, backend: &str, downtime: Option<Duration>) -> String {
+    text.replace("{game}", &cfg.game)
+        .replace("{backend}", backend)
+        .replace(
+            "{downtime}",
+            &downtime
+                .map(fmt_duration)
+                .unwrap_or_else(|| "a moment".into()),
+        )
+}
+
+/// `93s` -> `1m 33s`: short and readable for notices.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A user name for log fields: the name, or `-` before a login.
+pub struct UserField<'a>(pub Option<&'a str>);
+
+impl std::fmt::Display for UserField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.unwrap_or("-"))
+    }
+}
+
+impl Core {
+    /// A new session for a player from `peer` on proxy address `local`;
+    /// `epoch` is the pool epoch at the start.
+    pub fn new(id: u64, peer: SocketAddr, local: SocketAddr, cfg: &Config, epoch: u64) -> Core {
+        Core {
+            id,
+            peer,
+            local,
+            input: Input::new(cfg.limits.max_subnegotiation),
+            telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp),
+            at_line_start: true,
+            game: None,
+            connecting: false,
+            user: None,
+            creds: None,
+            phase: Phase::Held,
+            held_since: None,
+            relogin_at: None,
+            login_deadline: None,
+            quit_sent: false,
+            queue: VecDeque::new(),
+            epoch,
+            was_held: false,
+            input_rate: Bucket1::new(cfg.limits.input_burst),
+            flood_drops: 0,
+            last_backend: None,
+        }
+    }
+
+    /// The phase, for the registry.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The backend the session is on (or was on last).
+    pub fn backend(&self) -> Option<&str> {
+        self.last_backend.as_deref()
+    }
+
+    /// Whether the core expects a game connection to exist.
+    pub fn has_game(&self) -> bool {
+        self.game.is_some()
+    }
+
+    /// Lines waiting to be sent to the game.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The user, for log fields.
+    pub fn user_field(&self) -> UserField<'_> {
+        UserField(self.user.as_deref())
+    }
+
+    /// The session starts: the proxy's own telnet offers, then the first
+    /// connection if the active backend may be up, else a hold.
+    pub fn start(&mut self, ctx: &mut Ctx, pool: &PoolState, out: &mut Actions) {
+        let mut greeting = Vec::new();
+        self.telnet.greet(&mut greeting);
+        if !greeting.is_empty() {
+            out.push(Action::Player(greeting));
+        }
+        self.epoch = pool.epoch;
+        if pool.active_usable() {
+            self.connecting = true;
+            out.push(Action::Connect(pool.active.clone()));
+        } else {
+            self.first_contact_failed(ctx, &pool.active, out);
+        }
+    }
+
+    /// Nothing to connect to at the start: the `connecting` notice and a hold.
+    pub(super) fn first_contact_failed(&mut self, ctx: &mut Ctx, active: &str, out: &mut Actions) {
+        let msg = render(&ctx.cfg.notices.connecting, ctx.cfg, active, None);
+        self.notice(&msg, out);
+        self.enter_held(ctx, false);
+    }
+
+    /// The earliest time [`Core::timer`] has something to do.
+    pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
+        let hold_end = match (self.held_since, cfg.outage.max_hold) {
+            (Some(t), Some(m)) if self.game.is_none() => Some(t + m),
+            _ => None,
+        };
+        let watch = self.game.as_ref().and_then(|g| g.watch.as_deref());
+        [
+            watch.and_then(|w| w.deadline),
+            watch.and_then(|w| w.resend_at),
+            self.login_deadline,
+            self.relogin_at.map(|(t, _)| t),
+            hold_end,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- the player --------------------------------------------------
+
+    /// Bytes from the player.
+    pub fn player_data(&mut self, ctx: &mut Ctx, data: &[u8], out: &mut Actions) {
+        let cfg = ctx.cfg;
+        let mut items = Vec::new();
+        self.input.feed(data, cfg.limits.max_line, &mut items);
+        let mut to_game: Vec<u8> = Vec::new();
+        let mut to_player: Vec<u8> = Vec::new();
+        for item in items {
+            match item {
+                Item::Line(line) => {
+                    if self.player_line(ctx, line, &mut to_game, out).is_err() {
+                        return;
+                    }
+                }
+                Item::TooLong => {
+                    self.flush_game(&mut to_game, out);
+                    let msg = render(&cfg.notices.line_too_long, cfg, "", None);
+                    self.notice(&msg, out);
+                }
+                // telnet: commands pass; negotiations go through the policy,
+                // which remembers them and answers what the player need not.
+                Item::Command(c) => telnet::write_command(c, &mut to_game),
+                Item::Negotiation(verb, opt) => {
+                    self.telnet
+                        .from_player(verb, opt, &mut to_game, &mut to_player)
+                }
+                Item::Subneg(opt, data) => self.telnet.from_player_sub(opt, &data, &mut to_game),
+            }
+        }
+        // (An empty write still lets the driver start or end the player's
+        // MCCP2 stream if the player asked.)
+        out.push(Action::Player(to_player));
+        self.flush_game(&mut to_game, out);
+    }
+
+    /// One line from the player. `Err` means the session ends (the action
+    /// is pushed).
+    fn player_line(
+        &mut self,
+        ctx: &mut Ctx,
+        line: Vec<u8>,
+        to_game: &mut Vec<u8>,
+        out: &mut Actions,
+    ) -> Result<(), ()> {
+        let cfg = ctx.cfg;
+        let l = &cfg.limits;
+        if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
+            // Over the rate: warn once, drop the excess, and disconnect a
+            // player who keeps it up for another burst's worth of lines.
+            self.flood_drops += 1;
+            if self.flood_drops == 1 {
+                warn!("player is flooding; dropping input");
+                self.flush_game(to_game, out);
+                self.notice(&render(&cfg.notices.flood, cfg, "", None), out);
+            }
+            if self.flood_drops > l.input_burst {
+                warn!(
+                    dropped = self.flood_drops,
+                    "disconnecting a flooding player"
+                );
+                out.push(Action::Close(End::Flood));
+                return Err(());
+            }
+            return Ok(());
+        }
+        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
+            self.flood_drops = 0;
+        }
+        if clientip::is_spoof(&cfg.client_ip, &line) {
+            warn!("dropped a player line that would set the client address");
+            return Ok(());
+        }
+        let quit = self.is_quit(cfg, &line);
+        if !self.relaying() {
+            if quit {
+                self.notice("[holdfast] Goodbye.", out);
+                out.push(Action::Close(End::Quit));
+                return Err(());
+            }
+            if self.game.is_some() || self.connecting {
+                // Re-login in progress: keep the line for right after it
+                // (whatever `outage.queue_input` says: the game is back).
+                self.queue_line(ctx, line, out);
+            } else if cfg.outage.queue_input {
+                self.queue_line(ctx, line, out);
+                self.notice(&render(&cfg.notices.queued_input, cfg, "", None), out);
+            } else {
+                self.notice(&render(&cfg.notices.held_input, cfg, "", None), out);
+            }
+            return Ok(());
+        }
+        self.send_line(ctx, line, to_game);
+        Ok(())
+    }
+
+    /// A line goes to the game: quit and login capture first. Used for
+    /// typed lines and for queued ones alike, so a queued `connect` is
+    /// remembered like a typed one.
+    pub(super) fn send_line(&mut self, ctx: &Ctx, line: Vec<u8>, to_game: &mut Vec<u8>) {
+        if self.is_quit(ctx.cfg, &line) {
+            self.quit_sent = true;
+        }
+        if self.user.is_none() {
+            if let Some(creds) = login::parse_connect(&line) {
+                // A new attempt replaces a late watch (the player gave up
+                // waiting and typed it again, maybe with another name).
+                let free = |g: &&mut Game| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
+                if let Some(g) = self.game.as_mut().filter(free) {
+                    debug!(user = %creds.name, "login attempt");
+                    let deadline = ctx.now + ctx.cfg.templates.login_confirm_timeout;
+                    g.watch = Some(Box::new(Watch::new(
+                        Kind::First(creds),
+                        login::new_nonce(),
+                        false,
+                        deadline,
+                    )));
+                }
+            }
+        }
+        telnet::escape_iac(&line, to_game);
+        to_game.extend_from_slice(b"\r\n");
+    }
+
+    /// Whether `line` quits the game, as this game decides it.
+    pub(super) fn is_quit(&self, cfg: &Config, line: &[u8]) -> bool {
+        login::is_quit(line, &cfg.templates.quit)
+    }
+
+    /// Connected to a game whose output flows to the player (not a re-login
+    /// hiding it, not closed).
+    pub(super) fn relaying(&self) -> bool {
+        matches!(&self.game, Some(g) if !g.closed && g.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)))
+    }
+
+    /// The flood counter resets once the player is back under the rate
+    /// with half a burst in hand.
+    fn input_rate_recovered(&self, cfg: &Config) -> bool {
+        let mut probe = self.input_rate;
+        let half = (cfg.limits.input_burst / 2).max(1);
+        (0..half).all(|_| probe.take(cfg.limits.input_lines_per_sec, cfg.limits.input_burst))
+    }
+
+    fn queue_line(&mut self, ctx: &Ctx, line: Vec<u8>, out: &mut Actions) {
+        if self.queue.len() >= ctx.cfg.outage.queue_max_lines {
+            self.notice(
+                "[holdfast] Too many lines waiting; that one was not kept.",
+                out,
+            );
+            return;
+        }
+        self.queue.push_back((ctx.now, line));
+    }
+
+    /// Sends a notice on a line of its own.
+    pub(super) fn notice(&mut self, text: &str, out: &mut Actions) {
+        let mut v = Vec::with_capacity(text.len() + 4);
+        if !self.at_line_start {
+            v.extend_from_slice(b"\r\n");
+        }
+        telnet::escape_iac(text.as_bytes(), &mut v);
+        v.extend_from_slice(b"\r\n");
+        self.at_line_start = true;
+        out.push(Action::Player(v));
+    }
+
+    /// Game text (telnet-free) for the player.
+    pub(super) fn write_out(&mut self, text: &[u8], out: &mut Actions) {
+        if text.is_empty() {
+            return;
+        }
+        let mut v = Vec::with_capacity(text.len());
+        telnet::escape_iac(text, &mut v);
+        self.at_line_start = text.last() == Some(&b'\n');
+        out.push(Action::Player(v));
+    }
+
+    /// Bytes for the game, if there is one to take them.
+    pub(super) fn flush_game(&mut self, data: &mut Vec<u8>, out: &mut Actions) {
+        if data.is_empty() {
+            return;
+        }
+        let bytes = Zeroizing::new(std::mem::take(data));
+        if self.game.as_ref().is_some_and(|g| !g.closed) {
+            out.push(Action::Game(bytes));
+        }
+    }
+
+    /// An announcement from the operator.
+    pub fn announce(&mut self, a: &Announcement, out: &mut Actions) {
+        let on = self.game.as_ref().map(|g| g.name.as_str());
+        if a.backend.is_some() && a.backend.as_deref() != on {
+            return;
+        }
+        self.notice(&a.text, out);
+    }
+
+    /// The player's connection ended.
+    pub fn player_closed(&mut self, out: &mut Actions) {
+        out.push(Action::Close(End::PlayerClosed));
+    }
+
+    /// A timer fired (see [`Core::next_deadline`]).
+    pub fn timer(&mut self, ctx: &mut Ctx, pool: &PoolState, out: &mut Actions) {
+        let now = ctx.now;
+        let cfg = ctx.cfg;
+        if self.watch_expired(now) {
+            self.login_timed_out(ctx, out);
+        }
+        if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
+            if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
+                // Not admitted yet (or the marker was dropped): again.
+                debug!("re-login: marker not back yet; sending it again");
+                w.resend_at = Some(now + login::SYNC_RESEND);
+                let m = login::render_nonce(&cfg.templates.marker, &w.nonce);
+                out.push(Action::Game(Zeroizing::new(m)));
+            }
+        }
+        if self.login_deadline.is_some_and(|t| t <= now) && self.login_deadline_passed(ctx, out) {
+            return;
+        }
+        if let (Some(t), Some(m), None) = (self.held_since, cfg.outage.max_hold, &self.game) {
+            if t + m <= now {
+                let msg = render(&cfg.notices.max_hold, cfg, "", Some(now - t));
+                self.notice(&msg, out);
+                out.push(Action::Close(End::MaxHold));
+                return;
+            }
+        }
+        if self.relogin_at.is_some_and(|(t, _)| t <= now) {
+            self.relogin_due(ctx, pool, out);
+        }
+    }
+
+    fn watch_expired(&self, now: Instant) -> bool {
+        self.game
+            .as_ref()
+            .and_then(|g| g.watch.as_ref())
+            .and_then(|w| w.deadline)
+            .is_some_and(|d| d <= now)
+    }
+
+    /// `login_timeout` ran out. A player whose login may have worked (the
+    /// game answered it with something other than a failure) is never
+    /// closed on a guess: the marker is sent once more and the deadline
+    /// extended. Returns true when the session ends.
+    fn login_deadline_passed(&mut self, ctx: &mut Ctx, out: &mut Actions) -> bool {
+        let cfg = ctx.cfg;
+        if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
+            if w.late && w.may_have_worked() && !w.remarked {
+                w.remarked = true;
+                w.nonce = login::new_nonce();
+                let m = login::render_nonce(&cfg.templates.marker, &w.nonce);
+                debug!("login timeout with a login in doubt: asking the game again");
+                out.push(Action::Game(Zeroizing::new(m)));
+                self.login_deadline = Some(ctx.now + cfg.templates.login_confirm_timeout);
+                return false;
+            }
+        }
+        self.notice(&render(&cfg.notices.login_timeout, cfg, "", None), out);
+        out.push(Action::Close(End::LoginTimeout));
+        true
+    }
+
+    /// The proxy is stopping: the player's notice.
+    pub fn shutdown(&mut self, cfg: &Config, out: &mut Actions) {
+        self.notice(&render(&cfg.notices.stopping, cfg, "", None), out);
+    }
+
+    /// What to send the game when leaving it: the quit command if logged in.
+    pub fn leave_action(&mut self, cfg: &Config) -> Option<Action> {
+        let g = self.game.take()?;
+        if self.user.is_some() && !g.closed {
+            Some(Action::Leave {
+                quit: format!("{}\r\n", cfg.templates.quit).into_bytes(),
+            })
+        } else {
+            Some(Action::DropGame)
+        }
+    }
+}

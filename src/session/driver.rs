@@ -1,0 +1,403 @@
+//! The session driver: owns the player's transport and the game
+//! connection, waits on both (and on the pool, announcements, timers and
+//! shutdown) in one `select!`, feeds what happened to the [`Core`] and
+//! carries out the [`Action`]s it returns, in order.
+//!
+//! Writes to the player happen before the next event is looked at, so the
+//! game's output always reaches the player before anything that follows it
+//! (half-close: the game's last words arrive before a decision is made).
+
+use std::future::poll_fn;
+use std::io;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{debug, info, warn};
+
+use super::core::{Action, Actions, Core, Ctx};
+use super::transport::PlayerTransport;
+use super::End;
+use crate::backend::connect::{connect, BackendStream};
+use crate::clientip::peer_ip;
+use crate::config::Config;
+use crate::events::Event;
+use crate::state::{Phase, PoolState, Shared};
+
+/// Bytes read from the game per read call, at most. Bulk output (a long
+/// `@dump`, a map) then costs a sixteenth of the system calls and wake-ups
+/// it did at 32 KiB. The buffer lives for one read and its write (so a
+/// player who stops reading holds at most this much, for at most
+/// `limits.write_timeout`), and only the bytes read are ever touched.
+const BACKEND_READ: usize = 512 * 1024;
+/// How long a game gets to close after the quit command when a session
+/// leaves it (failover, shutdown).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Grace for an immediate probe beyond `interval + timeout`.
+const CHECK_GRACE: Duration = Duration::from_secs(1);
+/// Each write to the player while a session ends (the stopping notice, the
+/// end of its MCCP2 stream) waits at most this long, so a player who stopped
+/// reading cannot keep the proxy past its shutdown grace.
+const FINISH_WRITE: Duration = Duration::from_secs(1);
+
+/// One session's sockets around its core.
+pub(super) struct Driver<P> {
+    pub shared: Arc<Shared>,
+    pub core: Core,
+    pub player: P,
+    pub game: Option<BackendStream>,
+    /// What the registry was last told: phase, user, backend.
+    published: (Phase, Option<String>, Option<String>),
+}
+
+async fn sleep_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn game_readable(
+    g: &Option<BackendStream>,
+) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+    poll_fn(move |cx| match g {
+        Some(s) => s.poll_read_ready(cx),
+        None => Poll::Pending,
+    })
+}
+
+/// The next re-login slot: the shared pacer plus this session's jitter.
+fn relogin_slot(shared: &Shared, cfg: &Config) -> Instant {
+    let at = shared.relogin_limiter.reserve();
+    let jitter = cfg.relogin.jitter;
+    if jitter.is_zero() {
+        at
+    } else {
+        at + jitter.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// Runs one step of the core with a fresh [`Ctx`] and carries out what it
+/// pushed. `$f` gets `(core, ctx, pool, out)`.
+macro_rules! step {
+    ($d:expr, |$core:ident, $ctx:ident, $pool:ident, $out:ident| $body:expr) => {{
+        let cfg = $d.shared.config();
+        let mut out: Actions = Vec::new();
+        {
+            let shared = &$d.shared;
+            let mut slot = || relogin_slot(shared, &cfg);
+            let mut ctx = Ctx {
+                cfg: &cfg,
+                now: Instant::now(),
+                relogin_slot: &mut slot,
+            };
+            let pool_guard = shared.pool.borrow();
+            let $pool: &PoolState = &pool_guard;
+            let $core = &mut $d.core;
+            let $ctx = &mut ctx;
+            let $out = &mut out;
+            $body;
+        }
+        Box::pin($d.apply(out)).await
+    }};
+}
+
+impl<P: PlayerTransport> Driver<P> {
+    pub fn new(shared: Arc<Shared>, core: Core, player: P) -> Self {
+        Driver {
+            shared,
+            core,
+            player,
+            game: None,
+            published: (Phase::Held, None, None),
+        }
+    }
+
+    /// Runs the session until it ends; returns why.
+    pub async fn run(&mut self) -> End {
+        let mut pool_rx = self.shared.pool.subscribe();
+        pool_rx.borrow_and_update();
+        let mut announce_rx = self.shared.announce.subscribe();
+        // Registered once for the whole session rather than on every turn
+        // of the loop (each registration locks the token, which every
+        // session shares).
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
+        if let Err(e) = step!(self, |core, ctx, pool, out| core.start(ctx, pool, out)) {
+            return e;
+        }
+        let mut pbuf = Vec::new();
+        loop {
+            let deadline = self.core.next_deadline(&self.shared.config.borrow());
+            // Not `biased`: a player who floods input must not starve the
+            // game's output (or the other way round); tokio polls the
+            // branches in random order.
+            let r: Result<(), End> = tokio::select! {
+                _ = &mut shutdown => Err(End::Shutdown),
+                // Every branch is cancel-safe: readiness and channel
+                // receives consume nothing when they lose the race, and
+                // `poll_read` reads only once it is ready.
+                r = poll_fn(|cx| self.player.poll_read(cx, &mut pbuf)) => match r {
+                    Ok(0) | Err(_) => Err(End::PlayerClosed),
+                    Ok(_) => {
+                        let data = std::mem::take(&mut pbuf);
+                        step!(self, |core, ctx, _pool, out| core.player_data(ctx, &data, out))
+                    }
+                },
+                r = game_readable(&self.game) => self.on_game_readable(r).await,
+                Ok(()) = pool_rx.changed() => {
+                    pool_rx.borrow_and_update();
+                    step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))
+                }
+                a = announce_rx.recv() => match a {
+                    Ok(a) => step!(self, |core, _ctx, _pool, out| core.announce(&a, out)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
+                },
+                _ = sleep_opt(deadline) => step!(self, |core, ctx, pool, out| core.timer(ctx, pool, out)),
+            };
+            if let Err(end) = r {
+                return end;
+            }
+        }
+    }
+
+    async fn on_game_readable(&mut self, r: io::Result<()>) -> Result<(), End> {
+        let closed = match (&r, &self.game) {
+            (Err(_), _) => true,
+            (Ok(()), None) => return Ok(()),
+            (Ok(()), Some(g)) => {
+                let mut buf = Vec::with_capacity(BACKEND_READ);
+                match g.try_read_drain(&mut buf) {
+                    Ok(0) => true,
+                    Ok(_) => {
+                        if self.core.game_passthrough(&buf) {
+                            return self.write_player(&buf, self.write_timeout()).await;
+                        }
+                        return step!(self, |core, ctx, pool, out| core
+                            .game_data(ctx, &buf, pool, out));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(_) => true,
+                }
+            }
+        };
+        debug_assert!(closed);
+        step!(self, |core, _ctx, _pool, out| core.game_closed(out))
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.shared.config.borrow().limits.write_timeout
+    }
+
+    /// Carries out `actions` in order; the answers to questions are fed
+    /// back to the core and their actions carried out first.
+    async fn apply(&mut self, actions: Actions) -> Result<(), End> {
+        let r = self.apply_inner(actions).await;
+        self.publish();
+        r
+    }
+
+    async fn apply_inner(&mut self, actions: Actions) -> Result<(), End> {
+        for a in actions {
+            match a {
+                Action::Player(bytes) => self.write_player(&bytes, self.write_timeout()).await?,
+                Action::Game(bytes) => self.write_game(&bytes).await?,
+                Action::Connect(backend) => Box::pin(self.connect(backend)).await?,
+                Action::AskAlive { backend, since } => {
+                    let cfg = self.shared.config();
+                    let grace = cfg.heartbeat.interval + cfg.heartbeat.timeout + CHECK_GRACE;
+                    let alive = match self.shared.probe(&backend) {
+                        Some(p) => timeout(grace, p.check_now(since)).await.unwrap_or(false),
+                        None => false,
+                    };
+                    step!(self, |core, ctx, pool, out| core
+                        .alive(ctx, alive, pool, out))?;
+                }
+                Action::Leave { quit } => {
+                    if let Some(g) = self.game.take() {
+                        leave(g, &quit).await;
+                    }
+                }
+                Action::DropGame => self.game = None,
+                Action::Emit(ev) => self.shared.events.emit(ev),
+                Action::Close(end) => return Err(end),
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect(&mut self, backend: String) -> Result<(), End> {
+        let cfg = self.shared.config();
+        let Some(b) = cfg.backend(&backend).cloned() else {
+            return step!(self, |core, ctx, pool, out| core.connect_failed(
+                ctx,
+                &pool.active,
+                out
+            ));
+        };
+        match connect(&b.addr, b.connect_timeout).await {
+            Ok(s) => {
+                self.game = Some(s);
+                let host = if cfg.client_ip.reverse_dns {
+                    self.shared.rdns.cached(peer_ip(&self.core.peer))
+                } else {
+                    None
+                };
+                step!(self, |core, ctx, _pool, out| core.connected(
+                    ctx,
+                    &backend,
+                    host.as_deref(),
+                    out
+                ))
+            }
+            Err(e) => {
+                debug!(backend = %b.name, error = %e, "connect failed");
+                if let Some(p) = self.shared.probe(&b.name) {
+                    // Let the probe find out (in the background) so the pool
+                    // learns of the outage without waiting for the interval.
+                    tokio::spawn(async move {
+                        p.check_now(Instant::now()).await;
+                    });
+                }
+                step!(self, |core, ctx, pool, out| core.connect_failed(
+                    ctx,
+                    &pool.active,
+                    out
+                ))
+            }
+        }
+    }
+
+    async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
+        // telnet: compressed if the player took the proxy's MCCP2.
+        let data = self.core.telnet.out.encode(data);
+        if data.is_empty() {
+            return Ok(());
+        }
+        match timeout(limit, self.player.write_all(&data)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "write to player failed");
+                Err(End::WriteFailed)
+            }
+            Err(_) => {
+                warn!(timeout = ?limit, "player stopped reading; dropping the session");
+                Err(End::WriteFailed)
+            }
+        }
+    }
+
+    async fn write_game(&mut self, data: &[u8]) -> Result<(), End> {
+        let Some(g) = self.game.as_mut() else {
+            return Ok(());
+        };
+        let t = self.shared.config.borrow().limits.write_timeout;
+        match timeout(t, g.write_all(data)).await {
+            Ok(Ok(())) => Ok(()),
+            // The read side will see the close and decide; nothing to do here.
+            Ok(Err(e)) => {
+                debug!(error = %e, "write to backend failed");
+                Ok(())
+            }
+            Err(_) => {
+                warn!("backend stopped reading; treating it as gone");
+                step!(self, |core, _ctx, _pool, out| core.game_closed(out))
+            }
+        }
+    }
+
+    /// Tells the registry what changed.
+    fn publish(&mut self) {
+        let c = &self.core;
+        let (phase, user, backend) = &self.published;
+        if *phase == c.phase() && user.as_deref() == c.user() && backend.as_deref() == c.backend() {
+            return;
+        }
+        self.published = (
+            c.phase(),
+            c.user().map(str::to_string),
+            c.backend().map(str::to_string),
+        );
+        let (phase, user, backend) = self.published.clone();
+        self.shared.registry.update(c.id, |s| {
+            s.phase = phase;
+            s.user = user;
+            if backend.is_some() {
+                s.backend = backend;
+            }
+        });
+    }
+
+    /// Closes both sides and reports the end. Every step is bounded, so a
+    /// shutdown ends within its grace and the game always gets its quit.
+    pub async fn finish(mut self, end: End) {
+        let cfg = self.shared.config();
+        if end == End::Shutdown {
+            let mut out = Vec::new();
+            let leaving = self.core.leave_action(&cfg);
+            self.core.shutdown(&cfg, &mut out);
+            let notice: Vec<u8> = out
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Player(b) => Some(b),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            // The game's quit and the player's notice at the same time: a
+            // player who stopped reading does not delay the game's quit.
+            let game = self.game.take();
+            let quit = async move {
+                if let (Some(g), Some(Action::Leave { quit })) = (game, leaving) {
+                    leave(g, &quit).await;
+                }
+            };
+            let _ = tokio::join!(quit, self.write_player(&notice, FINISH_WRITE));
+        }
+        self.game = None;
+        // telnet: end the player's zlib stream cleanly.
+        self.core.telnet.out.stop();
+        let _ = self.write_player(&[], FINISH_WRITE).await;
+        let (plain, wire) = self.core.telnet.out.totals();
+        if plain > 0 {
+            debug!(mccp_in = plain, mccp_out = wire, "player compression");
+        }
+        let _ = timeout(FINISH_WRITE, self.player.shutdown()).await;
+        info!(reason = end.as_str(), user = %self.core.user_field(), "session closed");
+        let id = self.core.id;
+        self.shared.registry.remove(id);
+        self.shared.events.emit(
+            Event::new("session.close")
+                .with("session", id)
+                .with_opt("user", self.core.user().map(str::to_string))
+                .with("reason", end.as_str()),
+        );
+    }
+}
+
+/// Ends a game connection cleanly: the quit command, then the game closes
+/// the connection itself (its goodbye is discarded), so it logs a clean
+/// quit rather than a dropped link.
+async fn leave(mut g: BackendStream, quit: &[u8]) {
+    let _ = timeout(LEAVE_TIMEOUT, async {
+        g.write_all(quit).await?;
+        let mut sink = Vec::with_capacity(4096);
+        loop {
+            g.readable().await?;
+            sink.clear();
+            match g.try_read_buf(&mut sink) {
+                Ok(0) => return Ok::<(), io::Error>(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    let _ = timeout(LEAVE_TIMEOUT, g.shutdown()).await;
+}

@@ -1,0 +1,207 @@
+//! Outages: the game connection closing, the probe's verdict, holding the
+//! player, moving between backends and pacing the way back.
+
+use tracing::{debug, info};
+
+use super::core::{render, Action, Actions, Core, Ctx};
+use super::End;
+use crate::events::Event;
+use crate::state::{Phase, PoolState};
+
+impl Core {
+    /// The game connection closed (or stopped taking writes). Decided by
+    /// the heartbeat: the player quit or was booted if the game is alive,
+    /// else the game went away and the player is held.
+    pub fn game_closed(&mut self, out: &mut Actions) {
+        let Some(g) = self.game.as_mut() else {
+            return;
+        };
+        if g.closed {
+            return;
+        }
+        g.closed = true;
+        if self.quit_sent {
+            out.push(Action::Close(End::Quit));
+            return;
+        }
+        out.push(Action::AskAlive {
+            backend: g.name.clone(),
+            since: g.connected_at,
+        });
+    }
+
+    /// The heartbeat's answer to [`Action::AskAlive`].
+    pub fn alive(&mut self, ctx: &mut Ctx, alive: bool, pool: &PoolState, out: &mut Actions) {
+        let Some(name) = self.game.as_ref().map(|g| g.name.clone()) else {
+            return;
+        };
+        if alive {
+            info!(backend = %name, "game closed the connection while alive");
+            out.push(Action::Close(End::Booted));
+            return;
+        }
+        info!(backend = %name, "backend gone; holding the session");
+        self.hold(ctx, "backend_down", pool, out);
+    }
+
+    /// Drops the game connection and holds the player with the offline
+    /// notice.
+    pub(super) fn hold(
+        &mut self,
+        ctx: &mut Ctx,
+        why: &'static str,
+        pool: &PoolState,
+        out: &mut Actions,
+    ) {
+        let cfg = ctx.cfg;
+        let (name, watch) = self
+            .game
+            .take()
+            .map(|g| (g.name, g.watch))
+            .unwrap_or_default();
+        out.push(Action::DropGame);
+        if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
+            // The game went away while confirming this player's login: try
+            // it on re-login rather than make the player start over.
+            debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
+            self.user = Some(creds.name.clone());
+            self.creds = Some(creds);
+        }
+        let msg = render(&cfg.notices.offline, cfg, &name, None);
+        self.enter_held(ctx, true);
+        out.push(Action::Emit(
+            // SPEC lists `user` for held/restored: null before a login.
+            Event::new("session.held")
+                .with("session", self.id)
+                .with("user", self.user.clone())
+                .with("backend", name.as_str())
+                .with("reason", why),
+        ));
+        self.notice(&msg, out);
+        // Try again as soon as the pool says so (see `pool`), or after a
+        // probe interval in case the pool has not noticed yet. That retry
+        // goes through the re-login pacer when it is due, so a game that a
+        // supervisor restarts at once does not get every held player in
+        // the same instant.
+        if !pool.is_down(&pool.active) {
+            self.relogin_at = Some((ctx.now + cfg.heartbeat.interval, false));
+        }
+    }
+
+    pub(super) fn enter_held(&mut self, ctx: &Ctx, outage: bool) {
+        self.game = None;
+        self.connecting = false;
+        self.login_deadline = None;
+        if self.held_since.is_none() {
+            self.held_since = Some(ctx.now);
+        }
+        self.was_held |= outage;
+        self.phase = Phase::Held;
+    }
+
+    /// The pool changed: a failover moves the session, a backend marked
+    /// down holds it, a backend back up brings it back.
+    pub fn pool(&mut self, ctx: &mut Ctx, st: &PoolState, out: &mut Actions) {
+        let moved = st.epoch != self.epoch;
+        self.epoch = st.epoch;
+        let cfg = ctx.cfg;
+        if let Some(g) = &self.game {
+            if g.closed {
+                return;
+            }
+            if moved && g.name != st.active {
+                info!(from = %g.name, to = %st.active, "moving to another backend");
+                if let Some(a) = self.leave_action(cfg) {
+                    out.push(a);
+                }
+                self.enter_held(ctx, false);
+                let msg = render(&cfg.notices.failover, cfg, &st.active, None);
+                self.notice(&msg, out);
+                if st.active_usable() {
+                    self.schedule_relogin(ctx);
+                }
+                return;
+            }
+            if st.is_down(&g.name) && st.view(&g.name).is_some() {
+                // The probe says the backend is gone though our connection
+                // is still open: a frozen host. Do not wait for TCP to notice.
+                info!(backend = %g.name, "backend marked down; holding the session");
+                self.hold(ctx, "backend_down", st, out);
+            }
+            return;
+        }
+        if self.connecting {
+            return;
+        }
+        if st.active_usable() && self.relogin_at.is_none_or(|(_, paced)| !paced) {
+            self.schedule_relogin(ctx);
+        }
+    }
+
+    /// A paced time to connect again.
+    pub(super) fn schedule_relogin(&mut self, ctx: &mut Ctx) {
+        let at = (ctx.relogin_slot)();
+        self.relogin_at = Some((at, true));
+    }
+
+    /// The re-login time came: connect, or take a paced slot first if this
+    /// time was a plain retry.
+    pub(super) fn relogin_due(&mut self, ctx: &mut Ctx, pool: &PoolState, out: &mut Actions) {
+        let Some((_, paced)) = self.relogin_at.take() else {
+            return;
+        };
+        if self.game.is_some() || self.connecting {
+            return;
+        }
+        if !pool.active_usable() {
+            return;
+        }
+        if !paced {
+            self.schedule_relogin(ctx);
+            if self.relogin_at.is_some_and(|(t, _)| t > ctx.now) {
+                return;
+            }
+            self.relogin_at = None;
+        }
+        self.connecting = true;
+        out.push(Action::Connect(pool.active.clone()));
+    }
+
+    /// Lines typed while held or during a re-login go to the game, through
+    /// the same quit and login capture as typed ones.
+    pub(super) fn flush_queue(&mut self, ctx: &Ctx, out: &mut Actions) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let mut data = Vec::new();
+        let mut stale = 0;
+        while let Some((t, line)) = self.queue.pop_front() {
+            if ctx.now.saturating_duration_since(t) > ctx.cfg.outage.queue_max_age {
+                stale += 1;
+                continue;
+            }
+            self.send_line(ctx, line, &mut data);
+        }
+        if stale > 0 {
+            self.notice(
+                &format!("[holdfast] {stale} queued line(s) were too old and were not sent."),
+                out,
+            );
+        }
+        self.flush_game(&mut data, out);
+    }
+
+    /// Lines queued during a re-login that failed are not sent to a game
+    /// that is not logged in (they would be answered by the connect screen).
+    pub(super) fn drop_queue(&mut self, out: &mut Actions) {
+        let n = self.queue.len();
+        if n == 0 {
+            return;
+        }
+        self.queue.clear();
+        self.notice(
+            &format!("[holdfast] {n} line(s) you typed while being logged back in were not sent."),
+            out,
+        );
+    }
+}

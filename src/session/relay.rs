@@ -1,0 +1,150 @@
+//! The game's output on its way to the player: telnet answered by the
+//! policy, MCCP2 undone, a login being confirmed watched line by line.
+
+use tracing::{debug, warn};
+use zeroize::Zeroizing;
+
+use super::core::{Action, Actions, Core, Ctx, Game};
+use super::watch::{Kind, Outcome};
+use crate::login;
+use crate::state::PoolState;
+use crate::telnet::{self, TelnetEvent};
+
+impl Core {
+    /// Whether `data` from the game can go to the player exactly as it is:
+    /// plain text with no IAC, between telnet sequences, while no login is
+    /// being confirmed. This is the bulk of all traffic; checking for IAC is
+    /// the whole parse, and the driver writes its read buffer as it is (no
+    /// copy). Records where the player's line will stand afterwards.
+    pub fn game_passthrough(&mut self, data: &[u8]) -> bool {
+        let Some(g) = &self.game else {
+            return false;
+        };
+        if g.closed
+            || g.watch.is_some()
+            || !g.parser.is_idle()
+            || memchr::memchr(telnet::IAC, data).is_some()
+        {
+            return false;
+        }
+        if let Some(&last) = data.last() {
+            self.at_line_start = last == b'\n';
+        }
+        true
+    }
+
+    /// Bytes from the game (when [`Core::game_passthrough`] said no).
+    pub fn game_data(&mut self, ctx: &mut Ctx, data: &[u8], pool: &PoolState, out: &mut Actions) {
+        let Some(g) = self.game.as_mut() else {
+            return;
+        };
+        if g.closed {
+            return;
+        }
+        let cfg = ctx.cfg;
+        let mut shown = Vec::with_capacity(data.len() + 16);
+        // May hold a re-login (password): wiped when dropped.
+        let mut to_game = Zeroizing::new(Vec::new());
+        let mut outcome = Outcome::Pending;
+        // Where the player's line will stand once `shown` is written (which
+        // happens last, see below).
+        let mut line_start_after = self.at_line_start;
+        let decoded = {
+            let at_line_start = &mut line_start_after;
+            let policy = &mut self.telnet;
+            let creds = self.creds.as_ref();
+            let t = &cfg.templates;
+            let Game { parser, watch, .. } = g;
+            let was_compressed = parser.compressed();
+            let r = parser.feed(data, |ev| match ev {
+                TelnetEvent::Data(mut d) => {
+                    if let Some(w) = watch.as_mut() {
+                        if outcome == Outcome::Pending {
+                            let mut plain = Vec::new();
+                            let mut send_marker = false;
+                            let mut send_login = false;
+                            let (o, used) =
+                                w.feed(d, t, &mut plain, &mut send_marker, &mut send_login);
+                            if send_login {
+                                // Synced: the game has the connection.
+                                debug!("re-login: marker back; sending the login");
+                                if let Some(c) = creds {
+                                    to_game.extend_from_slice(&login::render_login(
+                                        &t.login,
+                                        &c.verb,
+                                        &c.name,
+                                        &c.password,
+                                    ));
+                                }
+                                send_marker = true;
+                            }
+                            if send_marker {
+                                to_game
+                                    .extend_from_slice(&login::render_nonce(&t.marker, &w.nonce));
+                            }
+                            if !plain.is_empty() {
+                                telnet::escape_iac(&plain, &mut shown);
+                                *at_line_start = plain.last() == Some(&b'\n');
+                            }
+                            outcome = o;
+                            d = &d[used..];
+                        }
+                    }
+                    if !d.is_empty() {
+                        telnet::escape_iac(d, &mut shown);
+                        *at_line_start = d.last() == Some(&b'\n');
+                    }
+                }
+                TelnetEvent::Command(c) => {
+                    let hiding = matches!(watch, Some(w) if matches!(w.kind, Kind::Relogin))
+                        && outcome == Outcome::Pending;
+                    if !hiding {
+                        telnet::write_command(c, &mut shown);
+                        if c == telnet::GA || c == telnet::EOR {
+                            *at_line_start = true;
+                        }
+                    }
+                }
+                // telnet: the policy answers what the player already did.
+                TelnetEvent::Negotiation { verb, option } => {
+                    policy.from_backend(verb, option, &mut to_game, &mut shown)
+                }
+                TelnetEvent::Subnegotiation { option, data } => {
+                    policy.from_backend_sub(option, data, &mut to_game, &mut shown)
+                }
+            });
+            if !was_compressed && parser.compressed() {
+                debug!("backend compresses (MCCP2)");
+            }
+            r
+        };
+        // Order matters. The marker goes to the game before the player sees
+        // the line that triggered it, so anything the player types next is
+        // answered after the marker. A decided login takes effect (and its
+        // notices go out) before the output that followed the marker: the
+        // player reads "logged back in" first, and whatever reacts to the
+        // output (a test, a client trigger) finds the session logged in.
+        if !to_game.is_empty() {
+            out.push(Action::Game(to_game));
+        }
+        if let Err(e) = decoded {
+            // telnet: nothing after a corrupt MCCP stream can be trusted;
+            // what decoded before it is delivered.
+            let backend = self.last_backend.clone().unwrap_or_default();
+            warn!(error = %e, backend = %backend, "corrupt compressed stream from the backend");
+            self.at_line_start = line_start_after;
+            out.push(Action::Player(shown));
+            self.hold(ctx, "backend_error", pool, out);
+            return;
+        }
+        match outcome {
+            Outcome::Pending => {}
+            Outcome::Confirmed => self.login_confirmed(ctx, out),
+            Outcome::Failed(why) => self.login_failed(ctx, why, out),
+        }
+        if !shown.is_empty() {
+            self.at_line_start = line_start_after;
+            out.push(Action::Player(shown));
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Connecting to a game and the end of a login watch: the client-address
+//! preamble, the automatic re-login (hidden output, marker), and what a
+//! confirmed, failed or timed-out login does to the session.
+
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use super::core::{render, Action, Actions, Core, Ctx, Game};
+use super::watch::{Kind, Watch};
+use crate::events::Event;
+use crate::state::Phase;
+use crate::{clientip, login, telnet};
+
+impl Core {
+    /// The connection asked for by [`Action::Connect`] is open. `host` is
+    /// the player's reverse-DNS name, if known. Pushes the first bytes for
+    /// the game (client address, then the login and marker if the player
+    /// was logged in), then whatever follows.
+    pub fn connected(
+        &mut self,
+        ctx: &mut Ctx,
+        backend: &str,
+        host: Option<&str>,
+        out: &mut Actions,
+    ) {
+        let cfg = ctx.cfg;
+        let now = ctx.now;
+        self.connecting = false;
+        let mut first = Zeroizing::new(clientip::preamble(
+            &cfg.client_ip,
+            self.peer,
+            self.local,
+            host,
+        ));
+        let mut watch = None;
+        let t = &cfg.templates;
+        if self.creds.is_some() && t.sync && !t.marker.is_empty() {
+            // Sync first: the login follows once the marker comes back.
+            let nonce = login::new_nonce();
+            first.extend_from_slice(&login::render_nonce(&t.marker, &nonce));
+            watch = Some(Box::new(Watch::syncing(
+                nonce,
+                now + cfg.relogin.timeout,
+                now + login::SYNC_RESEND,
+            )));
+        } else if let Some(c) = &self.creds {
+            first.extend_from_slice(&login::render_login(
+                &t.login,
+                &c.verb,
+                &c.name,
+                &c.password,
+            ));
+            let nonce = login::new_nonce();
+            let marker = !t.marker.is_empty();
+            if marker {
+                first.extend_from_slice(&login::render_nonce(&t.marker, &nonce));
+            }
+            watch = Some(Box::new(Watch::new(
+                Kind::Relogin,
+                nonce,
+                marker,
+                now + cfg.relogin.timeout,
+            )));
+        }
+        let relogin = watch.is_some();
+        self.game = Some(Game {
+            name: backend.to_string(),
+            parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
+            watch,
+            connected_at: now,
+            closed: false,
+        });
+        self.last_backend = Some(backend.to_string());
+        out.push(Action::Game(first));
+        // telnet: nothing is agreed with the new backend yet.
+        self.telnet.backend_started();
+        self.quit_sent = false;
+        self.relogin_at = None;
+        debug!(backend, relogin, "connected to backend");
+        if relogin {
+            self.phase = Phase::Relogin;
+            return;
+        }
+        self.phase = Phase::Relaying;
+        self.login_deadline = cfg.listen.login_timeout.map(|t| now + t);
+        if self.held_since.take().is_some() && self.was_held {
+            self.was_held = false;
+            out.push(Action::Emit(
+                Event::new("session.restored")
+                    .with("session", self.id)
+                    .with("user", self.user.clone())
+                    .with("backend", backend),
+            ));
+        }
+        self.flush_queue(ctx, out);
+    }
+
+    /// The connection asked for by [`Action::Connect`] could not be made.
+    /// The probe will tell the pool; try again after an interval anyway.
+    pub fn connect_failed(&mut self, ctx: &mut Ctx, active: &str, out: &mut Actions) {
+        self.connecting = false;
+        if self.phase != Phase::Held || self.held_since.is_none() {
+            // The very first contact: the player hears why nothing shows.
+            self.first_contact_failed(ctx, active, out);
+        }
+        self.relogin_at = Some((ctx.now + ctx.cfg.heartbeat.interval, false));
+    }
+
+    /// The watch's marker came back or a success line was seen.
+    pub(super) fn login_confirmed(&mut self, ctx: &mut Ctx, out: &mut Actions) {
+        let Some(mut w) = self.game.as_mut().and_then(|g| g.watch.take()) else {
+            return;
+        };
+        let backend = self.last_backend.clone().unwrap_or_default();
+        // Output held back while deciding (a partial line) goes out now;
+        // for a re-login the hidden transcript is dropped.
+        let held = w.take_held();
+        let relogin = w.relogin;
+        match w.kind {
+            Kind::First(creds) => {
+                self.write_out(&held, out);
+                self.user = Some(creds.name.clone());
+                self.creds = Some(creds);
+                self.login_deadline = None;
+                if relogin {
+                    // A re-login whose marker came back late.
+                    self.restored(ctx, &backend, out);
+                } else {
+                    info!(user = %self.user_field(), backend = %backend, "logged in");
+                    out.push(Action::Emit(
+                        Event::new("session.login")
+                            .with("session", self.id)
+                            .with("user", self.user.clone()),
+                    ));
+                }
+            }
+            Kind::Relogin => self.restored(ctx, &backend, out),
+        }
+    }
+
+    /// Logged back in: the online notice, then the lines typed meanwhile.
+    fn restored(&mut self, ctx: &mut Ctx, backend: &str, out: &mut Actions) {
+        let cfg = ctx.cfg;
+        let down = self.held_since.take().map(|t| ctx.now - t);
+        info!(user = %self.user_field(), backend, "logged back in");
+        self.phase = Phase::Relaying;
+        self.login_deadline = None;
+        out.push(Action::Emit(
+            Event::new("session.restored")
+                .with("session", self.id)
+                .with("user", self.user.clone())
+                .with("backend", backend),
+        ));
+        self.notice(&render(&cfg.notices.online, cfg, backend, down), out);
+        self.was_held = false;
+        self.flush_queue(ctx, out);
+    }
+
+    /// The game said no (a failure line, or a marker echo without proof).
+    pub(super) fn login_failed(&mut self, ctx: &mut Ctx, why: &'static str, out: &mut Actions) {
+        let Some(mut w) = self.game.as_mut().and_then(|g| g.watch.take()) else {
+            return;
+        };
+        let held = w.take_held();
+        self.write_out(&held, out);
+        if w.late {
+            // The player was already told when it went late.
+            debug!(why, "late login watch ended without a login");
+            return;
+        }
+        match w.kind {
+            Kind::First(creds) => {
+                debug!(user = %creds.name, why, "login not confirmed");
+            }
+            Kind::Relogin => self.relogin_failed(ctx, why, out),
+        }
+    }
+
+    /// A re-login did not work: the player is on the connect screen and
+    /// logs in by hand.
+    fn relogin_failed(&mut self, ctx: &mut Ctx, why: &'static str, out: &mut Actions) {
+        let cfg = ctx.cfg;
+        let backend = self.last_backend.clone().unwrap_or_default();
+        warn!(user = %self.user_field(), backend = %backend, why, "re-login failed");
+        self.creds = None;
+        self.user = None;
+        self.held_since = None;
+        self.phase = Phase::Relaying;
+        self.login_deadline = cfg.listen.login_timeout.map(|t| ctx.now + t);
+        self.notice(
+            &render(&cfg.notices.relogin_failed, cfg, &backend, None),
+            out,
+        );
+        // Lines typed during the re-login would land on the connect screen.
+        self.drop_queue(out);
+    }
+
+    /// The watch's deadline passed with no verdict. The login may still
+    /// have worked (a slow game, a marker queued behind a command quota):
+    /// the output flows again, the watch keeps looking for the marker
+    /// without a deadline, and a late marker still logs the player in. A
+    /// re-login that timed out tells the player, as a failure does, and
+    /// keeps the credentials in the watch for that late marker.
+    pub(super) fn login_timed_out(&mut self, ctx: &mut Ctx, out: &mut Actions) {
+        let Some(g) = self.game.as_mut() else {
+            return;
+        };
+        let Some(w) = g.watch.as_mut() else {
+            return;
+        };
+        if w.syncing || !w.may_have_worked() {
+            // Never admitted, or the game said no: a plain failure.
+            return self.login_failed(ctx, "timed out", out);
+        }
+        let held = w.take_held();
+        w.go_late();
+        let relogin = w.relogin;
+        if relogin {
+            if let Some(creds) = self.creds.take() {
+                w.kind = Kind::First(creds);
+            }
+        }
+        self.write_out(&held, out);
+        if relogin {
+            self.relogin_failed(ctx, "timed out", out);
+        } else {
+            debug!("login not confirmed in time; still watching for the marker");
+        }
+    }
+}

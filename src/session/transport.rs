@@ -1,0 +1,64 @@
+//! The player's side of a session, as the driver sees it: bytes in when
+//! they come, bytes out with back-pressure, a clean close. Plain TCP is
+//! here; another way in (TLS, WebSocket) is another implementation of
+//! [`PlayerTransport`] in a file of its own, and the session core never
+//! knows which one it talks through.
+
+use std::future::Future;
+use std::io;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::backend::connect::try_read_drain;
+
+/// Bytes read from a TCP player per read call, at most.
+const CLIENT_READ: usize = 4 * 1024;
+
+/// A player's connection.
+pub trait PlayerTransport: Send + 'static {
+    /// Waits until the player sent something, then appends what is there
+    /// to `buf`. `Ok(0)` is the end of the stream. Cancel-safe: when
+    /// dropped before it is ready, nothing was read. An idle player's
+    /// `buf` stays empty (no capacity) until bytes arrive.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>>;
+
+    /// Writes all of `data`.
+    fn write_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+
+    /// Ends the stream in the player's direction.
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl PlayerTransport for TcpStream {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
+        loop {
+            // Readiness is polled rather than awaited through `readable()`,
+            // whose future would make every session's task bigger.
+            ready!(self.poll_read_ready(cx))?;
+            if buf.capacity() - buf.len() < CLIENT_READ {
+                buf.reserve(CLIENT_READ);
+            }
+            match try_read_drain(self, buf) {
+                // Spurious readiness: it is cleared now; wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn write_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        AsyncWriteExt::write_all(self, data)
+    }
+
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        AsyncWriteExt::shutdown(self)
+    }
+}
