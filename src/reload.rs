@@ -27,10 +27,28 @@ pub fn reload(shared: &Shared) -> Result<(), ConfigError> {
                 warn!("bus servers or instance changed: they take effect on restart");
             }
             info!(file = %old.path.display(), backends = new.backends.len(), preferred = %new.preferred().name, "config reloaded");
+            // The failover manager will not move players onto a preferred
+            // backend that is down (see backend::pool): say so here too.
+            let pref = new.preferred();
+            let refused = pref.name != old.preferred().name
+                && old.backend(&shared.pool.borrow().active).is_some()
+                && new.backend(&shared.pool.borrow().active).is_some()
+                && shared
+                    .pool
+                    .borrow()
+                    .refuses_move_to(&pref.name, &pref.addr.to_string());
+            let failover = refused.then(|| {
+                format!(
+                    "not moved: the new preferred backend {:?} is down",
+                    pref.name
+                )
+            });
             shared.config.send_replace(Arc::new(new));
-            shared
-                .events
-                .emit(Event::new("config.reloaded").with("ok", true));
+            shared.events.emit(
+                Event::new("config.reloaded")
+                    .with("ok", true)
+                    .with_opt("failover", failover),
+            );
             Ok(())
         }
         Err(e) => {

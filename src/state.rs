@@ -58,6 +58,14 @@ impl PoolState {
         matches!(self.view(name).map(|v| v.up), Some(Some(false)) | None)
     }
 
+    /// Whether a move to backend `name` at `addr` is refused unless forced:
+    /// its probe says it is down. A new address is not known yet, so it is
+    /// not refused.
+    pub fn refuses_move_to(&self, name: &str, addr: &str) -> bool {
+        self.view(name)
+            .is_some_and(|v| v.up == Some(false) && v.addr == addr)
+    }
+
     /// Whether the active backend is known to be up or not probed yet.
     pub fn active_usable(&self) -> bool {
         !self.is_down(&self.active)
@@ -246,6 +254,8 @@ pub struct FailoverRequest {
     pub backend: String,
     /// `sighup` or `request`.
     pub reason: &'static str,
+    /// Move even if the backend is down.
+    pub force: bool,
     /// The outcome.
     pub reply: oneshot::Sender<Result<(), String>>,
 }

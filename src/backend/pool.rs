@@ -40,12 +40,10 @@ pub async fn run(shared: Arc<Shared>, mut failover_rx: mpsc::Receiver<FailoverRe
             _ = shutdown.cancelled() => break,
             Some(r) = report_rx.recv() => mgr.on_report(r),
             Some(req) = failover_rx.recv() => {
-                let res = if mgr.config.backend(&req.backend).is_some() {
-                    mgr.switch(&req.backend, req.reason);
-                    Ok(())
-                } else {
-                    Err(format!("no backend named {:?}", req.backend))
-                };
+                let res = mgr.requested(&req);
+                if let Err(e) = &res {
+                    warn!(to = %req.backend, reason = req.reason, error = %e, "failover refused");
+                }
                 let _ = req.reply.send(res);
             }
             Ok(()) = config_rx.changed() => {
@@ -135,11 +133,47 @@ impl Manager {
                 .collect();
         });
         self.down_since.retain(|n, _| cfg.backend(n).is_some());
-        let new_pref = cfg.preferred().name.clone();
+        let new_pref = cfg.preferred();
         let active = self.shared.pool.borrow().active.clone();
-        if new_pref != old_pref || cfg.backend(&active).is_none() {
-            self.switch(&new_pref, "sighup");
+        if cfg.backend(&active).is_none() {
+            // The active backend was removed: nowhere else to be.
+            self.switch(&new_pref.name, "sighup");
+        } else if new_pref.name != old_pref {
+            let down = self
+                .shared
+                .pool
+                .borrow()
+                .refuses_move_to(&new_pref.name, &new_pref.addr.to_string());
+            if down {
+                // Moving everyone off a working game onto a dead one would
+                // hold them all; reload.rs says so in `config.reloaded`.
+                warn!(to = %new_pref.name, "new preferred backend is down; players stay where they are");
+            } else {
+                self.switch(&new_pref.name, "sighup");
+            }
         }
+    }
+
+    /// An operator's failover request: refused for an unknown backend, and
+    /// for one that is down unless forced.
+    fn requested(&mut self, req: &FailoverRequest) -> Result<(), String> {
+        let Some(b) = self.config.backend(&req.backend) else {
+            return Err(format!("no backend named {:?}", req.backend));
+        };
+        let down = self
+            .shared
+            .pool
+            .borrow()
+            .refuses_move_to(&b.name, &b.addr.to_string());
+        if down && !req.force {
+            return Err(format!(
+                "backend {:?} is down: players stay where they are (send \"force\": true to move them anyway)",
+                req.backend
+            ));
+        }
+        let to = b.name.clone();
+        self.switch(&to, req.reason);
+        Ok(())
     }
 
     fn on_report(&mut self, r: ProbeReport) {

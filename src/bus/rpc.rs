@@ -117,7 +117,7 @@ pub(super) async fn dispatch(
             Ok(a) => sessions(shared, &a),
             Err(e) => Err(e),
         },
-        "failover" => match args(payload, &["backend"]) {
+        "failover" => match args(payload, &["backend", "force"]) {
             Ok(a) => failover(shared, &a).await,
             Err(e) => Err(e),
         },
@@ -237,6 +237,7 @@ async fn failover(shared: &Shared, a: &Map<String, Value>) -> Result<Value, Valu
     let req = FailoverRequest {
         backend: backend.to_string(),
         reason: "request",
+        force: a.get("force").and_then(Value::as_bool).unwrap_or(false),
         reply: tx,
     };
     let sent = timeout(FAILOVER_TIMEOUT, shared.failover_tx.send(req)).await;

@@ -178,8 +178,24 @@ impl<P: PlayerTransport> Driver<P> {
                         if self.core.game_passthrough(&buf) {
                             return self.write_player(&buf, self.write_timeout()).await;
                         }
-                        return step!(self, |core, ctx, pool, out| core
-                            .game_data(ctx, &buf, pool, out));
+                        // A step at a time (see `relay::INFLATE_BUDGET`),
+                        // each written before the next, yielding between
+                        // them so one player's flood does not stall others.
+                        let mut pos = 0;
+                        while pos < buf.len() {
+                            let rest = &buf[pos..];
+                            let used;
+                            step!(self, |core, ctx, pool, out| used =
+                                core.game_data(ctx, rest, pool, out))?;
+                            // zlib takes input or gives output on every
+                            // step, so this ends; `used` may be 0 while
+                            // it drains output it already holds.
+                            pos += used.min(rest.len());
+                            if pos < buf.len() {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        return Ok(());
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(_) => true,
@@ -279,7 +295,21 @@ impl<P: PlayerTransport> Driver<P> {
         if data.is_empty() {
             return Ok(());
         }
-        match timeout(limit, self.player.write_all(&data)).await {
+        let shutdown = &self.shared.shutdown;
+        let mut write = std::pin::pin!(timeout(limit, self.player.write_all(&data)));
+        // Most writes finish at once; only one that has to wait also
+        // watches for shutdown (registering with the token locks it, and
+        // every session shares it), so a player who stopped reading cannot
+        // keep a stopping proxy past its grace.
+        let r = match futures::poll!(write.as_mut()) {
+            Poll::Ready(r) => r,
+            Poll::Pending if shutdown.is_cancelled() => return Err(End::Shutdown),
+            Poll::Pending => tokio::select! {
+                r = write => r,
+                _ = shutdown.cancelled() => return Err(End::Shutdown),
+            },
+        };
+        match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(error = %e, "write to player failed");

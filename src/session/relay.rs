@@ -10,6 +10,11 @@ use crate::login;
 use crate::state::PoolState;
 use crate::telnet::{self, TelnetEvent};
 
+/// Plain bytes one step may inflate out of a compressed game stream before
+/// they are written to the player and the rest is looked at: a zlib bomb
+/// costs this much memory at a time, not what it inflates to.
+pub const INFLATE_BUDGET: usize = 256 * 1024;
+
 impl Core {
     /// Whether `data` from the game can go to the player exactly as it is:
     /// plain text with no IAC, between telnet sequences, while no login is
@@ -34,13 +39,22 @@ impl Core {
     }
 
     /// Bytes from the game (when [`Core::game_passthrough`] said no).
-    pub fn game_data(&mut self, ctx: &mut Ctx, data: &[u8], pool: &PoolState, out: &mut Actions) {
+    /// Returns how many of them were taken: the driver carries out the
+    /// actions and calls again with the rest (see [`INFLATE_BUDGET`]).
+    pub fn game_data(
+        &mut self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        pool: &PoolState,
+        out: &mut Actions,
+    ) -> usize {
         let Some(g) = self.game.as_mut() else {
-            return;
+            return data.len();
         };
         if g.closed {
-            return;
+            return data.len();
         }
+        let allow_mccp = self.telnet.backend_mccp_agreed();
         let cfg = ctx.cfg;
         let mut shown = Vec::with_capacity(data.len() + 16);
         // May hold a re-login (password): wiped when dropped.
@@ -56,7 +70,7 @@ impl Core {
             let t = &cfg.templates;
             let Game { parser, watch, .. } = g;
             let was_compressed = parser.compressed();
-            let r = parser.feed(data, |ev| match ev {
+            let r = parser.feed_bounded(data, allow_mccp, INFLATE_BUDGET, |ev| match ev {
                 TelnetEvent::Data(mut d) => {
                     if let Some(w) = watch.as_mut() {
                         if outcome == Outcome::Pending {
@@ -127,16 +141,19 @@ impl Core {
         if !to_game.is_empty() {
             out.push(Action::Game(to_game));
         }
-        if let Err(e) = decoded {
-            // telnet: nothing after a corrupt MCCP stream can be trusted;
-            // what decoded before it is delivered.
-            let backend = self.last_backend.clone().unwrap_or_default();
-            warn!(error = %e, backend = %backend, "corrupt compressed stream from the backend");
-            self.at_line_start = line_start_after;
-            out.push(Action::Player(shown));
-            self.hold(ctx, "backend_error", pool, out);
-            return;
-        }
+        let used = match decoded {
+            Ok(used) => used,
+            Err(e) => {
+                // telnet: nothing after a corrupt MCCP stream can be trusted;
+                // what decoded before it is delivered.
+                let backend = self.last_backend.clone().unwrap_or_default();
+                warn!(error = %e, backend = %backend, "corrupt compressed stream from the backend");
+                self.at_line_start = line_start_after;
+                out.push(Action::Player(shown));
+                self.hold(ctx, "backend_error", pool, out);
+                return data.len();
+            }
+        };
         match outcome {
             Outcome::Pending => {}
             Outcome::Confirmed => self.login_confirmed(ctx, out),
@@ -146,5 +163,6 @@ impl Core {
             self.at_line_start = line_start_after;
             out.push(Action::Player(shown));
         }
+        used
     }
 }

@@ -114,7 +114,8 @@ impl T {
         let s = s.to_vec();
         self.step(move |c, ctx, p, o| {
             if !c.game_passthrough(&s) {
-                c.game_data(ctx, &s, p, o)
+                let used = c.game_data(ctx, &s, p, o);
+                assert_eq!(used, s.len());
             } else {
                 o.push(Action::Player(s.clone()))
             }

@@ -50,8 +50,8 @@ impl Inbound {
         self.totals
     }
 
-    /// Decodes `input`, calling `on_event` for each event in order. The
-    /// MCCP2 start itself is consumed here; everything else is passed on.
+    /// Decodes all of `input`, calling `on_event` for each event in order,
+    /// inflating an MCCP2 stream whenever the game starts one.
     ///
     /// An error means the game's zlib stream is corrupt: nothing after it
     /// on this connection can be trusted.
@@ -60,16 +60,45 @@ impl Inbound {
         input: &[u8],
         mut on_event: impl FnMut(TelnetEvent<'_>),
     ) -> Result<(), MccpError> {
+        let mut pos = 0;
+        while pos < input.len() {
+            pos += self.feed_bounded(&input[pos..], true, usize::MAX, &mut on_event)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes a prefix of `input`, calling `on_event` for each event in
+    /// order, and returns how many bytes of `input` it took. Once a
+    /// compressed stream has given `budget` plain bytes it stops, so the
+    /// caller can write them before asking for more: a zlib bomb inflates a
+    /// step at a time instead of all at once. A compression start is obeyed
+    /// only with `allow_mccp` (holdfast agreed to MCCP2 on this
+    /// connection); otherwise it is dropped and what follows is read as it
+    /// comes.
+    ///
+    /// An error means the game's zlib stream is corrupt: nothing after it
+    /// on this connection can be trusted.
+    pub fn feed_bounded(
+        &mut self,
+        input: &[u8],
+        allow_mccp: bool,
+        budget: usize,
+        mut on_event: impl FnMut(TelnetEvent<'_>),
+    ) -> Result<usize, MccpError> {
         let Inbound {
             parser,
             inflater,
             totals,
         } = self;
         let mut pos = 0;
+        let mut produced = 0usize;
         let mut plain = Vec::new();
         loop {
             match inflater {
                 Some(inf) => {
+                    if produced >= budget {
+                        return Ok(pos);
+                    }
                     plain.clear();
                     let progress = inf.decompress(&input[pos..], &mut plain, INFLATE_STEP)?;
                     let used = match progress {
@@ -77,6 +106,7 @@ impl Inbound {
                         Progress::OutputFull(n) | Progress::StreamEnd(n) => n,
                     };
                     pos += used;
+                    produced += plain.len();
                     totals.0 += used as u64;
                     totals.1 += plain.len() as u64;
                     // A start inside a compressed stream is meaningless:
@@ -88,20 +118,25 @@ impl Inbound {
                         true
                     });
                     match progress {
-                        Progress::NeedInput => return Ok(()),
+                        Progress::NeedInput => return Ok(pos),
                         Progress::OutputFull(_) => {}
                         Progress::StreamEnd(_) => *inflater = None,
                     }
                 }
                 None => {
                     if pos == input.len() {
-                        return Ok(());
+                        return Ok(pos);
                     }
                     let mut start = false;
                     let n = parser.feed(&input[pos..], |ev| {
                         if is_mccp_start(&ev) {
-                            start = true;
-                            return false;
+                            if allow_mccp {
+                                start = true;
+                                return false;
+                            }
+                            // Not agreed: a misbehaving game. Dropped; its
+                            // bytes are never inflated.
+                            return true;
                         }
                         on_event(ev);
                         true

@@ -239,6 +239,12 @@ impl Policy {
         }
     }
 
+    /// True if holdfast agreed to MCCP2 from the current backend (the only
+    /// case in which its compressed stream is inflated).
+    pub fn backend_mccp_agreed(&self) -> bool {
+        self.axes[Axis::Game as usize].told_backend[opt::MCCP2 as usize] == Said::Yes
+    }
+
     /// True if the player's stream to the proxy is compressed (or about to).
     pub fn player_compressed(&self) -> bool {
         self.out.compressing()

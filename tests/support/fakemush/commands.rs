@@ -411,6 +411,12 @@ impl Game {
                 }
                 Err(_) => send_line(c.tx, "Usage: spam <bytes>"),
             },
+            "bomb" => match c.rest.trim().parse::<u64>() {
+                Ok(n) => {
+                    let _ = c.tx.send(Out::Bomb(n));
+                }
+                Err(_) => send_line(c.tx, "Usage: bomb <bytes>"),
+            },
             "echo" => send_line(c.tx, c.rest),
             "prompt" => {
                 let _ = c.tx.send(Out::Bytes(vec![b'>', b' ', IAC, GA]));

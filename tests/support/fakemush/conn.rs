@@ -70,6 +70,23 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 }
                 Ok(())
             }
+            Out::Bomb(mut n) => {
+                if self.z.is_none() {
+                    self.w
+                        .write_all(&[IAC, telnet::SB, OPT_MCCP2, IAC, telnet::SE])
+                        .await?;
+                    self.z = Some(ZlibEncoder::new(
+                        Vec::with_capacity(16 * 1024),
+                        flate2::Compression::best(),
+                    ));
+                }
+                let buf = spam_buf();
+                while n >= SPAM_CHUNK as u64 {
+                    self.put(buf).await?;
+                    n -= SPAM_CHUNK as u64;
+                }
+                Ok(())
+            }
             Out::Spam(mut n) => {
                 let buf = spam_buf();
                 while n >= SPAM_CHUNK as u64 {

@@ -65,6 +65,9 @@ pub enum Out {
     Bytes(Vec<u8>),
     StartMccp,
     Spam(u64),
+    /// Starts MCCP2 whether or not it was agreed, then `n` bytes of spam
+    /// compressed (a zlib bomb: a few hundred KiB on the wire).
+    Bomb(u64),
     Close(&'static str),
 }
 
