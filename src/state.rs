@@ -73,7 +73,7 @@ impl PoolState {
 }
 
 /// What a session is doing, for `status` and `sessions`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Connected to a backend, output flowing.

@@ -20,7 +20,7 @@ pub enum Item {
 }
 
 /// Splits player input into [`Item`]s.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Input {
     parser: telnet::Parser,
     line: Vec<u8>,

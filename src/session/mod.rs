@@ -28,9 +28,12 @@ mod held;
 pub mod input;
 mod relay;
 mod relogin;
+pub mod snapshot;
 pub mod transport;
 mod watch;
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 

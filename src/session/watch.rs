@@ -25,10 +25,10 @@ const TRANSCRIPT_MAX: usize = 32 * 1024;
 const PARTIAL_MAX: usize = 8 * 1024;
 
 /// What is being confirmed.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// The player's own login; credentials kept if it works.
-    First(Credentials),
+    First(#[serde(with = "super::snapshot::creds")] Credentials),
     /// An automatic re-login; output hidden.
     Relogin,
 }
@@ -45,7 +45,7 @@ pub enum Outcome {
 }
 
 /// An ongoing login confirmation on one backend connection.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Watch {
     /// What is being confirmed.
     pub kind: Kind,
@@ -54,6 +54,7 @@ pub struct Watch {
     /// Whether the marker command was sent.
     pub marker_sent: bool,
     /// Give up at this time (`None` once late: still watching, no limit).
+    #[serde(with = "super::snapshot::instant_opt")]
     pub deadline: Option<Instant>,
     /// This watch confirms an automatic re-login (its kind may have become
     /// [`Kind::First`] when it went late and the output was shown).
@@ -66,6 +67,7 @@ pub struct Watch {
     /// Syncing: waiting for the first marker before sending the login.
     pub syncing: bool,
     /// While syncing: when to send the marker again.
+    #[serde(with = "super::snapshot::instant_opt")]
     pub resend_at: Option<Instant>,
     partial: Vec<u8>,
     transcript: Vec<u8>,

@@ -14,9 +14,12 @@ use super::{opt, Parser, TelnetEvent};
 const INFLATE_STEP: usize = 32 * 1024;
 
 /// Decodes one backend connection's bytes into telnet events.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Inbound {
     parser: Parser,
+    /// A zlib stream cannot be written out: an upgrade refuses a session
+    /// whose game compresses (see `session::snapshot`).
+    #[serde(skip)]
     inflater: Option<Inflater>,
     /// Compressed bytes taken in and plain bytes produced, over all the
     /// zlib streams of this connection.

@@ -29,7 +29,7 @@ const MAX_TTYPES: usize = 4;
 const MAX_SUPPORTS: usize = 16;
 
 /// The player's remembered answers.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Memory {
     naws: Option<Vec<u8>>,
     ttypes: Vec<Vec<u8>>,

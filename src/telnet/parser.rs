@@ -10,7 +10,7 @@ use super::{DO, DONT, IAC, SB, SE, WILL, WONT};
 use memchr::memchr;
 
 /// The four option negotiation verbs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verb {
     /// `IAC WILL <opt>`: the sender offers or agrees to perform the option.
     Will,
@@ -74,7 +74,7 @@ pub enum TelnetEvent<'a> {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
     /// Between sequences.
     Data,
@@ -97,7 +97,7 @@ enum State {
 /// Keeps its state across [`feed`](Parser::feed) calls, so input may be
 /// split at any byte. Memory use is bounded by the subnegotiation cap given
 /// to [`new`](Parser::new).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Parser {
     state: State,
     max_subneg: usize,

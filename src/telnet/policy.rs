@@ -91,7 +91,7 @@ impl Axis {
 }
 
 /// One side's word on one option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 enum Said {
     /// Nothing yet.
     #[default]
@@ -115,7 +115,7 @@ impl Said {
 }
 
 /// Per option state for one axis.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Options {
     /// What the player said (its last WILL/WONT or DO/DONT).
     player: OptMap<Said>,
@@ -131,7 +131,7 @@ struct Options {
 /// A value per option number, indexed like a `[T; 256]` but holding only
 /// the options that were ever touched (a session negotiates a handful).
 /// Eight full arrays cost 2 KiB in every session, most of an idle one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct OptMap<T: 'static> {
     set: Vec<(u8, T)>,
 }
@@ -182,7 +182,7 @@ impl<T: Untouched> std::ops::IndexMut<usize> for OptMap<T> {
 
 /// Telnet state of one session: the player's side, the current backend's
 /// side, the player's remembered answers and the player's output stream.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     axes: [Options; 2],
     memory: Memory,
@@ -196,7 +196,9 @@ pub struct Policy {
     backends_seen: u64,
     /// TTYPE questions answered on the current backend connection.
     ttype_asked: usize,
-    /// The player's output encoder (MCCP2).
+    /// The player's output encoder (MCCP2). Its zlib stream cannot be
+    /// written out: an upgrade ends it first and offers MCCP2 again.
+    #[serde(skip)]
     pub out: Outbound,
 }
 
@@ -226,6 +228,18 @@ impl Policy {
             write_negotiation(Verb::Will, opt::MCCP2, to_player);
             self.axis(Axis::Game).told_player[opt::MCCP2 as usize] = Said::Yes;
         }
+    }
+
+    /// The player's MCCP2 stream was ended (its zlib state cannot cross to
+    /// a new process): offer MCCP2 again, so a player who had it gets a
+    /// fresh stream once it answers `IAC DO 86`.
+    pub fn reoffer_mccp(&mut self, to_player: &mut Vec<u8>) {
+        if !self.player_mccp {
+            return;
+        }
+        self.axis(Axis::Game).player[opt::MCCP2 as usize] = Said::Nothing;
+        write_negotiation(Verb::Will, opt::MCCP2, to_player);
+        self.axis(Axis::Game).told_player[opt::MCCP2 as usize] = Said::Yes;
     }
 
     /// A new backend connection starts: nothing is agreed with it yet.

@@ -1,0 +1,351 @@
+//! A session's state written out and read back: what crosses to a new
+//! holdfast process on an upgrade (see [`crate::upgrade`]).
+//!
+//! Everything in the [`Core`] that matters goes: the phase, the user and
+//! the credentials, the telnet option memory and negotiation state, the
+//! input splitter's partial line and telnet parser position, the queued
+//! lines, a login watch (with the output it held back), the game's telnet
+//! parser position, and the timers as durations from now. What does not
+//! go:
+//!
+//! * The player's MCCP2 zlib stream. The driver ends it cleanly before the
+//!   snapshot ([`crate::telnet::Outbound::stop`] and a flush), the
+//!   snapshot records that it was on, and the new process offers MCCP2
+//!   again ([`resume_bytes`]).
+//! * A game's compressed stream (`telnet.backend_mccp`, off by default):
+//!   zlib's inflate state cannot be written out, so such a session refuses
+//!   the snapshot ([`SnapError::GameCompressed`]) and the whole upgrade is
+//!   refused with that reason (nothing is half handed over).
+//! * The input flood limiter: it restarts full.
+//!
+//! The encoding is versioned JSON ([`VERSION`]). It holds the password, so
+//! it lives in a zeroizing buffer, is sent only over the upgrade's private
+//! socket and is never written to disk.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::core::{Actions, Core, Game};
+use super::input::Input;
+use super::watch::Watch;
+use crate::config::Config;
+use crate::login::Credentials;
+use crate::state::Phase;
+use crate::telnet::{Inbound, Policy};
+
+/// Version of the snapshot encoding; a process refuses any other.
+pub const VERSION: u32 = 1;
+
+/// Why a session's state cannot be written out or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapError {
+    /// The game compresses its output: zlib state cannot cross.
+    #[error(
+        "session {0}: the game's MCCP2 stream (telnet.backend_mccp) cannot be handed to a new process"
+    )]
+    GameCompressed(u64),
+    /// The player's MCCP2 stream was not ended before the snapshot.
+    #[error("session {0}: the player's MCCP2 stream is still running")]
+    PlayerCompressed(u64),
+    /// A snapshot of another version.
+    #[error("snapshot version {0}, this holdfast reads {VERSION}")]
+    Version(u32),
+    /// Not a snapshot.
+    #[error("bad snapshot: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// A time as microseconds from now (negative: in the past).
+type Rel = i64;
+
+fn rel(t: Instant, now: Instant) -> Rel {
+    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    match t.checked_duration_since(now) {
+        Some(ahead) => us(ahead),
+        None => -us(now - t),
+    }
+}
+
+fn abs(r: Rel, now: Instant) -> Instant {
+    let d = Duration::from_micros(r.unsigned_abs());
+    if r >= 0 {
+        now + d
+    } else {
+        now.checked_sub(d).unwrap_or(now)
+    }
+}
+
+/// serde for an `Option<Instant>` field: microseconds from now.
+pub(crate) mod instant_opt {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use tokio::time::Instant;
+
+    pub fn serialize<S: Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
+        t.map(|t| super::rel(t, Instant::now())).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Instant>, D::Error> {
+        Ok(Option::<i64>::deserialize(d)?.map(|r| super::abs(r, Instant::now())))
+    }
+}
+
+/// serde for [`Credentials`]: the password is written in the clear (the
+/// snapshot buffer is zeroizing and never touches a disk) and read back
+/// into a [`Secret`].
+pub(crate) mod creds {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::login::Credentials;
+    use crate::secret::Secret;
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        verb: &'a str,
+        name: &'a str,
+        password: &'a str,
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        verb: String,
+        name: String,
+        password: String,
+    }
+
+    pub fn serialize<S: Serializer>(c: &Credentials, s: S) -> Result<S::Ok, S::Error> {
+        Out {
+            verb: &c.verb,
+            name: &c.name,
+            password: c.password.expose(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Credentials, D::Error> {
+        let i = In::deserialize(d)?;
+        Ok(Credentials {
+            verb: i.verb,
+            name: i.name,
+            password: Secret::new(i.password),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct CredsOut<'a> {
+    #[serde(with = "creds")]
+    c: &'a Credentials,
+}
+
+#[derive(Serialize)]
+struct GameOut<'a> {
+    name: &'a str,
+    parser: &'a Inbound,
+    watch: Option<&'a Watch>,
+    connected_at: Rel,
+    closed: bool,
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    v: u32,
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    input: &'a Input,
+    telnet: &'a Policy,
+    mccp_was_on: bool,
+    at_line_start: bool,
+    game: Option<GameOut<'a>>,
+    connecting: bool,
+    user: Option<&'a str>,
+    creds: Option<CredsOut<'a>>,
+    phase: Phase,
+    held_since: Option<Rel>,
+    relogin_at: Option<(Rel, bool)>,
+    login_deadline: Option<Rel>,
+    quit_sent: bool,
+    queue: Vec<(Rel, &'a [u8])>,
+    epoch: u64,
+    was_held: bool,
+    last_backend: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct CredsIn {
+    #[serde(with = "creds")]
+    c: Credentials,
+}
+
+#[derive(Deserialize)]
+struct GameIn {
+    name: String,
+    parser: Inbound,
+    watch: Option<Box<Watch>>,
+    connected_at: Rel,
+    closed: bool,
+}
+
+#[derive(Deserialize)]
+struct In {
+    v: u32,
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    input: Input,
+    telnet: Policy,
+    mccp_was_on: bool,
+    at_line_start: bool,
+    game: Option<GameIn>,
+    connecting: bool,
+    user: Option<String>,
+    creds: Option<CredsIn>,
+    phase: Phase,
+    held_since: Option<Rel>,
+    relogin_at: Option<(Rel, bool)>,
+    login_deadline: Option<Rel>,
+    quit_sent: bool,
+    queue: Vec<(Rel, Vec<u8>)>,
+    epoch: u64,
+    was_held: bool,
+    last_backend: Option<String>,
+}
+
+/// Counts bytes, to size the zeroizing buffer before the real write (a
+/// growing `Vec` would leave copies of the password in freed memory).
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `core` out. `mccp_was_on`: the player's MCCP2 stream was running
+/// and has been ended by the driver (the new process offers it again).
+/// The player's stream must be plain by now, and the game's must not be
+/// compressed.
+pub fn snapshot(core: &Core, mccp_was_on: bool) -> Result<Zeroizing<Vec<u8>>, SnapError> {
+    if core.telnet.out.compressing() || core.telnet.out.has_pending() {
+        return Err(SnapError::PlayerCompressed(core.id));
+    }
+    if core.game.as_ref().is_some_and(|g| g.parser.compressed()) {
+        return Err(SnapError::GameCompressed(core.id));
+    }
+    let now = Instant::now();
+    let out = Out {
+        v: VERSION,
+        id: core.id,
+        peer: core.peer,
+        local: core.local,
+        input: &core.input,
+        telnet: &core.telnet,
+        mccp_was_on,
+        at_line_start: core.at_line_start,
+        game: core.game.as_ref().map(|g| GameOut {
+            name: &g.name,
+            parser: &g.parser,
+            watch: g.watch.as_deref(),
+            connected_at: rel(g.connected_at, now),
+            closed: g.closed,
+        }),
+        connecting: core.connecting,
+        user: core.user.as_deref(),
+        creds: core.creds.as_ref().map(|c| CredsOut { c }),
+        phase: core.phase,
+        held_since: core.held_since.map(|t| rel(t, now)),
+        relogin_at: core.relogin_at.map(|(t, paced)| (rel(t, now), paced)),
+        login_deadline: core.login_deadline.map(|t| rel(t, now)),
+        quit_sent: core.quit_sent,
+        queue: core
+            .queue
+            .iter()
+            .map(|(t, l)| (rel(*t, now), l.as_slice()))
+            .collect(),
+        epoch: core.epoch,
+        was_held: core.was_held,
+        last_backend: core.last_backend.as_deref(),
+    };
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, &out)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(n.0));
+    serde_json::to_writer(&mut *buf, &out)?;
+    Ok(buf)
+}
+
+/// A session read back: its core, and whether its player had MCCP2.
+pub struct Restored {
+    /// The session's core, as it was.
+    pub core: Core,
+    /// The player's MCCP2 stream was ended for the handover.
+    pub mccp_was_on: bool,
+}
+
+/// Reads a session back from [`snapshot`]'s bytes.
+pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
+    let v: In = serde_json::from_slice(bytes)?;
+    if v.v != VERSION {
+        return Err(SnapError::Version(v.v));
+    }
+    let now = Instant::now();
+    let mut core = Core::new(v.id, v.peer, v.local, cfg, v.epoch);
+    core.input = v.input;
+    core.telnet = v.telnet;
+    core.at_line_start = v.at_line_start;
+    core.game = v.game.map(|g| Game {
+        name: g.name,
+        parser: g.parser,
+        watch: g.watch,
+        connected_at: abs(g.connected_at, now),
+        closed: g.closed,
+    });
+    core.connecting = v.connecting;
+    core.user = v.user;
+    core.creds = v.creds.map(|c| c.c);
+    core.phase = v.phase;
+    core.held_since = v.held_since.map(|r| abs(r, now));
+    core.relogin_at = v.relogin_at.map(|(r, paced)| (abs(r, now), paced));
+    core.login_deadline = v.login_deadline.map(|r| abs(r, now));
+    core.quit_sent = v.quit_sent;
+    core.queue = v
+        .queue
+        .into_iter()
+        .map(|(r, l)| (abs(r, now), l))
+        .collect::<VecDeque<_>>();
+    core.was_held = v.was_held;
+    core.last_backend = v.last_backend;
+    Ok(Restored {
+        core,
+        mccp_was_on: v.mccp_was_on,
+    })
+}
+
+/// What a session's player gets when it resumes after a handover (in the
+/// new process, or in the old one when the upgrade failed): the MCCP2
+/// offer again if it had MCCP2, and `notice` on a line of its own if not
+/// empty.
+pub fn resume_bytes(core: &mut Core, mccp_was_on: bool, notice: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    if mccp_was_on {
+        core.telnet.reoffer_mccp(&mut v);
+    }
+    if !notice.is_empty() {
+        let mut out: Actions = Vec::new();
+        core.notice(notice, &mut out);
+        for a in out {
+            if let super::core::Action::Player(b) = a {
+                v.extend_from_slice(&b);
+            }
+        }
+    }
+    v
+}

@@ -1,0 +1,278 @@
+//! Snapshot → restore round trips of the session core: the restored core
+//! carries on exactly where the old one stopped, mid-line, mid telnet
+//! sequence, held with queued lines, mid re-login.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::{advance, Instant};
+
+use super::core::{Action, Actions, Core, Ctx};
+use super::snapshot::{restore, resume_bytes, snapshot, SnapError};
+use crate::config::Config;
+use crate::state::{BackendView, Phase, PoolState};
+
+const CFG: &str = r#"
+game = "Test MUSH"
+[[backends]]
+name = "a"
+addr = "127.0.0.1:1"
+[client_ip]
+mode = "none"
+[heartbeat]
+interval = "1s"
+timeout = "1s"
+[relogin]
+jitter = "0s"
+[outage]
+queue_input = true
+[notices]
+offline = "OFFLINE"
+online = "ONLINE"
+queued_input = "QUEUED"
+"#;
+
+struct T {
+    core: Core,
+    cfg: Config,
+    pool: PoolState,
+}
+
+impl T {
+    fn new() -> T {
+        let cfg = Config::parse(Path::new("t.toml"), CFG).unwrap();
+        let peer = "127.0.0.9:5000".parse().unwrap();
+        let local = "127.0.0.1:4201".parse().unwrap();
+        let pool = PoolState {
+            active: "a".into(),
+            backends: vec![BackendView {
+                name: "a".into(),
+                addr: String::new(),
+                up: Some(true),
+                since: SystemTime::now(),
+                reason: String::new(),
+            }],
+            epoch: 0,
+        };
+        let mut t = T {
+            core: Core::new(7, peer, local, &cfg, 0),
+            cfg,
+            pool,
+        };
+        t.step(|c, ctx, p, o| c.start(ctx, p, o));
+        t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+        t
+    }
+
+    fn step(&mut self, f: impl FnOnce(&mut Core, &mut Ctx, &PoolState, &mut Actions)) -> Actions {
+        let now = Instant::now();
+        let mut slot = move || now;
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            now,
+            relogin_slot: &mut slot,
+        };
+        let mut out = Vec::new();
+        f(&mut self.core, &mut ctx, &self.pool, &mut out);
+        out
+    }
+
+    fn player(&mut self, b: &[u8]) -> Actions {
+        self.step(|c, ctx, _, o| c.player_data(ctx, b, o))
+    }
+
+    fn game(&mut self, b: &[u8]) -> Actions {
+        self.step(|c, ctx, p, o| {
+            if c.game_passthrough(b) {
+                o.push(Action::Player(b.to_vec()));
+            } else {
+                assert_eq!(c.game_data(ctx, b, p, o), b.len());
+            }
+        })
+    }
+
+    fn logged_in() -> T {
+        let mut t = T::new();
+        t.player(b"connect Alice pw\n");
+        let out = t.game(b"Welcome!\r\n");
+        let marker = game_bytes(&out);
+        let nonce = String::from_utf8_lossy(&marker)
+            .trim_start_matches("think ")
+            .trim_end()
+            .to_string();
+        t.game(format!("{nonce}\r\n").as_bytes());
+        assert_eq!(t.core.user(), Some("Alice"));
+        t
+    }
+
+    /// Writes the core out, reads it back in its place, and checks that
+    /// writing the restored core out again gives the same bytes.
+    fn cross(&mut self) {
+        let bytes = snapshot(&self.core, false).unwrap();
+        let back = restore(&bytes, &self.cfg).unwrap();
+        assert!(!back.mccp_was_on);
+        self.core = back.core;
+        let again = snapshot(&self.core, false).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            String::from_utf8_lossy(&again)
+        );
+    }
+}
+
+fn bytes_of(a: &[Action], game: bool) -> Vec<u8> {
+    a.iter()
+        .flat_map(|a| match a {
+            Action::Player(b) if !game => b.clone(),
+            Action::Game(b) if game => b.to_vec(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn game_bytes(a: &[Action]) -> Vec<u8> {
+    bytes_of(a, true)
+}
+
+fn player_bytes(a: &[Action]) -> Vec<u8> {
+    bytes_of(a, false)
+}
+
+#[tokio::test(start_paused = true)]
+async fn logged_in_session_crosses_with_its_credentials() {
+    let mut t = T::logged_in();
+    t.cross();
+    assert_eq!(t.core.user(), Some("Alice"));
+    assert_eq!(t.core.phase(), Phase::Relaying);
+    assert!(t.core.has_game());
+    assert_eq!(t.core.backend(), Some("a"));
+    let out = t.player(b"say hi\n");
+    assert_eq!(game_bytes(&out), b"say hi\r\n");
+    // The credentials came along: a crash and a re-login use them.
+    t.step(|c, _, _, o| c.game_closed(o));
+    t.step(|c, ctx, p, o| c.alive(ctx, false, p, o));
+    assert_eq!(t.core.phase(), Phase::Held);
+    t.cross();
+    let d = t.core.next_deadline(&t.cfg).expect("a re-login timer");
+    advance(d.saturating_duration_since(Instant::now())).await;
+    let out = t.step(|c, ctx, p, o| c.timer(ctx, p, o));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Connect(b) if b == "a")));
+    let out = t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let login = String::from_utf8_lossy(&game_bytes(&out)).into_owned();
+    assert!(login.starts_with("connect Alice pw\r\nthink "), "{login:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_line_and_telnet_sequence_from_the_player_cross() {
+    let mut t = T::logged_in();
+    // Half a line, then half a NAWS subnegotiation (IAC SB 31 0 80 ...).
+    t.player(b"say hel\xff\xfa\x1f\x00\x50");
+    t.cross();
+    let out = t.player(b"\x00\x18\xff\xf0lo there\r\n");
+    let to_game = game_bytes(&out);
+    assert!(
+        to_game.ends_with(b"say hello there\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&to_game)
+    );
+    // The whole NAWS went to the game (unchanged), none of it as text.
+    assert!(to_game.starts_with(b"\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn game_parser_position_crosses() {
+    let mut t = T::logged_in();
+    // The game's IAC GA split after the IAC, and an unterminated prompt.
+    let out = t.game(b"line one\r\nprompt>\xff");
+    let mut seen = player_bytes(&out);
+    t.cross();
+    let out = t.game(b"\xf9more\r\n");
+    seen.extend(player_bytes(&out));
+    assert_eq!(seen, b"line one\r\nprompt>\xff\xf9more\r\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_queue_and_timers_cross() {
+    let mut t = T::logged_in();
+    t.step(|c, _, _, o| c.game_closed(o));
+    t.step(|c, ctx, p, o| c.alive(ctx, false, p, o));
+    let out = t.player(b"say one\nsay two\nsay thr");
+    assert_eq!(player_bytes(&out), b"QUEUED\r\nQUEUED\r\n");
+    let before = t.core.next_deadline(&t.cfg);
+    t.cross();
+    assert_eq!(t.core.queued(), 2);
+    assert_eq!(t.core.next_deadline(&t.cfg), before);
+    t.player(b"ee\n");
+    assert_eq!(t.core.queued(), 3);
+    advance(Duration::from_secs(60)).await;
+    t.step(|c, ctx, p, o| c.timer(ctx, p, o));
+    let out = t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let login = String::from_utf8_lossy(&game_bytes(&out)).into_owned();
+    let nonce = login.lines().nth(1).unwrap().trim_start_matches("think ");
+    // Mid re-login: the MOTD is hidden, a partial line held back.
+    let motd = t.game(b"MOTD line\r\npartial");
+    assert!(player_bytes(&motd).is_empty());
+    assert_eq!(t.core.phase(), Phase::Relogin);
+    let nonce = nonce.to_string();
+    t.cross();
+    assert_eq!(t.core.phase(), Phase::Relogin);
+    let out = t.game(format!(" line\r\n{nonce}\r\n").as_bytes());
+    assert_eq!(player_bytes(&out), b"ONLINE\r\n");
+    assert_eq!(game_bytes(&out), b"say one\r\nsay two\r\nsay three\r\n");
+    assert_eq!(t.core.phase(), Phase::Relaying);
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_logged_in_session_crosses_with_its_login_watch() {
+    let mut t = T::new();
+    t.player(b"connect Bob secret\n");
+    t.cross();
+    let out = t.game(b"Welcome, Bob!\r\n");
+    let marker = String::from_utf8_lossy(&game_bytes(&out)).into_owned();
+    let nonce = marker.trim_start_matches("think ").trim_end().to_string();
+    assert!(!nonce.is_empty());
+    t.cross();
+    t.game(format!("{nonce}\r\n").as_bytes());
+    assert_eq!(t.core.user(), Some("Bob"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn mccp_player_stream_must_end_first_and_is_offered_again() {
+    let mut t = T::logged_in();
+    // The player takes the proxy's MCCP2 offer.
+    t.player(b"\xff\xfd\x56");
+    assert!(t.core.telnet.out.compressing());
+    assert!(matches!(
+        snapshot(&t.core, false),
+        Err(SnapError::PlayerCompressed(7))
+    ));
+    let _ = t.core.telnet.out.encode(b"hello");
+    t.core.telnet.out.stop();
+    let _ = t.core.telnet.out.encode(b"");
+    let bytes = snapshot(&t.core, true).unwrap();
+    let mut back = restore(&bytes, &t.cfg).unwrap();
+    assert!(back.mccp_was_on);
+    let v = resume_bytes(&mut back.core, true, "UPGRADED");
+    assert_eq!(v, b"\xff\xfb\x56UPGRADED\r\n");
+    // The player says yes again: a new stream starts.
+    t.core = back.core;
+    t.player(b"\xff\xfd\x56");
+    assert!(t.core.telnet.out.compressing());
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_versions_and_garbage_are_refused() {
+    let t = T::logged_in();
+    let bytes = snapshot(&t.core, false).unwrap();
+    let s = String::from_utf8_lossy(&bytes).replacen("\"v\":1", "\"v\":99", 1);
+    assert!(matches!(
+        restore(s.as_bytes(), &t.cfg),
+        Err(SnapError::Version(99))
+    ));
+    assert!(matches!(
+        restore(b"{\"v\":1}", &t.cfg),
+        Err(SnapError::Decode(_))
+    ));
+}
