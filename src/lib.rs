@@ -28,6 +28,7 @@
 //! | `irc` | the IRC relay (`holdfast irc`) |
 //! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |
+//! | `upgrade` | `SIGUSR2`: hand every socket and session to a new binary |
 //!
 //! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
 //! hand it already-bound listeners (tests bind `127.0.0.1:0`), and cancel its
@@ -51,6 +52,7 @@ pub mod secret;
 pub mod session;
 pub mod state;
 pub mod telnet;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,19 +128,34 @@ impl Proxy {
         shared
             .events
             .emit(Event::new("proxy.start").with("version", env!("CARGO_PKG_VERSION")));
-        let mut accept_tasks = Vec::new();
-        for l in listeners {
+        for l in &listeners {
             if let Ok(a) = l.local_addr() {
                 info!(addr = %a, "listening");
             }
-            accept_tasks.push(tokio::spawn(listener::serve(shared.clone(), l)));
         }
+        let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners)?;
         info!(game = %cfg.game, backends = cfg.backends.len(), preferred = %cfg.preferred().name, "holdfast running");
-        shared.shutdown.cancelled().await;
-        info!("stopping");
-        for t in accept_tasks {
-            let _ = t.await;
+        let mut upgrades = shared.handover.take_requests();
+        loop {
+            let next = async {
+                match upgrades.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                Some(req) = next => {
+                    if upgrade::old::run(&shared, &mut acceptors, req).await {
+                        // The new process owns every socket now: no
+                        // goodbye to anyone, no quit to the game.
+                        return Ok(());
+                    }
+                }
+            }
         }
+        info!("stopping");
+        acceptors.join().await;
         shared.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
             .await
@@ -161,6 +178,11 @@ impl Proxy {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Binds `addr` as [`Proxy::bind`] does.
+pub fn bind_addr(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    bind_one(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 /// Binds a listener with SO_REUSEADDR (a restarted proxy must not wait for

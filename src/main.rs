@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use holdfast::config::{BackendAddr, Config};
+use holdfast::upgrade::{self, Origin};
 use holdfast::Proxy;
 
 /// Connection-preserving proxy for MUSH/MUD/MOO game servers.
@@ -87,6 +88,9 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Where this binary was started from, before anything can replace it:
+    // an upgrade starts that path again.
+    let origin = Origin::capture().ok();
     let cli = Cli::parse();
     if let Command::Check { config } = &cli.command {
         return check(config);
@@ -104,7 +108,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         let r = match cli.command {
-            Command::Run { config, ready_file } => run(&config, ready_file).await,
+            Command::Run { config, ready_file } => run(&config, ready_file, origin).await,
             Command::Irc { config } => match load(&config) {
                 Ok(cfg) => irc(cfg).await,
                 Err(c) => return c,
@@ -125,38 +129,127 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(
+    path: &Path,
+    ready_file: Option<PathBuf>,
+    origin: Option<Origin>,
+) -> anyhow::Result<()> {
+    // Started by an upgrade: stdin is the old process's socket.
+    let incoming = if upgrade::new::is_upgrade() {
+        Some(upgrade::new::Incoming::take()?)
+    } else {
+        None
+    };
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
+            if let Some(inc) = &incoming {
+                inc.refuse(&format!("the new config does not validate: {e}"));
+            }
             anyhow::bail!("invalid config");
         }
     };
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(inc) = incoming {
+        return run_upgraded(inc, cfg, ready_file, origin).await;
+    }
     let listeners = Proxy::bind(&cfg).await?;
     let shutdown = CancellationToken::new();
     let proxy = Proxy::new(cfg, shutdown.clone());
     let shared = proxy.shared();
+    if let Some(o) = origin {
+        shared.handover.set_origin(o);
+    }
     if let Some(f) = ready_file {
-        let addrs: String = listeners
+        let addrs: Vec<_> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
-            .map(|a| format!("{a}\n"))
             .collect();
-        let tmp = f.with_extension("tmp");
-        std::fs::write(&tmp, addrs)?;
-        std::fs::rename(&tmp, &f)?;
+        upgrade::notify::write_ready_file(&f, &addrs)?;
     }
-    // tokio's own signal streams: they run on the runtime we already have,
-    // with no extra thread, and HUP/TERM/INT are all we need.
+    let _ = upgrade::notify::sd_notify("READY=1\n");
+    spawn_signals(shared, shutdown)?;
+    proxy.run(listeners).await
+}
+
+/// The new process of an upgrade: take everything over, confirm, run.
+/// Until the old process's commit nothing is read or written, so any
+/// failure here leaves the old one serving everyone.
+async fn run_upgraded(
+    inc: upgrade::new::Incoming,
+    cfg: Config,
+    ready_file: Option<PathBuf>,
+    origin: Option<Origin>,
+) -> anyhow::Result<()> {
+    let refuse = |e: String| {
+        inc.refuse(&e);
+        anyhow::anyhow!(e)
+    };
+    inc.hello()?;
+    let cfg = std::sync::Arc::new(cfg);
+    let received = inc.receive(&cfg).await.map_err(refuse)?;
+    let mut listeners = Vec::new();
+    let mut have = Vec::new();
+    for l in received.listeners {
+        have.push(l.local_addr()?);
+        listeners.push(tokio::net::TcpListener::from_std(l)?);
+    }
+    // Addresses new in the config are bound; inherited ones are kept
+    // (a config with port 0 matches the inherited port).
+    for a in &cfg.listen.addrs {
+        let covered = have
+            .iter()
+            .any(|h| h == a || (a.port() == 0 && h.ip() == a.ip()));
+        if !covered {
+            listeners.push(holdfast::bind_addr(*a).map_err(|e| refuse(e.to_string()))?);
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let proxy = Proxy::new((*cfg).clone(), shutdown.clone());
+    let shared = proxy.shared();
+    if let Some(o) = origin {
+        shared.handover.set_origin(o);
+    }
+    upgrade::new::adopt(&shared, &received.head);
+    let n = received.sessions.len();
+    inc.confirm(n).await.map_err(anyhow::Error::msg)?;
+    upgrade::new::resume_sessions(&shared, received.sessions)?;
+    info!(sessions = n, from = %received.head.from_version, "upgrade: took everything over");
+    shared.events.emit(
+        holdfast::events::Event::new("proxy.upgrade")
+            .with("ok", true)
+            .with("from_version", received.head.from_version.as_str())
+            .with("to_version", env!("CARGO_PKG_VERSION"))
+            .with("sessions", n as u64),
+    );
+    if let Some(f) = ready_file {
+        let addrs: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        upgrade::notify::write_ready_file(&f, &addrs)?;
+    }
+    if let Err(e) = upgrade::notify::sd_upgraded() {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    spawn_signals(shared, shutdown)?;
+    proxy.run(listeners).await
+}
+
+/// HUP reloads, USR2 upgrades, TERM and INT stop. tokio's own signal
+/// streams run on the runtime we already have, with no extra thread.
+fn spawn_signals(
+    shared: std::sync::Arc<holdfast::state::Shared>,
+    sd: CancellationToken,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let sd = shutdown.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -164,12 +257,20 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
                     info!("SIGHUP: reloading the config");
                     let _ = holdfast::reload::reload(&shared);
                 }
+                _ = usr2.recv() => {
+                    let req = upgrade::Request { reason: "sigusr2", reply: None };
+                    if shared.handover.request(req) {
+                        info!("SIGUSR2: upgrading");
+                    } else {
+                        info!("SIGUSR2 ignored: an upgrade is already under way");
+                    }
+                }
                 _ = term.recv() => { info!("SIGTERM"); sd.cancel(); break }
                 _ = int.recv() => { info!("SIGINT"); sd.cancel(); break }
             }
         }
     });
-    proxy.run(listeners).await
+    Ok(())
 }
 
 /// `holdfast irc`: the relay, stopped by SIGTERM or SIGINT.

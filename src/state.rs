@@ -178,6 +178,17 @@ impl Registry {
         Ok(())
     }
 
+    /// Registers a session taken over from an older process (an upgrade):
+    /// it was admitted there, so no limit applies.
+    pub fn restore(&self, info: SessionInfo) {
+        let mut g = self.lock();
+        *g.per_ip.entry(info.ip).or_insert(0) += 1;
+        if info.user.is_none() {
+            g.unauthenticated += 1;
+        }
+        g.sessions.insert(info.id, info);
+    }
+
     /// Updates a session's entry.
     pub fn update(&self, id: u64, f: impl FnOnce(&mut SessionInfo)) {
         let mut g = self.lock();
@@ -294,6 +305,8 @@ pub struct Shared {
     pub reload_failures: AtomicU64,
     /// Reverse-DNS cache (PennMUSH header with `client_ip.reverse_dns`).
     pub rdns: crate::rdns::Resolver,
+    /// Upgrades: requests, freezing sessions, the count.
+    pub handover: crate::upgrade::Handover,
 }
 
 impl Shared {
@@ -337,6 +350,7 @@ impl Shared {
             refused: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             rdns: crate::rdns::Resolver::default(),
+            handover: crate::upgrade::Handover::default(),
         }
     }
 
@@ -348,6 +362,12 @@ impl Shared {
     /// A fresh session id.
     pub fn next_session_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Session ids from here on are at least `next` (a process that took
+    /// sessions over in an upgrade goes on from the old one's ids).
+    pub fn continue_session_ids(&self, next: u64) {
+        self.next_id.fetch_max(next, Ordering::Relaxed);
     }
 
     /// The probe handle of backend `name`.

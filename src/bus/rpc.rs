@@ -125,6 +125,7 @@ pub(super) async fn dispatch(
             Ok(a) => announce(shared, &a),
             Err(e) => Err(e),
         },
+        "upgrade" => args(payload, &[]).and_then(|_| crate::upgrade::bus_request(shared)),
         "reload" => args(payload, &[]).map(|_| match crate::reload::reload(shared) {
             Ok(()) => json!({ "ok": true }),
             Err(e) => json!({ "ok": false, "error": e.to_string() }),
@@ -179,6 +180,7 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
         },
         "refused": shared.refused.load(Ordering::Relaxed),
         "reload_failures": shared.reload_failures.load(Ordering::Relaxed),
+        "upgrades": shared.handover.upgrades.load(Ordering::Relaxed),
         "bus": {
             "connected": stats.connected.load(Ordering::Relaxed),
             "server": format!("{}:{}", info.host, info.port),

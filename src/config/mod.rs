@@ -238,6 +238,8 @@ pub struct Notices {
     pub line_too_long: String,
     pub flood: String,
     pub connecting: String,
+    /// Sent after an upgrade handed the session to a new process (empty: nothing).
+    pub upgraded: String,
 }
 
 /// `[outage]`: what happens to held sessions.
@@ -795,6 +797,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         connecting: n.connecting.unwrap_or_else(|| {
             "[holdfast] {game} is down right now. Hold on: you will get its connect screen when it is back.".into()
         }),
+        upgraded: n.upgraded.unwrap_or_default(),
     };
 
     let outage = Outage {

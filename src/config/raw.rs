@@ -194,6 +194,7 @@ pub struct RawNotices {
     pub line_too_long: Option<String>,
     pub flood: Option<String>,
     pub connecting: Option<String>,
+    pub upgraded: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -52,6 +52,8 @@ pub(super) struct Driver<P> {
     pub game: Option<BackendStream>,
     /// What the registry was last told: phase, user, backend.
     published: (Phase, Option<String>, Option<String>),
+    /// The core was started (a session taken over in an upgrade is).
+    pub started: bool,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -114,6 +116,7 @@ impl<P: PlayerTransport> Driver<P> {
             player,
             game: None,
             published: (Phase::Held, None, None),
+            started: false,
         }
     }
 
@@ -127,8 +130,13 @@ impl<P: PlayerTransport> Driver<P> {
         // session shares).
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        if let Err(e) = step!(self, |core, ctx, pool, out| core.start(ctx, pool, out)) {
-            return e;
+        let mut freeze = self.shared.handover.subscribe();
+        freeze.borrow_and_update();
+        if !self.started {
+            self.started = true;
+            if let Err(e) = step!(self, |core, ctx, pool, out| core.start(ctx, pool, out)) {
+                return e;
+            }
         }
         let mut pbuf = Vec::new();
         loop {
@@ -159,6 +167,9 @@ impl<P: PlayerTransport> Driver<P> {
                     Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
                 },
                 _ = sleep_opt(deadline) => step!(self, |core, ctx, pool, out| core.timer(ctx, pool, out)),
+                // An upgrade: every event before it was carried out in
+                // full, so this is a clean point to stop (see `handover`).
+                Ok(()) = freeze.changed() => self.hand_over().await,
             };
             if let Err(end) = r {
                 return end;
@@ -206,7 +217,7 @@ impl<P: PlayerTransport> Driver<P> {
         step!(self, |core, _ctx, _pool, out| core.game_closed(out))
     }
 
-    fn write_timeout(&self) -> Duration {
+    pub(super) fn write_timeout(&self) -> Duration {
         self.shared.config.borrow().limits.write_timeout
     }
 
@@ -289,7 +300,7 @@ impl<P: PlayerTransport> Driver<P> {
         }
     }
 
-    async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
+    pub(super) async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
         // telnet: compressed if the player took the proxy's MCCP2.
         let data = self.core.telnet.out.encode(data);
         if data.is_empty() {

@@ -24,6 +24,7 @@
 
 pub mod core;
 mod driver;
+mod handover;
 mod held;
 pub mod input;
 mod relay;
@@ -46,6 +47,7 @@ pub use self::core::{fmt_duration, Action, Actions, Core, Ctx};
 use crate::clientip::peer_ip;
 use crate::events::Event;
 use crate::state::Shared;
+pub use handover::resume;
 pub use transport::PlayerTransport;
 
 /// Why a session ended (the `reason` of `session.close`).
@@ -67,6 +69,8 @@ pub enum End {
     WriteFailed,
     /// The player kept sending faster than `limits.input_lines_per_sec`.
     Flood,
+    /// Handed to a new holdfast process (an upgrade): nothing is closed.
+    Handover,
 }
 
 impl End {
@@ -81,6 +85,7 @@ impl End {
             End::Shutdown => "shutdown",
             End::WriteFailed => "write_failed",
             End::Flood => "flood",
+            End::Handover => "upgrade",
         }
     }
 }
@@ -114,6 +119,9 @@ pub fn run<P: PlayerTransport>(
     let mut d = driver::Driver::new(shared, core, player);
     async move {
         let end = d.run().await;
+        if end == End::Handover {
+            return;
+        }
         Box::pin(d.finish(end)).await;
     }
     .instrument(span)

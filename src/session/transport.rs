@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::AsyncWriteExt;
@@ -32,6 +33,12 @@ pub trait PlayerTransport: Send + 'static {
 
     /// Ends the stream in the player's direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
+
+    /// The socket, if this connection can be handed to a new process as
+    /// it is (an upgrade, see `crate::upgrade`); `None` refuses one.
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 impl PlayerTransport for TcpStream {
@@ -60,5 +67,9 @@ impl PlayerTransport for TcpStream {
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         AsyncWriteExt::shutdown(self)
+    }
+
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
     }
 }

@@ -1,0 +1,127 @@
+//! A session's part in an upgrade ([`crate::upgrade`]): stopping at a clean
+//! point and handing its state and sockets over, and starting again from
+//! them in the new process.
+//!
+//! The driver reads into a buffer and feeds the core at once, and finishes
+//! every write before it looks at the next event, so at the top of its
+//! `select!` nothing was read and not yet processed: the player's bytes
+//! not yet read are still in the kernel's socket buffer, which the new
+//! process shares; the partial line and the telnet parser's position are
+//! in the core's snapshot.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tracing::{debug, info, info_span, Instrument};
+
+use super::core::render;
+use super::driver::Driver;
+use super::snapshot::{resume_bytes, snapshot, Restored};
+use super::transport::PlayerTransport;
+use super::End;
+use crate::backend::connect::BackendStream;
+use crate::state::Shared;
+use crate::upgrade::wire::GameFd;
+use crate::upgrade::{Parcel, SessionParcel, Verdict};
+
+impl<P: PlayerTransport> Driver<P> {
+    /// An upgrade asked every session to stop. The player's MCCP2 stream
+    /// is ended (its zlib state cannot cross), the state and duplicates of
+    /// the sockets go to the upgrade, and the session waits for the
+    /// verdict: `Err(End::Handover)` when the new process owns it, else it
+    /// carries on (offering MCCP2 again if it ended the stream).
+    pub(super) async fn hand_over(&mut self) -> Result<(), End> {
+        let Some(tx) = self.shared.handover.parcel_sender() else {
+            return Ok(());
+        };
+        let mccp = self.core.telnet.out.compressing();
+        if mccp {
+            self.core.telnet.out.stop();
+            self.write_player(&[], self.write_timeout()).await?;
+        }
+        let (verdict, rx) = oneshot::channel();
+        let parcel = Parcel {
+            id: self.core.id,
+            content: self.parcel(mccp),
+            verdict,
+        };
+        if tx.send(parcel).is_ok() && rx.await == Ok(Verdict::Commit) {
+            debug!("handed over");
+            return Err(End::Handover);
+        }
+        if mccp {
+            let again = resume_bytes(&mut self.core, true, "");
+            self.write_player(&again, self.write_timeout()).await?;
+        }
+        Ok(())
+    }
+
+    fn parcel(&self, mccp: bool) -> Result<SessionParcel, String> {
+        let state = snapshot(&self.core, mccp).map_err(|e| e.to_string())?;
+        let id = self.core.id;
+        let player = self
+            .player
+            .socket()
+            .ok_or_else(|| {
+                format!("session {id}: this kind of player connection cannot be handed over")
+            })?
+            .try_clone_to_owned()
+            .map_err(|e| format!("session {id}: {e}"))?;
+        if self.core.has_game() != self.game.is_some() {
+            return Err(format!("session {id}: game connection in an odd state"));
+        }
+        let game = match &self.game {
+            None => None,
+            Some(BackendStream::Tcp(s)) => Some((s.as_fd().try_clone_to_owned(), GameFd::Tcp)),
+            Some(BackendStream::Unix(s)) => Some((s.as_fd().try_clone_to_owned(), GameFd::Unix)),
+        };
+        let game = match game {
+            None => None,
+            Some((fd, k)) => Some((fd.map_err(|e| format!("session {id}: {e}"))?, k)),
+        };
+        Ok(SessionParcel {
+            state,
+            player,
+            game,
+        })
+    }
+}
+
+/// Runs a session taken over from an older process (an upgrade): no
+/// `session.open`, no greeting; the player gets `notices.upgraded` (if
+/// set) and the MCCP2 offer again if it had MCCP2, then the session goes
+/// on where it stopped.
+pub fn resume(
+    shared: Arc<Shared>,
+    restored: Restored,
+    player: TcpStream,
+    game: Option<BackendStream>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let Restored { core, mccp_was_on } = restored;
+    let span = info_span!("session", id = core.id, peer = %core.peer);
+    let cfg = shared.config();
+    let notice = render(
+        &cfg.notices.upgraded,
+        &cfg,
+        core.backend().unwrap_or(""),
+        None,
+    );
+    let mut d = Driver::new(shared, core, player);
+    d.started = true;
+    d.game = game;
+    async move {
+        info!(user = %d.core.user_field(), "session taken over");
+        let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
+        let end = match d.write_player(&hello, d.write_timeout()).await {
+            Ok(()) => d.run().await,
+            Err(end) => end,
+        };
+        if end == End::Handover {
+            return;
+        }
+        Box::pin(d.finish(end)).await;
+    }
+    .instrument(span)
+}

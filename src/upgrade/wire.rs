@@ -1,0 +1,400 @@
+//! The messages of an upgrade, over the private socket of [`super::fds`].
+//!
+//! ```text
+//! new → old   Hello {version}          config read and valid
+//!             Error "why"              or not: the new process exits 1
+//! old → new   Doc (size, then chunks)  the handover: pool view, listeners,
+//!                                      each session's state (zeroizing)
+//!             Fds × n                  listeners, then per session the
+//!                                      player and the game, ≤ 200 a message
+//! new → old   Taken {sessions}         everything is checked and owned
+//!             Error "why"              or not: the old process carries on
+//! old → new   Commit                   the old process is stopping; go
+//! ```
+//!
+//! Every message is one `SOCK_SEQPACKET` packet: a tag byte, then its
+//! payload. The document is versioned ([`FORMAT`]); a process refuses one
+//! of another format rather than guess.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::fds::{self, MAX_DATA, MAX_FDS};
+
+/// Version of the handover document.
+pub const FORMAT: u32 = 1;
+
+const HELLO: u8 = b'H';
+const ERROR: u8 = b'E';
+const DOC_SIZE: u8 = b'Z';
+const DOC_CHUNK: u8 = b'D';
+const FDS: u8 = b'F';
+const TAKEN: u8 = b'T';
+const COMMIT: u8 = b'C';
+
+/// A message read from the socket.
+#[derive(Debug)]
+pub enum Msg {
+    /// The new process read a valid config.
+    Hello {
+        /// Its version.
+        version: String,
+    },
+    /// The other side gives up, and why.
+    Error(String),
+    /// The new process owns everything.
+    Taken {
+        /// Sessions taken over.
+        sessions: usize,
+    },
+    /// The old process is stopping: the new one may start.
+    Commit,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HelloBody {
+    version: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TakenBody {
+    sessions: usize,
+}
+
+/// One backend's health as the old process saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendWas {
+    /// Backend name.
+    pub name: String,
+    /// Its address, as configured then.
+    pub addr: String,
+    /// Up, down, or not probed yet.
+    pub up: Option<bool>,
+    /// Why (the last probe's word).
+    pub reason: String,
+}
+
+/// The game connection of a session, as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GameFd {
+    /// A TCP connection.
+    Tcp,
+    /// A Unix socket connection.
+    Unix,
+}
+
+/// One session in the handover document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionHead {
+    /// Session id.
+    pub id: u64,
+    /// Unix time the player connected.
+    pub connected: u64,
+    /// Its game connection, if it has one (sent after the player's).
+    pub game: Option<GameFd>,
+    /// Length of its state in the document's tail.
+    pub len: usize,
+}
+
+/// The handover document's head (the session states follow it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Head {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The old process's version.
+    pub from_version: String,
+    /// Upgrades before this one.
+    pub upgrades: u64,
+    /// The next session id to hand out.
+    pub next_id: u64,
+    /// The active backend.
+    pub active: String,
+    /// The pool's failover epoch.
+    pub epoch: u64,
+    /// Every backend's health.
+    pub backends: Vec<BackendWas>,
+    /// The listening sockets' addresses, in the order their fds are sent.
+    pub listeners: Vec<SocketAddr>,
+    /// The sessions, in the order their fds are sent.
+    pub sessions: Vec<SessionHead>,
+}
+
+impl Head {
+    /// Descriptors that follow the document.
+    pub fn fd_count(&self) -> usize {
+        self.listeners.len()
+            + self
+                .sessions
+                .iter()
+                .map(|s| 1 + usize::from(s.game.is_some()))
+                .sum::<usize>()
+    }
+}
+
+fn send_tagged(sock: BorrowedFd<'_>, tag: u8, body: &[u8]) -> io::Result<()> {
+    let mut m = Vec::with_capacity(body.len() + 1);
+    m.push(tag);
+    m.extend_from_slice(body);
+    fds::send(sock, &m, &[])
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Sends `Hello`.
+pub fn send_hello(sock: BorrowedFd<'_>, version: &str) -> io::Result<()> {
+    let body = json(&HelloBody {
+        version: version.into(),
+    });
+    send_tagged(sock, HELLO, &body)
+}
+
+/// Sends `Error` (cut to fit one message).
+pub fn send_error(sock: BorrowedFd<'_>, why: &str) -> io::Result<()> {
+    let mut end = why.len().min(MAX_DATA - 1);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    send_tagged(sock, ERROR, &why.as_bytes()[..end])
+}
+
+/// Sends `Taken`.
+pub fn send_taken(sock: BorrowedFd<'_>, sessions: usize) -> io::Result<()> {
+    send_tagged(sock, TAKEN, &json(&TakenBody { sessions }))
+}
+
+/// Sends `Commit`.
+pub fn send_commit(sock: BorrowedFd<'_>) -> io::Result<()> {
+    send_tagged(sock, COMMIT, b"")
+}
+
+/// Reads one control message. `Ok(None)`: the other side is gone.
+pub fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
+    let mut buf = Vec::new();
+    let Some(fds) = fds::recv(sock, &mut buf)? else {
+        return Ok(None);
+    };
+    if !fds.is_empty() {
+        return Err(bad("descriptors with a control message"));
+    }
+    let (tag, body) = buf.split_first().ok_or_else(|| bad("empty message"))?;
+    let m = match *tag {
+        HELLO => {
+            let h: HelloBody = serde_json::from_slice(body).map_err(io::Error::other)?;
+            Msg::Hello { version: h.version }
+        }
+        ERROR => Msg::Error(String::from_utf8_lossy(body).into_owned()),
+        TAKEN => {
+            let t: TakenBody = serde_json::from_slice(body).map_err(io::Error::other)?;
+            Msg::Taken {
+                sessions: t.sessions,
+            }
+        }
+        COMMIT => Msg::Commit,
+        _ => return Err(bad("unexpected message")),
+    };
+    Ok(Some(m))
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("upgrade: {what}"))
+}
+
+/// Builds the document: the head, then each session's state in order.
+pub fn doc(head: &Head, states: &[&[u8]]) -> Zeroizing<Vec<u8>> {
+    let h = json(head);
+    let total = 4 + h.len() + states.iter().map(|s| s.len()).sum::<usize>();
+    let mut d = Zeroizing::new(Vec::with_capacity(total));
+    d.extend_from_slice(&u32::try_from(h.len()).unwrap_or(u32::MAX).to_be_bytes());
+    d.extend_from_slice(&h);
+    for s in states {
+        d.extend_from_slice(s);
+    }
+    d
+}
+
+/// Sends the document, then `fds` in batches of at most [`MAX_FDS`].
+pub fn send_doc(sock: BorrowedFd<'_>, doc: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_tagged(sock, DOC_SIZE, &(doc.len() as u64).to_be_bytes())?;
+    let mut m = Zeroizing::new(Vec::with_capacity(MAX_DATA));
+    for chunk in doc.chunks(MAX_DATA - 1) {
+        m.clear();
+        m.push(DOC_CHUNK);
+        m.extend_from_slice(chunk);
+        fds::send(sock, &m, &[])?;
+    }
+    for batch in fds.chunks(MAX_FDS) {
+        fds::send(sock, &[FDS], batch)?;
+    }
+    Ok(())
+}
+
+/// Reads the document and its descriptors: the head, each session's
+/// state (zeroizing), and exactly [`Head::fd_count`] descriptors. Any
+/// other shape is an error (and every descriptor received is closed).
+pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<(Head, Vec<Zeroizing<Vec<u8>>>, Vec<OwnedFd>)> {
+    let mut buf = Zeroizing::new(Vec::new());
+    let need_msg = |buf: &mut Vec<u8>| -> io::Result<()> {
+        match fds::recv(sock, buf)? {
+            None => Err(bad("the old process went away")),
+            Some(f) if !f.is_empty() => Err(bad("descriptors too early")),
+            Some(_) => Ok(()),
+        }
+    };
+    need_msg(&mut buf)?;
+    if buf.first() == Some(&ERROR) {
+        return Err(io::Error::other(
+            String::from_utf8_lossy(&buf[1..]).into_owned(),
+        ));
+    }
+    let size = match buf.as_slice() {
+        [DOC_SIZE, rest @ ..] if rest.len() == 8 => {
+            u64::from_be_bytes(rest.try_into().map_err(|_| bad("size"))?)
+        }
+        _ => return Err(bad("expected the document")),
+    };
+    let size = usize::try_from(size).map_err(|_| bad("size"))?;
+    let mut doc = Zeroizing::new(Vec::with_capacity(size));
+    while doc.len() < size {
+        need_msg(&mut buf)?;
+        match buf.split_first() {
+            Some((&DOC_CHUNK, rest)) if doc.len() + rest.len() <= size => {
+                doc.extend_from_slice(rest)
+            }
+            _ => return Err(bad("bad document chunk")),
+        }
+    }
+    let hl = doc
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| bad("short document"))?;
+    let h = doc.get(4..4 + hl).ok_or_else(|| bad("short document"))?;
+    let head: Head = serde_json::from_slice(h).map_err(io::Error::other)?;
+    if head.format != FORMAT {
+        return Err(bad(&format!(
+            "handover format {} (this holdfast reads {FORMAT})",
+            head.format
+        )));
+    }
+    let mut states = Vec::with_capacity(head.sessions.len());
+    let mut pos = 4 + hl;
+    for s in &head.sessions {
+        let b = doc
+            .get(pos..pos + s.len)
+            .ok_or_else(|| bad("short document"))?;
+        states.push(Zeroizing::new(b.to_vec()));
+        pos += s.len;
+    }
+    if pos != doc.len() {
+        return Err(bad("trailing bytes in the document"));
+    }
+    let want = head.fd_count();
+    let mut got = Vec::with_capacity(want);
+    while got.len() < want {
+        match fds::recv(sock, &mut buf)? {
+            Some(f) if buf.as_slice() == [FDS] && !f.is_empty() => got.extend(f),
+            Some(_) => return Err(bad("expected descriptors")),
+            None => return Err(bad("the old process went away")),
+        }
+    }
+    if got.len() != want {
+        return Err(bad(&format!("{} descriptors, expected {want}", got.len())));
+    }
+    Ok((head, states, got))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    fn head(sessions: Vec<SessionHead>) -> Head {
+        Head {
+            format: FORMAT,
+            from_version: "0.0.1".into(),
+            upgrades: 2,
+            next_id: 9,
+            active: "a".into(),
+            epoch: 3,
+            backends: Vec::new(),
+            listeners: Vec::new(),
+            sessions,
+        }
+    }
+
+    #[test]
+    fn a_large_document_and_its_descriptors_cross() {
+        let (a, b) = fds::pair().unwrap();
+        fds::set_timeout(b.as_fd(), Duration::from_secs(5)).unwrap();
+        let states: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| format!("state {i} {}", "x".repeat(500)).into_bytes())
+            .collect();
+        let sessions = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SessionHead {
+                id: i as u64,
+                connected: 0,
+                game: None,
+                len: s.len(),
+            })
+            .collect();
+        let h = head(sessions);
+        let refs: Vec<&[u8]> = states.iter().map(|s| s.as_slice()).collect();
+        let d = doc(&h, &refs);
+        let socks: Vec<UnixStream> = (0..300).map(|_| UnixStream::pair().unwrap().0).collect();
+        let fd_refs: Vec<BorrowedFd> = socks.iter().map(|s| s.as_fd()).collect();
+        let t = std::thread::spawn(move || recv_doc(b.as_fd()).map(|(h, s, f)| (h, s, f.len())));
+        send_doc(a.as_fd(), &d, &fd_refs).unwrap();
+        let (h2, s2, n) = t.join().unwrap().unwrap();
+        assert_eq!(h2.next_id, 9);
+        assert_eq!(n, 300);
+        assert_eq!(s2.len(), 300);
+        assert_eq!(s2[299].as_slice(), states[299].as_slice());
+    }
+
+    #[test]
+    fn control_messages_and_the_other_side_leaving() {
+        let (a, b) = fds::pair().unwrap();
+        send_hello(a.as_fd(), "1.2.3").unwrap();
+        send_error(a.as_fd(), "config.toml:3:1: bad").unwrap();
+        send_taken(a.as_fd(), 5).unwrap();
+        send_commit(a.as_fd()).unwrap();
+        drop(a);
+        assert!(
+            matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Hello { version }) if version == "1.2.3")
+        );
+        assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Error(e)) if e.contains(":3:1")));
+        assert!(matches!(
+            recv_msg(b.as_fd()).unwrap(),
+            Some(Msg::Taken { sessions: 5 })
+        ));
+        assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Commit)));
+        assert!(recv_msg(b.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn too_few_descriptors_is_an_error() {
+        let (a, b) = fds::pair().unwrap();
+        fds::set_timeout(b.as_fd(), Duration::from_secs(5)).unwrap();
+        let h = head(vec![SessionHead {
+            id: 1,
+            connected: 0,
+            game: Some(GameFd::Tcp),
+            len: 2,
+        }]);
+        let d = doc(&h, &[b"{}"]);
+        let s = UnixStream::pair().unwrap().0;
+        send_doc(a.as_fd(), &d, &[s.as_fd()]).unwrap();
+        drop(a);
+        assert!(recv_doc(b.as_fd()).is_err());
+    }
+}
