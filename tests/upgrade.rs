@@ -1,0 +1,298 @@
+//! Upgrades with the real binary (issue 13): `SIGUSR2` hands every player
+//! and game connection to a new holdfast process; nobody is dropped, the
+//! game sees no new connection and no login, no line is lost or doubled.
+//! A new binary that fails or a config that does not validate leave the
+//! old process serving everyone.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Limits out of the way of 50 players from one address.
+const ROOMY: &str = "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n[limits]\nconn_rate_per_ip = 0.0\n[outage]\nqueue_input = true\n";
+
+/// A holdfast run from `exe`, whose pid changes with each upgrade.
+struct Hf {
+    child: Option<Child>,
+    /// The process serving now (the child, or the one it handed over to).
+    pid: u32,
+    addr: SocketAddr,
+    ready: PathBuf,
+    stderr: PathBuf,
+    config: PathBuf,
+}
+
+fn kill(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie child is not serving: look at its state too.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn ready_pid(s: &str) -> Option<u32> {
+    s.lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+impl Hf {
+    fn start(dir: &TempDir, exe: &Path, config: &str, env: &[(&str, &str)]) -> Hf {
+        let config_path = dir.path("holdfast.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let ready = dir.path("ready");
+        let stderr = dir.path("holdfast.log");
+        let mut child = Command::new(exe)
+            .arg("run")
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "holdfast=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start holdfast");
+        let t0 = Instant::now();
+        let s = loop {
+            if let Ok(s) = std::fs::read_to_string(&ready) {
+                if ready_pid(&s).is_some() {
+                    break s;
+                }
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "holdfast exited ({st}):\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            assert!(t0.elapsed() < WAIT, "holdfast did not become ready");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(ready_pid(&s), Some(child.id()));
+        Hf {
+            pid: child.id(),
+            addr: s.lines().next().unwrap().parse().unwrap(),
+            child: Some(child),
+            ready,
+            stderr,
+            config: config_path,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str, times: usize) {
+        let t0 = Instant::now();
+        while self.logs().matches(needle).count() < times {
+            assert!(
+                t0.elapsed() < WAIT * 3,
+                "never logged {needle:?} {times}x:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn usr2(&self) {
+        assert!(kill(self.pid, "USR2"), "kill -USR2");
+    }
+
+    /// Waits for the ready file to name a new pid; the old process (our
+    /// child) must have exited 0.
+    fn wait_upgraded(&mut self) {
+        let old = self.pid;
+        let t0 = Instant::now();
+        let new = loop {
+            let s = std::fs::read_to_string(&self.ready).unwrap_or_default();
+            if let Some(p) = ready_pid(&s).filter(|p| *p != old) {
+                break p;
+            }
+            assert!(t0.elapsed() < WAIT * 3, "no upgrade:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.pid = new;
+        let mut c = self.child.take().expect("the first process is ours");
+        assert_eq!(c.id(), old);
+        let t0 = Instant::now();
+        let st = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st;
+            }
+            assert!(t0.elapsed() < WAIT, "the old process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(st.code(), Some(0), "old process: {st}\n{}", self.logs());
+        assert!(alive(new));
+    }
+}
+
+impl Drop for Hf {
+    fn drop(&mut self) {
+        if self.child.as_ref().map(Child::id) != Some(self.pid) {
+            kill(self.pid, "KILL");
+        }
+        reap(&mut self.child);
+    }
+}
+
+/// Connection ids the game saw after `mark` events that did not log in as
+/// the heartbeat user (probes of the new process do connect).
+fn foreign_connections(game: &Game, mark: usize) -> Vec<serde_json::Value> {
+    let ev = game.events();
+    let after = &ev[mark.min(ev.len())..];
+    after
+        .iter()
+        .filter(|e| e["t"] == "conn")
+        .filter(|c| {
+            !ev.iter()
+                .any(|e| e["t"] == "login" && e["conn"] == c["conn"] && e["user"] == "heartbeat")
+        })
+        .cloned()
+        .collect()
+}
+
+fn logins_after(game: &Game, mark: usize) -> Vec<serde_json::Value> {
+    game.events()
+        .into_iter()
+        .skip(mark)
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .collect()
+}
+
+fn players() -> usize {
+    std::env::var("HOLDFAST_UPGRADE_PLAYERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50)
+}
+
+#[tokio::test]
+async fn sigusr2_hands_every_player_over_without_a_drop() {
+    let dir = TempDir::new("upgrade");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], ROOMY),
+        &[],
+    );
+    let n = players();
+    let n_in = n * 4 / 5;
+    let mut ins = Vec::new();
+    for _ in 0..n_in {
+        ins.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    // Not logged in yet: at the connect screen, half of them mid-line.
+    let mut outs = Vec::new();
+    for i in 0..n - n_in {
+        let mut c = Client::connect(hf.addr).await;
+        c.expect("connect").await;
+        if i % 2 == 0 {
+            c.send_raw(b"conn").await;
+        }
+        outs.push(c);
+    }
+    let mark = game.events().len();
+    const ROUNDS: usize = 20;
+    for k in 0..ROUNDS {
+        if k == ROUNDS / 2 {
+            hf.usr2();
+        }
+        for (i, c) in ins.iter_mut().enumerate() {
+            c.send(&format!("say p{i} n{k}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hf.wait_upgraded();
+    // Every line reached the game once and in order, and every echo (a
+    // game line) reached its player once and in order.
+    for (i, c) in ins.iter_mut().enumerate() {
+        c.expect(&format!("You say, \"p{i} n{}\"", ROUNDS - 1))
+            .await;
+        let seen: Vec<usize> = c
+            .text
+            .match_indices(&format!("You say, \"p{i} n"))
+            .map(|(at, m)| {
+                let rest = &c.text[at + m.len()..];
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(seen, (0..ROUNDS).collect::<Vec<_>>(), "player {i}");
+    }
+    let lines: Vec<String> = game
+        .events()
+        .into_iter()
+        .filter(|e| e["t"] == "line")
+        .filter_map(|e| e["line"].as_str().map(String::from))
+        .collect();
+    for i in 0..n_in {
+        let mine: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("say p{i} ")))
+            .collect();
+        let want: Vec<String> = (0..ROUNDS).map(|k| format!("say p{i} n{k}")).collect();
+        assert_eq!(
+            mine,
+            want.iter().collect::<Vec<_>>(),
+            "player {i} at the game"
+        );
+    }
+    // The players not logged in carry on, the partial line included.
+    for (i, c) in outs.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            c.send_raw(b"ect Bob bobpw\r\n").await;
+        } else {
+            c.send("connect Bob bobpw").await;
+        }
+        c.expect("Last connect was from").await;
+    }
+    let logins = logins_after(&game, mark);
+    assert_eq!(logins.len(), outs.len(), "only the new logins: {logins:#?}");
+    assert!(logins.iter().all(|e| e["user"] == "Bob"));
+    // The game saw no connection but the new process's heartbeat.
+    let t0 = Instant::now();
+    loop {
+        let f = foreign_connections(&game, mark);
+        if f.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "new game connections: {f:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new player is served by the new process.
+    let mut late = Client::login(hf.addr, "Wiz", "wizpw").await;
+    late.send("say after").await;
+    late.expect("You say, \"after\"").await;
+    for c in ins.iter_mut().chain(outs.iter_mut()) {
+        assert!(!c.closed);
+        assert!(!c.text.contains("[holdfast]"), "{}", c.text);
+    }
+    let logs = hf.logs();
+    assert!(logs.contains("upgrade: took everything over"), "{logs}");
+    if let Some(l) = logs.lines().find(|l| l.contains("handover timings")) {
+        println!("{l}");
+    }
+}
