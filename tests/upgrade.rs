@@ -296,3 +296,167 @@ async fn sigusr2_hands_every_player_over_without_a_drop() {
         println!("{l}");
     }
 }
+
+#[tokio::test]
+async fn held_and_mid_relogin_sessions_cross_and_log_in_once() {
+    let dir = TempDir::new("upgrade-held");
+    let mut game = Game::start(&dir, &[]);
+    let extra = format!(
+        "{ROOMY}[relogin]\nrate = 3.0\nburst = 1\njitter = \"0s\"\n[notices]\noffline = \"GAME-DOWN\"\nonline = \"GAME-BACK\"\n"
+    );
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], &extra),
+        &[],
+    );
+    const N: usize = 9;
+    let mut cs = Vec::new();
+    for _ in 0..N {
+        cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    game.kill();
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.expect("GAME-DOWN").await;
+        c.send(&format!("say queued p{i}")).await;
+    }
+    let mark = game.events().len();
+    game.restart();
+    // Re-logins go out three a second. Once one is back, the game stops
+    // answering (SIGSTOP: its kernel still accepts), so the next ones are
+    // mid re-login, and the rest still held, when the upgrade comes.
+    hf.wait_log("logged back in", 1);
+    game.freeze();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    hf.usr2();
+    hf.wait_upgraded();
+    game.thaw();
+    let logs = hf.logs();
+    let before = &logs[..logs.find("upgrade: starting the new binary").unwrap()];
+    let back = before.matches("logged back in").count();
+    let connected = before
+        .lines()
+        .filter(|l| l.contains("connected to backend") && l.contains("relogin=true"))
+        .count();
+    assert!(connected > back, "none was mid re-login:\n{before}");
+    assert!(connected < N, "none was still held:\n{before}");
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.expect("GAME-BACK").await;
+        c.expect(&format!("You say, \"queued p{i}\"")).await;
+        c.send(&format!("say after p{i}")).await;
+        c.expect(&format!("You say, \"after p{i}\"")).await;
+        assert_eq!(c.text.matches(&format!("queued p{i}\"")).count(), 1);
+        assert_eq!(c.text.matches("GAME-BACK").count(), 1, "{}", c.text);
+    }
+    // One re-login per player, and no connection beyond those and the
+    // heartbeat's.
+    let logins = logins_after(&game, mark);
+    assert_eq!(logins.len(), N, "{logins:#?}");
+    let extra_conns = foreign_connections(&game, mark);
+    assert_eq!(extra_conns.len(), N, "{extra_conns:#?}");
+    let logs = hf.logs();
+    let took = logs
+        .lines()
+        .find(|l| l.contains("took everything over"))
+        .expect("took over");
+    assert!(took.contains(&format!("sessions={N}")), "{took}");
+}
+
+/// Replaces the file at `exe` (as a package upgrade would: a new file
+/// renamed over the old one, which the running process keeps).
+fn replace(exe: &Path, with: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = exe.with_extension("new");
+    std::fs::write(&tmp, with).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, exe).unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_new_binary_or_config_leaves_the_old_one_serving() {
+    let dir = TempDir::new("upgrade-bad");
+    let game = Game::start(&dir, &[]);
+    let exe = dir.path("holdfast");
+    std::fs::copy(env!("CARGO_BIN_EXE_holdfast"), &exe).unwrap();
+    let mut hf = Hf::start(&dir, &exe, &config_for(&[&game], ROOMY), &[]);
+    let pid = hf.pid;
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    let mut b = Client::connect(hf.addr).await;
+    b.expect("connect").await;
+
+    // 1. A new binary that fails (slowly: a second SIGUSR2 meanwhile is
+    // ignored).
+    replace(
+        &exe,
+        b"#!/bin/sh\nsleep 1\necho 'broken build' >&2\nexit 1\n",
+    );
+    hf.usr2();
+    hf.wait_log("upgrading", 1);
+    hf.usr2();
+    hf.wait_log("upgrade failed; carrying on", 1);
+    let logs = hf.logs();
+    assert!(logs.contains("SIGUSR2 ignored"), "{logs}");
+    assert!(logs.contains("broken build"), "{logs}");
+    a.send("say still here").await;
+    a.expect("You say, \"still here\"").await;
+
+    // 2. The real binary again, with a config that does not validate.
+    std::fs::copy(env!("CARGO_BIN_EXE_holdfast"), dir.path("good")).unwrap();
+    std::fs::rename(dir.path("good"), &exe).unwrap();
+    let good_config = std::fs::read_to_string(&hf.config).unwrap();
+    std::fs::write(&hf.config, format!("{good_config}\n[listen\n")).unwrap();
+    hf.usr2();
+    hf.wait_log("upgrade failed; carrying on", 2);
+    let logs = hf.logs();
+    let why = logs
+        .lines()
+        .filter(|l| l.contains("upgrade failed"))
+        .nth(1)
+        .unwrap();
+    assert!(why.contains("does not validate"), "{why}");
+    assert!(why.contains("holdfast.toml:"), "{why}");
+    assert_eq!(hf.pid, pid);
+    assert!(hf.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    a.send("say and here").await;
+    a.expect("You say, \"and here\"").await;
+    b.send("connect Bob bobpw").await;
+    b.expect("Last connect was from").await;
+    let mut c = Client::login(hf.addr, "Wiz", "wizpw").await;
+
+    // 3. Fixed: the upgrade goes through.
+    std::fs::write(&hf.config, good_config).unwrap();
+    hf.usr2();
+    hf.wait_upgraded();
+    for (p, who) in [(&mut a, "a"), (&mut b, "b"), (&mut c, "c")] {
+        p.send(&format!("say over {who}")).await;
+        p.expect(&format!("You say, \"over {who}\"")).await;
+    }
+}
+
+#[tokio::test]
+async fn systemd_is_told_ready_and_then_the_new_main_pid() {
+    let dir = TempDir::new("upgrade-notify");
+    let game = Game::start(&dir, &[]);
+    let sock_path = dir.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], ROOMY),
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 from the first process");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    hf.usr2();
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notification from the new process");
+    hf.wait_upgraded();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(msg, format!("MAINPID={}\nREADY=1\n", hf.pid));
+    a.send("say notified").await;
+    a.expect("You say, \"notified\"").await;
+}
