@@ -235,10 +235,13 @@ pub fn send_doc(sock: BorrowedFd<'_>, doc: &[u8], fds: &[BorrowedFd<'_>]) -> io:
     Ok(())
 }
 
+/// A received document: the head, each session's state, the descriptors.
+pub type Doc = (Head, Vec<Zeroizing<Vec<u8>>>, Vec<OwnedFd>);
+
 /// Reads the document and its descriptors: the head, each session's
 /// state (zeroizing), and exactly [`Head::fd_count`] descriptors. Any
 /// other shape is an error (and every descriptor received is closed).
-pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<(Head, Vec<Zeroizing<Vec<u8>>>, Vec<OwnedFd>)> {
+pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<Doc> {
     let mut buf = Zeroizing::new(Vec::new());
     let need_msg = |buf: &mut Vec<u8>| -> io::Result<()> {
         match fds::recv(sock, buf)? {
