@@ -167,7 +167,8 @@ fn foreign_connections(game: &Game, mark: usize) -> Vec<serde_json::Value> {
         .iter()
         .filter(|e| e["t"] == "conn")
         .filter(|c| {
-            !ev.iter()
+            !after
+                .iter()
                 .any(|e| e["t"] == "login" && e["conn"] == c["conn"] && e["user"] == "heartbeat")
         })
         .cloned()

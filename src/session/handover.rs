@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, Instrument};
 
 use super::core::render;
@@ -24,7 +24,7 @@ use super::End;
 use crate::backend::connect::BackendStream;
 use crate::state::Shared;
 use crate::upgrade::wire::GameFd;
-use crate::upgrade::{Parcel, SessionParcel, Verdict};
+use crate::upgrade::{Lent, Parcel, SessionParcel, Verdict};
 
 impl<P: PlayerTransport> Driver<P> {
     /// An upgrade asked every session to stop. The player's MCCP2 stream
@@ -41,16 +41,36 @@ impl<P: PlayerTransport> Driver<P> {
             self.core.telnet.out.stop();
             self.write_player(&[], self.write_timeout()).await?;
         }
-        let (verdict, rx) = oneshot::channel();
+        let (verdict, mut rx) = oneshot::channel();
+        let (lend, mut lend_rx) = mpsc::channel(1);
         let parcel = Parcel {
             id: self.core.id,
-            content: self.parcel(mccp),
+            content: self.parcel(mccp, lend),
             verdict,
         };
-        if tx.send(parcel).is_ok() && rx.await == Ok(Verdict::Commit) {
+        if tx.send(parcel).is_err() {
+            drop(lend_rx);
+            return self.thaw(mccp).await;
+        }
+        // Frozen: lend the sockets when asked, until the verdict.
+        let v = loop {
+            tokio::select! {
+                v = &mut rx => break v.ok(),
+                Some(reply) = lend_rx.recv() => {
+                    let _ = reply.send(self.lent());
+                }
+            }
+        };
+        if v == Some(Verdict::Commit) {
             debug!("handed over");
             return Err(End::Handover);
         }
+        self.thaw(mccp).await
+    }
+
+    /// Carries on after a failed upgrade: MCCP2 is offered again if the
+    /// stream was ended for it.
+    async fn thaw(&mut self, mccp: bool) -> Result<(), End> {
         if mccp {
             let again = resume_bytes(&mut self.core, true, "");
             self.write_player(&again, self.write_timeout()).await?;
@@ -58,36 +78,42 @@ impl<P: PlayerTransport> Driver<P> {
         Ok(())
     }
 
-    fn parcel(&self, mccp: bool) -> Result<SessionParcel, String> {
+    fn parcel(&self, mccp: bool, lend: mpsc::Sender<LendReply>) -> Result<SessionParcel, String> {
         let state = snapshot(&self.core, mccp).map_err(|e| e.to_string())?;
         let id = self.core.id;
-        let player = self
-            .player
-            .socket()
-            .ok_or_else(|| {
-                format!("session {id}: this kind of player connection cannot be handed over")
-            })?
-            .try_clone_to_owned()
-            .map_err(|e| format!("session {id}: {e}"))?;
+        if self.player.socket().is_none() {
+            return Err(format!(
+                "session {id}: this kind of player connection cannot be handed over"
+            ));
+        }
         if self.core.has_game() != self.game.is_some() {
             return Err(format!("session {id}: game connection in an odd state"));
         }
+        let game = self.game.as_ref().map(|g| match g {
+            BackendStream::Tcp(_) => GameFd::Tcp,
+            BackendStream::Unix(_) => GameFd::Unix,
+        });
+        Ok(SessionParcel { state, game, lend })
+    }
+
+    /// Close-on-exec duplicates of the sockets, to be sent.
+    fn lent(&self) -> Result<Lent, String> {
+        let id = self.core.id;
+        let err = |e: std::io::Error| format!("session {id}: {e}");
+        let player = match self.player.socket() {
+            Some(fd) => fd.try_clone_to_owned().map_err(err)?,
+            None => return Err(format!("session {id}: no socket to lend")),
+        };
         let game = match &self.game {
             None => None,
-            Some(BackendStream::Tcp(s)) => Some((s.as_fd().try_clone_to_owned(), GameFd::Tcp)),
-            Some(BackendStream::Unix(s)) => Some((s.as_fd().try_clone_to_owned(), GameFd::Unix)),
+            Some(BackendStream::Tcp(s)) => Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            Some(BackendStream::Unix(s)) => Some(s.as_fd().try_clone_to_owned().map_err(err)?),
         };
-        let game = match game {
-            None => None,
-            Some((fd, k)) => Some((fd.map_err(|e| format!("session {id}: {e}"))?, k)),
-        };
-        Ok(SessionParcel {
-            state,
-            player,
-            game,
-        })
+        Ok(Lent { player, game })
     }
 }
+
+type LendReply = oneshot::Sender<Result<Lent, String>>;
 
 /// Runs a session taken over from an older process (an upgrade): no
 /// `session.open`, no greeting; the player gets `notices.upgraded` (if

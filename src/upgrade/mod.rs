@@ -90,10 +90,20 @@ pub struct Parcel {
 pub struct SessionParcel {
     /// The state ([`crate::session::snapshot`]), with the password.
     pub state: Zeroizing<Vec<u8>>,
-    /// A duplicate of the player's socket.
+    /// Its game connection's kind, if it has one.
+    pub game: Option<wire::GameFd>,
+    /// Asks the session for duplicates of its sockets. They are lent one
+    /// batch at a time, just before they are sent, so a handover needs
+    /// only a batch's worth of extra descriptors, not twice the process's.
+    pub lend: mpsc::Sender<oneshot::Sender<Result<Lent, String>>>,
+}
+
+/// Duplicates of a frozen session's sockets, for sending.
+pub struct Lent {
+    /// The player's socket.
     pub player: OwnedFd,
-    /// A duplicate of the game's socket, and what it is.
-    pub game: Option<(OwnedFd, wire::GameFd)>,
+    /// The game's, if there is one.
+    pub game: Option<OwnedFd>,
 }
 
 /// What a frozen session does next.

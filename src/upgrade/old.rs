@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::wire::{self, BackendWas, Head, Msg, SessionHead};
-use super::{fds, unix_now, Parcel, Request, SessionParcel, Verdict, DEADLINE, ENV};
+use super::{fds, unix_now, Lent, Parcel, Request, SessionParcel, Verdict, DEADLINE, ENV};
 use crate::events::Event;
 use crate::state::Shared;
 
@@ -207,21 +207,41 @@ async fn exchange(
     let parcels = freeze(shared, deadline).await?;
     let froze = t_freeze.elapsed();
     let t_send = Instant::now();
-    let (head, states, mut send_fds, verdicts) = pack(shared, acc, parcels)?;
+    let (head, states, verdicts, lenders) = pack(shared, acc, parcels)?;
     let n = head.sessions.len();
     let doc = wire::doc(
         &head,
         &states.iter().map(|s| s.as_slice()).collect::<Vec<_>>(),
     );
     drop(states);
-    blocking(sock, deadline, move |s| {
-        let fds: Vec<BorrowedFd> = send_fds.iter().map(|f| f.as_fd()).collect();
-        let r = wire::send_doc(s, &doc, &fds);
-        // Our duplicates close here; the originals stay with the sessions.
-        send_fds.clear();
-        r
-    })
-    .await?;
+    blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
+    let mut listeners = Vec::with_capacity(acc.fds.len());
+    for fd in &acc.fds {
+        listeners.push(fd.try_clone().map_err(|e| e.to_string())?);
+    }
+    send_batch(sock, deadline, listeners).await?;
+    // The sessions' sockets, a batch at a time: borrowed from the frozen
+    // sessions just before they go and closed right after, so the extra
+    // descriptors never exceed one batch.
+    for batch in lenders.chunks(fds::MAX_FDS / 2) {
+        let mut asks = Vec::with_capacity(batch.len());
+        for (id, lend) in batch {
+            let (tx, rx) = oneshot::channel();
+            lend.send(tx)
+                .await
+                .map_err(|_| format!("session {id} ended while frozen"))?;
+            asks.push((id, rx));
+        }
+        let mut out = Vec::with_capacity(2 * batch.len());
+        for (id, rx) in asks {
+            let lent = rx
+                .await
+                .map_err(|_| format!("session {id} ended while frozen"))??;
+            out.push(lent.player);
+            out.extend(lent.game);
+        }
+        send_batch(sock, deadline, out).await?;
+    }
     let sent = t_send.elapsed();
     let t_take = Instant::now();
     match blocking(sock, deadline, wire::recv_msg).await? {
@@ -294,15 +314,30 @@ async fn freeze(shared: &Arc<Shared>, deadline: Instant) -> Result<Vec<Frozen>, 
         .collect()
 }
 
+type Lenders = Vec<(u64, mpsc::Sender<oneshot::Sender<Result<Lent, String>>>)>;
 type Packed = (
     Head,
     Vec<zeroize::Zeroizing<Vec<u8>>>,
-    Vec<OwnedFd>,
     Vec<oneshot::Sender<Verdict>>,
+    Lenders,
 );
 
-/// The document's head, the states, the descriptors in order (listeners,
-/// then per session player and game), and the parcels (for the verdicts).
+/// Sends descriptors (then closes these duplicates).
+async fn send_batch(
+    sock: &Arc<OwnedFd>,
+    deadline: Instant,
+    fds: Vec<OwnedFd>,
+) -> Result<(), String> {
+    blocking(sock, deadline, move |s| {
+        let b: Vec<BorrowedFd> = fds.iter().map(|f| f.as_fd()).collect();
+        wire::send_fds(s, &b)
+    })
+    .await
+}
+
+/// The document's head, the states, the verdicts and the lenders, in the
+/// order the descriptors are sent (listeners, then per session player and
+/// game).
 fn pack(shared: &Arc<Shared>, acc: &Acceptors, parcels: Vec<Frozen>) -> Result<Packed, String> {
     let connected: std::collections::HashMap<u64, u64> = shared
         .registry
@@ -311,29 +346,25 @@ fn pack(shared: &Arc<Shared>, acc: &Acceptors, parcels: Vec<Frozen>) -> Result<P
         .map(|s| (s.id, s.connected))
         .collect();
     let pool = shared.pool.borrow().clone();
-    let mut send_fds = Vec::with_capacity(acc.fds.len() + 2 * parcels.len());
     let mut listeners = Vec::with_capacity(acc.fds.len());
     for fd in &acc.fds {
         let l = std::net::TcpListener::from(fd.try_clone().map_err(|e| e.to_string())?);
         listeners.push(l.local_addr().map_err(|e| e.to_string())?);
-        send_fds.push(OwnedFd::from(l));
     }
     let mut sessions = Vec::with_capacity(parcels.len());
     let mut states = Vec::with_capacity(parcels.len());
     let mut verdicts = Vec::with_capacity(parcels.len());
+    let mut lenders = Vec::with_capacity(parcels.len());
     for p in parcels {
         let c = p.parcel;
         sessions.push(SessionHead {
             id: p.id,
             connected: connected.get(&p.id).copied().unwrap_or_else(unix_now),
-            game: c.game.as_ref().map(|(_, k)| *k),
+            game: c.game,
             len: c.state.len(),
         });
         states.push(c.state);
-        send_fds.push(c.player);
-        if let Some((fd, _)) = c.game {
-            send_fds.push(fd);
-        }
+        lenders.push((p.id, c.lend));
         verdicts.push(p.verdict);
     }
     let head = Head {
@@ -359,5 +390,5 @@ fn pack(shared: &Arc<Shared>, acc: &Acceptors, parcels: Vec<Frozen>) -> Result<P
         listeners,
         sessions,
     };
-    Ok((head, states, send_fds, verdicts))
+    Ok((head, states, verdicts, lenders))
 }

@@ -219,8 +219,8 @@ pub fn doc(head: &Head, states: &[&[u8]]) -> Zeroizing<Vec<u8>> {
     d
 }
 
-/// Sends the document, then `fds` in batches of at most [`MAX_FDS`].
-pub fn send_doc(sock: BorrowedFd<'_>, doc: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+/// Sends the document (the descriptors follow with [`send_fds`]).
+pub fn send_doc(sock: BorrowedFd<'_>, doc: &[u8]) -> io::Result<()> {
     send_tagged(sock, DOC_SIZE, &(doc.len() as u64).to_be_bytes())?;
     let mut m = Zeroizing::new(Vec::with_capacity(MAX_DATA));
     for chunk in doc.chunks(MAX_DATA - 1) {
@@ -229,6 +229,11 @@ pub fn send_doc(sock: BorrowedFd<'_>, doc: &[u8], fds: &[BorrowedFd<'_>]) -> io:
         m.extend_from_slice(chunk);
         fds::send(sock, &m, &[])?;
     }
+    Ok(())
+}
+
+/// Sends descriptors, in messages of at most [`MAX_FDS`].
+pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     for batch in fds.chunks(MAX_FDS) {
         fds::send(sock, &[FDS], batch)?;
     }
@@ -356,7 +361,8 @@ mod tests {
         let socks: Vec<UnixStream> = (0..300).map(|_| UnixStream::pair().unwrap().0).collect();
         let fd_refs: Vec<BorrowedFd> = socks.iter().map(|s| s.as_fd()).collect();
         let t = std::thread::spawn(move || recv_doc(b.as_fd()).map(|(h, s, f)| (h, s, f.len())));
-        send_doc(a.as_fd(), &d, &fd_refs).unwrap();
+        send_doc(a.as_fd(), &d).unwrap();
+        send_fds(a.as_fd(), &fd_refs).unwrap();
         let (h2, s2, n) = t.join().unwrap().unwrap();
         assert_eq!(h2.next_id, 9);
         assert_eq!(n, 300);
@@ -396,7 +402,8 @@ mod tests {
         }]);
         let d = doc(&h, &[b"{}"]);
         let s = UnixStream::pair().unwrap().0;
-        send_doc(a.as_fd(), &d, &[s.as_fd()]).unwrap();
+        send_doc(a.as_fd(), &d).unwrap();
+        send_fds(a.as_fd(), &[s.as_fd()]).unwrap();
         drop(a);
         assert!(recv_doc(b.as_fd()).is_err());
     }
