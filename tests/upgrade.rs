@@ -216,6 +216,15 @@ async fn sigusr2_hands_every_player_over_without_a_drop() {
         }
         outs.push(c);
     }
+    // Two players with MCCP2 (of the logged-in ones).
+    let mut zs = Vec::new();
+    for _ in 0..2 {
+        let mut z = MccpPlayer::login(hf.addr).await;
+        z.send("say z-ready").await;
+        z.until("You say, \"z-ready\"").await;
+        assert_eq!((z.started, z.ended), (1, 0), "compressed from the start");
+        zs.push(z);
+    }
     let mark = game.events().len();
     const ROUNDS: usize = 20;
     for k in 0..ROUNDS {
@@ -225,9 +234,32 @@ async fn sigusr2_hands_every_player_over_without_a_drop() {
         for (i, c) in ins.iter_mut().enumerate() {
             c.send(&format!("say p{i} n{k}")).await;
         }
+        for (j, z) in zs.iter_mut().enumerate() {
+            z.send(&format!("say z{j} n{k}")).await;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     hf.wait_upgraded();
+    // The MCCP2 players' streams ended cleanly and started again; every
+    // line arrived once and in order.
+    for (j, z) in zs.iter_mut().enumerate() {
+        z.until(&format!("You say, \"z{j} n{}\"", ROUNDS - 1)).await;
+        let t = z.text();
+        let got: Vec<usize> = (0..ROUNDS)
+            .map(|k| t.matches(&format!("You say, \"z{j} n{k}\"")).count())
+            .collect();
+        assert_eq!(got, vec![1; ROUNDS], "{t}");
+        let at: Vec<usize> = (0..ROUNDS)
+            .map(|k| t.find(&format!("z{j} n{k}\"")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{t}");
+        // The offer came again and was taken: the next output is in a
+        // new compressed stream.
+        assert_eq!(z.offers_taken, 2);
+        z.send(&format!("say z{j} again")).await;
+        z.until(&format!("You say, \"z{j} again\"")).await;
+        assert_eq!((z.started, z.ended), (2, 1), "one stream ended, one new");
+    }
     // Every line reached the game once and in order, and every echo (a
     // game line) reached its player once and in order.
     for (i, c) in ins.iter_mut().enumerate() {
@@ -460,4 +492,114 @@ async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     assert_eq!(msg, format!("MAINPID={}\nREADY=1\n", hf.pid));
     a.send("say notified").await;
     a.expect("You say, \"notified\"").await;
+}
+
+/// A player that takes the proxy's MCCP2 offer (every time it is made)
+/// and inflates what comes: a stream that ends mid-way or garbage after it
+/// would fail the decode or the text checks.
+struct MccpPlayer {
+    stream: tokio::net::TcpStream,
+    /// Decoded bytes, telnet included.
+    plain: Vec<u8>,
+    z: Option<flate2::Decompress>,
+    /// Compressed streams started and cleanly ended.
+    started: usize,
+    ended: usize,
+    offers_taken: usize,
+}
+
+const MCCP_START: &[u8] = b"\xff\xfa\x56\xff\xf0";
+const MCCP_OFFER: &[u8] = b"\xff\xfb\x56";
+
+impl MccpPlayer {
+    async fn login(addr: SocketAddr) -> MccpPlayer {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut p = MccpPlayer {
+            stream,
+            plain: Vec::new(),
+            z: None,
+            started: 0,
+            ended: 0,
+            offers_taken: 0,
+        };
+        p.until("connect").await;
+        p.send("connect Alice alicepw").await;
+        p.until("Last connect was from").await;
+        p
+    }
+
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    fn text(&self) -> String {
+        strip_telnet(&self.plain)
+    }
+
+    fn decode(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.z {
+                None => {
+                    // Plain: up to a compression start (never split by the
+                    // proxy: it sends it at the end of a write).
+                    match data.windows(MCCP_START.len()).position(|w| w == MCCP_START) {
+                        Some(i) => {
+                            self.plain.extend_from_slice(&data[..i]);
+                            data = &data[i + MCCP_START.len()..];
+                            self.z = Some(flate2::Decompress::new(true));
+                            self.started += 1;
+                        }
+                        None => {
+                            self.plain.extend_from_slice(data);
+                            data = &[];
+                        }
+                    }
+                }
+                Some(z) => {
+                    let mut out = vec![0u8; 64 * 1024];
+                    let before = (z.total_in(), z.total_out());
+                    let st = z
+                        .decompress(data, &mut out, flate2::FlushDecompress::Sync)
+                        .expect("a clean zlib stream");
+                    let used = (z.total_in() - before.0) as usize;
+                    let made = (z.total_out() - before.1) as usize;
+                    self.plain.extend_from_slice(&out[..made]);
+                    data = &data[used..];
+                    if st == flate2::Status::StreamEnd {
+                        self.z = None;
+                        self.ended += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads (answering each MCCP2 offer) until `needle` is in the text.
+    async fn until(&mut self, needle: &str) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let t0 = Instant::now();
+        let mut buf = vec![0u8; 16 * 1024];
+        while !self.text().contains(needle) {
+            let left = (WAIT * 2).saturating_sub(t0.elapsed());
+            let n = tokio::time::timeout(left, self.stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?}; got:\n{}", self.text()))
+                .unwrap();
+            assert!(n > 0, "closed; got:\n{}", self.text());
+            self.decode(&buf[..n].to_vec());
+            let offers = self
+                .plain
+                .windows(MCCP_OFFER.len())
+                .filter(|w| *w == MCCP_OFFER)
+                .count();
+            while self.offers_taken < offers {
+                self.offers_taken += 1;
+                self.stream.write_all(b"\xff\xfd\x56").await.unwrap();
+            }
+        }
+    }
 }
