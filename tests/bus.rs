@@ -138,7 +138,7 @@ async fn login_crash_restore_quit_event_sequence() {
     assert_eq!(hello.json["version"], version);
     assert_eq!(
         hello.json["methods"],
-        serde_json::json!(["status", "sessions", "failover", "announce", "reload"])
+        serde_json::json!(["status", "sessions", "failover", "announce", "reload", "upgrade"])
     );
     assert_eq!(all.last().unwrap().kind(), "presence.goodbye");
 

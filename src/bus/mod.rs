@@ -48,7 +48,9 @@ pub use status::{ask_all, render_table, status_command};
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// The request methods every instance serves.
-pub const METHODS: &[&str] = &["status", "sessions", "failover", "announce", "reload"];
+pub const METHODS: &[&str] = &[
+    "status", "sessions", "failover", "announce", "reload", "upgrade",
+];
 
 /// The instance token that addresses every instance at once
 /// (`{prefix}.rpc.all.{method}`).

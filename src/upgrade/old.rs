@@ -169,7 +169,7 @@ async fn attempt(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", origin.exe.display()))?;
     let sock = Arc::new(ours);
-    let r = exchange(shared, acc, &sock, deadline, to_version).await;
+    let r = exchange(shared, acc, &sock, deadline, child.id(), to_version).await;
     match r {
         Ok((n, parcels)) => {
             // Past `Commit` the new process owns everything: let it run on
@@ -194,6 +194,7 @@ async fn exchange(
     acc: &mut Acceptors,
     sock: &Arc<OwnedFd>,
     deadline: Instant,
+    child_pid: u32,
     to_version: &mut Option<String>,
 ) -> Result<(usize, Vec<oneshot::Sender<Verdict>>), String> {
     match blocking(sock, deadline, wire::recv_msg).await? {
@@ -252,6 +253,11 @@ async fn exchange(
         Some(Msg::Error(e)) => return Err(format!("the new process refused: {e}")),
         None => return Err("the new process exited before taking over".into()),
         Some(m) => return Err(format!("unexpected {m:?} from the new process")),
+    }
+    // Under systemd the main pid must move before this process exits, or
+    // systemd would take the exit for the service's end.
+    if let Err(e) = super::notify::sd_notify(&format!("MAINPID={child_pid}\n")) {
+        warn!(error = %e, "cannot tell systemd the new main pid");
     }
     blocking(sock, deadline, wire::send_commit).await?;
     info!(
