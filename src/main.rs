@@ -215,9 +215,19 @@ async fn run_upgraded(
     }
     upgrade::new::adopt(&shared, &received.head);
     let n = received.sessions.len();
+    let ready =
+        upgrade::new::prepare(&shared, received.sessions).map_err(|e| refuse(e.to_string()))?;
+    let t_wait = std::time::Instant::now();
     inc.confirm(n).await.map_err(anyhow::Error::msg)?;
-    upgrade::new::resume_sessions(&shared, received.sessions)?;
-    info!(sessions = n, from = %received.head.from_version, "upgrade: took everything over");
+    let t_start = std::time::Instant::now();
+    upgrade::new::start(&shared, ready);
+    info!(
+        sessions = n,
+        from = %received.head.from_version,
+        commit_ms = t_start.duration_since(t_wait).as_millis() as u64,
+        start_ms = t_start.elapsed().as_millis() as u64,
+        "upgrade: took everything over"
+    );
     shared.events.emit(
         holdfast::events::Event::new("proxy.upgrade")
             .with("ok", true)

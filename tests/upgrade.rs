@@ -608,3 +608,114 @@ impl MccpPlayer {
         }
     }
 }
+
+/// Figures, not a check (no timing is asserted): the handover time for
+/// `HOLDFAST_UPGRADE_SESSIONS` sessions (default 2000; idle, at the
+/// connect screen, each with its game connection) and the longest relay
+/// stall 20 logged-in players typing see meanwhile. `HOLDFAST_BIN` picks
+/// the binary (a release build for real figures); `scripts/upgrade_bench.sh`
+/// runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_handover_time_and_stall() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let n: usize = std::env::var("HOLDFAST_UPGRADE_SESSIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let exe =
+        std::env::var("HOLDFAST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_holdfast").into());
+    let dir = TempDir::new("upgrade-bench");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_sessions = 20000\nmax_per_ip = 20000\n[limits]\nconn_rate_per_ip = 0.0\nmax_unauthenticated = 20000\n",
+    );
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(&exe),
+        &cfg,
+        &[("RUST_LOG", "holdfast=info")],
+    );
+    const PINGERS: usize = 20;
+    let idle_n = n.saturating_sub(PINGERS);
+    let t0 = Instant::now();
+    let mut idle = Vec::with_capacity(idle_n);
+    while idle.len() < idle_n {
+        let k = (idle_n - idle.len()).min(200);
+        let batch = futures_join(k, hf.addr).await;
+        idle.extend(batch);
+    }
+    // Every idle session has its game connection.
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let conns = game.events().iter().filter(|e| e["t"] == "conn").count();
+        if conns > idle_n {
+            break;
+        }
+        assert!(Instant::now() < until, "only {conns} game connections");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("{idle_n} idle sessions up in {:?}", t0.elapsed());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pingers = Vec::new();
+    for i in 0..PINGERS {
+        let mut c = Client::login(hf.addr, "Alice", "alicepw").await;
+        let stop = stop.clone();
+        pingers.push(tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                c.send(&format!("think ping-{i}-{k}")).await;
+                c.expect_within(&format!("ping-{i}-{k}\r\n"), Duration::from_secs(30))
+                    .await;
+                worst = worst.max(t.elapsed());
+                k += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (worst, k)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t_up = Instant::now();
+    hf.usr2();
+    // The pingers run on the other worker meanwhile.
+    tokio::task::block_in_place(|| hf.wait_upgraded());
+    let to_ready = t_up.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut worst = Duration::ZERO;
+    let mut pings = 0;
+    for p in pingers {
+        let (w, k) = p.await.unwrap();
+        worst = worst.max(w);
+        pings += k;
+    }
+    let logs = hf.logs();
+    for l in logs.lines().filter(|l| {
+        l.contains("handover timings")
+            || l.contains("handed over; stopping")
+            || l.contains("took everything over")
+    }) {
+        println!("{l}");
+    }
+    println!(
+        "sessions {n}: SIGUSR2 to the new pid in the ready file {to_ready:?}; longest round trip of {pings} pings by {PINGERS} players around it: {worst:?}"
+    );
+    drop(idle);
+}
+
+/// Opens `k` player connections at once (not logged in).
+async fn futures_join(k: usize, addr: SocketAddr) -> Vec<tokio::net::TcpStream> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..k {
+        set.spawn(async move { tokio::net::TcpStream::connect(addr).await.unwrap() });
+    }
+    let mut out = Vec::with_capacity(k);
+    while let Some(s) = set.join_next().await {
+        out.push(s.unwrap());
+    }
+    out
+}

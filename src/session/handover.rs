@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info_span, Instrument};
 
 use super::core::render;
 use super::driver::Driver;
@@ -138,7 +138,7 @@ pub fn resume(
     d.started = true;
     d.game = game;
     async move {
-        info!(user = %d.core.user_field(), "session taken over");
+        debug!(user = %d.core.user_field(), "session taken over");
         let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
         let end = match d.write_player(&hello, d.write_timeout()).await {
             Ok(()) => d.run().await,

@@ -228,8 +228,15 @@ pub fn adopt(shared: &Shared, head: &Head) {
         .store(head.upgrades + 1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Starts every session taken over (after the old process's commit).
-pub fn resume_sessions(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<()> {
+/// A taken-over session, ready to run.
+pub type Ready = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Registers every session taken over and builds its task, without
+/// running it: done before the confirmation, so that after the old
+/// process's commit only the spawning is left (the players' stall is
+/// shorter). Nothing is read or written yet.
+pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Ready>> {
+    let mut out: Vec<Ready> = Vec::with_capacity(sessions.len());
     for t in sessions {
         let core = &t.restored.core;
         shared.registry.restore(SessionInfo {
@@ -248,12 +255,19 @@ pub fn resume_sessions(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result
                 Some(BackendStream::Unix(tokio::net::UnixStream::from_std(g)?))
             }
         };
-        shared.tracker.spawn(crate::session::resume(
+        out.push(Box::pin(crate::session::resume(
             shared.clone(),
             t.restored,
             player,
             game,
-        ));
+        )));
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Starts the sessions (after the old process's commit).
+pub fn start(shared: &Shared, ready: Vec<Ready>) {
+    for f in ready {
+        shared.tracker.spawn(f);
+    }
 }
