@@ -595,7 +595,7 @@ impl MccpPlayer {
                 .unwrap_or_else(|_| panic!("no {needle:?}; got:\n{}", self.text()))
                 .unwrap();
             assert!(n > 0, "closed; got:\n{}", self.text());
-            self.decode(&buf[..n].to_vec());
+            self.decode(&buf[..n]);
             let offers = self
                 .plain
                 .windows(MCCP_OFFER.len())
