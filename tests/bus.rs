@@ -508,7 +508,7 @@ async fn requests_status_sessions_announce_failover_reload() {
         r["error"].as_str().unwrap().contains("unknown method"),
         "{r}"
     );
-    assert_eq!(r["methods"].as_array().unwrap().len(), 5);
+    assert_eq!(r["methods"].as_array().unwrap().len(), 6);
     assert_eq!(r["instance"], "hf1");
     let r = request(c, "hf1", "status", "{not json").await;
     assert!(
