@@ -719,3 +719,37 @@ async fn futures_join(k: usize, addr: SocketAddr) -> Vec<tokio::net::TcpStream> 
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_request_upgrades_and_the_new_process_reports_it() {
+    use common::bus::{bus_toml, request, Watch};
+    use common::nats::NatsServer;
+    let dir = TempDir::new("upgrade-bus");
+    let nats = NatsServer::start();
+    let watch = Watch::start(&nats.url()).await;
+    let game = Game::start(&dir, &[]);
+    let cfg = format!(
+        "{}\n{}",
+        config_for(&[&game], ROOMY),
+        bus_toml(&[nats.url()], "hf1", "")
+    );
+    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    let c = &watch.client;
+    let st = request(c, "hf1", "status", "").await;
+    assert_eq!(st["upgrades"], 0, "{st}");
+    let r = request(c, "hf1", "upgrade", "").await;
+    assert_eq!(r["ok"], true, "{r}");
+    tokio::task::block_in_place(|| hf.wait_upgraded());
+    let ev = watch.wait_event("proxy.upgrade", |_| true).await;
+    assert_eq!(ev["ok"], true, "{ev}");
+    assert_eq!(ev["from_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(ev["to_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(ev["sessions"], 1, "{ev}");
+    // The new process answers as the same instance, one upgrade on.
+    let st = request(c, "hf1", "status", "").await;
+    assert_eq!(st["upgrades"], 1, "{st}");
+    assert_eq!(st["sessions"]["logged_in"], 1, "{st}");
+    a.send("say via the bus").await;
+    a.expect("You say, \"via the bus\"").await;
+}
