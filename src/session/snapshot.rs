@@ -55,9 +55,27 @@ pub enum SnapError {
     /// A snapshot of another version.
     #[error("snapshot version {0}, this holdfast reads {VERSION}")]
     Version(u32),
-    /// Not a snapshot.
+    /// Not a snapshot (where it went wrong; never serde's message, which
+    /// may quote a value, and a value may be a password).
     #[error("bad snapshot: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(String),
+}
+
+impl From<serde_json::Error> for SnapError {
+    fn from(e: serde_json::Error) -> SnapError {
+        SnapError::Decode(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    }
+}
+
+/// The version alone, read before the rest.
+#[derive(Deserialize)]
+struct Version {
+    v: u32,
 }
 
 /// A time as microseconds from now (negative: in the past).
@@ -292,10 +310,11 @@ pub struct Restored {
 
 /// Reads a session back from [`snapshot`]'s bytes.
 pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
-    let v: In = serde_json::from_slice(bytes)?;
-    if v.v != VERSION {
-        return Err(SnapError::Version(v.v));
+    let ver: Version = serde_json::from_slice(bytes)?;
+    if ver.v != VERSION {
+        return Err(SnapError::Version(ver.v));
     }
+    let v: In = serde_json::from_slice(bytes)?;
     let now = Instant::now();
     let mut core = Core::new(v.id, v.peer, v.local, cfg, v.epoch);
     core.input = v.input;

@@ -275,4 +275,8 @@ async fn other_versions_and_garbage_are_refused() {
         restore(b"{\"v\":1}", &t.cfg),
         Err(SnapError::Decode(_))
     ));
+    // A decode error never quotes the snapshot (it holds the password).
+    let s = String::from_utf8_lossy(&bytes).replacen("\"epoch\":0", "\"epoch\":\"alicepw\"", 1);
+    let e = restore(s.as_bytes(), &t.cfg).err().expect("a bad field");
+    assert!(!e.to_string().contains("alicepw"), "{e}");
 }
