@@ -209,9 +209,9 @@ struct GameIn {
     closed: bool,
 }
 
+/// The snapshot read back (its `v` was checked through [`Version`]).
 #[derive(Deserialize)]
 struct In {
-    v: u32,
     id: u64,
     peer: SocketAddr,
     local: SocketAddr,
