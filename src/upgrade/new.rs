@@ -99,14 +99,29 @@ impl Incoming {
     /// back. On error everything received is closed.
     pub async fn receive(&self, cfg: &Arc<Config>) -> Result<Received, String> {
         let sock = self.sock.clone();
-        let (head, states, got) = tokio::task::spawn_blocking(move || wire::recv_doc(sock.as_fd()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("receiving the handover: {e}"))?;
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || check(head, states, got, &cfg))
-            .await
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || {
+            let (head, states) = wire::recv_head(sock.as_fd())
+                .map_err(|e| format!("receiving the handover: {e}"))?;
+            // The states are read back on a thread of their own while the
+            // descriptors arrive (the old process lends them in batches).
+            std::thread::scope(|s| {
+                let parsed = s.spawn(|| restore_all(&head, states, &cfg));
+                let fds = wire::recv_fds(sock.as_fd(), head.fd_count())
+                    .map_err(|e| format!("receiving the handover: {e}"));
+                let parsed = parsed
+                    .join()
+                    .map_err(|_| "reading the states back panicked".to_string())?;
+                check(&head, parsed?, fds?)
+            })
+            .map(|(listeners, sessions)| Received {
+                head,
+                listeners,
+                sessions,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Says `Taken` and waits for the old process's `Commit`.
@@ -127,12 +142,30 @@ impl Incoming {
     }
 }
 
-fn check(
-    head: Head,
+/// Every session's state read back, in order.
+fn restore_all(
+    head: &Head,
     states: Vec<Zeroizing<Vec<u8>>>,
-    got: Vec<OwnedFd>,
     cfg: &Config,
-) -> Result<Received, String> {
+) -> Result<Vec<Restored>, String> {
+    head.sessions
+        .iter()
+        .zip(states)
+        .map(|(s, state)| {
+            let r = restore(&state, cfg).map_err(|e| format!("session {}: {e}", s.id))?;
+            if r.core.id != s.id {
+                return Err(format!("session {}: state of session {}", s.id, r.core.id));
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+type Checked = (Vec<TcpListener>, Vec<Taken>);
+
+/// Checks every descriptor against the head: its kind and count, and the
+/// listeners' addresses. On error everything received is closed.
+fn check(head: &Head, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Checked, String> {
     let mut it = got.into_iter();
     let mut next = |want: Kind, what: &str| -> Result<OwnedFd, String> {
         let fd = it
@@ -155,7 +188,7 @@ fn check(
         listeners.push(l);
     }
     let mut sessions = Vec::with_capacity(head.sessions.len());
-    for (s, state) in head.sessions.iter().zip(states) {
+    for (s, restored) in head.sessions.iter().zip(restored) {
         let what = format!("session {}", s.id);
         let player = TcpStream::from(next(Kind::TcpStream, &what)?);
         let game = match s.game {
@@ -169,10 +202,6 @@ fn check(
                 &what,
             )?))),
         };
-        let restored = restore(&state, cfg).map_err(|e| format!("{what}: {e}"))?;
-        if restored.core.id != s.id {
-            return Err(format!("{what}: state of session {}", restored.core.id));
-        }
         if restored.core.has_game() != game.is_some() {
             return Err(format!("{what}: game connection does not match its state"));
         }
@@ -193,11 +222,7 @@ fn check(
     if it.next().is_some() {
         return Err("more descriptors than announced".into());
     }
-    Ok(Received {
-        head,
-        listeners,
-        sessions,
-    })
+    Ok((listeners, sessions))
 }
 
 /// Takes the old process's view: the pool (backends still configured

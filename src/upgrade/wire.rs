@@ -243,10 +243,9 @@ pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> 
 /// A received document: the head, each session's state, the descriptors.
 pub type Doc = (Head, Vec<Zeroizing<Vec<u8>>>, Vec<OwnedFd>);
 
-/// Reads the document and its descriptors: the head, each session's
-/// state (zeroizing), and exactly [`Head::fd_count`] descriptors. Any
-/// other shape is an error (and every descriptor received is closed).
-pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<Doc> {
+/// Reads the document: the head and each session's state (zeroizing).
+/// Any other shape is an error. The descriptors follow ([`recv_fds`]).
+pub fn recv_head(sock: BorrowedFd<'_>) -> io::Result<(Head, Vec<Zeroizing<Vec<u8>>>)> {
     let mut buf = Zeroizing::new(Vec::new());
     let need_msg = |buf: &mut Vec<u8>| -> io::Result<()> {
         match fds::recv(sock, buf)? {
@@ -302,7 +301,12 @@ pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<Doc> {
     if pos != doc.len() {
         return Err(bad("trailing bytes in the document"));
     }
-    let want = head.fd_count();
+    Ok((head, states))
+}
+
+/// Reads exactly `want` descriptors (sent after the document).
+pub fn recv_fds(sock: BorrowedFd<'_>, want: usize) -> io::Result<Vec<OwnedFd>> {
+    let mut buf = Vec::new();
     let mut got = Vec::with_capacity(want);
     while got.len() < want {
         match fds::recv(sock, &mut buf)? {
@@ -314,7 +318,14 @@ pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<Doc> {
     if got.len() != want {
         return Err(bad(&format!("{} descriptors, expected {want}", got.len())));
     }
-    Ok((head, states, got))
+    Ok(got)
+}
+
+/// Reads the document and then its [`Head::fd_count`] descriptors.
+pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<Doc> {
+    let (head, states) = recv_head(sock)?;
+    let fds = recv_fds(sock, head.fd_count())?;
+    Ok((head, states, fds))
 }
 
 #[cfg(test)]
