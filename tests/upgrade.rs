@@ -753,3 +753,24 @@ async fn bus_request_upgrades_and_the_new_process_reports_it() {
     a.send("say via the bus").await;
     a.expect("You say, \"via the bus\"").await;
 }
+
+#[tokio::test]
+async fn a_new_binary_that_never_confirms_is_given_up_after_ten_seconds() {
+    let dir = TempDir::new("upgrade-hang");
+    let game = Game::start(&dir, &[]);
+    let exe = dir.path("holdfast");
+    std::fs::copy(env!("CARGO_BIN_EXE_holdfast"), &exe).unwrap();
+    let hf = Hf::start(&dir, &exe, &config_for(&[&game], ROOMY), &[]);
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    // Starts, keeps the upgrade socket open, says nothing.
+    replace(&exe, b"#!/bin/sh\nexec sleep 60\n");
+    hf.usr2();
+    hf.wait_log("upgrade failed; carrying on", 1);
+    let logs = hf.logs();
+    assert!(logs.contains("did not confirm in time"), "{logs}");
+    a.send("say after the wait").await;
+    a.expect("You say, \"after the wait\"").await;
+    let mut b = Client::login(hf.addr, "Bob", "bobpw").await;
+    b.send("say new").await;
+    b.expect("You say, \"new\"").await;
+}
