@@ -219,6 +219,8 @@ async fn run_upgraded(
         upgrade::new::prepare(&shared, received.sessions).map_err(|e| refuse(e.to_string()))?;
     let t_wait = std::time::Instant::now();
     inc.confirm(n).await.map_err(anyhow::Error::msg)?;
+    // The old process is going: its socket has done its job.
+    drop(inc);
     let t_start = std::time::Instant::now();
     upgrade::new::start(&shared, ready);
     info!(

@@ -134,17 +134,28 @@ impl Hf {
             std::thread::sleep(Duration::from_millis(10));
         };
         self.pid = new;
-        let mut c = self.child.take().expect("the first process is ours");
-        assert_eq!(c.id(), old);
         let t0 = Instant::now();
-        let st = loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                break st;
+        match self.child.take() {
+            Some(mut c) => {
+                assert_eq!(c.id(), old);
+                let st = loop {
+                    if let Some(st) = c.try_wait().unwrap() {
+                        break st;
+                    }
+                    assert!(t0.elapsed() < WAIT, "the old process did not exit");
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                assert_eq!(st.code(), Some(0), "old process: {st}\n{}", self.logs());
             }
-            assert!(t0.elapsed() < WAIT, "the old process did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        assert_eq!(st.code(), Some(0), "old process: {st}\n{}", self.logs());
+            // A later generation is not our child (its exit status is its
+            // parent's, long gone): it must be gone.
+            None => {
+                while alive(old) {
+                    assert!(t0.elapsed() < WAIT, "the old process did not exit");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
         assert!(alive(new));
     }
 }
@@ -773,4 +784,55 @@ async fn a_new_binary_that_never_confirms_is_given_up_after_ten_seconds() {
     let mut b = Client::login(hf.addr, "Bob", "bobpw").await;
     b.send("say new").await;
     b.expect("You say, \"new\"").await;
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn repeated_upgrades_leak_no_descriptors() {
+    let dir = TempDir::new("upgrade-fds");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], ROOMY),
+        &[],
+    );
+    let mut cs = Vec::new();
+    for _ in 0..5 {
+        cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    let before = fd_count(hf.pid);
+    assert!(before > 10, "{before}");
+    for round in 0..20 {
+        hf.usr2();
+        hf.wait_upgraded();
+        hf.wait_log("upgrade: took everything over", round + 1);
+        for (i, c) in cs.iter_mut().enumerate() {
+            c.send(&format!("say r{round} p{i}")).await;
+            c.expect(&format!("You say, \"r{round} p{i}\"")).await;
+        }
+    }
+    // The heartbeat may be reconnecting at any moment: wait for the count
+    // to settle back.
+    let t0 = Instant::now();
+    loop {
+        let now = fd_count(hf.pid);
+        if now == before {
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "{before} descriptors before 20 upgrades, {now} after: {:?}",
+            std::fs::read_dir(format!("/proc/{}/fd", hf.pid))
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
