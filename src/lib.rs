@@ -11,7 +11,8 @@
 //!
 //! | module | its one job |
 //! | --- | --- |
-//! | `config` | TOML types, defaults, validation with file:line:col errors |
+//! | `config` | TOML types, defaults, validation with file:line:col errors (one file per section) |
+//! | `template` | the `{name}` template grammar and each template's placeholders, shared by `config` (checks) and `irc` (renders); imports nothing |
 //! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
 //! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
 //! | `session` | one player: relaying, held, re-login (a state machine) |
@@ -51,6 +52,7 @@ pub mod secret;
 pub mod session;
 pub mod state;
 pub mod telnet;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::Duration;
