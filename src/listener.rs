@@ -65,6 +65,7 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        detached: false,
     };
     match shared.registry.admit(info, &cfg) {
         Ok(()) => {

@@ -148,6 +148,15 @@ pub fn strip_ansi(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Compares two byte strings in time that depends only on their lengths
+/// (a password check must not tell how much of a guess was right).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// While syncing a re-login (`templates.sync`), how often the marker is sent
 /// again: Evennia's Portal admits a connection every 1/MAX_CONNECTION_RATE
 /// (default 0.5s) and drops what arrived before. The heartbeat syncs the

@@ -141,6 +141,7 @@ pub const NOTICES: &[(&str, &[&str])] = &[
     ("line_too_long", &["game"]),
     ("flood", &["game"]),
     ("connecting", &["game", "backend"]),
+    ("resumed", &["game", "missed", "away"]),
 ];
 
 /// Colour and style placeholders every IRC template may use (the relay

@@ -7,6 +7,14 @@ pub const LISTEN: &str = "0.0.0.0:4201";
 pub const MAX_SESSIONS: usize = 10_000;
 /// `listen.max_per_ip`.
 pub const MAX_PER_IP: usize = 20;
+/// `listen.max_detached`.
+pub const MAX_DETACHED: usize = 1000;
+/// `resume.keep`.
+pub const RESUME_KEEP: Duration = Duration::from_secs(600);
+/// `resume.playback_lines`.
+pub const PLAYBACK_LINES: usize = 500;
+/// `resume.playback_bytes`.
+pub const PLAYBACK_BYTES: usize = 256 * 1024;
 /// `listen.login_timeout`.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// `backends.connect_timeout`.

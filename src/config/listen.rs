@@ -18,6 +18,8 @@ pub struct Listen {
     pub max_per_ip: usize,
     /// A session not logged in by then is closed (`None`: never).
     pub login_timeout: Option<Duration>,
+    /// Detached sessions kept at once; the oldest ends first.
+    pub max_detached: usize,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, l: RawListen) -> Result<Listen, ConfigError> {
@@ -47,6 +49,7 @@ pub(super) fn resolve(cx: &Cx<'_>, l: RawListen) -> Result<Listen, ConfigError> 
         addrs,
         max_sessions: l.max_sessions.unwrap_or(defaults::MAX_SESSIONS),
         max_per_ip: l.max_per_ip.unwrap_or(defaults::MAX_PER_IP),
+        max_detached: l.max_detached.unwrap_or(defaults::MAX_DETACHED),
         login_timeout: positive_or_off(
             cx,
             l.login_timeout,

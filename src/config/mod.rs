@@ -28,6 +28,7 @@ mod listen;
 mod notices;
 mod outage;
 mod raw;
+mod resume;
 mod summary;
 mod templates;
 
@@ -48,6 +49,7 @@ pub use listen::Listen;
 pub use notices::Notices;
 pub use outage::{Outage, Relogin};
 pub use raw::{ClientIpMode, Flavor};
+pub use resume::{parse_size, Resume};
 pub use summary::summary;
 pub use templates::Templates;
 
@@ -76,6 +78,8 @@ pub struct Config {
     pub outage: Outage,
     /// `[relogin]`.
     pub relogin: Relogin,
+    /// `[resume]`.
+    pub resume: Resume,
     /// `[templates]`.
     pub templates: Templates,
     /// `[limits]`.
@@ -157,6 +161,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let notices = notices::resolve(cx, raw.notices)?;
     let outage = outage::resolve_outage(cx, raw.outage)?;
     let relogin = outage::resolve_relogin(cx, raw.relogin)?;
+    let resume = resume::resolve(cx, raw.resume)?;
     let templates = templates::resolve(cx, raw.templates, &preset)?;
     let limits = limits::resolve_limits(cx, raw.limits)?;
     let telnet = limits::resolve_telnet(raw.telnet);
@@ -177,6 +182,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         notices,
         outage,
         relogin,
+        resume,
         templates,
         limits,
         telnet,

@@ -28,6 +28,7 @@ pub struct Notices {
     pub line_too_long: String,
     pub flood: String,
     pub connecting: String,
+    pub resumed: String,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError> {
@@ -116,6 +117,11 @@ pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError
             n.connecting,
             "[holdfast] {game} is down right now. Hold on: you will get its connect screen when it is back.",
         )?,
+        resumed: text(
+            "resumed",
+            n.resumed,
+            "[holdfast] Welcome back. Your session was kept while you were away ({away}); {missed} line(s) follow.",
+        )?,
     })
 }
 
@@ -148,6 +154,7 @@ mod tests {
             ("line_too_long", &d.line_too_long),
             ("flood", &d.flood),
             ("connecting", &d.connecting),
+            ("resumed", &d.resumed),
         ] {
             let (_, known) = template::NOTICES
                 .iter()
@@ -155,6 +162,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for notices.{key}"));
             template::check_notice(key, text, known).unwrap();
         }
-        assert_eq!(template::NOTICES.len(), 14);
+        assert_eq!(template::NOTICES.len(), 15);
     }
 }

@@ -122,6 +122,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub relogin: RawRelogin,
     #[serde(default)]
+    pub resume: super::resume::RawResume,
+    #[serde(default)]
     pub templates: RawTemplates,
     #[serde(default)]
     pub limits: RawLimits,
@@ -139,6 +141,7 @@ pub struct RawListen {
     pub max_sessions: Option<usize>,
     pub max_per_ip: Option<usize>,
     pub login_timeout: Option<Spanned<OptDur>>,
+    pub max_detached: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +197,7 @@ pub struct RawNotices {
     pub line_too_long: Option<Spanned<String>>,
     pub flood: Option<Spanned<String>>,
     pub connecting: Option<Spanned<String>>,
+    pub resumed: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -49,8 +49,21 @@ pub struct Ctx<'a> {
 /// Something the driver must do, in the order pushed.
 #[derive(Debug)]
 pub enum Action {
-    /// Bytes for the player (telnet-escaped, before the player's MCCP2).
+    /// Bytes for the player (telnet-escaped, before the player's MCCP2):
+    /// the game's output.
     Player(Vec<u8>),
+    /// A notice of holdfast's own for the player (not kept for a player
+    /// who is away: see [`super::detach`]).
+    Notice(Vec<u8>),
+    /// The player typed a login while not logged in: if a detached session
+    /// of that name exists and the password is right, take it over (then
+    /// [`Core::adopt`]); else call [`Core::resume_refused`] with the line.
+    TryResume {
+        /// The login.
+        creds: Credentials,
+        /// The line as typed (it holds the password: wiped on drop).
+        line: Zeroizing<Vec<u8>>,
+    },
     /// Bytes for the game connection (may hold a password: wiped on drop).
     Game(Zeroizing<Vec<u8>>),
     /// Open a connection to this backend, then call [`Core::connected`] or
@@ -349,6 +362,38 @@ impl Core {
             warn!("dropped a player line that would set the client address");
             return Ok(());
         }
+        if self.user.is_none() && cfg.resume.keep.is_some() {
+            if let Some(creds) = login::parse_connect(&line) {
+                // Maybe a player coming back to a detached session: the
+                // driver looks before the line goes anywhere.
+                self.flush_game(to_game, out);
+                out.push(Action::TryResume {
+                    creds,
+                    line: Zeroizing::new(line),
+                });
+                return Ok(());
+            }
+        }
+        self.route_line(ctx, line, to_game, out)
+    }
+
+    /// No detached session took this login: it goes where any line would.
+    pub fn resume_refused(&mut self, ctx: &mut Ctx, line: &[u8], out: &mut Actions) {
+        let mut to_game = Vec::new();
+        let _ = self.route_line(ctx, line.to_vec(), &mut to_game, out);
+        self.flush_game(&mut to_game, out);
+    }
+
+    /// A line goes to the game, or is queued or refused while there is
+    /// none. `Err` means the session ends (the action is pushed).
+    fn route_line(
+        &mut self,
+        ctx: &mut Ctx,
+        line: Vec<u8>,
+        to_game: &mut Vec<u8>,
+        out: &mut Actions,
+    ) -> Result<(), ()> {
+        let cfg = ctx.cfg;
         let quit = self.is_quit(cfg, &line);
         if !self.relaying() {
             if quit {
@@ -439,7 +484,7 @@ impl Core {
         telnet::escape_iac(text.as_bytes(), &mut v);
         v.extend_from_slice(b"\r\n");
         self.at_line_start = true;
-        out.push(Action::Player(v));
+        out.push(Action::Notice(v));
     }
 
     /// Game text (telnet-free) for the player.
@@ -555,5 +600,85 @@ impl Core {
         } else {
             Some(Action::DropGame)
         }
+    }
+}
+
+impl Core {
+    /// Whether a session that ended with `end` is kept for its player
+    /// instead: logged in, left without quitting, and `resume.keep` on.
+    pub fn can_detach(&self, cfg: &Config, end: End) -> bool {
+        cfg.resume.keep.is_some()
+            && self.user.is_some()
+            && !self.quit_sent
+            && matches!(end, End::PlayerClosed | End::WriteFailed)
+    }
+
+    /// The password of the kept login, for a player taking this session
+    /// over.
+    pub fn password_matches(&self, password: &crate::secret::Secret) -> bool {
+        self.creds.as_ref().is_some_and(|c| {
+            login::constant_time_eq(c.password.expose().as_bytes(), password.expose().as_bytes())
+        })
+    }
+
+    /// The name detached sessions are found by: the login name as MUSH
+    /// servers and Evennia compare it (case-insensitive).
+    pub fn resume_key(name: &str) -> String {
+        name.trim().to_lowercase()
+    }
+
+    /// This is a detached session being taken over by `new`, the session
+    /// of the connection its player came back on. The game side (and the
+    /// login) stays; the player's side comes from `new`. Pushes what the
+    /// game should hear (the new window size), the `resumed` notice, the
+    /// kept output (`playback`, telnet-escaped; `missed` lines, `dropped`
+    /// more that did not fit), and the offline notice if the game is down.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        &mut self,
+        ctx: &Ctx,
+        new: Core,
+        away: std::time::Duration,
+        playback: Vec<u8>,
+        missed: usize,
+        dropped: u64,
+        out: &mut Actions,
+    ) {
+        self.id = new.id;
+        self.peer = new.peer;
+        self.local = new.local;
+        self.input = new.input;
+        self.input_rate = new.input_rate;
+        self.flood_drops = new.flood_drops;
+        self.at_line_start = new.at_line_start;
+        let to_game = self.telnet.adopt_player_side(new.telnet);
+        if !to_game.is_empty() && self.game.as_ref().is_some_and(|g| !g.closed) {
+            out.push(Action::Game(Zeroizing::new(to_game)));
+        }
+        let cfg = ctx.cfg;
+        let msg = render(&cfg.notices.resumed, cfg, "", None)
+            .replace("{missed}", &missed.to_string())
+            .replace("{away}", &fmt_duration(away));
+        self.notice(&msg, out);
+        if dropped > 0 {
+            self.notice(
+                &format!("[holdfast] {dropped} older line(s) did not fit and were not kept."),
+                out,
+            );
+        }
+        if let Some(&last) = playback.last() {
+            self.at_line_start = last == b'\n';
+            out.push(Action::Player(playback));
+        }
+        if self.game.is_none() {
+            let backend = self.last_backend.clone().unwrap_or_default();
+            self.notice(&render(&cfg.notices.offline, cfg, &backend, None), out);
+        }
+    }
+
+    /// Whether the last byte the player got ended a line (the playback is
+    /// written raw, and notices after it need to know).
+    pub fn set_line_start(&mut self, at: bool) {
+        self.at_line_start = at;
     }
 }

@@ -21,8 +21,10 @@
 //! | `input` | the player's bytes cut into lines and telnet items |
 //! | `driver` | the sockets, one `select!`, actions carried out in order |
 //! | `transport` | the player's connection as the driver sees it |
+//! | `detach` | a session kept for a player whose link dropped; the playback; resuming |
 
 pub mod core;
+pub mod detach;
 mod driver;
 mod held;
 pub mod input;
@@ -64,6 +66,9 @@ pub enum End {
     WriteFailed,
     /// The player kept sending faster than `limits.input_lines_per_sec`.
     Flood,
+    /// Detached, and the player did not come back within `resume.keep`
+    /// (or `listen.max_detached` made room for a newer one).
+    DetachExpired,
 }
 
 impl End {
@@ -78,6 +83,7 @@ impl End {
             End::Shutdown => "shutdown",
             End::WriteFailed => "write_failed",
             End::Flood => "flood",
+            End::DetachExpired => "detach_expired",
         }
     }
 }
@@ -110,7 +116,13 @@ pub fn run<P: PlayerTransport>(
     let core = Core::new(id, peer, local, &cfg, epoch);
     let mut d = driver::Driver::new(shared, core, player);
     async move {
-        let end = d.run().await;
+        let mut end = d.run().await;
+        if d.can_detach(end) {
+            match Box::pin(d.detached(end)).await {
+                detach::After::End(e) => end = e,
+                detach::After::TakenOver(reply) => return d.hand_over(reply),
+            }
+        }
         Box::pin(d.finish(end)).await;
     }
     .instrument(span)
