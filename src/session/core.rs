@@ -515,7 +515,12 @@ impl Core {
         if a.backend.is_some() && a.backend.as_deref() != on {
             return;
         }
+        // Unlike holdfast's own notices, an operator's announcement is
+        // content: a player who is away gets it in the playback.
         self.notice(&a.text, out);
+        if let Some(Action::Notice(b)) = out.pop() {
+            out.push(Action::Player(b));
+        }
     }
 
     /// The player's connection ended.

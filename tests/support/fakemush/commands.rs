@@ -418,6 +418,22 @@ impl Game {
                 Err(_) => send_line(c.tx, "Usage: bomb <bytes>"),
             },
             "echo" => send_line(c.tx, c.rest),
+            // `later <ms> <text>`: <text> comes back after <ms> (at most a
+            // minute), on this connection if it is still open.
+            "later" => {
+                let mut it = c.rest.splitn(2, ' ');
+                match (it.next().and_then(|m| m.parse::<u64>().ok()), it.next()) {
+                    (Some(ms), Some(text)) if ms <= 60_000 => {
+                        let tx = c.tx.clone();
+                        let text = text.to_string();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            send_line(&tx, &text);
+                        });
+                    }
+                    _ => send_line(c.tx, "Usage: later <ms> <text>"),
+                }
+            }
             "prompt" => {
                 let _ = c.tx.send(Out::Bytes(vec![b'>', b' ', IAC, GA]));
             }
