@@ -22,18 +22,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 use zeroize::Zeroizing;
 
-use super::input::{Input, Item};
-use super::watch::{Kind, Watch};
+use super::input::Input;
+use super::watch::Watch;
 use super::End;
 use crate::config::Config;
 use crate::events::Event;
 use crate::limiter::Bucket1;
 use crate::login::{self, Credentials};
 use crate::state::{Announcement, Phase, PoolState};
-use crate::{clientip, telnet};
+use crate::telnet;
 
 /// What the core needs from the world for one step.
 pub struct Ctx<'a> {
@@ -147,9 +147,9 @@ pub struct Core {
     /// This session has been held by an outage since it last relayed.
     pub(super) was_held: bool,
     /// Input rate limit (`limits.input_lines_per_sec`).
-    input_rate: Bucket1,
+    pub(super) input_rate: Bucket1,
     /// Lines dropped for flooding since the player was last warned.
-    flood_drops: u32,
+    pub(super) flood_drops: u32,
     /// The backend the session is on, or was on last (for the registry).
     pub(super) last_backend: Option<String>,
 }
@@ -288,193 +288,6 @@ impl Core {
         .min()
     }
 
-    // ----- the player --------------------------------------------------
-
-    /// Bytes from the player.
-    pub fn player_data(&mut self, ctx: &mut Ctx, data: &[u8], out: &mut Actions) {
-        let cfg = ctx.cfg;
-        let mut items = Vec::new();
-        self.input.feed(data, cfg.limits.max_line, &mut items);
-        let mut to_game: Vec<u8> = Vec::new();
-        let mut to_player: Vec<u8> = Vec::new();
-        for item in items {
-            match item {
-                Item::Line(line) => {
-                    if self.player_line(ctx, line, &mut to_game, out).is_err() {
-                        return;
-                    }
-                }
-                Item::TooLong => {
-                    self.flush_game(&mut to_game, out);
-                    let msg = render(&cfg.notices.line_too_long, cfg, "", None);
-                    self.notice(&msg, out);
-                }
-                // telnet: commands pass; negotiations go through the policy,
-                // which remembers them and answers what the player need not.
-                Item::Command(c) => telnet::write_command(c, &mut to_game),
-                Item::Negotiation(verb, opt) => {
-                    self.telnet
-                        .from_player(verb, opt, &mut to_game, &mut to_player)
-                }
-                Item::Subneg(opt, data) => self.telnet.from_player_sub(opt, &data, &mut to_game),
-            }
-        }
-        // (An empty write still lets the driver start or end the player's
-        // MCCP2 stream if the player asked.)
-        out.push(Action::Player(to_player));
-        self.flush_game(&mut to_game, out);
-    }
-
-    /// One line from the player. `Err` means the session ends (the action
-    /// is pushed).
-    fn player_line(
-        &mut self,
-        ctx: &mut Ctx,
-        line: Vec<u8>,
-        to_game: &mut Vec<u8>,
-        out: &mut Actions,
-    ) -> Result<(), ()> {
-        let cfg = ctx.cfg;
-        let l = &cfg.limits;
-        if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
-            // Over the rate: warn once, drop the excess, and disconnect a
-            // player who keeps it up for another burst's worth of lines.
-            self.flood_drops += 1;
-            if self.flood_drops == 1 {
-                warn!("player is flooding; dropping input");
-                self.flush_game(to_game, out);
-                self.notice(&render(&cfg.notices.flood, cfg, "", None), out);
-            }
-            if self.flood_drops > l.input_burst {
-                warn!(
-                    dropped = self.flood_drops,
-                    "disconnecting a flooding player"
-                );
-                out.push(Action::Close(End::Flood));
-                return Err(());
-            }
-            return Ok(());
-        }
-        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
-            self.flood_drops = 0;
-        }
-        if clientip::is_spoof(&cfg.client_ip, &line) {
-            warn!("dropped a player line that would set the client address");
-            return Ok(());
-        }
-        if self.user.is_none() && cfg.resume.keep.is_some() {
-            if let Some(creds) = login::parse_connect(&line) {
-                // Maybe a player coming back to a detached session: the
-                // driver looks before the line goes anywhere.
-                self.flush_game(to_game, out);
-                out.push(Action::TryResume {
-                    creds,
-                    line: Zeroizing::new(line),
-                });
-                return Ok(());
-            }
-        }
-        self.route_line(ctx, line, to_game, out)
-    }
-
-    /// No detached session took this login: it goes where any line would.
-    pub fn resume_refused(&mut self, ctx: &mut Ctx, line: &[u8], out: &mut Actions) {
-        let mut to_game = Vec::new();
-        let _ = self.route_line(ctx, line.to_vec(), &mut to_game, out);
-        self.flush_game(&mut to_game, out);
-    }
-
-    /// A line goes to the game, or is queued or refused while there is
-    /// none. `Err` means the session ends (the action is pushed).
-    fn route_line(
-        &mut self,
-        ctx: &mut Ctx,
-        line: Vec<u8>,
-        to_game: &mut Vec<u8>,
-        out: &mut Actions,
-    ) -> Result<(), ()> {
-        let cfg = ctx.cfg;
-        let quit = self.is_quit(cfg, &line);
-        if !self.relaying() {
-            if quit {
-                self.notice("[holdfast] Goodbye.", out);
-                out.push(Action::Close(End::Quit));
-                return Err(());
-            }
-            if self.game.is_some() || self.connecting {
-                // Re-login in progress: keep the line for right after it
-                // (whatever `outage.queue_input` says: the game is back).
-                self.queue_line(ctx, line, out);
-            } else if cfg.outage.queue_input {
-                self.queue_line(ctx, line, out);
-                self.notice(&render(&cfg.notices.queued_input, cfg, "", None), out);
-            } else {
-                self.notice(&render(&cfg.notices.held_input, cfg, "", None), out);
-            }
-            return Ok(());
-        }
-        self.send_line(ctx, line, to_game);
-        Ok(())
-    }
-
-    /// A line goes to the game: quit and login capture first. Used for
-    /// typed lines and for queued ones alike, so a queued `connect` is
-    /// remembered like a typed one.
-    pub(super) fn send_line(&mut self, ctx: &Ctx, line: Vec<u8>, to_game: &mut Vec<u8>) {
-        if self.is_quit(ctx.cfg, &line) {
-            self.quit_sent = true;
-        }
-        if self.user.is_none() {
-            if let Some(creds) = login::parse_connect(&line) {
-                // A new attempt replaces a late watch (the player gave up
-                // waiting and typed it again, maybe with another name).
-                let free = |g: &&mut Game| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
-                if let Some(g) = self.game.as_mut().filter(free) {
-                    debug!(user = %creds.name, "login attempt");
-                    let deadline = ctx.now + ctx.cfg.templates.login_confirm_timeout;
-                    g.watch = Some(Box::new(Watch::new(
-                        Kind::First(creds),
-                        login::new_nonce(),
-                        false,
-                        deadline,
-                    )));
-                }
-            }
-        }
-        telnet::escape_iac(&line, to_game);
-        to_game.extend_from_slice(b"\r\n");
-    }
-
-    /// Whether `line` quits the game, as this game decides it.
-    pub(super) fn is_quit(&self, cfg: &Config, line: &[u8]) -> bool {
-        login::is_quit(line, &cfg.templates.quit)
-    }
-
-    /// Connected to a game whose output flows to the player (not a re-login
-    /// hiding it, not closed).
-    pub(super) fn relaying(&self) -> bool {
-        matches!(&self.game, Some(g) if !g.closed && g.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)))
-    }
-
-    /// The flood counter resets once the player is back under the rate
-    /// with half a burst in hand.
-    fn input_rate_recovered(&self, cfg: &Config) -> bool {
-        let mut probe = self.input_rate;
-        let half = (cfg.limits.input_burst / 2).max(1);
-        (0..half).all(|_| probe.take(cfg.limits.input_lines_per_sec, cfg.limits.input_burst))
-    }
-
-    fn queue_line(&mut self, ctx: &Ctx, line: Vec<u8>, out: &mut Actions) {
-        if self.queue.len() >= ctx.cfg.outage.queue_max_lines {
-            self.notice(
-                "[holdfast] Too many lines waiting; that one was not kept.",
-                out,
-            );
-            return;
-        }
-        self.queue.push_back((ctx.now, line));
-    }
-
     /// Sends a notice on a line of its own.
     pub(super) fn notice(&mut self, text: &str, out: &mut Actions) {
         let mut v = Vec::with_capacity(text.len() + 4);
@@ -605,85 +418,5 @@ impl Core {
         } else {
             Some(Action::DropGame)
         }
-    }
-}
-
-impl Core {
-    /// Whether a session that ended with `end` is kept for its player
-    /// instead: logged in, left without quitting, and `resume.keep` on.
-    pub fn can_detach(&self, cfg: &Config, end: End) -> bool {
-        cfg.resume.keep.is_some()
-            && self.user.is_some()
-            && !self.quit_sent
-            && matches!(end, End::PlayerClosed | End::WriteFailed)
-    }
-
-    /// The password of the kept login, for a player taking this session
-    /// over.
-    pub fn password_matches(&self, password: &crate::secret::Secret) -> bool {
-        self.creds.as_ref().is_some_and(|c| {
-            login::constant_time_eq(c.password.expose().as_bytes(), password.expose().as_bytes())
-        })
-    }
-
-    /// The name detached sessions are found by: the login name as MUSH
-    /// servers and Evennia compare it (case-insensitive).
-    pub fn resume_key(name: &str) -> String {
-        name.trim().to_lowercase()
-    }
-
-    /// This is a detached session being taken over by `new`, the session
-    /// of the connection its player came back on. The game side (and the
-    /// login) stays; the player's side comes from `new`. Pushes what the
-    /// game should hear (the new window size), the `resumed` notice, the
-    /// kept output (`playback`, telnet-escaped; `missed` lines, `dropped`
-    /// more that did not fit), and the offline notice if the game is down.
-    #[allow(clippy::too_many_arguments)]
-    pub fn adopt(
-        &mut self,
-        ctx: &Ctx,
-        new: Core,
-        away: std::time::Duration,
-        playback: Vec<u8>,
-        missed: usize,
-        dropped: u64,
-        out: &mut Actions,
-    ) {
-        self.id = new.id;
-        self.peer = new.peer;
-        self.local = new.local;
-        self.input = new.input;
-        self.input_rate = new.input_rate;
-        self.flood_drops = new.flood_drops;
-        self.at_line_start = new.at_line_start;
-        let to_game = self.telnet.adopt_player_side(new.telnet);
-        if !to_game.is_empty() && self.game.as_ref().is_some_and(|g| !g.closed) {
-            out.push(Action::Game(Zeroizing::new(to_game)));
-        }
-        let cfg = ctx.cfg;
-        let msg = render(&cfg.notices.resumed, cfg, "", None)
-            .replace("{missed}", &missed.to_string())
-            .replace("{away}", &fmt_duration(away));
-        self.notice(&msg, out);
-        if dropped > 0 {
-            self.notice(
-                &format!("[holdfast] {dropped} older line(s) did not fit and were not kept."),
-                out,
-            );
-        }
-        if let Some(&last) = playback.last() {
-            self.at_line_start = last == b'\n';
-            out.push(Action::Player(playback));
-        }
-        if self.game.is_none() {
-            let backend = self.last_backend.clone().unwrap_or_default();
-            self.notice(&render(&cfg.notices.offline, cfg, &backend, None), out);
-        }
-    }
-
-    /// Whether the last byte the player got ended a line (the playback is
-    /// written raw, and notices after it need to know).
-    pub fn set_line_start(&mut self, at: bool) {
-        self.at_line_start = at;
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! | file | its one job |
 //! | --- | --- |
-//! | `core` | the session as plain data; player input, timers, announcements ([`Core`], [`Action`]) |
+//! | `core` | the session as plain data; timers, notices, announcements ([`Core`], [`Action`]) |
+//! | `player` | the player's lines: flood limit, spoof filter, quit and login capture, the queue |
+//! | `resume` | which sessions are kept for a dropped player, and taking one over |
 //! | `relay` | the game's output on its way to the player |
 //! | `held` | outages: the probe's verdict, holding, moving, pacing the way back |
 //! | `relogin` | connecting, logging back in, the end of a login watch |
@@ -27,9 +29,11 @@ pub mod core;
 pub mod detach;
 mod driver;
 mod held;
+mod player;
 pub mod input;
 mod relay;
 mod relogin;
+mod resume;
 pub mod transport;
 mod watch;
 
