@@ -315,3 +315,37 @@ async fn quick_start_demo_crash_and_restart() {
     c.expect_closed().await;
     assert!(run.logs().contains("holdfast: stopped"), "{}", run.logs());
 }
+
+/// Running in production, "File limits": holdfast raises its soft
+/// open-file limit to the hard one, and warns when `max_sessions` cannot
+/// fit even so.
+#[test]
+fn open_file_limit_is_raised_and_checked() {
+    let dir = TempDir::new("nofile");
+    let base = "[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n";
+    // Two files per session: a billion sessions fit under no Linux limit.
+    let p = common::Proxy::start_with(
+        &dir,
+        &format!("{base}[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_sessions = 1000000000\n"),
+        "info",
+        &[],
+    );
+    p.wait_log("cannot hold listen.max_sessions = 1000000000");
+    let pid = p.child.as_ref().unwrap().id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f[3], f[4], "soft limit raised to the hard one: {line}");
+    // A modest max_sessions: no warning.
+    let q = common::Proxy::start_with(
+        &dir,
+        &format!("{base}[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_sessions = 100\n"),
+        "info",
+        &[],
+    );
+    q.wait_log("holdfast running");
+    assert!(!q.logs().contains("open-file limit"), "{}", q.logs());
+}
