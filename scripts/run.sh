@@ -109,7 +109,7 @@ start_game() {
   # print a "Killed" line for it. Bash still reaps it.
   disown "$game_pid"
   echo "$game_pid" >"$demo_dir/game.pid"
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do
     [ -s "$demo_dir/game.ready" ] && return 0
     kill -0 "$game_pid" 2>/dev/null || break
     sleep 0.1
