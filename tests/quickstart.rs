@@ -349,3 +349,23 @@ fn open_file_limit_is_raised_and_checked() {
     q.wait_log("holdfast running");
     assert!(!q.logs().contains("open-file limit"), "{}", q.logs());
 }
+
+/// The README sends newcomers to `fakemush --help` for the demo accounts.
+#[test]
+fn demo_game_help_lists_its_accounts() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_holdfast"))
+        .parent()
+        .unwrap()
+        .join("fakemush");
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for account in [
+        "Alice      / alicepw",
+        "Bob        / bobpw",
+        "Wiz        / wizpw",
+    ] {
+        assert!(help.contains(account), "{account:?} in:\n{help}");
+    }
+    assert!(help.contains("HOLDFAST_HEARTBEAT_PASSWORD"), "{help}");
+}
