@@ -124,6 +124,9 @@ impl Proxy {
         let bus_task = self
             .events_rx
             .map(|rx| tokio::spawn(bus::run(shared.clone(), rx, bus_stop.clone())));
+        if bus_task.is_none() {
+            info!("bus: none (bus.servers is empty); running alone");
+        }
         let pool_task = tokio::spawn(backend::pool::run(shared.clone(), self.failover_rx));
         shared
             .events

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use holdfast::config::{BackendAddr, Config};
 use holdfast::Proxy;
@@ -136,6 +136,7 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    raise_nofile(&cfg);
     let listeners = Proxy::bind(&cfg).await?;
     let shutdown = CancellationToken::new();
     let proxy = Proxy::new(cfg, shutdown.clone());
@@ -170,6 +171,44 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         }
     });
     proxy.run(listeners).await
+}
+
+/// Descriptors a session can hold at once: the player's socket and the
+/// game's.
+const FDS_PER_SESSION: u64 = 2;
+/// Descriptors besides the sessions: stdio, the runtime, listeners, one or
+/// two per backend probe, the bus, DNS look-ups, and slack for accepts that
+/// are refused with a notice.
+const FDS_BESIDES_SESSIONS: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one (the soft default, often
+/// 1024, would cap the proxy at a few hundred players), and warns when even
+/// that cannot hold `listen.max_sessions`.
+fn raise_nofile(cfg: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let mut soft = lim.current;
+    if lim.current != lim.maximum {
+        let want = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        match setrlimit(Resource::Nofile, want) {
+            Ok(()) => soft = lim.maximum,
+            Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    let need = (cfg.listen.max_sessions as u64)
+        .saturating_mul(FDS_PER_SESSION)
+        .saturating_add(FDS_BESIDES_SESSIONS + 2 * cfg.backends.len() as u64);
+    match soft {
+        // None: unlimited.
+        Some(have) if have < need => warn!(
+            "the open-file limit ({have}) cannot hold listen.max_sessions = {} (about {need} files: two per session): raise LimitNOFILE= in the systemd unit (or ulimit -n), or lower max_sessions",
+            cfg.listen.max_sessions
+        ),
+        _ => debug!(limit = ?soft, need, "open-file limit"),
+    }
 }
 
 /// `holdfast irc`: the relay, stopped by SIGTERM or SIGINT.

@@ -273,8 +273,10 @@ fn check_reports_errors_with_positions() {
         );
         assert!(err.contains(msg), "case {i}: {err}");
     }
-    // The sample config is valid.
+    // The sample config is valid (its heartbeat password comes from the
+    // environment, as scripts/run.sh provides it).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .env("HOLDFAST_HEARTBEAT_PASSWORD", "hbpass")
         .args([
             "check",
             "-c",

@@ -367,11 +367,18 @@ impl Publisher {
             NatsEvent::Connected => {
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
                 let info = self.client.server_info();
+                // The client does not say which listed server it reached;
+                // with one listed, that is the one (the server's own idea of
+                // its address is often 0.0.0.0).
+                let servers = &self.shared.config().bus.servers;
+                let url = match servers.as_slice() {
+                    [one] => one.clone(),
+                    _ => format!("nats://{}:{}", info.host, info.port),
+                };
                 info!(
-                    server = %format!("{}:{}", info.host, info.port),
                     server_name = %info.server_name,
                     queued = self.outbox.len(),
-                    "bus connected to NATS"
+                    "bus: connected to {url}"
                 );
                 self.hello_pending = true;
                 // A batch in flight on a connection that was lost goes again
@@ -405,6 +412,13 @@ impl Publisher {
                 // outage, the rest at debug.
                 if self.outage_logged {
                     debug!(error = %e, "NATS connection attempt failed");
+                } else if !self.connected_once && nobody_there(&e) {
+                    // Running without NATS is a supported way to run (the
+                    // sample config does, on a fresh machine): say so once,
+                    // plainly, and keep trying in the background.
+                    self.outage_logged = true;
+                    let servers = self.shared.config().bus.servers.join(", ");
+                    info!(error = %e, "bus: no NATS server at {servers} yet; events wait in the queue until one answers");
                 } else {
                     self.outage_logged = true;
                     let servers = self.shared.config().bus.servers.join(",");
@@ -482,6 +496,12 @@ impl Publisher {
         }
         if self.outbox.is_empty() {
             debug!("bus: everything published");
+        } else if !self.connected_once {
+            // No NATS ever answered: said once at start already.
+            info!(
+                left = self.outbox.len(),
+                "bus: no NATS server answered; events not published"
+            );
         } else {
             warn!(
                 left = self.outbox.len(),
@@ -505,4 +525,15 @@ async fn next_ack(acks: &mut Option<Subscriber>) -> Option<async_nats::Message> 
         },
         None => std::future::pending().await,
     }
+}
+
+/// A failed connection attempt that only says no server answered (refused,
+/// timed out, no such host), as opposed to one that found a server and was
+/// turned away (authorization, TLS), which the operator must hear about.
+/// async-nats reports the kind only as text (`ConnectErrorKind`'s Display).
+fn nobody_there(e: &async_nats::ClientError) -> bool {
+    let s = e.to_string();
+    ["IO error", "timed out", "DNS error"]
+        .iter()
+        .any(|k| s.ends_with(k))
 }

@@ -81,26 +81,37 @@ pub(super) fn line_col(text: &str, pos: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Resolves a secret given inline, through an environment variable or in a file.
+/// Resolves a secret given inline, through an environment variable or in a
+/// file; `key` (`heartbeat.password`) names it in errors.
 pub(super) fn secret(
     cx: &Cx<'_>,
+    key: &str,
     inline: Option<String>,
     env: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
 ) -> Result<Option<Secret>, ConfigError> {
     if let Some(var) = env {
+        // The keys that also have a `_file` form.
+        let or_file = if ["heartbeat.password", "bus.password", "bus.nkey_seed"].contains(&key) {
+            format!(", or use {key}_file")
+        } else {
+            String::new()
+        };
         return match std::env::var(var.get_ref()) {
             Ok(v) => Ok(Some(Secret::new(v))),
             Err(_) => Err(cx.at(
                 &var,
-                format!("environment variable {} is not set", var.get_ref()),
+                format!(
+                    "{key}_env: environment variable {} is not set (export it{or_file})",
+                    var.get_ref()
+                ),
             )),
         };
     }
     if let Some(f) = file {
         return match std::fs::read_to_string(f.get_ref()) {
             Ok(v) => Ok(Some(Secret::new(v.trim_end_matches(['\r', '\n'])))),
-            Err(e) => Err(cx.at(&f, format!("cannot read {}: {e}", f.get_ref()))),
+            Err(e) => Err(cx.at(&f, format!("{key}_file: cannot read {}: {e}", f.get_ref()))),
         };
     }
     if inline.is_some() {

@@ -32,7 +32,13 @@ pub struct Heartbeat {
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, h: RawHeartbeat) -> Result<Heartbeat, ConfigError> {
-    let password = secret(cx, h.password, h.password_env, h.password_file)?;
+    let password = secret(
+        cx,
+        "heartbeat.password",
+        h.password,
+        h.password_env,
+        h.password_file,
+    )?;
     let count = |v: Option<Spanned<u32>>, what: &str, dflt: u32| -> Result<u32, ConfigError> {
         match v {
             None => Ok(dflt),

@@ -128,13 +128,25 @@ pub(super) fn resolve(cx: &Cx<'_>, i: RawIrc) -> Result<Irc, ConfigError> {
             },
         }
     };
-    let sasl_password = secret(cx, i.sasl_password, i.sasl_password_env, None)?;
+    let sasl_password = secret(
+        cx,
+        "irc.sasl_password",
+        i.sasl_password,
+        i.sasl_password_env,
+        None,
+    )?;
     Ok(Irc {
         server,
         tls: i.tls.unwrap_or(false),
         tls_ca_file: i.tls_ca_file.map(|s| PathBuf::from(s.into_inner())),
         tls_insecure: i.tls_insecure.unwrap_or(false),
-        server_password: secret(cx, i.server_password, i.server_password_env, None)?,
+        server_password: secret(
+            cx,
+            "irc.server_password",
+            i.server_password,
+            i.server_password_env,
+            None,
+        )?,
         alt_nicks: i.alt_nicks.unwrap_or_default(),
         user: i.user.unwrap_or_else(|| nick.clone()),
         realname: i.realname.unwrap_or_else(|| "holdfast relay".to_string()),
@@ -145,7 +157,13 @@ pub(super) fn resolve(cx: &Cx<'_>, i: RawIrc) -> Result<Irc, ConfigError> {
         nick,
         channels,
         sasl_password,
-        nickserv_password: secret(cx, i.nickserv_password, i.nickserv_password_env, None)?,
+        nickserv_password: secret(
+            cx,
+            "irc.nickserv_password",
+            i.nickserv_password,
+            i.nickserv_password_env,
+            None,
+        )?,
         post_logins: i.post_logins.unwrap_or(false),
         colors: i.colors.unwrap_or(false),
         admins: i.admins.unwrap_or_default(),

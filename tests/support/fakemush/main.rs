@@ -37,7 +37,27 @@ use tokio::signal::unix::{self as sig, SignalKind};
 
 const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-file FILE]
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
-       [--trust IP]... [--log FILE] [--mccp] [--pennmush-socket-header] [--motd TEXT]";
+       [--trust IP]... [--log FILE] [--mccp] [--pennmush-socket-header] [--motd TEXT]
+       [--demo]";
+
+/// `--help`: the usage, the accounts, and what the demo is.
+const HELP: &str = "fakemush: the small TinyMUSH-like game holdfast's tests run against, and
+the demo game scripts/run.sh starts behind holdfast (--demo: the MOTD says so).
+
+Accounts when no --user is given (name / password):
+  Alice      / alicepw
+  Bob        / bobpw
+  Wiz        / wizpw     (wizard: may @boot)
+  heartbeat  / hbpass    (wizard)
+With --user, only the accounts given exist; scripts/run.sh gives the demo
+Alice, Bob and Wiz as above and a plain `heartbeat` player whose password is
+$HOLDFAST_HEARTBEAT_PASSWORD (the one holdfast's sample config.toml reads).
+
+Commands once connected: say (or \"), pose (or :), think, look, WHO, help,
+@boot (wizards), QUIT.";
+
+/// `--demo`: the MOTD players see through holdfast in the quick start.
+const DEMO_MOTD: &str = "Demo MUSH: the game bundled with holdfast. Crash it (scripts/run.sh crash) and you stay connected; restart it (scripts/run.sh restart-game) and you are logged back in.";
 
 struct Args {
     listen: Vec<String>,
@@ -116,9 +136,10 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--mccp" => a.cfg.mccp = true,
+            "--demo" => a.cfg.motd = DEMO_MOTD.to_string(),
             "--pennmush-socket-header" => a.cfg.penn_header = true,
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{USAGE}\n\n{HELP}");
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown argument {arg:?}")),
