@@ -386,7 +386,7 @@ async fn write(c: &mut ProbeConn, data: &[u8], deadline: Instant) -> Result<(), 
 }
 
 /// For `templates.sync` (Evennia): sends the probe command, again every
-/// [`crate::session::SYNC_RESEND`], until its nonce comes back, proving the
+/// [`crate::login::SYNC_RESEND`], until its nonce comes back, proving the
 /// game has the connection and will not drop the login (Evennia drops input
 /// that arrives before its Portal hands the connection to its Server).
 async fn sync(c: &mut ProbeConn, template: &str, deadline: Instant) -> Result<(), String> {
@@ -394,7 +394,7 @@ async fn sync(c: &mut ProbeConn, template: &str, deadline: Instant) -> Result<()
     let cmd = render_nonce(template, &nonce);
     loop {
         write(c, &cmd, deadline).await?;
-        let step = (Instant::now() + crate::session::SYNC_RESEND).min(deadline);
+        let step = (Instant::now() + crate::login::SYNC_RESEND).min(deadline);
         match read_until(c, step, |buf| memmem::find(buf, nonce.as_bytes()).is_some()).await {
             Ok(()) => {
                 c.buf.clear();

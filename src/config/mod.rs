@@ -18,6 +18,7 @@ use regex::Regex;
 use toml::Spanned;
 
 use crate::secret::Secret;
+pub use flavor::QuitMatch;
 use raw::*;
 pub use raw::{ClientIpMode, Flavor};
 
@@ -34,7 +35,8 @@ pub mod defaults {
     pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
     /// `backends.connect_timeout`.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-    /// `heartbeat.interval`.
+    /// `heartbeat.interval` of the default flavor (each flavor has its
+    /// own, see `flavor.rs`).
     pub const HB_INTERVAL: Duration = Duration::from_secs(2);
     /// `heartbeat.timeout`.
     pub const HB_TIMEOUT: Duration = Duration::from_secs(2);
@@ -277,10 +279,23 @@ pub struct Templates {
     pub marker: String,
     /// The quit command.
     pub quit: String,
+    /// How the game matches `quit` at its connect screen.
+    pub quit_connect: QuitMatch,
+    /// How the game matches `quit` once the player is logged in.
+    pub quit_logged_in: QuitMatch,
     /// Lines that prove a login worked.
     pub login_success: Vec<Regex>,
-    /// Lines that prove a login failed.
+    /// Lines that prove a login failed (including [`Templates::refused`]).
     pub login_failure: Vec<Regex>,
+    /// Lines with which the game refuses or throttles a connection or login
+    /// because of a per-address limit (holdfast's address): retry later.
+    pub refused: Vec<Regex>,
+    /// The game's connect/disconnect announcements; each regex has a `name`
+    /// group naming the player.
+    pub announcements: Vec<Regex>,
+    /// How long after connecting the game may take to show its connect
+    /// screen (PennMUSH waits ~2 s for telnet negotiation).
+    pub banner_wait: Duration,
     /// How long a first login may take to be confirmed.
     pub login_confirm_timeout: Duration,
     /// Before logging in on a new connection (heartbeat, re-login), send the
@@ -701,7 +716,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         Heartbeat {
             user: h.user.filter(|u| !u.is_empty()),
             password,
-            interval: h.interval.map(|d| d.0).unwrap_or(defaults::HB_INTERVAL),
+            interval: h.interval.map(|d| d.0).unwrap_or(preset.probe_interval),
             timeout: h.timeout.map(|d| d.0).unwrap_or(defaults::HB_TIMEOUT),
             fall: positive(h.fall, "fall", defaults::HB_FALL)?,
             rise: positive(h.rise, "rise", defaults::HB_RISE)?,
@@ -738,7 +753,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 }
                 s.get_ref().clone()
             }
-            None => "@remotehost {ip}".to_string(),
+            None => preset.client_ip_command.to_string(),
         };
         let command_word = command
             .split_whitespace()
@@ -838,6 +853,14 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let templates = {
         let t = raw.templates;
+        for r in t.announcements.iter().flatten() {
+            if !r.get_ref().contains("(?P<name>") && !r.get_ref().contains("(?<name>") {
+                return Err(cx.at(
+                    r,
+                    "templates.announcements: each regex needs a (?P<name>...) group",
+                ));
+            }
+        }
         let need_nonce = |s: Option<Spanned<String>>,
                           dflt: &str,
                           what: &str,
@@ -864,8 +887,13 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             login,
             marker: need_nonce(t.marker, preset.marker, "marker", true)?,
             quit: t.quit.unwrap_or_else(|| preset.quit.to_string()),
+            quit_connect: t.quit_connect.unwrap_or(preset.quit_connect),
+            quit_logged_in: t.quit_logged_in.unwrap_or(preset.quit_logged_in),
             login_success: regexes(cx, t.login_success, preset.login_success)?,
             login_failure: regexes(cx, t.login_failure, preset.login_failure)?,
+            refused: regexes(cx, t.refused, preset.refused)?,
+            announcements: regexes(cx, t.announcements, preset.announcements)?,
+            banner_wait: t.banner_wait.map(|d| d.0).unwrap_or(preset.banner_wait),
             login_confirm_timeout: t
                 .login_confirm_timeout
                 .map(|d| d.0)
@@ -1060,6 +1088,10 @@ pub fn summary(cfg: &Config) -> String {
     );
     let ip = match cfg.client_ip.mode {
         ClientIpMode::Command => format!("command {:?}", cfg.client_ip.command),
+        // TinyMUSH and TinyMUX have no way at all to learn it.
+        ClientIpMode::None => "none: the game sees every player at holdfast's address \
+             (site locks, failed-login records and per-address limits apply to all of them)"
+            .to_string(),
         m => m.to_string(),
     };
     let _ = writeln!(s, "  client ip: {ip}");

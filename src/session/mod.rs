@@ -58,10 +58,7 @@ const CLIENT_READ: usize = 4 * 1024;
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Grace for an immediate probe beyond `interval + timeout`.
 const CHECK_GRACE: Duration = Duration::from_secs(1);
-/// While syncing a re-login (`templates.sync`), how often the marker is sent
-/// again: Evennia's Portal admits a connection every 1/MAX_CONNECTION_RATE
-/// (default 0.5s) and drops what arrived before.
-pub const SYNC_RESEND: Duration = Duration::from_millis(500);
+pub use crate::login::SYNC_RESEND;
 
 /// Why a session ended (the `reason` of `session.close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,7 +411,7 @@ impl Session {
             warn!("dropped a player line that would set the client address");
             return Ok(());
         }
-        let quit = login::is_quit(&line, &cfg.templates.quit);
+        let quit = login::is_quit(&line, &cfg.templates, self.user.is_some());
         let relaying = matches!(&self.backend, Some(b) if b.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)));
         if !relaying {
             if quit {
@@ -776,7 +773,7 @@ impl Session {
                 stale += 1;
                 continue;
             }
-            if login::is_quit(&line, &cfg.templates.quit) {
+            if login::is_quit(&line, &cfg.templates, self.user.is_some()) {
                 self.quit_sent = true;
             }
             telnet::escape_iac(&line, &mut data);
