@@ -290,12 +290,8 @@ impl Probe {
     }
 
     async fn send(&self, kind: ReportKind, reason: String) {
-        // A cancelled probe may be finishing a probe it started before the
-        // reload; the manager drops its reports by generation anyway.
-        if self.cancel.is_cancelled() {
-            debug!(backend = %self.backend.name, generation = self.generation, ?kind, "report of a cancelled probe dropped");
-            return;
-        }
+        // The manager also drops reports by generation: the cancellation
+        // may come while this one waits in the channel.
         let _ = self
             .report
             .send(ProbeReport {
@@ -308,6 +304,12 @@ impl Probe {
     }
 
     async fn record(&mut self, r: Result<Alive, ProbeError>, immediate: bool) {
+        if self.cancel.is_cancelled() {
+            // A reload replaced this probe while it was probing (its address
+            // changed): what it found is about the old address.
+            debug!(backend = %self.backend.name, generation = self.generation, "result of a cancelled probe dropped");
+            return;
+        }
         let cfg = self.config.borrow().clone();
         let (fall, rise) = (cfg.heartbeat.fall, cfg.heartbeat.rise);
         let new_state = match &r {
