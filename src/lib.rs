@@ -20,6 +20,7 @@
 //! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
 //! | `backend::connect` | TCP / Unix connections to a backend |
 //! | `backend::health` | one heartbeat probe task per backend: up, down, degraded |
+//! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
 //! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
 //! | `backend::pool` | preference order, active backend, failover decisions |
 //! | `state` | what the tasks share: config, pool view, session registry |

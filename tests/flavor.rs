@@ -312,3 +312,64 @@ fn check_says_the_game_sees_holdfasts_address() {
         }
     }
 }
+
+/// The test game's limits behave like TinyMUX's (connections from one
+/// address waiting at the connect screen, new connections per window,
+/// failed logins) and PennMUSH's exact `QUIT`.
+#[tokio::test]
+async fn test_game_limits_behave_like_the_real_servers() {
+    let dir = TempDir::new("limits");
+    let game = Game::start(
+        &dir,
+        &[
+            "--max-preauth",
+            "2",
+            "--login-fail-limit",
+            "2/60",
+            "--quit-case",
+            "exact",
+            "--banner-delay",
+            "100",
+        ],
+    );
+    let mut a = Client::connect(game.addr).await;
+    a.expect("connect <name>").await;
+    let mut b = Client::connect(game.addr).await;
+    b.expect("connect <name>").await;
+    let mut c = Client::connect(game.addr).await;
+    c.expect("Too many connections from your address are waiting to log in")
+        .await;
+    c.expect_closed().await;
+    // Failed logins: two answered, then the throttle line, even for the
+    // right password.
+    for _ in 0..2 {
+        a.send("connect Alice wrong").await;
+        a.expect("Either that player does not exist").await;
+    }
+    a.send("connect Alice alicepw").await;
+    a.expect("Too many failed login attempts from your address")
+        .await;
+    // Exact QUIT only.
+    b.send("quit").await;
+    b.expect("connect <name>").await;
+    b.send("QUIT").await;
+    b.expect("Goodbye.").await;
+    b.expect_closed().await;
+
+    // New connections per address per window: the third is closed without
+    // a word.
+    let rated = Game::start(&dir, &["--conn-rate", "2/60"]);
+    let mut keep = Vec::new();
+    for _ in 0..2 {
+        let mut x = Client::connect(rated.addr).await;
+        x.expect("connect <name>").await;
+        keep.push(x);
+    }
+    let mut y = Client::connect(rated.addr).await;
+    y.expect_closed().await;
+    assert!(y.raw.is_empty(), "refused with words: {:?}", y.text);
+    assert!(rated
+        .events()
+        .iter()
+        .any(|e| e["t"] == "refused" && e["why"] == "rate"));
+}

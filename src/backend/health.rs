@@ -35,13 +35,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::degraded::{Alive, Degraded};
+pub use super::degraded::{DEGRADED_WARN_EVERY, LOGIN_RETRY};
 pub use super::probe::ProbeError;
 use super::probe::{self, LoginOutcome, ProbeConn};
 use crate::config::{Backend, Config, Heartbeat};
@@ -50,13 +51,6 @@ use crate::secret::Secret;
 
 /// Queued immediate-check requests before senders wait.
 const CHECK_QUEUE: usize = 1024;
-/// While the probe is degraded, its warning is logged again this often.
-pub const DEGRADED_WARN_EVERY: Duration = Duration::from_secs(300);
-/// A rejected heartbeat login is tried again after this long.
-pub const LOGIN_RETRY: Duration = Duration::from_secs(300);
-/// Probes in a row in which only the connect screen answered (the
-/// heartbeat player's `think` did not) before the probe is degraded.
-const STUCK_DEGRADED_AFTER: u32 = 3;
 
 /// Probe generations, unique in the process.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -144,10 +138,7 @@ pub fn spawn(
         state: None,
         oks: 0,
         fails: 0,
-        degraded: None,
-        warned_at: None,
-        stuck: 0,
-        login_block: None,
+        degraded: Degraded::default(),
     };
     tokio::spawn(probe.run(check_rx));
     ProbeHandle {
@@ -156,30 +147,6 @@ pub fn spawn(
         backend,
         generation,
     }
-}
-
-/// The game is alive; how much of the probe worked.
-enum Alive {
-    /// The logged-in probe answered.
-    Answered,
-    /// No heartbeat user: the connect screen came.
-    ConnectOnly,
-    /// The login is held back after a rejection: the connect screen came.
-    LoginHeld,
-    /// Only the connect screen came; the login or its `think` did not
-    /// answer (why).
-    Screen(String),
-    /// The heartbeat login was rejected with this line.
-    Rejected(String),
-    /// The game refused holdfast's address with this line.
-    Refused(String),
-}
-
-/// A rejected login, not tried again before `until` with the same settings.
-struct LoginBlock {
-    until: Instant,
-    user: Option<String>,
-    password: Option<Secret>,
 }
 
 struct Probe {
@@ -192,13 +159,7 @@ struct Probe {
     state: Option<bool>,
     oks: u32,
     fails: u32,
-    /// Why the probe is degraded, if it is.
-    degraded: Option<String>,
-    /// When the degraded warning was last logged.
-    warned_at: Option<Instant>,
-    /// Probes in a row in which only the connect screen answered.
-    stuck: u32,
-    login_block: Option<LoginBlock>,
+    degraded: Degraded,
 }
 
 impl Probe {
@@ -358,76 +319,18 @@ impl Probe {
 
     /// Updates the degraded state from a probe that found the game alive.
     async fn note_degraded(&mut self, alive: Alive, hb: &Heartbeat) {
-        let now = Instant::now();
-        let next = match alive {
-            Alive::Answered | Alive::ConnectOnly => {
-                self.stuck = 0;
-                None
-            }
-            Alive::LoginHeld => self.degraded.clone(),
-            Alive::Screen(why) => {
-                self.stuck += 1;
-                if self.stuck >= STUCK_DEGRADED_AFTER {
-                    Some(format!(
-                        "heartbeat player does not answer ({why}); only the connect screen shows the game is up"
-                    ))
-                } else {
-                    self.degraded.clone()
-                }
-            }
-            Alive::Rejected(line) => {
-                self.login_block = Some(LoginBlock {
-                    until: now + LOGIN_RETRY,
-                    user: hb.user.clone(),
-                    password: hb.password.clone(),
-                });
-                Some(format!(
-                    "heartbeat login rejected ({line}): check heartbeat.user and its password; quit and crash cannot be told apart"
-                ))
-            }
-            Alive::Refused(line) => Some(format!(
-                "the game refuses holdfast's address ({line}): raise its per-address limits"
-            )),
-        };
-        match (&self.degraded, next) {
-            (None, None) => {}
-            (Some(_), None) => {
-                self.degraded = None;
-                self.warned_at = None;
-                info!(backend = %self.backend.name, "heartbeat probe healthy again");
-                self.send(ReportKind::Healthy, "probe answered".into())
-                    .await;
-            }
-            (old, Some(reason)) => {
-                let changed = old.as_deref() != Some(reason.as_str());
-                let due = self
-                    .warned_at
-                    .is_none_or(|t| now.duration_since(t) >= DEGRADED_WARN_EVERY);
-                if changed || due {
-                    warn!(backend = %self.backend.name, %reason, "heartbeat probe degraded");
-                    self.warned_at = Some(now);
-                }
-                if changed {
-                    self.degraded = Some(reason.clone());
-                    self.send(ReportKind::Degraded, reason).await;
-                }
-            }
+        let step = self.degraded.note(alive, hb, Instant::now());
+        if step.warn {
+            let reason = self.degraded.reason().unwrap_or_default();
+            warn!(backend = %self.backend.name, %reason, "heartbeat probe degraded");
         }
-    }
-
-    /// Whether the heartbeat login is held back after a rejection.
-    fn login_held(&mut self, hb: &Heartbeat) -> bool {
-        match &self.login_block {
-            Some(b)
-                if Instant::now() < b.until && b.user == hb.user && b.password == hb.password =>
-            {
-                true
-            }
-            Some(_) => {
-                self.login_block = None;
-                false
-            }
-            None => false,
+        if let Some(reason) = step.degraded {
+            self.send(ReportKind::Degraded, reason).await;
+        }
+        if step.healthy {
+            info!(backend = %self.backend.name, "heartbeat probe healthy again");
+            self.send(ReportKind::Healthy, "probe answered".into())
+                .await;
         }
     }
 
@@ -441,7 +344,7 @@ impl Probe {
             self.screen(&cfg).await?;
             return Ok(Alive::ConnectOnly);
         };
-        if self.login_held(hb) {
+        if self.degraded.login_held(hb, Instant::now()) {
             self.conn = None;
             self.screen(&cfg).await?;
             return Ok(Alive::LoginHeld);
