@@ -17,10 +17,12 @@
 //! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
 //! | `session` | one player: relaying, held, re-login (a state machine) |
 //! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams, the negotiation policy that answers new backends for the player |
-//! | `login` | `connect` line capture, login/marker templates, nonces |
+//! | `login` | `connect` line capture, login/marker templates, nonces, quit detection per flavor |
 //! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
 //! | `backend::connect` | TCP / Unix connections to a backend |
-//! | `backend::health` | one heartbeat probe task per backend |
+//! | `backend::health` | one heartbeat probe task per backend: up, down, degraded |
+//! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
+//! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
 //! | `backend::pool` | preference order, active backend, failover decisions |
 //! | `state` | what the tasks share: config, pool view, session registry |
 //! | `limiter` | token bucket that spreads re-logins out |

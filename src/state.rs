@@ -31,6 +31,8 @@ pub struct BackendView {
     pub since: SystemTime,
     /// Why it is down (last probe error).
     pub reason: String,
+    /// Why the probe is degraded (game up, probe not fully working).
+    pub degraded: Option<String>,
 }
 
 /// The pool as sessions see it: which backend is active and who is up.
@@ -395,6 +397,7 @@ impl Shared {
                     up: None,
                     since: SystemTime::now(),
                     reason: "not probed yet".into(),
+                    degraded: None,
                 })
                 .collect(),
             epoch: 0,

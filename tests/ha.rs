@@ -54,20 +54,23 @@ async fn kill_and_restart_keeps_players_and_logs_them_back_in() {
 async fn silent_host_is_detected_by_the_heartbeat() {
     let dir = TempDir::new("silent");
     let game = Game::start(&dir, &[]);
-    // interval 500ms + timeout 500ms, and one missed probe is enough.
+    // interval 500ms + timeout 500ms, and one missed probe is enough; the
+    // stuck probe connection is replaced by a new one, which gets no
+    // connect screen within banner_wait + timeout (1s).
     let proxy = Proxy::start(
         &dir,
         &config_for(
             &[&game],
-            "[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfall = 1\n",
+            "[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfall = 1\n[templates]\nbanner_wait = \"500ms\"\n",
         ),
     );
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     let mut bob = Client::login(proxy.addr, "Bob", "bobpw").await;
     game.freeze();
     let t0 = Instant::now();
-    // interval + timeout, plus scheduling slack for a loaded 2-core CI.
-    let within = Duration::from_millis(1000 + 500);
+    // interval + timeout + banner_wait + timeout, plus scheduling slack
+    // for a loaded 2-core CI.
+    let within = Duration::from_millis(2000 + 700);
     alice.expect_within(OFFLINE, within).await;
     bob.expect_within(OFFLINE, within).await;
     eprintln!("offline notice after {:?} of silence", t0.elapsed());

@@ -154,6 +154,7 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
                 "since": rfc3339(b.since),
                 "since_s": SystemTime::now().duration_since(b.since).unwrap_or_default().as_secs(),
                 "reason": b.reason,
+                "degraded": b.degraded,
                 "active": b.name == pool.active,
             })
         })

@@ -186,6 +186,8 @@ pub fn render_table(replies: &[Value]) -> String {
             );
             if state != "up" {
                 let _ = write!(l, "  {}", s(&b["reason"]));
+            } else if b["degraded"].is_string() {
+                let _ = write!(l, "  probe degraded: {}", s(&b["degraded"]));
             }
             let _ = writeln!(out, "{l}");
         }

@@ -44,7 +44,7 @@ pub(super) fn resolve(
             }
             s.get_ref().clone()
         }
-        None => "@remotehost {ip}".to_string(),
+        None => preset.client_ip_command.to_string(),
     };
     let command_word = command
         .split_whitespace()

@@ -31,7 +31,11 @@ pub struct Heartbeat {
     pub rise: u32,
 }
 
-pub(super) fn resolve(cx: &Cx<'_>, h: RawHeartbeat) -> Result<Heartbeat, ConfigError> {
+pub(super) fn resolve(
+    cx: &Cx<'_>,
+    h: RawHeartbeat,
+    preset: &super::flavor::Preset,
+) -> Result<Heartbeat, ConfigError> {
     let password = secret(
         cx,
         "heartbeat.password",
@@ -55,7 +59,7 @@ pub(super) fn resolve(cx: &Cx<'_>, h: RawHeartbeat) -> Result<Heartbeat, ConfigE
             cx,
             h.interval,
             "heartbeat.interval",
-            defaults::HB_INTERVAL,
+            preset.probe_interval,
             MIN_INTERVAL,
         )?,
         timeout: positive(cx, h.timeout, "heartbeat.timeout", defaults::HB_TIMEOUT)?,

@@ -42,6 +42,7 @@ pub use bus::Bus;
 pub use client_ip::ClientIp;
 pub use cx::ConfigError;
 pub use failover::Failover;
+pub use flavor::QuitMatch;
 pub use heartbeat::{Heartbeat, MIN_INTERVAL as MIN_HEARTBEAT_INTERVAL};
 pub use irc::{Irc, IrcFormats};
 pub use limits::{Limits, Telnet};
@@ -155,7 +156,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let preset = flavor::preset(flavor);
     let listen = listen::resolve(cx, raw.listen)?;
     let (backends, backend_addr_pos) = backends::resolve(cx, raw.backends)?;
-    let heartbeat = heartbeat::resolve(cx, raw.heartbeat)?;
+    let heartbeat = heartbeat::resolve(cx, raw.heartbeat, &preset)?;
     let failover = failover::resolve(raw.failover);
     let client_ip = client_ip::resolve(cx, raw.client_ip, flavor, &preset, &backends)?;
     let notices = notices::resolve(cx, raw.notices)?;

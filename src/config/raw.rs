@@ -47,9 +47,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavor {
-    /// TinyMUSH 3 (the default).
+    /// TinyMUSH 3 / 4 (the default).
     #[default]
     Tinymush,
+    /// TeenyMUSH (Perl; `@remotehostname`).
+    Teenymush,
     /// PennMUSH.
     Pennmush,
     /// TinyMUX.
@@ -64,6 +66,7 @@ impl fmt::Display for Flavor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Flavor::Tinymush => "tinymush",
+            Flavor::Teenymush => "teenymush",
             Flavor::Pennmush => "pennmush",
             Flavor::Tinymux => "tinymux",
             Flavor::Evennia => "evennia",
@@ -226,9 +229,14 @@ pub struct RawTemplates {
     pub login: Option<Spanned<String>>,
     pub marker: Option<Spanned<String>>,
     pub quit: Option<String>,
+    pub quit_connect: Option<super::flavor::QuitMatch>,
+    pub quit_logged_in: Option<super::flavor::QuitMatch>,
     pub login_success: Option<Vec<Spanned<String>>>,
     pub login_failure: Option<Vec<Spanned<String>>>,
+    pub refused: Option<Vec<Spanned<String>>>,
+    pub announcements: Option<Vec<Spanned<String>>>,
     pub login_confirm_timeout: Option<Spanned<Dur>>,
+    pub banner_wait: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -48,6 +48,10 @@ pub fn summary(cfg: &Config) -> String {
     );
     let ip = match cfg.client_ip.mode {
         ClientIpMode::Command => format!("command {:?}", cfg.client_ip.command),
+        // TinyMUSH and TinyMUX have no way at all to learn it.
+        ClientIpMode::None => "none: the game sees every player at holdfast's address \
+             (site locks, failed-login records and per-address limits apply to all of them)"
+            .to_string(),
         m => m.to_string(),
     };
     let _ = writeln!(s, "  client ip: {ip}");

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::cx::{positive, regexes, ConfigError, Cx};
 use super::defaults;
-use super::flavor::Preset;
+use super::flavor::{Preset, QuitMatch};
 use super::raw::RawTemplates;
 
 /// `[templates]`, resolved from the flavor preset and overrides.
@@ -24,10 +24,23 @@ pub struct Templates {
     pub marker: String,
     /// The quit command.
     pub quit: String,
+    /// How the game matches `quit` at its connect screen.
+    pub quit_connect: QuitMatch,
+    /// How the game matches `quit` once the player is logged in.
+    pub quit_logged_in: QuitMatch,
     /// Lines that prove a login worked.
     pub login_success: Vec<Regex>,
-    /// Lines that prove a login failed.
+    /// Lines that prove a login failed (including [`Templates::refused`]).
     pub login_failure: Vec<Regex>,
+    /// Lines with which the game refuses or throttles a connection or login
+    /// because of a per-address limit (holdfast's address): retry later.
+    pub refused: Vec<Regex>,
+    /// The game's connect/disconnect announcements; each regex has a `name`
+    /// group naming the player.
+    pub announcements: Vec<Regex>,
+    /// How long after connecting the game may take to show its connect
+    /// screen (PennMUSH waits ~2 s for telnet negotiation).
+    pub banner_wait: Duration,
     /// How long a first login may take to be confirmed.
     pub login_confirm_timeout: Duration,
     /// Before logging in on a new connection (heartbeat, re-login), send the
@@ -62,6 +75,14 @@ pub(super) fn resolve(
         Some(s) => s.into_inner(),
         None => preset.login.to_string(),
     };
+    for r in t.announcements.iter().flatten() {
+        if !r.get_ref().contains("(?P<name>") && !r.get_ref().contains("(?<name>") {
+            return Err(cx.at(
+                r,
+                "templates.announcements: each regex needs a (?P<name>...) group",
+            ));
+        }
+    }
     let login_success = regexes(cx, t.login_success, preset.login_success)?;
     let marker = match t.marker {
         None => preset.marker.to_string(),
@@ -84,8 +105,18 @@ pub(super) fn resolve(
         login,
         marker,
         quit: t.quit.unwrap_or_else(|| preset.quit.to_string()),
+        quit_connect: t.quit_connect.unwrap_or(preset.quit_connect),
+        quit_logged_in: t.quit_logged_in.unwrap_or(preset.quit_logged_in),
         login_success,
         login_failure: regexes(cx, t.login_failure, preset.login_failure)?,
+        refused: regexes(cx, t.refused, preset.refused)?,
+        announcements: regexes(cx, t.announcements, preset.announcements)?,
+        banner_wait: positive(
+            cx,
+            t.banner_wait,
+            "templates.banner_wait",
+            preset.banner_wait,
+        )?,
         login_confirm_timeout: positive(
             cx,
             t.login_confirm_timeout,

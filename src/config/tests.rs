@@ -13,8 +13,8 @@ fn minimal_defaults() {
     assert_eq!(c.backends.len(), 1);
     assert_eq!(c.listen.max_per_ip, defaults::MAX_PER_IP);
     assert_eq!(c.heartbeat.interval, defaults::HB_INTERVAL);
-    assert_eq!(c.client_ip.mode, ClientIpMode::Command);
-    assert_eq!(c.client_ip.command_word, "@remotehost");
+    // TinyMUSH has no way to learn a client's address.
+    assert_eq!(c.client_ip.mode, ClientIpMode::None);
     assert!(c.bus.servers.is_empty());
 }
 
@@ -22,13 +22,20 @@ fn minimal_defaults() {
 fn preset_regexes_compile() {
     for f in [
         Flavor::Tinymush,
+        Flavor::Teenymush,
         Flavor::Pennmush,
         Flavor::Tinymux,
         Flavor::Evennia,
         Flavor::Custom,
     ] {
         let p = flavor::preset(f);
-        for r in p.login_success.iter().chain(p.login_failure) {
+        for r in p
+            .login_success
+            .iter()
+            .chain(p.login_failure)
+            .chain(p.refused)
+            .chain(p.announcements)
+        {
             Regex::new(r).unwrap();
         }
     }

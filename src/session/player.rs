@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::{clientip, login, telnet};
 
 impl Core {
-
     /// Bytes from the player.
     pub fn player_data(&mut self, ctx: &mut Ctx, data: &[u8], out: &mut Actions) {
         let cfg = ctx.cfg;
@@ -171,7 +170,7 @@ impl Core {
 
     /// Whether `line` quits the game, as this game decides it.
     pub(super) fn is_quit(&self, cfg: &Config, line: &[u8]) -> bool {
-        login::is_quit(line, &cfg.templates.quit)
+        login::is_quit(line, &cfg.templates, self.user.is_some())
     }
 
     /// Connected to a game whose output flows to the player (not a re-login

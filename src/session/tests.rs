@@ -54,6 +54,7 @@ fn view(name: &str, up: Option<bool>) -> BackendView {
         up,
         since: SystemTime::now(),
         reason: String::new(),
+        degraded: None,
     }
 }
 

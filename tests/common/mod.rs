@@ -412,6 +412,11 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
     if !extra.contains("[heartbeat]") {
         s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"2s\"\n");
     }
+    // fakemush's tinymush flavor has `@remotehost`, which real TinyMUSH
+    // lacks (so the flavor's default is "none").
+    if !extra.contains("flavor") && !extra.contains("[client_ip]") {
+        s.push_str("[client_ip]\nmode = \"command\"\n");
+    }
     for (i, g) in games.iter().enumerate() {
         s.push_str(&format!(
             "[[backends]]\nname = \"b{i}\"\naddr = \"{}\"\n",

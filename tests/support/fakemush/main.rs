@@ -23,6 +23,7 @@ mod conn;
 mod eval;
 mod game;
 mod jlog;
+mod limits;
 mod telnet;
 
 use conn::Peer;
@@ -38,7 +39,9 @@ use tokio::signal::unix::{self as sig, SignalKind};
 const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-file FILE]
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
        [--trust IP]... [--log FILE] [--mccp] [--pennmush-socket-header] [--motd TEXT]
-       [--demo]";
+       [--quit-case any|mux|exact] [--quota N] [--max-preauth N] [--conn-rate N/SECS]
+       [--login-fail-limit N/SECS] [--banner-delay MS] [--demo]
+(see limits.rs for what the six limit options do)";
 
 /// `--help`: the usage, the accounts, and what the demo is.
 const HELP: &str = "fakemush: the small TinyMUSH-like game holdfast's tests run against, and
@@ -98,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
             motd: "Welcome to FakeMUSH. This is a test server.".to_string(),
             mccp: false,
             penn_header: false,
+            limits: limits::Limits::default(),
         },
     };
     let mut trust_given = false;
@@ -137,6 +141,38 @@ fn parse_args() -> Result<Args, String> {
             }
             "--mccp" => a.cfg.mccp = true,
             "--demo" => a.cfg.motd = DEMO_MOTD.to_string(),
+            "--quit-case" => {
+                let v = val()?;
+                a.cfg.limits.quit_case = limits::QuitCase::parse(&v)
+                    .ok_or_else(|| format!("bad --quit-case {v:?} (any, mux or exact)"))?;
+            }
+            "--quota" => {
+                let v = val()?;
+                a.cfg.limits.quota = Some(v.parse().map_err(|_| format!("bad --quota {v:?}"))?);
+            }
+            "--max-preauth" => {
+                let v = val()?;
+                a.cfg.limits.max_preauth =
+                    Some(v.parse().map_err(|_| format!("bad --max-preauth {v:?}"))?);
+            }
+            "--conn-rate" => {
+                let v = val()?;
+                a.cfg.limits.conn_rate = Some(
+                    limits::Window::parse(&v).ok_or_else(|| format!("bad --conn-rate {v:?}"))?,
+                );
+            }
+            "--login-fail-limit" => {
+                let v = val()?;
+                a.cfg.limits.login_fail = Some(
+                    limits::Window::parse(&v)
+                        .ok_or_else(|| format!("bad --login-fail-limit {v:?}"))?,
+                );
+            }
+            "--banner-delay" => {
+                let v = val()?;
+                let ms: u64 = v.parse().map_err(|_| format!("bad --banner-delay {v:?}"))?;
+                a.cfg.limits.banner_delay = Some(Duration::from_millis(ms));
+            }
             "--pennmush-socket-header" => a.cfg.penn_header = true,
             "-h" | "--help" => {
                 println!("{USAGE}\n\n{HELP}");
@@ -234,6 +270,17 @@ async fn main() {
     );
     eprintln!("fakemush listening on {listening}");
 
+    if game.cfg.limits.quota.is_some() {
+        let game = game.clone();
+        tokio::spawn(async move {
+            // A little over a second, so an idle game does refill.
+            let mut t = tokio::time::interval(Duration::from_millis(1050));
+            loop {
+                t.tick().await;
+                game.quota_tick();
+            }
+        });
+    }
     for l in tcp {
         let game = game.clone();
         tokio::spawn(async move {

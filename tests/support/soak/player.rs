@@ -786,7 +786,11 @@ impl Player {
 
     fn schedule_drop(&mut self) {
         if let Some((a, b)) = self.spec.drop_every {
-            let s = if b > a { self.rng.random_range(a..=b) } else { a };
+            let s = if b > a {
+                self.rng.random_range(a..=b)
+            } else {
+                a
+            };
             self.next_drop = Some(Instant::now() + Duration::from_secs(s));
         }
     }
