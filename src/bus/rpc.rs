@@ -184,6 +184,8 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
             "server": format!("{}:{}", info.host, info.port),
             "server_name": info.server_name,
             "connects": get(&stats.connects),
+            "jetstream": cfg.bus.jetstream,
+            "stream": stats.stream.load(Ordering::Relaxed),
         },
     })
 }

@@ -344,6 +344,14 @@ pub struct Bus {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// `bus.jetstream`: store events in a JetStream stream.
+    pub jetstream: bool,
+    /// `bus.stream` (default `HOLDFAST_EVENTS`).
+    pub stream: String,
+    /// `bus.stream_max_age` (default 7 days).
+    pub stream_max_age: Duration,
+    /// `bus.rpc_allow`: the request methods answered (default: read-only).
+    pub rpc_allow: Vec<String>,
 }
 
 /// `[irc]`, read by `holdfast irc`.
@@ -985,6 +993,43 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             tls_ca_file: file(b.tls_ca_file, "tls_ca_file")?,
             tls_cert_file: file(b.tls_cert_file, "tls_cert_file")?,
             tls_key_file: file(b.tls_key_file, "tls_key_file")?,
+            jetstream: b.jetstream.unwrap_or(false),
+            stream: match b.stream {
+                Some(n) if !crate::bus::valid_stream_name(n.get_ref()) => {
+                    return Err(cx.at(
+                        &n,
+                        "bus.stream must be a name without spaces, dots, slashes or wildcards",
+                    ))
+                }
+                Some(n) => n.into_inner(),
+                None => crate::bus::DEFAULT_STREAM.to_string(),
+            },
+            stream_max_age: b
+                .stream_max_age
+                .map(|d| d.0)
+                .unwrap_or(crate::bus::DEFAULT_STREAM_MAX_AGE),
+            rpc_allow: match b.rpc_allow {
+                None => crate::bus::DEFAULT_RPC_ALLOW
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect(),
+                Some(v) => {
+                    if let Some(m) = v
+                        .iter()
+                        .find(|m| !crate::bus::RPC_METHODS.contains(&m.get_ref().as_str()))
+                    {
+                        return Err(cx.at(
+                            m,
+                            format!(
+                                "bus.rpc_allow: unknown method {:?} (methods: {})",
+                                m.get_ref(),
+                                crate::bus::RPC_METHODS.join(", ")
+                            ),
+                        ));
+                    }
+                    v.into_iter().map(Spanned::into_inner).collect()
+                }
+            },
         }
     };
 

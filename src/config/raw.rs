@@ -271,6 +271,10 @@ pub struct RawBus {
     pub tls_cert_file: Option<Spanned<String>>,
     pub tls_key_file: Option<Spanned<String>>,
     pub request_timeout: Option<Dur>,
+    pub jetstream: Option<bool>,
+    pub stream: Option<Spanned<String>>,
+    pub stream_max_age: Option<Dur>,
+    pub rpc_allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
