@@ -108,8 +108,10 @@ async fn publisher_throughput() {
 async fn throughput(jetstream: bool, n: u64) -> (f64, Option<f64>) {
     let dir = TempDir::new("bench-js");
     let nats = NatsServer::start_js(&dir);
-    let extra = format!("queue_size = 300000
-jetstream = {jetstream}");
+    let extra = format!(
+        "queue_size = 300000
+jetstream = {jetstream}"
+    );
     let text = format!(
         "game = \"Bench\"\n[[backends]]\nname = \"b0\"\naddr = \"127.0.0.1:1\"\n{}",
         bus_toml(&[nats.url()], "bench", &extra)

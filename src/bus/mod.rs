@@ -101,6 +101,8 @@ pub struct BusStats {
     /// Events go through the JetStream stream right now (`bus.jetstream`
     /// and the stream is usable).
     pub stream: AtomicBool,
+    /// Instances seen on the presence subject.
+    pub peers: presence::Peers,
 }
 
 /// Subjects of one instance.

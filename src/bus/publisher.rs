@@ -92,6 +92,17 @@ enum JsNote {
     Acked(BatchAck),
 }
 
+/// The payload of batch `marker`'s marker: its number and 128 random
+/// bits, which a client that may publish to our inbox cannot guess.
+fn marker_token(marker: u64) -> Bytes {
+    Bytes::from(format!("{marker}.{:032x}", rand::random::<u128>()))
+}
+
+/// True if `payload` is the marker of the batch in flight `f`.
+fn confirms(f: &Inflight, payload: &[u8]) -> bool {
+    !f.token.is_empty() && f.token == payload
+}
+
 /// The batch waiting for its confirmation.
 #[derive(Debug, Clone)]
 struct Inflight {
@@ -360,7 +371,7 @@ impl Publisher {
             }
             return;
         }
-        let token = Bytes::from(format!("{marker}.{:032x}", rand::random::<u128>()));
+        let token = marker_token(marker);
         let client = self.client.clone();
         let ack_subject = self.ack_subject.clone();
         let confirm = self.confirm;
@@ -439,7 +450,7 @@ impl Publisher {
     fn on_ack(&mut self, payload: &[u8]) {
         // A marker from an abandoned batch (or a forged one) proves
         // nothing about this one.
-        if self.inflight.as_ref().is_some_and(|f| f.token == payload) {
+        if self.inflight.as_ref().is_some_and(|f| confirms(f, payload)) {
             self.confirmed();
         }
     }
@@ -482,5 +493,31 @@ async fn next_ack(acks: &mut Option<Subscriber>) -> Option<async_nats::Message> 
             }
         },
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_marker_confirms() {
+        let f = Inflight {
+            marker: 7,
+            token: marker_token(7),
+            deadline: Instant::now(),
+        };
+        assert!(confirms(&f, &f.token));
+        // The guesses a forger could make without reading our inbox.
+        for forged in ["7", "7.", "8", ""] {
+            assert!(!confirms(&f, forged.as_bytes()), "{forged:?}");
+        }
+        assert_ne!(marker_token(7), f.token, "every batch has its own token");
+        // A JetStream batch has no marker: nothing on the inbox confirms it.
+        let js = Inflight {
+            token: Bytes::new(),
+            ..f
+        };
+        assert!(!confirms(&js, b""));
     }
 }
