@@ -273,7 +273,10 @@ mod tests {
         assert!(!all_answered(&[]));
         assert!(!all_answered(std::slice::from_ref(&a)), "b is missing");
         assert!(all_answered(&[a.clone(), b.clone()]));
-        assert!(all_answered(std::slice::from_ref(&b)), "b knows nobody else");
+        assert!(
+            all_answered(std::slice::from_ref(&b)),
+            "b knows nobody else"
+        );
         let old = json!({"instance": "c"});
         assert!(!all_answered(&[a, b, old]), "an old version: wait");
     }

@@ -41,6 +41,9 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_ACK_PENDING: i64 = 1000;
 /// Pause before trying the stream or consumer again after a failure.
 const RETRY: Duration = Duration::from_secs(2);
+/// After failing this long to use the stream (no permission, say), the
+/// relay reads events plainly rather than not at all.
+const GIVE_UP: Duration = Duration::from_secs(30);
 
 /// One event for the relay.
 #[derive(Debug)]
@@ -85,7 +88,19 @@ pub async fn feed(
         return;
     }
     let mut warned = false;
+    let mut failing_since: Option<Instant> = None;
     while !stop.is_cancelled() {
+        if failing_since.is_some_and(|t| t.elapsed() >= GIVE_UP) {
+            warn!(consumer = %name, "cannot read events through JetStream; reading them plainly (events while the relay is away are not posted)");
+            match client
+                .subscribe(format!("{}.event.>", bus.subject_prefix))
+                .await
+            {
+                Ok(sub) => forward_plain(sub, &tx, &stop).await,
+                Err(e) => warn!(error = %e, "cannot subscribe to events"),
+            }
+            return;
+        }
         if !super::nats::is_up(&client) {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -106,6 +121,7 @@ pub async fn feed(
                 return;
             }
             Err(EnsureError::Other(e)) => {
+                failing_since.get_or_insert_with(Instant::now);
                 if !warned {
                     warned = true;
                     warn!(error = %e, "JetStream stream not usable yet; retrying");
@@ -116,7 +132,14 @@ pub async fn feed(
                 }
             }
         }
+        let started = Instant::now();
         if let Err(e) = consume(&client, &bus, &name, &tx, &stop).await {
+            // A consumer that ran a while and broke is a new failure; one
+            // that never started adds to the old one.
+            if started.elapsed() >= GIVE_UP {
+                failing_since = None;
+            }
+            failing_since.get_or_insert_with(Instant::now);
             warn!(error = %e, consumer = %name, "JetStream consumer failed; retrying");
             tokio::select! {
                 _ = stop.cancelled() => return,
