@@ -117,9 +117,17 @@ accounts {{
           subscribe: {{ allow: ["{p}.rpc.hf1.*", "{p}.rpc.all.*", "{p}.presence", "_INBOX.>"] }}
       }} }}
       {{ user: relay, password: "relay-Pw-2", permissions: {{
-          publish: {{ allow: ["{p}.rpc.*.status", "{p}.rpc.*.sessions"] }}
+          publish: {{ allow: ["{p}.rpc.*.status", "{p}.rpc.*.sessions",
+                              "$JS.API.STREAM.INFO.HOLDFAST_EVENTS",
+                              "$JS.API.STREAM.CREATE.HOLDFAST_EVENTS",
+                              "$JS.API.STREAM.UPDATE.HOLDFAST_EVENTS",
+                              "$JS.API.CONSUMER.*.HOLDFAST_EVENTS.>",
+                              "$JS.API.CONSUMER.DURABLE.CREATE.HOLDFAST_EVENTS.>",
+                              "$JS.API.CONSUMER.MSG.NEXT.HOLDFAST_EVENTS.>",
+                              "$JS.ACK.HOLDFAST_EVENTS.>"] }}
           subscribe: {{ allow: ["{p}.event.>", "{p}.presence", "_INBOX.>"] }}
       }} }}
+      {{ user: admin, password: "admin-Pw-4" }}
       {{ user: operator, password: "op-Pw-3", permissions: {{
           publish: {{ allow: ["{p}.rpc.>"] }}
           subscribe: {{ allow: ["{p}.>", "_INBOX.>"] }}
@@ -214,6 +222,52 @@ async fn nats_permissions_keep_failover_to_operators() {
     );
     proxy.assert_no_passwords();
     assert!(!proxy.logs().contains("proxy-Pw-1"));
+
+    // `holdfast irc` as the relay user reads through its durable consumer
+    // and acks (its IRC server is nowhere; the bus side runs anyway).
+    let relay_conf = format!(
+        "{}[irc]\nserver = \"127.0.0.1:{}\"\nchannels = [\"#c\"]\n",
+        cfg(
+            &[&g0],
+            &[nats.url()],
+            "relay",
+            "user = \"relay\"\npassword = \"relay-Pw-2\"\njetstream = true"
+        ),
+        free_port()
+    );
+    let irc = common::irc_watch::RelayProc::start(&dir, &relay_conf);
+    irc.wait_log_n("reading events through JetStream", 1).await;
+    alice.send("QUIT").await;
+    alice.expect_closed().await;
+    let admin = as_user(&nats.url(), "admin", "admin-Pw-4").await;
+    let js = async_nats::jetstream::new(admin);
+    let t0 = Instant::now();
+    loop {
+        let stream = js.get_stream("HOLDFAST_EVENTS").await.unwrap();
+        let last = stream.cached_info().state.last_sequence;
+        let names: Vec<String> = {
+            use futures::TryStreamExt;
+            stream.consumer_names().try_collect().await.unwrap()
+        };
+        assert_eq!(names.len(), 1, "{names:?}");
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&names[0]).await.unwrap();
+        let info = c.info().await.unwrap().clone();
+        if info.ack_floor.stream_sequence >= last && info.num_pending == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT * 2,
+            "relay never acked up to {last}: {info:?}\n{}",
+            irc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !irc.logs().contains("reading them plainly"),
+        "{}",
+        irc.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
