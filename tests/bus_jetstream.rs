@@ -211,8 +211,17 @@ async fn without_jetstream_it_says_so_once_and_publishes_plainly() {
     watch
         .wait_event("session.login", |e| e["user"] == "Alice")
         .await;
-    let st = request(&watch.client, "hf1", "status", "").await;
-    assert_eq!(st["events"]["queued"], 0, "{st}");
+    // Plain publishes are confirmed by the inbox marker, a moment after
+    // the watcher saw them.
+    let t0 = Instant::now();
+    let st = loop {
+        let st = request(&watch.client, "hf1", "status", "").await;
+        if st["events"]["queued"] == 0 {
+            break st;
+        }
+        assert!(t0.elapsed() < WAIT, "queue never drained: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(st["bus"]["jetstream"], true, "{st}");
     assert_eq!(st["bus"]["stream"], false, "{st}");
     let logs = proxy.logs();
