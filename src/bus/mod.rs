@@ -9,6 +9,8 @@
 //! | --- | --- |
 //! | `publisher.rs` | the task: events and presence out, confirmations, reconnects |
 //! | `publisher/conn.rs` | its reactions to connection events and the stream check |
+//! | `publisher/send.rs` | handing a batch over: with a marker, or to JetStream |
+//! | `publisher/finish.rs` | delivering what is left at shutdown |
 //! | `outbox.rs` | the bounded outage queue (drops the oldest when full) |
 //! | `wire.rs` | event ids and JSON bodies with the common fields |
 //! | `jetstream.rs` | the events stream (`bus.jetstream`): create, publish with ids |
