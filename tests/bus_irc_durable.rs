@@ -139,10 +139,16 @@ async fn outage_while_the_relay_is_away_is_posted_once_when_it_returns() {
         w.msgs_from(BOT, 0)
     );
 
+    let t0 = Instant::now();
     let relay = RelayProc::start(&dir, &cfg);
     wait_relay_consumer(&relay).await;
     let down = w.expect_msg(BOT, "is DOWN").await;
     let up = w.expect_msg(BOT, "is UP").await;
+    eprintln!(
+        "missed DOWN posted {:?}, UP {:?} after the relay was started again",
+        down.at - t0,
+        up.at - t0
+    );
     for l in [&down, &up] {
         assert!(l.text().contains("posted late"), "{}", l.text());
         assert!(l.text().contains("(at "), "{}", l.text());
