@@ -27,7 +27,7 @@
 //! | `state` | what the tasks share: config, pool view, session registry |
 //! | `limiter` | token bucket that spreads re-logins out |
 //! | `events` | event values and the never-blocking sink sessions emit into |
-//! | `bus` | NATS: event publisher with an outage queue, requests, presence |
+//! | `bus` | NATS: event publisher with an outage queue (and the JetStream events stream), requests gated by `rpc_allow`, presence, `holdfast status` |
 //! | `irc` | the IRC relay (`holdfast irc`) |
 //! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |

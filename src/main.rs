@@ -110,7 +110,14 @@ fn main() -> ExitCode {
                 Err(c) => return c,
             },
             Command::Status { config, json } => match load(&config) {
-                Ok(cfg) => holdfast::bus::status_command(&cfg, json).await,
+                // A command's answer, not a daemon's log: one plain line.
+                Ok(cfg) => match holdfast::bus::status_command(&cfg, json).await {
+                    Ok(()) => return ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("holdfast status: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
                 Err(c) => return c,
             },
             Command::Check { .. } => unreachable!("handled above"),

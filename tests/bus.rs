@@ -405,7 +405,15 @@ async fn requests_status_sessions_announce_failover_reload() {
     let watch = Watch::start(&nats.url()).await;
     let g0 = Game::start(&dir, &[]);
     let g1 = Game::start(&dir, &[]);
-    let proxy = Proxy::start(&dir, &cfg(&[&g0, &g1], &[nats.url()], "hf1", ""));
+    let proxy = Proxy::start(
+        &dir,
+        &cfg(
+            &[&g0, &g1],
+            &[nats.url()],
+            "hf1",
+            r#"rpc_allow = ["status", "sessions", "failover", "announce", "reload"]"#,
+        ),
+    );
     let c = &watch.client;
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     watch.wait_event("session.login", |_| true).await;

@@ -31,6 +31,38 @@ pub struct Bus {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// `bus.jetstream`: store events in a JetStream stream.
+    pub jetstream: bool,
+    /// `bus.stream` (default [`DEFAULT_STREAM`]).
+    pub stream: String,
+    /// `bus.stream_max_age` (default [`DEFAULT_STREAM_MAX_AGE`]).
+    pub stream_max_age: Duration,
+    /// `bus.rpc_allow`: the request methods answered (default: read-only).
+    pub rpc_allow: Vec<String>,
+}
+
+/// `bus.stream` when not set.
+pub const DEFAULT_STREAM: &str = "HOLDFAST_EVENTS";
+/// `bus.stream_max_age` when not set: a week of events.
+pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The names `bus.rpc_allow` may list: every request method, including
+/// `upgrade`.
+pub const RPC_METHODS: &[&str] = &[
+    "status", "sessions", "failover", "announce", "reload", "upgrade",
+];
+
+/// `bus.rpc_allow` when not set: the read-only requests.
+pub const DEFAULT_RPC_ALLOW: &[&str] = &["status", "sessions"];
+
+/// True if `name` can name a stream (or a consumer): no spaces, dots,
+/// slashes or wildcards.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, b: RawBus) -> Result<Bus, ConfigError> {
@@ -131,6 +163,42 @@ pub(super) fn resolve(cx: &Cx<'_>, b: RawBus) -> Result<Bus, ConfigError> {
         tls_ca_file: file(b.tls_ca_file, "tls_ca_file")?,
         tls_cert_file: file(b.tls_cert_file, "tls_cert_file")?,
         tls_key_file: file(b.tls_key_file, "tls_key_file")?,
+        jetstream: b.jetstream.unwrap_or(false),
+        stream: match b.stream {
+            Some(n) if !valid_stream_name(n.get_ref()) => {
+                return Err(cx.at(
+                    &n,
+                    "bus.stream must be a name without spaces, dots, slashes or wildcards",
+                ))
+            }
+            Some(n) => n.into_inner(),
+            None => DEFAULT_STREAM.to_string(),
+        },
+        stream_max_age: positive(
+            cx,
+            b.stream_max_age,
+            "bus.stream_max_age",
+            DEFAULT_STREAM_MAX_AGE,
+        )?,
+        rpc_allow: match b.rpc_allow {
+            None => DEFAULT_RPC_ALLOW.iter().map(|m| m.to_string()).collect(),
+            Some(v) => {
+                if let Some(m) = v
+                    .iter()
+                    .find(|m| !RPC_METHODS.contains(&m.get_ref().as_str()))
+                {
+                    return Err(cx.at(
+                        m,
+                        format!(
+                            "bus.rpc_allow: unknown method {:?} (methods: {})",
+                            m.get_ref(),
+                            RPC_METHODS.join(", ")
+                        ),
+                    ));
+                }
+                v.into_iter().map(Spanned::into_inner).collect()
+            }
+        },
     })
 }
 

@@ -38,7 +38,9 @@ use cx::Cx;
 use raw::RawConfig;
 
 pub use backends::{Backend, BackendAddr};
-pub use bus::Bus;
+pub use bus::{
+    valid_stream_name, Bus, DEFAULT_RPC_ALLOW, DEFAULT_STREAM, DEFAULT_STREAM_MAX_AGE, RPC_METHODS,
+};
 pub use client_ip::ClientIp;
 pub use cx::ConfigError;
 pub use failover::Failover;

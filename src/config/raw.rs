@@ -283,6 +283,10 @@ pub struct RawBus {
     pub tls_cert_file: Option<Spanned<String>>,
     pub tls_key_file: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<Dur>>,
+    pub jetstream: Option<bool>,
+    pub stream: Option<Spanned<String>>,
+    pub stream_max_age: Option<Spanned<Dur>>,
+    pub rpc_allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

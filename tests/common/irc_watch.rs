@@ -254,6 +254,11 @@ impl RelayProc {
         }
     }
 
+    /// SIGKILL: the relay dies without a word.
+    pub fn kill(&mut self) {
+        super::reap(&mut self.child);
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;

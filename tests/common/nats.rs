@@ -124,6 +124,108 @@ pub fn cluster(_dir: &TempDir, n: usize) -> Vec<NatsServer> {
         .collect()
 }
 
+/// A cluster of `n` nats-servers with JetStream (each stores under `dir`),
+/// routed to each other.
+pub fn js_cluster(dir: &TempDir, n: usize) -> Vec<NatsServer> {
+    let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let routes: Vec<String> = route_ports
+        .iter()
+        .map(|p| format!("nats-route://127.0.0.1:{p}"))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let sd = dir.path(&format!("js-node{i}"));
+            let args = vec![
+                "-js".to_string(),
+                "-sd".to_string(),
+                sd.display().to_string(),
+                "--server_name".to_string(),
+                format!("n{i}"),
+                "--cluster_name".to_string(),
+                "holdfast-js".to_string(),
+                "--cluster".to_string(),
+                format!("nats://127.0.0.1:{}", route_ports[i]),
+                "--routes".to_string(),
+                routes.join(","),
+            ];
+            NatsServer::start_args(client_ports[i], args)
+        })
+        .collect()
+}
+
+/// A forwarder to a nats-server that can *mute* it: while muted, what the
+/// server sends is thrown away, while what clients send still reaches it.
+/// A publisher behind it sees its messages stored but never confirmed.
+/// Needs a multi-thread tokio runtime.
+pub struct MuteGate {
+    pub port: u16,
+    muted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl MuteGate {
+    pub async fn new(target_port: u16) -> MuteGate {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let muted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (m, st) = (muted.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (inbound, _) = tokio::select! {
+                    _ = st.cancelled() => return,
+                    r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
+                };
+                let Ok(out) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                else {
+                    continue;
+                };
+                let (mut ci, mut co) = inbound.into_split();
+                let (mut si, mut so) = out.into_split();
+                let (m, st) = (m.clone(), st.clone());
+                tokio::spawn(async move {
+                    let up = tokio::io::copy(&mut ci, &mut so);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = si.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<(), std::io::Error>(());
+                            }
+                            if !m.load(Ordering::SeqCst) {
+                                co.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = st.cancelled() => {}
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        MuteGate { port, muted, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn mute(&self, on: bool) {
+        self.muted.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for MuteGate {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 fn nats_bin() -> String {
     std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
         for p in [
