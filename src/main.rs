@@ -12,6 +12,15 @@ use tracing::{error, info};
 use holdfast::config::{BackendAddr, Config};
 use holdfast::Proxy;
 
+// The allocator: glibc's by default; `--features mimalloc` or
+// `--features tikv-jemallocator` swaps it (figures: docs/allocator.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "tikv-jemallocator", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Connection-preserving proxy for MUSH/MUD/MOO game servers.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
