@@ -135,7 +135,7 @@ impl Probe {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = interval.tick() => {
-                    let r = self.probe_once().await;
+                    let r = self.timed_probe().await;
                     self.record(r, false).await;
                 }
                 req = check_rx.recv() => {
@@ -144,7 +144,7 @@ impl Probe {
                     while let Ok(w) = check_rx.try_recv() {
                         waiters.push(w);
                     }
-                    let r = self.probe_once().await;
+                    let r = self.timed_probe().await;
                     let ok = r.is_ok();
                     // With a heartbeat user the probe answered on its
                     // long-lived connection; its age tells whether the game
@@ -166,7 +166,7 @@ impl Probe {
                     // drained; a closed connection is probed again at once,
                     // which reconnects or finds the backend gone.
                     if self.drain(r) {
-                        let r = self.probe_once().await;
+                        let r = self.timed_probe().await;
                         self.record(r, false).await;
                         interval.reset();
                     }
@@ -180,6 +180,14 @@ impl Probe {
             }
         }
         debug!(backend = %name, "probe stopped");
+    }
+
+    /// [`Probe::probe_once`], counted in the metrics.
+    async fn timed_probe(&mut self) -> Result<(), String> {
+        let t0 = Instant::now();
+        let r = self.probe_once().await;
+        crate::metrics::metrics().probe(&self.backend.name, t0.elapsed(), r.is_ok());
+        r
     }
 
     /// Reads what is pending on the idle probe connection. Returns true if

@@ -6,6 +6,7 @@
 //! cross-field check such as a duplicate backend name.
 
 mod flavor;
+mod metrics;
 mod raw;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use regex::Regex;
 use toml::Spanned;
 
 use crate::secret::Secret;
+pub use metrics::Metrics;
 use raw::*;
 pub use raw::{ClientIpMode, Flavor};
 
@@ -455,6 +457,8 @@ pub struct Config {
     pub bus: Bus,
     /// `[irc]`, if present.
     pub irc: Option<Irc>,
+    /// `[metrics]`.
+    pub metrics: Metrics,
     /// Line and column of each backend's `addr`, for checks that only
     /// `holdfast check` makes (a Unix socket that does not exist yet is
     /// fine for a running proxy: the game is just down).
@@ -1010,6 +1014,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         telnet,
         bus,
         irc,
+        metrics: metrics::resolve(cx, raw.metrics)?,
         backend_addr_pos: addr_pos,
         has_inline_secret: cx.inline_secret.get(),
         warnings: Vec::new(),

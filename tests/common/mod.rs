@@ -293,6 +293,22 @@ impl Proxy {
         }
     }
 
+    /// Where `[metrics] addr = "127.0.0.1:0"` ended up (from the log).
+    pub async fn metrics_addr(&self) -> SocketAddr {
+        proc::until(
+            "proxy never said where metrics are served",
+            WAIT,
+            || {
+                let logs = self.logs();
+                let line = logs.lines().find(|l| l.contains("metrics: serving"))?;
+                let a = line.split("addr=").nth(1)?.split_whitespace().next()?;
+                a.parse().ok()
+            },
+            || format!("logs:\n{}", self.logs()),
+        )
+        .await
+    }
+
     /// Waits until the log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
         proc::until(
