@@ -12,8 +12,9 @@ use tracing::{error, info};
 use holdfast::config::{BackendAddr, Config};
 use holdfast::Proxy;
 
-// The allocator: glibc's by default; `--features mimalloc` or
-// `--features tikv-jemallocator` swaps it (figures: docs/allocator.md).
+// The allocator: jemalloc (default feature `tikv-jemallocator`) returns
+// memory after a load where glibc's keeps its peak; `--no-default-features`
+// gives glibc's, `--features mimalloc` mimalloc (figures: docs/allocator.md).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
