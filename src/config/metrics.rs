@@ -37,3 +37,32 @@ pub(super) fn resolve(cx: &Cx<'_>, raw: RawMetrics) -> Result<Metrics, ConfigErr
     };
     Ok(Metrics { addr })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const MIN: &str = "[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:4202\"\n";
+
+    #[test]
+    fn off_by_default_and_parsed_when_set() {
+        let c = Config::parse(Path::new("t.toml"), MIN).unwrap();
+        assert_eq!(c.metrics.addr, None);
+        let text = format!("{MIN}[metrics]\naddr = \"127.0.0.1:9201\"\n");
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(c.metrics.addr, Some("127.0.0.1:9201".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_bad_address_names_its_place() {
+        let text = format!("{MIN}[metrics]\naddr = \"localhost\"\n");
+        let e = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!((e.line, e.col), (5, 8), "{e}");
+        assert!(e.message.contains("invalid metrics address"), "{e}");
+        let text = format!("{MIN}[metrics]\nport = 1\n");
+        let e = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+    }
+}
