@@ -176,6 +176,43 @@ async fn metrics_follow_an_outage_and_healthz_flips() {
         value(&m, "holdfast_connections_total", &[("listener", &listener)]),
         2.0
     );
+    dashboard_uses_only_these(&m);
+}
+
+/// Every series the Grafana dashboard in docs/ queries is one the proxy
+/// serves (histograms by their `_bucket`/`_sum`/`_count`).
+fn dashboard_uses_only_these(m: &Scrape) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-holdfast.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() > 10, "the dashboard's queries were found");
+    let served: std::collections::HashSet<&str> =
+        m.samples.iter().map(|s| s.metric.as_str()).collect();
+    let mut checked = 0;
+    for e in &exprs {
+        for w in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(w.starts_with("holdfast_") || w.starts_with("process_")) {
+                continue;
+            }
+            let base = w
+                .strip_suffix("_bucket")
+                .or_else(|| w.strip_suffix("_count"))
+                .or_else(|| w.strip_suffix("_sum"))
+                .unwrap_or(w);
+            assert!(
+                served.contains(w) || served.contains(base),
+                "the dashboard queries {w}, which /metrics does not serve"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= exprs.len(), "every query names a series");
 }
 
 #[tokio::test]
@@ -189,19 +226,23 @@ async fn refusals_are_counted_by_reason() {
     let mut second = Client::connect(proxy.addr).await;
     second.expect_closed().await;
     let m = scrape_until(maddr, "the refusal", |m| {
-        m.samples
-            .iter()
-            .any(|s| s.metric == "holdfast_connections_refused_total")
+        value(
+            m,
+            "holdfast_connections_refused_total",
+            &[("reason", "full")],
+        ) == 1.0
     })
     .await;
-    assert_eq!(
-        value(
-            &m,
-            "holdfast_connections_refused_total",
-            &[("reason", "full")]
-        ),
-        1.0
-    );
+    for other in ["per_ip", "unauthenticated", "rate"] {
+        assert_eq!(
+            value(
+                &m,
+                "holdfast_connections_refused_total",
+                &[("reason", other)]
+            ),
+            0.0
+        );
+    }
 }
 
 #[tokio::test]

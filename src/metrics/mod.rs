@@ -314,6 +314,16 @@ impl Metrics {
                 result: res.to_string(),
             });
         }
+        for r in [
+            RefusedReason::Full,
+            RefusedReason::PerIp,
+            RefusedReason::Unauthenticated,
+            RefusedReason::Rate,
+        ] {
+            let _ = refused.get_or_create(&ReasonL {
+                reason: r.label().to_string(),
+            });
+        }
         let process = process::ProcessMetrics::register(&mut root);
         Metrics {
             registry: root,
@@ -417,6 +427,16 @@ impl Metrics {
         let mut seen = self.lock();
         for b in &pool.backends {
             let before = seen.up.insert(b.name.clone(), b.up);
+            if before.is_none() {
+                // A backend's series exist from the start, at zero, so
+                // rate() and alerts see the first change.
+                for to in ["up", "down"] {
+                    let _ = self.transitions.get_or_create(&TransitionL {
+                        backend: b.name.clone(),
+                        to: to.to_string(),
+                    });
+                }
+            }
             if let Some(up) = b.up {
                 self.backend_up
                     .get_or_create(&BackendL {
@@ -552,7 +572,10 @@ mod tests {
         m.pool_changed(&pool("a", &[("a", None), ("b", None)], 0));
         m.pool_changed(&pool("a", &[("a", Some(true)), ("b", Some(true))], 0));
         let t = m.encode();
-        assert!(!t.contains("holdfast_backend_transitions_total{"), "{t}");
+        assert!(
+            t.contains("holdfast_backend_transitions_total{backend=\"a\",to=\"down\"} 0"),
+            "{t}"
+        );
         assert_eq!(
             line(&t, "holdfast_backend_up{backend=\"a\"}"),
             "holdfast_backend_up{backend=\"a\"} 1"
