@@ -31,6 +31,7 @@
 //! | `irc` | the IRC relay (`holdfast irc`) |
 //! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |
+//! | `metrics` | Prometheus series, the API that counts, `/metrics` `/healthz` `/livez` |
 //!
 //! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
 //! hand it already-bound listeners (tests bind `127.0.0.1:0`), and cancel its
@@ -48,6 +49,7 @@ pub mod irc;
 pub mod limiter;
 pub mod listener;
 pub mod login;
+pub mod metrics;
 pub mod rdns;
 pub mod reload;
 pub mod secret;
@@ -120,6 +122,16 @@ impl Proxy {
     pub async fn run(self, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
         let shared = self.shared;
         let cfg = shared.config();
+        // Changing `metrics.addr` needs a restart: the endpoint lives as
+        // long as the proxy.
+        let metrics_listener = match cfg.metrics.addr {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on metrics address {a}: {e}"))?,
+            ),
+            None => None,
+        };
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();
@@ -130,6 +142,11 @@ impl Proxy {
             info!("bus: none (bus.servers is empty); running alone");
         }
         let pool_task = tokio::spawn(backend::pool::run(shared.clone(), self.failover_rx));
+        if let Some(l) = metrics_listener {
+            tokio::spawn(metrics::http::serve(shared.clone(), l));
+            let s = shared.clone();
+            tokio::spawn(async move { metrics::metrics().follow_pool(s).await });
+        }
         shared
             .events
             .emit(Event::new("proxy.start").with("version", env!("CARGO_PKG_VERSION")));

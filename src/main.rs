@@ -12,6 +12,16 @@ use tracing::{debug, error, info, warn};
 use holdfast::config::{BackendAddr, Config};
 use holdfast::Proxy;
 
+// The allocator: jemalloc (default feature `tikv-jemallocator`) returns
+// memory after a load where glibc's keeps its peak; `--no-default-features`
+// gives glibc's, `--features mimalloc` mimalloc (figures: docs/allocator.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "tikv-jemallocator", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Connection-preserving proxy for MUSH/MUD/MOO game servers.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]

@@ -179,7 +179,7 @@ async fn rejected_heartbeat_login_is_a_degraded_probe() {
             .contains("rejected"),
         "{status}"
     );
-    proxy.wait_log("heartbeat probe degraded");
+    proxy.wait_log("heartbeat probe degraded").await;
     // Players still get in.
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     // Ten probe intervals later the game has seen one failed heartbeat

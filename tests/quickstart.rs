@@ -189,7 +189,10 @@ impl Drop for RunSh {
                 .args(["-KILL", "--", &format!("-{}", self.pgid)])
                 .status();
         }
-        common::reap(&mut self.child);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -319,8 +322,8 @@ async fn quick_start_demo_crash_and_restart() {
 /// Running in production, "File limits": holdfast raises its soft
 /// open-file limit to the hard one, and warns when `max_sessions` cannot
 /// fit even so.
-#[test]
-fn open_file_limit_is_raised_and_checked() {
+#[tokio::test]
+async fn open_file_limit_is_raised_and_checked() {
     let dir = TempDir::new("nofile");
     let base = "[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n";
     // Two files per session: a billion sessions fit under no Linux limit.
@@ -330,8 +333,9 @@ fn open_file_limit_is_raised_and_checked() {
         "info",
         &[],
     );
-    p.wait_log("cannot hold listen.max_sessions = 1000000000");
-    let pid = p.child.as_ref().unwrap().id();
+    p.wait_log("cannot hold listen.max_sessions = 1000000000")
+        .await;
+    let pid = p.pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = limits
         .lines()
@@ -346,7 +350,7 @@ fn open_file_limit_is_raised_and_checked() {
         "info",
         &[],
     );
-    q.wait_log("holdfast running");
+    q.wait_log("holdfast running").await;
     assert!(!q.logs().contains("open-file limit"), "{}", q.logs());
 }
 

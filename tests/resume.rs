@@ -36,7 +36,7 @@ async fn dropped_player_resumes_with_what_was_said() {
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     let mut bob = Client::login(proxy.addr, "Bob", "bobpw").await;
     reset(alice);
-    proxy.wait_log("session detached");
+    proxy.wait_log("session detached").await;
     for i in 0..5 {
         bob.send(&format!("say line {i} of the scene")).await;
     }
@@ -72,7 +72,7 @@ async fn a_wrong_password_is_an_ordinary_failed_login() {
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     reset(alice);
-    proxy.wait_log("session detached");
+    proxy.wait_log("session detached").await;
     let mut mallory = Client::connect_from(proxy.addr, "127.0.0.3").await;
     mallory.expect("connect").await;
     mallory.send("connect Alice guess").await;
@@ -99,8 +99,9 @@ async fn an_expired_detached_session_quits_the_game() {
     reset(alice);
     game.wait_event("Alice quit when her session expired", |e| {
         e["t"] == "close" && e["conn"] == conn && e["why"] == "quit"
-    });
-    proxy.wait_log("reason=\"detach_expired\"");
+    })
+    .await;
+    proxy.wait_log("reason=\"detach_expired\"").await;
 }
 
 #[tokio::test]
@@ -113,7 +114,8 @@ async fn resume_off_closes_the_game_session_as_before() {
     reset(alice);
     game.wait_event("Alice's game connection closed", |e| {
         e["t"] == "close" && e["conn"] == conn
-    });
+    })
+    .await;
     assert!(!proxy.logs().contains("session detached"));
 }
 
@@ -124,7 +126,7 @@ async fn a_detached_player_survives_a_game_restart_and_resumes() {
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     reset(alice);
-    proxy.wait_log("session detached");
+    proxy.wait_log("session detached").await;
     game.kill();
     game.restart();
     // Logged back in while away, invisibly: a second login at the game.
@@ -157,8 +159,8 @@ async fn playback_is_bounded() {
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     alice.send("spam 10485760").await;
     reset(alice);
-    proxy.wait_log("session detached");
-    let pid = proxy.child.as_ref().unwrap().id();
+    proxy.wait_log("session detached").await;
+    let pid = proxy.pid();
     // Wait until the game has sent it all (its connection goes quiet).
     let mut last = String::new();
     for _ in 0..100 {
@@ -194,12 +196,13 @@ async fn sigterm_quits_detached_sessions_cleanly() {
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     let conn = logins(&game, "Alice")[0].clone();
     reset(alice);
-    proxy.wait_log("session detached");
+    proxy.wait_log("session detached").await;
     let code = tokio::task::spawn_blocking(move || proxy.stop())
         .await
         .unwrap();
     assert_eq!(code, Some(0));
     game.wait_event("Alice quit cleanly", |e| {
         e["t"] == "close" && e["conn"] == conn && e["why"] == "quit"
-    });
+    })
+    .await;
 }

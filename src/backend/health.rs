@@ -175,7 +175,7 @@ impl Probe {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = interval.tick() => {
-                    let r = self.probe_once().await;
+                    let r = self.timed_probe().await;
                     self.record(r, false).await;
                 }
                 req = check_rx.recv() => {
@@ -184,7 +184,7 @@ impl Probe {
                     while let Ok(w) = check_rx.try_recv() {
                         waiters.push(w);
                     }
-                    let r = self.probe_once().await;
+                    let r = self.timed_probe().await;
                     let ok = r.is_ok();
                     // The age of the logged-in connection tells whether the
                     // game process is the one the waiters were connected to.
@@ -205,7 +205,7 @@ impl Probe {
                     // drained; a closed connection is probed again at once,
                     // which reconnects or finds the backend gone.
                     if self.drain(r) {
-                        let r = self.probe_once().await;
+                        let r = self.timed_probe().await;
                         self.record(r, false).await;
                         interval.reset();
                     }
@@ -219,6 +219,14 @@ impl Probe {
             }
         }
         debug!(backend = %name, generation = self.generation, "probe stopped");
+    }
+
+    /// [`Probe::probe_once`], counted in the metrics.
+    async fn timed_probe(&mut self) -> Result<Alive, ProbeError> {
+        let t0 = Instant::now();
+        let r = self.probe_once().await;
+        crate::metrics::metrics().probe(&self.backend.name, t0.elapsed(), r.is_ok());
+        r
     }
 
     /// Reads what is pending on the idle probe connection. Returns true if

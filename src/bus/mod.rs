@@ -152,6 +152,7 @@ pub async fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Event>, stop: Cancellat
     };
     info!(servers = %cfg.bus.servers.join(","), instance = %cfg.bus.instance, "bus: connecting to NATS in the background");
     let stats = Arc::new(BusStats::default());
+    crate::metrics::metrics().watch_bus(stats.clone());
     let subjects = Subjects::new(&cfg.bus);
     let rpc_task = tokio::spawn(rpc::serve(
         shared.clone(),

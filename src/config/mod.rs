@@ -12,6 +12,7 @@
 //! | `defaults.rs` | named defaults |
 //! | `flavor.rs` | per-flavor presets (templates, client-ip mode) |
 //! | `listen.rs`, `backends.rs`, `heartbeat.rs`, `failover.rs`, `client_ip.rs`, `notices.rs`, `outage.rs` (and `[relogin]`), `templates.rs`, `limits.rs` (and `[telnet]`), `bus.rs`, `irc.rs` | one section each: its resolved type and the checks that resolve it |
+//! | `resume.rs`, `metrics.rs` | `[resume]`, `[metrics]` |
 //! | `summary.rs` | what `holdfast check` prints |
 
 mod backends;
@@ -25,6 +26,7 @@ mod heartbeat;
 mod irc;
 mod limits;
 mod listen;
+mod metrics;
 mod notices;
 mod outage;
 mod raw;
@@ -49,6 +51,7 @@ pub use heartbeat::{Heartbeat, MIN_INTERVAL as MIN_HEARTBEAT_INTERVAL};
 pub use irc::{Irc, IrcFormats};
 pub use limits::{Limits, Telnet};
 pub use listen::Listen;
+pub use metrics::Metrics;
 pub use notices::Notices;
 pub use outage::{Outage, Relogin};
 pub use raw::{ClientIpMode, Flavor};
@@ -93,6 +96,8 @@ pub struct Config {
     pub bus: Bus,
     /// `[irc]`, if present.
     pub irc: Option<Irc>,
+    /// `[metrics]`.
+    pub metrics: Metrics,
     /// Line and column of each backend's `addr`, for checks that only
     /// `holdfast check` makes (a Unix socket that does not exist yet is
     /// fine for a running proxy: the game is just down).
@@ -191,6 +196,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         telnet,
         bus,
         irc,
+        metrics: metrics::resolve(cx, raw.metrics)?,
         backend_addr_pos,
         has_inline_secret: cx.inline_secret.get(),
         warnings: Vec::new(),

@@ -135,6 +135,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub bus: RawBus,
     pub irc: Option<RawIrc>,
+    #[serde(default)]
+    pub metrics: super::metrics::RawMetrics,
 }
 
 #[derive(Debug, Deserialize, Default)]
