@@ -11,24 +11,28 @@
 //!
 //! | module | its one job |
 //! | --- | --- |
-//! | `config` | TOML types, defaults, validation with file:line:col errors |
+//! | `config` | TOML types, defaults, validation with file:line:col errors (one file per section) |
+//! | `template` | the `{name}` template grammar and each template's placeholders, shared by `config` (checks) and `irc` (renders); imports nothing |
 //! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
 //! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
 //! | `session` | one player: relaying, held, re-login (a state machine) |
 //! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams, the negotiation policy that answers new backends for the player |
-//! | `login` | `connect` line capture, login/marker templates, nonces |
+//! | `login` | `connect` line capture, login/marker templates, nonces, quit detection per flavor |
 //! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
 //! | `backend::connect` | TCP / Unix connections to a backend |
-//! | `backend::health` | one heartbeat probe task per backend |
+//! | `backend::health` | one heartbeat probe task per backend: up, down, degraded |
+//! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
+//! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
 //! | `backend::pool` | preference order, active backend, failover decisions |
 //! | `state` | what the tasks share: config, pool view, session registry |
 //! | `limiter` | token bucket that spreads re-logins out |
 //! | `events` | event values and the never-blocking sink sessions emit into |
-//! | `bus` | NATS: event publisher with an outage queue, requests, presence |
+//! | `bus` | NATS: event publisher with an outage queue (and the JetStream events stream), requests gated by `rpc_allow`, presence, `holdfast status` |
 //! | `irc` | the IRC relay (`holdfast irc`) |
 //! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |
 //! | `upgrade` | `SIGUSR2`: hand every socket and session to a new binary |
+//! | `metrics` | Prometheus series, the API that counts, `/metrics` `/healthz` `/livez` |
 //!
 //! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
 //! hand it already-bound listeners (tests bind `127.0.0.1:0`), and cancel its
@@ -46,12 +50,14 @@ pub mod irc;
 pub mod limiter;
 pub mod listener;
 pub mod login;
+pub mod metrics;
 pub mod rdns;
 pub mod reload;
 pub mod secret;
 pub mod session;
 pub mod state;
 pub mod telnet;
+pub mod template;
 pub mod upgrade;
 
 use std::sync::Arc;
@@ -118,13 +124,31 @@ impl Proxy {
     pub async fn run(self, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
         let shared = self.shared;
         let cfg = shared.config();
+        // Changing `metrics.addr` needs a restart: the endpoint lives as
+        // long as the proxy.
+        let metrics_listener = match cfg.metrics.addr {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on metrics address {a}: {e}"))?,
+            ),
+            None => None,
+        };
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();
         let bus_task = self
             .events_rx
             .map(|rx| tokio::spawn(bus::run(shared.clone(), rx, bus_stop.clone())));
+        if bus_task.is_none() {
+            info!("bus: none (bus.servers is empty); running alone");
+        }
         let pool_task = tokio::spawn(backend::pool::run(shared.clone(), self.failover_rx));
+        if let Some(l) = metrics_listener {
+            tokio::spawn(metrics::http::serve(shared.clone(), l));
+            let s = shared.clone();
+            tokio::spawn(async move { metrics::metrics().follow_pool(s).await });
+        }
         shared
             .events
             .emit(Event::new("proxy.start").with("version", env!("CARGO_PKG_VERSION")));

@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use crate::backend::connect::tune_tcp;
 use crate::clientip::peer_ip;
 use crate::config::Config;
+use crate::metrics::{metrics, RefusedReason};
 use crate::session;
 use crate::state::{Phase, Refusal, SessionInfo, Shared};
 
@@ -65,9 +66,11 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        detached: false,
     };
     match shared.registry.admit(info, &cfg) {
         Ok(()) => {
+            metrics().connection(&local.to_string());
             shared
                 .tracker
                 .spawn(session::run(shared.clone(), id, stream, peer, local));
@@ -76,6 +79,12 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
             shared
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics().refused(match why {
+                Refusal::Full => RefusedReason::Full,
+                Refusal::PerIp => RefusedReason::PerIp,
+                Refusal::Unauthenticated => RefusedReason::Unauthenticated,
+                Refusal::Rate => RefusedReason::Rate,
+            });
             let msg = refusal_text(&cfg, why);
             match why {
                 Refusal::Full => warn!(%peer, "refused: max_sessions reached"),

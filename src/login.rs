@@ -7,6 +7,7 @@ use std::fmt;
 use rand::Rng;
 use zeroize::Zeroizing;
 
+use crate::config::{QuitMatch, Templates};
 use crate::secret::Secret;
 
 /// A player's login, captured from a `connect` line.
@@ -148,16 +149,38 @@ pub fn strip_ansi(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// While syncing a re-login (`templates.sync`), how often the marker is sent
-/// again: Evennia's Portal admits a connection every 1/MAX_CONNECTION_RATE
-/// (default 0.5s) and drops what arrived before. The heartbeat syncs the
-/// same way.
-pub const SYNC_RESEND: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// True if `line` is the game's quit command (case-insensitive, trimmed).
-pub fn is_quit(line: &[u8], quit: &str) -> bool {
-    line.trim_ascii().eq_ignore_ascii_case(quit.as_bytes())
+/// Compares two byte strings in time that depends only on their lengths
+/// (a password check must not tell how much of a guess was right).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// True if the game will take `line` as its quit command (`templates.quit`,
+/// surrounding spaces ignored), matched the way the game does it in the
+/// player's phase (`logged_in`): PennMUSH quits only on exact `QUIT`,
+/// TinyMUSH and TinyMUX on exact `QUIT` at the connect screen and any case
+/// once logged in (see `config/flavor.rs`). A line the game would not take
+/// as a quit must not make holdfast treat the next close as one.
+pub fn is_quit(line: &[u8], t: &Templates, logged_in: bool) -> bool {
+    let line = line.trim_ascii();
+    let quit = t.quit.as_bytes();
+    match if logged_in {
+        t.quit_logged_in
+    } else {
+        t.quit_connect
+    } {
+        QuitMatch::Exact => line == quit,
+        QuitMatch::AnyCase => line.eq_ignore_ascii_case(quit),
+    }
+}
+
+/// Delay between marker re-sends while syncing a new connection with the
+/// game before logging in (`templates.sync`, Evennia): its Portal hands new
+/// connections over at most twice a second.
+pub const SYNC_RESEND: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
@@ -219,6 +242,44 @@ mod tests {
         );
         assert_eq!(strip_ansi("plain"), "plain");
         assert_eq!(strip_ansi("cut \x1b[1"), "cut ");
+    }
+
+    #[test]
+    fn quit_follows_the_flavor_per_phase() {
+        let cfg = |flavor: &str| {
+            crate::config::Config::parse(
+                std::path::Path::new("t.toml"),
+                &format!(
+                    "flavor = \"{flavor}\"\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n"
+                ),
+            )
+            .unwrap()
+            .templates
+        };
+        // (flavor, line, at the connect screen, logged in)
+        for (f, line, pre, post) in [
+            ("pennmush", "QUIT", true, true),
+            ("pennmush", "quit", false, false),
+            ("pennmush", " QUIT ", true, true),
+            ("tinymux", "quit", false, true),
+            ("tinymux", "QUIT", true, true),
+            ("tinymush", "Quit", false, true),
+            ("teenymush", "quit", true, true),
+            ("evennia", "QUIT", true, true),
+            ("tinymux", "QUITTER", false, false),
+        ] {
+            let t = cfg(f);
+            assert_eq!(
+                is_quit(line.as_bytes(), &t, false),
+                pre,
+                "{f} {line:?} connect screen"
+            );
+            assert_eq!(
+                is_quit(line.as_bytes(), &t, true),
+                post,
+                "{f} {line:?} logged in"
+            );
+        }
     }
 
     #[test]

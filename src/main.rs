@@ -7,11 +7,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use holdfast::config::{BackendAddr, Config};
 use holdfast::upgrade::{self, Origin};
 use holdfast::Proxy;
+
+// The allocator: jemalloc (default feature `tikv-jemallocator`) returns
+// memory after a load where glibc's keeps its peak; `--no-default-features`
+// gives glibc's, `--features mimalloc` mimalloc (figures: docs/allocator.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "tikv-jemallocator", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Connection-preserving proxy for MUSH/MUD/MOO game servers.
 #[derive(Parser)]
@@ -114,7 +124,14 @@ fn main() -> ExitCode {
                 Err(c) => return c,
             },
             Command::Status { config, json } => match load(&config) {
-                Ok(cfg) => holdfast::bus::status_command(&cfg, json).await,
+                // A command's answer, not a daemon's log: one plain line.
+                Ok(cfg) => match holdfast::bus::status_command(&cfg, json).await {
+                    Ok(()) => return ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("holdfast status: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
                 Err(c) => return c,
             },
             Command::Check { .. } => unreachable!("handled above"),
@@ -153,6 +170,7 @@ async fn run(
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    raise_nofile(&cfg);
     if let Some(inc) = incoming {
         return run_upgraded(inc, cfg, ready_file, origin).await;
     }
@@ -283,6 +301,44 @@ fn spawn_signals(
         }
     });
     Ok(())
+}
+
+/// Descriptors a session can hold at once: the player's socket and the
+/// game's.
+const FDS_PER_SESSION: u64 = 2;
+/// Descriptors besides the sessions: stdio, the runtime, listeners, one or
+/// two per backend probe, the bus, DNS look-ups, and slack for accepts that
+/// are refused with a notice.
+const FDS_BESIDES_SESSIONS: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one (the soft default, often
+/// 1024, would cap the proxy at a few hundred players), and warns when even
+/// that cannot hold `listen.max_sessions`.
+fn raise_nofile(cfg: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let mut soft = lim.current;
+    if lim.current != lim.maximum {
+        let want = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        match setrlimit(Resource::Nofile, want) {
+            Ok(()) => soft = lim.maximum,
+            Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    let need = (cfg.listen.max_sessions as u64)
+        .saturating_mul(FDS_PER_SESSION)
+        .saturating_add(FDS_BESIDES_SESSIONS + 2 * cfg.backends.len() as u64);
+    match soft {
+        // None: unlimited.
+        Some(have) if have < need => warn!(
+            "the open-file limit ({have}) cannot hold listen.max_sessions = {} (about {need} files: two per session): raise LimitNOFILE= in the systemd unit (or ulimit -n), or lower max_sessions",
+            cfg.listen.max_sessions
+        ),
+        _ => debug!(limit = ?soft, need, "open-file limit"),
+    }
 }
 
 /// `holdfast irc`: the relay, stopped by SIGTERM or SIGINT.

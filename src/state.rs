@@ -31,6 +31,8 @@ pub struct BackendView {
     pub since: SystemTime,
     /// Why it is down (last probe error).
     pub reason: String,
+    /// Why the probe is degraded (game up, probe not fully working).
+    pub degraded: Option<String>,
 }
 
 /// The pool as sessions see it: which backend is active and who is up.
@@ -100,6 +102,8 @@ pub struct SessionInfo {
     pub phase: Phase,
     /// Unix time of the connection.
     pub connected: u64,
+    /// The player's link dropped; the game session is kept for them.
+    pub detached: bool,
 }
 
 /// All live sessions, plus per-IP counts for the listener's limits.
@@ -239,6 +243,11 @@ impl Registry {
         (total, total - g.unauthenticated, held)
     }
 
+    /// Detached sessions (kept for a player whose link dropped).
+    pub fn detached(&self) -> usize {
+        self.lock().sessions.values().filter(|s| s.detached).count()
+    }
+
     /// Sessions currently on backend `name` (or held from it).
     pub fn on_backend(&self, name: &str) -> usize {
         self.lock()
@@ -246,6 +255,77 @@ impl Registry {
             .values()
             .filter(|s| s.backend.as_deref() == Some(name))
             .count()
+    }
+}
+
+/// A message to a detached session's task.
+#[derive(Debug)]
+pub enum DetachMsg {
+    /// A player logged in with this session's name: if the password is
+    /// right, hand the session over (the reply carries the session's state,
+    /// type-erased so this module need not know the session's types), else
+    /// answer `None`.
+    Takeover {
+        /// The password the player typed.
+        password: crate::secret::Secret,
+        /// The answer.
+        reply: oneshot::Sender<Option<Box<dyn std::any::Any + Send>>>,
+    },
+    /// `listen.max_detached` was reached and this is the oldest: end now.
+    Expire,
+}
+
+/// Detached sessions by the name their player logs in with.
+#[derive(Debug, Default)]
+pub struct DetachIndex {
+    inner: Mutex<Vec<DetachEntry>>,
+}
+
+#[derive(Debug)]
+struct DetachEntry {
+    id: u64,
+    key: String,
+    tx: mpsc::Sender<DetachMsg>,
+}
+
+impl DetachIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DetachEntry>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds session `id` under `key` (the login name as the game compares
+    /// it). With `max` entries already there, the oldest is told to end.
+    pub fn insert(&self, id: u64, key: String, tx: mpsc::Sender<DetachMsg>, max: usize) {
+        let mut g = self.lock();
+        while !g.is_empty() && g.len() >= max {
+            let oldest = g.remove(0);
+            let _ = oldest.tx.try_send(DetachMsg::Expire);
+        }
+        g.push(DetachEntry { id, key, tx });
+    }
+
+    /// The most recently detached session under `key`.
+    pub fn find(&self, key: &str) -> Option<(u64, mpsc::Sender<DetachMsg>)> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|e| e.key == key)
+            .map(|e| (e.id, e.tx.clone()))
+    }
+
+    /// Forgets session `id`.
+    pub fn remove(&self, id: u64) {
+        self.lock().retain(|e| e.id != id);
+    }
+
+    /// How many are kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -281,6 +361,8 @@ pub struct Shared {
     pub probes: Mutex<HashMap<String, ProbeHandle>>,
     /// Live sessions.
     pub registry: Registry,
+    /// Detached sessions by login name.
+    pub detached: DetachIndex,
     /// Events toward the bus.
     pub events: EventSink,
     /// Notices for every player.
@@ -328,6 +410,7 @@ impl Shared {
                     up: None,
                     since: SystemTime::now(),
                     reason: "not probed yet".into(),
+                    degraded: None,
                 })
                 .collect(),
             epoch: 0,
@@ -338,6 +421,7 @@ impl Shared {
             pool: watch::Sender::new(pool),
             probes: Mutex::new(HashMap::new()),
             registry: Registry::default(),
+            detached: DetachIndex::default(),
             events,
             announce: broadcast::channel(16).0,
             failover_tx,

@@ -405,7 +405,15 @@ async fn requests_status_sessions_announce_failover_reload() {
     let watch = Watch::start(&nats.url()).await;
     let g0 = Game::start(&dir, &[]);
     let g1 = Game::start(&dir, &[]);
-    let proxy = Proxy::start(&dir, &cfg(&[&g0, &g1], &[nats.url()], "hf1", ""));
+    let proxy = Proxy::start(
+        &dir,
+        &cfg(
+            &[&g0, &g1],
+            &[nats.url()],
+            "hf1",
+            r#"rpc_allow = ["status", "sessions", "failover", "announce", "reload"]"#,
+        ),
+    );
     let c = &watch.client;
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     watch.wait_event("session.login", |_| true).await;
@@ -498,7 +506,8 @@ async fn requests_status_sessions_announce_failover_reload() {
         (&"b0".into(), &"b1".into(), &"request".into())
     );
     alice.expect("Moving you to b1").await;
-    g1.wait_event("Alice on b1", |e| e["t"] == "login" && e["user"] == "Alice");
+    g1.wait_event("Alice on b1", |e| e["t"] == "login" && e["user"] == "Alice")
+        .await;
     let st = request(c, "hf1", "status", "").await;
     assert_eq!(st["active"], "b1");
 
@@ -675,10 +684,7 @@ async fn presence_tells_stopped_from_vanished() {
     assert_eq!(a.stop(), Some(0));
     watch.wait("goodbye", of("hf-a", "presence.goodbye")).await;
     // hf-b vanishes: killed, no goodbye, heartbeats stop.
-    if let Some(mut c) = b.child.take() {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
+    b.kill();
     let beats = || {
         watch
             .all()
@@ -779,15 +785,12 @@ async fn user_password_token_and_nkey_authentication() {
     let game = Game::start(&dir, &[]);
 
     // user + password
-    let nats = NatsServer::start_args(
-        free_port(),
-        vec![
-            "--user".into(),
-            "hf".into(),
-            "--pass".into(),
-            "nats-Pw-913".into(),
-        ],
-    );
+    let nats = NatsServer::start_with(vec![
+        "--user".into(),
+        "hf".into(),
+        "--pass".into(),
+        "nats-Pw-913".into(),
+    ]);
     let opts =
         async_nats::ConnectOptions::with_user_and_password("hf".into(), "nats-Pw-913".into());
     let watch = Watch::with_client(connect_with(&nats.url(), opts).await).await;
@@ -817,12 +820,12 @@ async fn user_password_token_and_nkey_authentication() {
     let mut c = Client::login(wrong.addr, "Alice", "alicepw").await;
     c.send("say relayed anyway").await;
     c.expect("You say, \"relayed anyway\"").await;
-    wrong.wait_log("cannot reach NATS");
+    wrong.wait_log("cannot reach NATS").await;
     assert!(!wrong.logs().contains("wrong-Pw-555"));
     assert!(!watch.all().iter().any(|m| m.json["instance"] == "hf-wrong"));
 
     // token
-    let nats = NatsServer::start_args(free_port(), vec!["--auth".into(), "tok-Secret-42".into()]);
+    let nats = NatsServer::start_with(vec!["--auth".into(), "tok-Secret-42".into()]);
     let opts = async_nats::ConnectOptions::with_token("tok-Secret-42".into());
     let watch = Watch::with_client(connect_with(&nats.url(), opts).await).await;
     let _p = Proxy::start(
@@ -850,7 +853,7 @@ async fn user_password_token_and_nkey_authentication() {
         ),
     )
     .unwrap();
-    let nats = NatsServer::start_args(free_port(), vec!["-c".into(), conf.display().to_string()]);
+    let nats = NatsServer::start_with(vec!["-c".into(), conf.display().to_string()]);
     let opts = async_nats::ConnectOptions::with_nkey(seed.clone());
     let watch = Watch::with_client(connect_with(&nats.url(), opts).await).await;
     let seed_file = dir.path("seed.nk");
@@ -883,7 +886,7 @@ async fn events_flow_without_permission_for_inbox_confirmations() {
         "#,
     )
     .unwrap();
-    let nats = NatsServer::start_args(free_port(), vec!["-c".into(), conf.display().to_string()]);
+    let nats = NatsServer::start_with(vec!["-c".into(), conf.display().to_string()]);
     let opts =
         async_nats::ConnectOptions::with_user_and_password("watcher".into(), "w-Pw-2".into());
     let watch = Watch::with_client(connect_with(&nats.url(), opts).await).await;
@@ -898,7 +901,7 @@ async fn events_flow_without_permission_for_inbox_confirmations() {
         ),
     );
     watch.wait_event("proxy.start", |_| true).await;
-    proxy.wait_log("without confirmation");
+    proxy.wait_log("without confirmation").await;
     let _alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     watch
         .wait_event("session.login", |e| e["user"] == "Alice")
@@ -985,7 +988,7 @@ async fn credentials_file_authentication() {
         ),
     )
     .unwrap();
-    let nats = NatsServer::start_args(free_port(), vec!["-c".into(), conf.display().to_string()]);
+    let nats = NatsServer::start_with(vec!["-c".into(), conf.display().to_string()]);
     // The server really demands credentials.
     assert!(async_nats::connect(nats.url()).await.is_err());
     let opts = async_nats::ConnectOptions::with_credentials_file(&creds)
@@ -1079,16 +1082,13 @@ async fn tls_with_a_private_ca() {
             "ext.cnf",
         ],
     );
-    let nats = NatsServer::start_args(
-        free_port(),
-        vec![
-            "--tls".into(),
-            "--tlscert".into(),
-            dir.path("server.pem").display().to_string(),
-            "--tlskey".into(),
-            dir.path("server.key").display().to_string(),
-        ],
-    );
+    let nats = NatsServer::start_with(vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        dir.path("server.pem").display().to_string(),
+        "--tlskey".into(),
+        dir.path("server.key").display().to_string(),
+    ]);
     let ca = dir.path("ca.pem");
     let opts = async_nats::ConnectOptions::new()
         .require_tls(true)

@@ -7,6 +7,9 @@
 //!
 //! - `publisher_throughput`: events per second the publisher sustains into
 //!   a real nats-server, counted at a subscriber.
+//! - `publisher_throughput_jetstream_vs_plain`: the same, through a
+//!   JetStream stream (`bus.jetstream = true`, acks from the stream, file
+//!   storage) against plain publishes, on the same `-js` server build.
 //! - `relay_latency_bus_on_off`: a player's round-trip latency through the
 //!   proxy with the bus off, on, and on with NATS down (events queueing),
 //!   while other players connect and leave (two events each).
@@ -97,6 +100,107 @@ async fn publisher_throughput() {
     stop.cancel();
     let _ = bus.await;
     assert_eq!(got.load(Ordering::Relaxed), N);
+}
+
+/// Publishes `n` events through the bus task into a fresh `-js` server,
+/// with or without `bus.jetstream`. Returns (events/s delivered to a
+/// subscriber, events/s stored in the stream, when `jetstream`).
+async fn throughput(jetstream: bool, n: u64) -> (f64, Option<f64>) {
+    let dir = TempDir::new("bench-js");
+    let nats = NatsServer::start_js(&dir);
+    let extra = format!(
+        "queue_size = 300000
+jetstream = {jetstream}"
+    );
+    let text = format!(
+        "game = \"Bench\"\n[[backends]]\nname = \"b0\"\naddr = \"127.0.0.1:1\"\n{}",
+        bus_toml(&[nats.url()], "bench", &extra)
+    );
+    let cfg = Config::parse(Path::new("bench.toml"), &text).unwrap();
+    let (tx, rx) = mpsc::channel(holdfast::EVENT_CHANNEL);
+    let (ftx, _frx) = mpsc::channel(1);
+    let shared = Arc::new(Shared::new(
+        cfg,
+        EventSink::new(tx.clone()),
+        ftx,
+        CancellationToken::new(),
+    ));
+    let sub_client = connect(&nats.url()).await;
+    let mut sub = sub_client
+        .subscribe(format!("{PREFIX}.event.bench.tick"))
+        .await
+        .unwrap();
+    sub_client.flush().await.unwrap();
+    let counter = tokio::spawn(async move {
+        let mut got = 0;
+        while sub.next().await.is_some() {
+            got += 1;
+            if got == n {
+                break;
+            }
+        }
+    });
+    let w = Watch::start(&nats.url()).await;
+    let stop = CancellationToken::new();
+    let bus = tokio::spawn(holdfast::bus::run(shared.clone(), rx, stop.clone()));
+    w.wait("hello", |m| m.kind() == "presence.hello").await;
+    let js = async_nats::jetstream::new(sub_client.clone());
+    if jetstream {
+        // The stream is made right after connecting; time from when it is.
+        let t0 = Instant::now();
+        while js.get_stream("HOLDFAST_EVENTS").await.is_err() {
+            assert!(t0.elapsed() < WAIT, "no stream");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let t0 = Instant::now();
+    for i in 0..n {
+        tx.send(
+            Event::new("bench.tick")
+                .with("session", i)
+                .with("user", "Someone"),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(120), counter)
+        .await
+        .expect("all events delivered")
+        .unwrap();
+    let delivered = n as f64 / t0.elapsed().as_secs_f64();
+    let stored = if jetstream {
+        let mut s = js.get_stream("HOLDFAST_EVENTS").await.unwrap();
+        loop {
+            let m = s.info().await.unwrap().state.messages;
+            if m >= n {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "only {m} stored");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Some(n as f64 / t0.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    stop.cancel();
+    let _ = bus.await;
+    (delivered, stored)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with --run-ignored and --release"]
+async fn publisher_throughput_jetstream_vs_plain() {
+    const N: u64 = 100_000;
+    for round in 1..=2 {
+        let (plain, _) = throughput(false, N).await;
+        let (js_delivered, js_stored) = throughput(true, N).await;
+        let js_stored = js_stored.expect("stored rate");
+        println!(
+            "round {round}: {N} events: plain {plain:.0} events/s; JetStream {js_delivered:.0} events/s delivered, {js_stored:.0} events/s stored (file storage, acked per event, batches of 256): {:.0}% of plain",
+            100.0 * js_stored / plain
+        );
+        assert!(plain > 0.0 && js_stored > 0.0);
+    }
 }
 
 struct Stats {

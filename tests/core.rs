@@ -26,7 +26,7 @@ async fn banner_login_and_say_round_trip() {
         .filter(|l| !l.starts_with("think hf-"))
         .collect();
     assert_eq!(own, vec!["say hello through the proxy"], "{lines:?}");
-    proxy.wait_log("logged in");
+    proxy.wait_log("logged in").await;
 }
 
 #[tokio::test]
@@ -40,7 +40,9 @@ async fn game_sees_real_address_via_remotehost() {
     c.expect("Last connect was from 127.0.0.2").await;
     c.send("think [host(me)]").await;
     c.expect("127.0.0.2").await;
-    let login = game.wait_event("Alice login", |e| e["t"] == "login" && e["user"] == "Alice");
+    let login = game
+        .wait_event("Alice login", |e| e["t"] == "login" && e["user"] == "Alice")
+        .await;
     assert_eq!(login["host"], "127.0.0.2");
 }
 
@@ -87,7 +89,7 @@ async fn quit_closes_after_goodbye() {
         "no proxy notice on a quit: {}",
         c.text
     );
-    proxy.wait_log("reason=\"quit\"");
+    proxy.wait_log("reason=\"quit\"").await;
 }
 
 #[tokio::test]
@@ -163,7 +165,7 @@ async fn password_never_logged() {
     c.expect("Last connect was from").await;
     c.send("QUIT").await;
     c.expect_closed().await;
-    proxy.wait_log("logged in");
+    proxy.wait_log("logged in").await;
     let logs = proxy.logs();
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
@@ -273,8 +275,10 @@ fn check_reports_errors_with_positions() {
         );
         assert!(err.contains(msg), "case {i}: {err}");
     }
-    // The sample config is valid.
+    // The sample config is valid (its heartbeat password comes from the
+    // environment, as scripts/run.sh provides it).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .env("HOLDFAST_HEARTBEAT_PASSWORD", "hbpass")
         .args([
             "check",
             "-c",

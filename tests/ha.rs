@@ -54,20 +54,23 @@ async fn kill_and_restart_keeps_players_and_logs_them_back_in() {
 async fn silent_host_is_detected_by_the_heartbeat() {
     let dir = TempDir::new("silent");
     let game = Game::start(&dir, &[]);
-    // interval 500ms + timeout 500ms, and one missed probe is enough.
+    // interval 500ms + timeout 500ms, and one missed probe is enough; the
+    // stuck probe connection is replaced by a new one, which gets no
+    // connect screen within banner_wait + timeout (1s).
     let proxy = Proxy::start(
         &dir,
         &config_for(
             &[&game],
-            "[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfall = 1\n",
+            "[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfall = 1\n[templates]\nbanner_wait = \"500ms\"\n",
         ),
     );
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     let mut bob = Client::login(proxy.addr, "Bob", "bobpw").await;
     game.freeze();
     let t0 = Instant::now();
-    // interval + timeout, plus scheduling slack for a loaded 2-core CI.
-    let within = Duration::from_millis(1000 + 500);
+    // interval + timeout + banner_wait + timeout, plus scheduling slack
+    // for a loaded 2-core CI.
+    let within = Duration::from_millis(2000 + 700);
     alice.expect_within(OFFLINE, within).await;
     bob.expect_within(OFFLINE, within).await;
     eprintln!("offline notice after {:?} of silence", t0.elapsed());
@@ -97,7 +100,7 @@ async fn booted_player_is_closed_not_held() {
         "booted player got a proxy notice: {}",
         alice.text
     );
-    proxy.wait_log("reason=\"booted\"");
+    proxy.wait_log("reason=\"booted\"").await;
     // The wizard is unaffected.
     wiz.send("say done").await;
     wiz.expect("You say, \"done\"").await;
@@ -163,7 +166,7 @@ async fn player_connecting_during_outage_gets_connect_screen_later() {
     let mut game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     game.kill();
-    proxy.wait_log("backend down");
+    proxy.wait_log("backend down").await;
     let mut c = Client::connect(proxy.addr).await;
     c.expect("is down right now").await;
     game.restart();
@@ -221,7 +224,7 @@ async fn automatic_failover_to_standby() {
     assert!(standby
         .lines_from("Alice")
         .contains(&"say on standby".to_string()));
-    proxy.wait_log("failover");
+    proxy.wait_log("failover").await;
     proxy.assert_no_passwords();
 }
 
@@ -256,9 +259,11 @@ async fn sighup_reorder_moves_everyone() {
         .lines_from("Alice")
         .contains(&"say moved".to_string()));
     // The old backend saw them leave cleanly.
-    first.wait_event("Alice quit on the old backend", |e| {
-        e["t"] == "close" && e["why"] == "quit"
-    });
+    first
+        .wait_event("Alice quit on the old backend", |e| {
+            e["t"] == "close" && e["why"] == "quit"
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -273,7 +278,7 @@ async fn sighup_with_broken_config_changes_nothing() {
         second.addr
     ));
     proxy.sighup();
-    proxy.wait_log("config reload failed");
+    proxy.wait_log("config reload failed").await;
     assert!(proxy.logs().contains("nonsense"), "the error names the key");
     alice.expect_open_for(Duration::from_millis(300)).await;
     alice.send("say still here").await;
@@ -302,7 +307,8 @@ async fn sigterm_tells_players_and_exits_zero() {
     assert_eq!(code, Some(0));
     game.wait_event("Alice left cleanly", |e| {
         e["t"] == "close" && e["why"] == "quit"
-    });
+    })
+    .await;
 }
 
 /// Not a timed assertion: prints how long 500 re-logins took.

@@ -22,11 +22,15 @@ async fn game_sees_player_address_over_unix_socket() {
     c.expect("Last connect was from 127.0.0.2").await;
     c.send("think [host(me)]").await;
     c.expect("127.0.0.2").await;
-    let h = game.wait_event("header", |e| e["t"] == "header" && e["ip"] == "127.0.0.2");
+    let h = game
+        .wait_event("header", |e| e["t"] == "header" && e["ip"] == "127.0.0.2")
+        .await;
     assert_eq!(h["host"], "127.0.0.2", "no reverse DNS: the host is the IP");
     // The game must have had the header within its 100 ms window: a late
     // one would have made the host "localhost".
-    let login = game.wait_event("login", |e| e["t"] == "login" && e["user"] == "Alice");
+    let login = game
+        .wait_event("login", |e| e["t"] == "login" && e["user"] == "Alice")
+        .await;
     assert_eq!(login["host"], "127.0.0.2");
 
     // Restart over the same socket: re-login works, still with the address.
@@ -59,12 +63,12 @@ async fn pennmush_failure_text_is_recognised() {
     c.expect("connect <name>").await;
     c.send("connect Alice wrong").await;
     c.expect("That is not the correct password.").await;
-    proxy.wait_log("login not confirmed");
+    proxy.wait_log("login not confirmed").await;
     c.send("connect \"Alice\" alicepw").await;
     c.expect("Last connect was from").await;
     c.send("think settled").await;
     c.expect("settled").await;
-    proxy.wait_log("logged in");
+    proxy.wait_log("logged in").await;
     c.expect_open_for(Duration::from_millis(50)).await;
 }
 

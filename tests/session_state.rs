@@ -28,7 +28,7 @@ async fn sighup_to_a_down_backend_moves_nobody() {
     let proxy = Proxy::start(&dir, &cfg1);
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     second.kill();
-    proxy.wait_log("backend down");
+    proxy.wait_log("backend down").await;
     // Reorder: the dead second game is now preferred.
     let cfg2 = cfg1
         .replace(&format!("addr = \"{}\"", first.addr), "addr = \"FIRST\"")
@@ -42,7 +42,9 @@ async fn sighup_to_a_down_backend_moves_nobody() {
         .replace("name = \"X\"", "name = \"b1\"");
     proxy.rewrite(&cfg2);
     proxy.sighup();
-    proxy.wait_log("new preferred backend is down; players stay where they are");
+    proxy
+        .wait_log("new preferred backend is down; players stay where they are")
+        .await;
     alice.send("say still on the first game").await;
     alice.expect("You say, \"still on the first game\"").await;
     assert!(!alice.text.contains("Moving you"), "{}", alice.text);
@@ -72,13 +74,14 @@ async fn sigterm_with_a_player_who_stopped_reading_still_quits_the_game() {
     assert_eq!(code, Some(0));
     game.wait_event("Alice quit cleanly", |e| {
         e["t"] == "close" && e["conn"] == conn && e["why"] == "quit"
-    });
+    })
+    .await;
     drop(alice);
 }
 
 /// The proxy's peak resident memory so far, in MiB (Linux: VmHWM).
 fn peak_rss_mib(proxy: &Proxy) -> u64 {
-    let pid = proxy.child.as_ref().expect("running").id();
+    let pid = proxy.pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()

@@ -7,9 +7,6 @@
 mod common;
 #[path = "telnet/player.rs"]
 mod player;
-
-use std::time::Duration;
-
 use common::*;
 use holdfast::telnet::{opt, Verb, GA, IAC};
 use player::{Caps, Got, Player};
@@ -32,26 +29,27 @@ fn since_start(game: &Game, n: usize) -> Vec<Value> {
 }
 
 /// Waits until the game's `n`-th process logged an event matching `pred`.
-fn wait_since_start(game: &Game, n: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let t0 = std::time::Instant::now();
-    loop {
-        if let Some(e) = since_start(game, n).into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        assert!(
-            t0.elapsed() < WAIT,
-            "process {n} of the game never logged {what}; its log: {:#?}",
-            since_start(game, n)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+async fn wait_since_start(
+    game: &Game,
+    n: usize,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    common::proc::until(
+        &format!("process {n} of the game never logged {what}"),
+        WAIT,
+        || since_start(game, n).into_iter().find(|e| pred(e)),
+        || format!("its log: {:#?}", since_start(game, n)),
+    )
+    .await
 }
 
 /// The conn id of the player's connection in the game's `n`-th process.
-fn player_conn(game: &Game, n: usize, user: &str) -> u64 {
+async fn player_conn(game: &Game, n: usize, user: &str) -> u64 {
     let e = wait_since_start(game, n, "the login", |e| {
         e["t"] == "login" && e["user"] == user
-    });
+    })
+    .await;
     e["conn"].as_u64().expect("login event has a conn")
 }
 
@@ -82,7 +80,7 @@ fn assert_notices_at_line_starts(plain: &[u8]) {
 /// Restarts the game and waits until the player is logged back in.
 async fn restart_and_wait(proxy: &Proxy, game: &mut Game, p: &mut Player) {
     // Only a confirmed login is restored: wait for the proxy to know it.
-    proxy.wait_log("logged in");
+    proxy.wait_log("logged in").await;
     // Down first, then up: a game back within the probe's check would
     // look alive and the closed connection like a boot (see ha.rs).
     game.kill();
@@ -97,27 +95,31 @@ async fn restarted_game_gets_the_window_size_without_asking_the_player() {
     let mut game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let mut p = Player::login(proxy.addr, Caps::default(), "Alice", "alicepw").await;
-    let c1 = player_conn(&game, 1, "Alice");
+    let c1 = player_conn(&game, 1, "Alice").await;
     wait_since_start(&game, 1, "NAWS 132x50", |e| {
         e["t"] == "naws" && e["conn"] == c1 && e["w"] == 132 && e["h"] == 50
-    });
+    })
+    .await;
     wait_since_start(&game, 1, "TTYPE", |e| {
         e["t"] == "ttype" && e["conn"] == c1 && e["value"] == "TESTCLIENT"
-    });
+    })
+    .await;
 
     restart_and_wait(&proxy, &mut game, &mut p).await;
-    let c2 = player_conn(&game, 2, "Alice");
+    let c2 = player_conn(&game, 2, "Alice").await;
     // The new process got the size and terminal type.
     let naws = wait_since_start(&game, 2, "the replayed NAWS", |e| {
         e["t"] == "naws" && e["conn"] == c2
-    });
+    })
+    .await;
     assert_eq!(
         (naws["w"].as_u64(), naws["h"].as_u64()),
         (Some(132), Some(50))
     );
     wait_since_start(&game, 2, "the replayed TTYPE", |e| {
         e["t"] == "ttype" && e["conn"] == c2 && e["value"] == "TESTCLIENT"
-    });
+    })
+    .await;
     // The player was asked once, by the first process, and never again.
     p.send("say still here").await;
     p.expect("You say, \"still here\"").await;
@@ -150,10 +152,11 @@ async fn options_the_player_refused_are_refused_to_the_next_game() {
     };
     let mut p = Player::login(proxy.addr, caps, "Bob", "bobpw").await;
     restart_and_wait(&proxy, &mut game, &mut p).await;
-    let c2 = player_conn(&game, 2, "Bob");
+    let c2 = player_conn(&game, 2, "Bob").await;
     wait_since_start(&game, 2, "NAWS 100x40", |e| {
         e["t"] == "naws" && e["conn"] == c2 && e["w"] == 100
-    });
+    })
+    .await;
     p.send("say ok").await;
     p.expect("You say, \"ok\"").await;
     let evs = since_start(&game, 2);
@@ -180,7 +183,7 @@ async fn player_mccp_stream_survives_two_restarts_of_a_compressing_game() {
         p.mccp_starts, 1,
         "the proxy's MCCP2 should be on from the start"
     );
-    proxy.wait_log("backend compresses");
+    proxy.wait_log("backend compresses").await;
     p.send("say before").await;
     p.expect("You say, \"before\"").await;
 
@@ -262,15 +265,16 @@ async fn gmcp_passes_both_ways_and_hello_is_replayed() {
     let mut game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let mut p = Player::login(proxy.addr, Caps::default(), "Alice", "alicepw").await;
-    let c1 = player_conn(&game, 1, "Alice");
+    let c1 = player_conn(&game, 1, "Alice").await;
     wait_since_start(&game, 1, "Core.Hello", |e| {
         e["t"] == "gmcp" && e["conn"] == c1 && e["data"].as_str().unwrap().starts_with("Core.Hello")
-    });
+    })
+    .await;
     p.send_gmcp(r#"Core.Supports.Set ["Room 1","Char 1"]"#)
         .await;
 
     for n in 1..=2 {
-        let c = player_conn(&game, n, "Alice");
+        let c = player_conn(&game, n, "Alice").await;
         // Game -> player.
         p.send(r#"gmcp Room.Info {"num":12}"#).await;
         let want = Got::Sub(opt::GMCP, br#"Room.Info {"num":12}"#.to_vec());
@@ -279,21 +283,22 @@ async fn gmcp_passes_both_ways_and_hello_is_replayed() {
         p.send_gmcp("Core.Ping").await;
         wait_since_start(&game, n, "Core.Ping", |e| {
             e["t"] == "gmcp" && e["conn"] == c && e["data"] == "Core.Ping"
-        });
+        })
+        .await;
         p.expect_got(Got::Sub(opt::GMCP, b"Core.Ping".to_vec()), n)
             .await;
         if n == 1 {
             restart_and_wait(&proxy, &mut game, &mut p).await;
-            let c2 = player_conn(&game, 2, "Alice");
-            let evs = |pkg: &str| {
-                wait_since_start(&game, 2, pkg, |e| {
+            let c2 = player_conn(&game, 2, "Alice").await;
+            let evs = |pkg: &'static str| {
+                wait_since_start(&game, 2, pkg, move |e| {
                     e["t"] == "gmcp"
                         && e["conn"] == c2
                         && e["data"].as_str().unwrap().starts_with(pkg)
                 })
             };
-            evs("Core.Hello");
-            let sup = evs("Core.Supports.Set");
+            evs("Core.Hello").await;
+            let sup = evs("Core.Supports.Set").await;
             assert_eq!(sup["data"], r#"Core.Supports.Set ["Room 1","Char 1"]"#);
         }
     }
@@ -333,7 +338,8 @@ async fn iac_in_player_data_reaches_the_game_as_one_byte() {
     p.expect("You say, \"a").await;
     let line = wait_since_start(&game, 1, "the say", |e| {
         e["t"] == "line" && e["line"].as_str().unwrap().starts_with("say a")
-    });
+    })
+    .await;
     // fakemush decodes lossily: a lone 0xFF byte becomes U+FFFD. Had the
     // proxy not re-escaped it, the game would have eaten `IAC b` instead.
     assert_eq!(line["line"], "say a\u{fffd}b");

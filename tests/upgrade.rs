@@ -165,7 +165,10 @@ impl Drop for Hf {
         if self.child.as_ref().map(Child::id) != Some(self.pid) {
             kill(self.pid, "KILL");
         }
-        reap(&mut self.child);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

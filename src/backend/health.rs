@@ -2,46 +2,83 @@
 //!
 //! The probe keeps a connection to the backend logged in as
 //! `heartbeat.user` and, every `heartbeat.interval`, sends the flavor's
-//! probe command with a fresh nonce (`think hf-…`); the backend is alive if
-//! the nonce comes back within `heartbeat.timeout`. `fall` consecutive
-//! failures mark it down, `rise` successes up. Sessions whose backend
-//! connection closed ask for an immediate check ([`ProbeHandle::check_now`]);
-//! every request waiting when a probe starts is answered by that probe.
+//! probe command with a fresh nonce (`think hf-…`); the nonce must come back
+//! within `heartbeat.timeout`. `fall` consecutive failures mark the backend
+//! down, `rise` successes up. Sessions whose backend connection closed ask
+//! for an immediate check ([`ProbeHandle::check_now`]); every request
+//! waiting when a probe starts is answered by that probe.
 //!
-//! Without a heartbeat user the probe opens a fresh connection each time and
-//! counts any output (the connect screen) as alive.
+//! **Down** means both: the logged-in probe failed, *and* a new connection
+//! got no connect screen within `templates.banner_wait + heartbeat.timeout`.
+//! A logged-in connection that stops answering is not evidence on its own:
+//! TinyMUX refills a connection's command quota only over whole idle
+//! seconds, so on a busy game the heartbeat player's `think` can wait
+//! forever while the game runs fine. Such a connection is replaced (fresh
+//! connection, fresh login) before anything is concluded.
+//!
+//! **Degraded** means the game is up but the probe cannot do its whole job:
+//! the heartbeat login is rejected (then quit and crash look alike), the
+//! game refuses holdfast's address, or only the connect screen has answered
+//! for several probes in a row. It is reported (status, `backend.degraded`
+//! event) and logged again every [`DEGRADED_WARN_EVERY`] until it is fixed.
+//! A rejected login is not retried at every probe (each try is one more
+//! failed login the game counts against holdfast's address, which every
+//! player shares) but every [`LOGIN_RETRY`], or at once when the heartbeat
+//! settings change.
+//!
+//! Without a heartbeat user every probe is a fresh connection that must
+//! show the connect screen.
+//!
+//! Reports carry the generation of the probe that made them: a probe
+//! cancelled by a reload (its address changed) may still be finishing a
+//! probe, and its late report must not overwrite the new probe's.
 
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use memchr::memmem;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{timeout_at, Instant, MissedTickBehavior};
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::connect::{connect, BackendStream};
-use crate::clientip;
-use crate::config::{Backend, ClientIpMode, Config};
-use crate::login::{new_nonce, render_login, render_nonce};
+use super::degraded::{Alive, Degraded};
+pub use super::degraded::{DEGRADED_WARN_EVERY, LOGIN_RETRY};
+pub use super::probe::ProbeError;
+use super::probe::{self, LoginOutcome, ProbeConn};
+use crate::config::{Backend, Config, Heartbeat};
+use crate::login::render_login;
+use crate::secret::Secret;
 
-/// Bytes of probe-connection output kept while looking for a nonce.
-const PROBE_BUF_MAX: usize = 64 * 1024;
 /// Queued immediate-check requests before senders wait.
 const CHECK_QUEUE: usize = 1024;
-/// `read_until`'s error when the deadline passes.
-const NO_ANSWER: &str = "no answer before heartbeat.timeout";
+
+/// Probe generations, unique in the process.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// What a [`ProbeReport`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// The backend is up.
+    Up,
+    /// The backend is down.
+    Down,
+    /// The backend is up but the probe is degraded (see the module docs).
+    Degraded,
+    /// The probe is no longer degraded.
+    Healthy,
+}
 
 /// A probe's state change, sent to the failover manager.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
     /// Backend name.
     pub name: String,
-    /// New state.
-    pub up: bool,
-    /// Why (for `down`: the failure).
+    /// The generation of the probe that sent it ([`ProbeHandle::generation`]):
+    /// a report from another generation than the running probe's is stale.
+    pub generation: u64,
+    /// What changed.
+    pub kind: ReportKind,
+    /// Why (for `Down`: the failure; for `Degraded`: what is wrong).
     pub reason: String,
 }
 
@@ -56,6 +93,8 @@ pub struct ProbeHandle {
     pub cancel: CancellationToken,
     /// The backend it probes (a changed address needs a new probe).
     pub backend: Backend,
+    /// This probe's generation, carried by its reports.
+    pub generation: u64,
 }
 
 impl ProbeHandle {
@@ -64,12 +103,13 @@ impl ProbeHandle {
     /// `fall` says: a dropped session plus a failed probe is strong evidence.
     ///
     /// `since` is when the caller's own connection to the backend was made:
-    /// the answer is "alive" only if the probe's logged-in connection is
-    /// older than that and still answers. A game that was restarted in the
+    /// the answer is "alive" only if the probe's logged-in connection (or
+    /// the one it replaced while that was still open) is older than that
+    /// and the game still answers. A game that was restarted in the
     /// meantime (a supervisor can do that within milliseconds) answers on a
-    /// new probe connection, which proves nothing about the old process
-    /// the caller was talking to. Without a heartbeat user every probe is a
-    /// fresh connection and only "the game accepts connections" is known.
+    /// new probe connection, which proves nothing about the old process the
+    /// caller was talking to. Without a logged-in probe connection only
+    /// "the game shows its connect screen" is known.
     pub async fn check_now(&self, since: Instant) -> bool {
         let (tx, rx) = oneshot::channel();
         if self.check_tx.send((since, tx)).await.is_err() {
@@ -87,55 +127,55 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> ProbeHandle {
     let (check_tx, check_rx) = mpsc::channel(CHECK_QUEUE);
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
     let probe = Probe {
         backend: backend.clone(),
+        generation,
         config,
         report,
+        cancel: cancel.clone(),
         conn: None,
         state: None,
         oks: 0,
         fails: 0,
-        login_warned: false,
+        degraded: Degraded::default(),
     };
-    tokio::spawn(probe.run(check_rx, cancel.clone()));
+    tokio::spawn(probe.run(check_rx));
     ProbeHandle {
         check_tx,
         cancel,
         backend,
+        generation,
     }
-}
-
-struct ProbeConn {
-    stream: BackendStream,
-    buf: Vec<u8>,
-    /// When this connection was opened (see [`ProbeHandle::check_now`]).
-    since: Instant,
 }
 
 struct Probe {
     backend: Backend,
+    generation: u64,
     config: watch::Receiver<Arc<Config>>,
     report: mpsc::Sender<ProbeReport>,
+    cancel: CancellationToken,
     conn: Option<ProbeConn>,
     state: Option<bool>,
     oks: u32,
     fails: u32,
-    login_warned: bool,
+    degraded: Degraded,
 }
 
 impl Probe {
-    async fn run(mut self, mut check_rx: mpsc::Receiver<CheckRequest>, cancel: CancellationToken) {
+    async fn run(mut self, mut check_rx: mpsc::Receiver<CheckRequest>) {
         let name = self.backend.name.clone();
-        let mut interval = tokio::time::interval(self.config.borrow().heartbeat.interval);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut period = self.config.borrow().heartbeat.interval;
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let cancel = self.cancel.clone();
         loop {
             // Every branch is cancel-safe: `tick`, `recv`, `readable` and
             // `cancelled` lose nothing when another branch wins.
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = interval.tick() => {
-                    let r = self.probe_once().await;
+                    let r = self.timed_probe().await;
                     self.record(r, false).await;
                 }
                 req = check_rx.recv() => {
@@ -144,11 +184,10 @@ impl Probe {
                     while let Ok(w) = check_rx.try_recv() {
                         waiters.push(w);
                     }
-                    let r = self.probe_once().await;
+                    let r = self.timed_probe().await;
                     let ok = r.is_ok();
-                    // With a heartbeat user the probe answered on its
-                    // long-lived connection; its age tells whether the game
-                    // process is the one the waiters were connected to.
+                    // The age of the logged-in connection tells whether the
+                    // game process is the one the waiters were connected to.
                     let conn_since = self.conn.as_ref().map(|c| c.since);
                     self.record(r, true).await;
                     debug!(backend = %name, ok, waiters = waiters.len(), "immediate check");
@@ -166,7 +205,7 @@ impl Probe {
                     // drained; a closed connection is probed again at once,
                     // which reconnects or finds the backend gone.
                     if self.drain(r) {
-                        let r = self.probe_once().await;
+                        let r = self.timed_probe().await;
                         self.record(r, false).await;
                         interval.reset();
                     }
@@ -179,7 +218,15 @@ impl Probe {
                 interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             }
         }
-        debug!(backend = %name, "probe stopped");
+        debug!(backend = %name, generation = self.generation, "probe stopped");
+    }
+
+    /// [`Probe::probe_once`], counted in the metrics.
+    async fn timed_probe(&mut self) -> Result<Alive, ProbeError> {
+        let t0 = Instant::now();
+        let r = self.probe_once().await;
+        crate::metrics::metrics().probe(&self.backend.name, t0.elapsed(), r.is_ok());
+        r
     }
 
     /// Reads what is pending on the idle probe connection. Returns true if
@@ -211,11 +258,31 @@ impl Probe {
         }
     }
 
-    async fn record(&mut self, r: Result<(), String>, immediate: bool) {
+    async fn send(&self, kind: ReportKind, reason: String) {
+        // The manager also drops reports by generation: the cancellation
+        // may come while this one waits in the channel.
+        let _ = self
+            .report
+            .send(ProbeReport {
+                name: self.backend.name.clone(),
+                generation: self.generation,
+                kind,
+                reason,
+            })
+            .await;
+    }
+
+    async fn record(&mut self, r: Result<Alive, ProbeError>, immediate: bool) {
+        if self.cancel.is_cancelled() {
+            // A reload replaced this probe while it was probing (its address
+            // changed): what it found is about the old address.
+            debug!(backend = %self.backend.name, generation = self.generation, "result of a cancelled probe dropped");
+            return;
+        }
         let cfg = self.config.borrow().clone();
         let (fall, rise) = (cfg.heartbeat.fall, cfg.heartbeat.rise);
         let new_state = match &r {
-            Ok(()) => {
+            Ok(_) => {
                 self.oks += 1;
                 self.fails = 0;
                 if self.state != Some(true) && (self.oks >= rise || self.state.is_none()) {
@@ -239,134 +306,135 @@ impl Probe {
         if let Some(up) = new_state {
             self.state = Some(up);
             let reason = match &r {
-                Ok(()) => "probe answered".to_string(),
-                Err(e) => e.clone(),
+                Ok(Alive::Answered) => "probe answered".to_string(),
+                Ok(_) => "connect screen shown".to_string(),
+                Err(e) => e.to_string(),
             };
             if up {
                 info!(backend = %self.backend.name, addr = %self.backend.addr, "backend up");
+                self.send(ReportKind::Up, reason).await;
             } else {
                 warn!(backend = %self.backend.name, addr = %self.backend.addr, %reason, "backend down");
+                self.send(ReportKind::Down, reason).await;
             }
-            let _ = self
-                .report
-                .send(ProbeReport {
-                    name: self.backend.name.clone(),
-                    up,
-                    reason,
-                })
-                .await;
         } else if let Err(e) = &r {
             debug!(backend = %self.backend.name, error = %e, fails = self.fails, "probe failed");
         }
+        if let Ok(alive) = r {
+            self.note_degraded(alive, &cfg.heartbeat).await;
+        }
     }
 
-    /// One probe: (re)connect and log in if needed, send the probe command,
-    /// wait for its nonce.
-    async fn probe_once(&mut self) -> Result<(), String> {
+    /// Updates the degraded state from a probe that found the game alive.
+    async fn note_degraded(&mut self, alive: Alive, hb: &Heartbeat) {
+        let step = self.degraded.note(alive, hb, Instant::now());
+        if step.warn {
+            let reason = self.degraded.reason().unwrap_or_default();
+            warn!(backend = %self.backend.name, %reason, "heartbeat probe degraded");
+        }
+        if let Some(reason) = step.degraded {
+            self.send(ReportKind::Degraded, reason).await;
+        }
+        if step.healthy {
+            info!(backend = %self.backend.name, "heartbeat probe healthy again");
+            self.send(ReportKind::Healthy, "probe answered".into())
+                .await;
+        }
+    }
+
+    /// One probe: ask on the logged-in connection; if it does not answer,
+    /// replace it (fresh connection, connect screen, fresh login).
+    async fn probe_once(&mut self) -> Result<Alive, ProbeError> {
         let cfg = self.config.borrow().clone();
         let hb = &cfg.heartbeat;
-        let deadline = Instant::now() + hb.timeout;
         let Some(user) = hb.user.clone() else {
-            // No heartbeat user: a fresh connection that shows its connect
-            // screen is alive.
             self.conn = None;
-            let mut c = self.open(&cfg, deadline).await?;
-            return read_until(&mut c, deadline, |buf| !buf.is_empty()).await;
+            self.screen(&cfg).await?;
+            return Ok(Alive::ConnectOnly);
         };
-        let mut fresh = false;
-        if self.conn.is_none() {
-            let mut c = self.open(&cfg, deadline).await?;
-            if cfg.templates.sync {
-                sync(&mut c, &cfg.templates.probe, deadline).await?;
-            }
-            let pw = hb
-                .password
-                .clone()
-                .unwrap_or_else(|| crate::secret::Secret::new(""));
-            let line = render_login(&cfg.templates.login, "connect", &user, &pw);
-            write(&mut c, &line, deadline).await?;
-            self.conn = Some(c);
-            fresh = true;
+        if self.degraded.login_held(hb, Instant::now()) {
+            self.conn = None;
+            self.screen(&cfg).await?;
+            return Ok(Alive::LoginHeld);
         }
-        let nonce = new_nonce();
-        let cmd = render_nonce(&cfg.templates.probe, &nonce);
-        let c = self.conn.as_mut().expect("connected above");
-        c.buf.clear();
-        let res = async {
-            write(c, &cmd, deadline).await?;
-            let failure = &cfg.templates.login_failure;
-            let mut rejected = false;
-            read_until(c, deadline, |buf| {
-                if memmem::find(buf, nonce.as_bytes()).is_some() {
-                    return true;
+        let mut lineage = None;
+        if let Some(c) = self.conn.as_mut() {
+            let deadline = Instant::now() + hb.timeout;
+            match probe::ask(c, &cfg.templates.probe, deadline, None).await {
+                Ok(_) => return Ok(Alive::Answered),
+                Err(ProbeError::NoAnswer) => {
+                    // Still open, so still the same game process: a stuck
+                    // or starved connection, or a frozen game. The connect
+                    // screen of a new connection tells which.
+                    debug!(backend = %self.backend.name, "probe connection does not answer; replacing it");
+                    lineage = Some(c.since);
                 }
-                if fresh
-                    && buf.split(|b| *b == b'\n').any(|l| {
-                        let l = String::from_utf8_lossy(l);
-                        let l = crate::login::strip_ansi(&l);
-                        failure.iter().any(|re| re.is_match(l.trim_start()))
-                    })
-                {
-                    rejected = true;
-                    return true;
+                Err(e) => {
+                    debug!(backend = %self.backend.name, error = %e, "probe connection lost; opening a new one");
                 }
-                false
-            })
-            .await?;
-            Ok::<bool, String>(rejected)
-        }
-        .await;
-        match res {
-            Ok(false) => Ok(()),
-            Ok(true) => {
-                // The game answered, so it is alive; but the heartbeat user
-                // cannot log in, so quit-or-crash checks will be weaker.
-                // Reconnect next time rather than probe a logged-out link.
-                if !self.login_warned {
-                    warn!(backend = %self.backend.name, user = %user,
-                        "heartbeat login rejected: check heartbeat.user and its password");
-                    self.login_warned = true;
-                }
-                self.conn = None;
-                Ok(())
             }
-            // A logged-in connection that was merely slow to answer is
-            // kept: the game may be lagging, and the connection's age is
-            // what tells a quit from a restart (see `check_now`). Anything
-            // else, or a slow fresh login, starts over next time.
-            Err(e) if e == NO_ANSWER && !fresh => Err(e),
-            Err(e) => {
-                self.conn = None;
-                Err(e)
-            }
+            self.conn = None;
         }
+        self.fresh(&cfg, &user, lineage).await
     }
 
-    async fn open(&self, cfg: &Config, deadline: Instant) -> Result<ProbeConn, String> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let t = self
-            .backend
-            .connect_timeout
-            .min(left.max(Duration::from_millis(1)));
-        let stream = connect(&self.backend.addr, t)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut c = ProbeConn {
-            stream,
-            buf: Vec::with_capacity(4096),
-            since: Instant::now(),
-        };
-        // Games behind a PROXY header or PennMUSH's socket expect it on
-        // every connection, the probe's too.
-        if matches!(
-            cfg.client_ip.mode,
-            ClientIpMode::ProxyV1 | ClientIpMode::ProxyV2 | ClientIpMode::Pennmush
-        ) {
-            let me: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let pre = clientip::preamble(&cfg.client_ip, me, me, Some("holdfast-heartbeat"));
-            write(&mut c, &pre, deadline).await?;
+    /// Opens a connection and waits for the connect screen. Returns the
+    /// connection and the refusal line the game sent instead, if any.
+    async fn screen(&self, cfg: &Config) -> Result<(ProbeConn, Option<String>), ProbeError> {
+        let allowed = cfg.templates.banner_wait + cfg.heartbeat.timeout;
+        let deadline = Instant::now() + allowed;
+        let mut c = probe::open(&self.backend, cfg, deadline).await?;
+        let refused = probe::banner(&mut c, deadline, allowed, &cfg.templates.refused).await?;
+        Ok((c, refused))
+    }
+
+    /// A fresh probe connection: connect screen, login, first probe. Once
+    /// the connect screen came the game is alive, whatever the login does.
+    async fn fresh(
+        &mut self,
+        cfg: &Config,
+        user: &str,
+        lineage: Option<Instant>,
+    ) -> Result<Alive, ProbeError> {
+        let (mut c, refused) = self.screen(cfg).await?;
+        if let Some(line) = refused {
+            return Ok(Alive::Refused(line));
         }
-        Ok(c)
+        let hb = &cfg.heartbeat;
+        let deadline = Instant::now() + hb.timeout;
+        if cfg.templates.sync {
+            if let Err(e) = probe::sync(&mut c, &cfg.templates.probe, deadline).await {
+                return Ok(Alive::Screen(format!("sync: {e}")));
+            }
+        }
+        let pw = hb.password.clone().unwrap_or_else(|| Secret::new(""));
+        let line = render_login(&cfg.templates.login, "connect", user, &pw);
+        if let Err(e) = probe::write(&mut c, &line, deadline).await {
+            return Ok(Alive::Screen(e.to_string()));
+        }
+        if let Some(s) = lineage {
+            c.since = s;
+        }
+        let failure = &cfg.templates.login_failure;
+        match probe::ask(&mut c, &cfg.templates.probe, deadline, Some(failure)).await {
+            Ok(LoginOutcome::Answered) => {
+                self.conn = Some(c);
+                Ok(Alive::Answered)
+            }
+            Ok(LoginOutcome::Rejected(line)) => {
+                if probe::matching_line(line.as_bytes(), &cfg.templates.refused).is_some() {
+                    Ok(Alive::Refused(line))
+                } else {
+                    Ok(Alive::Rejected(line))
+                }
+            }
+            // A slow login is kept: the next probe asks it again.
+            Err(ProbeError::NoAnswer) => {
+                self.conn = Some(c);
+                Ok(Alive::Screen("login not confirmed in time".into()))
+            }
+            Err(e) => Ok(Alive::Screen(e.to_string())),
+        }
     }
 }
 
@@ -374,66 +442,5 @@ async fn readable(conn: &Option<ProbeConn>) -> std::io::Result<()> {
     match conn {
         Some(c) => c.stream.readable().await,
         None => std::future::pending().await,
-    }
-}
-
-async fn write(c: &mut ProbeConn, data: &[u8], deadline: Instant) -> Result<(), String> {
-    match timeout_at(deadline, c.stream.write_all(data)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("write: {e}")),
-        Err(_) => Err("write timed out".into()),
-    }
-}
-
-/// For `templates.sync` (Evennia): sends the probe command, again every
-/// [`crate::login::SYNC_RESEND`], until its nonce comes back, proving the
-/// game has the connection and will not drop the login (Evennia drops input
-/// that arrives before its Portal hands the connection to its Server).
-async fn sync(c: &mut ProbeConn, template: &str, deadline: Instant) -> Result<(), String> {
-    let nonce = new_nonce();
-    let cmd = render_nonce(template, &nonce);
-    loop {
-        write(c, &cmd, deadline).await?;
-        let step = (Instant::now() + crate::login::SYNC_RESEND).min(deadline);
-        match read_until(c, step, |buf| memmem::find(buf, nonce.as_bytes()).is_some()).await {
-            Ok(()) => {
-                c.buf.clear();
-                return Ok(());
-            }
-            Err(e) if e == NO_ANSWER && Instant::now() < deadline => {
-                debug!("probe sync: nonce not back yet; sending it again");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Reads into `c.buf` until `done(buf)` or the deadline.
-async fn read_until(
-    c: &mut ProbeConn,
-    deadline: Instant,
-    mut done: impl FnMut(&[u8]) -> bool,
-) -> Result<(), String> {
-    loop {
-        if done(&c.buf) {
-            return Ok(());
-        }
-        if c.buf.len() > PROBE_BUF_MAX {
-            // Keep the tail: a nonce may straddle the cut.
-            let keep = c.buf.len() - 256;
-            c.buf.drain(..keep);
-        }
-        match timeout_at(deadline, c.stream.readable()).await {
-            Err(_) => return Err(NO_ANSWER.into()),
-            Ok(Err(e)) => return Err(format!("read: {e}")),
-            Ok(Ok(())) => {}
-        }
-        c.buf.reserve(4096);
-        match c.stream.try_read_buf(&mut c.buf) {
-            Ok(0) => return Err("connection closed by the backend".into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(format!("read: {e}")),
-        }
     }
 }

@@ -2,9 +2,13 @@
 //! one sessions use.
 //!
 //! - `connect`: TCP or Unix-socket connections with timeouts and socket options.
-//! - `health`: one heartbeat probe task per backend.
+//! - `health`: one heartbeat probe task per backend (up, down, degraded).
+//! - `degraded`: the probe's degraded state and login hold-back, without I/O.
+//! - `probe`: the probe's connection: connect screen, login, nonce; its errors.
 //! - `pool`: preference order, the active backend, failover decisions.
 
 pub mod connect;
+pub mod degraded;
 pub mod health;
 pub mod pool;
+pub mod probe;

@@ -14,9 +14,9 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::health::{self, ProbeReport};
+use super::health::{self, ProbeReport, ReportKind};
 use crate::config::Config;
 use crate::events::Event;
 use crate::state::{BackendView, FailoverRequest, Shared};
@@ -128,6 +128,7 @@ impl Manager {
                             up: None,
                             since: SystemTime::now(),
                             reason: "not probed yet".into(),
+                            degraded: None,
                         })
                 })
                 .collect();
@@ -180,9 +181,39 @@ impl Manager {
         let Some(b) = self.config.backend(&r.name) else {
             return;
         };
+        // A probe cancelled by a reload can still deliver the report of a
+        // probe it had started: only the running probe's reports count.
+        let current = self
+            .shared
+            .probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&r.name)
+            .map(|p| p.generation);
+        if current != Some(r.generation) {
+            debug!(backend = %r.name, generation = r.generation, ?current, kind = ?r.kind, "stale probe report dropped");
+            return;
+        }
         let addr = b.addr.to_string();
+        if matches!(r.kind, ReportKind::Degraded | ReportKind::Healthy) {
+            let degraded = r.kind == ReportKind::Degraded;
+            self.shared.pool.send_modify(|st| {
+                if let Some(v) = st.backends.iter_mut().find(|v| v.name == r.name) {
+                    v.degraded = degraded.then(|| r.reason.clone());
+                }
+            });
+            self.shared.events.emit(
+                Event::new("backend.degraded")
+                    .with("backend", r.name.as_str())
+                    .with("addr", addr)
+                    .with("degraded", degraded)
+                    .with("reason", r.reason.as_str()),
+            );
+            return;
+        }
+        let up = r.kind == ReportKind::Up;
         let mut down_for = None;
-        if r.up {
+        if up {
             if let Some(t) = self.down_since.remove(&r.name) {
                 down_for = Some(t.elapsed().as_secs_f64());
             }
@@ -193,12 +224,12 @@ impl Manager {
         }
         self.shared.pool.send_modify(|st| {
             if let Some(v) = st.backends.iter_mut().find(|v| v.name == r.name) {
-                v.up = Some(r.up);
+                v.up = Some(up);
                 v.since = SystemTime::now();
                 v.reason = r.reason.clone();
             }
         });
-        let ev = if r.up {
+        let ev = if up {
             Event::new("backend.up")
                 .with("backend", r.name.as_str())
                 .with("addr", addr)

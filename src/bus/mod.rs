@@ -8,8 +8,12 @@
 //! | file | its one job |
 //! | --- | --- |
 //! | `publisher.rs` | the task: events and presence out, confirmations, reconnects |
+//! | `publisher/conn.rs` | its reactions to connection events and the stream check |
+//! | `publisher/send.rs` | handing a batch over: with a marker, or to JetStream |
+//! | `publisher/finish.rs` | delivering what is left at shutdown |
 //! | `outbox.rs` | the bounded outage queue (drops the oldest when full) |
 //! | `wire.rs` | event ids and JSON bodies with the common fields |
+//! | `jetstream.rs` | the events stream (`bus.jetstream`): create, publish with ids |
 //! | `rpc.rs` | requests in: `{prefix}.rpc.{instance\|all}.{method}` |
 //! | `presence.rs` | hello / heartbeat / goodbye messages on `{prefix}.presence` |
 //! | `status.rs` | `holdfast status`: ask every instance, print a table |
@@ -19,6 +23,7 @@
 //! (RFC 3339, UTC), `instance`, `game` and `v` (the schema version,
 //! [`SCHEMA_VERSION`]).
 
+mod jetstream;
 mod outbox;
 mod presence;
 mod publisher;
@@ -40,6 +45,10 @@ use crate::config::{self, Config};
 use crate::events::Event;
 use crate::state::Shared;
 
+pub use jetstream::{
+    context as jetstream_context, ensure_stream, stream_subject, valid_stream_name, EnsureError,
+    Ensured, DEFAULT_STREAM, DEFAULT_STREAM_MAX_AGE, DUPLICATE_WINDOW,
+};
 pub use status::{ask_all, render_table, status_command};
 
 /// Version of the JSON layout of events, presence messages and replies
@@ -51,6 +60,8 @@ pub const SCHEMA_VERSION: u64 = 1;
 pub const METHODS: &[&str] = &[
     "status", "sessions", "failover", "announce", "reload", "upgrade",
 ];
+
+pub use crate::config::{DEFAULT_RPC_ALLOW, RPC_METHODS};
 
 /// The instance token that addresses every instance at once
 /// (`{prefix}.rpc.all.{method}`).
@@ -84,6 +95,11 @@ pub struct BusStats {
     pub rejected: AtomicU64,
     /// Times the client (re)connected.
     pub connects: AtomicU64,
+    /// Events go through the JetStream stream right now (`bus.jetstream`
+    /// and the stream is usable).
+    pub stream: AtomicBool,
+    /// Instances seen on the presence subject.
+    pub peers: presence::Peers,
 }
 
 /// Subjects of one instance.
@@ -138,6 +154,7 @@ pub async fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Event>, stop: Cancellat
     };
     info!(servers = %cfg.bus.servers.join(","), instance = %cfg.bus.instance, "bus: connecting to NATS in the background");
     let stats = Arc::new(BusStats::default());
+    crate::metrics::metrics().watch_bus(stats.clone());
     let subjects = Subjects::new(&cfg.bus);
     let rpc_task = tokio::spawn(rpc::serve(
         shared.clone(),

@@ -14,6 +14,8 @@ pub struct Outgoing {
     pub subject: Subject,
     /// The JSON body.
     pub payload: Bytes,
+    /// The event id (`Nats-Msg-Id` through JetStream); `None` for presence.
+    pub id: Option<String>,
 }
 
 /// The bounded FIFO that holds events until the server confirmed them. Its
@@ -105,6 +107,7 @@ mod tests {
         Outgoing {
             subject: Subject::from("s"),
             payload: Bytes::from(n.to_string()),
+            id: None,
         }
     }
 

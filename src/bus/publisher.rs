@@ -16,7 +16,15 @@
 //! start on the next connection; consumers drop the duplicates by `id`.
 //! Batches are sent one at a time, so the queue goes out in order. (A
 //! server that forbids our `_INBOX` subscription gets events without
-//! confirmation: plain at-most-once NATS.)
+//! confirmation: plain at-most-once NATS.) A marker carries a random
+//! token, so another client that may publish to our inbox cannot confirm a
+//! batch the server never saw.
+//!
+//! With `bus.jetstream`, each (re)connection first makes sure the stream
+//! exists (`jetstream.rs`); batches then go through JetStream with
+//! `Nats-Msg-Id` = the event id, and the stream's acks confirm them instead
+//! of the marker, so a batch sent again is stored once. A server without
+//! JetStream is reported once and gets plain publishes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,12 +36,17 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+mod conn;
+mod finish;
+mod send;
+
+use super::jetstream::{self, BatchAck, EnsureError, Ensured};
 use super::outbox::{Outbox, Outgoing};
 use super::presence::{self, Kind};
 use super::wire::{encode, Common, IdGen};
-use super::{BusStats, Subjects, STOP_DEADLINE};
+use super::{BusStats, Subjects};
 use crate::events::Event;
 use crate::secret::Secret;
 use crate::state::Shared;
@@ -51,10 +64,54 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// At shutdown while not connected: how long to hope for a reconnect.
 const UNCONNECTED_GRACE: Duration = Duration::from_millis(500);
+/// After a passing failure to use the stream, check it again this soon.
+const JS_RETRY: Duration = Duration::from_secs(3);
 /// While events wait and no connection event arrives, look at the
 /// connection state this often anyway (a lost notification must not strand
 /// the queue).
 const STATE_POLL: Duration = Duration::from_secs(1);
+
+/// Where JetStream stands on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Js {
+    /// `bus.jetstream` is off.
+    Off,
+    /// Making sure the stream exists; batches wait.
+    Checking,
+    /// Publishing through the stream.
+    Stream,
+    /// No usable stream on this connection: plain publishes.
+    Plain,
+}
+
+/// What the JetStream helper tasks report.
+#[derive(Debug)]
+enum JsNote {
+    /// The stream check of connection `gen`.
+    Ensured(u64, Result<Ensured, EnsureError>),
+    /// The acks of a batch.
+    Acked(BatchAck),
+}
+
+/// The payload of batch `marker`'s marker: its number and 128 random
+/// bits, which a client that may publish to our inbox cannot guess.
+fn marker_token(marker: u64) -> Bytes {
+    Bytes::from(format!("{marker}.{:032x}", rand::random::<u128>()))
+}
+
+/// True if `payload` is the marker of the batch in flight `f`.
+fn confirms(f: &Inflight, payload: &[u8]) -> bool {
+    !f.token.is_empty() && f.token == payload
+}
+
+/// The batch waiting for its confirmation.
+#[derive(Debug, Clone)]
+struct Inflight {
+    marker: u64,
+    /// The marker's payload: its number and a random token.
+    token: Bytes,
+    deadline: Instant,
+}
 
 /// The publisher task's state.
 pub struct Publisher {
@@ -68,8 +125,8 @@ pub struct Publisher {
     /// Our private inbox for batch markers; `None` once the client closed.
     acks: Option<Subscriber>,
     ack_subject: Subject,
-    /// Marker of the batch in flight and when to give up on it.
-    inflight: Option<(u64, Instant)>,
+    /// The batch in flight and when to give up on it.
+    inflight: Option<Inflight>,
     /// A `Connected` event has been seen.
     connected_once: bool,
     /// A `Disconnected` event came after the last `Connected`.
@@ -84,6 +141,18 @@ pub struct Publisher {
     /// For logs: did we warn about the outage / overflow yet.
     outage_logged: bool,
     overflow_logged: bool,
+    /// JetStream context when `bus.jetstream` is on.
+    js: Option<async_nats::jetstream::Context>,
+    js_state: Js,
+    /// Counts connections, so a stream check about an older one is ignored.
+    js_gen: u64,
+    js_tx: mpsc::Sender<JsNote>,
+    js_rx: mpsc::Receiver<JsNote>,
+    /// Said once that the server has no JetStream.
+    js_unavailable_logged: bool,
+    /// When to check the stream again after a passing failure (a
+    /// cluster still electing its JetStream leader, say).
+    js_retry: Option<Instant>,
 }
 
 impl Publisher {
@@ -99,9 +168,10 @@ impl Publisher {
         // Subscribing only queues a command; it fails only on a closed client.
         let acks = client.subscribe(ack_subject.clone()).await.ok();
         let ids = IdGen::new();
+        let js_on = shared.config().bus.jetstream;
+        let (js_tx, js_rx) = mpsc::channel(16);
         Publisher {
             shared,
-            client,
             subjects,
             stats,
             outbox: Outbox::new(cap),
@@ -120,10 +190,18 @@ impl Publisher {
             heartbeat_pending: false,
             outage_logged: false,
             overflow_logged: false,
+            js: js_on.then(|| jetstream::context(client.clone())),
+            js_state: if js_on { Js::Checking } else { Js::Off },
+            js_gen: 0,
+            js_tx,
+            js_rx,
+            js_unavailable_logged: false,
+            js_retry: None,
+            client,
         }
     }
 
-    /// Publishes until `stop`, then flushes for at most [`STOP_DEADLINE`].
+    /// Publishes until `stop`, then flushes for at most [`super::STOP_DEADLINE`].
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<Event>,
@@ -151,6 +229,7 @@ impl Publisher {
                 }
                 Some(ev) = conn_rx.recv() => self.on_conn_event(ev),
                 Some(m) = next_ack(&mut self.acks) => self.on_ack(&m.payload),
+                Some(n) = self.js_rx.recv() => self.on_js(n),
                 _ = tokio::time::sleep_until(wake) => self.on_timer().await,
                 _ = heartbeat.tick() => self.heartbeat_pending = true,
             }
@@ -160,10 +239,10 @@ impl Publisher {
 
     /// When the loop must wake up without any input.
     fn wake_at(&self) -> Instant {
-        if let Some((_, deadline)) = self.inflight {
-            return deadline;
+        if let Some(f) = &self.inflight {
+            return f.deadline;
         }
-        if let Some(t) = self.retry_at {
+        if let Some(t) = self.retry_at.or(self.js_retry) {
             return t;
         }
         Instant::now() + STATE_POLL
@@ -194,9 +273,14 @@ impl Publisher {
             publish_ip: b.publish_ip,
             secrets: &secrets,
         };
-        let payload = encode(ev, &common, self.ids.next_id());
+        let id = self.ids.next_id();
+        let payload = encode(ev, &common, id.clone());
         let subject = Subject::from(self.subjects.event(ev.kind));
-        self.push(Outgoing { subject, payload });
+        self.push(Outgoing {
+            subject,
+            payload,
+            id: Some(id),
+        });
     }
 
     fn push(&mut self, m: Outgoing) {
@@ -246,7 +330,11 @@ impl Publisher {
                 self.heartbeat_pending = false;
             }
         }
-        if self.inflight.is_some() || self.outbox.is_empty() {
+        if matches!(self.js_retry, Some(t) if Instant::now() >= t) {
+            self.js_retry = None;
+            self.start_ensure();
+        }
+        if self.inflight.is_some() || self.outbox.is_empty() || self.js_state == Js::Checking {
             return;
         }
         if matches!(self.retry_at, Some(t) if Instant::now() < t) {
@@ -256,71 +344,8 @@ impl Publisher {
         self.send_batch().await;
     }
 
-    /// Hands the front of the outbox and a marker to the client.
-    async fn send_batch(&mut self) {
-        self.next_marker += 1;
-        let marker = self.next_marker;
-        let client = self.client.clone();
-        let ack_subject = self.ack_subject.clone();
-        let confirm = self.confirm;
-        let batch: Vec<Outgoing> = self.outbox.send(BATCH).cloned().collect();
-        let handoff = async {
-            for (i, m) in batch.iter().enumerate() {
-                if let Err(e) = client.publish(m.subject.clone(), m.payload.clone()).await {
-                    return Err((i, e));
-                }
-            }
-            if !confirm {
-                return Ok(());
-            }
-            client
-                .publish(ack_subject, Bytes::from(marker.to_string()))
-                .await
-                .map_err(|e| (batch.len(), e))
-        };
-        match timeout(HANDOFF_TIMEOUT, handoff).await {
-            Ok(Ok(())) if self.confirm => {
-                self.inflight = Some((marker, Instant::now() + ACK_TIMEOUT));
-            }
-            Ok(Ok(())) => {
-                // No confirmations possible: handed over counts as sent.
-                let n = self.outbox.confirm() as u64;
-                self.stats.published.fetch_add(n, Ordering::Relaxed);
-                self.stats
-                    .queued
-                    .store(self.outbox.len() as u64, Ordering::Relaxed);
-            }
-            Ok(Err((i, e))) => {
-                self.outbox.unsend();
-                use async_nats::client::PublishErrorKind as K;
-                if matches!(e.kind(), K::MaxPayloadExceeded | K::InvalidSubject) && i < batch.len()
-                {
-                    // The server will never take this one. Those before it
-                    // go again with the next batch (duplicates are fine).
-                    warn!(error = %e, subject = %batch[i].subject, "event rejected; dropped");
-                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    self.outbox.remove(i);
-                } else {
-                    debug!(error = %e, "bus hand-off failed; retrying");
-                    self.retry_at = Some(Instant::now() + RETRY_PAUSE);
-                }
-            }
-            Err(_) => {
-                debug!("bus hand-off timed out; retrying");
-                self.outbox.unsend();
-                self.retry_at = Some(Instant::now() + RETRY_PAUSE);
-            }
-        }
-    }
-
-    fn on_ack(&mut self, payload: &[u8]) {
-        let Some((marker, _)) = self.inflight else {
-            return;
-        };
-        // A marker from an abandoned batch proves nothing about this one.
-        if payload != marker.to_string().as_bytes() {
-            return;
-        }
+    /// The batch in flight is stored: take it out of the outbox.
+    fn confirmed(&mut self) {
         self.inflight = None;
         self.ack_misses = 0;
         let n = self.outbox.confirm() as u64;
@@ -338,19 +363,27 @@ impl Publisher {
         }
     }
 
+    fn on_ack(&mut self, payload: &[u8]) {
+        // A marker from an abandoned batch (or a forged one) proves
+        // nothing about this one.
+        if self.inflight.as_ref().is_some_and(|f| confirms(f, payload)) {
+            self.confirmed();
+        }
+    }
+
     async fn on_timer(&mut self) {
-        let Some((marker, deadline)) = self.inflight else {
+        let Some(f) = &mut self.inflight else {
             return; // a retry pause or a state poll: pump runs next
         };
-        if Instant::now() < deadline {
+        if Instant::now() < f.deadline {
             return;
         }
         // On one live connection a marker cannot get lost, so resending
         // there would only pile up duplicates: keep waiting, and every
         // second miss replace the connection. Its Disconnected/Connected
         // events send the batch again.
+        f.deadline = Instant::now() + ACK_TIMEOUT;
         self.ack_misses += 1;
-        self.inflight = Some((marker, Instant::now() + ACK_TIMEOUT));
         warn!(
             misses = self.ack_misses,
             queued = self.outbox.len(),
@@ -359,134 +392,6 @@ impl Publisher {
         if self.ack_misses.is_multiple_of(2) && self.connected() {
             warn!("NATS server stopped answering; reconnecting");
             let _ = timeout(HANDOFF_TIMEOUT, self.client.force_reconnect()).await;
-        }
-    }
-
-    fn on_conn_event(&mut self, ev: NatsEvent) {
-        match ev {
-            NatsEvent::Connected => {
-                self.stats.connects.fetch_add(1, Ordering::Relaxed);
-                let info = self.client.server_info();
-                info!(
-                    server = %format!("{}:{}", info.host, info.port),
-                    server_name = %info.server_name,
-                    queued = self.outbox.len(),
-                    "bus connected to NATS"
-                );
-                self.hello_pending = true;
-                // A batch in flight on a connection that was lost goes again
-                // on the new one. `Disconnected` already did that when it
-                // came first; a `Connected` that arrives with no
-                // `Disconnected` since the last one is either the first
-                // connection's own event reaching us after we already
-                // published on it (resending would only duplicate) or a
-                // replacement we were not told about (resend to be safe).
-                if self.connected_once && !self.disconnected_since {
-                    self.inflight = None;
-                    self.outbox.unsend();
-                }
-                self.connected_once = true;
-                self.disconnected_since = false;
-                self.retry_at = None;
-                self.ack_misses = 0;
-            }
-            NatsEvent::Disconnected => {
-                warn!(
-                    queued = self.outbox.len(),
-                    "bus lost NATS; events wait in the queue"
-                );
-                self.outage_logged = true;
-                self.disconnected_since = true;
-                self.inflight = None;
-                self.outbox.unsend();
-            }
-            NatsEvent::ClientError(e) => {
-                // Every failed reconnect attempt lands here: warn once per
-                // outage, the rest at debug.
-                if self.outage_logged {
-                    debug!(error = %e, "NATS connection attempt failed");
-                } else {
-                    self.outage_logged = true;
-                    let servers = self.shared.config().bus.servers.join(",");
-                    warn!(error = %e, %servers, "cannot reach NATS; events wait in the queue");
-                }
-            }
-            NatsEvent::ServerError(e) => {
-                let msg = e.to_string();
-                if self.confirm
-                    && msg.contains("Permissions Violation")
-                    && msg.contains(self.ack_subject.as_str())
-                {
-                    // Without our inbox we cannot get confirmations; plain
-                    // NATS delivery (at most once) is still better than a
-                    // queue that never drains.
-                    self.confirm = false;
-                    self.inflight = None;
-                    self.outbox.unsend();
-                    warn!(error = %e, "no permission for the publisher's _INBOX subject: events are sent without confirmation");
-                } else {
-                    warn!(error = %e, "NATS server error");
-                }
-            }
-            NatsEvent::LameDuckMode => info!("NATS server is entering lame duck mode"),
-            NatsEvent::SlowConsumer(sid) => warn!(sid, "NATS slow consumer"),
-            NatsEvent::Draining | NatsEvent::Closed => debug!(event = %ev, "NATS"),
-        }
-    }
-
-    /// After `stop`: take the last events (`proxy.stop` among them), add
-    /// the presence goodbye and deliver what we can before the deadline.
-    async fn finish(
-        mut self,
-        mut rx: mpsc::Receiver<Event>,
-        mut conn_rx: mpsc::Receiver<NatsEvent>,
-    ) {
-        while let Ok(ev) = rx.try_recv() {
-            self.enqueue(&ev);
-        }
-        let bye = presence::message(
-            Kind::Goodbye,
-            &self.shared,
-            &self.subjects,
-            &self.stats,
-            &mut self.presence_ids,
-        );
-        self.push(Outgoing {
-            subject: Subject::from(self.subjects.presence()),
-            payload: bye,
-        });
-        // Hello and heartbeats are pointless now; the goodbye is queued.
-        self.hello_pending = false;
-        let deadline = Instant::now() + STOP_DEADLINE;
-        // In the middle of an outage, waiting the whole deadline would only
-        // delay the exit; a reconnect that is about to happen gets a moment.
-        let give_up_unconnected = Instant::now() + UNCONNECTED_GRACE;
-        while !self.outbox.is_empty() && Instant::now() < deadline {
-            if !self.connected() && Instant::now() >= give_up_unconnected {
-                break;
-            }
-            self.heartbeat_pending = false;
-            self.pump().await;
-            let wake = self
-                .wake_at()
-                .min(deadline)
-                .min(Instant::now() + Duration::from_millis(50));
-            tokio::select! {
-                Some(ev) = conn_rx.recv() => {
-                    self.on_conn_event(ev);
-                    self.hello_pending = false;
-                }
-                Some(m) = next_ack(&mut self.acks) => self.on_ack(&m.payload),
-                _ = tokio::time::sleep_until(wake) => self.on_timer().await,
-            }
-        }
-        if self.outbox.is_empty() {
-            debug!("bus: everything published");
-        } else {
-            warn!(
-                left = self.outbox.len(),
-                "bus: NATS unreachable at shutdown; events not published"
-            );
         }
     }
 }
@@ -504,5 +409,31 @@ async fn next_ack(acks: &mut Option<Subscriber>) -> Option<async_nats::Message> 
             }
         },
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_marker_confirms() {
+        let f = Inflight {
+            marker: 7,
+            token: marker_token(7),
+            deadline: Instant::now(),
+        };
+        assert!(confirms(&f, &f.token));
+        // The guesses a forger could make without reading our inbox.
+        for forged in ["7", "7.", "8", ""] {
+            assert!(!confirms(&f, forged.as_bytes()), "{forged:?}");
+        }
+        assert_ne!(marker_token(7), f.token, "every batch has its own token");
+        // A JetStream batch has no marker: nothing on the inbox confirms it.
+        let js = Inflight {
+            token: Bytes::new(),
+            ..f
+        };
+        assert!(!confirms(&js, b""));
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{rfc3339, BusStats, Subjects, ALL, METHODS, SCHEMA_VERSION};
+use super::{rfc3339, BusStats, Subjects, ALL, METHODS, RPC_METHODS, SCHEMA_VERSION};
 use crate::state::{Announcement, FailoverRequest, Phase, Shared};
 
 /// How long a reply may wait for the client library (only when it is not
@@ -45,22 +45,43 @@ pub(super) async fn serve(
         warn!("bus: cannot subscribe for requests; not serving them");
         return;
     };
-    let mut requests = futures::stream::select(own, all);
+    // Presence too: `status` names the instances seen there, so that
+    // `holdfast status` knows whose answers to wait for. Without the
+    // permission, requests are still served.
+    let presence = match client.subscribe(subjects.presence()).await {
+        Ok(p) => p.boxed(),
+        Err(_) => futures::stream::pending().boxed(),
+    };
+    let requests = futures::stream::select(own, all);
+    let mut incoming = futures::stream::select(requests, presence);
+    let presence_subject = subjects.presence();
     loop {
         // Both branches are cancel-safe (a token and a stream's `next`).
         let m = tokio::select! {
             _ = stop.cancelled() => break,
-            m = requests.next() => match m {
+            m = incoming.next() => match m {
                 Some(m) => m,
                 None => break,
             },
         };
+        if m.subject.as_str() == presence_subject {
+            if let Ok(p) = serde_json::from_slice::<Value>(&m.payload) {
+                stats.peers.on_presence(&p, std::time::Instant::now());
+            }
+            continue;
+        }
         let Some(reply) = m.reply.clone() else {
             debug!(subject = %m.subject, "request without a reply subject; ignored");
             continue;
         };
         let method = m.subject.rsplit('.').next().unwrap_or_default();
-        let mut out = dispatch(&shared, &client, &stats, method, &m.payload).await;
+        let mut out = match refusal(&shared.config().bus.rpc_allow, method) {
+            Some(e) => {
+                warn!(method, subject = %m.subject, "request refused: not in bus.rpc_allow");
+                e
+            }
+            None => dispatch(&shared, &client, &stats, method, &m.payload).await,
+        };
         if let Value::Object(o) = &mut out {
             o.insert("instance".into(), subjects.instance.clone().into());
             o.insert("v".into(), SCHEMA_VERSION.into());
@@ -73,6 +94,19 @@ pub(super) async fn serve(
             debug!(method, "reply not sent: NATS not connected");
         }
     }
+}
+
+/// The answer to a request for a known `method` that `bus.rpc_allow`
+/// (`allow`) does not list; `None` when it may go ahead (unknown methods
+/// go ahead to be told they are unknown).
+pub(super) fn refusal(allow: &[String], method: &str) -> Option<Value> {
+    if allow.iter().any(|a| a == method) || !RPC_METHODS.contains(&method) {
+        return None;
+    }
+    Some(json!({
+        "error": format!("{method} is not allowed on this instance (bus.rpc_allow)"),
+        "allowed": allow,
+    }))
 }
 
 fn error(msg: impl Into<String>) -> Value {
@@ -155,6 +189,7 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
                 "since": rfc3339(b.since),
                 "since_s": SystemTime::now().duration_since(b.since).unwrap_or_default().as_secs(),
                 "reason": b.reason,
+                "degraded": b.degraded,
                 "active": b.name == pool.active,
             })
         })
@@ -186,6 +221,10 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
             "server": format!("{}:{}", info.host, info.port),
             "server_name": info.server_name,
             "connects": get(&stats.connects),
+            "jetstream": cfg.bus.jetstream,
+            // Instances seen on the presence subject (this one included).
+            "peers": stats.peers.names(std::time::Instant::now()),
+            "stream": stats.stream.load(Ordering::Relaxed),
         },
     })
 }
@@ -336,6 +375,23 @@ mod tests {
         assert!(e["error"].as_str().unwrap().contains("JSON object"));
         let e = args(b"{nope", &["x"]).unwrap_err();
         assert!(e["error"].as_str().unwrap().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn only_allowed_methods_go_ahead() {
+        let allow: Vec<String> = ["status", "sessions"].map(String::from).to_vec();
+        assert!(refusal(&allow, "status").is_none());
+        assert!(
+            refusal(&allow, "frobnicate").is_none(),
+            "unknown: told so later"
+        );
+        for m in ["failover", "announce", "reload", "upgrade"] {
+            let e = refusal(&allow, m).expect(m);
+            assert!(e["error"].as_str().unwrap().contains("rpc_allow"), "{e}");
+            assert_eq!(e["allowed"], serde_json::json!(["status", "sessions"]));
+        }
+        let all: Vec<String> = RPC_METHODS.iter().map(|m| m.to_string()).collect();
+        assert!(refusal(&all, "failover").is_none());
     }
 
     #[test]

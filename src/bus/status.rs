@@ -1,11 +1,11 @@
 //! `holdfast status`: ask every instance over the bus
 //! (`{prefix}.rpc.all.status`) and print what they answer.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::time::Duration;
 
-use anyhow::Context;
-use async_nats::Client;
+use async_nats::{Client, ConnectErrorKind, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
@@ -14,9 +14,15 @@ use tokio::time::{timeout_at, Instant};
 use super::{connect_options, server_addrs, Subjects, ALL};
 use crate::config::Config;
 
+/// Once every instance seen in presence has answered, replies still
+/// arriving this soon are taken too (an instance that started a moment
+/// ago may not be in anyone's presence list yet).
+const STRAGGLERS: Duration = Duration::from_millis(100);
+
 /// `holdfast status [--json]`: prints a table (or the replies as a JSON
 /// array). Fails if NATS cannot be reached or no instance answers within
-/// `bus.request_timeout`.
+/// `bus.request_timeout`. Its errors are one plain sentence, meant for
+/// stderr as they are.
 pub async fn status_command(cfg: &Config, json: bool) -> anyhow::Result<()> {
     if cfg.bus.servers.is_empty() {
         anyhow::bail!("no bus configured ([bus] servers is empty): nothing to ask");
@@ -25,10 +31,14 @@ pub async fn status_command(cfg: &Config, json: bool) -> anyhow::Result<()> {
     let opts = connect_options(&cfg.bus, "holdfast status")
         .await?
         .connection_timeout(cfg.bus.request_timeout);
-    let client = opts
-        .connect(servers)
-        .await
-        .with_context(|| format!("cannot reach NATS at {}", cfg.bus.servers.join(", ")))?;
+    let client = match opts.connect(servers).await {
+        Ok(c) => c,
+        Err(e) => anyhow::bail!(
+            "cannot reach NATS at {}: {}",
+            cfg.bus.servers.join(", "),
+            plain_cause(&e, cfg.bus.request_timeout)
+        ),
+    };
     let replies = ask_all(
         &client,
         &Subjects::new(&cfg.bus),
@@ -54,9 +64,33 @@ pub async fn status_command(cfg: &Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `method` to every instance and collects the replies that arrive
-/// within `wait` (all of them: there is no telling how many instances
-/// exist), sorted by instance name.
+/// Why the connection failed, in a few words (the client's own errors
+/// repeat their cause: "IO error: Connection refused: Connection refused").
+fn plain_cause(e: &async_nats::ConnectError, wait: Duration) -> String {
+    match e.kind() {
+        ConnectErrorKind::TimedOut => {
+            format!("no answer within {}", humantime::format_duration(wait))
+        }
+        ConnectErrorKind::AuthorizationViolation => {
+            "authorization violation (check the [bus] credentials)".into()
+        }
+        _ => {
+            let mut inner: &dyn std::error::Error = e;
+            while let Some(s) = inner.source() {
+                inner = s;
+            }
+            match inner.downcast_ref::<std::io::Error>() {
+                Some(io) => io.kind().to_string(),
+                None => inner.to_string(),
+            }
+        }
+    }
+}
+
+/// Sends `method` to every instance and collects the replies, sorted by
+/// instance name. It stops waiting once every instance any reply names as
+/// seen in presence (its `bus.peers`) has answered (and [`STRAGGLERS`] more),
+/// at once when nobody listens, and otherwise after `wait`.
 pub async fn ask_all(
     client: &Client,
     subjects: &Subjects,
@@ -70,12 +104,25 @@ pub async fn ask_all(
         .publish_with_reply(subjects.rpc(ALL, method), inbox, payload)
         .await?;
     client.flush().await?;
-    let deadline = Instant::now() + wait;
+    let mut deadline = Instant::now() + wait;
     let mut out = Vec::new();
+    let mut settled = false;
     while let Ok(Some(m)) = timeout_at(deadline, sub.next()).await {
+        // A status message is the server's, not an instance's: "no
+        // responders" means nobody subscribes to the subject at all.
+        if let Some(code) = m.status {
+            if code == StatusCode::NO_RESPONDERS && out.is_empty() {
+                break;
+            }
+            continue;
+        }
         match serde_json::from_slice::<Value>(&m.payload) {
             Ok(v) => out.push(v),
-            Err(e) => tracing::warn!(error = %e, "unreadable status reply"),
+            Err(e) => tracing::debug!(error = %e, "a reply that is not JSON; ignored"),
+        }
+        if !settled && all_answered(&out) {
+            settled = true;
+            deadline = deadline.min(Instant::now() + STRAGGLERS);
         }
     }
     out.sort_by(|a, b| {
@@ -85,6 +132,23 @@ pub async fn ask_all(
             .cmp(b["instance"].as_str().unwrap_or_default())
     });
     Ok(out)
+}
+
+/// True when every reply lists the instances it saw in presence
+/// (`bus.peers`) and each of those has answered.
+fn all_answered(replies: &[Value]) -> bool {
+    let answered: BTreeSet<&str> = replies
+        .iter()
+        .filter_map(|r| r["instance"].as_str())
+        .collect();
+    let mut expected = BTreeSet::new();
+    for r in replies {
+        let Some(peers) = r["bus"]["peers"].as_array() else {
+            return false; // an older version: no telling who else exists
+        };
+        expected.extend(peers.iter().filter_map(Value::as_str));
+    }
+    !answered.is_empty() && expected.is_subset(&answered)
 }
 
 fn ago(secs: u64) -> String {
@@ -186,6 +250,8 @@ pub fn render_table(replies: &[Value]) -> String {
             );
             if state != "up" {
                 let _ = write!(l, "  {}", s(&b["reason"]));
+            } else if b["degraded"].is_string() {
+                let _ = write!(l, "  probe degraded: {}", s(&b["degraded"]));
             }
             let _ = writeln!(out, "{l}");
         }
@@ -201,6 +267,21 @@ pub fn render_table(replies: &[Value]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn answered_once_every_peer_has() {
+        let a = json!({"instance": "a", "bus": {"peers": ["a", "b"]}});
+        let b = json!({"instance": "b", "bus": {"peers": ["b"]}});
+        assert!(!all_answered(&[]));
+        assert!(!all_answered(std::slice::from_ref(&a)), "b is missing");
+        assert!(all_answered(&[a.clone(), b.clone()]));
+        assert!(
+            all_answered(std::slice::from_ref(&b)),
+            "b knows nobody else"
+        );
+        let old = json!({"instance": "c"});
+        assert!(!all_answered(&[a, b, old]), "an old version: wait");
+    }
 
     #[test]
     fn table_lists_instances_and_backends() {

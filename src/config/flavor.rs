@@ -1,16 +1,20 @@
 //! Per-flavor presets: how to probe a game, log a player in, confirm that
-//! the login worked, and what client-ip mode the game understands.
+//! the login worked, what counts as a quit, which lines are the game
+//! refusing or throttling holdfast's own address, how the game announces
+//! connects, how long its connect screen takes, and what client-ip mode it
+//! understands.
 //!
-//! Texts come from the servers themselves: TinyMUSH/TinyMUX say "Either that
-//! player does not exist, or has a different password." on a bad login,
-//! PennMUSH "That is not the correct password." / "There is no player with
-//! that name.", Evennia "Username and/or password is incorrect." (or, after
-//! five failures from one address, "Too many login failures; please try
-//! again in a few minutes.") and "You become NAME." on success. Evennia
-//! colours these lines; the regexes are matched with ANSI codes removed. MUSH servers answer `think` only to a
-//! logged-in player, which makes it a login confirmation as well as a probe;
-//! Evennia has no `think`, but echoes an unknown command back inside
-//! "Command '...' is not available.", which carries the nonce just as well.
+//! Every quirk below was read in the server's own source; the comments cite
+//! file and line of the revision read (TinyMUX master 2.14.0.11, commit
+//! bb9562bf1; PennMUSH master e1512047; TinyMUSH 4.0 master 3ddeba91;
+//! TeenyMUSH master 428e89a, all one file `teenymush.pl`). Evennia's come
+//! from its Python package (module and name given, no line numbers).
+//!
+//! Regexes are matched against one line with ANSI codes removed (Evennia
+//! colours its answers). MUSH servers answer `think` only to a logged-in
+//! player, which makes it a login confirmation as well as a probe; Evennia
+//! has no `think`, but echoes an unknown command back inside "Command '...'
+//! is not available.", which carries the nonce just as well.
 //!
 //! Evennia's Portal hands new connections to its Server at most
 //! `MAX_CONNECTION_RATE` (default 2) per second and silently drops input
@@ -20,9 +24,33 @@
 //! connection first sends the marker, again every half second, until its
 //! echo proves the Server has the connection; only then the login.
 
+use std::time::Duration;
+
+use serde::Deserialize;
+
 use super::raw::{ClientIpMode, Flavor};
 
-/// The preset templates of one flavor (see [`super::Templates`]).
+/// How the game recognises its quit command in one phase (connect screen
+/// or logged in). `[templates] quit_connect` / `quit_logged_in`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuitMatch {
+    /// Only the exact bytes of `templates.quit` (`QUIT`, not `quit`).
+    Exact,
+    /// Any upper/lower case (`quit`, `Quit`, `QUIT`).
+    AnyCase,
+}
+
+impl std::fmt::Display for QuitMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuitMatch::Exact => "exact",
+            QuitMatch::AnyCase => "any-case",
+        })
+    }
+}
+
+/// The preset of one flavor (see [`super::Templates`]).
 pub struct Preset {
     /// Command sent by the heartbeat; `{nonce}` must come back.
     pub probe: &'static str,
@@ -32,49 +60,196 @@ pub struct Preset {
     pub marker: &'static str,
     /// Regexes: a backend line matching one means the login worked.
     pub login_success: &'static [&'static str],
-    /// Regexes: a backend line matching one means the login failed.
+    /// Regexes: a backend line matching one means the login failed. Includes
+    /// the throttle lines ([`Preset::refused`]), so no marker goes to a
+    /// connect screen that answered with one.
     pub login_failure: &'static [&'static str],
+    /// Regexes: the game refused or throttled this connection or login
+    /// because of its per-address limits (every player behind holdfast has
+    /// holdfast's address). Worth a retry with backoff, not "log in by hand".
+    pub refused: &'static [&'static str],
+    /// Regexes with a `name` group: the game's connect / disconnect
+    /// announcements about other players (to hold back during a re-login
+    /// storm).
+    pub announcements: &'static [&'static str],
     /// The game's quit command.
     pub quit: &'static str,
+    /// How the quit command is matched at the connect screen.
+    pub quit_connect: QuitMatch,
+    /// How the quit command is matched once logged in.
+    pub quit_logged_in: QuitMatch,
     /// Default client-ip mode.
     pub client_ip: ClientIpMode,
+    /// Default `client_ip.command`.
+    pub client_ip_command: &'static str,
     /// Before logging in on a new connection, send the marker until it comes
     /// back (see [`super::Templates::sync`]).
     pub sync: bool,
+    /// Default `heartbeat.interval`: a rate the game's per-connection
+    /// command quota sustains.
+    pub probe_interval: Duration,
+    /// How long after the TCP connect the game may take to show its connect
+    /// screen, on top of `heartbeat.timeout`.
+    pub banner_wait: Duration,
 }
 
+/// TinyMUSH/TinyMUX/TeenyMUSH's bad-login answer: TinyMUX `net.cpp:2175`
+/// (`connect_fail`), TinyMUSH `netcommon.c:2281`, TeenyMUSH
+/// `teenymush.pl:6130-6134`.
 const MUSH_FAILURE: &str = r"^Either that player does not exist, or has a different password\.";
+
+/// TinyMUX 2.14's failed-login throttle, `net.cpp:2295-2298`: once
+/// `login_fail_limit` (10) failures per `login_fail_period` (60 s) came from
+/// one address (conf.cpp:146-147), every login from it gets this, before
+/// the password is even checked, and the socket stays open.
+const MUX_FAIL_THROTTLE: &str = r"^Too many failed login attempts from your address";
+/// TinyMUX 2.14's `max_preauth_sitecons` (default 2, conf.cpp:169): a third
+/// connection from one address while two wait at the connect screen gets
+/// this and is closed, `ganl_adapter.cpp:893-950`.
+const MUX_PREAUTH: &str = r"^Too many connections from your address are waiting to log in";
+/// TinyMUX 2.14's `max_lastsite_cnt` (40 per `min_con_attempt` 60 s,
+/// conf.cpp:161-162): over it, this and a close, `ganl_adapter.cpp:853-872`
+/// (older 2.14 builds closed without a word).
+const MUX_RATE: &str = r"^Too many connections from your address\.";
+
+/// PennMUSH's failed-login throttle, `player.c:83-84`, sent by
+/// `check_connect` (`bsd.c:4401-4403`) once `connect_fail_limit` (10 in ten
+/// minutes, conf.c:1191) failures came from one address.
+const PENN_FAIL_THROTTLE: &str = r"^This IP address has failed too many times";
+
+/// Connect/disconnect announcements of the MUSH family. TinyMUX
+/// `engine_com.cpp:4856,4876,5044` ("%s has connected." / "has
+/// reconnected." / "has disconnected."), TinyMUSH `netcommon.c:1327,1340,
+/// 1428`, PennMUSH `bsd.c:5923-5928,6128` (also "has HIDDEN-connected." and
+/// "has partially disconnected."), TeenyMUSH `teenymush.pl:6199-6208`
+/// ("has re-connected.").
+const MUSH_ANNOUNCE: &[&str] = &[
+    r"^(?P<name>.+?) has (?:HIDDEN-)?(?:re-?)?connected\.$",
+    r"^(?P<name>.+?) has (?:partially )?disconnected\.$",
+];
 
 /// The preset for `flavor`.
 pub fn preset(flavor: Flavor) -> Preset {
     match flavor {
-        Flavor::Tinymush | Flavor::Tinymux | Flavor::Custom => Preset {
+        // TinyMUSH 4.0.
+        Flavor::Tinymush => Preset {
             probe: "think {nonce}",
             login: "{verb} {name} {password}",
             marker: "think {nonce}",
             login_success: &[],
             login_failure: &[MUSH_FAILURE],
+            // TinyMUSH has no per-address throttle: a socket is closed
+            // after `retry_limit` (3, conf_core.c:113) bad passwords.
+            refused: &[],
+            announcements: MUSH_ANNOUNCE,
             quit: "QUIT",
-            client_ip: if flavor == Flavor::Custom {
-                ClientIpMode::None
-            } else {
-                ClientIpMode::Command
-            },
+            // Connect screen: `hashfind(command, &logout_cmd_htab)`
+            // (netcommon.c:2773), a `strcmp` table (htab.c:198) holding
+            // "QUIT" (nametabs.c:609): exact case only. Logged in: "quit"
+            // in the command table (nametabs.c:744), looked up lower-cased
+            // (command_core.c:948): any case.
+            quit_connect: QuitMatch::Exact,
+            quit_logged_in: QuitMatch::AnyCase,
+            // No @remotehost, no PROXY protocol, no trusted socket: the
+            // game sees every player at holdfast's address.
+            client_ip: ClientIpMode::None,
+            client_ip_command: "@remotehost {ip}",
             sync: false,
+            // Quota: `cmd_quota_max` 100, +`cmd_quota_incr` 1 per 1000 ms
+            // `timeslice` (conf_core.c:248-250), and `update_quotas` keeps
+            // the remainder of a slice (netcommon.c:79-98): one probe every
+            // 2 s is always sustained.
+            probe_interval: Duration::from_secs(2),
+            // `welcome_user` right after accept (bsd_connection.c:210).
+            banner_wait: Duration::from_millis(500),
+        },
+        // TinyMUX 2.14.
+        Flavor::Tinymux => Preset {
+            probe: "think {nonce}",
+            login: "{verb} {name} {password}",
+            marker: "think {nonce}",
+            login_success: &[],
+            login_failure: &[MUSH_FAILURE, MUX_FAIL_THROTTLE, MUX_PREAUTH, MUX_RATE],
+            refused: &[MUX_FAIL_THROTTLE, MUX_PREAUTH, MUX_RATE],
+            announcements: MUSH_ANNOUNCE,
+            quit: "QUIT",
+            // Connect screen: `g_logout_cmd_htab.find` on the raw bytes of
+            // the first word (net.cpp:2766-2768) over a table holding "QUIT"
+            // (net.cpp:1756): exact case. Logged in: the "quit" command
+            // (command.cpp:755) in the case-insensitive command table.
+            quit_connect: QuitMatch::Exact,
+            quit_logged_in: QuitMatch::AnyCase,
+            client_ip: ClientIpMode::None,
+            client_ip_command: "@remotehost {ip}",
+            sync: false,
+            // Quota: 100 commands, +1 per whole 1 s `timeslice`
+            // (conf.cpp:323-325, session.cpp:60-82), but the main loop
+            // stamps every pass as the last slice (ganl_adapter.cpp:
+            // 2887-2893), so a loop that wakes more than once a second
+            // never refills and a long-lived probe connection runs dry
+            // after 100 probes. The probe replaces a connection that stops
+            // answering; 5 s makes that happen at most every ~8 minutes.
+            probe_interval: Duration::from_secs(5),
+            // The banner waits `proto_detect_window` (500 ms, conf.cpp:180;
+            // ganl_adapter.cpp:261-287).
+            banner_wait: Duration::from_secs(1),
+        },
+        // TeenyMUSH (Perl).
+        Flavor::Teenymush => Preset {
+            probe: "think {nonce}",
+            login: "{verb} {name} {password}",
+            marker: "think {nonce}",
+            login_success: &[],
+            login_failure: &[MUSH_FAILURE],
+            refused: &[],
+            announcements: MUSH_ANNOUNCE,
+            quit: "QUIT",
+            // Both phases: `lookup_command` lower-cases the word
+            // (teenymush.pl:20215-20222) and the tables hold "quit"
+            // (teenymush.pl:708, 747). At the connect screen prefixes
+            // ("q", "qu") quit too (teenymush.pl:870-876); logged in they
+            // are removed (teenymush.pl:864-866).
+            quit_connect: QuitMatch::AnyCase,
+            quit_logged_in: QuitMatch::AnyCase,
+            // `@remotehostname <ip>` on the connect screen
+            // (teenymush.pl:712), honoured only from the address hard-coded
+            // in `cmd_remotehost` (teenymush.pl:989): the game side must put
+            // holdfast's address there.
+            client_ip: ClientIpMode::Command,
+            client_ip_command: "@remotehostname {ip}",
+            sync: false,
+            probe_interval: Duration::from_secs(2),
+            banner_wait: Duration::from_millis(500),
         },
         Flavor::Pennmush => Preset {
             probe: "think {nonce}",
             login: "{verb} \"{name}\" {password}",
             marker: "think {nonce}",
+            // player.c:670.
             login_success: &[r"^Last connect was from "],
+            // player.c:234-235, 248, 299, and the throttle.
             login_failure: &[
                 r"^That is not the correct password\.",
                 r"^There is no player with that name\.",
                 MUSH_FAILURE,
+                PENN_FAIL_THROTTLE,
             ],
+            refused: &[PENN_FAIL_THROTTLE],
+            announcements: MUSH_ANNOUNCE,
             quit: "QUIT",
+            // `!strcmp(command, QUIT_COMMAND)` (bsd.c:4202, conf.h:54) runs
+            // before any game command, in both phases: exact case only.
+            quit_connect: QuitMatch::Exact,
+            quit_logged_in: QuitMatch::Exact,
             client_ip: ClientIpMode::None,
+            client_ip_command: "@remotehost {ip}",
             sync: false,
+            // COMMAND_BURST_SIZE 100, COMMANDS_PER_SECOND 1 prorated by the
+            // millisecond (conf.h:89-100): one probe every 2 s is sustained.
+            probe_interval: Duration::from_secs(2),
+            // The connect screen comes after two one-second timers, the
+            // telnet test then `welcome_user` (bsd.c:2373, 2600-2606).
+            banner_wait: Duration::from_millis(2500),
         },
         Flavor::Evennia => Preset {
             probe: "{nonce}",
@@ -87,9 +262,119 @@ pub fn preset(flavor: Flavor) -> Preset {
                 // holdfast every player has the proxy's address.
                 r"^Too many login failures; please try again",
             ],
+            refused: &[r"^Too many login failures; please try again"],
+            // DefaultCharacter.at_post_puppet / at_post_unpuppet
+            // (evennia/objects/objects.py) tell the room.
+            announcements: &[
+                r"^(?P<name>.+?) has entered the game\.$",
+                r"^(?P<name>.+?) has left the game\.$",
+            ],
             quit: "quit",
+            // The command parser matches keys case-insensitively
+            // (evennia/commands/cmdparser.py); `quit` is CmdUnconnectedQuit
+            // (aliases q, qu) before login and CmdQuit after
+            // (evennia/commands/default/unloggedin.py, account.py).
+            quit_connect: QuitMatch::AnyCase,
+            quit_logged_in: QuitMatch::AnyCase,
             client_ip: ClientIpMode::None,
+            client_ip_command: "@remotehost {ip}",
             sync: true,
+            probe_interval: Duration::from_secs(2),
+            banner_wait: Duration::from_secs(1),
         },
+        // Nothing assumed beyond the classic MUSH texts; set [templates].
+        Flavor::Custom => Preset {
+            probe: "think {nonce}",
+            login: "{verb} {name} {password}",
+            marker: "think {nonce}",
+            login_success: &[],
+            login_failure: &[MUSH_FAILURE],
+            refused: &[],
+            announcements: &[],
+            quit: "QUIT",
+            quit_connect: QuitMatch::AnyCase,
+            quit_logged_in: QuitMatch::AnyCase,
+            client_ip: ClientIpMode::None,
+            client_ip_command: "@remotehost {ip}",
+            sync: false,
+            probe_interval: Duration::from_secs(2),
+            banner_wait: Duration::from_secs(1),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::Regex;
+
+    const ALL: [Flavor; 6] = [
+        Flavor::Tinymush,
+        Flavor::Teenymush,
+        Flavor::Tinymux,
+        Flavor::Pennmush,
+        Flavor::Evennia,
+        Flavor::Custom,
+    ];
+
+    fn any(res: &[&str], line: &str) -> bool {
+        res.iter().any(|r| Regex::new(r).unwrap().is_match(line))
+    }
+
+    #[test]
+    fn refusals_are_failures_and_announcements_name_the_player() {
+        for f in ALL {
+            let p = preset(f);
+            for r in p.refused {
+                assert!(p.login_failure.contains(r), "{f}: {r}");
+            }
+            for r in p.announcements {
+                let re = Regex::new(r).unwrap();
+                assert!(re.capture_names().any(|n| n == Some("name")), "{f}: {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn real_server_lines_match() {
+        let mux = preset(Flavor::Tinymux);
+        for l in [
+            "Too many failed login attempts from your address.  Please wait 42 seconds and try again.",
+            "Too many connections from your address are waiting to log in.  Please try again in a moment.",
+            "Too many connections from your address.  Please wait a moment and try again.",
+        ] {
+            assert!(any(mux.refused, l), "{l}");
+            assert!(any(mux.login_failure, l), "{l}");
+        }
+        let penn = preset(Flavor::Pennmush);
+        assert!(any(
+            penn.refused,
+            "This IP address has failed too many times. Please try again in 10 minutes."
+        ));
+        for (f, l, who) in [
+            (Flavor::Tinymux, "Big Bob has connected.", "Big Bob"),
+            (Flavor::Tinymush, "Alice has reconnected.", "Alice"),
+            (Flavor::Pennmush, "Alice has HIDDEN-connected.", "Alice"),
+            (
+                Flavor::Pennmush,
+                "Alice has partially disconnected.",
+                "Alice",
+            ),
+            (Flavor::Teenymush, "Alice has re-connected.", "Alice"),
+            (Flavor::Evennia, "Alice has entered the game.", "Alice"),
+        ] {
+            let p = preset(f);
+            let got = p.announcements.iter().find_map(|r| {
+                Regex::new(r)
+                    .unwrap()
+                    .captures(l)
+                    .map(|c| c["name"].to_string())
+            });
+            assert_eq!(got.as_deref(), Some(who), "{f}: {l}");
+        }
+        assert!(!any(
+            preset(Flavor::Tinymux).announcements,
+            "Alice says, \"Bob has connected.\""
+        ));
     }
 }

@@ -47,9 +47,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavor {
-    /// TinyMUSH 3 (the default).
+    /// TinyMUSH 3 / 4 (the default).
     #[default]
     Tinymush,
+    /// TeenyMUSH (Perl; `@remotehostname`).
+    Teenymush,
     /// PennMUSH.
     Pennmush,
     /// TinyMUX.
@@ -64,6 +66,7 @@ impl fmt::Display for Flavor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Flavor::Tinymush => "tinymush",
+            Flavor::Teenymush => "teenymush",
             Flavor::Pennmush => "pennmush",
             Flavor::Tinymux => "tinymux",
             Flavor::Evennia => "evennia",
@@ -122,6 +125,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub relogin: RawRelogin,
     #[serde(default)]
+    pub resume: super::resume::RawResume,
+    #[serde(default)]
     pub templates: RawTemplates,
     #[serde(default)]
     pub limits: RawLimits,
@@ -130,6 +135,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub bus: RawBus,
     pub irc: Option<RawIrc>,
+    #[serde(default)]
+    pub metrics: super::metrics::RawMetrics,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -138,7 +145,8 @@ pub struct RawListen {
     pub addrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub max_sessions: Option<usize>,
     pub max_per_ip: Option<usize>,
-    pub login_timeout: Option<OptDur>,
+    pub login_timeout: Option<Spanned<OptDur>>,
+    pub max_detached: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +154,7 @@ pub struct RawListen {
 pub struct RawBackend {
     pub name: Spanned<String>,
     pub addr: Spanned<String>,
-    pub connect_timeout: Option<Dur>,
+    pub connect_timeout: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -156,8 +164,8 @@ pub struct RawHeartbeat {
     pub password: Option<String>,
     pub password_env: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
-    pub interval: Option<Dur>,
-    pub timeout: Option<Dur>,
+    pub interval: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
     pub fall: Option<Spanned<u32>>,
     pub rise: Option<Spanned<u32>>,
 }
@@ -180,30 +188,31 @@ pub struct RawClientIp {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotices {
-    pub offline: Option<String>,
-    pub online: Option<String>,
-    pub held_input: Option<String>,
-    pub queued_input: Option<String>,
-    pub relogin_failed: Option<String>,
-    pub failover: Option<String>,
-    pub max_hold: Option<String>,
-    pub stopping: Option<String>,
-    pub full: Option<String>,
-    pub per_ip: Option<String>,
-    pub login_timeout: Option<String>,
-    pub line_too_long: Option<String>,
-    pub flood: Option<String>,
-    pub connecting: Option<String>,
-    pub upgraded: Option<String>,
+    pub offline: Option<Spanned<String>>,
+    pub online: Option<Spanned<String>>,
+    pub held_input: Option<Spanned<String>>,
+    pub queued_input: Option<Spanned<String>>,
+    pub relogin_failed: Option<Spanned<String>>,
+    pub failover: Option<Spanned<String>>,
+    pub max_hold: Option<Spanned<String>>,
+    pub stopping: Option<Spanned<String>>,
+    pub full: Option<Spanned<String>>,
+    pub per_ip: Option<Spanned<String>>,
+    pub login_timeout: Option<Spanned<String>>,
+    pub line_too_long: Option<Spanned<String>>,
+    pub flood: Option<Spanned<String>>,
+    pub connecting: Option<Spanned<String>>,
+    pub resumed: Option<Spanned<String>>,
+    pub upgraded: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutage {
-    pub max_hold: Option<OptDur>,
+    pub max_hold: Option<Spanned<OptDur>>,
     pub queue_input: Option<bool>,
     pub queue_max_lines: Option<usize>,
-    pub queue_max_age: Option<Dur>,
+    pub queue_max_age: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -213,7 +222,7 @@ pub struct RawRelogin {
     pub rate: Option<Spanned<f64>>,
     pub burst: Option<u32>,
     pub jitter: Option<Dur>,
-    pub timeout: Option<Dur>,
+    pub timeout: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -223,16 +232,21 @@ pub struct RawTemplates {
     pub login: Option<Spanned<String>>,
     pub marker: Option<Spanned<String>>,
     pub quit: Option<String>,
+    pub quit_connect: Option<super::flavor::QuitMatch>,
+    pub quit_logged_in: Option<super::flavor::QuitMatch>,
     pub login_success: Option<Vec<Spanned<String>>>,
     pub login_failure: Option<Vec<Spanned<String>>>,
-    pub login_confirm_timeout: Option<Dur>,
+    pub refused: Option<Vec<Spanned<String>>>,
+    pub announcements: Option<Vec<Spanned<String>>>,
+    pub login_confirm_timeout: Option<Spanned<Dur>>,
+    pub banner_wait: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_line: Option<usize>,
-    pub write_timeout: Option<Dur>,
+    pub write_timeout: Option<Spanned<Dur>>,
     pub max_unauthenticated: Option<usize>,
     pub conn_rate_per_ip: Option<f64>,
     pub conn_burst_per_ip: Option<u32>,
@@ -256,7 +270,7 @@ pub struct RawBus {
     pub instance: Option<Spanned<String>>,
     pub publish_ip: Option<bool>,
     pub queue_size: Option<usize>,
-    pub presence_interval: Option<Dur>,
+    pub presence_interval: Option<Spanned<Dur>>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub password_env: Option<Spanned<String>>,
@@ -271,7 +285,11 @@ pub struct RawBus {
     pub tls_ca_file: Option<Spanned<String>>,
     pub tls_cert_file: Option<Spanned<String>>,
     pub tls_key_file: Option<Spanned<String>>,
-    pub request_timeout: Option<Dur>,
+    pub request_timeout: Option<Spanned<Dur>>,
+    pub jetstream: Option<bool>,
+    pub stream: Option<Spanned<String>>,
+    pub stream_max_age: Option<Spanned<Dur>>,
+    pub rpc_allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -301,7 +319,7 @@ pub struct RawIrc {
     pub burst: Option<u32>,
     pub queue_size: Option<usize>,
     pub summarize_window: Option<Dur>,
-    pub vanish_after: Option<Dur>,
+    pub vanish_after: Option<Spanned<Dur>>,
     pub reconnect_max: Option<Dur>,
     #[serde(default)]
     pub formats: RawIrcFormats,

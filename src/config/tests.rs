@@ -1,4 +1,5 @@
 use super::*;
+use regex::Regex;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(Path::new("t.toml"), text)
@@ -12,8 +13,8 @@ fn minimal_defaults() {
     assert_eq!(c.backends.len(), 1);
     assert_eq!(c.listen.max_per_ip, defaults::MAX_PER_IP);
     assert_eq!(c.heartbeat.interval, defaults::HB_INTERVAL);
-    assert_eq!(c.client_ip.mode, ClientIpMode::Command);
-    assert_eq!(c.client_ip.command_word, "@remotehost");
+    // TinyMUSH has no way to learn a client's address.
+    assert_eq!(c.client_ip.mode, ClientIpMode::None);
     assert!(c.bus.servers.is_empty());
 }
 
@@ -21,13 +22,20 @@ fn minimal_defaults() {
 fn preset_regexes_compile() {
     for f in [
         Flavor::Tinymush,
+        Flavor::Teenymush,
         Flavor::Pennmush,
         Flavor::Tinymux,
         Flavor::Evennia,
         Flavor::Custom,
     ] {
         let p = flavor::preset(f);
-        for r in p.login_success.iter().chain(p.login_failure) {
+        for r in p
+            .login_success
+            .iter()
+            .chain(p.login_failure)
+            .chain(p.refused)
+            .chain(p.announcements)
+        {
             Regex::new(r).unwrap();
         }
     }
@@ -170,4 +178,179 @@ fn telnet_section() {
     assert!(!c.telnet.mccp && c.telnet.backend_mccp, "{:?}", c.telnet);
     let e = parse(&format!("{MIN}[telnet]\nmccp2 = true\n")).unwrap_err();
     assert_eq!((e.line, e.col), (5, 1), "{e}");
+}
+
+#[test]
+fn empty_marker_needs_login_success() {
+    // Bug 5: with no marker and no login_success pattern nothing can
+    // confirm a login, so every login would wait for its timeout.
+    let e = parse(&format!("{MIN}[templates]\nmarker = \"\"\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 10), "{e}");
+    assert!(e.message.contains("templates.marker is empty"), "{e}");
+    let e = parse(&format!(
+        "flavor = \"tinymux\"\n{MIN}[templates]\nlogin_success = []\nmarker = \"\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.col), (7, 10), "{e}");
+    // A success pattern confirms instead: from the flavor (Evennia's
+    // "You become") or given here.
+    let c = parse(&format!(
+        "flavor = \"evennia\"\n{MIN}[templates]\nmarker = \"\"\n"
+    ))
+    .unwrap();
+    assert!(c.templates.marker.is_empty());
+    let c = parse(&format!(
+        "{MIN}[templates]\nmarker = \"\"\nlogin_success = [\"^Welcome back\"]\n"
+    ))
+    .unwrap();
+    assert!(c.templates.marker.is_empty());
+    // A marker that is not empty still needs its nonce.
+    let e = parse(&format!("{MIN}[templates]\nmarker = \"think hi\"\n")).unwrap_err();
+    assert!(e.message.contains("{nonce}"), "{e}");
+}
+
+#[test]
+fn bus_url_with_credentials_is_rejected() {
+    // Bug 11: these URLs are logged and printed by `check`.
+    for url in [
+        "nats://user:pw@127.0.0.1:4222",
+        "nats://s3cr3ttoken@127.0.0.1:4222",
+        "tls://u:p@host:4222/",
+        "u:p@host:4222",
+    ] {
+        let e = parse(&format!(
+            "{MIN}[bus]\nservers = [\"nats://ok:4222\", \"{url}\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.col), (5, 30), "{url}: {e}");
+        assert!(e.message.contains("bus.password_env"), "{e}");
+        assert!(
+            !e.message.contains(url),
+            "the error repeats the secret: {e}"
+        );
+    }
+    // An @ after the host is a path, not credentials.
+    assert!(parse(&format!("{MIN}[bus]\nservers = [\"nats://h:4222\"]\n")).is_ok());
+}
+
+#[test]
+fn notices_placeholders_are_checked() {
+    let e = parse(&format!("{MIN}[notices]\noffline = \"{{gmae}} is down\"\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 11), "{e}");
+    assert!(
+        e.message.contains(
+            "notices.offline: unknown placeholder {gmae}; this one knows {game} {backend}"
+        ),
+        "{e}"
+    );
+    // {downtime} only where an outage has a length.
+    let e = parse(&format!(
+        "{MIN}[notices]\nheld_input = \"down for {{downtime}}\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("{downtime}"), "{e}");
+    let c = parse(&format!(
+        "{MIN}[notices]\nonline = \"{{game}} back after {{downtime}} on {{backend}} }}:-{{\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.notices.online,
+        "{game} back after {downtime} on {backend} }:-{"
+    );
+}
+
+#[test]
+fn zero_durations_are_rejected() {
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        (
+            "heartbeat",
+            "interval = \"0s\"",
+            (5, 12),
+            "heartbeat.interval cannot be 0",
+        ),
+        (
+            "heartbeat",
+            "interval = \"10ms\"",
+            (5, 12),
+            "heartbeat.interval must be at least 100ms",
+        ),
+        (
+            "heartbeat",
+            "timeout = \"0ms\"",
+            (5, 11),
+            "heartbeat.timeout cannot be 0",
+        ),
+        (
+            "listen",
+            "login_timeout = \"0s\"",
+            (5, 17),
+            "\"off\" turns it off",
+        ),
+        (
+            "outage",
+            "max_hold = \"0s\"",
+            (5, 12),
+            "outage.max_hold cannot be 0",
+        ),
+        (
+            "outage",
+            "queue_max_age = \"0s\"",
+            (5, 17),
+            "outage.queue_max_age cannot be 0",
+        ),
+        (
+            "relogin",
+            "timeout = \"0s\"",
+            (5, 11),
+            "relogin.timeout cannot be 0",
+        ),
+        (
+            "templates",
+            "login_confirm_timeout = \"0s\"",
+            (5, 25),
+            "templates.login_confirm_timeout",
+        ),
+        (
+            "limits",
+            "write_timeout = \"0s\"",
+            (5, 17),
+            "limits.write_timeout cannot be 0",
+        ),
+        (
+            "bus",
+            "request_timeout = \"0s\"",
+            (5, 19),
+            "bus.request_timeout cannot be 0",
+        ),
+        (
+            "bus",
+            "presence_interval = \"0s\"",
+            (5, 21),
+            "bus.presence_interval cannot be 0",
+        ),
+        (
+            "irc",
+            "vanish_after = \"0s\"",
+            (5, 16),
+            "irc.vanish_after cannot be 0",
+        ),
+    ];
+    for (section, line, pos, msg) in cases {
+        let e = parse(&format!("{MIN}[{section}]\n{line}\n")).unwrap_err();
+        assert_eq!((e.line, e.col), *pos, "{line}: {e}");
+        assert!(e.message.contains(msg), "{line}: {e}");
+    }
+    let e =
+        parse("[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:4202\"\nconnect_timeout = \"0s\"\n")
+            .unwrap_err();
+    assert_eq!((e.line, e.col), (4, 19), "{e}");
+    // Zero where it means something: no jitter, fail over at once; and
+    // "off" stays the way to turn a limit off.
+    let c = parse(&format!(
+        "{MIN}[relogin]\njitter = \"0ms\"\n[failover]\nafter = \"0s\"\n[listen]\nlogin_timeout = \"off\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.relogin.jitter, std::time::Duration::ZERO);
+    assert_eq!(c.failover.after, Some(std::time::Duration::ZERO));
+    assert_eq!(c.listen.login_timeout, None);
 }

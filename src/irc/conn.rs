@@ -40,6 +40,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum ToIrc {
     /// Post to every channel.
     Notice(Notice),
+    /// Post to every channel, marked late: it happened while the relay
+    /// was away (read back from JetStream).
+    Missed(Notice),
     /// Answer one target.
     Reply(Reply),
 }
@@ -136,6 +139,7 @@ fn jitter(d: Duration) -> Duration {
 fn take(outbox: &mut Outbox, m: ToIrc, online: bool) {
     match m {
         ToIrc::Notice(n) => outbox.push(n, Instant::now(), !online),
+        ToIrc::Missed(n) => outbox.push(n, Instant::now(), true),
         // A reply while offline answers nobody.
         ToIrc::Reply(r) if online => outbox.reply(r),
         ToIrc::Reply(_) => {}

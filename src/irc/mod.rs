@@ -25,6 +25,7 @@
 //! | `format` | templates, defaults, colours |
 //! | `commands` | `!status`, `!failover`, `!announce` |
 //! | `nats` | the bus connection and requests |
+//! | `durable` | events from a subscription or a durable JetStream consumer; the missed backlog |
 //!
 //! The IRC protocol code is our own and small: the `irc` crate brings its
 //! own config format, TLS choice and client model but no reconnect, no
@@ -33,6 +34,7 @@
 
 pub mod commands;
 pub mod conn;
+pub mod durable;
 pub mod format;
 pub mod nats;
 pub mod outbox;
@@ -63,6 +65,10 @@ pub const TICK: Duration = Duration::from_millis(250);
 const TO_IRC: usize = 1024;
 /// Commands waiting for the relay; more are dropped.
 const COMMANDS: usize = 32;
+/// Events read ahead of the relay.
+const EVENTS: usize = 256;
+/// How long acking one JetStream event may take.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `holdfast irc`: runs until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -77,17 +83,36 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let irc = Arc::new(irc);
     let prefix = cfg.bus.subject_prefix.clone();
     let client = nats::connect(&cfg.bus).await?;
-    let mut events = client
-        .subscribe(format!("{prefix}.event.>"))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot subscribe to events: {e}"))?;
+    // With JetStream the feed task makes the stream and the consumer once
+    // NATS is there; without, the subscription is made here so that a
+    // refusal stops the relay at once.
+    let plain = if cfg.bus.jetstream {
+        None
+    } else {
+        Some(
+            client
+                .subscribe(format!("{prefix}.event.>"))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot subscribe to events: {e}"))?,
+        )
+    };
+    let (ev_tx, mut events) = mpsc::channel(EVENTS);
+    let feed = tokio::spawn(durable::feed(
+        client.clone(),
+        cfg.bus.clone(),
+        durable::consumer_name(&irc),
+        plain,
+        ev_tx,
+        shutdown.clone(),
+    ));
     let mut presence = client
         .subscribe(format!("{prefix}.presence"))
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to presence: {e}"))?;
-    info!(subjects = %format!("{prefix}.event.>, {prefix}.presence"), "bus subscribed");
+    info!(subjects = %format!("{prefix}.event.>, {prefix}.presence"), jetstream = cfg.bus.jetstream, "bus subscribed");
 
     let mut relay = Relay::new(&irc);
+    let mut backlog = durable::Backlog::new(time::OffsetDateTime::now_utc());
     let (to_irc, irc_rx) = mpsc::channel(TO_IRC);
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(COMMANDS);
     let irc_task = tokio::spawn(conn::run(
@@ -105,18 +130,29 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = 'main: loop {
+        // The JetStream message whose notices are being queued, acked once
+        // they are.
+        let mut acks = None;
+        // The consumer has delivered all it had: a missed backlog is over.
+        let mut drained = false;
         let notices = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             // Subscriber streams and mpsc receivers are cancel-safe.
-            m = events.next() => match m {
-                Some(m) => match serde_json::from_slice(&m.payload) {
-                    Ok(v) => relay.on_event(&v, Instant::now(), time::OffsetDateTime::now_utc()),
-                    Err(e) => {
-                        debug!(subject = %m.subject, err = %e, "event is not JSON");
-                        Vec::new()
-                    }
-                },
-                None => break Err(anyhow::anyhow!("the NATS event subscription ended")),
+            m = events.recv() => match m {
+                Some(m) => {
+                    let wall = time::OffsetDateTime::now_utc();
+                    let out = match serde_json::from_slice(&m.payload) {
+                        Ok(v) => relay.on_event(&v, Instant::now(), wall),
+                        Err(e) => {
+                            debug!(subject = %m.subject, err = %e, "event is not JSON");
+                            Vec::new()
+                        }
+                    };
+                    drained = matches!(m.ack, Some((_, 0)));
+                    acks = m.ack.map(|(msg, _)| msg);
+                    out
+                }
+                None => break Err(anyhow::anyhow!("the event feed ended")),
             },
             m = presence.next() => match m {
                 Some(m) => match serde_json::from_slice(&m.payload) {
@@ -134,19 +170,43 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             _ = tick.tick() => {
                 let now = Instant::now();
                 relay.on_bus(nats::is_up(&client), now);
-                relay.tick(now, time::OffsetDateTime::now_utc())
+                let wall = time::OffsetDateTime::now_utc();
+                relay.tick(now, wall)
             }
         };
         for n in notices {
             debug!(text = %n.text, "notice");
+            let m = if !backlog.is_missed(&n) {
+                ToIrc::Notice(n)
+            } else if backlog.offer(&n, Instant::now()) {
+                ToIrc::Missed(n)
+            } else {
+                continue;
+            };
             // The IRC side drains this channel into its outbox at once,
             // connected or not, so this wait is short.
-            if to_irc.send(ToIrc::Notice(n)).await.is_err() {
+            if to_irc.send(m).await.is_err() {
                 break 'main Err(anyhow::anyhow!("the IRC side stopped"));
+            }
+        }
+        let summary = backlog.due(Instant::now(), drained, time::OffsetDateTime::now_utc());
+        if let Some(n) = summary {
+            if to_irc.send(ToIrc::Missed(n)).await.is_err() {
+                break 'main Err(anyhow::anyhow!("the IRC side stopped"));
+            }
+        }
+        if let Some(m) = acks {
+            // Not acked (NATS gone): the server delivers it again, and the
+            // relay posts it twice rather than never.
+            match tokio::time::timeout(ACK_TIMEOUT, m.ack()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "event not acked"),
+                Err(_) => debug!("event not acked in time"),
             }
         }
     };
     shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), feed).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), irc_task).await;
     result
 }

@@ -22,18 +22,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 use zeroize::Zeroizing;
 
-use super::input::{Input, Item};
-use super::watch::{Kind, Watch};
+use super::input::Input;
+use super::watch::Watch;
 use super::End;
 use crate::config::Config;
 use crate::events::Event;
 use crate::limiter::Bucket1;
 use crate::login::{self, Credentials};
 use crate::state::{Announcement, Phase, PoolState};
-use crate::{clientip, telnet};
+use crate::telnet;
 
 /// What the core needs from the world for one step.
 pub struct Ctx<'a> {
@@ -49,8 +49,21 @@ pub struct Ctx<'a> {
 /// Something the driver must do, in the order pushed.
 #[derive(Debug)]
 pub enum Action {
-    /// Bytes for the player (telnet-escaped, before the player's MCCP2).
+    /// Bytes for the player (telnet-escaped, before the player's MCCP2):
+    /// the game's output.
     Player(Vec<u8>),
+    /// A notice of holdfast's own for the player (not kept for a player
+    /// who is away: see [`super::detach`]).
+    Notice(Vec<u8>),
+    /// The player typed a login while not logged in: if a detached session
+    /// of that name exists and the password is right, take it over (then
+    /// [`Core::adopt`]); else call [`Core::resume_refused`] with the line.
+    TryResume {
+        /// The login.
+        creds: Credentials,
+        /// The line as typed (it holds the password: wiped on drop).
+        line: Zeroizing<Vec<u8>>,
+    },
     /// Bytes for the game connection (may hold a password: wiped on drop).
     Game(Zeroizing<Vec<u8>>),
     /// Open a connection to this backend, then call [`Core::connected`] or
@@ -134,9 +147,9 @@ pub struct Core {
     /// This session has been held by an outage since it last relayed.
     pub(super) was_held: bool,
     /// Input rate limit (`limits.input_lines_per_sec`).
-    input_rate: Bucket1,
+    pub(super) input_rate: Bucket1,
     /// Lines dropped for flooding since the player was last warned.
-    flood_drops: u32,
+    pub(super) flood_drops: u32,
     /// The backend the session is on, or was on last (for the registry).
     pub(super) last_backend: Option<String>,
 }
@@ -275,161 +288,6 @@ impl Core {
         .min()
     }
 
-    // ----- the player --------------------------------------------------
-
-    /// Bytes from the player.
-    pub fn player_data(&mut self, ctx: &mut Ctx, data: &[u8], out: &mut Actions) {
-        let cfg = ctx.cfg;
-        let mut items = Vec::new();
-        self.input.feed(data, cfg.limits.max_line, &mut items);
-        let mut to_game: Vec<u8> = Vec::new();
-        let mut to_player: Vec<u8> = Vec::new();
-        for item in items {
-            match item {
-                Item::Line(line) => {
-                    if self.player_line(ctx, line, &mut to_game, out).is_err() {
-                        return;
-                    }
-                }
-                Item::TooLong => {
-                    self.flush_game(&mut to_game, out);
-                    let msg = render(&cfg.notices.line_too_long, cfg, "", None);
-                    self.notice(&msg, out);
-                }
-                // telnet: commands pass; negotiations go through the policy,
-                // which remembers them and answers what the player need not.
-                Item::Command(c) => telnet::write_command(c, &mut to_game),
-                Item::Negotiation(verb, opt) => {
-                    self.telnet
-                        .from_player(verb, opt, &mut to_game, &mut to_player)
-                }
-                Item::Subneg(opt, data) => self.telnet.from_player_sub(opt, &data, &mut to_game),
-            }
-        }
-        // (An empty write still lets the driver start or end the player's
-        // MCCP2 stream if the player asked.)
-        out.push(Action::Player(to_player));
-        self.flush_game(&mut to_game, out);
-    }
-
-    /// One line from the player. `Err` means the session ends (the action
-    /// is pushed).
-    fn player_line(
-        &mut self,
-        ctx: &mut Ctx,
-        line: Vec<u8>,
-        to_game: &mut Vec<u8>,
-        out: &mut Actions,
-    ) -> Result<(), ()> {
-        let cfg = ctx.cfg;
-        let l = &cfg.limits;
-        if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
-            // Over the rate: warn once, drop the excess, and disconnect a
-            // player who keeps it up for another burst's worth of lines.
-            self.flood_drops += 1;
-            if self.flood_drops == 1 {
-                warn!("player is flooding; dropping input");
-                self.flush_game(to_game, out);
-                self.notice(&render(&cfg.notices.flood, cfg, "", None), out);
-            }
-            if self.flood_drops > l.input_burst {
-                warn!(
-                    dropped = self.flood_drops,
-                    "disconnecting a flooding player"
-                );
-                out.push(Action::Close(End::Flood));
-                return Err(());
-            }
-            return Ok(());
-        }
-        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
-            self.flood_drops = 0;
-        }
-        if clientip::is_spoof(&cfg.client_ip, &line) {
-            warn!("dropped a player line that would set the client address");
-            return Ok(());
-        }
-        let quit = self.is_quit(cfg, &line);
-        if !self.relaying() {
-            if quit {
-                self.notice("[holdfast] Goodbye.", out);
-                out.push(Action::Close(End::Quit));
-                return Err(());
-            }
-            if self.game.is_some() || self.connecting {
-                // Re-login in progress: keep the line for right after it
-                // (whatever `outage.queue_input` says: the game is back).
-                self.queue_line(ctx, line, out);
-            } else if cfg.outage.queue_input {
-                self.queue_line(ctx, line, out);
-                self.notice(&render(&cfg.notices.queued_input, cfg, "", None), out);
-            } else {
-                self.notice(&render(&cfg.notices.held_input, cfg, "", None), out);
-            }
-            return Ok(());
-        }
-        self.send_line(ctx, line, to_game);
-        Ok(())
-    }
-
-    /// A line goes to the game: quit and login capture first. Used for
-    /// typed lines and for queued ones alike, so a queued `connect` is
-    /// remembered like a typed one.
-    pub(super) fn send_line(&mut self, ctx: &Ctx, line: Vec<u8>, to_game: &mut Vec<u8>) {
-        if self.is_quit(ctx.cfg, &line) {
-            self.quit_sent = true;
-        }
-        if self.user.is_none() {
-            if let Some(creds) = login::parse_connect(&line) {
-                // A new attempt replaces a late watch (the player gave up
-                // waiting and typed it again, maybe with another name).
-                let free = |g: &&mut Game| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
-                if let Some(g) = self.game.as_mut().filter(free) {
-                    debug!(user = %creds.name, "login attempt");
-                    let deadline = ctx.now + ctx.cfg.templates.login_confirm_timeout;
-                    g.watch = Some(Box::new(Watch::new(
-                        Kind::First(creds),
-                        login::new_nonce(),
-                        false,
-                        deadline,
-                    )));
-                }
-            }
-        }
-        telnet::escape_iac(&line, to_game);
-        to_game.extend_from_slice(b"\r\n");
-    }
-
-    /// Whether `line` quits the game, as this game decides it.
-    pub(super) fn is_quit(&self, cfg: &Config, line: &[u8]) -> bool {
-        login::is_quit(line, &cfg.templates.quit)
-    }
-
-    /// Connected to a game whose output flows to the player (not a re-login
-    /// hiding it, not closed).
-    pub(super) fn relaying(&self) -> bool {
-        matches!(&self.game, Some(g) if !g.closed && g.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)))
-    }
-
-    /// The flood counter resets once the player is back under the rate
-    /// with half a burst in hand.
-    fn input_rate_recovered(&self, cfg: &Config) -> bool {
-        let mut probe = self.input_rate;
-        let half = (cfg.limits.input_burst / 2).max(1);
-        (0..half).all(|_| probe.take(cfg.limits.input_lines_per_sec, cfg.limits.input_burst))
-    }
-
-    fn queue_line(&mut self, ctx: &Ctx, line: Vec<u8>, out: &mut Actions) {
-        if self.queue.len() >= ctx.cfg.outage.queue_max_lines {
-            self.notice(
-                "[holdfast] Too many lines waiting; that one was not kept.",
-                out,
-            );
-            return;
-        }
-        self.queue.push_back((ctx.now, line));
-    }
-
     /// Sends a notice on a line of its own.
     pub(super) fn notice(&mut self, text: &str, out: &mut Actions) {
         let mut v = Vec::with_capacity(text.len() + 4);
@@ -439,7 +297,7 @@ impl Core {
         telnet::escape_iac(text.as_bytes(), &mut v);
         v.extend_from_slice(b"\r\n");
         self.at_line_start = true;
-        out.push(Action::Player(v));
+        out.push(Action::Notice(v));
     }
 
     /// Game text (telnet-free) for the player.
@@ -470,7 +328,12 @@ impl Core {
         if a.backend.is_some() && a.backend.as_deref() != on {
             return;
         }
+        // Unlike holdfast's own notices, an operator's announcement is
+        // content: a player who is away gets it in the playback.
         self.notice(&a.text, out);
+        if let Some(Action::Notice(b)) = out.pop() {
+            out.push(Action::Player(b));
+        }
     }
 
     /// The player's connection ended.

@@ -48,12 +48,17 @@ const FINISH_WRITE: Duration = Duration::from_secs(1);
 pub(super) struct Driver<P> {
     pub shared: Arc<Shared>,
     pub core: Core,
-    pub player: P,
+    /// `None` once the player's connection is given up (detached).
+    pub player: Option<P>,
     pub game: Option<BackendStream>,
     /// What the registry was last told: phase, user, backend.
     published: (Phase, Option<String>, Option<String>),
     /// The core was started (a session taken over in an upgrade is).
     pub started: bool,
+    /// While detached: the game's output kept for the player.
+    pub playback: Option<super::detach::Playback>,
+    /// When the player's link dropped.
+    pub detached_since: Option<Instant>,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -63,7 +68,7 @@ async fn sleep_opt(t: Option<Instant>) {
     }
 }
 
-fn game_readable(
+pub(super) fn game_readable(
     g: &Option<BackendStream>,
 ) -> impl std::future::Future<Output = io::Result<()>> + '_ {
     poll_fn(move |cx| match g {
@@ -113,10 +118,12 @@ impl<P: PlayerTransport> Driver<P> {
         Driver {
             shared,
             core,
-            player,
+            player: Some(player),
             game: None,
             published: (Phase::Held, None, None),
             started: false,
+            playback: None,
+            detached_since: None,
         }
     }
 
@@ -149,7 +156,10 @@ impl<P: PlayerTransport> Driver<P> {
                 // Every branch is cancel-safe: readiness and channel
                 // receives consume nothing when they lose the race, and
                 // `poll_read` reads only once it is ready.
-                r = poll_fn(|cx| self.player.poll_read(cx, &mut pbuf)) => match r {
+                r = poll_fn(|cx| match self.player.as_mut() {
+                    Some(p) => p.poll_read(cx, &mut pbuf),
+                    None => Poll::Pending,
+                }) => match r {
                     Ok(0) | Err(_) => Err(End::PlayerClosed),
                     Ok(_) => {
                         let data = std::mem::take(&mut pbuf);
@@ -159,14 +169,14 @@ impl<P: PlayerTransport> Driver<P> {
                 r = game_readable(&self.game) => self.on_game_readable(r).await,
                 Ok(()) = pool_rx.changed() => {
                     pool_rx.borrow_and_update();
-                    step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))
+                    self.pool_changed().await
                 }
                 a = announce_rx.recv() => match a {
                     Ok(a) => step!(self, |core, _ctx, _pool, out| core.announce(&a, out)),
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
                 },
-                _ = sleep_opt(deadline) => step!(self, |core, ctx, pool, out| core.timer(ctx, pool, out)),
+                _ = sleep_opt(deadline) => self.timer_fired().await,
                 // An upgrade: every event before it was carried out in
                 // full, so this is a clean point to stop (see `handover`).
                 Ok(()) = freeze.changed() => self.hand_over().await,
@@ -177,7 +187,24 @@ impl<P: PlayerTransport> Driver<P> {
         }
     }
 
-    async fn on_game_readable(&mut self, r: io::Result<()>) -> Result<(), End> {
+    pub(super) async fn pool_changed(&mut self) -> Result<(), End> {
+        step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))
+    }
+
+    pub(super) async fn timer_fired(&mut self) -> Result<(), End> {
+        step!(self, |core, ctx, pool, out| core.timer(ctx, pool, out))
+    }
+
+    pub(super) async fn resume_refused(&mut self, line: &[u8]) -> Result<(), End> {
+        step!(self, |core, ctx, _pool, out| core
+            .resume_refused(ctx, line, out))
+    }
+
+    pub(super) async fn apply_actions(&mut self, out: Actions) -> Result<(), End> {
+        Box::pin(self.apply(out)).await
+    }
+
+    pub(super) async fn on_game_readable(&mut self, r: io::Result<()>) -> Result<(), End> {
         let closed = match (&r, &self.game) {
             (Err(_), _) => true,
             (Ok(()), None) => return Ok(()),
@@ -187,6 +214,10 @@ impl<P: PlayerTransport> Driver<P> {
                     Ok(0) => true,
                     Ok(_) => {
                         if self.core.game_passthrough(&buf) {
+                            if let Some(p) = self.playback.as_mut() {
+                                p.record(&buf);
+                                return Ok(());
+                            }
                             return self.write_player(&buf, self.write_timeout()).await;
                         }
                         // A step at a time (see `relay::INFLATE_BUDGET`),
@@ -232,7 +263,18 @@ impl<P: PlayerTransport> Driver<P> {
     async fn apply_inner(&mut self, actions: Actions) -> Result<(), End> {
         for a in actions {
             match a {
-                Action::Player(bytes) => self.write_player(&bytes, self.write_timeout()).await?,
+                Action::Player(bytes) => match self.playback.as_mut() {
+                    Some(p) => p.record(&bytes),
+                    None => self.write_player(&bytes, self.write_timeout()).await?,
+                },
+                // Notices are for a player who is there to read them.
+                Action::Notice(bytes) if self.playback.is_none() => {
+                    self.write_player(&bytes, self.write_timeout()).await?
+                }
+                Action::Notice(_) => {}
+                Action::TryResume { creds, line } => {
+                    Box::pin(self.try_resume(creds, &line)).await?
+                }
                 Action::Game(bytes) => self.write_game(&bytes).await?,
                 Action::Connect(backend) => Box::pin(self.connect(backend)).await?,
                 Action::AskAlive { backend, since } => {
@@ -303,11 +345,14 @@ impl<P: PlayerTransport> Driver<P> {
     pub(super) async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
         // telnet: compressed if the player took the proxy's MCCP2.
         let data = self.core.telnet.out.encode(data);
+        let Some(player) = self.player.as_mut() else {
+            return Ok(());
+        };
         if data.is_empty() {
             return Ok(());
         }
         let shutdown = &self.shared.shutdown;
-        let mut write = std::pin::pin!(timeout(limit, self.player.write_all(&data)));
+        let mut write = std::pin::pin!(timeout(limit, player.write_all(&data)));
         // Most writes finish at once; only one that has to wait also
         // watches for shutdown (registering with the token locks it, and
         // every session shares it), so a player who stopped reading cannot
@@ -378,14 +423,22 @@ impl<P: PlayerTransport> Driver<P> {
     /// shutdown ends within its grace and the game always gets its quit.
     pub async fn finish(mut self, end: End) {
         let cfg = self.shared.config();
-        if end == End::Shutdown {
+        if self.playback.take().is_some() {
+            // A detached session ends: the game hears QUIT, as from a
+            // player who quit.
+            if let Some(Action::Leave { quit }) = self.core.leave_action(&cfg) {
+                if let Some(g) = self.game.take() {
+                    leave(g, &quit).await;
+                }
+            }
+        } else if end == End::Shutdown {
             let mut out = Vec::new();
             let leaving = self.core.leave_action(&cfg);
             self.core.shutdown(&cfg, &mut out);
             let notice: Vec<u8> = out
                 .into_iter()
                 .filter_map(|a| match a {
-                    Action::Player(b) => Some(b),
+                    Action::Player(b) | Action::Notice(b) => Some(b),
                     _ => None,
                 })
                 .flatten()
@@ -408,7 +461,9 @@ impl<P: PlayerTransport> Driver<P> {
         if plain > 0 {
             debug!(mccp_in = plain, mccp_out = wire, "player compression");
         }
-        let _ = timeout(FINISH_WRITE, self.player.shutdown()).await;
+        if let Some(mut p) = self.player.take() {
+            let _ = timeout(FINISH_WRITE, p.shutdown()).await;
+        }
         info!(reason = end.as_str(), user = %self.core.user_field(), "session closed");
         let id = self.core.id;
         self.shared.registry.remove(id);

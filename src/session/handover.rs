@@ -81,7 +81,7 @@ impl<P: PlayerTransport> Driver<P> {
     fn parcel(&self, mccp: bool, lend: mpsc::Sender<LendReply>) -> Result<SessionParcel, String> {
         let state = snapshot(&self.core, mccp).map_err(|e| e.to_string())?;
         let id = self.core.id;
-        if self.player.socket().is_none() {
+        if self.player.as_ref().and_then(|p| p.socket()).is_none() {
             return Err(format!(
                 "session {id}: this kind of player connection cannot be handed over"
             ));
@@ -100,7 +100,7 @@ impl<P: PlayerTransport> Driver<P> {
     fn lent(&self) -> Result<Lent, String> {
         let id = self.core.id;
         let err = |e: std::io::Error| format!("session {id}: {e}");
-        let player = match self.player.socket() {
+        let player = match self.player.as_ref().and_then(|p| p.socket()) {
             Some(fd) => fd.try_clone_to_owned().map_err(err)?,
             None => return Err(format!("session {id}: no socket to lend")),
         };

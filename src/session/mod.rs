@@ -13,7 +13,9 @@
 //!
 //! | file | its one job |
 //! | --- | --- |
-//! | `core` | the session as plain data; player input, timers, announcements ([`Core`], [`Action`]) |
+//! | `core` | the session as plain data; timers, notices, announcements ([`Core`], [`Action`]) |
+//! | `player` | the player's lines: flood limit, spoof filter, quit and login capture, the queue |
+//! | `resume` | which sessions are kept for a dropped player, and taking one over |
 //! | `relay` | the game's output on its way to the player |
 //! | `held` | outages: the probe's verdict, holding, moving, pacing the way back |
 //! | `relogin` | connecting, logging back in, the end of a login watch |
@@ -21,14 +23,18 @@
 //! | `input` | the player's bytes cut into lines and telnet items |
 //! | `driver` | the sockets, one `select!`, actions carried out in order |
 //! | `transport` | the player's connection as the driver sees it |
+//! | `detach` | a session kept for a player whose link dropped; the playback; resuming |
 
 pub mod core;
+pub mod detach;
 mod driver;
 mod handover;
 mod held;
 pub mod input;
+mod player;
 mod relay;
 mod relogin;
+mod resume;
 pub mod snapshot;
 pub mod transport;
 mod watch;
@@ -71,6 +77,9 @@ pub enum End {
     Flood,
     /// Handed to a new holdfast process (an upgrade): nothing is closed.
     Handover,
+    /// Detached, and the player did not come back within `resume.keep`
+    /// (or `listen.max_detached` made room for a newer one).
+    DetachExpired,
 }
 
 impl End {
@@ -86,6 +95,7 @@ impl End {
             End::WriteFailed => "write_failed",
             End::Flood => "flood",
             End::Handover => "upgrade",
+            End::DetachExpired => "detach_expired",
         }
     }
 }
@@ -118,9 +128,15 @@ pub fn run<P: PlayerTransport>(
     let core = Core::new(id, peer, local, &cfg, epoch);
     let mut d = driver::Driver::new(shared, core, player);
     async move {
-        let end = d.run().await;
+        let mut end = d.run().await;
         if end == End::Handover {
             return;
+        }
+        if d.can_detach(end) {
+            match Box::pin(d.detached(end)).await {
+                detach::After::End(e) => end = e,
+                detach::After::TakenOver(reply) => return d.give_to_returning_player(reply),
+            }
         }
         Box::pin(d.finish(end)).await;
     }

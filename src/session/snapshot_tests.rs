@@ -51,6 +51,7 @@ impl T {
                 up: Some(true),
                 since: SystemTime::now(),
                 reason: String::new(),
+                degraded: None,
             }],
             epoch: 0,
         };

@@ -54,6 +54,7 @@ fn view(name: &str, up: Option<bool>) -> BackendView {
         up,
         since: SystemTime::now(),
         reason: String::new(),
+        degraded: None,
     }
 }
 
@@ -101,9 +102,21 @@ impl T {
         t
     }
 
+    /// Bytes from the player; a login is answered as the driver does when
+    /// no detached session has that name.
     fn player(&mut self, s: &str) -> Actions {
         let s = s.to_string();
-        self.step(move |c, ctx, _, o| c.player_data(ctx, s.as_bytes(), o))
+        let first = self.step(move |c, ctx, _, o| c.player_data(ctx, s.as_bytes(), o));
+        let mut out = Vec::new();
+        for a in first {
+            match a {
+                Action::TryResume { line, .. } => {
+                    out.extend(self.step(|c, ctx, _, o| c.resume_refused(ctx, &line, o)))
+                }
+                a => out.push(a),
+            }
+        }
+        out
     }
 
     fn game(&mut self, s: &str) -> Actions {
@@ -151,7 +164,7 @@ impl T {
 fn player_text(a: &[Action]) -> String {
     a.iter()
         .filter_map(|a| match a {
-            Action::Player(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Action::Player(b) | Action::Notice(b) => Some(String::from_utf8_lossy(b).into_owned()),
             _ => None,
         })
         .collect()
@@ -210,7 +223,7 @@ async fn relays_both_ways() {
     let bytes: Vec<u8> = out
         .iter()
         .flat_map(|a| match a {
-            Action::Player(b) => b.clone(),
+            Action::Player(b) | Action::Notice(b) => b.clone(),
             _ => Vec::new(),
         })
         .collect();
@@ -441,4 +454,88 @@ async fn frozen_backend_marked_down_holds_the_session() {
     assert!(matches!(out[0], Action::DropGame));
     assert_eq!(t.core.phase(), Phase::Held);
     assert!(player_text(&out).contains("OFFLINE"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_line_asks_for_a_detached_session_first() {
+    let mut t = T::started("");
+    let out =
+        t.step(|c, ctx, _, o| c.player_data(ctx, b"say before\nconnect Alice pw\nsay after\n", o));
+    // The line before goes out, the login waits for the driver's answer,
+    // the line after is sent after it.
+    assert!(
+        matches!(&out[0], Action::Game(b) if &b[..] == b"say before\r\n"),
+        "{out:?}"
+    );
+    assert!(
+        matches!(&out[1], Action::TryResume { creds, .. } if creds.name == "Alice"),
+        "{out:?}"
+    );
+    assert!(
+        matches!(&out[3], Action::Game(b) if &b[..] == b"say after\r\n"),
+        "{out:?}"
+    );
+    // Nobody to resume: the login is an ordinary one.
+    let out = t.step(|c, ctx, _, o| c.resume_refused(ctx, b"connect Alice pw", o));
+    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+    let out = t.game("Welcome!\r\n");
+    assert!(
+        game_text(&out).starts_with("think "),
+        "the login is being watched"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn adopt_keeps_the_game_and_takes_the_new_player() {
+    let mut old = T::logged_in("");
+    let mut new = T::started("");
+    new.core.id = 7;
+    let fresh = std::mem::replace(
+        &mut new.core,
+        Core::new(
+            0,
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            &new.cfg,
+            0,
+        ),
+    );
+    let out = old.step(move |c, ctx, _, o| {
+        c.adopt(
+            ctx,
+            fresh,
+            Duration::from_secs(90),
+            b"line one\r\n".to_vec(),
+            1,
+            2,
+            o,
+        )
+    });
+    let shown = player_text(&out);
+    assert!(shown.contains("(1m 30s); 1 line(s) follow"), "{shown:?}");
+    assert!(shown.contains("2 older line(s)"), "{shown:?}");
+    assert!(shown.ends_with("line one\r\n"), "{shown:?}");
+    assert_eq!(old.core.id, 7);
+    assert_eq!(old.core.user(), Some("Alice"));
+    assert!(old.core.has_game());
+}
+
+#[test]
+fn playback_keeps_whole_lines_within_bounds() {
+    use super::detach::Playback;
+    let mut p = Playback::new(3, 1024);
+    // Split reads, telnet in between, a prompt ended by GA.
+    p.record(b"one\r\ntw");
+    p.record(b"o\r\n\xff\xfb\x01three\r\nprompt>\xff\xf9four\r\n");
+    assert_eq!(p.len(), 3);
+    assert_eq!(p.dropped, 2);
+    assert_eq!(p.into_bytes(), b"three\r\nprompt>\r\nfour\r\n");
+
+    let mut p = Playback::new(1000, 64);
+    for i in 0..100 {
+        p.record(format!("line {i:03} of the scene\r\n").as_bytes());
+    }
+    assert!(p.bytes() <= 64, "{}", p.bytes());
+    assert_eq!(p.len() as u64 + p.dropped, 100);
+    assert!(p.into_bytes().ends_with(b"line 099 of the scene\r\n"));
 }

@@ -253,6 +253,26 @@ impl Policy {
         }
     }
 
+    /// A resumed session: the game connection (and what was agreed with
+    /// it) stays this policy's, the player's side comes from `new`, the
+    /// policy of the connection the player came back on. Returns what the
+    /// game should hear now: the new window size if the game takes NAWS.
+    pub fn adopt_player_side(&mut self, new: Policy) -> Vec<u8> {
+        for (mine, theirs) in self.axes.iter_mut().zip(new.axes) {
+            mine.player = theirs.player;
+            mine.told_player = theirs.told_player;
+            mine.awaiting_player = OptMap::default();
+        }
+        self.memory = new.memory;
+        self.out = new.out;
+        self.player_mccp = new.player_mccp;
+        let mut to_backend = Vec::new();
+        if self.axes[Axis::Player as usize].told_backend[opt::NAWS as usize] == Said::Yes {
+            self.memory.on_agreed(opt::NAWS, &mut to_backend);
+        }
+        to_backend
+    }
+
     /// True if holdfast agreed to MCCP2 from the current backend (the only
     /// case in which its compressed stream is inflated).
     pub fn backend_mccp_agreed(&self) -> bool {

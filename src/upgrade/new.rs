@@ -271,6 +271,8 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
             backend: core.backend().map(str::to_string),
             phase: core.phase(),
             connected: t.head.connected,
+            // Detached sessions refuse an upgrade (session::detach).
+            detached: false,
         });
         let player = tokio::net::TcpStream::from_std(t.player)?;
         let game = match t.game {

@@ -2,13 +2,14 @@
 //! records what it sees), and the `holdfast irc` process under test.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use super::proc::Proc;
 use super::{TempDir, WAIT};
 
 /// One line the watcher received, parsed just enough.
@@ -208,30 +209,26 @@ impl Watcher {
 
 /// A running `holdfast irc`.
 pub struct RelayProc {
-    pub child: Option<Child>,
+    proc: Proc,
     pub config: PathBuf,
     pub stderr: PathBuf,
 }
 
 impl RelayProc {
-    /// Writes `config` and starts `holdfast irc -c` on it.
+    /// Writes `config` and starts `holdfast irc -c` on it. It listens on
+    /// nothing: tests wait for what it does (its log, the channel).
     pub fn start(dir: &TempDir, config: &str) -> RelayProc {
         let n = std::fs::read_dir(&dir.0).map(|d| d.count()).unwrap_or(0);
         let config_path = dir.path(&format!("relay-{n}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let stderr = dir.path(&format!("relay-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .arg("irc")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        cmd.arg("irc")
             .arg("-c")
             .arg(&config_path)
-            .env("RUST_LOG", "holdfast=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("start holdfast irc");
+            .env("RUST_LOG", "holdfast=debug");
         RelayProc {
-            child: Some(child),
+            proc: Proc::spawn("holdfast irc", &mut cmd, &stderr),
             config: config_path,
             stderr,
         }
@@ -243,43 +240,22 @@ impl RelayProc {
 
     /// Waits until the log contains `needle` `count` times.
     pub async fn wait_log_n(&self, needle: &str, count: usize) {
-        let t0 = Instant::now();
-        while self.logs().matches(needle).count() < count {
-            assert!(
-                t0.elapsed() < WAIT * 2,
-                "relay never logged {needle:?} {count} times; logs:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::proc::until(
+            &format!("relay never logged {needle:?} {count} times"),
+            WAIT * 2,
+            || (self.logs().matches(needle).count() >= count).then_some(()),
+            || format!("logs:\n{}", self.logs()),
+        )
+        .await
+    }
+
+    /// SIGKILL: the relay dies without a word.
+    pub fn kill(&mut self) {
+        self.proc.kill();
     }
 
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.code();
-            }
-            if t0.elapsed() > WAIT {
-                let _ = c.kill();
-                panic!("holdfast irc did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.stop("TERM", WAIT).and_then(|st| st.code())
     }
 }

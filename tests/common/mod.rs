@@ -7,13 +7,16 @@ pub mod bus;
 pub mod irc_watch;
 pub mod nats;
 pub mod ngircd;
+pub mod proc;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use proc::Proc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -49,43 +52,11 @@ impl Drop for TempDir {
     }
 }
 
-/// Waits for `file` to appear and returns its content.
-pub fn wait_file(file: &Path, what: &str) -> String {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(s) = std::fs::read_to_string(file) {
-            if !s.is_empty() {
-                return s;
-            }
-        }
-        assert!(t0.elapsed() < WAIT, "{what} did not become ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Kills a child process (if still ours) and waits for it, so no zombie
-/// or stray server outlives a test.
-pub fn reap(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -{sig} failed");
-}
-
 // ----- the scripted game ------------------------------------------------
 
 /// A running fakemush.
 pub struct Game {
-    pub child: Option<Child>,
+    proc: Option<Proc>,
     pub addr: SocketAddr,
     /// Listening on this Unix socket instead of TCP.
     pub unix: Option<PathBuf>,
@@ -98,24 +69,13 @@ pub struct Game {
 impl Game {
     /// Starts a TinyMUSH-flavoured game on a dynamic port.
     pub fn start(dir: &TempDir, extra: &[&str]) -> Game {
-        let log = dir.path(&format!("game-{}.log", rand_tag()));
-        let mut g = Game {
-            child: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            unix: None,
-            log,
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            dir: dir.0.clone(),
-            starts: 0,
-        };
-        g.spawn();
-        g
+        Self::start_on(dir, "127.0.0.1:0".parse().unwrap(), extra)
     }
 
     /// Starts a game on a given address (e.g. where another one was).
     pub fn start_on(dir: &TempDir, addr: SocketAddr, extra: &[&str]) -> Game {
         let mut g = Game {
-            child: None,
+            proc: None,
             addr,
             unix: None,
             log: dir.path(&format!("game-{}.log", rand_tag())),
@@ -130,7 +90,7 @@ impl Game {
     /// Starts a game listening on a Unix socket at `path` only.
     pub fn start_unix(dir: &TempDir, path: &Path, extra: &[&str]) -> Game {
         let mut g = Game {
-            child: None,
+            proc: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             unix: Some(path.to_owned()),
             log: dir.path(&format!("game-{}.log", rand_tag())),
@@ -150,35 +110,31 @@ impl Game {
         }
     }
 
+    /// Starts the process; it binds `addr` itself (port 0 the first time,
+    /// then the port it got) and says where it listens on stderr.
     fn spawn(&mut self) {
-        let ready = self.dir.join(format!("game-ready-{}", rand_tag()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fakemush"));
         match &self.unix {
             Some(p) => cmd.arg("--unix").arg(p),
             None => cmd.arg("--listen").arg(self.addr.to_string()),
         };
-        let child = cmd
-            .arg("--ready-file")
-            .arg(&ready)
-            .arg("--log")
-            .arg(&self.log)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fakemush");
-        self.child = Some(child);
-        let s = wait_file(&ready, "fakemush");
+        cmd.arg("--log").arg(&self.log).args(&self.args);
+        let out = self.dir.join(format!("game-out-{}.log", rand_tag()));
+        let mut p = Proc::spawn_piped("fakemush", &mut cmd, &out);
+        let first = p.wait_line("listening", |l| {
+            let names = l.strip_prefix("fakemush listening on ")?;
+            Some(names.split(", ").next().unwrap_or_default().to_string())
+        });
         if self.unix.is_none() {
-            self.addr = s.trim().parse().expect("fakemush ready file");
+            self.addr = first.parse().expect("fakemush's listening line");
         }
+        self.proc = Some(p);
         self.starts += 1;
     }
 
     /// SIGKILL: the kernel resets/closes every socket of the game.
     pub fn kill(&mut self) {
-        reap(&mut self.child);
+        self.proc = None;
     }
 
     /// Starts it again on the same port.
@@ -187,14 +143,18 @@ impl Game {
         self.spawn();
     }
 
+    fn running(&self) -> &Proc {
+        self.proc.as_ref().expect("the game is not running")
+    }
+
     /// SIGSTOP: the host goes silent without closing anything.
     pub fn freeze(&self) {
-        signal(self.child.as_ref().unwrap(), "STOP");
+        self.running().signal("STOP");
     }
 
     /// SIGCONT.
     pub fn thaw(&self) {
-        signal(self.child.as_ref().unwrap(), "CONT");
+        self.running().signal("CONT");
     }
 
     /// Every JSON line of the game's log.
@@ -210,23 +170,18 @@ impl Game {
     }
 
     /// Waits until a log event satisfies `pred`, returns it.
-    pub fn wait_event(
+    pub async fn wait_event(
         &self,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let t0 = Instant::now();
-        loop {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return e;
-            }
-            assert!(
-                t0.elapsed() < WAIT,
-                "game never logged {what}; log: {:#?}",
-                self.events()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        proc::until(
+            &format!("game never logged {what}"),
+            WAIT,
+            || self.events().into_iter().find(|e| pred(e)),
+            || format!("log: {:#?}", self.events()),
+        )
+        .await
     }
 
     /// Lines the game received from logged-in user `user`.
@@ -236,19 +191,6 @@ impl Game {
             .filter(|e| e["t"] == "line" && e["user"] == user)
             .filter_map(|e| e["line"].as_str().map(String::from))
             .collect()
-    }
-}
-
-impl Drop for Game {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_ref() {
-            // A frozen game must be thawed to die promptly on some kernels.
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(c.id().to_string())
-                .status();
-        }
-        self.kill();
     }
 }
 
@@ -265,13 +207,18 @@ fn rand_tag() -> String {
 
 /// A running `holdfast run`.
 pub struct Proxy {
-    pub child: Option<Child>,
+    proc: Proc,
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub stderr: PathBuf,
 }
 
 impl Proxy {
+    /// The proxy's process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid().expect("the proxy is running")
+    }
+
     /// Writes `config` (TOML; `listen.addrs` is set by the harness unless
     /// present) and starts the proxy with RUST_LOG=`log`.
     pub fn start(dir: &TempDir, config: &str) -> Proxy {
@@ -280,47 +227,27 @@ impl Proxy {
 
     pub fn start_with(dir: &TempDir, config: &str, log: &str, env: &[(&str, &str)]) -> Proxy {
         let cfg_path = dir.path(&format!("holdfast-{}.toml", rand_tag()));
-        let text = if config.contains("[listen]") {
-            config.to_string()
-        } else {
-            format!("{config}\n[listen]\naddrs = [\"127.0.0.1:0\"]\n")
-        };
-        std::fs::write(&cfg_path, text).unwrap();
+        std::fs::write(&cfg_path, with_listen(config)).unwrap();
         let ready = dir.path(&format!("proxy-ready-{}", rand_tag()));
         let stderr = dir.path(&format!("proxy-stderr-{}.log", rand_tag()));
-        let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .arg("run")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        cmd.arg("run")
             .arg("-c")
             .arg(&cfg_path)
             .arg("--ready-file")
             .arg(&ready)
             .env("RUST_LOG", log)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("start holdfast");
-        let mut child = child;
-        let t0 = Instant::now();
-        let s = loop {
-            if let Ok(s) = std::fs::read_to_string(&ready) {
-                if !s.is_empty() {
-                    break s;
-                }
-            }
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!(
-                    "holdfast exited ({st}) before it was ready:\n{}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-            assert!(t0.elapsed() < WAIT, "holdfast did not become ready");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+            .envs(env.iter().copied());
+        let mut proc = Proc::spawn("holdfast", &mut cmd, &stderr);
+        // It binds 127.0.0.1:0 and writes the addresses it got, atomically.
+        let s = proc.wait_until("its ready file", || {
+            std::fs::read_to_string(&ready)
+                .ok()
+                .filter(|s| !s.is_empty())
+        });
         let addr = s.lines().next().unwrap().parse().unwrap();
         Proxy {
-            child: Some(child),
+            proc,
             addr,
             config: cfg_path,
             stderr,
@@ -329,43 +256,31 @@ impl Proxy {
 
     /// Rewrites the config file (for SIGHUP tests).
     pub fn rewrite(&self, config: &str) {
-        let text = if config.contains("[listen]") {
-            config.to_string()
-        } else {
-            format!("{config}\n[listen]\naddrs = [\"127.0.0.1:0\"]\n")
-        };
-        std::fs::write(&self.config, text).unwrap();
+        std::fs::write(&self.config, with_listen(config)).unwrap();
     }
 
     /// SIGSTOP the proxy.
     pub fn freeze(&self) {
-        signal(self.child.as_ref().unwrap(), "STOP");
+        self.proc.signal("STOP");
     }
 
     /// SIGCONT the proxy.
     pub fn thaw(&self) {
-        signal(self.child.as_ref().unwrap(), "CONT");
+        self.proc.signal("CONT");
     }
 
     pub fn sighup(&self) {
-        signal(self.child.as_ref().unwrap(), "HUP");
+        self.proc.signal("HUP");
     }
 
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        signal(&c, "TERM");
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.code();
-            }
-            if t0.elapsed() > WAIT {
-                let _ = c.kill();
-                panic!("holdfast did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.stop("TERM", WAIT).and_then(|st| st.code())
+    }
+
+    /// SIGKILL: gone without a goodbye.
+    pub fn kill(&mut self) {
+        self.proc.kill();
     }
 
     /// Everything the proxy logged so far.
@@ -383,23 +298,41 @@ impl Proxy {
         }
     }
 
+    /// Where `[metrics] addr = "127.0.0.1:0"` ended up (from the log).
+    pub async fn metrics_addr(&self) -> SocketAddr {
+        proc::until(
+            "proxy never said where metrics are served",
+            WAIT,
+            || {
+                let logs = self.logs();
+                let line = logs.lines().find(|l| l.contains("metrics: serving"))?;
+                let a = line.split("addr=").nth(1)?.split_whitespace().next()?;
+                a.parse().ok()
+            },
+            || format!("logs:\n{}", self.logs()),
+        )
+        .await
+    }
+
     /// Waits until the log contains `needle`.
-    pub fn wait_log(&self, needle: &str) {
-        let t0 = Instant::now();
-        while !self.logs().contains(needle) {
-            assert!(
-                t0.elapsed() < WAIT,
-                "proxy never logged {needle:?}; logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub async fn wait_log(&self, needle: &str) {
+        proc::until(
+            &format!("proxy never logged {needle:?}"),
+            WAIT,
+            || self.logs().contains(needle).then_some(()),
+            || format!("logs:\n{}", self.logs()),
+        )
+        .await
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        reap(&mut self.child);
+/// `config` with `listen.addrs` on a dynamic port unless it has a
+/// `[listen]` section.
+fn with_listen(config: &str) -> String {
+    if config.contains("[listen]") {
+        config.to_string()
+    } else {
+        format!("{config}\n[listen]\naddrs = [\"127.0.0.1:0\"]\n")
     }
 }
 
@@ -411,6 +344,11 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
     s.push('\n');
     if !extra.contains("[heartbeat]") {
         s.push_str("[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"500ms\"\ntimeout = \"2s\"\n");
+    }
+    // fakemush's tinymush flavor has `@remotehost`, which real TinyMUSH
+    // lacks (so the flavor's default is "none").
+    if !extra.contains("flavor") && !extra.contains("[client_ip]") {
+        s.push_str("[client_ip]\nmode = \"command\"\n");
     }
     for (i, g) in games.iter().enumerate() {
         s.push_str(&format!(

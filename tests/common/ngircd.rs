@@ -4,15 +4,16 @@
 //! decide when the relay may reach the server.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::nats::free_port;
+use super::proc::{NotReady, Proc, READY};
 use super::TempDir;
 
 /// Options for the generated config.
@@ -26,13 +27,15 @@ pub struct NgircdOpts {
 
 /// One ngircd.
 pub struct Ngircd {
-    pub child: Option<Child>,
+    proc: Option<Proc>,
     pub port: u16,
     pub tls_port: Option<u16>,
     /// The self-signed certificate (PEM) of the TLS port.
-    pub cert: Option<std::path::PathBuf>,
-    pub conf: std::path::PathBuf,
-    pub log: std::path::PathBuf,
+    pub cert: Option<PathBuf>,
+    pub conf: PathBuf,
+    pub log: PathBuf,
+    pid: PathBuf,
+    password: Option<String>,
 }
 
 impl Ngircd {
@@ -40,52 +43,51 @@ impl Ngircd {
         Self::start_with(dir, NgircdOpts::default())
     }
 
+    /// ngircd cannot bind port 0 and say which port it got, so the harness
+    /// picks free ports; if another process took one before ngircd bound
+    /// it ("Can't bind"), it starts again on new ones.
     pub fn start_with(dir: &TempDir, opts: NgircdOpts) -> Ngircd {
-        let port = free_port();
-        let conf = dir.path(&format!("ngircd-{port}.conf"));
-        let log = dir.path(&format!("ngircd-{port}.log"));
-        let mut ssl = String::new();
-        let (mut tls_port, mut cert) = (None, None);
-        if opts.tls {
-            let p = free_port();
-            let c = dir.path("irc-cert.pem");
-            let k = dir.path("irc-key.pem");
-            let st = Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                ])
-                .args([
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1",
-                    "-addext",
-                    "basicConstraints=critical,CA:FALSE",
-                ])
-                .arg("-keyout")
-                .arg(&k)
-                .arg("-out")
-                .arg(&c)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("run openssl");
-            assert!(st.success(), "openssl could not make a test certificate");
-            ssl = format!(
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let conf = dir.path(&format!("ngircd-{n}.conf"));
+        let log = dir.path(&format!("ngircd-{n}.log"));
+        let cert = opts.tls.then(|| make_cert(dir));
+        let mut s = Ngircd {
+            proc: None,
+            port: 0,
+            tls_port: None,
+            cert,
+            conf,
+            log,
+            pid: dir.path(&format!("ngircd-{n}.pid")),
+            password: opts.password,
+        };
+        for attempt in 1.. {
+            s.port = free_port();
+            s.tls_port = opts.tls.then(free_port);
+            s.write_conf();
+            match s.try_spawn() {
+                Ok(()) => break,
+                Err(e) if e.output.contains("Can't bind") && attempt < 5 => continue,
+                Err(e) => panic!(
+                    "ngircd did not start ({:?}); its output:\n{}",
+                    e.status, e.output
+                ),
+            }
+        }
+        s
+    }
+
+    fn write_conf(&self) {
+        let ssl = match (&self.cert, self.tls_port) {
+            (Some(c), Some(p)) => format!(
                 "[SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {p}\n",
                 c.display(),
-                k.display()
-            );
-            tls_port = Some(p);
-            cert = Some(c);
-        }
-        let password = opts
+                c.with_extension("key").display()
+            ),
+            _ => String::new(),
+        };
+        let password = self
             .password
             .as_ref()
             .map(|p| format!("Password = {p}\n"))
@@ -110,48 +112,29 @@ impl Ngircd {
              Ident = no\n\
              PAM = no\n\
              {ssl}",
-            pid = dir.path(&format!("ngircd-{port}.pid")).display(),
+            port = self.port,
+            pid = self.pid.display(),
         );
-        std::fs::write(&conf, text).unwrap();
-        let mut s = Ngircd {
-            child: None,
-            port,
-            tls_port,
-            cert,
-            conf,
-            log,
-        };
-        s.spawn();
-        s
+        std::fs::write(&self.conf, text).unwrap();
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new(ngircd_bin())
-            .arg("--nodaemon")
-            .arg("--config")
-            .arg(&self.conf)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&self.log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ngircd (apt-get install -y ngircd)");
-        self.child = Some(child);
-        let t0 = Instant::now();
-        for p in [Some(self.port), self.tls_port].into_iter().flatten() {
-            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-                if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                    panic!(
-                        "ngircd exited ({st}); its output:\n{}",
-                        std::fs::read_to_string(&self.log).unwrap_or_default()
-                    );
-                }
-                assert!(
-                    t0.elapsed() < Duration::from_secs(10),
-                    "ngircd did not listen on {p}"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+    /// Starts it on the configured ports and waits until it says it
+    /// listens on each of them (or exits).
+    fn try_spawn(&mut self) -> Result<(), NotReady> {
+        let mut cmd = Command::new(ngircd_bin());
+        cmd.arg("--nodaemon").arg("--config").arg(&self.conf);
+        let mut p = Proc::spawn_piped("ngircd", &mut cmd, &self.log);
+        let mut left: Vec<String> = [Some(self.port), self.tls_port]
+            .into_iter()
+            .flatten()
+            .map(|p| format!("Now listening on [127.0.0.1]:{p} "))
+            .collect();
+        p.try_wait_line(READY, |l| {
+            left.retain(|w| !l.contains(w.as_str()));
+            left.is_empty().then_some(())
+        })?;
+        self.proc = Some(p);
+        Ok(())
     }
 
     pub fn addr(&self) -> String {
@@ -159,13 +142,18 @@ impl Ngircd {
     }
 
     pub fn kill(&mut self) {
-        super::reap(&mut self.child);
+        self.proc = None;
     }
 
     /// Kills it and starts it again on the same ports.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        if let Err(e) = self.try_spawn() {
+            panic!(
+                "ngircd did not start again on its ports ({:?}); its output:\n{}",
+                e.status, e.output
+            );
+        }
     }
 }
 
@@ -173,6 +161,41 @@ impl Drop for Ngircd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 (`irc-cert.pem`, key beside it
+/// as `irc-cert.key`).
+fn make_cert(dir: &TempDir) -> PathBuf {
+    let c = dir.path("irc-cert.pem");
+    let k = c.with_extension("key");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(st.success(), "openssl could not make a test certificate");
+    c
 }
 
 fn ngircd_bin() -> String {

@@ -175,8 +175,9 @@ impl Game {
         if is_connect_word(c.lw) {
             return self.do_connect(st, c);
         }
+        let (word, _) = split_word(c.full);
         match c.lw {
-            "quit" => self.quit(c),
+            "quit" if self.cfg.limits.quit_case.quits(word, false) => self.quit(c),
             "who" => self.who(st, c),
             "@remotehost" if fl.is_mush() => self.remotehost(st, c),
             _ if fl == Flavor::Evennia => self.not_available(c),
@@ -197,6 +198,18 @@ impl Game {
     }
 
     fn do_connect(&self, st: &mut State, c: &Cmd) {
+        let ip = st.sess.get(&c.id).and_then(|s| s.ip);
+        if let Some(ip) = ip {
+            let lim = &self.cfg.limits;
+            if let Some(wait) = st.tracker.fail_throttled(lim, ip) {
+                self.log.ev("login_throttled", &[("conn", V::N(c.id))]);
+                send_line(
+                    c.tx,
+                    &format!("Too many failed login attempts from your address.  Please wait {wait} seconds and try again."),
+                );
+                return;
+            }
+        }
         let cands = connect_candidates(c.rest);
         let mut name_exists = false;
         let mut found = None;
@@ -215,6 +228,9 @@ impl Game {
                 "login_failed",
                 &[("conn", V::N(c.id)), ("user", V::S(tried))],
             );
+            if let Some(ip) = ip {
+                st.tracker.record_fail(&self.cfg.limits, ip);
+            }
             let msg = match self.cfg.flavor {
                 Flavor::PennMush if name_exists => "That is not the correct password.",
                 Flavor::PennMush => "There is no player with that name.",
@@ -362,8 +378,11 @@ impl Game {
         if let Some(t) = c.full.strip_prefix(';') {
             return self.pose(st, me, t);
         }
+        let (word, rest) = split_word(c.full);
+        // PennMUSH compares the whole line with "QUIT".
+        let word = if rest.is_empty() { word } else { "" };
         match c.lw {
-            "quit" => self.quit(c),
+            "quit" if self.cfg.limits.quit_case.quits(word, true) => self.quit(c),
             "who" => self.who(st, c),
             "logout" if fl.is_mush() => {
                 let name = self.uname(me).to_string();
@@ -418,6 +437,22 @@ impl Game {
                 Err(_) => send_line(c.tx, "Usage: bomb <bytes>"),
             },
             "echo" => send_line(c.tx, c.rest),
+            // `later <ms> <text>`: <text> comes back after <ms> (at most a
+            // minute), on this connection if it is still open.
+            "later" => {
+                let mut it = c.rest.splitn(2, ' ');
+                match (it.next().and_then(|m| m.parse::<u64>().ok()), it.next()) {
+                    (Some(ms), Some(text)) if ms <= 60_000 => {
+                        let tx = c.tx.clone();
+                        let text = text.to_string();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            send_line(&tx, &text);
+                        });
+                    }
+                    _ => send_line(c.tx, "Usage: later <ms> <text>"),
+                }
+            }
             "prompt" => {
                 let _ = c.tx.send(Out::Bytes(vec![b'>', b' ', IAC, GA]));
             }

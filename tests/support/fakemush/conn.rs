@@ -3,6 +3,7 @@
 
 use crate::game::{Game, Out};
 use crate::jlog::V;
+use crate::limits::{Refusal, PREAUTH_MSG};
 use crate::telnet::{self, Event, Parser};
 use crate::telnet::{IAC, OPT_EOR, OPT_GMCP, OPT_MCCP2, OPT_NAWS, OPT_TTYPE};
 use flate2::write::ZlibEncoder;
@@ -215,7 +216,24 @@ where
         }
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    game.register(id, tx.clone(), trusted, host);
+    let ip = match &peer {
+        Peer::Tcp(a) => Some(a.ip()),
+        Peer::Unix => None,
+    };
+    if let Err(r) = game.register(id, tx.clone(), trusted, host, ip) {
+        let why = match r {
+            Refusal::Preauth => {
+                let mut w = wr;
+                let _ = w.write_all(format!("{PREAUTH_MSG}\r\n").as_bytes()).await;
+                let _ = w.shutdown().await;
+                "preauth"
+            }
+            Refusal::Rate => "rate",
+        };
+        game.log
+            .ev("refused", &[("conn", V::N(id)), ("why", V::S(why))]);
+        return;
+    }
     let telnet_on = game.cfg.flavor.telnet();
     let mut neg = Neg {
         asked: [false; 256],
@@ -288,7 +306,7 @@ fn input_event(game: &Game, id: u64, tx: &mpsc::UnboundedSender<Out>, neg: &mut 
         let _ = tx.send(Out::Bytes(v));
     };
     match e {
-        Event::Line(l) => game.handle_line(id, &l),
+        Event::Line(l) => game.input(id, &l),
         Event::Will(o) => {
             let ou = o as usize;
             if telnet_on && (o == OPT_NAWS || o == OPT_TTYPE) {

@@ -3,8 +3,9 @@
 //! connection is the order in which it was produced.
 
 use crate::jlog::{Logger, V};
+use crate::limits::{Limits, Refusal, Tracker};
 use crate::telnet::{self, IAC, OPT_EOR, OPT_GMCP, OPT_MCCP2, OPT_NAWS, OPT_TTYPE};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -59,6 +60,7 @@ pub struct Config {
     pub motd: String,
     pub mccp: bool,
     pub penn_header: bool,
+    pub limits: Limits,
 }
 
 pub enum Out {
@@ -83,11 +85,19 @@ pub struct Sess {
     pub last: Instant,
     pub prefix: Option<String>,
     pub suffix: Option<String>,
+    /// The peer's address (None on the Unix socket).
+    pub ip: Option<IpAddr>,
+    /// Commands this connection may still run (`--quota`).
+    pub quota: u32,
+    /// Lines waiting for quota.
+    pub backlog: VecDeque<String>,
 }
 
-#[derive(Default)]
 pub struct State {
     pub sess: BTreeMap<u64, Sess>,
+    pub tracker: Tracker,
+    /// The last time slice quota was counted from (`--quota`).
+    pub last_slice: Instant,
 }
 
 pub struct Game {
@@ -114,7 +124,11 @@ impl Game {
         Game {
             cfg,
             log,
-            st: Mutex::new(State::default()),
+            st: Mutex::new(State {
+                sess: BTreeMap::new(),
+                tracker: Tracker::default(),
+                last_slice: Instant::now(),
+            }),
             next_id: AtomicU64::new(1),
             live_tasks: AtomicUsize::new(0),
             shutdown: tokio::sync::Notify::new(),
@@ -163,8 +177,33 @@ impl Game {
         )
     }
 
-    /// Registers a connection and queues its telnet offers and connect screen.
-    pub fn register(&self, id: u64, tx: UnboundedSender<Out>, trusted: bool, host: String) {
+    /// Registers a connection and queues its telnet offers and connect
+    /// screen, unless a per-address limit refuses it.
+    pub fn register(
+        &self,
+        id: u64,
+        tx: UnboundedSender<Out>,
+        trusted: bool,
+        host: String,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        let lim = &self.cfg.limits;
+        if let Some(ip) = ip {
+            let mut st = self.lock();
+            if !st.tracker.admit_rate(lim, ip) {
+                return Err(Refusal::Rate);
+            }
+            if let Some(max) = lim.max_preauth {
+                let waiting = st
+                    .sess
+                    .values()
+                    .filter(|s| s.player.is_none() && s.ip == Some(ip))
+                    .count();
+                if waiting >= max {
+                    return Err(Refusal::Preauth);
+                }
+            }
+        }
         if self.cfg.flavor.telnet() {
             let mut v = vec![
                 IAC,
@@ -185,7 +224,18 @@ impl Game {
             }
             let _ = tx.send(Out::Bytes(v));
         }
-        let _ = tx.send(Out::Bytes(self.connect_screen().into_bytes()));
+        match lim.banner_delay {
+            None => {
+                let _ = tx.send(Out::Bytes(self.connect_screen().into_bytes()));
+            }
+            Some(d) => {
+                let (tx, screen) = (tx.clone(), self.connect_screen());
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = tx.send(Out::Bytes(screen.into_bytes()));
+                });
+            }
+        }
         let now = Instant::now();
         self.lock().sess.insert(
             id,
@@ -201,8 +251,80 @@ impl Game {
                 last: now,
                 prefix: None,
                 suffix: None,
+                ip,
+                quota: lim.quota.unwrap_or(0),
+                backlog: VecDeque::new(),
             },
         );
+        Ok(())
+    }
+
+    /// A line from connection `id`: run now, or with `--quota`, once the
+    /// connection has quota (TinyMUX's `Task_ProcessCommand`).
+    pub fn input(&self, id: u64, line: &str) {
+        if self.cfg.limits.quota.is_none() {
+            return self.handle_line(id, line);
+        }
+        let mut st = self.lock();
+        self.wake(&mut st);
+        if let Some(s) = st.sess.get_mut(&id) {
+            s.backlog.push_back(line.to_string());
+        }
+        drop(st);
+        self.run_backlog(id);
+    }
+
+    /// The main loop woke: count whole seconds since the last pass as
+    /// quota for everyone and drop the remainder (TinyMUX
+    /// `process_tinyMUX_tasks` sets the last slice to now on every pass).
+    fn wake(&self, st: &mut State) {
+        let now = Instant::now();
+        let slices = now.duration_since(st.last_slice).as_secs();
+        let max = self.cfg.limits.quota.unwrap_or(0);
+        if slices > 0 {
+            let add = u32::try_from(slices).unwrap_or(u32::MAX);
+            for s in st.sess.values_mut() {
+                s.quota = s.quota.saturating_add(add).min(max);
+            }
+        }
+        st.last_slice = now;
+    }
+
+    fn run_backlog(&self, id: u64) {
+        loop {
+            let line = {
+                let mut st = self.lock();
+                let Some(s) = st.sess.get_mut(&id) else {
+                    return;
+                };
+                if s.quota == 0 {
+                    return;
+                }
+                let Some(l) = s.backlog.pop_front() else {
+                    return;
+                };
+                s.quota -= 1;
+                l
+            };
+            self.handle_line(id, &line);
+        }
+    }
+
+    /// Once a second with `--quota`: the deferred retry of starved
+    /// connections, which is itself a pass of the main loop.
+    pub fn quota_tick(&self) {
+        let ids: Vec<u64> = {
+            let mut st = self.lock();
+            self.wake(&mut st);
+            st.sess
+                .iter()
+                .filter(|(_, s)| !s.backlog.is_empty())
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in ids {
+            self.run_backlog(id);
+        }
     }
 
     /// Removes a connection (idempotent) and logs its close.

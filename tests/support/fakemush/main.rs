@@ -23,6 +23,7 @@ mod conn;
 mod eval;
 mod game;
 mod jlog;
+mod limits;
 mod telnet;
 
 use conn::Peer;
@@ -37,7 +38,29 @@ use tokio::signal::unix::{self as sig, SignalKind};
 
 const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-file FILE]
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
-       [--trust IP]... [--log FILE] [--mccp] [--pennmush-socket-header] [--motd TEXT]";
+       [--trust IP]... [--log FILE] [--mccp] [--pennmush-socket-header] [--motd TEXT]
+       [--quit-case any|mux|exact] [--quota N] [--max-preauth N] [--conn-rate N/SECS]
+       [--login-fail-limit N/SECS] [--banner-delay MS] [--demo]
+(see limits.rs for what the six limit options do)";
+
+/// `--help`: the usage, the accounts, and what the demo is.
+const HELP: &str = "fakemush: the small TinyMUSH-like game holdfast's tests run against, and
+the demo game scripts/run.sh starts behind holdfast (--demo: the MOTD says so).
+
+Accounts when no --user is given (name / password):
+  Alice      / alicepw
+  Bob        / bobpw
+  Wiz        / wizpw     (wizard: may @boot)
+  heartbeat  / hbpass    (wizard)
+With --user, only the accounts given exist; scripts/run.sh gives the demo
+Alice, Bob and Wiz as above and a plain `heartbeat` player whose password is
+$HOLDFAST_HEARTBEAT_PASSWORD (the one holdfast's sample config.toml reads).
+
+Commands once connected: say (or \"), pose (or :), think, look, WHO, help,
+@boot (wizards), QUIT.";
+
+/// `--demo`: the MOTD players see through holdfast in the quick start.
+const DEMO_MOTD: &str = "Demo MUSH: the game bundled with holdfast. Crash it (scripts/run.sh crash) and you stay connected; restart it (scripts/run.sh restart-game) and you are logged back in.";
 
 struct Args {
     listen: Vec<String>,
@@ -78,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
             motd: "Welcome to FakeMUSH. This is a test server.".to_string(),
             mccp: false,
             penn_header: false,
+            limits: limits::Limits::default(),
         },
     };
     let mut trust_given = false;
@@ -116,9 +140,42 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--mccp" => a.cfg.mccp = true,
+            "--demo" => a.cfg.motd = DEMO_MOTD.to_string(),
+            "--quit-case" => {
+                let v = val()?;
+                a.cfg.limits.quit_case = limits::QuitCase::parse(&v)
+                    .ok_or_else(|| format!("bad --quit-case {v:?} (any, mux or exact)"))?;
+            }
+            "--quota" => {
+                let v = val()?;
+                a.cfg.limits.quota = Some(v.parse().map_err(|_| format!("bad --quota {v:?}"))?);
+            }
+            "--max-preauth" => {
+                let v = val()?;
+                a.cfg.limits.max_preauth =
+                    Some(v.parse().map_err(|_| format!("bad --max-preauth {v:?}"))?);
+            }
+            "--conn-rate" => {
+                let v = val()?;
+                a.cfg.limits.conn_rate = Some(
+                    limits::Window::parse(&v).ok_or_else(|| format!("bad --conn-rate {v:?}"))?,
+                );
+            }
+            "--login-fail-limit" => {
+                let v = val()?;
+                a.cfg.limits.login_fail = Some(
+                    limits::Window::parse(&v)
+                        .ok_or_else(|| format!("bad --login-fail-limit {v:?}"))?,
+                );
+            }
+            "--banner-delay" => {
+                let v = val()?;
+                let ms: u64 = v.parse().map_err(|_| format!("bad --banner-delay {v:?}"))?;
+                a.cfg.limits.banner_delay = Some(Duration::from_millis(ms));
+            }
             "--pennmush-socket-header" => a.cfg.penn_header = true,
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{USAGE}\n\n{HELP}");
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown argument {arg:?}")),
@@ -213,6 +270,17 @@ async fn main() {
     );
     eprintln!("fakemush listening on {listening}");
 
+    if game.cfg.limits.quota.is_some() {
+        let game = game.clone();
+        tokio::spawn(async move {
+            // A little over a second, so an idle game does refill.
+            let mut t = tokio::time::interval(Duration::from_millis(1050));
+            loop {
+                t.tick().await;
+                game.quota_tick();
+            }
+        });
+    }
     for l in tcp {
         let game = game.clone();
         tokio::spawn(async move {

@@ -96,6 +96,7 @@ input_burst = 500
 servers = ["{nats}"]
 subject_prefix = "soak.holdfast"
 instance = "soak-1"
+rpc_allow = ["status", "sessions", "failover", "announce"]
 "#,
             after = self.failover_after,
             queue = self.queue_input,

@@ -39,7 +39,7 @@ use procs::{proc_stat, Game, Nats, ProcStat, Proxy};
 
 const USAGE: &str = "usage: holdfast-soak [--minutes M] [--players N] [--seed S] [--dir DIR]
        [--think-ms MIN-MAX] [--failover-after SECS] [--kill-pace PER_MIN]
-       [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
+       [--link-drops PERCENT] [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
 
 /// How long all players get to log in at the start.
 const LOGIN_WAIT: Duration = Duration::from_secs(180);
@@ -58,6 +58,8 @@ struct Args {
     think: (u64, u64),
     failover_after: u64,
     kill_pace: f64,
+    /// Share of players who drop their own link now and then and resume.
+    link_drops: f64,
     holdfast: PathBuf,
     fakemush: PathBuf,
     nats: PathBuf,
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         think: (300, 900),
         failover_after: 4,
         kill_pace: 2.6,
+        link_drops: 15.0,
         holdfast: here.join("holdfast"),
         fakemush: here.join("fakemush"),
         nats: PathBuf::from("/usr/sbin/nats-server"),
@@ -104,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--failover-after" => a.failover_after = v.parse().map_err(|e| bad(&e))?,
             "--kill-pace" => a.kill_pace = v.parse().map_err(|e| bad(&e))?,
+            "--link-drops" => a.link_drops = v.parse().map_err(|e| bad(&e))?,
             "--holdfast" => a.holdfast = v.into(),
             "--fakemush" => a.fakemush = v.into(),
             "--nats-server" => a.nats = v.into(),
@@ -201,6 +205,11 @@ struct Summary {
     status_after_quit: serde_json::Value,
     announce_missing: u64,
     announce_repeated: u64,
+    /// Players who drop their own link now and then.
+    link_drop_players: usize,
+    link_drops: u64,
+    resumed: u64,
+    playback_dropped: u64,
     timeline: Vec<Sample>,
 }
 
@@ -287,6 +296,12 @@ fn run(a: Args) -> Result<bool, String> {
             think_ms: a.think,
             answer_timeout: Duration::from_secs(30),
             seed: a.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            // Spread evenly: every k-th player drops its link every 20 to
+            // 60 seconds and comes back within a few.
+            drop_every: (a.link_drops > 0.0
+                && (i as f64 * a.link_drops / 100.0).floor()
+                    != ((i + 1) as f64 * a.link_drops / 100.0).floor())
+            .then_some((20, 60)),
         };
         handles.push(rt.spawn(player::run(spec, ctl.clone(), phase_rx.clone())));
         // Spread the logins a little: 200 a second.
@@ -581,6 +596,14 @@ fn run(a: Args) -> Result<bool, String> {
         all.dedup();
         announce_repeated += (before - all.len()) as u64;
     }
+    let link_drop_players = reports.iter().filter(|r| r.link_drops > 0).count();
+    let link_drops: u64 = reports.iter().map(|r| u64::from(r.link_drops)).sum();
+    let resumed: u64 = reports.iter().map(|r| u64::from(r.resumed)).sum();
+    let playback_dropped: u64 = reports.iter().map(|r| u64::from(r.playback_dropped)).sum();
+    check(
+        resumed == link_drops,
+        format!("link drops: {link_drops}, resumed: {resumed}"),
+    );
     check(
         announce_missing == 0 && announce_repeated == 0,
         format!("announcements: {announce_missing} missed, {announce_repeated} repeated"),
@@ -618,6 +641,10 @@ fn run(a: Args) -> Result<bool, String> {
         status_after_quit: status_idle,
         announce_missing,
         announce_repeated,
+        link_drop_players,
+        link_drops,
+        resumed,
+        playback_dropped,
         timeline: timeline.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     let mut summary = summary;
@@ -796,6 +823,13 @@ fn render(s: &Summary) -> String {
         l.not_as_player.to_string(),
     );
     row("connection drops", s.drops.to_string());
+    row(
+        "player link drops / resumed",
+        format!(
+            "{} / {} ({} players; {} playback lines not kept)",
+            s.link_drops, s.resumed, s.link_drop_players, s.playback_dropped
+        ),
+    );
     row(
         "logged in at the end",
         format!("{}/{}", s.logged_in_at_end, s.players),

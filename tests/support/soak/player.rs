@@ -75,6 +75,10 @@ pub struct Control {
     pub dropped: AtomicUsize,
     /// Numbered lines sent, all players.
     pub sent: AtomicU64,
+    /// Link drops (the player's own connection ended without QUIT).
+    pub link_drops: AtomicU64,
+    /// Of those, the ones resumed (holdfast's resumed notice came).
+    pub resumed: AtomicU64,
 }
 
 /// How the player saw a numbered line resolved.
@@ -151,6 +155,12 @@ pub struct Report {
     pub announces: Vec<u32>,
     pub anomalies: Vec<String>,
     pub anomaly_count: u32,
+    /// Times this player dropped its own link and came back.
+    pub link_drops: u32,
+    /// Times holdfast resumed its session after that.
+    pub resumed: u32,
+    /// Playback lines holdfast said it could not keep.
+    pub playback_dropped: u32,
 }
 
 /// Who this player is and how it behaves.
@@ -165,6 +175,8 @@ pub struct Spec {
     /// How long an outstanding line may wait for an answer.
     pub answer_timeout: Duration,
     pub seed: u64,
+    /// Drop the link every (min, max) seconds and come back, if set.
+    pub drop_every: Option<(u64, u64)>,
 }
 
 /// What a line from holdfast means to this player.
@@ -184,6 +196,9 @@ enum Ev {
     LastConnect,
     GameShutdown,
     Announce(u32),
+    Resumed,
+    PlaybackDropped(u32),
+    Connecting,
     OtherNotice,
     Other,
 }
@@ -239,6 +254,17 @@ fn classify(line: &str, name: &str) -> Ev {
         )
     } else if rest.contains("logging you back in failed") {
         Ev::ReloginFailed
+    } else if rest.contains("Your session was kept while you were away") {
+        Ev::Resumed
+    } else if rest.contains("older line(s) did not fit") {
+        Ev::PlaybackDropped(
+            rest.split_whitespace()
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(1),
+        )
+    } else if rest.contains("is down right now") {
+        Ev::Connecting
     } else {
         Ev::OtherNotice
     }
@@ -334,6 +360,8 @@ struct Player {
     /// Counted in `Control::finished` already.
     finish_counted: bool,
     next_send: Instant,
+    /// When to drop the link next (players with `drop_every`).
+    next_drop: Option<Instant>,
     rng: rand::rngs::StdRng,
 }
 
@@ -350,6 +378,9 @@ pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase
         announces: Vec::new(),
         anomalies: Vec::new(),
         anomaly_count: 0,
+        link_drops: 0,
+        resumed: 0,
+        playback_dropped: 0,
     };
     let stream = async {
         let sock = TcpSocket::new_v4()?;
@@ -392,8 +423,10 @@ pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase
         need_login: false,
         finish_counted: false,
         next_send: Instant::now(),
+        next_drop: None,
         rng,
     };
+    p.schedule_drop();
     let r = match p.login().await {
         Ok(()) => {
             ctl.logged_in.fetch_add(1, Ordering::Relaxed);
@@ -526,6 +559,14 @@ impl Player {
             match ph {
                 Phase::Leave => return self.leave().await,
                 Phase::Run => {
+                    let idle = self.outstanding.is_none()
+                        && self.final_out.is_none()
+                        && !self.need_login
+                        && !self.held;
+                    if idle && self.next_drop.is_some_and(|t| now >= t) && now >= self.next_send {
+                        self.link_drop().await?;
+                        continue;
+                    }
                     if self.outstanding.is_none() && !self.need_login && now >= self.next_send {
                         let n = self.rep.lines.len() as u32 + 1;
                         self.rep.lines.push(LineRec {
@@ -564,6 +605,9 @@ impl Player {
                 until = until.min(now + self.spec.answer_timeout.saturating_sub(age));
             } else if ph == Phase::Run && !self.need_login {
                 until = until.min(self.next_send);
+                if let Some(t) = self.next_drop {
+                    until = until.min(t.max(self.next_send));
+                }
             }
             if let Some((_, t)) = self.final_out {
                 until = until.min(t + self.spec.answer_timeout);
@@ -725,12 +769,100 @@ impl Player {
             }
             Ev::GameShutdown => self.rep.seen.game_shutdown += 1,
             Ev::Announce(k) => self.rep.announces.push(k),
+            Ev::Resumed => {
+                self.rep.resumed += 1;
+                self.ctl.resumed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ev::PlaybackDropped(k) => self.rep.playback_dropped += k,
+            Ev::Connecting => {}
             Ev::OtherNotice => {
                 self.rep.seen.other_notice += 1;
                 self.anomaly(format!("notice: {l}"));
             }
             Ev::Other => {}
         }
+        Ok(())
+    }
+
+    fn schedule_drop(&mut self) {
+        if let Some((a, b)) = self.spec.drop_every {
+            let s = if b > a {
+                self.rng.random_range(a..=b)
+            } else {
+                a
+            };
+            self.next_drop = Some(Instant::now() + Duration::from_secs(s));
+        }
+    }
+
+    /// The player's own link drops right after a line whose answer comes
+    /// later (`later <ms> S:...`): the line reaches the game (the close
+    /// comes after it on the same connection), its echo comes while the
+    /// player is away, and must come back with the resumed session.
+    async fn link_drop(&mut self) -> Result<(), String> {
+        let name = self.spec.name.clone();
+        let n = self.rep.lines.len() as u32 + 1;
+        self.rep.lines.push(LineRec {
+            n,
+            sent_us: now_us(),
+            resolved_us: 0,
+            outcome: Outcome::Pending,
+            echoes: 0,
+        });
+        self.outstanding = Some(self.rep.lines.len() - 1);
+        self.ctl.sent.fetch_add(1, Ordering::Relaxed);
+        let delay = self.rng.random_range(300..=1500u64);
+        self.send(&format!("later {delay} S:{name}:{n}")).await?;
+        let _ = self.wr.shutdown().await;
+        self.rep.link_drops += 1;
+        self.ctl.link_drops.fetch_add(1, Ordering::Relaxed);
+        // What holdfast wrote before it saw the close is read as usual.
+        let until = Instant::now() + Duration::from_secs(10);
+        while let Ok(Some(l)) = self.line_until(until).await {
+            let _ = self.on_line(&l).await;
+        }
+        // Away for a moment, then back with the same login.
+        let away = self.rng.random_range(200..=3000u64);
+        tokio::time::sleep(Duration::from_millis(away)).await;
+        let stream = async {
+            let sock = TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::from((self.spec.src, 0)))?;
+            sock.connect(self.spec.proxy).await
+        };
+        let stream = match tokio::time::timeout(LOGIN_TIMEOUT, stream).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("reconnect: {e}")),
+            Err(_) => return Err("reconnect timed out".into()),
+        };
+        let (rd, wr) = stream.into_split();
+        self.rd = Reader {
+            rd,
+            lines: VecDeque::new(),
+            cur: Vec::new(),
+            tel: T_DATA,
+        };
+        self.wr = wr;
+        self.send(&format!("connect {} {}", name, self.spec.pass))
+            .await?;
+        let until = Instant::now() + LOGIN_TIMEOUT;
+        loop {
+            let Some(l) = self.line_until(until).await? else {
+                return Err("resume timed out".into());
+            };
+            match classify(&l, &name) {
+                Ev::ConnectScreen => {}
+                Ev::LastConnect => {
+                    self.anomaly("logged in afresh instead of resumed".into());
+                    break;
+                }
+                Ev::Resumed => {
+                    self.on_line(&l).await?;
+                    break;
+                }
+                _ => self.on_line(&l).await?,
+            }
+        }
+        self.schedule_drop();
         Ok(())
     }
 

@@ -59,14 +59,23 @@ impl GameLogs {
                 *self.logins.entry(backend.into()).or_default() += 1;
                 continue;
             }
-            if !(l.starts_with("{\"t\":\"line\"") && l.contains("\"echo ")) {
+            if !(l.starts_with("{\"t\":\"line\"")
+                && (l.contains("\"echo ") || l.contains("\"later ")))
+            {
                 continue;
             }
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) else {
                 continue;
             };
             let line = v["line"].as_str().unwrap_or("");
-            let Some(rest) = line.strip_prefix("echo ") else {
+            // `later <ms> S:...` (a line sent just before a link drop, its
+            // echo delayed so it comes while the player is away).
+            let rest = line.strip_prefix("echo ").or_else(|| {
+                line.strip_prefix("later ")
+                    .and_then(|r| r.split_once(' '))
+                    .map(|(_, r)| r)
+            });
+            let Some(rest) = rest else {
                 continue;
             };
             let mut parts = rest.splitn(3, ':');

@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# End-to-end check of holdfast against a real TinyMUX or TinyMUSH built from
+# its public source: a player logged in through holdfast survives a kill -9
+# of the game and a restart, is held meanwhile, and is logged back in
+# without a second banner. Called by scripts/tinymux.sh and
+# scripts/tinymush.sh; not part of scripts/test.sh (slow, needs a compiler,
+# the server's build dependencies and, for a git URL, the network).
+#
+# Usage: scripts/realmush.sh tinymux|tinymush [SOURCE]
+#   SOURCE  a checkout of the server's repository, or a git URL to clone
+#           (default: the public repository). Built once under
+#           target/<server>/; REBUILD=1 builds again.
+#   REALMUSH_TIME_LIMIT=1800  seconds for the whole run
+#
+# Build dependencies: TinyMUX 2.14 needs a C++17 compiler, OpenSSL and
+# PCRE2 headers (Debian: build-essential libssl-dev libpcre2-dev
+# pkg-config); TinyMUSH 4.0 needs CMake and liblmdb, libgdbm, libpcre2,
+# libcrypt headers (Debian: cmake liblmdb-dev libgdbm-dev libpcre2-dev
+# libcrypt-dev). Everything listens on 127.0.0.1, on free ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SERVER=${1:-}
+case "$SERVER" in
+tinymux) DEFAULT_SRC=https://github.com/brazilofmux/tinymux.git ;;
+tinymush) DEFAULT_SRC=https://github.com/TinyMUSH/TinyMUSH.git ;;
+*)
+  echo "usage: $0 tinymux|tinymush [SOURCE-DIR-OR-GIT-URL]" >&2
+  exit 2
+  ;;
+esac
+SRC_ARG=${2:-$DEFAULT_SRC}
+case "$SRC_ARG" in
+*://* | git@*) ;;
+*) [ -d "$SRC_ARG" ] || { echo "$0: $SRC_ARG is neither a directory nor a git URL" >&2; exit 2; } ;;
+esac
+
+if [ -z "${HF_REALMUSH_INNER:-}" ]; then
+  export HF_REALMUSH_INNER=1
+  exec timeout -k 20 "${REALMUSH_TIME_LIMIT:-1800}" "$0" "$@"
+fi
+
+W=$ROOT/target/$SERVER
+SRC=$W/src
+RUN=$W/run
+HF=$ROOT/target/release/holdfast
+HB_PASS=Hb-Secret-4711
+PL_PASS=Pl-Secret-0815
+
+FAILS=0
+T0=$(date +%s.%N)
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
+die() { fail "$*"; exit 1; }
+
+PIDS=()
+GAME_PID=
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  [ -n "${PLAYER_FD_OPEN:-}" ] && exec 4>&-
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  # Only the game this script started (its pid file, its binary).
+  [ -n "$GAME_PID" ] && kill -9 "$GAME_PID" 2>/dev/null
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  if [ "$rc" -ne 0 ] || [ "$FAILS" -ne 0 ]; then
+    echo "logs in $RUN"
+    [ -f "$RUN/holdfast.log" ] && { echo "--- holdfast.log (tail)"; tail -n 30 "$RUN/holdfast.log"; }
+    [ -f "$RUN/player.log" ] && { echo "--- player.log (tail)"; tail -n 30 "$RUN/player.log"; }
+  fi
+  echo "total $(since "$T0")"
+  [ "$rc" -eq 0 ] && [ "$FAILS" -ne 0 ] && rc=1
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'fail "interrupted or over REALMUSH_TIME_LIMIT"; exit 124' INT TERM
+rm -rf "$RUN"
+mkdir -p "$RUN"
+
+# A line-mode player: refuses telnet options, logs what it receives,
+# sends the lines it reads on stdin, writes "<<EOF>>" when closed.
+cat >"$RUN/player.py" <<'PY'
+import re, select, socket, sys
+host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
+s = socket.create_connection((host, port), timeout=10)
+s.setblocking(False)
+out = open(log, "ab", buffering=0)
+state, verb = 0, 0
+def telnet(data):
+    global state, verb
+    text, reply = bytearray(), bytearray()
+    for b in data:
+        if state == 0:
+            if b == IAC: state = 1
+            else: text.append(b)
+        elif state == 1:
+            if b == IAC: text.append(IAC); state = 0
+            elif b in (DO, DONT, WILL, WONT): verb = b; state = 2
+            elif b == SB: state = 3
+            else: state = 0
+        elif state == 2:
+            if verb == DO: reply += bytes([IAC, WONT, b])
+            elif verb == WILL: reply += bytes([IAC, DONT, b])
+            state = 0
+        elif state == 3:
+            if b == IAC: state = 4
+        elif state == 4:
+            state = 0 if b == SE else 3
+    return bytes(text), bytes(reply)
+stdin_open = True
+while True:
+    r, _, _ = select.select([s] + ([sys.stdin] if stdin_open else []), [], [], 1.0)
+    if s in r:
+        try:
+            d = s.recv(65536)
+        except BlockingIOError:
+            d = None
+        except OSError:
+            d = b""
+        if d == b"":
+            out.write(b"\n<<EOF>>\n"); break
+        if d:
+            text, reply = telnet(d)
+            if reply:
+                s.setblocking(True); s.sendall(reply); s.setblocking(False)
+            out.write(re.sub(rb"\x1b\[[0-9;]*m", b"", text).replace(b"\r", b""))
+    if stdin_open and sys.stdin in r:
+        line = sys.stdin.readline()
+        if not line:
+            stdin_open = False; continue
+        s.setblocking(True); s.sendall(line.rstrip("\n").encode() + b"\r\n"); s.setblocking(False)
+PY
+
+# Straight to the game: sends each argument as a line once output settles.
+cat >"$RUN/direct.py" <<'PY'
+import re, socket, sys, time
+port = int(sys.argv[1]); cmds = sys.argv[2:]
+s = socket.create_connection(("127.0.0.1", port), timeout=10); s.settimeout(0.2)
+def drain(quiet, limit):
+    buf, last, end = b"", time.time(), time.time() + limit
+    while time.time() < end and time.time() - last < quiet:
+        try:
+            d = s.recv(65536)
+            if not d: break
+            buf += d; last = time.time()
+        except socket.timeout: pass
+    return buf
+def clean(b):
+    b = re.sub(rb"\xff[\xfb-\xfe].|\xff\xfa.*?\xff\xf0|\xff[\xf0-\xf9]", b"", b, flags=re.S)
+    return re.sub(rb"\x1b\[[0-9;]*m", b"", b).replace(b"\r", b"").decode("utf-8", "replace")
+sys.stdout.write(clean(drain(3.0, 10)))
+for c in cmds:
+    s.sendall(c.encode() + b"\r\n")
+    sys.stdout.write(">>> " + c + "\n" + clean(drain(1.0, 8)))
+PY
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for() {
+  local file=$1 from=$2 secs=$3 pat=$4 end
+  end=$(($(date +%s) + secs))
+  while [ "$(date +%s)" -le "$end" ]; do
+    tail -n +"$from" "$file" 2>/dev/null | grep -qF -- "$pat" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+lines() { echo $(($(wc -l <"$1") + 1)); }
+count_from() { tail -n +"$2" "$1" | grep -cF -- "$3" || true; }
+# Until the game shows a connect screen on PORT.
+wait_game() {
+  local end=$(($(date +%s) + $1))
+  while [ "$(date +%s)" -le "$end" ]; do
+    [ -n "$(timeout 15 python3 "$RUN/direct.py" "$PORT" 2>/dev/null)" ] && return 0
+    sleep 1
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- 1. build
+
+t=$(now)
+cargo build --release --locked --bin holdfast >"$RUN/cargo.log" 2>&1 ||
+  { tail -n 30 "$RUN/cargo.log"; die "build holdfast"; }
+pass "setup: holdfast built ($(since "$t"))"
+
+if [ -n "${REBUILD:-}" ] || [ ! -f "$W/built" ]; then
+  t=$(now)
+  rm -rf "$SRC" "$W/built"
+  mkdir -p "$W"
+  if [ -d "$SRC_ARG" ]; then
+    cp -a "$SRC_ARG" "$SRC"
+  else
+    git clone --depth 1 "$SRC_ARG" "$SRC" >"$RUN/clone.log" 2>&1 ||
+      { cat "$RUN/clone.log"; die "clone $SRC_ARG (no network? pass a source dir)"; }
+  fi
+  case "$SERVER" in
+  tinymux)
+    (cd "$SRC/mux" && ./configure && make -j"$(nproc)" && make install) >"$RUN/build.log" 2>&1 ||
+      { tail -n 40 "$RUN/build.log"; die "build TinyMUX"; }
+    ;;
+  tinymush)
+    (mkdir -p "$SRC/build" && cd "$SRC/build" &&
+      cmake -DTINYMUSH_USE_CCACHE=OFF -DTINYMUSH_USE_LTO=OFF .. &&
+      cmake --build . --target install-fresh -j"$(nproc)") >"$RUN/build.log" 2>&1 ||
+      { tail -n 40 "$RUN/build.log"; die "build TinyMUSH"; }
+    ;;
+  esac
+  touch "$W/built"
+  pass "setup: $SERVER built from $SRC_ARG ($(since "$t"))"
+fi
+
+# ---------------------------------------------------------------- 2. game
+
+PORT=$(free_port)
+case "$SERVER" in
+tinymux)
+  GAME=$SRC/mux/game
+  rm -f "$GAME"/data/netmux.db* "$GAME"/netmux.pid
+  sed -i "s/^port .*/port $PORT/" "$GAME/netmux.conf"
+  start_game() { (cd "$GAME" && ./Startmux); }
+  pidfile() { echo "$GAME/netmux.pid"; }
+  GOD="connect wizard potrzebie"
+  ;;
+tinymush)
+  GAME=$SRC/game
+  CONF=$GAME/configs/netmush.conf
+  sed -i '/^port /d' "$CONF"
+  echo "port $PORT" >>"$CONF"
+  start_game() { (cd "$GAME" && ./netmush >/dev/null 2>&1); }
+  pidfile() { find "$GAME" -maxdepth 2 -name '*.pid' | head -n1; }
+  GOD="connect #1 potrzebie"
+  ;;
+esac
+
+t=$(now)
+start_game
+wait_game 120 || die "$SERVER: no connect screen on port $PORT"
+GAME_PID=$(cat "$(pidfile)")
+pass "$SERVER: started, pid $GAME_PID, port $PORT ($(since "$t"))"
+
+timeout 60 python3 "$RUN/direct.py" "$PORT" "$GOD" \
+  "@pcreate heartbeat=$HB_PASS" "@pcreate player=$PL_PASS" QUIT >"$RUN/accounts.log" 2>&1 || true
+grep -qi "new player\|created" "$RUN/accounts.log" ||
+  { cat "$RUN/accounts.log"; die "$SERVER: @pcreate as God"; }
+pass "$SERVER: players heartbeat and player created"
+
+# ---------------------------------------------------------------- 3. holdfast
+
+cat >"$RUN/holdfast.toml" <<EOF
+game = "Real $SERVER"
+flavor = "$SERVER"
+
+[listen]
+addrs = ["127.0.0.1:0"]
+
+[[backends]]
+name = "$SERVER"
+addr = "127.0.0.1:$PORT"
+
+[heartbeat]
+user = "heartbeat"
+password_env = "HF_REALMUSH_HB_PASS"
+
+[failover]
+after = "off"
+EOF
+"$HF" check -c "$RUN/holdfast.toml" >"$RUN/check.log" 2>&1 || { cat "$RUN/check.log"; die "holdfast check"; }
+grep -q "holdfast's address" "$RUN/check.log" && pass "check: says the game sees holdfast's address"
+HF_REALMUSH_HB_PASS=$HB_PASS RUST_LOG=${RUST_LOG:-holdfast=debug} \
+  "$HF" run -c "$RUN/holdfast.toml" --ready-file "$RUN/ready" 2>"$RUN/holdfast.log" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$RUN/ready" ] && break; sleep 0.1; done
+[ -s "$RUN/ready" ] || die "holdfast: no ready file"
+HF_PORT=$(head -n1 "$RUN/ready")
+HF_PORT=${HF_PORT##*:}
+wait_for "$RUN/holdfast.log" 1 30 "backend up" || die "holdfast: heartbeat never saw $SERVER up"
+pass "holdfast: heartbeat up"
+
+# ---------------------------------------------------------------- 4. player
+
+PL=$RUN/player.log
+: >"$PL"
+mkfifo "$RUN/player.in"
+python3 "$RUN/player.py" 127.0.0.1 "$HF_PORT" "$PL" <"$RUN/player.in" &
+PIDS+=($!)
+exec 4>"$RUN/player.in"
+PLAYER_FD_OPEN=1
+send() { printf '%s\n' "$1" >&4; }
+
+wait_for "$PL" 1 30 "connect" || die "player: no connect screen through holdfast"
+BANNER_LINE=$(grep -m1 -i "connect" "$PL")
+send "connect player $PL_PASS"
+send "think hf-check-1"
+wait_for "$PL" 1 30 "hf-check-1" || die "player: login through holdfast"
+pass "player: logged in through holdfast"
+
+# ---------------------------------------------------------------- 5. kill -9
+
+m=$(lines "$PL")
+t=$(now)
+kill -9 "$GAME_PID"
+wait "$GAME_PID" 2>/dev/null || true
+GAME_PID=
+if wait_for "$PL" "$m" 30 "is down"; then
+  pass "held: offline notice after $(since "$t")"
+else
+  fail "held: no offline notice"
+fi
+sleep 2
+grep -qF "<<EOF>>" "$PL" && die "held: the player's connection was closed"
+
+t=$(now)
+start_game
+wait_game 120 || die "$SERVER: no connect screen after the restart"
+GAME_PID=$(cat "$(pidfile)")
+pass "$SERVER: restarted, pid $GAME_PID ($(since "$t"))"
+if wait_for "$PL" "$m" 60 "logged back in"; then
+  pass "restored: online notice $(since "$t") after the restart"
+else
+  fail "restored: no online notice"
+fi
+n=$(count_from "$PL" "$m" "$BANNER_LINE")
+[ "$n" -eq 0 ] && pass "restored: no second connect screen" || fail "restored: connect screen shown again ($n)"
+
+m=$(lines "$PL")
+send "think hf-check-2"
+wait_for "$PL" "$m" 20 "hf-check-2" && pass "restored: commands work" || fail "restored: no answer to think"
+
+# Lower case `quit` once logged in quits on both servers.
+send "quit"
+wait_for "$PL" "$m" 20 "<<EOF>>" && pass "quit: player closed" || fail "quit: not closed"
+grep -q "reason=\"quit\"" "$RUN/holdfast.log" && pass "quit: holdfast saw a quit, not a crash" ||
+  fail "quit: holdfast did not log a quit"

@@ -1,0 +1,79 @@
+//! `holdfast check`'s short human summary of a valid config.
+
+use std::time::Duration;
+
+use super::{ClientIpMode, Config};
+
+/// A short human summary of `cfg`, as `holdfast check` prints it.
+pub fn summary(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let d = |d: Option<Duration>| {
+        d.map(|d| humantime::format_duration(d).to_string())
+            .unwrap_or_else(|| "off".into())
+    };
+    let _ = writeln!(s, "{}: ok", cfg.path.display());
+    let _ = writeln!(s, "  game:      {} (flavor {})", cfg.game, cfg.flavor);
+    let addrs: Vec<String> = cfg.listen.addrs.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(
+        s,
+        "  listen:    {} (max {} sessions, {} per IP, login timeout {})",
+        addrs.join(", "),
+        cfg.listen.max_sessions,
+        cfg.listen.max_per_ip,
+        d(cfg.listen.login_timeout)
+    );
+    for (i, b) in cfg.backends.iter().enumerate() {
+        let role = if i == 0 { " (preferred)" } else { "" };
+        let _ = writeln!(s, "  backend:   {} {}{}", b.name, b.addr, role);
+    }
+    let hb = &cfg.heartbeat;
+    let _ = writeln!(
+        s,
+        "  heartbeat: {} every {}, timeout {}, fall {}, rise {}",
+        hb.user
+            .as_deref()
+            .map(|u| format!("as {u}"))
+            .unwrap_or_else(|| "connect-only".into()),
+        d(Some(hb.interval)),
+        d(Some(hb.timeout)),
+        hb.fall,
+        hb.rise
+    );
+    let _ = writeln!(
+        s,
+        "  failover:  after {}, failback {}",
+        d(cfg.failover.after),
+        if cfg.failover.failback { "on" } else { "off" }
+    );
+    let ip = match cfg.client_ip.mode {
+        ClientIpMode::Command => format!("command {:?}", cfg.client_ip.command),
+        // TinyMUSH and TinyMUX have no way at all to learn it.
+        ClientIpMode::None => "none: the game sees every player at holdfast's address \
+             (site locks, failed-login records and per-address limits apply to all of them)"
+            .to_string(),
+        m => m.to_string(),
+    };
+    let _ = writeln!(s, "  client ip: {ip}");
+    if cfg.bus.servers.is_empty() {
+        let _ = writeln!(s, "  bus:       none (running alone)");
+    } else {
+        let _ = writeln!(
+            s,
+            "  bus:       {} (prefix {}, instance {})",
+            cfg.bus.servers.join(", "),
+            cfg.bus.subject_prefix,
+            cfg.bus.instance
+        );
+    }
+    if let Some(irc) = &cfg.irc {
+        let _ = writeln!(
+            s,
+            "  irc:       {} as {} in {}",
+            irc.server,
+            irc.nick,
+            irc.channels.join(" ")
+        );
+    }
+    s
+}

@@ -1,0 +1,342 @@
+//! A dropped player link is not a lost session. A logged-in player whose
+//! connection ends without `QUIT` is *detached*: the session's task goes on
+//! without a player, keeps the game connection (held and logged back in
+//! through outages like any other), and records the game's output in a
+//! bounded [`Playback`]. When a new connection logs in with the same name
+//! and password, the task hands its core, its game connection and the
+//! playback to that connection's task and ends without a word to the game.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{debug, info};
+
+use super::core::{Action, Core};
+use super::driver::Driver;
+use super::transport::PlayerTransport;
+use super::End;
+use crate::backend::connect::BackendStream;
+use crate::events::Event;
+use crate::login::Credentials;
+use crate::state::DetachMsg;
+use crate::telnet::{self, TelnetEvent};
+
+/// How long a resuming player's task waits for the detached one to answer.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The game's output kept for a player who is away: whole lines, oldest
+/// dropped first, telnet removed.
+#[derive(Debug)]
+pub struct Playback {
+    lines: VecDeque<Vec<u8>>,
+    partial: Vec<u8>,
+    bytes: usize,
+    max_lines: usize,
+    max_bytes: usize,
+    /// Lines dropped to stay within the bounds.
+    pub dropped: u64,
+    parser: telnet::Parser,
+}
+
+impl Playback {
+    /// An empty playback bounded by `max_lines` and `max_bytes`.
+    pub fn new(max_lines: usize, max_bytes: usize) -> Self {
+        Playback {
+            lines: VecDeque::new(),
+            partial: Vec::new(),
+            bytes: 0,
+            max_lines: max_lines.max(1),
+            max_bytes: max_bytes.max(1),
+            dropped: 0,
+            parser: telnet::Parser::new(64),
+        }
+    }
+
+    /// Records bytes meant for the player (telnet-escaped; negotiation and
+    /// commands are dropped, a prompt's GA ends its line).
+    pub fn record(&mut self, data: &[u8]) {
+        let Playback {
+            parser,
+            lines,
+            partial,
+            bytes,
+            ..
+        } = self;
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        parser.feed(data, |ev| {
+            match ev {
+                TelnetEvent::Data(d) => {
+                    for piece in d.split_inclusive(|&b| b == b'\n') {
+                        partial.extend_from_slice(piece);
+                        if piece.last() == Some(&b'\n') {
+                            done.push(std::mem::take(partial));
+                        }
+                    }
+                }
+                TelnetEvent::Command(c)
+                    if (c == telnet::GA || c == telnet::EOR) && !partial.is_empty() =>
+                {
+                    partial.extend_from_slice(b"\r\n");
+                    done.push(std::mem::take(partial));
+                }
+                _ => {}
+            }
+            true
+        });
+        for l in done {
+            *bytes += l.len();
+            lines.push_back(l);
+        }
+        // A line longer than the whole budget is kept as its last part.
+        if self.partial.len() > self.max_bytes {
+            let cut = self.partial.len() - self.max_bytes;
+            self.partial.drain(..cut);
+        }
+        while self.lines.len() > self.max_lines
+            || (self.bytes + self.partial.len() > self.max_bytes && !self.lines.is_empty())
+        {
+            if let Some(l) = self.lines.pop_front() {
+                self.bytes -= l.len();
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Lines kept (a partial last line counts).
+    pub fn len(&self) -> usize {
+        self.lines.len() + usize::from(!self.partial.is_empty())
+    }
+
+    /// True when nothing was kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes + self.partial.len()
+    }
+
+    /// Everything kept, telnet-escaped for the player.
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes() + 16);
+        for l in self.lines.iter().chain(std::iter::once(&self.partial)) {
+            telnet::escape_iac(l, &mut out);
+        }
+        out
+    }
+}
+
+/// What a detached session hands to the task of its returning player.
+pub struct Handover {
+    /// The session's state.
+    pub core: Core,
+    /// Its game connection, if it has one now.
+    pub game: Option<BackendStream>,
+    /// The game's output meanwhile.
+    pub playback: Playback,
+    /// When the player's link dropped.
+    pub since: Instant,
+}
+
+/// How a detached session's time ended.
+pub enum After {
+    /// It ends (expired, booted, shutdown...).
+    End(End),
+    /// Its player came back: hand over through this.
+    TakenOver(oneshot::Sender<Option<Box<dyn Any + Send>>>),
+}
+
+impl<P: PlayerTransport> Driver<P> {
+    /// Whether the session is kept for its player rather than ended.
+    pub fn can_detach(&self, end: End) -> bool {
+        self.core.can_detach(&self.shared.config(), end)
+    }
+
+    /// Runs the session without a player until it is taken over or ends.
+    pub async fn detached(&mut self, why: End) -> After {
+        let cfg = self.shared.config();
+        let keep = cfg.resume.keep.unwrap_or_default();
+        let since = Instant::now();
+        self.detached_since = Some(since);
+        let id = self.core.id;
+        let user = self.core.user().unwrap_or_default().to_string();
+        self.playback = Some(Playback::new(
+            cfg.resume.playback_lines,
+            cfg.resume.playback_bytes,
+        ));
+        // The player's connection is over (closed, reset, or not read):
+        // let it go now rather than when the session ends.
+        if let Some(mut p) = self.player.take() {
+            let _ = timeout(Duration::from_millis(100), p.shutdown()).await;
+        }
+        let (tx, mut rx) = mpsc::channel(4);
+        self.shared
+            .detached
+            .insert(id, Core::resume_key(&user), tx, cfg.listen.max_detached);
+        self.shared.registry.update(id, |s| s.detached = true);
+        info!(user = %user, why = why.as_str(), keep = ?keep, "player link dropped; session detached");
+        self.shared.events.emit(
+            Event::new("session.detached")
+                .with("session", id)
+                .with("user", user.as_str())
+                .with("reason", why.as_str()),
+        );
+        let after = self.detached_loop(since + keep, &mut rx).await;
+        self.shared.detached.remove(id);
+        after
+    }
+
+    async fn detached_loop(
+        &mut self,
+        expires: Instant,
+        rx: &mut mpsc::Receiver<DetachMsg>,
+    ) -> After {
+        let mut pool_rx = self.shared.pool.subscribe();
+        pool_rx.borrow_and_update();
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
+        let mut freeze = self.shared.handover.subscribe();
+        freeze.borrow_and_update();
+        loop {
+            let deadline = self
+                .core
+                .next_deadline(&self.shared.config.borrow())
+                .map_or(expires, |d| d.min(expires));
+            // Cancel-safe branches only (see `Driver::run`).
+            let r: Result<(), End> = tokio::select! {
+                _ = &mut shutdown => Err(End::Shutdown),
+                r = super::driver::game_readable(&self.game) => self.on_game_readable(r).await,
+                Ok(()) = pool_rx.changed() => {
+                    pool_rx.borrow_and_update();
+                    self.pool_changed().await
+                }
+                // An upgrade cannot carry a detached session yet: say so,
+                // so the upgrade is refused with the reason at once rather
+                // than waiting for this session until it times out.
+                Ok(()) = freeze.changed() => {
+                    self.refuse_handover().await;
+                    Ok(())
+                }
+                m = rx.recv() => match m {
+                    Some(DetachMsg::Takeover { password, reply }) => {
+                        if self.core.password_matches(&password) {
+                            return After::TakenOver(reply);
+                        }
+                        // An ordinary failed login: the caller sends the
+                        // line to the game, which answers it.
+                        let _ = reply.send(None);
+                        Ok(())
+                    }
+                    Some(DetachMsg::Expire) | None => Err(End::DetachExpired),
+                },
+                _ = sleep_until(deadline) => {
+                    if Instant::now() >= expires {
+                        Err(End::DetachExpired)
+                    } else {
+                        self.timer_fired().await
+                    }
+                }
+            };
+            if let Err(end) = r {
+                return After::End(end);
+            }
+        }
+    }
+
+    async fn refuse_handover(&mut self) {
+        let Some(tx) = self.shared.handover.parcel_sender() else {
+            return;
+        };
+        let id = self.core.id;
+        let (verdict, rx) = oneshot::channel();
+        let parcel = crate::upgrade::Parcel {
+            id,
+            content: Err(format!(
+                "session {id} is kept for a player whose link dropped (resume.keep): detached sessions cannot be handed over yet; try again when they have resumed or expired"
+            )),
+            verdict,
+        };
+        if tx.send(parcel).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Hands this session to the task of its returning player and ends
+    /// without closing anything.
+    pub fn give_to_returning_player(mut self, reply: oneshot::Sender<Option<Box<dyn Any + Send>>>) {
+        let id = self.core.id;
+        self.shared.registry.remove(id);
+        self.shared.detached.remove(id);
+        let playback = self.playback.take().unwrap_or_else(|| Playback::new(1, 1));
+        let h = Handover {
+            core: self.core,
+            game: self.game.take(),
+            playback,
+            since: self.detached_since.unwrap_or_else(Instant::now),
+        };
+        debug!(session = id, "handing the detached session over");
+        let _ = reply.send(Some(Box::new(h)));
+    }
+
+    /// The player typed a login: take over a detached session of that name
+    /// if its password matches, else send the line on as usual.
+    pub(super) async fn try_resume(&mut self, creds: Credentials, line: &[u8]) -> Result<(), End> {
+        let mut handed: Option<Box<Handover>> = None;
+        if let Some((_, tx)) = self.shared.detached.find(&Core::resume_key(&creds.name)) {
+            let (rtx, rrx) = oneshot::channel();
+            let req = DetachMsg::Takeover {
+                password: creds.password.clone(),
+                reply: rtx,
+            };
+            if tx.send(req).await.is_ok() {
+                if let Ok(Ok(Some(b))) = timeout(TAKEOVER_TIMEOUT, rrx).await {
+                    handed = b.downcast::<Handover>().ok();
+                }
+            }
+        }
+        match handed {
+            Some(h) => self.resume(*h).await,
+            None => self.resume_refused(line).await,
+        }
+    }
+
+    async fn resume(&mut self, h: Handover) -> Result<(), End> {
+        let away = h.since.elapsed();
+        let missed = h.playback.len();
+        let dropped = h.playback.dropped;
+        let playback = h.playback.into_bytes();
+        // This connection's own game connection (a connect screen) goes.
+        self.game = h.game;
+        let new = std::mem::replace(&mut self.core, h.core);
+        let previous = self.core.id;
+        let cfg = self.shared.config();
+        let mut out = Vec::new();
+        {
+            let mut slot = Instant::now;
+            let ctx = super::core::Ctx {
+                cfg: &cfg,
+                now: Instant::now(),
+                relogin_slot: &mut slot,
+            };
+            self.core
+                .adopt(&ctx, new, away, playback, missed, dropped, &mut out);
+        }
+        let id = self.core.id;
+        let user = self.core.user().unwrap_or_default().to_string();
+        info!(user = %user, away = ?away, missed, dropped, "session resumed");
+        out.push(Action::Emit(
+            Event::new("session.resumed")
+                .with("session", id)
+                .with("previous", previous)
+                .with("user", user.as_str())
+                .with("away_s", (away.as_secs_f64() * 10.0).round() / 10.0)
+                .with("missed_lines", missed as u64)
+                .with("dropped_lines", dropped),
+        ));
+        self.apply_actions(out).await
+    }
+}

@@ -1,0 +1,200 @@
+//! The player's lines on their way in: the flood limit, the client-address
+//! spoof filter, a login that may resume a detached session, quit and login
+//! capture, and the queue while there is no game to take them.
+
+use tracing::{debug, warn};
+use zeroize::Zeroizing;
+
+use super::core::{render, Action, Actions, Core, Ctx, Game};
+use super::input::Item;
+use super::watch::{Kind, Watch};
+use super::End;
+use crate::config::Config;
+use crate::{clientip, login, telnet};
+
+impl Core {
+    /// Bytes from the player.
+    pub fn player_data(&mut self, ctx: &mut Ctx, data: &[u8], out: &mut Actions) {
+        let cfg = ctx.cfg;
+        let mut items = Vec::new();
+        self.input.feed(data, cfg.limits.max_line, &mut items);
+        let mut to_game: Vec<u8> = Vec::new();
+        let mut to_player: Vec<u8> = Vec::new();
+        for item in items {
+            match item {
+                Item::Line(line) => {
+                    if self.player_line(ctx, line, &mut to_game, out).is_err() {
+                        return;
+                    }
+                }
+                Item::TooLong => {
+                    self.flush_game(&mut to_game, out);
+                    let msg = render(&cfg.notices.line_too_long, cfg, "", None);
+                    self.notice(&msg, out);
+                }
+                // telnet: commands pass; negotiations go through the policy,
+                // which remembers them and answers what the player need not.
+                Item::Command(c) => telnet::write_command(c, &mut to_game),
+                Item::Negotiation(verb, opt) => {
+                    self.telnet
+                        .from_player(verb, opt, &mut to_game, &mut to_player)
+                }
+                Item::Subneg(opt, data) => self.telnet.from_player_sub(opt, &data, &mut to_game),
+            }
+        }
+        // (An empty write still lets the driver start or end the player's
+        // MCCP2 stream if the player asked.)
+        out.push(Action::Player(to_player));
+        self.flush_game(&mut to_game, out);
+    }
+
+    /// One line from the player. `Err` means the session ends (the action
+    /// is pushed).
+    fn player_line(
+        &mut self,
+        ctx: &mut Ctx,
+        line: Vec<u8>,
+        to_game: &mut Vec<u8>,
+        out: &mut Actions,
+    ) -> Result<(), ()> {
+        let cfg = ctx.cfg;
+        let l = &cfg.limits;
+        if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
+            // Over the rate: warn once, drop the excess, and disconnect a
+            // player who keeps it up for another burst's worth of lines.
+            self.flood_drops += 1;
+            if self.flood_drops == 1 {
+                warn!("player is flooding; dropping input");
+                self.flush_game(to_game, out);
+                self.notice(&render(&cfg.notices.flood, cfg, "", None), out);
+            }
+            if self.flood_drops > l.input_burst {
+                warn!(
+                    dropped = self.flood_drops,
+                    "disconnecting a flooding player"
+                );
+                out.push(Action::Close(End::Flood));
+                return Err(());
+            }
+            return Ok(());
+        }
+        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
+            self.flood_drops = 0;
+        }
+        if clientip::is_spoof(&cfg.client_ip, &line) {
+            warn!("dropped a player line that would set the client address");
+            return Ok(());
+        }
+        if self.user.is_none() && cfg.resume.keep.is_some() {
+            if let Some(creds) = login::parse_connect(&line) {
+                // Maybe a player coming back to a detached session: the
+                // driver looks before the line goes anywhere.
+                self.flush_game(to_game, out);
+                out.push(Action::TryResume {
+                    creds,
+                    line: Zeroizing::new(line),
+                });
+                return Ok(());
+            }
+        }
+        self.route_line(ctx, line, to_game, out)
+    }
+
+    /// No detached session took this login: it goes where any line would.
+    pub fn resume_refused(&mut self, ctx: &mut Ctx, line: &[u8], out: &mut Actions) {
+        let mut to_game = Vec::new();
+        let _ = self.route_line(ctx, line.to_vec(), &mut to_game, out);
+        self.flush_game(&mut to_game, out);
+    }
+
+    /// A line goes to the game, or is queued or refused while there is
+    /// none. `Err` means the session ends (the action is pushed).
+    fn route_line(
+        &mut self,
+        ctx: &mut Ctx,
+        line: Vec<u8>,
+        to_game: &mut Vec<u8>,
+        out: &mut Actions,
+    ) -> Result<(), ()> {
+        let cfg = ctx.cfg;
+        let quit = self.is_quit(cfg, &line);
+        if !self.relaying() {
+            if quit {
+                self.notice("[holdfast] Goodbye.", out);
+                out.push(Action::Close(End::Quit));
+                return Err(());
+            }
+            if self.game.is_some() || self.connecting {
+                // Re-login in progress: keep the line for right after it
+                // (whatever `outage.queue_input` says: the game is back).
+                self.queue_line(ctx, line, out);
+            } else if cfg.outage.queue_input {
+                self.queue_line(ctx, line, out);
+                self.notice(&render(&cfg.notices.queued_input, cfg, "", None), out);
+            } else {
+                self.notice(&render(&cfg.notices.held_input, cfg, "", None), out);
+            }
+            return Ok(());
+        }
+        self.send_line(ctx, line, to_game);
+        Ok(())
+    }
+
+    /// A line goes to the game: quit and login capture first. Used for
+    /// typed lines and for queued ones alike, so a queued `connect` is
+    /// remembered like a typed one.
+    pub(super) fn send_line(&mut self, ctx: &Ctx, line: Vec<u8>, to_game: &mut Vec<u8>) {
+        if self.is_quit(ctx.cfg, &line) {
+            self.quit_sent = true;
+        }
+        if self.user.is_none() {
+            if let Some(creds) = login::parse_connect(&line) {
+                // A new attempt replaces a late watch (the player gave up
+                // waiting and typed it again, maybe with another name).
+                let free = |g: &&mut Game| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
+                if let Some(g) = self.game.as_mut().filter(free) {
+                    debug!(user = %creds.name, "login attempt");
+                    let deadline = ctx.now + ctx.cfg.templates.login_confirm_timeout;
+                    g.watch = Some(Box::new(Watch::new(
+                        Kind::First(creds),
+                        login::new_nonce(),
+                        false,
+                        deadline,
+                    )));
+                }
+            }
+        }
+        telnet::escape_iac(&line, to_game);
+        to_game.extend_from_slice(b"\r\n");
+    }
+
+    /// Whether `line` quits the game, as this game decides it.
+    pub(super) fn is_quit(&self, cfg: &Config, line: &[u8]) -> bool {
+        login::is_quit(line, &cfg.templates, self.user.is_some())
+    }
+
+    /// Connected to a game whose output flows to the player (not a re-login
+    /// hiding it, not closed).
+    pub(super) fn relaying(&self) -> bool {
+        matches!(&self.game, Some(g) if !g.closed && g.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)))
+    }
+
+    /// The flood counter resets once the player is back under the rate
+    /// with half a burst in hand.
+    fn input_rate_recovered(&self, cfg: &Config) -> bool {
+        let mut probe = self.input_rate;
+        let half = (cfg.limits.input_burst / 2).max(1);
+        (0..half).all(|_| probe.take(cfg.limits.input_lines_per_sec, cfg.limits.input_burst))
+    }
+
+    fn queue_line(&mut self, ctx: &Ctx, line: Vec<u8>, out: &mut Actions) {
+        if self.queue.len() >= ctx.cfg.outage.queue_max_lines {
+            self.notice(
+                "[holdfast] Too many lines waiting; that one was not kept.",
+                out,
+            );
+            return;
+        }
+        self.queue.push_back((ctx.now, line));
+    }
+}

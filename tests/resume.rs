@@ -1,0 +1,208 @@
+//! Resume after a dropped player link (issue 14): a logged-in player whose
+//! connection ends without QUIT keeps the game session for `resume.keep`,
+//! and gets what the game said meanwhile when they log in again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RESUMED: &str = "Your session was kept while you were away";
+
+/// The game's connection ids of `user`'s logins, in order.
+fn logins(game: &Game, user: &str) -> Vec<serde_json::Value> {
+    game.events()
+        .into_iter()
+        .filter(|e| e["t"] == "login" && e["user"] == user)
+        .map(|e| e["conn"].clone())
+        .collect()
+}
+
+/// Resets the player's connection (SO_LINGER 0: an RST, as a dropped
+/// mobile link or a crashed client gives).
+fn reset(c: Client) {
+    socket2::SockRef::from(&c.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+}
+
+#[tokio::test]
+async fn dropped_player_resumes_with_what_was_said() {
+    let dir = TempDir::new("resume");
+    let game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    let mut bob = Client::login(proxy.addr, "Bob", "bobpw").await;
+    reset(alice);
+    proxy.wait_log("session detached").await;
+    for i in 0..5 {
+        bob.send(&format!("say line {i} of the scene")).await;
+    }
+    bob.expect("line 4 of the scene").await;
+    // Alice comes back from another address, with the login she knows.
+    let t0 = Instant::now();
+    let mut alice = Client::connect_from(proxy.addr, "127.0.0.2").await;
+    alice.expect("connect").await;
+    alice.send("connect alice alicepw").await;
+    alice.expect(RESUMED).await;
+    eprintln!("resumed notice {:?} after the login line", t0.elapsed());
+    for i in 0..5 {
+        alice
+            .expect(&format!("Bob says, \"line {i} of the scene\""))
+            .await;
+    }
+    // Live again, on the same game connection.
+    alice.send("say I'm back").await;
+    bob.expect("Alice says, \"I'm back\"").await;
+    assert_eq!(logins(&game, "Alice").len(), 1, "no new login at the game");
+    assert!(
+        !alice.text.contains("Last connect"),
+        "no second login screen: {}",
+        alice.text
+    );
+    proxy.assert_no_passwords();
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_ordinary_failed_login() {
+    let dir = TempDir::new("resumebad");
+    let game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    reset(alice);
+    proxy.wait_log("session detached").await;
+    let mut mallory = Client::connect_from(proxy.addr, "127.0.0.3").await;
+    mallory.expect("connect").await;
+    mallory.send("connect Alice guess").await;
+    mallory
+        .expect("Either that player does not exist, or has a different password.")
+        .await;
+    assert!(!mallory.text.contains(RESUMED));
+    assert!(!mallory.text.contains("[holdfast]"), "{}", mallory.text);
+    // The real Alice still gets her session.
+    let mut alice = Client::connect(proxy.addr).await;
+    alice.expect("connect").await;
+    alice.send("connect Alice alicepw").await;
+    alice.expect(RESUMED).await;
+    assert_eq!(logins(&game, "Alice").len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_detached_session_quits_the_game() {
+    let dir = TempDir::new("resumeexp");
+    let game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &config_for(&[&game], "[resume]\nkeep = \"1s\"\n"));
+    let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    let conn = logins(&game, "Alice")[0].clone();
+    reset(alice);
+    game.wait_event("Alice quit when her session expired", |e| {
+        e["t"] == "close" && e["conn"] == conn && e["why"] == "quit"
+    })
+    .await;
+    proxy.wait_log("reason=\"detach_expired\"").await;
+}
+
+#[tokio::test]
+async fn resume_off_closes_the_game_session_as_before() {
+    let dir = TempDir::new("resumeoff");
+    let game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &config_for(&[&game], "[resume]\nkeep = \"off\"\n"));
+    let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    let conn = logins(&game, "Alice")[0].clone();
+    reset(alice);
+    game.wait_event("Alice's game connection closed", |e| {
+        e["t"] == "close" && e["conn"] == conn
+    })
+    .await;
+    assert!(!proxy.logs().contains("session detached"));
+}
+
+#[tokio::test]
+async fn a_detached_player_survives_a_game_restart_and_resumes() {
+    let dir = TempDir::new("resumecrash");
+    let mut game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    reset(alice);
+    proxy.wait_log("session detached").await;
+    game.kill();
+    game.restart();
+    // Logged back in while away, invisibly: a second login at the game.
+    let t0 = Instant::now();
+    while logins(&game, "Alice").len() < 2 {
+        assert!(t0.elapsed() < WAIT, "Alice was not logged back in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut alice = Client::connect(proxy.addr).await;
+    alice.expect("connect").await;
+    alice.send("connect Alice alicepw").await;
+    alice.expect(RESUMED).await;
+    alice.send("think still me").await;
+    alice.expect("still me").await;
+    assert!(!alice.text.contains("is down"), "{}", alice.text);
+}
+
+/// The playback is bounded: 10 MiB of output while away keeps at most
+/// `playback_bytes`, and the player is told how much was dropped.
+#[tokio::test]
+async fn playback_is_bounded() {
+    let dir = TempDir::new("resumebig");
+    let game = Game::start(&dir, &[]);
+    let proxy = Proxy::start_with(
+        &dir,
+        &config_for(&[&game], "[resume]\nplayback_bytes = \"64KiB\"\n"),
+        "holdfast=info",
+        &[],
+    );
+    let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    alice.send("spam 10485760").await;
+    reset(alice);
+    proxy.wait_log("session detached").await;
+    let pid = proxy.pid();
+    // Wait until the game has sent it all (its connection goes quiet).
+    let mut last = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap()
+        .to_string();
+    eprintln!("proxy {rss}");
+    let mut alice = Client::connect(proxy.addr).await;
+    alice.expect("connect").await;
+    alice.send("connect Alice alicepw").await;
+    alice.expect(RESUMED).await;
+    alice.expect("older line(s) did not fit").await;
+    let kept = alice.collect_for(Duration::from_millis(500)).await;
+    assert!(kept.len() <= 70 * 1024, "kept {} bytes", kept.len());
+    assert!(kept.len() >= 32 * 1024, "kept {} bytes", kept.len());
+}
+
+#[tokio::test]
+async fn sigterm_quits_detached_sessions_cleanly() {
+    let dir = TempDir::new("resumeterm");
+    let game = Game::start(&dir, &[]);
+    let mut proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    let conn = logins(&game, "Alice")[0].clone();
+    reset(alice);
+    proxy.wait_log("session detached").await;
+    let code = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    game.wait_event("Alice quit cleanly", |e| {
+        e["t"] == "close" && e["conn"] == conn && e["why"] == "quit"
+    })
+    .await;
+}
