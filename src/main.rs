@@ -137,6 +137,7 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let listeners = Proxy::bind(&cfg).await?;
+    let doors = Proxy::bind_doors(&cfg).await?;
     let shutdown = CancellationToken::new();
     let proxy = Proxy::new(cfg, shutdown.clone());
     let shared = proxy.shared();
@@ -145,6 +146,10 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .map(|a| format!("{a}\n"))
+            .chain(doors.iter().filter_map(|b| {
+                let a = b.listener.local_addr().ok()?;
+                Some(format!("{} {a}\n", b.door.as_str()))
+            }))
             .collect();
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, addrs)?;
@@ -169,7 +174,7 @@ async fn run(path: &Path, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
             }
         }
     });
-    proxy.run(listeners).await
+    proxy.run_with_doors(listeners, doors).await
 }
 
 /// `holdfast irc`: the relay, stopped by SIGTERM or SIGINT.

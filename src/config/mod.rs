@@ -5,6 +5,7 @@
 //! whether it comes from TOML syntax, an unknown key, a bad value or a
 //! cross-field check such as a duplicate backend name.
 
+mod doors;
 mod flavor;
 mod raw;
 
@@ -18,6 +19,7 @@ use regex::Regex;
 use toml::Spanned;
 
 use crate::secret::Secret;
+pub use doors::{Cidr, Doors, Tls};
 use raw::*;
 pub use raw::{ClientIpMode, Flavor};
 
@@ -455,6 +457,9 @@ pub struct Config {
     pub bus: Bus,
     /// `[irc]`, if present.
     pub irc: Option<Irc>,
+    /// TLS, WebSocket and MSSP: `listen.tls_addrs` and friends, `[tls]`,
+    /// `[mssp]`.
+    pub doors: Doors,
     /// Line and column of each backend's `addr`, for checks that only
     /// `holdfast check` makes (a Unix socket that does not exist yet is
     /// fine for a running proxy: the game is just down).
@@ -606,9 +611,22 @@ fn default_instance() -> String {
         .unwrap_or_else(|| "holdfast".to_string())
 }
 
-fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+fn resolve(cx: &Cx<'_>, mut raw: RawConfig) -> Result<Config, ConfigError> {
     let flavor = raw.flavor.unwrap_or_default();
     let preset = flavor::preset(flavor);
+
+    // [listen] front doors, [tls], [mssp]
+    let doors = {
+        let l = &mut raw.listen;
+        let r = doors::RawDoorAddrs {
+            tls_addrs: l.tls_addrs.take(),
+            ws_addrs: l.ws_addrs.take(),
+            wss_addrs: l.wss_addrs.take(),
+            ws_trusted_proxies: l.ws_trusted_proxies.take(),
+            handshake_timeout: l.handshake_timeout.take(),
+        };
+        doors::resolve(cx, r, raw.tls.take(), raw.mssp.take())?
+    };
 
     // [listen]
     let listen = {
@@ -1010,6 +1028,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         telnet,
         bus,
         irc,
+        doors,
         backend_addr_pos: addr_pos,
         has_inline_secret: cx.inline_secret.get(),
         warnings: Vec::new(),

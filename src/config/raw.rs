@@ -130,6 +130,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub bus: RawBus,
     pub irc: Option<RawIrc>,
+    pub tls: Option<Spanned<super::doors::RawTls>>,
+    pub mssp: Option<std::collections::BTreeMap<String, Spanned<toml::Value>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -139,6 +141,11 @@ pub struct RawListen {
     pub max_sessions: Option<usize>,
     pub max_per_ip: Option<usize>,
     pub login_timeout: Option<OptDur>,
+    pub tls_addrs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ws_addrs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub wss_addrs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ws_trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub handshake_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

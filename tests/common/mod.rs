@@ -269,6 +269,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub stderr: PathBuf,
+    /// The ready file: plain listeners as `ADDR`, front doors as `DOOR ADDR`.
+    pub ready: PathBuf,
 }
 
 impl Proxy {
@@ -324,7 +326,16 @@ impl Proxy {
             addr,
             config: cfg_path,
             stderr,
+            ready,
         }
+    }
+
+    /// The first address of front door `door` ("tls", "ws", "wss").
+    pub fn door(&self, door: &str) -> SocketAddr {
+        let s = std::fs::read_to_string(&self.ready).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix(door)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {door} listener in the ready file:\n{s}"))
     }
 
     /// Rewrites the config file (for SIGHUP tests).
