@@ -219,3 +219,194 @@ fn check_reports_tls_file_problems_at_their_key() {
         "{text}"
     );
 }
+
+fn ws_config(game: &Game, extra: &str) -> String {
+    config_for(
+        &[game],
+        &format!("[listen]\naddrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\n{extra}\n"),
+    )
+}
+
+const TELNET: &str = "telnet.mudstandards.org";
+const TERMINAL: &str = "terminal.mudstandards.org";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_players_of_each_subprotocol_log_in_and_survive_a_restart() {
+    let dir = TempDir::new("doors-ws");
+    let mut game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(
+        &dir,
+        &ws_config(&game, "ws_trusted_proxies = [\"127.0.0.1/32\"]"),
+    );
+    let addr = proxy.door("ws");
+    // The telnet stream, through a trusted reverse proxy.
+    let (mut alice, p) = ws_player(
+        addr,
+        "127.0.0.1",
+        &["x.example", TERMINAL, TELNET],
+        &[("X-Forwarded-For", "203.0.113.9")],
+    )
+    .await;
+    assert_eq!(
+        p.as_deref(),
+        Some(TELNET),
+        "holdfast prefers the telnet stream"
+    );
+    alice.login("Alice", "alicepw").await;
+    // Terminal text from an untrusted peer: its X-Forwarded-For is ignored.
+    let (mut bob, p) = ws_player(
+        addr,
+        "127.0.0.2",
+        &[TERMINAL],
+        &[("X-Forwarded-For", "6.6.6.6")],
+    )
+    .await;
+    assert_eq!(p.as_deref(), Some(TERMINAL));
+    bob.login("Bob", "bobpw").await;
+    // No subprotocol: text frames.
+    let (mut wiz, p) = ws_player(addr, "127.0.0.3", &[], &[]).await;
+    assert_eq!(p, None);
+    wiz.login("Wiz", "wizpw").await;
+
+    let host = |u: &str| {
+        game.wait_event(u, |e| e["t"] == "login" && e["user"] == u)["host"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(host("Alice"), "203.0.113.9");
+    assert_eq!(host("Bob"), "127.0.0.2");
+    assert_eq!(host("Wiz"), "127.0.0.3");
+    // Terminal and text players get no telnet at all.
+    assert!(!bob.raw.contains(&255), "telnet reached a terminal player");
+    assert!(!wiz.raw.contains(&255), "telnet reached a text player");
+    assert!(alice.raw.contains(&255), "the telnet player gets telnet");
+
+    game.kill();
+    alice.expect(OFFLINE).await;
+    bob.expect(OFFLINE).await;
+    wiz.expect(OFFLINE).await;
+    game.restart();
+    alice.expect(ONLINE).await;
+    bob.expect(ONLINE).await;
+    wiz.expect(ONLINE).await;
+    bob.send("say from a terminal").await;
+    bob.expect("You say, \"from a terminal\"").await;
+    alice.expect("Bob says, \"from a terminal\"").await;
+    wiz.expect("Bob says, \"from a terminal\"").await;
+    assert!(!bob.raw.contains(&255));
+    proxy.assert_no_passwords();
+}
+
+/// Waits for the proxy's close frame; returns its code.
+async fn close_code(c: &mut Conn<WsWire>) -> u16 {
+    c.expect_closed().await;
+    c.w.closed_with.as_ref().map(|f| f.0).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_websocket_input_is_refused_with_the_right_close_code() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("doors-ws-bad");
+    let game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &ws_config(&game, "handshake_timeout = \"500ms\""));
+    let addr = proxy.door("ws");
+
+    // A frame without the client's mask: protocol error, 1002.
+    let (mut c, _) = ws_player(addr, "127.0.0.1", &[TELNET], &[]).await;
+    c.expect("connect <name>").await;
+    c.w.ws
+        .get_mut()
+        .write_all(&[0x82, 3, b'a', b'b', b'c'])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut c).await, 1002);
+
+    // A message over the limit: 1009.
+    let (mut c, _) = ws_player(addr, "127.0.0.1", &[TELNET], &[]).await;
+    c.expect("connect <name>").await;
+    c.w.send_bytes(&vec![b'x'; 100 * 1024]).await;
+    assert_eq!(close_code(&mut c).await, 1009);
+
+    // Text that is not UTF-8 on the terminal subprotocol: 1007.
+    let (mut c, _) = ws_player(addr, "127.0.0.1", &[TERMINAL], &[]).await;
+    c.expect("connect <name>").await;
+    c.w.send_bytes(b"say \xC0\xFF\r\n").await;
+    assert_eq!(close_code(&mut c).await, 1007);
+
+    // A handshake that stalls halfway is closed after handshake_timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(WAIT, slow.read(&mut buf))
+        .await
+        .expect("a stalled handshake is closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+
+    // Not a WebSocket request at all: 400, and a wrong path 404.
+    for (req, want) in [
+        (
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "400 Bad Request",
+        ),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
+        ("\x16\x03\x01garbage\r\n\r\n", "400 Bad Request"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {want}")),
+            "{req:?}: {out}"
+        );
+    }
+
+    // The proxy is still there for everyone else.
+    let (mut c, _) = ws_player(addr, "127.0.0.1", &[TELNET], &[]).await;
+    c.login("Alice", "alicepw").await;
+    assert!(proxy.logs().contains("WebSocket session"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_player_logs_in_over_tls_and_the_page_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("doors-wss");
+    make_cert(&dir, "a");
+    let game = Game::start(&dir, &[]);
+    let cfg = tls_config(
+        &game,
+        &dir,
+        "a",
+        "wss_addrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]",
+    );
+    let proxy = Proxy::start(&dir, &cfg);
+    let mut c = wss_player(&dir, proxy.door("wss")).await;
+    c.login("Alice", "alicepw").await;
+    c.send("say over wss").await;
+    c.expect("You say, \"over wss\"").await;
+    // GET / serves the web client.
+    let mut s = tokio::net::TcpStream::connect(proxy.door("ws"))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(
+        out.contains("text/html") && out.contains("<title>holdfast"),
+        "{out}"
+    );
+}

@@ -15,6 +15,9 @@
 //! | `mssp` | the proxy's own MSSP answer |
 
 mod stream;
+mod terminal;
+mod ws;
+mod wsconn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,7 +122,8 @@ fn accept(shared: &Arc<Shared>, door: Door, stream: TcpStream, peer: SocketAddr)
     });
 }
 
-type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A session to run once its handshake is done.
+pub(crate) type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Runs the handshake; the session to run after it, if it succeeded.
 async fn handshake(
@@ -158,10 +162,9 @@ async fn handshake(
                 .await
                 .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
                 .ok()?;
-            let _ = (s, local, id);
-            None
+            ws::upgrade(shared, stream::Io::Tls(Box::new(s)), peer, local, id).await
         }
-        (Door::Ws, _) => None,
+        (Door::Ws, _) => ws::upgrade(shared, stream::Io::Plain(stream), peer, local, id).await,
         (_, None) => None,
     }
 }

@@ -19,7 +19,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Plain TCP or TLS.
 pub enum Io {
     /// Plain TCP (`ws_addrs`).
-    #[allow(dead_code)] // until the WebSocket door
     Plain(TcpStream),
     /// TLS (`tls_addrs`, `wss_addrs`).
     Tls(Box<TlsStream<TcpStream>>),
