@@ -28,6 +28,38 @@ const MAX_HEADERS: usize = 48;
 /// The web client, shipped in the binary.
 pub const PAGE: &str = include_str!("webclient.html");
 
+/// The page with the configured notices' fixed beginnings filled in, so
+/// it can show them distinctly.
+pub fn page(cfg: &crate::config::Config) -> String {
+    let n = &cfg.notices;
+    let mut prefixes = vec!["[holdfast]".to_string()];
+    for t in [
+        &n.offline,
+        &n.online,
+        &n.held_input,
+        &n.queued_input,
+        &n.relogin_failed,
+        &n.failover,
+        &n.max_hold,
+        &n.stopping,
+        &n.login_timeout,
+        &n.line_too_long,
+        &n.flood,
+        &n.connecting,
+    ] {
+        let t = t.replace("{game}", &cfg.game);
+        let fixed = t.split('{').next().unwrap_or("").trim_end();
+        // A short fixed part would mark ordinary game lines.
+        if fixed.chars().count() >= 8 && !prefixes.iter().any(|p| fixed.starts_with(p.as_str())) {
+            prefixes.push(fixed.to_string());
+        }
+    }
+    let json = serde_json::to_string(&prefixes).unwrap_or_else(|_| "[]".into());
+    // `</` cannot end the script from inside a JSON string.
+    let json = json.replace("</", "<\\/");
+    PAGE.replace("/*NOTICES*/[\"[holdfast]\"]", &json)
+}
+
 /// The parts of the request that matter.
 struct Head {
     path: String,
@@ -160,7 +192,8 @@ pub(super) async fn upgrade(
         let path = head.path.split(['?', '#']).next().unwrap_or("");
         match path {
             "/" | "/index.html" => {
-                respond(&mut io, "200 OK", "text/html; charset=utf-8", PAGE).await;
+                let page = page(&shared.config());
+                respond(&mut io, "200 OK", "text/html; charset=utf-8", &page).await;
             }
             "" => {
                 respond(
@@ -250,6 +283,26 @@ mod tests {
         );
         assert_eq!(real_ip(ip("10.0.0.1"), &f(&["junk"]), &t), ip("10.0.0.1"));
         assert_eq!(real_ip(ip("10.0.0.1"), &[], &t), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn the_page_knows_the_notices() {
+        let cfg = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "game = \"Foo\"\n[notices]\noffline = \"*** Foo is down </script>\"\n\
+             [[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let p = page(&cfg);
+        assert!(
+            p.contains(r#"const NOTICES = ["[holdfast]","*** Foo is down <\/script>""#),
+            "{}",
+            &p[p.find("NOTICES").unwrap()..][..200]
+        );
+        assert!(
+            !PAGE.contains("http://") && !PAGE.contains("https://"),
+            "no CDN"
+        );
     }
 
     #[test]

@@ -418,6 +418,15 @@ impl Game {
                 Err(_) => send_line(c.tx, "Usage: bomb <bytes>"),
             },
             "echo" => send_line(c.tx, c.rest),
+            // Password-style echo off and on (the web client masks its input).
+            "echooff" => {
+                let _ = c.tx.send(Out::Bytes(vec![IAC, telnet::WILL, 1]));
+                send_line(c.tx, "Echo is off.");
+            }
+            "echoon" => {
+                let _ = c.tx.send(Out::Bytes(vec![IAC, telnet::WONT, 1]));
+                send_line(c.tx, "Echo is on.");
+            }
             "prompt" => {
                 let _ = c.tx.send(Out::Bytes(vec![b'>', b' ', IAC, GA]));
             }

@@ -305,6 +305,8 @@ fn input_event(game: &Game, id: u64, tx: &mpsc::UnboundedSender<Out>, neg: &mut 
                 send(vec![IAC, telnet::DONT, o]);
             }
         }
+        // The player agreeing to `echooff` (the game echoes, i.e. hides).
+        Event::Do(1) => {}
         Event::Do(o) => {
             let ou = o as usize;
             let ok =
