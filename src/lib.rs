@@ -139,6 +139,7 @@ impl Proxy {
     ) -> anyhow::Result<()> {
         let shared = self.shared;
         let cfg = shared.config();
+        front::mssp::mark_start();
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();

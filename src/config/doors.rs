@@ -126,6 +126,8 @@ pub struct Doors {
     pub tls: Option<Tls>,
     /// `[mssp]`: extra MSSP variables, each with one or more values.
     pub mssp: Vec<(String, Vec<String>)>,
+    /// `[mssp]` is present: holdfast answers MSSP itself.
+    pub mssp_enabled: bool,
 }
 
 fn addrs(
@@ -252,6 +254,7 @@ pub fn resolve(
         })?);
     }
     let mut vars = Vec::new();
+    let mssp_enabled = mssp.is_some();
     for (k, v) in mssp.unwrap_or_default() {
         let vals = mssp_values(v.get_ref()).ok_or_else(|| {
             cx.at(
@@ -272,6 +275,7 @@ pub fn resolve(
             .unwrap_or(HANDSHAKE_TIMEOUT),
         tls,
         mssp: vars,
+        mssp_enabled,
     })
 }
 

@@ -14,6 +14,7 @@
 //! | `terminal` | telnet to plain text for the terminal subprotocols |
 //! | `mssp` | the proxy's own MSSP answer |
 
+pub mod mssp;
 mod stream;
 mod terminal;
 mod ws;
@@ -74,6 +75,9 @@ pub fn addrs(cfg: &crate::config::Config) -> Vec<(Door, SocketAddr)> {
 /// Accepts players on a front-door listener until shutdown.
 pub async fn serve(shared: Arc<Shared>, b: Bound) {
     let door = b.door;
+    if let Ok(a) = b.listener.local_addr() {
+        mssp::door_bound(door, a.port());
+    }
     accept_loop(shared, b.listener, move |shared, stream, peer| {
         accept(shared, door, stream, peer)
     })

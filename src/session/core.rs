@@ -73,6 +73,9 @@ pub enum Action {
     },
     /// Drop the game connection without a word (the game is gone).
     DropGame,
+    /// MSSP for the player, or the game's MSSP to remember (holdfast
+    /// answers MSSP itself: `front::mssp`).
+    Mssp(crate::front::mssp::Request),
     /// A bus event.
     Emit(Event),
     /// End the session.
@@ -182,7 +185,8 @@ impl Core {
             peer,
             local,
             input: Input::new(cfg.limits.max_subnegotiation),
-            telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp),
+            telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp)
+                .with_mssp(cfg.doors.mssp_enabled),
             at_line_start: true,
             game: None,
             connecting: false,
@@ -309,6 +313,9 @@ impl Core {
         // (An empty write still lets the driver start or end the player's
         // MCCP2 stream if the player asked.)
         out.push(Action::Player(to_player));
+        if self.telnet.take_mssp_request() {
+            out.push(Action::Mssp(crate::front::mssp::Request::Telnet));
+        }
         self.flush_game(&mut to_game, out);
     }
 
@@ -347,6 +354,16 @@ impl Core {
         }
         if clientip::is_spoof(&cfg.client_ip, &line) {
             warn!("dropped a player line that would set the client address");
+            return Ok(());
+        }
+        // A crawler's plain-text MSSP request on the connect screen is
+        // answered by holdfast, the game up or down.
+        if cfg.doors.mssp_enabled
+            && self.user.is_none()
+            && crate::front::mssp::is_text_request(&line)
+        {
+            self.flush_game(to_game, out);
+            out.push(Action::Mssp(crate::front::mssp::Request::Text));
             return Ok(());
         }
         let quit = self.is_quit(cfg, &line);

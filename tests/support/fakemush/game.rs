@@ -59,6 +59,8 @@ pub struct Config {
     pub motd: String,
     pub mccp: bool,
     pub penn_header: bool,
+    /// Offer MSSP (`--mssp`).
+    pub mssp: bool,
 }
 
 pub enum Out {
@@ -182,6 +184,9 @@ impl Game {
             ];
             if self.cfg.mccp {
                 v.extend_from_slice(&[IAC, telnet::WILL, OPT_MCCP2]);
+            }
+            if self.cfg.mssp {
+                v.extend_from_slice(&[IAC, telnet::WILL, 70]);
             }
             let _ = tx.send(Out::Bytes(v));
         }

@@ -37,7 +37,7 @@ use tokio::signal::unix::{self as sig, SignalKind};
 
 const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-file FILE]
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
-       [--trust IP]... [--log FILE] [--mccp] [--pennmush-socket-header] [--motd TEXT]";
+       [--trust IP]... [--log FILE] [--mccp] [--mssp] [--pennmush-socket-header] [--motd TEXT]";
 
 struct Args {
     listen: Vec<String>,
@@ -78,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
             motd: "Welcome to FakeMUSH. This is a test server.".to_string(),
             mccp: false,
             penn_header: false,
+            mssp: false,
         },
     };
     let mut trust_given = false;
@@ -116,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--mccp" => a.cfg.mccp = true,
+            "--mssp" => a.cfg.mssp = true,
             "--pennmush-socket-header" => a.cfg.penn_header = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
