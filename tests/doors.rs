@@ -186,6 +186,10 @@ fn check_reports_tls_file_problems_at_their_key() {
     };
     let (ok, text) = check(&write("a.pem", "a.key"));
     assert!(ok, "{text}");
+    assert!(
+        text.contains("tls 127.0.0.1:4203") && text.contains("(the key matches)"),
+        "{text}"
+    );
     let (ok, text) = check(&write("missing.pem", "a.key"));
     assert!(!ok);
     assert!(text.contains("check.toml:4:13: cannot read"), "{text}");

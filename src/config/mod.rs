@@ -1054,6 +1054,29 @@ pub fn summary(cfg: &Config) -> String {
         cfg.listen.max_per_ip,
         d(cfg.listen.login_timeout)
     );
+    let doors = crate::front::addrs(cfg);
+    if !doors.is_empty() {
+        let list: Vec<String> = doors
+            .iter()
+            .map(|(d, a)| format!("{} {a}", d.as_str()))
+            .collect();
+        let _ = writeln!(s, "  doors:     {}", list.join(", "));
+    }
+    if let Some(t) = &cfg.doors.tls {
+        let _ = writeln!(
+            s,
+            "  tls:       {} with {} (the key matches)",
+            t.cert_file.display(),
+            t.key_file.display()
+        );
+    }
+    if cfg.doors.mssp_enabled {
+        let _ = writeln!(
+            s,
+            "  mssp:      answered by holdfast ({} variables set)",
+            cfg.doors.mssp.len()
+        );
+    }
     for (i, b) in cfg.backends.iter().enumerate() {
         let role = if i == 0 { " (preferred)" } else { "" };
         let _ = writeln!(s, "  backend:   {} {}{}", b.name, b.addr, role);

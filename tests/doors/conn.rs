@@ -27,7 +27,7 @@ pub struct TlsWire(pub tokio_rustls::client::TlsStream<TcpStream>);
 
 impl Wire for TlsWire {
     async fn recv(&mut self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 16384];
+        let mut buf = vec![0u8; 65536];
         match self.0.read(&mut buf).await {
             Ok(0) | Err(_) => None,
             Ok(n) => {
@@ -39,6 +39,25 @@ impl Wire for TlsWire {
     async fn send_bytes(&mut self, b: &[u8]) {
         self.0.write_all(b).await.expect("send over TLS");
         self.0.flush().await.expect("flush TLS");
+    }
+}
+
+/// Plain telnet over TCP.
+pub struct PlainWire(pub TcpStream);
+
+impl Wire for PlainWire {
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 65536];
+        match self.0.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some(buf)
+            }
+        }
+    }
+    async fn send_bytes(&mut self, b: &[u8]) {
+        self.0.write_all(b).await.expect("send over TCP");
     }
 }
 
@@ -275,6 +294,7 @@ pub async fn try_tls_connect(
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let tcp = sock.connect(addr).await.expect("connect to proxy");
+    tcp.set_nodelay(true).unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let s = tokio_rustls::TlsConnector::from(client_config(dir))
         .connect(name, tcp)
@@ -336,6 +356,7 @@ pub async fn ws_connect(
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let tcp = sock.connect(addr).await.expect("connect to proxy");
+    tcp.set_nodelay(true).unwrap();
     let mut req = format!("ws://{addr}/").into_client_request().unwrap();
     if !protocols.is_empty() {
         req.headers_mut().insert(
