@@ -519,3 +519,20 @@ async fn without_an_mssp_section_the_game_answers_as_before() {
     let vars = telnet_mssp(&mut c).await;
     assert_eq!(var(&vars, "PLAYERS"), "999", "the game's own answer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_keepalive_keeps_live_clients_and_closes_silent_ones() {
+    let dir = TempDir::new("doors-ws-ping");
+    let game = Game::start(&dir, &[]);
+    let proxy = Proxy::start(&dir, &ws_config(&game, "ws_ping_interval = \"200ms\""));
+    let (mut live, _) = ws_player(proxy.door("ws"), "127.0.0.1", &[TELNET], &[]).await;
+    live.login("Alice", "alicepw").await;
+    let (mut silent, _) = ws_player(proxy.door("ws"), "127.0.0.1", &[TELNET], &[]).await;
+    silent.login("Bob", "bobpw").await;
+    // The live client reads (and so answers pings) for many intervals;
+    // the silent one reads nothing meanwhile.
+    live.expect_open_for(Duration::from_millis(1500)).await;
+    live.send("say still alive").await;
+    live.expect("You say, \"still alive\"").await;
+    assert_eq!(close_code(&mut silent).await, 1001);
+}

@@ -2,8 +2,9 @@
 //! the page from holdfast's WebSocket door and is driven over the DevTools
 //! protocol (a WebSocket, so the test's own client does it): it logs in
 //! through the page's input line, sees the game's output with its colours,
-//! masks the input when the game turns echo off, and shows the offline and
-//! online notices distinctly across a game restart.
+//! masks the input when the game turns echo off, keeps a history, shows
+//! the offline and online notices distinctly across a game restart, and
+//! reconnects and logs in again by itself when the proxy restarts.
 //!
 //! Needs `chromium`; `scripts/webclient.sh` installs it and runs this
 //! (it is `#[ignore]`d in the default run). With `HOLDFAST_SCREENSHOT=PATH`
@@ -246,10 +247,10 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium: scripts/webclient.sh"]
-async fn web_client_logs_in_and_shows_notices_across_a_restart() {
+async fn web_client_logs_in_shows_notices_across_a_restart_and_reconnects() {
     let dir = TempDir::new("webclient");
     let mut game = Game::start(&dir, &[]);
-    let proxy = Proxy::start(
+    let mut proxy = Proxy::start(
         &dir,
         &config_for(
             &[&game],
@@ -326,5 +327,29 @@ async fn web_client_logs_in_and_shows_notices_across_a_restart() {
             .unwrap();
         std::fs::write(PathBuf::from(path), png).unwrap();
     }
+    proxy.assert_no_passwords();
+
+    // The proxy itself goes away and comes back on the same address: the
+    // page reconnects on its own and logs in again with the line it kept.
+    let ws_addr = proxy.door("ws");
+    proxy.stop();
+    b.wait_for("#out .local", "[connection lost; reconnecting in")
+        .await;
+    let proxy = Proxy::start(
+        &dir,
+        &config_for(
+            &[&game],
+            &format!("[listen]\naddrs = [\"127.0.0.1:0\"]\nws_addrs = [\"{ws_addr}\"]\n"),
+        ),
+    );
+    b.wait_for("#out .local", "(logging in again)").await;
+    b.wait_js(
+        "document.getElementById('out').textContent.split('Last connect was from').length - 1 >= 2",
+        json!(true),
+    )
+    .await;
+    b.type_line("say reconnected").await;
+    b.wait_for("#out div:not(.echo)", "You say, \"reconnected\"")
+        .await;
     proxy.assert_no_passwords();
 }

@@ -20,6 +20,9 @@ use toml::Spanned;
 
 use super::{ConfigError, Cx};
 
+/// Time between WebSocket pings, by default.
+pub const WS_PING_INTERVAL: Duration = Duration::from_secs(30);
+
 /// How long a TLS or WebSocket handshake may take, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,6 +43,7 @@ pub struct RawDoorAddrs {
     pub wss_addrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub ws_trusted_proxies: Option<Vec<Spanned<String>>>,
     pub handshake_timeout: Option<super::raw::Dur>,
+    pub ws_ping_interval: Option<super::raw::Dur>,
 }
 
 /// An IP network, `ADDR/BITS`.
@@ -122,6 +126,9 @@ pub struct Doors {
     pub ws_trusted_proxies: Vec<Cidr>,
     /// `listen.handshake_timeout`: TLS and WebSocket handshakes.
     pub handshake_timeout: Duration,
+    /// `listen.ws_ping_interval`: time between pings; a WebSocket player
+    /// that sends nothing for a whole interval after one is closed.
+    pub ws_ping_interval: Duration,
     /// `[tls]`, loaded.
     pub tls: Option<Tls>,
     /// `[mssp]`: extra MSSP variables, each with one or more values.
@@ -273,6 +280,11 @@ pub fn resolve(
             .handshake_timeout
             .map(|d| d.0)
             .unwrap_or(HANDSHAKE_TIMEOUT),
+        ws_ping_interval: raw
+            .ws_ping_interval
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(WS_PING_INTERVAL),
         tls,
         mssp: vars,
         mssp_enabled,

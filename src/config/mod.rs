@@ -624,6 +624,7 @@ fn resolve(cx: &Cx<'_>, mut raw: RawConfig) -> Result<Config, ConfigError> {
             wss_addrs: l.wss_addrs.take(),
             ws_trusted_proxies: l.ws_trusted_proxies.take(),
             handshake_timeout: l.handshake_timeout.take(),
+            ws_ping_interval: l.ws_ping_interval.take(),
         };
         doors::resolve(cx, r, raw.tls.take(), raw.mssp.take())?
     };

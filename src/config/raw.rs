@@ -146,6 +146,7 @@ pub struct RawListen {
     pub wss_addrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub ws_trusted_proxies: Option<Vec<Spanned<String>>>,
     pub handshake_timeout: Option<Dur>,
+    pub ws_ping_interval: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -257,7 +257,7 @@ pub(super) async fn upgrade(
     Some(Box::pin(session::run(
         shared.clone(),
         id,
-        WsConn::new(ws, mode),
+        WsConn::new(ws, mode, cfg.doors.ws_ping_interval),
         real,
         local,
     )))

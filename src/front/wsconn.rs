@@ -20,9 +20,6 @@ use super::stream::Io;
 use super::terminal::Terminal;
 use crate::session::PlayerTransport;
 
-/// Time between pings; a player that sends nothing at all (not even the
-/// pong) for two of them is gone.
-pub const PING_EVERY: Duration = Duration::from_secs(30);
 /// Largest message (and frame) a player may send.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -79,19 +76,22 @@ pub struct WsConn {
     /// answers to negotiations.
     to_core: Vec<u8>,
     ping: Pin<Box<Sleep>>,
+    /// `listen.ws_ping_interval`.
+    ping_every: Duration,
     /// A ping went out and nothing came back since.
     awaiting: bool,
 }
 
 impl WsConn {
     /// Wraps an upgraded stream.
-    pub fn new(ws: WebSocketStream<Io>, mode: Mode) -> Self {
+    pub fn new(ws: WebSocketStream<Io>, mode: Mode, ping_every: Duration) -> Self {
         WsConn {
             ws,
             mode,
             term: (mode != Mode::Telnet).then(Box::default),
             to_core: Vec::new(),
-            ping: Box::pin(sleep(PING_EVERY)),
+            ping: Box::pin(sleep(ping_every)),
+            ping_every,
             awaiting: false,
         }
     }
@@ -199,7 +199,7 @@ impl PlayerTransport for WsConn {
                 }
             }
             self.awaiting = true;
-            let next = tokio::time::Instant::now() + PING_EVERY;
+            let next = tokio::time::Instant::now() + self.ping_every;
             self.ping.as_mut().reset(next);
         }
         Poll::Pending
