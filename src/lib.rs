@@ -15,6 +15,7 @@
 //! | `template` | the `{name}` template grammar and each template's placeholders, shared by `config` (checks) and `irc` (renders); imports nothing |
 //! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
 //! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
+//! | `front` | TLS and WebSocket players, the web client page, MSSP |
 //! | `session` | one player: relaying, held, re-login (a state machine) |
 //! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams, the negotiation policy that answers new backends for the player |
 //! | `login` | `connect` line capture, login/marker templates, nonces, quit detection per flavor |
@@ -46,6 +47,7 @@ pub mod bus;
 pub mod clientip;
 pub mod config;
 pub mod events;
+pub mod front;
 pub mod irc;
 pub mod limiter;
 pub mod listener;
@@ -119,9 +121,30 @@ impl Proxy {
         Ok(out)
     }
 
+    /// Binds every front-door address (`listen.tls_addrs`, `ws_addrs`,
+    /// `wss_addrs`).
+    pub async fn bind_doors(config: &Config) -> anyhow::Result<Vec<front::Bound>> {
+        let mut out = Vec::new();
+        for (door, a) in front::addrs(config) {
+            let listener = bind_one(a)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {a} ({}): {e}", door.as_str()))?;
+            out.push(front::Bound { door, listener });
+        }
+        Ok(out)
+    }
+
     /// Runs until the shutdown token is cancelled, then tells every player,
     /// closes the sessions and returns.
     pub async fn run(self, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
+        self.run_with_doors(listeners, Vec::new()).await
+    }
+
+    /// [`run`](Self::run), with front-door listeners too.
+    pub async fn run_with_doors(
+        self,
+        listeners: Vec<TcpListener>,
+        doors: Vec<front::Bound>,
+    ) -> anyhow::Result<()> {
         let shared = self.shared;
         let cfg = shared.config();
         // Changing `metrics.addr` needs a restart: the endpoint lives as
@@ -134,6 +157,7 @@ impl Proxy {
             ),
             None => None,
         };
+        front::mssp::mark_start();
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();
@@ -158,6 +182,13 @@ impl Proxy {
             }
         }
         let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners)?;
+        let mut door_tasks = Vec::new();
+        for b in doors {
+            if let Ok(a) = b.listener.local_addr() {
+                info!(addr = %a, door = b.door.as_str(), "listening");
+            }
+            door_tasks.push(tokio::spawn(front::serve(shared.clone(), b)));
+        }
         info!(game = %cfg.game, backends = cfg.backends.len(), preferred = %cfg.preferred().name, "holdfast running");
         let mut upgrades = shared.handover.take_requests();
         loop {
@@ -180,6 +211,9 @@ impl Proxy {
         }
         info!("stopping");
         acceptors.join().await;
+        for t in door_tasks {
+            let _ = t.await;
+        }
         shared.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
             .await

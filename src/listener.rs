@@ -24,6 +24,16 @@ const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Accepts players on `listener` until shutdown.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    accept_loop(shared, listener, accept_one).await
+}
+
+/// Accepts connections on `listener` until shutdown and hands each to
+/// `accept`, backing off when `accept` fails (out of descriptors).
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut accept: impl FnMut(&Arc<Shared>, TcpStream, std::net::SocketAddr),
+) {
     let local = listener.local_addr().ok();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
@@ -35,7 +45,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         match r {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                accept_one(&shared, stream, peer);
+                accept(&shared, stream, peer);
             }
             Err(e) => {
                 // Running out of descriptors or memory is temporary; exiting
@@ -54,6 +64,31 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
         Ok(a) => a,
         Err(_) => return,
     };
+    match admit(shared, peer) {
+        Ok(id) => {
+            metrics().connection(&local.to_string());
+            shared
+                .tracker
+                .spawn(session::run(shared.clone(), id, stream, peer, local));
+        }
+        Err(msg) => {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, async {
+                    stream.write_all(msg.as_bytes()).await?;
+                    stream.shutdown().await
+                })
+                .await;
+            });
+        }
+    }
+}
+
+/// Registers a new player from `peer` if the limits allow it: its session
+/// id, or the refusal notice to show it (the refusal is counted and
+/// logged). Every way in calls this before anything else (a TLS or
+/// WebSocket handshake counts as not logged in).
+pub fn admit(shared: &Shared, peer: std::net::SocketAddr) -> Result<u64, String> {
     let cfg = shared.config();
     let id = shared.next_session_id();
     let info = SessionInfo {
@@ -69,12 +104,7 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
         detached: false,
     };
     match shared.registry.admit(info, &cfg) {
-        Ok(()) => {
-            metrics().connection(&local.to_string());
-            shared
-                .tracker
-                .spawn(session::run(shared.clone(), id, stream, peer, local));
-        }
+        Ok(()) => Ok(id),
         Err(why) => {
             shared
                 .refused
@@ -85,7 +115,6 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
                 Refusal::Unauthenticated => RefusedReason::Unauthenticated,
                 Refusal::Rate => RefusedReason::Rate,
             });
-            let msg = refusal_text(&cfg, why);
             match why {
                 Refusal::Full => warn!(%peer, "refused: max_sessions reached"),
                 Refusal::PerIp => info!(%peer, "refused: max_per_ip reached"),
@@ -94,14 +123,7 @@ fn accept_one(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
                 }
                 Refusal::Rate => info!(%peer, "refused: connecting too fast"),
             }
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, async {
-                    stream.write_all(msg.as_bytes()).await?;
-                    stream.shutdown().await
-                })
-                .await;
-            });
+            Err(refusal_text(&cfg, why))
         }
     }
 }

@@ -175,6 +175,7 @@ async fn run(
         return run_upgraded(inc, cfg, ready_file, origin).await;
     }
     let listeners = Proxy::bind(&cfg).await?;
+    let doors = Proxy::bind_doors(&cfg).await?;
     let shutdown = CancellationToken::new();
     let proxy = Proxy::new(cfg, shutdown.clone());
     let shared = proxy.shared();
@@ -182,15 +183,20 @@ async fn run(
         shared.handover.set_origin(o);
     }
     if let Some(f) = ready_file {
-        let addrs: Vec<_> = listeners
+        let lines: Vec<String> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .chain(doors.iter().filter_map(|b| {
+                let a = b.listener.local_addr().ok()?;
+                Some(format!("{} {a}", b.door.as_str()))
+            }))
             .collect();
-        upgrade::notify::write_ready_file(&f, &addrs)?;
+        upgrade::notify::write_ready_lines(&f, &lines)?;
     }
     let _ = upgrade::notify::sd_notify("READY=1\n");
     spawn_signals(shared, shutdown)?;
-    proxy.run(listeners).await
+    proxy.run_with_doors(listeners, doors).await
 }
 
 /// The new process of an upgrade: take everything over, confirm, run.

@@ -23,6 +23,16 @@ pub fn reload(shared: &Shared) -> Result<(), ConfigError> {
             if new.listen.addrs != old.listen.addrs {
                 warn!("listen.addrs changed: the listeners are kept until a restart");
             }
+            if new.doors.tls_addrs != old.doors.tls_addrs
+                || new.doors.ws_addrs != old.doors.ws_addrs
+                || new.doors.wss_addrs != old.doors.wss_addrs
+            {
+                warn!("listen.tls_addrs, ws_addrs or wss_addrs changed: the listeners are kept until a restart");
+            }
+            if let Some(t) = &new.doors.tls {
+                // Re-read just now: new handshakes use this pair.
+                info!(cert = %t.cert_file.display(), key = %t.key_file.display(), "TLS certificate loaded");
+            }
             if new.bus.servers != old.bus.servers || new.bus.instance != old.bus.instance {
                 warn!("bus servers or instance changed: they take effect on restart");
             }

@@ -20,6 +20,7 @@ mod bus;
 mod client_ip;
 mod cx;
 pub mod defaults;
+mod doors;
 mod failover;
 mod flavor;
 mod heartbeat;
@@ -45,6 +46,7 @@ pub use bus::{
 };
 pub use client_ip::ClientIp;
 pub use cx::ConfigError;
+pub use doors::{Cidr, Doors, Tls};
 pub use failover::Failover;
 pub use flavor::QuitMatch;
 pub use heartbeat::{Heartbeat, MIN_INTERVAL as MIN_HEARTBEAT_INTERVAL};
@@ -98,6 +100,9 @@ pub struct Config {
     pub irc: Option<Irc>,
     /// `[metrics]`.
     pub metrics: Metrics,
+    /// TLS, WebSocket and MSSP: `listen.tls_addrs` and friends, `[tls]`,
+    /// `[mssp]`.
+    pub doors: Doors,
     /// Line and column of each backend's `addr`, for checks that only
     /// `holdfast check` makes (a Unix socket that does not exist yet is
     /// fine for a running proxy: the game is just down).
@@ -158,9 +163,22 @@ impl Config {
     }
 }
 
-fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+fn resolve(cx: &Cx<'_>, mut raw: RawConfig) -> Result<Config, ConfigError> {
     let flavor = raw.flavor.unwrap_or_default();
     let preset = flavor::preset(flavor);
+    // [listen] front doors, [tls], [mssp]
+    let doors = {
+        let l = &mut raw.listen;
+        let r = doors::RawDoorAddrs {
+            tls_addrs: l.tls_addrs.take(),
+            ws_addrs: l.ws_addrs.take(),
+            wss_addrs: l.wss_addrs.take(),
+            ws_trusted_proxies: l.ws_trusted_proxies.take(),
+            handshake_timeout: l.handshake_timeout.take(),
+            ws_ping_interval: l.ws_ping_interval.take(),
+        };
+        doors::resolve(cx, r, raw.tls.take(), raw.mssp.take())?
+    };
     let listen = listen::resolve(cx, raw.listen)?;
     let (backends, backend_addr_pos) = backends::resolve(cx, raw.backends)?;
     let heartbeat = heartbeat::resolve(cx, raw.heartbeat, &preset)?;
@@ -197,6 +215,7 @@ fn resolve(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         bus,
         irc,
         metrics: metrics::resolve(cx, raw.metrics)?,
+        doors,
         backend_addr_pos,
         has_inline_secret: cx.inline_secret.get(),
         warnings: Vec::new(),

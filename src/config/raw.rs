@@ -137,6 +137,8 @@ pub struct RawConfig {
     pub irc: Option<RawIrc>,
     #[serde(default)]
     pub metrics: super::metrics::RawMetrics,
+    pub tls: Option<Spanned<super::doors::RawTls>>,
+    pub mssp: Option<std::collections::BTreeMap<String, Spanned<toml::Value>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -147,6 +149,12 @@ pub struct RawListen {
     pub max_per_ip: Option<usize>,
     pub login_timeout: Option<Spanned<OptDur>>,
     pub max_detached: Option<usize>,
+    pub tls_addrs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ws_addrs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub wss_addrs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ws_trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub handshake_timeout: Option<Dur>,
+    pub ws_ping_interval: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

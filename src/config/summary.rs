@@ -23,6 +23,29 @@ pub fn summary(cfg: &Config) -> String {
         cfg.listen.max_per_ip,
         d(cfg.listen.login_timeout)
     );
+    let dd = &cfg.doors;
+    let doors: Vec<String> = (dd.tls_addrs.iter().map(|a| format!("tls {a}")))
+        .chain(dd.ws_addrs.iter().map(|a| format!("ws {a}")))
+        .chain(dd.wss_addrs.iter().map(|a| format!("wss {a}")))
+        .collect();
+    if !doors.is_empty() {
+        let _ = writeln!(s, "  doors:     {}", doors.join(", "));
+    }
+    if let Some(t) = &dd.tls {
+        let _ = writeln!(
+            s,
+            "  tls:       {} with {} (the key matches)",
+            t.cert_file.display(),
+            t.key_file.display()
+        );
+    }
+    if dd.mssp_enabled {
+        let _ = writeln!(
+            s,
+            "  mssp:      answered by holdfast ({} variables set)",
+            dd.mssp.len()
+        );
+    }
     for (i, b) in cfg.backends.iter().enumerate() {
         let role = if i == 0 { " (preferred)" } else { "" };
         let _ = writeln!(s, "  backend:   {} {}{}", b.name, b.addr, role);

@@ -86,6 +86,9 @@ pub enum Action {
     },
     /// Drop the game connection without a word (the game is gone).
     DropGame,
+    /// MSSP for the player, or the game's MSSP to remember (holdfast
+    /// answers MSSP itself: `front::mssp`).
+    Mssp(crate::front::mssp::Request),
     /// A bus event.
     Emit(Event),
     /// End the session.
@@ -195,7 +198,8 @@ impl Core {
             peer,
             local,
             input: Input::new(cfg.limits.max_subnegotiation),
-            telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp),
+            telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp)
+                .with_mssp(cfg.doors.mssp_enabled),
             at_line_start: true,
             game: None,
             connecting: false,

@@ -293,6 +293,20 @@ impl<P: PlayerTransport> Driver<P> {
                     }
                 }
                 Action::DropGame => self.game = None,
+                Action::Mssp(req) => {
+                    use crate::front::mssp;
+                    let bytes = match req {
+                        mssp::Request::Telnet => {
+                            mssp::telnet_answer(&mssp::variables(&self.shared))
+                        }
+                        mssp::Request::Text => mssp::text_answer(&mssp::variables(&self.shared)),
+                        mssp::Request::GameSaid(d) => {
+                            mssp::game_said(&d);
+                            continue;
+                        }
+                    };
+                    self.write_player(&bytes, self.write_timeout()).await?
+                }
                 Action::Emit(ev) => self.shared.events.emit(ev),
                 Action::Close(end) => return Err(end),
             }

@@ -45,6 +45,9 @@ impl Core {
         // (An empty write still lets the driver start or end the player's
         // MCCP2 stream if the player asked.)
         out.push(Action::Player(to_player));
+        if self.telnet.take_mssp_request() {
+            out.push(Action::Mssp(crate::front::mssp::Request::Telnet));
+        }
         self.flush_game(&mut to_game, out);
     }
 
@@ -83,6 +86,16 @@ impl Core {
         }
         if clientip::is_spoof(&cfg.client_ip, &line) {
             warn!("dropped a player line that would set the client address");
+            return Ok(());
+        }
+        // A crawler's plain-text MSSP request on the connect screen is
+        // answered by holdfast, the game up or down.
+        if cfg.doors.mssp_enabled
+            && self.user.is_none()
+            && crate::front::mssp::is_text_request(&line)
+        {
+            self.flush_game(to_game, out);
+            out.push(Action::Mssp(crate::front::mssp::Request::Text));
             return Ok(());
         }
         if self.user.is_none() && cfg.resume.keep.is_some() {

@@ -141,6 +141,9 @@ impl Core {
         if !to_game.is_empty() {
             out.push(Action::Game(to_game));
         }
+        if let Some(m) = self.telnet.take_game_mssp() {
+            out.push(Action::Mssp(crate::front::mssp::Request::GameSaid(m)));
+        }
         let used = match decoded {
             Ok(used) => used,
             Err(e) => {

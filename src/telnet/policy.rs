@@ -200,6 +200,12 @@ pub struct Policy {
     /// written out: an upgrade ends it first and offers MCCP2 again.
     #[serde(skip)]
     pub out: Outbound,
+    /// holdfast answers MSSP itself (see `front::mssp`).
+    mssp: bool,
+    /// The player asked for MSSP (`IAC DO MSSP`) since the last look.
+    mssp_asked: bool,
+    /// The game's MSSP answer, not yet looked at.
+    game_mssp: Option<Vec<u8>>,
 }
 
 impl Policy {
@@ -215,7 +221,29 @@ impl Policy {
             backends_seen: 0,
             ttype_asked: 0,
             out: Outbound::default(),
+            mssp: false,
+            mssp_asked: false,
+            game_mssp: None,
         }
+    }
+
+    /// holdfast answers MSSP itself: offered in the greeting, the player's
+    /// `DO MSSP` reported by [`take_mssp`](Self::take_mssp), the game's
+    /// offer accepted by the proxy and its answer kept for the proxy, not
+    /// passed to the player.
+    pub fn with_mssp(mut self, on: bool) -> Self {
+        self.mssp = on;
+        self
+    }
+
+    /// Whether the player asked for MSSP since the last call.
+    pub fn take_mssp_request(&mut self) -> bool {
+        std::mem::take(&mut self.mssp_asked)
+    }
+
+    /// The game's MSSP answer, if one came since the last call.
+    pub fn take_game_mssp(&mut self) -> Option<Vec<u8>> {
+        self.game_mssp.take()
     }
 
     fn axis(&mut self, a: Axis) -> &mut Options {
@@ -227,6 +255,9 @@ impl Policy {
         if self.player_mccp {
             write_negotiation(Verb::Will, opt::MCCP2, to_player);
             self.axis(Axis::Game).told_player[opt::MCCP2 as usize] = Said::Yes;
+        }
+        if self.mssp {
+            write_negotiation(Verb::Will, opt::MSSP, to_player);
         }
     }
 
@@ -296,6 +327,14 @@ impl Policy {
     ) {
         let (ax, yes) = Axis::of_player(verb);
         let o = option as usize;
+        if option == opt::MSSP && self.mssp {
+            // holdfast's own MSSP: a DO is a request for its answer.
+            self.mssp_asked |= verb == Verb::Do;
+            if verb == Verb::Will {
+                write_negotiation(Verb::Dont, option, to_player);
+            }
+            return;
+        }
         if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
             if (ax, option) == (Axis::Game, opt::MCCP2) && self.player_mccp {
                 if yes {
@@ -363,6 +402,17 @@ impl Policy {
     ) {
         let (ax, yes) = Axis::of_game(verb);
         let o = option as usize;
+        if option == opt::MSSP && self.mssp {
+            // The proxy asks the game for its MSSP, for itself.
+            let s = self.axis(ax);
+            if verb == Verb::Will && s.told_backend[o] != Said::Yes {
+                s.told_backend[o] = Said::Yes;
+                write_negotiation(Verb::Do, option, to_backend);
+            } else if verb == Verb::Do {
+                write_negotiation(Verb::Wont, option, to_backend);
+            }
+            return;
+        }
         if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
             let accept = yes && self.backend_mccp && (ax, option) == (Axis::Game, opt::MCCP2);
             let s = self.axis(ax);
@@ -444,6 +494,10 @@ impl Policy {
         to_player: &mut Vec<u8>,
     ) {
         if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
+            return;
+        }
+        if option == opt::MSSP && self.mssp {
+            self.game_mssp = Some(data.to_vec());
             return;
         }
         let o = option as usize;

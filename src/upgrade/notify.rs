@@ -11,7 +11,14 @@ use std::path::Path;
 /// `pid <pid>`; written to a temporary file and renamed, so a reader
 /// never sees half of it.
 pub fn write_ready_file(path: &Path, addrs: &[SocketAddr]) -> io::Result<()> {
-    let mut text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
+    let lines: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    write_ready_lines(path, &lines)
+}
+
+/// [`write_ready_file`] with lines given as text (front doors add
+/// `tls ADDR`, `ws ADDR`, `wss ADDR` after the plain addresses).
+pub fn write_ready_lines(path: &Path, lines: &[String]) -> io::Result<()> {
+    let mut text: String = lines.iter().map(|a| format!("{a}\n")).collect();
     text.push_str(&format!("pid {}\n", std::process::id()));
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;

@@ -153,6 +153,15 @@ async fn attempt(
     acc: &mut Acceptors,
     to_version: &mut Option<String>,
 ) -> Result<usize, String> {
+    let d = &shared.config().doors;
+    if !(d.tls_addrs.is_empty() && d.ws_addrs.is_empty() && d.wss_addrs.is_empty()) {
+        // Their listeners and sessions (TLS state, WebSocket framing)
+        // cannot cross yet: refuse rather than leave them behind.
+        return Err(
+            "TLS and WebSocket listeners (listen.tls_addrs, ws_addrs, wss_addrs) cannot be handed over yet; restart to upgrade, or remove them"
+                .into(),
+        );
+    }
     let origin = shared
         .handover
         .origin()

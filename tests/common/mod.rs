@@ -12,7 +12,7 @@ pub mod proc;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -211,6 +211,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub stderr: PathBuf,
+    /// The ready file: plain listeners as `ADDR`, front doors as `DOOR ADDR`.
+    pub ready: PathBuf,
 }
 
 impl Proxy {
@@ -251,7 +253,16 @@ impl Proxy {
             addr,
             config: cfg_path,
             stderr,
+            ready,
         }
+    }
+
+    /// The first address of front door `door` ("tls", "ws", "wss").
+    pub fn door(&self, door: &str) -> SocketAddr {
+        let s = std::fs::read_to_string(&self.ready).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix(door)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {door} listener in the ready file:\n{s}"))
     }
 
     /// Rewrites the config file (for SIGHUP tests).
@@ -357,6 +368,15 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
         ));
     }
     s
+}
+
+/// Kills a child process started outside [`proc::Proc`] (if still ours) and
+/// waits for it, so no zombie or stray server outlives a test.
+pub fn reap(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 // ----- a player --------------------------------------------------------

@@ -106,6 +106,33 @@ fn greet_offers_mccp2_only_when_configured() {
 }
 
 #[test]
+fn mssp_is_the_proxys_own_when_enabled() {
+    let mut p = Policy::new(false, false).with_mssp(true);
+    let mut out = Vec::new();
+    p.greet(&mut out);
+    assert_eq!(out, neg(WILL, opt::MSSP));
+    p.backend_started();
+    let (mut to_game, mut to_player) = (Vec::new(), Vec::new());
+    // The player's DO is a request for holdfast's answer, not the game's.
+    p.from_player(DO, opt::MSSP, &mut to_game, &mut to_player);
+    assert!(to_game.is_empty() && to_player.is_empty());
+    assert!(p.take_mssp_request());
+    assert!(!p.take_mssp_request());
+    // The game's offer is accepted by the proxy, once; its answer is kept.
+    p.from_backend(WILL, opt::MSSP, &mut to_game, &mut to_player);
+    p.from_backend(WILL, opt::MSSP, &mut to_game, &mut to_player);
+    assert_eq!(to_game, neg(DO, opt::MSSP));
+    p.from_backend_sub(opt::MSSP, b"\x01NAME\x02X", &mut to_game, &mut to_player);
+    assert!(to_player.is_empty(), "{to_player:?}");
+    assert_eq!(p.take_game_mssp().as_deref(), Some(&b"\x01NAME\x02X"[..]));
+    // Without it, MSSP is the game's business, as before.
+    let mut p = Policy::new(false, false);
+    let mut out = Vec::new();
+    p.greet(&mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
 fn first_backend_is_relayed_and_mccp_kept_back() {
     let mut r = Rig::new(true, true);
     r.p.backend_started();

@@ -453,6 +453,15 @@ impl Game {
                     _ => send_line(c.tx, "Usage: later <ms> <text>"),
                 }
             }
+            // Password-style echo off and on (the web client masks its input).
+            "echooff" => {
+                let _ = c.tx.send(Out::Bytes(vec![IAC, telnet::WILL, 1]));
+                send_line(c.tx, "Echo is off.");
+            }
+            "echoon" => {
+                let _ = c.tx.send(Out::Bytes(vec![IAC, telnet::WONT, 1]));
+                send_line(c.tx, "Echo is on.");
+            }
             "prompt" => {
                 let _ = c.tx.send(Out::Bytes(vec![b'>', b' ', IAC, GA]));
             }

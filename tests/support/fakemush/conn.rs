@@ -323,6 +323,25 @@ fn input_event(game: &Game, id: u64, tx: &mpsc::UnboundedSender<Out>, neg: &mut 
                 send(vec![IAC, telnet::DONT, o]);
             }
         }
+        // The player agreeing to `echooff` (the game echoes, i.e. hides).
+        Event::Do(1) => {}
+        // MSSP (with --mssp): the game's own status, PLAYERS deliberately
+        // wrong so a test can tell whose value it sees.
+        Event::Do(70) if game.cfg.mssp => {
+            let mut v = vec![IAC, telnet::SB, 70];
+            for (k, val) in [
+                ("NAME", "FakeMUSH"),
+                ("CODEBASE", "fakemush 1.0"),
+                ("PLAYERS", "999"),
+            ] {
+                v.push(1);
+                v.extend_from_slice(k.as_bytes());
+                v.push(2);
+                v.extend_from_slice(val.as_bytes());
+            }
+            v.extend_from_slice(&[IAC, telnet::SE]);
+            send(v);
+        }
         Event::Do(o) => {
             let ou = o as usize;
             let ok =

@@ -61,6 +61,8 @@ pub struct Config {
     pub mccp: bool,
     pub penn_header: bool,
     pub limits: Limits,
+    /// Offer MSSP (`--mssp`).
+    pub mssp: bool,
 }
 
 pub enum Out {
@@ -221,6 +223,9 @@ impl Game {
             ];
             if self.cfg.mccp {
                 v.extend_from_slice(&[IAC, telnet::WILL, OPT_MCCP2]);
+            }
+            if self.cfg.mssp {
+                v.extend_from_slice(&[IAC, telnet::WILL, 70]);
             }
             let _ = tx.send(Out::Bytes(v));
         }

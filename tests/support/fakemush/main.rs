@@ -38,7 +38,7 @@ use tokio::signal::unix::{self as sig, SignalKind};
 
 const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-file FILE]
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
-       [--trust IP]... [--log FILE] [--mccp] [--pennmush-socket-header] [--motd TEXT]
+       [--trust IP]... [--log FILE] [--mccp] [--mssp] [--pennmush-socket-header] [--motd TEXT]
        [--quit-case any|mux|exact] [--quota N] [--max-preauth N] [--conn-rate N/SECS]
        [--login-fail-limit N/SECS] [--banner-delay MS] [--demo]
 (see limits.rs for what the six limit options do)";
@@ -102,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
             mccp: false,
             penn_header: false,
             limits: limits::Limits::default(),
+            mssp: false,
         },
     };
     let mut trust_given = false;
@@ -173,6 +174,7 @@ fn parse_args() -> Result<Args, String> {
                 let ms: u64 = v.parse().map_err(|_| format!("bad --banner-delay {v:?}"))?;
                 a.cfg.limits.banner_delay = Some(Duration::from_millis(ms));
             }
+            "--mssp" => a.cfg.mssp = true,
             "--pennmush-socket-header" => a.cfg.penn_header = true,
             "-h" | "--help" => {
                 println!("{USAGE}\n\n{HELP}");

@@ -1,0 +1,174 @@
+//! The front doors besides plain telnet: telnet over TLS, WebSocket (plain
+//! and over TLS) with the web client page, and MSSP answered by the proxy.
+//!
+//! Each way in is a [`PlayerTransport`](crate::session::PlayerTransport)
+//! plus an accept function: the connection is admitted first (so a
+//! handshake counts as a session not logged in), the handshake runs under
+//! `listen.handshake_timeout`, then the session runs as for any player.
+//!
+//! | file | its one job |
+//! | --- | --- |
+//! | `stream` | a TLS stream as a player transport |
+//! | `ws` | the WebSocket handshake, the page at `/`, `X-Forwarded-For` |
+//! | `wsconn` | a WebSocket as a player transport (keepalive, limits, close codes) |
+//! | `terminal` | telnet to plain text for the terminal subprotocols |
+//! | `mssp` | the proxy's own MSSP answer |
+
+pub mod mssp;
+mod stream;
+mod terminal;
+mod ws;
+mod wsconn;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info};
+
+use crate::backend::connect::tune_tcp;
+use crate::listener::{accept_loop, admit};
+use crate::session;
+use crate::state::Shared;
+
+/// Which way in a listener is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// Telnet over TLS (`listen.tls_addrs`).
+    Tls,
+    /// WebSocket (`listen.ws_addrs`).
+    Ws,
+    /// WebSocket over TLS (`listen.wss_addrs`).
+    Wss,
+}
+
+impl Door {
+    /// Its name in logs and the ready file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Tls => "tls",
+            Door::Ws => "ws",
+            Door::Wss => "wss",
+        }
+    }
+}
+
+/// A bound front-door listener.
+#[derive(Debug)]
+pub struct Bound {
+    /// Which way in.
+    pub door: Door,
+    /// The socket.
+    pub listener: TcpListener,
+}
+
+/// The addresses to bind for each door of `cfg`.
+pub fn addrs(cfg: &crate::config::Config) -> Vec<(Door, SocketAddr)> {
+    let d = &cfg.doors;
+    let mut v = Vec::new();
+    v.extend(d.tls_addrs.iter().map(|a| (Door::Tls, *a)));
+    v.extend(d.ws_addrs.iter().map(|a| (Door::Ws, *a)));
+    v.extend(d.wss_addrs.iter().map(|a| (Door::Wss, *a)));
+    v
+}
+
+/// Accepts players on a front-door listener until shutdown.
+pub async fn serve(shared: Arc<Shared>, b: Bound) {
+    let door = b.door;
+    if let Ok(a) = b.listener.local_addr() {
+        mssp::door_bound(door, a.port());
+    }
+    accept_loop(shared, b.listener, move |shared, stream, peer| {
+        accept(shared, door, stream, peer)
+    })
+    .await
+}
+
+fn accept(shared: &Arc<Shared>, door: Door, stream: TcpStream, peer: SocketAddr) {
+    tune_tcp(&stream);
+    let cfg = shared.config();
+    // A trusted reverse proxy carries many players: each is admitted (and
+    // limited) under the address it forwards, once the handshake told it.
+    let trusted = door != Door::Tls
+        && cfg
+            .doors
+            .ws_trusted_proxies
+            .iter()
+            .any(|c| c.contains(crate::clientip::peer_ip(&peer)));
+    let id = if trusted {
+        None
+    } else {
+        match admit(shared, peer) {
+            Ok(id) => Some(id),
+            // The refusal text means nothing to a TLS or WebSocket client
+            // before its handshake: the connection is just closed.
+            Err(_) => return,
+        }
+    };
+    let sh = shared.clone();
+    let limit = cfg.doors.handshake_timeout;
+    shared.tracker.spawn(async move {
+        let r = tokio::time::timeout(limit, handshake(&sh, door, stream, peer, id)).await;
+        match r {
+            Ok(Some(run)) => run.await,
+            Ok(None) => {
+                if let Some(id) = id {
+                    sh.registry.remove(id);
+                }
+            }
+            Err(_) => {
+                debug!(%peer, door = door.as_str(), "handshake timed out");
+                if let Some(id) = id {
+                    sh.registry.remove(id);
+                }
+            }
+        }
+    });
+}
+
+/// A session to run once its handshake is done.
+pub(crate) type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs the handshake; the session to run after it, if it succeeded.
+async fn handshake(
+    shared: &Arc<Shared>,
+    door: Door,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: Option<u64>,
+) -> Option<Run> {
+    let local = stream.local_addr().ok()?;
+    let cfg = shared.config();
+    let tls = match door {
+        Door::Ws => None,
+        Door::Tls | Door::Wss => Some(cfg.doors.tls.as_ref()?.server.clone()),
+    };
+    match (door, tls) {
+        (Door::Tls, Some(server)) => {
+            let s = tokio_rustls::TlsAcceptor::from(server)
+                .accept(stream)
+                .await
+                .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
+                .ok()?;
+            let id = id?;
+            info!(%peer, "TLS session");
+            Some(Box::pin(session::run(
+                shared.clone(),
+                id,
+                stream::Io::Tls(Box::new(s)),
+                peer,
+                local,
+            )))
+        }
+        (Door::Wss, Some(server)) => {
+            let s = tokio_rustls::TlsAcceptor::from(server)
+                .accept(stream)
+                .await
+                .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
+                .ok()?;
+            ws::upgrade(shared, stream::Io::Tls(Box::new(s)), peer, local, id).await
+        }
+        (Door::Ws, _) => ws::upgrade(shared, stream::Io::Plain(stream), peer, local, id).await,
+        (_, None) => None,
+    }
+}

@@ -1,0 +1,183 @@
+//! Figures for the front doors (issue 15), in one run: bulk MiB/s and
+//! round-trip p50/p99 through plain telnet, telnet over TLS and WebSocket
+//! (telnet subprotocol), and KiB of proxy memory per idle logged-in TLS
+//! and WebSocket session next to plain telnet. Not a test (it asserts only
+//! that the runs completed): run it in release,
+//!
+//! ```text
+//! cargo nextest run --release --locked --test doors_bench --run-ignored only --no-capture
+//! ```
+
+mod common;
+#[path = "doors/conn.rs"]
+mod conn;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use conn::*;
+
+/// Bytes pulled per bulk repetition.
+const BULK: u64 = 32 << 20;
+const BULK_REPS: usize = 3;
+const RTT_N: usize = 2000;
+const IDLE_N: usize = 200;
+
+/// Reads until `marker` arrived; bytes read.
+async fn drain_until<W: Wire>(w: &mut W, marker: &[u8]) -> u64 {
+    let mut total = 0u64;
+    let mut tail: Vec<u8> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < until, "marker never came");
+        let b = w.recv().await.expect("connection open");
+        total += b.len() as u64;
+        tail.extend_from_slice(&b);
+        if tail.windows(marker.len()).any(|x| x == marker) {
+            return total;
+        }
+        let keep = tail.len().saturating_sub(marker.len());
+        tail.drain(..keep);
+    }
+}
+
+async fn figures<W: Wire>(name: &str, c: &mut Conn<W>) {
+    // Bulk: the game spams, then answers a marker.
+    let mut rates = Vec::new();
+    for rep in 0..BULK_REPS {
+        let marker = format!("bulk-done-{rep}");
+        let t0 = Instant::now();
+        c.send(&format!("spam {BULK}")).await;
+        c.send(&format!("think {marker}")).await;
+        let n = drain_until(&mut c.w, marker.as_bytes()).await;
+        let s = t0.elapsed().as_secs_f64();
+        assert!(n >= BULK);
+        rates.push(n as f64 / s / (1 << 20) as f64);
+    }
+    rates.sort_by(f64::total_cmp);
+    // Round trips: one line out, its one-line answer back.
+    let mut rtts = Vec::with_capacity(RTT_N);
+    for i in 0..RTT_N + 100 {
+        let marker = format!("rt{i}x");
+        let t0 = Instant::now();
+        c.send(&format!("think {marker}")).await;
+        drain_until(&mut c.w, marker.as_bytes()).await;
+        if i >= 100 {
+            rtts.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
+    println!(
+        "| {name} | {:.0} | {:.0} | {:.0} |",
+        rates[rates.len() / 2],
+        pct(0.50),
+        pct(0.99)
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run it in release, see the file's header"]
+async fn front_door_figures() {
+    let dir = TempDir::new("doors-bench");
+    make_cert(&dir, "a");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        &format!(
+            "[listen]\naddrs = [\"127.0.0.1:0\"]\ntls_addrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\n\
+             max_per_ip = 100000\n[limits]\nconn_rate_per_ip = 0.0\ninput_lines_per_sec = 0.0\nmax_unauthenticated = 100000\n\
+             [tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            dir.path("a.pem").display().to_string(),
+            dir.path("a.key").display().to_string(),
+        ),
+    );
+    let proxy = Proxy::start_with(&dir, &cfg, "holdfast=warn", &[]);
+
+    println!(
+        "| way in | bulk MiB/s (median of {BULK_REPS} x {} MiB) | RTT p50 µs | RTT p99 µs |",
+        BULK >> 20
+    );
+    println!("| --- | --- | --- | --- |");
+    let s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut plain = Conn::new(PlainWire(s));
+    plain.login("Alice", "alicepw").await;
+    figures("telnet", &mut plain).await;
+    let (w, _) = tls_connect(&dir, proxy.door("tls"), "127.0.0.1").await;
+    let mut tls = Conn::new(w);
+    tls.login("Alice", "alicepw").await;
+    figures("telnet over TLS", &mut tls).await;
+    let (mut ws, _) = ws_player(
+        proxy.door("ws"),
+        "127.0.0.1",
+        &["telnet.mudstandards.org"],
+        &[],
+    )
+    .await;
+    ws.login("Alice", "alicepw").await;
+    figures("WebSocket (telnet subprotocol)", &mut ws).await;
+    drop((plain, tls, ws));
+
+    drop(proxy);
+
+    // Memory per idle logged-in session: a fresh proxy for each kind, so
+    // none reuses what another (or the bulk runs) freed.
+    println!();
+    println!("| idle logged-in sessions | KiB each (proxy RSS growth / {IDLE_N}) |");
+    println!("| --- | --- |");
+    for kind in ["telnet", "telnet over TLS", "WebSocket"] {
+        let proxy = Proxy::start_with(&dir, &cfg, "holdfast=warn", &[]);
+        let pid = proxy.pid();
+        // One session first, so one-time costs are not counted.
+        let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+        let mut before = 0;
+        for i in 0..=IDLE_N {
+            if i == 1 {
+                before = rss_kib(pid);
+            }
+            match kind {
+                "telnet" => {
+                    let s = TcpStream::connect(proxy.addr).await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let mut c = Conn::new(PlainWire(s));
+                    c.login("Alice", "alicepw").await;
+                    keep.push(Box::new(c));
+                }
+                "telnet over TLS" => {
+                    let (w, _) = tls_connect(&dir, proxy.door("tls"), "127.0.0.1").await;
+                    let mut c = Conn::new(w);
+                    c.login("Alice", "alicepw").await;
+                    keep.push(Box::new(c));
+                }
+                _ => {
+                    let (mut c, _) = ws_player(
+                        proxy.door("ws"),
+                        "127.0.0.1",
+                        &["telnet.mudstandards.org"],
+                        &[],
+                    )
+                    .await;
+                    c.login("Alice", "alicepw").await;
+                    keep.push(Box::new(c));
+                }
+            }
+        }
+        let after = rss_kib(pid);
+        println!(
+            "| {kind} | {:.1} |",
+            after.saturating_sub(before) as f64 / IDLE_N as f64
+        );
+        assert_eq!(keep.len(), IDLE_N + 1);
+    }
+}
+
+use tokio::net::TcpStream;
