@@ -254,6 +254,7 @@ async fn run_upgraded(
         start_ms = t_start.elapsed().as_millis() as u64,
         "upgrade: took everything over"
     );
+    holdfast::metrics::metrics().upgrade("ok");
     shared.events.emit(
         holdfast::events::Event::new("proxy.upgrade")
             .with("ok", true)

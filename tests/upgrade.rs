@@ -745,7 +745,11 @@ async fn bus_request_upgrades_and_the_new_process_reports_it() {
     let cfg = format!(
         "{}\n{}",
         config_for(&[&game], ROOMY),
-        bus_toml(&[nats.url()], "hf1", "")
+        bus_toml(
+            &[nats.url()],
+            "hf1",
+            "rpc_allow = [\"status\", \"sessions\", \"upgrade\"]"
+        )
     );
     let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
     let mut a = Client::login(hf.addr, "Alice", "alicepw").await;

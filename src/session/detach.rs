@@ -328,6 +328,7 @@ impl<P: PlayerTransport> Driver<P> {
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();
         info!(user = %user, away = ?away, missed, dropped, "session resumed");
+        crate::metrics::metrics().resume();
         out.push(Action::Emit(
             Event::new("session.resumed")
                 .with("session", id)

@@ -163,6 +163,7 @@ impl<P: PlayerTransport> Driver<P> {
                     Ok(0) | Err(_) => Err(End::PlayerClosed),
                     Ok(_) => {
                         let data = std::mem::take(&mut pbuf);
+                        crate::metrics::metrics().bytes(crate::metrics::Direction::FromPlayer, data.len() as u64);
                         step!(self, |core, ctx, _pool, out| core.player_data(ctx, &data, out))
                     }
                 },
@@ -379,6 +380,9 @@ impl<P: PlayerTransport> Driver<P> {
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
             },
         };
+        if matches!(r, Ok(Ok(()))) {
+            crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
+        }
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {

@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use super::core::{render, Action, Actions, Core, Ctx, Game};
 use super::watch::{Kind, Watch};
 use crate::events::Event;
+use crate::metrics::ReloginResult;
 use crate::state::Phase;
 use crate::{clientip, login, telnet};
 
@@ -138,8 +139,17 @@ impl Core {
         }
     }
 
+    /// How long the re-login on the current connection has taken.
+    fn relogin_took(&self, ctx: &Ctx) -> std::time::Duration {
+        self.game
+            .as_ref()
+            .map(|g| ctx.now.saturating_duration_since(g.connected_at))
+            .unwrap_or_default()
+    }
+
     /// Logged back in: the online notice, then the lines typed meanwhile.
     fn restored(&mut self, ctx: &mut Ctx, backend: &str, out: &mut Actions) {
+        crate::metrics::metrics().relogin(ReloginResult::Ok, self.relogin_took(ctx));
         let cfg = ctx.cfg;
         let down = self.held_since.take().map(|t| ctx.now - t);
         info!(user = %self.user_field(), backend, "logged back in");
@@ -179,6 +189,12 @@ impl Core {
     /// A re-login did not work: the player is on the connect screen and
     /// logs in by hand.
     fn relogin_failed(&mut self, ctx: &mut Ctx, why: &'static str, out: &mut Actions) {
+        let result = if why == "timed out" {
+            ReloginResult::Timeout
+        } else {
+            ReloginResult::Failed
+        };
+        crate::metrics::metrics().relogin(result, self.relogin_took(ctx));
         let cfg = ctx.cfg;
         let backend = self.last_backend.clone().unwrap_or_default();
         warn!(user = %self.user_field(), backend = %backend, why, "re-login failed");

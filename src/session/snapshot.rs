@@ -361,7 +361,7 @@ pub fn resume_bytes(core: &mut Core, mccp_was_on: bool, notice: &str) -> Vec<u8>
         let mut out: Actions = Vec::new();
         core.notice(notice, &mut out);
         for a in out {
-            if let super::core::Action::Player(b) = a {
+            if let super::core::Action::Player(b) | super::core::Action::Notice(b) = a {
                 v.extend_from_slice(&b);
             }
         }

@@ -78,8 +78,20 @@ impl T {
         out
     }
 
+    /// Bytes from the player; a login is answered as the driver does when
+    /// no detached session has that name.
     fn player(&mut self, b: &[u8]) -> Actions {
-        self.step(|c, ctx, _, o| c.player_data(ctx, b, o))
+        let first = self.step(|c, ctx, _, o| c.player_data(ctx, b, o));
+        let mut out = Vec::new();
+        for a in first {
+            match a {
+                Action::TryResume { line, .. } => {
+                    out.extend(self.step(|c, ctx, _, o| c.resume_refused(ctx, &line, o)))
+                }
+                a => out.push(a),
+            }
+        }
+        out
     }
 
     fn game(&mut self, b: &[u8]) -> Actions {
@@ -124,7 +136,7 @@ impl T {
 fn bytes_of(a: &[Action], game: bool) -> Vec<u8> {
     a.iter()
         .flat_map(|a| match a {
-            Action::Player(b) if !game => b.clone(),
+            Action::Player(b) | Action::Notice(b) if !game => b.clone(),
             Action::Game(b) if game => b.to_vec(),
             _ => Vec::new(),
         })

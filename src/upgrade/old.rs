@@ -100,6 +100,7 @@ pub async fn run(shared: &Arc<Shared>, acc: &mut Acceptors, req: Request) -> boo
             h.unfreeze();
             acc.restart(shared);
             warn!(error = %e, "upgrade failed; carrying on");
+            crate::metrics::metrics().upgrade("failed");
             shared.events.emit(
                 Event::new("proxy.upgrade")
                     .with("ok", false)
