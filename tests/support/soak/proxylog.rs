@@ -83,6 +83,9 @@ impl ProxyLog {
             }
             "session open" => self.sessions_opened += 1,
             "session closed" => *self.sessions_closed.entry(s("reason")).or_default() += 1,
+            // A resumed player's new session took the detached one over:
+            // one of the two sessions ended here (without a close of its own).
+            "session resumed" => *self.sessions_closed.entry("resumed".into()).or_default() += 1,
             "backend gone; holding the session" | "backend marked down; holding the session" => {
                 self.holds += 1
             }
