@@ -197,6 +197,8 @@ impl<P: PlayerTransport> Driver<P> {
     ) -> After {
         let mut pool_rx = self.shared.pool.subscribe();
         pool_rx.borrow_and_update();
+        // Announcements are kept for the player (see `Core::announce`).
+        let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
         let mut freeze = self.shared.handover.subscribe();
@@ -221,6 +223,11 @@ impl<P: PlayerTransport> Driver<P> {
                     self.refuse_handover().await;
                     Ok(())
                 }
+                a = announce_rx.recv() => match a {
+                    Ok(a) => self.announced(&a).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => Err(End::Shutdown),
+                },
                 m = rx.recv() => match m {
                     Some(DetachMsg::Takeover { password, reply }) => {
                         if self.core.password_matches(&password) {

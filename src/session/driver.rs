@@ -173,7 +173,7 @@ impl<P: PlayerTransport> Driver<P> {
                     self.pool_changed().await
                 }
                 a = announce_rx.recv() => match a {
-                    Ok(a) => step!(self, |core, _ctx, _pool, out| core.announce(&a, out)),
+                    Ok(a) => self.announced(&a).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
                 },
@@ -190,6 +190,10 @@ impl<P: PlayerTransport> Driver<P> {
 
     pub(super) async fn pool_changed(&mut self) -> Result<(), End> {
         step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))
+    }
+
+    pub(super) async fn announced(&mut self, a: &crate::state::Announcement) -> Result<(), End> {
+        step!(self, |core, _ctx, _pool, out| core.announce(a, out))
     }
 
     pub(super) async fn timer_fired(&mut self) -> Result<(), End> {
