@@ -22,12 +22,14 @@
 //! | `watch` | reading the game's output to confirm a login |
 //! | `input` | the player's bytes cut into lines and telnet items |
 //! | `driver` | the sockets, one `select!`, actions carried out in order |
+//! | `finish` | how a session ends: owed quits, last notices, the close event |
 //! | `transport` | the player's connection as the driver sees it |
 //! | `detach` | a session kept for a player whose link dropped; the playback; resuming |
 
 pub mod core;
 pub mod detach;
 mod driver;
+mod finish;
 mod handover;
 mod held;
 pub mod input;
