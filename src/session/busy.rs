@@ -59,7 +59,15 @@ impl Core {
     /// a backoff (then through the re-login pacer).
     pub(super) fn refused(&mut self, ctx: &mut Ctx, why: &str, out: &mut Actions) {
         let cfg = ctx.cfg;
-        let backend = self.game.take().map(|g| g.name).unwrap_or_default();
+        let (backend, skip) = self
+            .game
+            .take()
+            .map(|g| (g.name, g.skip))
+            .unwrap_or_default();
+        if let Some((screen, _)) = skip {
+            // The player has the cached screen: the next try hides it too.
+            self.screen_shown = Some(screen);
+        }
         out.push(Action::DropGame);
         out.push(Action::Refused);
         self.connecting = false;

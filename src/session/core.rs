@@ -195,6 +195,9 @@ pub struct Core {
     pub(super) lazy: Option<Arc<[u8]>>,
     /// Retrying after the game refused holdfast's address.
     pub(super) busy: Option<Busy>,
+    /// The cached connect screen a lazy session's player has, kept for the
+    /// next try when the game refused the connection it opened.
+    pub(super) screen_shown: Option<Arc<[u8]>>,
 }
 
 /// Renders a notice template.
@@ -258,6 +261,7 @@ impl Core {
             last_backend: None,
             lazy: None,
             busy: None,
+            screen_shown: None,
         }
     }
 

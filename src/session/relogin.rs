@@ -74,7 +74,11 @@ impl Core {
             }
         }
         // A lazy session's player has the connect screen already.
-        let skip = self.lazy.take().map(|s| (s, 0));
+        let skip = self
+            .lazy
+            .take()
+            .or_else(|| self.screen_shown.take())
+            .map(|s| (s, 0));
         self.game = Some(Game {
             name: backend.to_string(),
             parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
