@@ -2,23 +2,37 @@
 //! session: the game's announcements about them ("Alice has connected.")
 //! are held back while they are here (see `session::busy`).
 //!
-//! Checked on every read of game output while anything is held, so the
-//! common case (nothing held) is one atomic load, and entries expire by
-//! themselves.
+//! Every session asks [`QuietNames::active`] on every read of game output,
+//! so that is one atomic load and no lock; entries expire by themselves
+//! and are pruned when names are added.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Entries kept before expired ones are pruned.
+const PRUNE_AT: usize = 256;
+
 /// Player names (lower-cased) and until when they are held.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QuietNames {
     names: Mutex<HashMap<String, Instant>>,
-    /// Some name may be held (cleared when the last one expires).
-    any: AtomicBool,
+    /// When the last hold ends, in milliseconds after `base` (0: none).
+    until_ms: AtomicU64,
+    base: Instant,
+}
+
+impl Default for QuietNames {
+    fn default() -> Self {
+        QuietNames {
+            names: Mutex::default(),
+            until_ms: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
 }
 
 impl QuietNames {
@@ -28,31 +42,27 @@ impl QuietNames {
 
     /// Holds `name` for `for_` from now (or longer, if already held longer).
     pub fn hold(&self, name: &str, for_: Duration) {
-        let until = Instant::now() + for_;
+        let now = Instant::now();
+        let until = now + for_;
         let mut g = self.lock();
+        if g.len() >= PRUNE_AT {
+            g.retain(|_, t| *t > now);
+        }
         let e = g.entry(name.to_lowercase()).or_insert(until);
         *e = (*e).max(until);
-        self.any.store(true, Ordering::Release);
+        let ms = u64::try_from((until - self.base).as_millis()).unwrap_or(u64::MAX);
+        self.until_ms.fetch_max(ms.max(1), Ordering::AcqRel);
     }
 
-    /// Whether any name may be held.
+    /// Whether any name may be held now.
     pub fn active(&self) -> bool {
-        if !self.any.load(Ordering::Acquire) {
-            return false;
-        }
-        let now = Instant::now();
-        let mut g = self.lock();
-        g.retain(|_, t| *t > now);
-        if g.is_empty() {
-            self.any.store(false, Ordering::Release);
-            return false;
-        }
-        true
+        let until = self.until_ms.load(Ordering::Acquire);
+        until != 0 && (self.base.elapsed().as_millis() as u64) < until
     }
 
     /// Whether `name` is held now.
     pub fn contains(&self, name: &str) -> bool {
-        if !self.any.load(Ordering::Acquire) {
+        if !self.active() {
             return false;
         }
         let now = Instant::now();

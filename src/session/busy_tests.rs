@@ -202,3 +202,22 @@ async fn announcements_about_players_being_restored_are_held_back() {
     let out = t.game("Bob has disconnected.\r\n");
     assert_eq!(player_text(&out), "Bob has disconnected.\r\n");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_lazy_connection_still_hides_the_screen_on_the_next_try() {
+    let mut t = T::new(MUX);
+    let screen: Arc<[u8]> = SCREEN.into();
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
+    t.player("connect Alice pw\n");
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let out = t.game(REFUSED);
+    assert!(player_text(&out).contains("is busy"));
+    let out = next(&mut t).await;
+    assert_eq!(connects(&out), 1);
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let mut bytes = SCREEN.to_vec();
+    bytes.extend_from_slice(b"Welcome, Alice!\r\n");
+    let out = t.game_bytes(&bytes);
+    assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
+    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+}
