@@ -318,14 +318,7 @@ impl Core {
             out.push(Action::Player(greeting));
         }
         self.epoch = pool.epoch;
-        let screen = screen.filter(|s| !s.is_empty());
-        if let (true, true, Some(s)) = (ctx.cfg.listen.lazy_connect, pool.active_usable(), screen) {
-            debug!("lazy connect: the cached connect screen; the game connection waits");
-            self.write_out(&s, out);
-            self.lazy = Some(s);
-            self.last_backend = Some(pool.active.clone());
-            self.phase = Phase::Relaying;
-            self.login_deadline = ctx.cfg.listen.login_timeout.map(|t| ctx.now + t);
+        if self.start_lazy(ctx, pool, screen, out) {
             return;
         }
         if pool.active_usable() {
@@ -389,22 +382,6 @@ impl Core {
         telnet::escape_iac(text, &mut v);
         self.at_line_start = text.last() == Some(&b'\n');
         out.push(Action::Player(v));
-    }
-
-    /// A game that shows no connect screen within its banner wait still
-    /// gets the lines queued for it.
-    fn banner_overdue(&mut self, ctx: &mut Ctx, out: &mut Actions) {
-        let cfg = ctx.cfg;
-        let due = |g: &Game| {
-            g.await_banner
-                && !g.closed
-                && g.connected_at + cfg.templates.banner_wait + cfg.heartbeat.timeout <= ctx.now
-        };
-        if let Some(g) = self.game.as_mut().filter(|g| due(g)) {
-            debug!("no connect screen in time; sending the queued lines anyway");
-            g.await_banner = false;
-            self.flush_queue(ctx, out);
-        }
     }
 
     /// Bytes for the game, if there is one to take them.

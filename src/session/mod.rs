@@ -19,6 +19,7 @@
 //! | `relay` | the game's output on its way to the player |
 //! | `held` | outages: the probe's verdict, holding, moving, pacing the way back |
 //! | `relogin` | connecting, logging back in, the end of a login watch |
+//! | `lazy` | lazy connect from the cached connect screen; waiting for the game's own |
 //! | `busy` | the game refusing holdfast's address: backoff; its announcements of re-logins held back |
 //! | `watch` | reading the game's output to confirm a login |
 //! | `input` | the player's bytes cut into lines and telnet items |
@@ -35,6 +36,7 @@ mod finish;
 mod handover;
 mod held;
 pub mod input;
+mod lazy;
 mod player;
 mod relay;
 mod relogin;
