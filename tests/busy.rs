@@ -36,13 +36,24 @@ fn mux_config(game: &Game, extra_listen: &str) -> String {
 }
 
 /// Logs `n` players in at once, each as soon as it sees a connect screen;
-/// returns the clients, logged in, and each one's text so far.
+/// returns the clients, logged in.
 async fn log_in_together(proxy: &Proxy, n: usize) -> Vec<Client> {
-    let tasks: Vec<_> = (1..=n)
-        .map(|i| {
-            let addr = proxy.addr;
+    let mut cs = Vec::new();
+    for _ in 0..n {
+        cs.push(Client::connect(proxy.addr).await);
+    }
+    log_in_all(cs).await
+}
+
+/// Logs the clients in as `p01`, `p02`… at once, each as soon as it sees a
+/// connect screen.
+async fn log_in_all(clients: Vec<Client>) -> Vec<Client> {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let i = i + 1;
             tokio::spawn(async move {
-                let mut c = Client::connect(addr).await;
                 c.expect_within("connect <name>", Duration::from_secs(30))
                     .await;
                 c.send(&format!("connect p{i:02} pw")).await;
@@ -138,7 +149,26 @@ async fn six_players_at_a_two_preauth_game_all_get_in_by_retrying() {
     let game = Game::start(&dir, &args);
     let proxy = Proxy::start(&dir, &mux_config(&game, "lazy_connect = false"));
     wait_up(&proxy).await;
-    let clients = log_in_together(&proxy, 6).await;
+    // All six at once: two get the screen, four are refused (and told),
+    // and stay refused while the two wait at the connect screen.
+    let mut first = Vec::new();
+    for _ in 0..6 {
+        first.push(Client::connect(proxy.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut screens = 0;
+    for c in first.iter_mut() {
+        let seen = c.collect_for(Duration::from_millis(100)).await;
+        assert!(!seen.contains("Too many"), "{seen:?}");
+        if seen.contains("connect <name>") {
+            screens += 1;
+        } else {
+            assert!(seen.contains(BUSY), "{seen:?}");
+        }
+    }
+    assert_eq!(screens, 2, "max-preauth 2");
+    // Now each logs in as soon as it has a screen: all get in.
+    let clients = log_in_all(first).await;
     let mut told = 0;
     for c in &clients {
         assert!(!c.closed);

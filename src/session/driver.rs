@@ -264,6 +264,10 @@ impl<P: PlayerTransport> Driver<P> {
     /// Carries out `actions` in order; the answers to questions are fed
     /// back to the core and their actions carried out first.
     async fn apply(&mut self, actions: Actions) -> Result<(), End> {
+        // The registry first: a player who reads a reply to their login
+        // may act on it at once (another connection that counts on a
+        // place for a session not logged in).
+        self.publish();
         let r = self.apply_inner(actions).await;
         self.publish();
         r
