@@ -43,6 +43,12 @@ async fn a_refused_first_connection_backs_off_and_tells_the_player_once() {
     assert_eq!(game_text(&out), "");
     // Not shown, not a failure, not a close: dropped, paced, retried.
     let out = t.game(REFUSED);
+    // Backing off crosses an upgrade: still told once, lines still kept.
+    let bytes = super::snapshot::snapshot(&t.core, false).unwrap();
+    t.core = super::snapshot::restore(&bytes, &t.cfg).unwrap().core;
+    let typed = t.player("look\n");
+    assert_eq!(game_text(&typed), "");
+    assert_eq!(player_text(&typed), "", "kept, no notice");
     let shown = player_text(&out);
     assert!(!shown.contains("Too many"), "{shown:?}");
     assert!(shown.contains("is busy"), "{shown:?}");
@@ -69,7 +75,7 @@ async fn a_refused_first_connection_backs_off_and_tells_the_player_once() {
     assert_eq!(game_text(&out), "", "the line waits for the connect screen");
     let out = t.game("Welcome to the test game.\r\n");
     assert!(player_text(&out).contains("Welcome"));
-    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+    assert_eq!(game_text(&out), "connect Alice pw\r\nlook\r\n");
     assert_eq!(t.core.phase(), Phase::Relaying);
 }
 
