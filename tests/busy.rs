@@ -147,7 +147,13 @@ async fn six_players_at_a_two_preauth_game_all_get_in_by_retrying() {
     args.extend(users(6));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let game = Game::start(&dir, &args);
-    let proxy = Proxy::start(&dir, &mux_config(&game, "lazy_connect = false"));
+    let proxy = Proxy::start(
+        &dir,
+        &mux_config(
+            &game,
+            "lazy_connect = false\n[metrics]\naddr = \"127.0.0.1:0\"",
+        ),
+    );
     wait_up(&proxy).await;
     // All six at once: two get the screen, four are refused (and told),
     // and stay refused while the two wait at the connect screen.
@@ -184,6 +190,16 @@ async fn six_players_at_a_two_preauth_game_all_get_in_by_retrying() {
         .count();
     assert!(refused >= 4, "the limit was not met: {refused} refusals");
     assert!(told >= 4, "{told} players told the game is busy");
+    let body = metrics(proxy.metrics_addr().await).await;
+    let counted: usize =
+        body.lines()
+            .find_map(|l| l.strip_prefix("holdfast_game_refusals_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no refusal counter in:\n{body}")) as usize;
+    assert_eq!(
+        counted, refused,
+        "each refusal the game logged, counted once"
+    );
     for i in 1..=6 {
         let name = format!("p{i:02}");
         let n = game
@@ -193,6 +209,18 @@ async fn six_players_at_a_two_preauth_game_all_get_in_by_retrying() {
             .count();
         assert_eq!(n, 1, "{name} logged in {n} times");
     }
+}
+
+/// The proxy's `/metrics` text.
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8(buf).unwrap()
 }
 
 fn count(game: &Game, t: &str) -> usize {

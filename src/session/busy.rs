@@ -70,6 +70,7 @@ impl Core {
         }
         out.push(Action::DropGame);
         out.push(Action::Refused);
+        crate::metrics::metrics().game_refusal();
         self.connecting = false;
         let b = self.busy.get_or_insert(Busy {
             tries: 0,
