@@ -73,6 +73,8 @@ impl Core {
             self.creds = Some(creds);
         }
         let msg = render(&cfg.notices.offline, cfg, &name, None);
+        // An outage is news of its own: a later refusal is told again.
+        self.busy = None;
         self.enter_held(ctx, true);
         out.push(Action::Emit(
             // SPEC lists `user` for held/restored: null before a login.

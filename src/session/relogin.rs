@@ -114,7 +114,7 @@ impl Core {
                     .with("backend", backend),
             ));
         }
-        // Queued lines wait for the connect screen (`banner_arrived`).
+        // Queued lines wait for the game's connect screen (`relay`).
     }
 
     /// The connection asked for by [`Action::Connect`] could not be made.
@@ -228,6 +228,7 @@ impl Core {
         let cfg = ctx.cfg;
         let backend = self.last_backend.clone().unwrap_or_default();
         warn!(user = %self.user_field(), backend = %backend, why, "re-login failed");
+        self.busy = None;
         self.creds = None;
         self.user = None;
         self.held_since = None;
