@@ -26,7 +26,8 @@
 //! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
 //! | `backend::pool` | preference order, active backend, failover decisions |
 //! | `state` | what the tasks share: config, pool view, session registry |
-//! | `limiter` | token bucket that spreads re-logins out |
+//! | `limiter` | token bucket that spreads re-logins out (slowed by the game's refusals) |
+//! | `quiet` | names being logged back in, whose announcements are held back |
 //! | `events` | event values and the never-blocking sink sessions emit into |
 //! | `bus` | NATS: event publisher with an outage queue (and the JetStream events stream), requests gated by `rpc_allow`, presence, `holdfast status` |
 //! | `irc` | the IRC relay (`holdfast irc`) |
@@ -53,6 +54,7 @@ pub mod limiter;
 pub mod listener;
 pub mod login;
 pub mod metrics;
+pub mod quiet;
 pub mod rdns;
 pub mod reload;
 pub mod secret;

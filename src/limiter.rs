@@ -19,7 +19,20 @@ struct Bucket {
     burst: f64,
     /// When the bucket is next empty-and-refilling: reservations move it on.
     next_free: Instant,
+    /// The configured rate and burst, while slowed down.
+    base: (f64, f64),
+    /// Slowed down by [`RateLimiter::slow_down`] until then.
+    slowed_until: Option<Instant>,
+    /// The last halving (at most one per [`SLOW_STEP`]).
+    slowed_at: Option<Instant>,
 }
+
+/// How long a slow-down lasts after the last refusal.
+pub const SLOW_FOR: Duration = Duration::from_secs(30);
+/// Refusals closer together than this halve the rate once.
+const SLOW_STEP: Duration = Duration::from_secs(1);
+/// The rate never goes below this (per second).
+const SLOW_FLOOR: f64 = 0.5;
 
 impl RateLimiter {
     /// `rate` per second (> 0), `burst` at once (>= 1).
@@ -30,6 +43,9 @@ impl RateLimiter {
                 rate: rate.max(0.001),
                 burst,
                 next_free: Instant::now(),
+                base: (rate.max(0.001), burst),
+                slowed_until: None,
+                slowed_at: None,
             }),
         }
     }
@@ -39,6 +55,28 @@ impl RateLimiter {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         b.rate = rate.max(0.001);
         b.burst = f64::from(burst.max(1));
+        b.base = (b.rate, b.burst);
+        b.slowed_until = None;
+    }
+
+    /// The game refused a connection for holdfast's address (a re-login
+    /// storm meets its per-address limits): no more bursts, and the rate
+    /// halves (at most once a second, down to one every two seconds). The
+    /// configured rate comes back [`SLOW_FOR`] after the last refusal.
+    pub fn slow_down(&self) {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        b.slowed_until = Some(now + SLOW_FOR);
+        if b.slowed_at.is_some_and(|t| now < t + SLOW_STEP) {
+            return;
+        }
+        b.slowed_at = Some(now);
+        b.rate = (b.rate / 2.0).max(SLOW_FLOOR.min(b.base.0));
+        b.burst = 1.0;
+        tracing::info!(
+            rate = b.rate,
+            "the game refused holdfast's address; re-logins slowed down"
+        );
     }
 
     /// Reserves one slot and returns when it may be used (now or later).
@@ -49,6 +87,10 @@ impl RateLimiter {
     pub fn reserve(&self) -> Instant {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        if b.slowed_until.is_some_and(|t| now >= t) {
+            b.slowed_until = None;
+            (b.rate, b.burst) = b.base;
+        }
         let interval = Duration::from_secs_f64(1.0 / b.rate);
         let slack = interval.mul_f64(b.burst - 1.0);
         let tat = b.next_free.max(now);
@@ -112,6 +154,27 @@ mod tests {
         assert!(b.take(2.0, 3));
         assert!(!b.take(2.0, 3));
         assert!(b.take(0.0, 3), "rate 0 is no limit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_slow_it_down_for_a_while() {
+        let l = RateLimiter::new(8.0, 4);
+        l.slow_down();
+        l.slow_down(); // the same second: halved once
+        let now = Instant::now();
+        let a = l.reserve();
+        let b = l.reserve();
+        // No burst, 4 per second.
+        assert_eq!(b - a, Duration::from_millis(250), "{:?}", b - a);
+        assert!(a.saturating_duration_since(now) <= Duration::from_millis(250));
+        tokio::time::advance(SLOW_FOR + Duration::from_secs(2)).await;
+        let now = Instant::now();
+        let times: Vec<Instant> = (0..4).map(|_| l.reserve()).collect();
+        assert!(
+            times.iter().all(|t| *t <= now),
+            "the burst is back: {:?}",
+            times.iter().map(|t| *t - now).collect::<Vec<_>>()
+        );
     }
 
     #[test]

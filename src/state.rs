@@ -371,6 +371,8 @@ pub struct Shared {
     pub failover_tx: mpsc::Sender<FailoverRequest>,
     /// Spreads re-logins out.
     pub relogin_limiter: RateLimiter,
+    /// Players being logged back in: their announcements are held back.
+    pub quiet: crate::quiet::QuietNames,
     /// Cancelled when the proxy stops.
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them.
@@ -426,6 +428,7 @@ impl Shared {
             announce: broadcast::channel(16).0,
             failover_tx,
             relogin_limiter: limiter,
+            quiet: crate::quiet::QuietNames::default(),
             shutdown,
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),

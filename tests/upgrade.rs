@@ -843,3 +843,36 @@ async fn repeated_upgrades_leak_no_descriptors() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A player at the cached connect screen (lazy connect: no game connection
+/// yet) crosses an upgrade as a session not connected yet: its first line
+/// in the new process opens the game connection, and the game's own
+/// screen is not shown to it a second time.
+#[tokio::test]
+async fn a_lazy_session_crosses_and_connects_on_its_first_line() {
+    let dir = TempDir::new("upgrade-lazy");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], &format!("flavor = \"tinymux\"\n{ROOMY}")),
+        &[],
+    );
+    hf.wait_log("connect screen kept for lazy connect", 1);
+    let mark = game.events().len();
+    let mut c = Client::connect(hf.addr).await;
+    c.expect("connect <name>").await;
+    hf.wait_log("lazy connect: the cached connect screen", 1);
+    hf.usr2();
+    hf.wait_upgraded();
+    c.send("connect Alice alicepw").await;
+    let seen = c.expect("Last connect was from").await;
+    assert!(!seen.contains("Welcome to FakeMUSH ("), "{seen:?}");
+    assert_eq!(logins_after(&game, mark).len(), 1);
+    // The player's game connection was opened by the new process.
+    let logs = hf.logs();
+    let upgrade = logs.find("upgrade: starting the new binary").unwrap();
+    let typed = logs.find("lazy connect: the player typed").unwrap();
+    assert!(typed > upgrade, "{logs}");
+    assert!(!logs[..upgrade].contains("connected to backend"), "{logs}");
+}

@@ -95,6 +95,9 @@ pub struct ProbeHandle {
     pub backend: Backend,
     /// This probe's generation, carried by its reports.
     pub generation: u64,
+    /// The game's connect screen as the probe last saw it (telnet removed),
+    /// kept while `listen.lazy_connect` is on.
+    screen: Arc<std::sync::Mutex<Option<Arc<[u8]>>>>,
 }
 
 impl ProbeHandle {
@@ -117,6 +120,14 @@ impl ProbeHandle {
         }
         rx.await.unwrap_or(false)
     }
+
+    /// The game's connect screen as the probe last saw it, if kept.
+    pub fn screen(&self) -> Option<Arc<[u8]>> {
+        self.screen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Starts the probe task for `backend`.
@@ -128,7 +139,9 @@ pub fn spawn(
 ) -> ProbeHandle {
     let (check_tx, check_rx) = mpsc::channel(CHECK_QUEUE);
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    let screen = Arc::default();
     let probe = Probe {
+        screen: Arc::clone(&screen),
         backend: backend.clone(),
         generation,
         config,
@@ -146,10 +159,13 @@ pub fn spawn(
         cancel,
         backend,
         generation,
+        screen,
     }
 }
 
 struct Probe {
+    /// See [`ProbeHandle::screen`].
+    screen: Arc<std::sync::Mutex<Option<Arc<[u8]>>>>,
     backend: Backend,
     generation: u64,
     config: watch::Receiver<Arc<Config>>,
@@ -384,7 +400,17 @@ impl Probe {
         let allowed = cfg.templates.banner_wait + cfg.heartbeat.timeout;
         let deadline = Instant::now() + allowed;
         let mut c = probe::open(&self.backend, cfg, deadline).await?;
-        let refused = probe::banner(&mut c, deadline, allowed, &cfg.templates.refused).await?;
+        let mut screen = Vec::new();
+        let keep = cfg.listen.lazy_connect.then_some(&mut screen);
+        let refused =
+            probe::banner(&mut c, deadline, allowed, &cfg.templates.refused, keep).await?;
+        let mut kept = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+        if !cfg.listen.lazy_connect {
+            *kept = None;
+        } else if !screen.is_empty() && kept.as_deref() != Some(&screen[..]) {
+            debug!(backend = %self.backend.name, bytes = screen.len(), "connect screen kept for lazy connect");
+            *kept = Some(screen.into());
+        }
         Ok((c, refused))
     }
 

@@ -19,6 +19,10 @@ use crate::login::{new_nonce, render_nonce, strip_ansi, SYNC_RESEND};
 
 /// Bytes of probe-connection output kept while looking for a nonce.
 const PROBE_BUF_MAX: usize = 64 * 1024;
+/// A connect screen kept for lazy connect is at most this long.
+const SCREEN_MAX: usize = 16 * 1024;
+/// The connect screen is complete once the game is quiet this long.
+const SCREEN_QUIET: Duration = Duration::from_millis(150);
 
 /// Why a probe step failed. Callers branch on the kind (a slow answer on a
 /// logged-in connection is not a dead game), so it is an enum, not text.
@@ -104,12 +108,15 @@ pub async fn open(
 
 /// Waits for the connect screen (any output) until `deadline`; `allowed`
 /// is only for the error. Returns the first line matching one of
-/// `refused` (the game turning holdfast's address away), if any.
+/// `refused` (the game turning holdfast's address away), if any. With
+/// `keep`, the whole connect screen (telnet removed, read until the game
+/// is quiet for [`SCREEN_QUIET`]) goes there, for lazy connect.
 pub async fn banner(
     c: &mut ProbeConn,
     deadline: Instant,
     allowed: Duration,
     refused: &[Regex],
+    keep: Option<&mut Vec<u8>>,
 ) -> Result<Option<String>, ProbeError> {
     match read_until(c, deadline, |buf| !buf.is_empty()).await {
         Err(ProbeError::NoAnswer) => return Err(ProbeError::NoBanner(allowed)),
@@ -119,8 +126,45 @@ pub async fn banner(
     // Refusals come alone and at once (TinyMUX writes them raw, then
     // closes), so the first read holds them.
     let hit = matching_line(&c.buf, refused);
+    if let (Some(keep), None) = (keep, &hit) {
+        *keep = rest_of_screen(c, deadline).await;
+    }
     c.buf.clear();
     Ok(hit)
+}
+
+/// Reads on from what [`banner`] got until the game is quiet (or, while
+/// no text came yet, until `deadline`); the text without telnet.
+async fn rest_of_screen(c: &mut ProbeConn, deadline: Instant) -> Vec<u8> {
+    let mut raw = std::mem::take(&mut c.buf);
+    loop {
+        let text = strip_telnet(&raw);
+        if raw.len() > SCREEN_MAX {
+            return Vec::new();
+        }
+        let step = if text.is_empty() {
+            deadline
+        } else {
+            (Instant::now() + SCREEN_QUIET).min(deadline)
+        };
+        match read_until(c, step, |b| !b.is_empty()).await {
+            Ok(()) => raw.append(&mut c.buf),
+            Err(_) => return text,
+        }
+    }
+}
+
+/// The text of `raw` without telnet commands and negotiations.
+fn strip_telnet(raw: &[u8]) -> Vec<u8> {
+    let mut p = crate::telnet::Parser::new(1024);
+    let mut text = Vec::new();
+    p.feed(raw, |ev| {
+        if let crate::telnet::TelnetEvent::Data(d) = ev {
+            text.extend_from_slice(d);
+        }
+        true
+    });
+    text
 }
 
 /// The first complete line of `buf` that matches one of `res` (ANSI

@@ -20,6 +20,12 @@ pub struct Listen {
     pub login_timeout: Option<Duration>,
     /// Detached sessions kept at once; the oldest ends first.
     pub max_detached: usize,
+    /// A new player gets the connect screen the heartbeat saw; the game
+    /// connection opens with the player's first line. Default: on for
+    /// TinyMUX and TinyMUSH when the game sees every player at holdfast's
+    /// address (`client_ip.mode = "none"`), whose per-address limits count
+    /// players waiting at the connect screen.
+    pub lazy_connect: bool,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, l: RawListen) -> Result<Listen, ConfigError> {
@@ -50,6 +56,8 @@ pub(super) fn resolve(cx: &Cx<'_>, l: RawListen) -> Result<Listen, ConfigError> 
         max_sessions: l.max_sessions.unwrap_or(defaults::MAX_SESSIONS),
         max_per_ip: l.max_per_ip.unwrap_or(defaults::MAX_PER_IP),
         max_detached: l.max_detached.unwrap_or(defaults::MAX_DETACHED),
+        // Settled in `config::resolve`, which knows the flavor.
+        lazy_connect: l.lazy_connect.unwrap_or(false),
         login_timeout: positive_or_off(
             cx,
             l.login_timeout,

@@ -179,11 +179,18 @@ fn resolve(cx: &Cx<'_>, mut raw: RawConfig) -> Result<Config, ConfigError> {
         };
         doors::resolve(cx, r, raw.tls.take(), raw.mssp.take())?
     };
-    let listen = listen::resolve(cx, raw.listen)?;
+    let lazy_connect = raw.listen.lazy_connect;
+    let mut listen = listen::resolve(cx, raw.listen)?;
     let (backends, backend_addr_pos) = backends::resolve(cx, raw.backends)?;
     let heartbeat = heartbeat::resolve(cx, raw.heartbeat, &preset)?;
     let failover = failover::resolve(raw.failover);
     let client_ip = client_ip::resolve(cx, raw.client_ip, flavor, &preset, &backends)?;
+    // TinyMUX and TinyMUSH count players at the connect screen per
+    // address; with no client address passed, all of them are holdfast's.
+    listen.lazy_connect = lazy_connect.unwrap_or(
+        matches!(flavor, Flavor::Tinymux | Flavor::Tinymush)
+            && client_ip.mode == ClientIpMode::None,
+    );
     let notices = notices::resolve(cx, raw.notices)?;
     let outage = outage::resolve_outage(cx, raw.outage)?;
     let relogin = outage::resolve_relogin(cx, raw.relogin)?;

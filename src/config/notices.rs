@@ -32,6 +32,9 @@ pub struct Notices {
     /// Sent after an upgrade handed the session to a new process (empty:
     /// nothing).
     pub upgraded: String,
+    /// Sent once when the game refused holdfast's address (a per-address
+    /// limit) and holdfast tries again.
+    pub busy: String,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError> {
@@ -126,6 +129,11 @@ pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError
             "[holdfast] Welcome back. Your session was kept while you were away ({away}); {missed} line(s) follow.",
         )?,
         upgraded: text("upgraded", n.upgraded, "")?,
+        busy: text(
+            "busy",
+            n.busy,
+            "[holdfast] {game} is busy; holdfast will connect you in a moment.",
+        )?,
     })
 }
 
@@ -160,6 +168,7 @@ mod tests {
             ("connecting", &d.connecting),
             ("resumed", &d.resumed),
             ("upgraded", &d.upgraded),
+            ("busy", &d.busy),
         ] {
             let (_, known) = template::NOTICES
                 .iter()
@@ -167,6 +176,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for notices.{key}"));
             template::check_notice(key, text, known).unwrap();
         }
-        assert_eq!(template::NOTICES.len(), 16);
+        assert_eq!(template::NOTICES.len(), 17);
     }
 }

@@ -149,6 +149,7 @@ pub struct RawListen {
     pub max_per_ip: Option<usize>,
     pub login_timeout: Option<Spanned<OptDur>>,
     pub max_detached: Option<usize>,
+    pub lazy_connect: Option<bool>,
     pub tls_addrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub ws_addrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub wss_addrs: Option<Spanned<Vec<Spanned<String>>>>,
@@ -212,6 +213,7 @@ pub struct RawNotices {
     pub connecting: Option<Spanned<String>>,
     pub resumed: Option<Spanned<String>>,
     pub upgraded: Option<Spanned<String>>,
+    pub busy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

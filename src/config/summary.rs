@@ -17,11 +17,16 @@ pub fn summary(cfg: &Config) -> String {
     let addrs: Vec<String> = cfg.listen.addrs.iter().map(|a| a.to_string()).collect();
     let _ = writeln!(
         s,
-        "  listen:    {} (max {} sessions, {} per IP, login timeout {})",
+        "  listen:    {} (max {} sessions, {} per IP, login timeout {}{})",
         addrs.join(", "),
         cfg.listen.max_sessions,
         cfg.listen.max_per_ip,
-        d(cfg.listen.login_timeout)
+        d(cfg.listen.login_timeout),
+        if cfg.listen.lazy_connect {
+            ", lazy connect"
+        } else {
+            ""
+        }
     );
     let dd = &cfg.doors;
     let doors: Vec<String> = (dd.tls_addrs.iter().map(|a| format!("tls {a}")))

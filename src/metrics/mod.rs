@@ -163,6 +163,7 @@ pub struct Metrics {
     bus_dropped: Counter,
     upgrades: Family<ResultL, Counter>,
     resumes: Counter,
+    game_refusals: Counter,
     process: process::ProcessMetrics,
     /// What the pool watcher and the scrape remember between calls.
     seen: Mutex<Seen>,
@@ -296,6 +297,12 @@ impl Metrics {
             "Players who came back to a detached session",
             resumes.clone(),
         );
+        let game_refusals = Counter::default();
+        r.register(
+            "game_refusals",
+            "Connections and re-logins the game refused for holdfast's address (retried)",
+            game_refusals.clone(),
+        );
         let build_info = Family::<VersionL, Gauge>::default();
         build_info
             .get_or_create(&VersionL {
@@ -344,6 +351,7 @@ impl Metrics {
             bus_dropped,
             upgrades,
             resumes,
+            game_refusals,
             process,
             seen: Mutex::new(Seen::default()),
         }
@@ -414,6 +422,11 @@ impl Metrics {
     /// A player came back to a detached session.
     pub fn resume(&self) {
         self.resumes.inc();
+    }
+
+    /// The game refused a connection or re-login for holdfast's address.
+    pub fn game_refusal(&self) {
+        self.game_refusals.inc();
     }
 
     /// The bus publisher's counters, read at each scrape.

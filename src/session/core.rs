@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -44,6 +45,10 @@ pub struct Ctx<'a> {
     /// Reserves the next re-login slot (shared pacing plus jitter). Tests
     /// pass a closure that returns `now`.
     pub relogin_slot: &'a mut dyn FnMut() -> Instant,
+    /// Whether the game's connect/disconnect announcements about this
+    /// player name are held back (holdfast is logging that player back in:
+    /// see [`Action::Quiet`]). `None`: nobody is being restored.
+    pub quiet: Option<&'a dyn Fn(&str) -> bool>,
 }
 
 /// Something the driver must do, in the order pushed.
@@ -91,6 +96,17 @@ pub enum Action {
     Mssp(crate::front::mssp::Request),
     /// A bus event.
     Emit(Event),
+    /// The game refused a connection or login for a per-address limit
+    /// (holdfast's address): slow the shared re-login pacer down.
+    Refused,
+    /// Hold back the game's announcements about player `name` from every
+    /// session for `for_` (it is being logged back in).
+    Quiet {
+        /// The player's name.
+        name: String,
+        /// For how long from now.
+        for_: Duration,
+    },
     /// End the session.
     Close(End),
 }
@@ -112,6 +128,25 @@ pub(super) struct Game {
     pub connected_at: Instant,
     /// The connection closed; the core waits for [`Core::alive`].
     pub closed: bool,
+    /// The game has sent text on this connection (a close before any is
+    /// a refusal when the game is alive, not a boot).
+    pub seen_output: bool,
+    /// Waiting for the connect screen: the first text is checked for a
+    /// refusal, and queued lines go out once the screen came.
+    pub await_banner: bool,
+    /// The connect screen the player already got from the cache (lazy
+    /// connect) and how much of it this connection has repeated: hidden.
+    pub skip: Option<(Arc<[u8]>, usize)>,
+}
+
+/// A session retrying a connection the game refused for holdfast's
+/// address (see [`super::busy`]).
+#[derive(Debug)]
+pub(super) struct Busy {
+    /// Refusals in a row.
+    pub tries: u32,
+    /// The player was told.
+    pub told: bool,
 }
 
 /// One player's session state.
@@ -155,6 +190,14 @@ pub struct Core {
     pub(super) flood_drops: u32,
     /// The backend the session is on, or was on last (for the registry).
     pub(super) last_backend: Option<String>,
+    /// Lazy connect: the player has the cached connect screen and no game
+    /// connection yet; the first line opens one.
+    pub(super) lazy: Option<Arc<[u8]>>,
+    /// Retrying after the game refused holdfast's address.
+    pub(super) busy: Option<Busy>,
+    /// The cached connect screen a lazy session's player has, kept for the
+    /// next try when the game refused the connection it opened.
+    pub(super) screen_shown: Option<Arc<[u8]>>,
 }
 
 /// Renders a notice template.
@@ -216,6 +259,9 @@ impl Core {
             input_rate: Bucket1::new(cfg.limits.input_burst),
             flood_drops: 0,
             last_backend: None,
+            lazy: None,
+            busy: None,
+            screen_shown: None,
         }
     }
 
@@ -252,12 +298,29 @@ impl Core {
     /// The session starts: the proxy's own telnet offers, then the first
     /// connection if the active backend may be up, else a hold.
     pub fn start(&mut self, ctx: &mut Ctx, pool: &PoolState, out: &mut Actions) {
+        self.start_with_screen(ctx, pool, None, out);
+    }
+
+    /// [`Core::start`] with the active backend's connect screen as the
+    /// heartbeat last saw it (telnet removed): with `listen.lazy_connect`
+    /// the player gets that screen and the game connection waits for the
+    /// player's first line.
+    pub fn start_with_screen(
+        &mut self,
+        ctx: &mut Ctx,
+        pool: &PoolState,
+        screen: Option<Arc<[u8]>>,
+        out: &mut Actions,
+    ) {
         let mut greeting = Vec::new();
         self.telnet.greet(&mut greeting);
         if !greeting.is_empty() {
             out.push(Action::Player(greeting));
         }
         self.epoch = pool.epoch;
+        if self.start_lazy(ctx, pool, screen, out) {
+            return;
+        }
         if pool.active_usable() {
             self.connecting = true;
             out.push(Action::Connect(pool.active.clone()));
@@ -280,7 +343,13 @@ impl Core {
             _ => None,
         };
         let watch = self.game.as_ref().and_then(|g| g.watch.as_deref());
+        let banner = self
+            .game
+            .as_ref()
+            .filter(|g| g.await_banner && !g.closed)
+            .map(|g| g.connected_at + cfg.templates.banner_wait + cfg.heartbeat.timeout);
         [
+            banner,
             watch.and_then(|w| w.deadline),
             watch.and_then(|w| w.resend_at),
             self.login_deadline,
@@ -352,6 +421,7 @@ impl Core {
         if self.watch_expired(now) {
             self.login_timed_out(ctx, out);
         }
+        self.banner_overdue(ctx, out);
         if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
             if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
                 // Not admitted yet (or the marker was dropped): again.

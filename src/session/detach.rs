@@ -328,6 +328,7 @@ impl<P: PlayerTransport> Driver<P> {
                 cfg: &cfg,
                 now: Instant::now(),
                 relogin_slot: &mut slot,
+                quiet: None,
             };
             self.core
                 .adopt(&ctx, new, away, playback, missed, dropped, &mut out);

@@ -90,10 +90,15 @@ macro_rules! step {
         {
             let shared = &$d.shared;
             let mut slot = || relogin_slot(shared, &cfg);
+            let quiet = |name: &str| shared.quiet.contains(name);
             let mut ctx = Ctx {
                 cfg: &cfg,
                 now: Instant::now(),
                 relogin_slot: &mut slot,
+                quiet: shared
+                    .quiet
+                    .active()
+                    .then_some(&quiet as &dyn Fn(&str) -> bool),
             };
             let pool_guard = shared.pool.borrow();
             let $pool: &PoolState = &pool_guard;
@@ -134,7 +139,13 @@ impl<P: PlayerTransport> Driver<P> {
         freeze.borrow_and_update();
         if !self.started {
             self.started = true;
-            if let Err(e) = step!(self, |core, ctx, pool, out| core.start(ctx, pool, out)) {
+            let screen = self
+                .shared
+                .probe(&self.shared.pool.borrow().active)
+                .and_then(|p| p.screen());
+            if let Err(e) = step!(self, |core, ctx, pool, out| core
+                .start_with_screen(ctx, pool, screen, out))
+            {
                 return e;
             }
         }
@@ -211,7 +222,7 @@ impl<P: PlayerTransport> Driver<P> {
                 match g.try_read_drain(&mut buf) {
                     Ok(0) => true,
                     Ok(_) => {
-                        if self.core.game_passthrough(&buf) {
+                        if !self.shared.quiet.active() && self.core.game_passthrough(&buf) {
                             if let Some(p) = self.playback.as_mut() {
                                 p.record(&buf);
                                 return Ok(());
@@ -253,6 +264,10 @@ impl<P: PlayerTransport> Driver<P> {
     /// Carries out `actions` in order; the answers to questions are fed
     /// back to the core and their actions carried out first.
     async fn apply(&mut self, actions: Actions) -> Result<(), End> {
+        // The registry first: a player who reads a reply to their login
+        // may act on it at once (another connection that counts on a
+        // place for a session not logged in).
+        self.publish();
         let r = self.apply_inner(actions).await;
         self.publish();
         r
@@ -306,6 +321,8 @@ impl<P: PlayerTransport> Driver<P> {
                     self.write_player(&bytes, self.write_timeout()).await?
                 }
                 Action::Emit(ev) => self.shared.events.emit(ev),
+                Action::Refused => self.shared.relogin_limiter.slow_down(),
+                Action::Quiet { name, for_ } => self.shared.quiet.hold(&name, for_),
                 Action::Close(end) => return Err(end),
             }
         }

@@ -36,6 +36,11 @@ impl Core {
             return;
         };
         if alive {
+            if self.game.as_ref().is_some_and(|g| !g.seen_output) && !self.quit_sent {
+                // Not a word, not even the connect screen: a per-address
+                // limit (TinyMUX's connection rate), not a boot.
+                return self.refused(ctx, "closed before its connect screen", out);
+            }
             info!(backend = %name, "game closed the connection while alive");
             out.push(Action::Close(End::Booted));
             return;
@@ -68,6 +73,8 @@ impl Core {
             self.creds = Some(creds);
         }
         let msg = render(&cfg.notices.offline, cfg, &name, None);
+        // An outage is news of its own: a later refusal is told again.
+        self.busy = None;
         self.enter_held(ctx, true);
         out.push(Action::Emit(
             // SPEC lists `user` for held/restored: null before a login.
@@ -131,6 +138,15 @@ impl Core {
             return;
         }
         if self.connecting {
+            return;
+        }
+        if self.lazy.is_some() {
+            // Not connected yet: the first line goes to whatever is active.
+            self.last_backend = Some(st.active.clone());
+            return;
+        }
+        if self.busy.is_some() && self.relogin_at.is_some() {
+            // Backing off after a refusal: the backoff stands.
             return;
         }
         if st.active_usable() && self.relogin_at.is_none_or(|(_, paced)| !paced) {

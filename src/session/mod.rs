@@ -19,6 +19,8 @@
 //! | `relay` | the game's output on its way to the player |
 //! | `held` | outages: the probe's verdict, holding, moving, pacing the way back |
 //! | `relogin` | connecting, logging back in, the end of a login watch |
+//! | `lazy` | lazy connect from the cached connect screen; waiting for the game's own |
+//! | `busy` | the game refusing holdfast's address: backoff; its announcements of re-logins held back |
 //! | `watch` | reading the game's output to confirm a login |
 //! | `input` | the player's bytes cut into lines and telnet items |
 //! | `driver` | the sockets, one `select!`, actions carried out in order |
@@ -26,6 +28,7 @@
 //! | `transport` | the player's connection as the driver sees it |
 //! | `detach` | a session kept for a player whose link dropped; the playback; resuming |
 
+mod busy;
 pub mod core;
 pub mod detach;
 mod driver;
@@ -33,6 +36,7 @@ mod finish;
 mod handover;
 mod held;
 pub mod input;
+mod lazy;
 mod player;
 mod relay;
 mod relogin;
@@ -41,6 +45,8 @@ pub mod snapshot;
 pub mod transport;
 mod watch;
 
+#[cfg(test)]
+mod busy_tests;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]

@@ -137,7 +137,17 @@ impl Core {
                 out.push(Action::Close(End::Quit));
                 return Err(());
             }
-            if self.game.is_some() || self.connecting {
+            let lazy_to = self.lazy.as_ref().and(self.last_backend.clone());
+            if let Some(backend) = lazy_to {
+                // Lazy connect: the first line opens the game connection
+                // and goes once its connect screen came.
+                self.queue_line(ctx, line, out);
+                if !self.connecting {
+                    debug!(backend = %backend, "lazy connect: the player typed; connecting");
+                    self.connecting = true;
+                    out.push(Action::Connect(backend));
+                }
+            } else if self.game.is_some() || self.connecting || self.busy.is_some() {
                 // Re-login in progress: keep the line for right after it
                 // (whatever `outage.queue_input` says: the game is back).
                 self.queue_line(ctx, line, out);
@@ -189,7 +199,7 @@ impl Core {
     /// Connected to a game whose output flows to the player (not a re-login
     /// hiding it, not closed).
     pub(super) fn relaying(&self) -> bool {
-        matches!(&self.game, Some(g) if !g.closed && g.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)))
+        matches!(&self.game, Some(g) if !g.closed && !g.await_banner && g.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)))
     }
 
     /// The flood counter resets once the player is back under the rate

@@ -22,11 +22,16 @@ impl Core {
     /// the whole parse, and the driver writes its read buffer as it is (no
     /// copy). Records where the player's line will stand afterwards.
     pub fn game_passthrough(&mut self, data: &[u8]) -> bool {
-        let Some(g) = &self.game else {
+        let Some(g) = &mut self.game else {
             return false;
         };
+        if !data.is_empty() {
+            g.seen_output = true;
+        }
         if g.closed
             || g.watch.is_some()
+            || g.await_banner
+            || g.skip.is_some()
             || !g.parser.is_idle()
             || memchr::memchr(telnet::IAC, data).is_some()
         {
@@ -60,6 +65,9 @@ impl Core {
         // May hold a re-login (password): wiped when dropped.
         let mut to_game = Zeroizing::new(Vec::new());
         let mut outcome = Outcome::Pending;
+        // The first text instead of a connect screen was a refusal.
+        let mut refusal = false;
+        let mut banner_now = false;
         // Where the player's line will stand once `shown` is written (which
         // happens last, see below).
         let mut line_start_after = self.at_line_start;
@@ -68,10 +76,42 @@ impl Core {
             let policy = &mut self.telnet;
             let creds = self.creds.as_ref();
             let t = &cfg.templates;
-            let Game { parser, watch, .. } = g;
+            let quiet = ctx.quiet;
+            let Game {
+                parser,
+                watch,
+                seen_output,
+                await_banner,
+                skip,
+                ..
+            } = g;
             let was_compressed = parser.compressed();
             let r = parser.feed_bounded(data, allow_mccp, INFLATE_BUDGET, |ev| match ev {
                 TelnetEvent::Data(mut d) => {
+                    if refusal || d.is_empty() {
+                        return;
+                    }
+                    *seen_output = true;
+                    if *await_banner && watch.is_none() {
+                        // Refusals come alone, at once, instead of the screen.
+                        if crate::backend::probe::matching_line(d, &t.refused).is_some() {
+                            refusal = true;
+                            return;
+                        }
+                        *await_banner = false;
+                        banner_now = true;
+                    }
+                    if let Some((s, pos)) = skip.as_mut() {
+                        // The cached screen the player already has: hidden
+                        // as far as this connection repeats it.
+                        let rest = &s[*pos..];
+                        let n = rest.iter().zip(d).take_while(|(a, b)| a == b).count();
+                        *pos += n;
+                        d = &d[n..];
+                        if !d.is_empty() || *pos == s.len() {
+                            *skip = None;
+                        }
+                    }
                     if let Some(w) = watch.as_mut() {
                         if outcome == Outcome::Pending {
                             let mut plain = Vec::new();
@@ -104,7 +144,17 @@ impl Core {
                             d = &d[used..];
                         }
                     }
-                    if !d.is_empty() {
+                    if let Some(q) = quiet.filter(|_| !d.is_empty()) {
+                        // Line by line, holding back announcements about
+                        // players being logged back in (`busy`).
+                        for l in d.split_inclusive(|b| *b == b'\n') {
+                            if l.last() == Some(&b'\n') && Core::quiet_line(cfg, q, l) {
+                                continue;
+                            }
+                            telnet::escape_iac(l, &mut shown);
+                            *at_line_start = l.last() == Some(&b'\n');
+                        }
+                    } else if !d.is_empty() {
                         telnet::escape_iac(d, &mut shown);
                         *at_line_start = d.last() == Some(&b'\n');
                     }
@@ -157,14 +207,28 @@ impl Core {
                 return data.len();
             }
         };
+        if refusal {
+            self.refused(ctx, "refused at the connect screen", out);
+            return data.len();
+        }
         match outcome {
             Outcome::Pending => {}
             Outcome::Confirmed => self.login_confirmed(ctx, out),
             Outcome::Failed(why) => self.login_failed(ctx, why, out),
+            Outcome::Refused => {
+                self.refused(ctx, "refused the re-login", out);
+                return data.len();
+            }
         }
         if !shown.is_empty() {
             self.at_line_start = line_start_after;
             out.push(Action::Player(shown));
+        }
+        if banner_now {
+            // The game has the connection: what was typed meanwhile (the
+            // line that opened a lazy connection) goes now.
+            self.busy = None;
+            self.flush_queue(ctx, out);
         }
         used
     }

@@ -64,12 +64,30 @@ impl Core {
             )));
         }
         let relogin = watch.is_some();
+        if relogin {
+            if let Some(c) = &self.creds {
+                // Its connect announcement is not news to anyone.
+                out.push(Action::Quiet {
+                    name: c.name.clone(),
+                    for_: cfg.relogin.timeout + super::busy::QUIET_AFTER,
+                });
+            }
+        }
+        // A lazy session's player has the connect screen already.
+        let skip = self
+            .lazy
+            .take()
+            .or_else(|| self.screen_shown.take())
+            .map(|s| (s, 0));
         self.game = Some(Game {
             name: backend.to_string(),
             parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
             connected_at: now,
             closed: false,
+            seen_output: false,
+            await_banner: !relogin,
+            skip,
         });
         self.last_backend = Some(backend.to_string());
         out.push(Action::Game(first));
@@ -83,7 +101,10 @@ impl Core {
             return;
         }
         self.phase = Phase::Relaying;
-        self.login_deadline = cfg.listen.login_timeout.map(|t| now + t);
+        if self.busy.is_none() || self.login_deadline.is_none() {
+            // (A retry after a refusal keeps the first connection's limit.)
+            self.login_deadline = cfg.listen.login_timeout.map(|t| now + t);
+        }
         if self.held_since.take().is_some() && self.was_held {
             self.was_held = false;
             out.push(Action::Emit(
@@ -93,13 +114,15 @@ impl Core {
                     .with("backend", backend),
             ));
         }
-        self.flush_queue(ctx, out);
+        // Queued lines wait for the game's connect screen (`relay`).
     }
 
     /// The connection asked for by [`Action::Connect`] could not be made.
     /// The probe will tell the pool; try again after an interval anyway.
     pub fn connect_failed(&mut self, ctx: &mut Ctx, active: &str, out: &mut Actions) {
         self.connecting = false;
+        // A lazy session found the game gone: held like any other.
+        self.lazy = None;
         if self.phase != Phase::Held || self.held_since.is_none() {
             // The very first contact: the player hears why nothing shows.
             self.first_contact_failed(ctx, active, out);
@@ -151,6 +174,13 @@ impl Core {
     fn restored(&mut self, ctx: &mut Ctx, backend: &str, out: &mut Actions) {
         crate::metrics::metrics().relogin(ReloginResult::Ok, self.relogin_took(ctx));
         let cfg = ctx.cfg;
+        self.busy = None;
+        if let Some(name) = &self.user {
+            out.push(Action::Quiet {
+                name: name.clone(),
+                for_: super::busy::QUIET_AFTER,
+            });
+        }
         let down = self.held_since.take().map(|t| ctx.now - t);
         info!(user = %self.user_field(), backend, "logged back in");
         self.phase = Phase::Relaying;
@@ -198,6 +228,7 @@ impl Core {
         let cfg = ctx.cfg;
         let backend = self.last_backend.clone().unwrap_or_default();
         warn!(user = %self.user_field(), backend = %backend, why, "re-login failed");
+        self.busy = None;
         self.creds = None;
         self.user = None;
         self.held_since = None;

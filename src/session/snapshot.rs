@@ -192,6 +192,11 @@ struct Out<'a> {
     epoch: u64,
     was_held: bool,
     last_backend: Option<&'a str>,
+    /// Lazy connect: the cached connect screen the player has (no game
+    /// connection yet).
+    lazy: Option<&'a [u8]>,
+    /// Refusals in a row while backing off (the player was told).
+    busy: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +237,10 @@ struct In {
     epoch: u64,
     was_held: bool,
     last_backend: Option<String>,
+    #[serde(default)]
+    lazy: Option<Vec<u8>>,
+    #[serde(default)]
+    busy: Option<u32>,
 }
 
 /// Counts bytes, to size the zeroizing buffer before the real write (a
@@ -292,6 +301,8 @@ pub fn snapshot(core: &Core, mccp_was_on: bool) -> Result<Zeroizing<Vec<u8>>, Sn
         epoch: core.epoch,
         was_held: core.was_held,
         last_backend: core.last_backend.as_deref(),
+        lazy: core.lazy.as_deref(),
+        busy: core.busy.as_ref().map(|b| b.tries),
     };
     let mut n = Count(0);
     serde_json::to_writer(&mut n, &out)?;
@@ -326,6 +337,9 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         watch: g.watch,
         connected_at: abs(g.connected_at, now),
         closed: g.closed,
+        seen_output: true,
+        await_banner: false,
+        skip: None,
     });
     core.connecting = v.connecting;
     core.user = v.user;
@@ -342,6 +356,8 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         .collect::<VecDeque<_>>();
     core.was_held = v.was_held;
     core.last_backend = v.last_backend;
+    core.lazy = v.lazy.map(Into::into);
+    core.busy = v.busy.map(|tries| super::core::Busy { tries, told: true });
     Ok(Restored {
         core,
         mccp_was_on: v.mccp_was_on,

@@ -62,6 +62,8 @@ impl T {
         };
         t.step(|c, ctx, p, o| c.start(ctx, p, o));
         t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+        // The connect screen: lines typed from now on go straight through.
+        t.game(b"Welcome to the test game.\r\n");
         t
     }
 
@@ -72,6 +74,7 @@ impl T {
             cfg: &self.cfg,
             now,
             relogin_slot: &mut slot,
+            quiet: None,
         };
         let mut out = Vec::new();
         f(&mut self.core, &mut ctx, &self.pool, &mut out);

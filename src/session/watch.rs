@@ -42,6 +42,9 @@ pub enum Outcome {
     Confirmed,
     /// It did not (why).
     Failed(&'static str),
+    /// An automatic re-login met a per-address refusal or throttle
+    /// (`templates.refused`): try again later, the credentials are fine.
+    Refused,
 }
 
 /// An ongoing login confirmation on one backend connection.
@@ -182,6 +185,11 @@ impl Watch {
         send_login: &mut bool,
     ) -> Option<Outcome> {
         if self.syncing {
+            let text = String::from_utf8_lossy(line);
+            let text = crate::login::strip_ansi(&text);
+            if t.refused.iter().any(|re| re.is_match(text.trim())) {
+                return Some(Outcome::Refused);
+            }
             // Before the login: everything is connect-screen chatter (hidden);
             // the marker's echo means the game has the connection now.
             self.keep(line);
@@ -214,6 +222,9 @@ impl Watch {
         let text = String::from_utf8_lossy(line);
         let text = crate::login::strip_ansi(&text);
         let text = text.trim_end_matches(['\r', '\n']).trim_start();
+        if self.hiding() && t.refused.iter().any(|re| re.is_match(text)) {
+            return Some(Outcome::Refused);
+        }
         let failed = t.login_failure.iter().any(|re| re.is_match(text));
         let succeeded = !failed && t.login_success.iter().any(|re| re.is_match(text));
         if self.hiding() {

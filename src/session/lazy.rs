@@ -1,0 +1,62 @@
+//! The connect screen: lazy connect (a new player gets the heartbeat's
+//! copy of the game's connect screen, and the game connection waits for
+//! the player's first line), and waiting for the game's own screen before
+//! sending what was typed meanwhile.
+//!
+//! Players reading the connect screen then hold no game connection, so a
+//! game that limits connections waiting at its connect screen per address
+//! (TinyMUX's `max_preauth_sitecons`; every player is at holdfast's
+//! address) does not count them. The first line is queued and the
+//! connection opened ([`super::player`]); the game's own screen is hidden
+//! as far as it repeats the copy ([`super::relay`]), then the queued lines
+//! go ([`super::relay`], or [`Core::banner_overdue`] for a game that shows
+//! none in time).
+
+use std::sync::Arc;
+
+use tracing::debug;
+
+use super::core::{Actions, Core, Ctx, Game};
+use crate::state::{Phase, PoolState};
+
+impl Core {
+    /// Starts a lazy session if `listen.lazy_connect` is on, the active
+    /// backend may be up and its screen is known. Returns whether it did.
+    pub(super) fn start_lazy(
+        &mut self,
+        ctx: &mut Ctx,
+        pool: &PoolState,
+        screen: Option<Arc<[u8]>>,
+        out: &mut Actions,
+    ) -> bool {
+        let Some(s) = screen.filter(|s| !s.is_empty()) else {
+            return false;
+        };
+        if !ctx.cfg.listen.lazy_connect || !pool.active_usable() {
+            return false;
+        }
+        debug!("lazy connect: the cached connect screen; the game connection waits");
+        self.write_out(&s, out);
+        self.lazy = Some(s);
+        self.last_backend = Some(pool.active.clone());
+        self.phase = Phase::Relaying;
+        self.login_deadline = ctx.cfg.listen.login_timeout.map(|t| ctx.now + t);
+        true
+    }
+
+    /// A game that shows no connect screen within its banner wait still
+    /// gets the lines queued for it.
+    pub(super) fn banner_overdue(&mut self, ctx: &mut Ctx, out: &mut Actions) {
+        let cfg = ctx.cfg;
+        let due = |g: &Game| {
+            g.await_banner
+                && !g.closed
+                && g.connected_at + cfg.templates.banner_wait + cfg.heartbeat.timeout <= ctx.now
+        };
+        if let Some(g) = self.game.as_mut().filter(|g| due(g)) {
+            debug!("no connect screen in time; sending the queued lines anyway");
+            g.await_banner = false;
+            self.flush_queue(ctx, out);
+        }
+    }
+}
