@@ -25,6 +25,7 @@
 //! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
 //! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
 //! | `backend::pool` | preference order, active backend, failover decisions |
+//! | `cluster` | `bus.cluster`: many instances agree on the active backend (JetStream KV, leases, quorum, fencing) |
 //! | `state` | what the tasks share: config, pool view, session registry |
 //! | `limiter` | token bucket that spreads re-logins out |
 //! | `events` | event values and the never-blocking sink sessions emit into |
@@ -45,6 +46,7 @@
 pub mod backend;
 pub mod bus;
 pub mod clientip;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod front;
@@ -167,7 +169,17 @@ impl Proxy {
         if bus_task.is_none() {
             info!("bus: none (bus.servers is empty); running alone");
         }
-        let pool_task = tokio::spawn(backend::pool::run(shared.clone(), self.failover_rx));
+        // `bus.cluster`: moves go through the cluster (restart to change it).
+        let cluster_tx = cfg.bus.cluster.as_ref().map(|_| {
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(cluster::run(shared.clone(), rx));
+            tx
+        });
+        let pool_task = tokio::spawn(backend::pool::run(
+            shared.clone(),
+            self.failover_rx,
+            cluster_tx,
+        ));
         if let Some(l) = metrics_listener {
             tokio::spawn(metrics::http::serve(shared.clone(), l));
             let s = shared.clone();
