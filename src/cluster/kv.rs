@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Config as KvConfig, CreateErrorKind, Store, UpdateErrorKind};
-use async_nats::jetstream::stream::StorageType;
+use async_nats::jetstream::kv::{CreateErrorKind, Store, UpdateErrorKind};
+use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -114,21 +114,31 @@ impl Kv {
         let store = match within(op_timeout, "open the bucket", js.get_key_value(&bucket)).await {
             Ok(s) => s,
             Err(_) => {
-                let cfg = KvConfig {
-                    bucket: bucket.clone(),
-                    description: format!("holdfast cluster {name}: the active backend and the members' leases"),
-                    history: HISTORY,
+                // The stream a bucket is, made by hand: the client's own
+                // `create_key_value` first reads the account info, which
+                // it cannot parse from nats-server 2.9.
+                let cfg = StreamConfig {
+                    name: format!("KV_{bucket}"),
+                    description: Some(format!(
+                        "holdfast cluster {name}: the active backend and the members' leases"
+                    )),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: HISTORY,
                     storage: StorageType::File,
-                    num_replicas: replicas,
+                    num_replicas: replicas.max(1),
+                    allow_rollup: true,
+                    deny_delete: true,
+                    deny_purge: false,
+                    allow_direct: true,
+                    discard: DiscardPolicy::New,
                     ..Default::default()
                 };
                 // Another instance may create it at the same moment: then
-                // it exists and opening it works.
-                match within(op_timeout, "create the bucket", js.create_key_value(cfg)).await {
+                // it exists, and opening it works.
+                let made = within(op_timeout, "create the bucket", js.get_or_create_stream(cfg)).await;
+                match within(op_timeout, "open the bucket", js.get_key_value(&bucket)).await {
                     Ok(s) => s,
-                    Err(e) => within(op_timeout, "open the bucket", js.get_key_value(&bucket))
-                        .await
-                        .map_err(|_| e)?,
+                    Err(e) => return Err(made.err().unwrap_or(e)),
                 }
             }
         };

@@ -1,0 +1,447 @@
+//! Many proxies, one truth (issue 17, `bus.cluster`): three real holdfast
+//! instances in front of two fakemush backends, agreeing through a real
+//! three-node JetStream cluster.
+//!
+//! - the primary dies for everyone: one failover, every instance moves;
+//! - one instance loses NATS: it holds its players, the others stay, it
+//!   follows the cluster when it returns;
+//! - the primary is unreachable from one instance only: no majority, no
+//!   failover; that instance holds its players until it reaches it again.
+//!
+//! In each, the games' own logs must show that players of two instances
+//! were never logged in on different backends at the same moment.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::bus::*;
+use common::nats::*;
+use common::*;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const OFFLINE: &str = "Test MUSH is down. Your connection is being held";
+const ONLINE: &str = "You have been logged back in.";
+const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz", "wizpw")];
+const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
+const LEASE: Duration = Duration::from_secs(2);
+const AFTER: Duration = Duration::from_secs(1);
+
+/// A TCP forwarder that can be cut: cutting closes every connection
+/// through it and refuses new ones (accepted, then closed at once).
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<CancellationToken>>,
+    stop: CancellationToken,
+}
+
+impl Relay {
+    async fn new(target: std::net::SocketAddr) -> Relay {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let stop = CancellationToken::new();
+        let (c, cs, st) = (cut.clone(), conns.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (inbound, _) = tokio::select! {
+                    _ = st.cancelled() => return,
+                    r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
+                };
+                if c.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let Ok(out) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let token = cs.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let (mut ci, mut co) = inbound.into_split();
+                    let (mut si, mut so) = out.into_split();
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy(&mut ci, &mut so) => {}
+                        _ = tokio::io::copy(&mut si, &mut co) => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            port,
+            cut,
+            conns,
+            stop,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, Ordering::SeqCst);
+        if on {
+            let mut t = self.conns.lock().unwrap();
+            t.cancel();
+            *t = CancellationToken::new();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.conns.lock().unwrap().cancel();
+    }
+}
+
+fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
+    let bus = bus_toml(
+        &[nats.to_string()],
+        instance,
+        &format!(
+            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}s\"",
+            LEASE.as_secs()
+        ),
+    );
+    format!(
+        "game = \"Test MUSH\"\n\
+         [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"250ms\"\ntimeout = \"1s\"\n\
+         [client_ip]\nmode = \"command\"\n\
+         [failover]\nafter = \"{}s\"\n\
+         [[backends]]\nname = \"b0\"\naddr = \"{b0}\"\n\
+         [[backends]]\nname = \"b1\"\naddr = \"{b1}\"\n{bus}",
+        AFTER.as_secs()
+    )
+}
+
+async fn wait_js_ready(nodes: &[NatsServer]) {
+    let t0 = Instant::now();
+    let js = async_nats::jetstream::new(connect(&nodes[0].url()).await);
+    loop {
+        let r = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "READY".into(),
+                subjects: vec!["ready.probe".into()],
+                num_replicas: nodes.len(),
+                ..Default::default()
+            })
+            .await;
+        if r.is_ok() {
+            let _ = js.delete_stream("READY").await;
+            return;
+        }
+        assert!(t0.elapsed() < WAIT * 3, "JetStream cluster not ready: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Everything one scenario runs.
+struct Setup {
+    nodes: Vec<NatsServer>,
+    games: [Game; 2],
+    proxies: Vec<Proxy>,
+    players: Vec<Client>,
+    watch: Watch,
+}
+
+/// Starts the NATS cluster and three instances in front of `games`;
+/// instance `i` reaches NATS through node `i` and backend b0 at `b0_of(i)`;
+/// logs one player in on each.
+async fn setup(dir: &TempDir, games: [Game; 2], b0_of: impl Fn(usize) -> String) -> Setup {
+    let nodes = js_cluster(dir, 3);
+    wait_js_ready(&nodes).await;
+    let watch = Watch::start(&nodes[0].url()).await;
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        proxies.push(Proxy::start(
+            dir,
+            &proxy_config(&b0_of(i), &games[1].addr.to_string(), &nodes[i].url(), NAMES[i]),
+        ));
+    }
+    let mut players = Vec::new();
+    for (i, p) in proxies.iter().enumerate() {
+        let (u, pw) = USERS[i];
+        players.push(login(p.addr, u, pw).await);
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&games[0], u), "{u} is on b0");
+    }
+    Setup {
+        nodes,
+        games,
+        proxies,
+        players,
+        watch,
+    }
+}
+
+/// Logs in once the game's banner is there: an instance holds new
+/// players until it has joined the cluster.
+async fn login(addr: std::net::SocketAddr, user: &str, pass: &str) -> Client {
+    let mut c = Client::connect(addr).await;
+    c.expect("Welcome to FakeMUSH").await;
+    c.send(&format!("connect {user} {pass}")).await;
+    c.expect("Last connect was from").await;
+    c.send("think login-settled").await;
+    c.expect("login-settled").await;
+    c
+}
+
+fn two_games(dir: &TempDir) -> [Game; 2] {
+    [Game::start(dir, &[]), Game::start(dir, &[])]
+}
+
+fn logged_in(g: &Game, user: &str) -> bool {
+    g.events()
+        .iter()
+        .any(|e| e["t"] == "login" && e["user"] == user)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// Players' logged-in spans on a game (the heartbeat's excluded): from
+/// `login` to that connection's `logout` or `close`, or to `killed` (a
+/// killed game logs nothing more), or still open.
+fn spans(g: &Game, killed: Option<u64>) -> Vec<(u64, u64, String)> {
+    let ev = g.events();
+    let mut out = Vec::new();
+    for (i, e) in ev.iter().enumerate() {
+        if e["t"] != "login" || e["user"] == "heartbeat" {
+            continue;
+        }
+        let conn = &e["conn"];
+        let start = e["us"].as_u64().unwrap();
+        let end = ev[i + 1..]
+            .iter()
+            .find(|x| (x["t"] == "logout" || x["t"] == "close") && &x["conn"] == conn)
+            .and_then(|x| x["us"].as_u64())
+            .or(killed)
+            .unwrap_or(u64::MAX);
+        out.push((start, end, e["user"].as_str().unwrap().to_string()));
+    }
+    out
+}
+
+/// The one truth: at no moment was a player logged in on b0 while another
+/// was logged in on b1.
+fn assert_one_backend_at_a_time(s: &Setup, killed0: Option<u64>) {
+    let a = spans(&s.games[0], killed0);
+    let b = spans(&s.games[1], None);
+    for (s0, e0, u0) in &a {
+        for (s1, e1, u1) in &b {
+            assert!(
+                e0 <= s1 || e1 <= s0,
+                "{u0} on b0 ({s0}..{e0}) and {u1} on b1 ({s1}..{e1}) at the same time"
+            );
+        }
+    }
+}
+
+fn events(w: &Watch, kind: &str) -> Vec<Value> {
+    w.events()
+        .into_iter()
+        .filter(|m| m.kind() == kind)
+        .map(|m| m.json)
+        .collect()
+}
+
+async fn wait_events(w: &Watch, kind: &str, n: usize, within: Duration) -> Vec<Value> {
+    let t0 = Instant::now();
+    loop {
+        let v = events(w, kind);
+        if v.len() >= n {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "only {} {kind} events within {within:?}: {:#?}",
+            v.len(),
+            w.events().iter().map(|m| m.raw.clone()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ms_of(rfc3339: &str) -> i128 {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp_nanos()
+        / 1_000_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_dies_for_everyone_and_every_instance_moves() {
+    let dir = TempDir::new("cluster-a");
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    let initial = wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    assert_eq!(initial[0]["reason"], "initial", "{initial:?}");
+    assert_eq!(initial[0]["active"], "b0");
+
+    s.games[0].kill();
+    let killed = now_us();
+    let t0 = Instant::now();
+    for p in &mut s.players {
+        p.expect_within(OFFLINE, Duration::from_secs(3)).await;
+    }
+    // One term, proposed by one instance on a majority's word; every
+    // instance follows it.
+    let fo = wait_events(&s.watch, "failover", 3, AFTER + LEASE + WAIT).await;
+    let moved_after = t0.elapsed();
+    let terms = events(&s.watch, "cluster.term");
+    assert_eq!(terms.len(), 2, "{terms:#?}");
+    let t = &terms[1];
+    assert_eq!((t["active"].as_str(), t["previous"].as_str()), (Some("b1"), Some("b0")), "{t}");
+    assert_eq!(t["reason"], "automatic");
+    assert!(t["votes"].as_u64().unwrap() >= 2, "{t}");
+    assert!(NAMES.contains(&t["proposer"].as_str().unwrap()), "{t}");
+    let mut who: Vec<&str> = fo.iter().map(|e| e["instance"].as_str().unwrap()).collect();
+    who.sort();
+    assert_eq!(who, NAMES, "{fo:#?}");
+    for e in &fo {
+        assert_eq!((e["to"].as_str(), e["reason"].as_str()), (Some("b1"), Some("automatic")), "{e}");
+        assert_eq!(e["term"], t["term"], "{e}");
+    }
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say moved {i}")).await;
+        p.expect(&format!("moved {i}")).await;
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&s.games[1], u), "{u} on b1");
+    }
+    assert_one_backend_at_a_time(&s, Some(killed));
+    // Figures for the note: from the compare-and-set (the term's event
+    // time) to the last instance moving its sessions, and to the last
+    // player logged in on b1.
+    let term_ms = ms_of(t["time"].as_str().unwrap());
+    let last_move = fo.iter().map(|e| ms_of(e["time"].as_str().unwrap())).max().unwrap();
+    let last_login_us = s.games[1]
+        .events()
+        .iter()
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .filter_map(|e| e["us"].as_u64())
+        .max()
+        .unwrap();
+    eprintln!(
+        "FIGURE cluster failover: kill->term {} ms; term->last instance moved {} ms; term->last player on b1 {} ms; kill->test saw all 3 failover events {:?} (lease {:?}, failover.after {:?})",
+        term_ms - killed as i128 / 1000,
+        last_move - term_ms,
+        last_login_us as i128 / 1000 - term_ms,
+        moved_after,
+        LEASE,
+        AFTER
+    );
+    for p in &s.proxies {
+        p.assert_no_passwords();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_nats_holds_then_follows() {
+    let dir = TempDir::new("cluster-b");
+    // Each instance talks to its own node; the third node is cut.
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    // A blip shorter than the lease changes nothing.
+    s.nodes[2].freeze();
+    tokio::time::sleep(LEASE / 3).await;
+    s.nodes[2].thaw();
+    s.players[2].send("say after the blip").await;
+    s.players[2].expect("You say, \"after the blip\"").await;
+
+    s.nodes[2].kill();
+    let t0 = Instant::now();
+    s.players[2].expect_within(OFFLINE, LEASE + WAIT).await;
+    let held_after = t0.elapsed();
+    assert!(held_after >= LEASE / 2, "held after only {held_after:?}");
+    // Its input is queued, the game sees none of it.
+    s.players[2].send("say while fenced").await;
+    // The others play on, on b0.
+    for i in 0..2 {
+        s.players[i].send(&format!("say still here {i}")).await;
+        s.players[i].expect(&format!("still here {i}")).await;
+    }
+    assert!(!s.games[0].lines_from("Wiz").iter().any(|l| l.contains("while fenced")));
+    s.players[0].expect_open_for(LEASE).await;
+    s.nodes[2].restart();
+    s.players[2].expect(ONLINE).await;
+    s.players[2].send("say back").await;
+    s.players[2].expect("You say, \"back\"").await;
+    eprintln!("FIGURE cut-off instance: held {held_after:?} after its NATS node died");
+    let fenced = wait_events(&s.watch, "cluster.fenced", 1, WAIT).await;
+    assert_eq!(fenced[0]["instance"], "hf-c", "{fenced:?}");
+    let back = wait_events(&s.watch, "cluster.rejoined", 1, WAIT).await;
+    assert_eq!((back[0]["instance"].as_str(), back[0]["active"].as_str()), (Some("hf-c"), Some("b0")));
+    let held = events(&s.watch, "session.held");
+    assert!(
+        held.iter().any(|e| e["instance"] == "hf-c" && e["reason"] == "fenced" && e["user"] == "Wiz"),
+        "{held:#?}"
+    );
+    assert!(events(&s.watch, "failover").is_empty(), "nobody moved");
+    assert_eq!(events(&s.watch, "cluster.term").len(), 1, "no new term");
+    assert!(
+        !s.games[1].events().iter().any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
+        "nobody on b1"
+    );
+    assert_one_backend_at_a_time(&s, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_only_one_instance_cannot_reach_is_not_failed_over() {
+    let dir = TempDir::new("cluster-c");
+    // The third instance reaches b0 through a relay that the test cuts.
+    let games = two_games(&dir);
+    let relay = Relay::new(games[0].addr).await;
+    let (b0, via) = (games[0].addr.to_string(), relay.addr());
+    let mut s = setup(&dir, games, |i| if i == 2 { via.clone() } else { b0.clone() }).await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+
+    relay.cut(true);
+    let t0 = Instant::now();
+    s.players[2].expect_within(OFFLINE, Duration::from_secs(5)).await;
+    // Well past failover.after + lease: one instance's word is no majority.
+    s.players[0].expect_open_for(AFTER + LEASE * 2).await;
+    for i in 0..2 {
+        s.players[i].send(&format!("say on b0 {i}")).await;
+        s.players[i].expect(&format!("on b0 {i}")).await;
+    }
+    assert!(events(&s.watch, "failover").is_empty(), "{:#?}", events(&s.watch, "failover"));
+    assert_eq!(events(&s.watch, "cluster.term").len(), 1, "no new term");
+    let down: Vec<Value> = events(&s.watch, "backend.down");
+    assert!(
+        down.iter().all(|e| e["instance"] == "hf-c" && e["backend"] == "b0"),
+        "only the cut-off instance saw b0 down: {down:#?}"
+    );
+    assert!(!down.is_empty());
+    relay.cut(false);
+    s.players[2].expect(ONLINE).await;
+    eprintln!("FIGURE one-sided outage: held {:?} in all, no failover", t0.elapsed());
+    s.players[2].send("say back on b0").await;
+    s.players[0].expect("Wiz says, \"back on b0\"").await;
+    let held = events(&s.watch, "session.held");
+    assert!(
+        held.iter().any(|e| e["instance"] == "hf-c" && e["user"] == "Wiz"),
+        "{held:#?}"
+    );
+    assert!(
+        !s.games[1].events().iter().any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
+        "nobody on b1"
+    );
+    assert_one_backend_at_a_time(&s, None);
+}
