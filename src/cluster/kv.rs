@@ -129,7 +129,9 @@ impl Kv {
                     allow_rollup: true,
                     deny_delete: true,
                     deny_purge: false,
-                    allow_direct: true,
+                    // Reads go to the stream's leader: they see the last
+                    // write, and a hung follower cannot stall them.
+                    allow_direct: false,
                     discard: DiscardPolicy::New,
                     ..Default::default()
                 };
@@ -189,13 +191,26 @@ impl Kv {
 
     /// Every member's value and revision.
     pub async fn members(&self) -> Res<Vec<(Member, u64)>> {
-        let keys: Vec<String> = within(self.op_timeout, "list members", async {
-            let keys = self.store.keys().await?;
-            Ok::<_, async_nats::jetstream::kv::HistoryError>(
-                keys.filter_map(|k| async move { k.ok() }).collect().await,
-            )
+        // The stream's subjects, not `keys()`: that makes a consumer on
+        // every call, which a loaded cluster answers too slowly.
+        let prefix = self.store.prefix.clone();
+        let subjects: Vec<String> = within(self.op_timeout, "list members", async {
+            let mut info = self
+                .store
+                .stream
+                .info_with_subjects(format!("{prefix}member.>"))
+                .await?;
+            let mut out = Vec::new();
+            while let Some(r) = info.next().await {
+                out.push(r?.0);
+            }
+            Ok::<_, async_nats::jetstream::stream::InfoError>(out)
         })
         .await?;
+        let keys: Vec<String> = subjects
+            .iter()
+            .filter_map(|s| s.strip_prefix(&prefix).map(String::from))
+            .collect();
         let mut out = Vec::new();
         for k in keys.into_iter().filter(|k| k.starts_with("member.")) {
             let e = within(self.op_timeout, "read a member", self.store.entry(k)).await?;
