@@ -170,7 +170,10 @@ async fn wait_js_ready(nodes: &[NatsServer]) {
             let _ = js.delete_stream("READY").await;
             return;
         }
-        assert!(t0.elapsed() < WAIT * 3, "JetStream cluster not ready: {r:?}");
+        assert!(
+            t0.elapsed() < WAIT * 3,
+            "JetStream cluster not ready: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -195,7 +198,12 @@ async fn setup(dir: &TempDir, games: [Game; 2], b0_of: impl Fn(usize) -> String)
     for i in 0..3 {
         proxies.push(Proxy::start(
             dir,
-            &proxy_config(&b0_of(i), &games[1].addr.to_string(), &nodes[i].url(), NAMES[i]),
+            &proxy_config(
+                &b0_of(i),
+                &games[1].addr.to_string(),
+                &nodes[i].url(),
+                NAMES[i],
+            ),
         ));
     }
     let mut players = Vec::new();
@@ -337,7 +345,11 @@ async fn primary_dies_for_everyone_and_every_instance_moves() {
     let terms = events(&s.watch, "cluster.term");
     assert_eq!(terms.len(), 2, "{terms:#?}");
     let t = &terms[1];
-    assert_eq!((t["active"].as_str(), t["previous"].as_str()), (Some("b1"), Some("b0")), "{t}");
+    assert_eq!(
+        (t["active"].as_str(), t["previous"].as_str()),
+        (Some("b1"), Some("b0")),
+        "{t}"
+    );
     assert_eq!(t["reason"], "automatic");
     assert!(t["votes"].as_u64().unwrap() >= 2, "{t}");
     assert!(NAMES.contains(&t["proposer"].as_str().unwrap()), "{t}");
@@ -345,7 +357,11 @@ async fn primary_dies_for_everyone_and_every_instance_moves() {
     who.sort();
     assert_eq!(who, NAMES, "{fo:#?}");
     for e in &fo {
-        assert_eq!((e["to"].as_str(), e["reason"].as_str()), (Some("b1"), Some("automatic")), "{e}");
+        assert_eq!(
+            (e["to"].as_str(), e["reason"].as_str()),
+            (Some("b1"), Some("automatic")),
+            "{e}"
+        );
         assert_eq!(e["term"], t["term"], "{e}");
     }
     for (i, p) in s.players.iter_mut().enumerate() {
@@ -361,7 +377,11 @@ async fn primary_dies_for_everyone_and_every_instance_moves() {
     // time) to the last instance moving its sessions, and to the last
     // player logged in on b1.
     let term_ms = ms_of(t["time"].as_str().unwrap());
-    let last_move = fo.iter().map(|e| ms_of(e["time"].as_str().unwrap())).max().unwrap();
+    let last_move = fo
+        .iter()
+        .map(|e| ms_of(e["time"].as_str().unwrap()))
+        .max()
+        .unwrap();
     let last_login_us = s.games[1]
         .events()
         .iter()
@@ -403,7 +423,11 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     s.nodes[v].thaw();
     s.players[v].send("say after the blip").await;
     s.players[v].expect("You say, \"after the blip\"").await;
-    assert!(events(&watch, "session.held").is_empty(), "{:#?}", events(&watch, "session.held"));
+    assert!(
+        events(&watch, "session.held").is_empty(),
+        "{:#?}",
+        events(&watch, "session.held")
+    );
 
     s.nodes[v].kill();
     let t0 = Instant::now();
@@ -417,27 +441,39 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
         s.players[i].send(&format!("say still here {i}")).await;
         s.players[i].expect(&format!("still here {i}")).await;
     }
-    assert!(!s.games[0].lines_from(user).iter().any(|l| l.contains("while fenced")));
+    assert!(!s.games[0]
+        .lines_from(user)
+        .iter()
+        .any(|l| l.contains("while fenced")));
     s.players[(v + 1) % 3].expect_open_for(LEASE).await;
     s.nodes[v].restart();
     s.players[v].expect(ONLINE).await;
     // The queued line went in after the re-login.
     s.players[v].expect("You say, \"while fenced\"").await;
-    eprintln!("FIGURE cut-off instance: held {held_after:?} after its NATS node died (lease {LEASE:?})");
+    eprintln!(
+        "FIGURE cut-off instance: held {held_after:?} after its NATS node died (lease {LEASE:?})"
+    );
     let fenced = wait_events(&watch, "cluster.fenced", 1, WAIT).await;
     assert_eq!(fenced[0]["instance"], name, "{fenced:?}");
     let back = wait_events(&watch, "cluster.rejoined", 1, WAIT).await;
-    assert_eq!((back[0]["instance"].as_str(), back[0]["active"].as_str()), (Some(name), Some("b0")));
+    assert_eq!(
+        (back[0]["instance"].as_str(), back[0]["active"].as_str()),
+        (Some(name), Some("b0"))
+    );
     let held = events(&watch, "session.held");
     assert!(
-        held.iter().all(|e| e["instance"] == name && e["reason"] == "fenced" && e["user"] == user),
+        held.iter()
+            .all(|e| e["instance"] == name && e["reason"] == "fenced" && e["user"] == user),
         "{held:#?}"
     );
     assert_eq!(held.len(), 1, "{held:#?}");
     assert!(events(&watch, "failover").is_empty(), "nobody moved");
     assert!(events(&watch, "cluster.term").is_empty(), "no new term");
     assert!(
-        !s.games[1].events().iter().any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
+        !s.games[1]
+            .events()
+            .iter()
+            .any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
         "nobody on b1"
     );
     assert_one_backend_at_a_time(&s, None);
@@ -449,7 +485,12 @@ async fn victim(s: &Setup) -> usize {
     let t0 = Instant::now();
     loop {
         let leader = match js.get_stream("KV_holdfast_cluster_test").await {
-            Ok(mut st) => st.info().await.ok().and_then(|i| i.cluster.clone()).and_then(|c| c.leader),
+            Ok(mut st) => st
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.cluster.clone())
+                .and_then(|c| c.leader),
             Err(_) => None,
         };
         if let Some(l) = leader {
@@ -467,38 +508,57 @@ async fn a_primary_only_one_instance_cannot_reach_is_not_failed_over() {
     let games = two_games(&dir);
     let relay = Relay::new(games[0].addr).await;
     let (b0, via) = (games[0].addr.to_string(), relay.addr());
-    let mut s = setup(&dir, games, |i| if i == 2 { via.clone() } else { b0.clone() }).await;
+    let mut s = setup(
+        &dir,
+        games,
+        |i| if i == 2 { via.clone() } else { b0.clone() },
+    )
+    .await;
     wait_events(&s.watch, "cluster.term", 1, WAIT).await;
 
     relay.cut(true);
     let t0 = Instant::now();
-    s.players[2].expect_within(OFFLINE, Duration::from_secs(5)).await;
+    s.players[2]
+        .expect_within(OFFLINE, Duration::from_secs(5))
+        .await;
     // Well past failover.after + lease: one instance's word is no majority.
     s.players[0].expect_open_for(AFTER + LEASE * 2).await;
     for i in 0..2 {
         s.players[i].send(&format!("say on b0 {i}")).await;
         s.players[i].expect(&format!("on b0 {i}")).await;
     }
-    assert!(events(&s.watch, "failover").is_empty(), "{:#?}", events(&s.watch, "failover"));
+    assert!(
+        events(&s.watch, "failover").is_empty(),
+        "{:#?}",
+        events(&s.watch, "failover")
+    );
     assert_eq!(events(&s.watch, "cluster.term").len(), 1, "no new term");
     let down: Vec<Value> = events(&s.watch, "backend.down");
     assert!(
-        down.iter().all(|e| e["instance"] == "hf-c" && e["backend"] == "b0"),
+        down.iter()
+            .all(|e| e["instance"] == "hf-c" && e["backend"] == "b0"),
         "only the cut-off instance saw b0 down: {down:#?}"
     );
     assert!(!down.is_empty());
     relay.cut(false);
     s.players[2].expect(ONLINE).await;
-    eprintln!("FIGURE one-sided outage: held {:?} in all, no failover", t0.elapsed());
+    eprintln!(
+        "FIGURE one-sided outage: held {:?} in all, no failover",
+        t0.elapsed()
+    );
     s.players[2].send("say back on b0").await;
     s.players[0].expect("Wiz says, \"back on b0\"").await;
     let held = events(&s.watch, "session.held");
     assert!(
-        held.iter().any(|e| e["instance"] == "hf-c" && e["user"] == "Wiz"),
+        held.iter()
+            .any(|e| e["instance"] == "hf-c" && e["user"] == "Wiz"),
         "{held:#?}"
     );
     assert!(
-        !s.games[1].events().iter().any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
+        !s.games[1]
+            .events()
+            .iter()
+            .any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
         "nobody on b1"
     );
     assert_one_backend_at_a_time(&s, None);

@@ -137,7 +137,12 @@ impl Kv {
                 };
                 // Another instance may create it at the same moment: then
                 // it exists, and opening it works.
-                let made = within(op_timeout, "create the bucket", js.get_or_create_stream(cfg)).await;
+                let made = within(
+                    op_timeout,
+                    "create the bucket",
+                    js.get_or_create_stream(cfg),
+                )
+                .await;
                 match within(op_timeout, "open the bucket", js.get_key_value(&bucket)).await {
                     Ok(s) => s,
                     Err(e) => return Err(made.err().unwrap_or(e)),

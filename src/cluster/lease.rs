@@ -130,7 +130,11 @@ impl Table {
 
     /// Members whose lease is running, but not `me` (the caller adds its
     /// own view, fresher than what it stored).
-    pub fn live_others<'a>(&'a self, me: &'a str, now: Instant) -> impl Iterator<Item = &'a Member> {
+    pub fn live_others<'a>(
+        &'a self,
+        me: &'a str,
+        now: Instant,
+    ) -> impl Iterator<Item = &'a Member> {
         self.members
             .values()
             .filter(move |s| s.value.instance != me && self.alive(s, now))

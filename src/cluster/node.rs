@@ -93,11 +93,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Failov
 /// A client of its own: the cluster's calls never queue behind events.
 async fn connect(cfg: &crate::config::Config) -> anyhow::Result<async_nats::Client> {
     let servers = crate::bus::server_addrs(&cfg.bus)?;
-    let opts = crate::bus::connect_options(&cfg.bus, &format!("holdfast-cluster:{}", cfg.bus.instance))
-        .await?
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .reconnect_delay_callback(crate::bus::reconnect_delay);
+    let opts =
+        crate::bus::connect_options(&cfg.bus, &format!("holdfast-cluster:{}", cfg.bus.instance))
+            .await?
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(crate::bus::reconnect_delay);
     Ok(opts.connect(servers).await?)
 }
 
@@ -271,7 +272,11 @@ impl Node {
         }
         self.active = Some(a);
         let done: Vec<usize> = (0..self.pending.len())
-            .filter(|&i| self.active.as_ref().is_some_and(|a| a.backend == self.pending[i].0.backend))
+            .filter(|&i| {
+                self.active
+                    .as_ref()
+                    .is_some_and(|a| a.backend == self.pending[i].0.backend)
+            })
             .collect();
         for i in done.into_iter().rev() {
             let (r, _) = self.pending.remove(i);
@@ -348,7 +353,9 @@ impl Node {
             if self.cas(&r.backend, r.reason, None).await {
                 let _ = r.reply.send(Ok(()));
             } else if now.duration_since(at) > self.cl.lease * REQUEST_LEASES {
-                let _ = r.reply.send(Err("the cluster's choice kept changing; try again".into()));
+                let _ = r
+                    .reply
+                    .send(Err("the cluster's choice kept changing; try again".into()));
             } else {
                 self.pending.push((r, at));
             }
@@ -444,7 +451,11 @@ impl Node {
             problem: self.problem.clone(),
             members,
         };
-        *self.shared.cluster.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
+        *self
+            .shared
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(st);
     }
 
     /// Removes this instance's key so the others need not wait for its

@@ -169,17 +169,16 @@ mod tests {
 
     #[test]
     fn failback_needs_a_majority_seeing_the_preferred_up() {
-        let cfg = Config::parse(
-            Path::new("t.toml"),
-            &format!("{CFG}failback = true\n"),
-        )
-        .unwrap();
+        let cfg = Config::parse(Path::new("t.toml"), &format!("{CFG}failback = true\n")).unwrap();
         let mut p = pool(Some(true), Some(true), SystemTime::now());
         p.active = "b".into();
         let mine = view_of(&p);
         let down = member("y", Some(false), Some(true));
         let up = member("z", Some(true), Some(true));
-        assert_eq!(automatic(&cfg, &p, &mine, &[&down], 3, SystemTime::now()), None);
+        assert_eq!(
+            automatic(&cfg, &p, &mine, &[&down], 3, SystemTime::now()),
+            None
+        );
         assert_eq!(
             automatic(&cfg, &p, &mine, &[&down, &up], 3, SystemTime::now()),
             Some(("a".into(), 2))

@@ -122,7 +122,10 @@ fn cluster(cx: &Cx<'_>, b: &mut RawBus, jetstream: bool) -> Result<Option<Cluste
         ));
     }
     if b.servers.as_ref().is_none_or(|s| s.is_empty()) {
-        return Err(cx.at(&name, "bus.cluster needs bus.servers (the NATS servers the instances share)"));
+        return Err(cx.at(
+            &name,
+            "bus.cluster needs bus.servers (the NATS servers the instances share)",
+        ));
     }
     let size = match size {
         None => {

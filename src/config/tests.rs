@@ -360,12 +360,18 @@ fn bus_cluster_keys() {
     let bus = "[bus]\nservers = [\"nats://a:4222\"]\njetstream = true\n";
     let c = parse(&format!("{MIN}{bus}cluster = \"mush\"\ncluster_size = 3\n")).unwrap();
     let cl = c.bus.cluster.expect("a cluster");
-    assert_eq!((cl.name.as_str(), cl.size, cl.lease), ("mush", 3, DEFAULT_LEASE));
+    assert_eq!(
+        (cl.name.as_str(), cl.size, cl.lease),
+        ("mush", 3, DEFAULT_LEASE)
+    );
     let c = parse(&format!(
         "{MIN}{bus}cluster = \"mush\"\ncluster_size = 1\nlease = \"2s\"\n"
     ))
     .unwrap();
-    assert_eq!(c.bus.cluster.unwrap().lease, std::time::Duration::from_secs(2));
+    assert_eq!(
+        c.bus.cluster.unwrap().lease,
+        std::time::Duration::from_secs(2)
+    );
     assert_eq!(parse(&format!("{MIN}{bus}")).unwrap().bus.cluster, None);
     // Each mistake names the key's line and column.
     let e = parse(&format!("{MIN}{bus}cluster = \"mush\"\n")).unwrap_err();

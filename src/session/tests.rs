@@ -561,14 +561,20 @@ async fn a_fenced_instance_holds_and_follows_the_cluster() {
     // Fenced, nothing connects, however long it lasts (the backend is up).
     advance(Duration::from_secs(30)).await;
     let out = t.timer();
-    assert!(!out.iter().any(|a| matches!(a, Action::Connect(_))), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
     // The cluster moved to b meanwhile; the fence lifts.
     t.pool.active = "b".into();
     t.pool.epoch += 1;
     t.pool.fenced = false;
     t.step(|c, ctx, p, o| c.pool(ctx, p, o));
     let out = reconnect(&mut t).await;
-    assert!(game_text(&out).starts_with("connect Alice pw\r\n"), "{out:?}");
+    assert!(
+        game_text(&out).starts_with("connect Alice pw\r\n"),
+        "{out:?}"
+    );
     assert_eq!(t.core.backend(), Some("b"));
 }
 
@@ -578,7 +584,10 @@ async fn a_session_starting_fenced_waits() {
     let mut t = T::new("");
     t.pool.fenced = true;
     let out = t.step(|c, ctx, p, o| c.start(ctx, p, o));
-    assert!(!out.iter().any(|a| matches!(a, Action::Connect(_))), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
     assert_eq!(t.core.phase(), Phase::Held);
     t.pool.fenced = false;
     t.step(|c, ctx, p, o| c.pool(ctx, p, o));
