@@ -106,7 +106,7 @@ fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
         &[nats.to_string()],
         instance,
         &format!(
-            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}s\"",
+            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}s\"\nrpc_allow = [\"status\", \"failover\"]",
             LEASE.as_secs()
         ),
     );
@@ -562,4 +562,89 @@ async fn a_primary_only_one_instance_cannot_reach_is_not_failed_over() {
         "nobody on b1"
     );
     assert_one_backend_at_a_time(&s, None);
+}
+
+/// An operator's `failover` request to one instance moves the whole
+/// cluster (no majority needed: the operator decided), and `status` shows
+/// the cluster's choice, its term and every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_request_to_one_instance_moves_them_all() {
+    let dir = TempDir::new("cluster-op");
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    // Its view is as of its last read of the bucket (every lease / 8).
+    let st = status_until(&s.watch.client, "hf-b", |c| {
+        c["members"].as_array().is_some_and(|m| m.len() == 3)
+    })
+    .await;
+    let c = &st["cluster"];
+    assert_eq!(
+        (c["name"].as_str(), c["active"].as_str(), c["size"].as_u64()),
+        (Some("test"), Some("b0"), Some(3)),
+        "{st:#}"
+    );
+    assert_eq!(c["fenced"], false, "{st:#}");
+    let members: Vec<&str> = c["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, NAMES, "{st:#}");
+    assert!(
+        c["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["alive"] == true && m["term"] == c["term"]),
+        "{st:#}"
+    );
+
+    let r = request(&s.watch.client, "hf-a", "failover", r#"{"backend": "b1"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let fo = wait_events(&s.watch, "failover", 3, WAIT).await;
+    for e in &fo {
+        assert_eq!(
+            (e["to"].as_str(), e["reason"].as_str()),
+            (Some("b1"), Some("request")),
+            "{e}"
+        );
+    }
+    let terms = events(&s.watch, "cluster.term");
+    assert_eq!(terms.last().unwrap()["proposer"], "hf-a", "{terms:#?}");
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b1 {i}")).await;
+        p.expect(&format!("on b1 {i}")).await;
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&s.games[1], u), "{u} on b1");
+    }
+    // Everyone left b0 before anyone logged in on b1.
+    assert_one_backend_at_a_time(&s, None);
+    let st = status_until(&s.watch.client, "hf-c", |c| c["active"] == "b1").await;
+    assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
+    assert_eq!(st["cluster"]["proposer"], "hf-a", "{st:#}");
+    // The table `holdfast status` prints.
+    let table = holdfast::bus::render_table(&[st]);
+    assert!(table.contains("cluster test: active b1"), "{table}");
+}
+
+/// Asks `instance` for its status until its `cluster` part satisfies `f`.
+async fn status_until(
+    client: &async_nats::Client,
+    instance: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let st = request(client, instance, "status", "{}").await;
+        if f(&st["cluster"]) {
+            return st;
+        }
+        assert!(t0.elapsed() < WAIT, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

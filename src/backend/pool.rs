@@ -203,8 +203,11 @@ impl Manager {
                 req.backend
             ));
         }
-        let to = b.name.clone();
-        self.switch(&to, req.reason);
+        if self.cluster.is_none() {
+            // In a cluster the run loop hands the request itself over.
+            let to = b.name.clone();
+            self.switch(&to, req.reason);
+        }
         Ok(())
     }
 

@@ -26,9 +26,11 @@ use crate::config::Cluster;
 use crate::events::Event;
 use crate::state::{FailoverRequest, Shared};
 
-/// An operator's move that waits for the fencing rule gives up after this
-/// many leases.
-const REQUEST_LEASES: u32 = 3;
+/// An operator's move that waits for the fencing rule gives up after three
+/// leases, and within the 5 s the `failover` request waits for an answer.
+fn request_patience(lease: Duration) -> Duration {
+    (lease * 3).min(Duration::from_secs(4))
+}
 
 pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<FailoverRequest>) {
     let cfg = shared.config();
@@ -167,8 +169,11 @@ impl Node {
         } else {
             self.problem = None;
         }
-        self.fence(Instant::now());
-        if !self.shared.pool.borrow().fenced {
+        let now = Instant::now();
+        self.fence(now);
+        if self.joined && !self.lease.lost(now) && !self.unknown {
+            // Fenced only while the others follow a new term: operator
+            // moves wait for that (`propose` checks the fencing rule).
             self.propose().await;
         } else {
             self.refuse_requests();
@@ -339,7 +344,7 @@ impl Node {
         let pending = std::mem::take(&mut self.pending);
         for (r, at) in pending {
             if !settled || self.kv.is_none() {
-                if now.duration_since(at) > self.cl.lease * REQUEST_LEASES {
+                if now.duration_since(at) > request_patience(self.cl.lease) {
                     let who = self.table.waiting_for(&self.me, self.term, now).join(", ");
                     let _ = r.reply.send(Err(format!(
                         "the cluster did not settle: {who} neither confirmed term {} nor let its lease run out",
@@ -352,7 +357,7 @@ impl Node {
             }
             if self.cas(&r.backend, r.reason, None).await {
                 let _ = r.reply.send(Ok(()));
-            } else if now.duration_since(at) > self.cl.lease * REQUEST_LEASES {
+            } else if now.duration_since(at) > request_patience(self.cl.lease) {
                 let _ = r
                     .reply
                     .send(Err("the cluster's choice kept changing; try again".into()));
@@ -419,8 +424,12 @@ impl Node {
 
     fn refuse_requests(&mut self) {
         for (r, _) in self.pending.drain(..) {
+            if self.active.as_ref().is_some_and(|a| a.backend == r.backend) {
+                let _ = r.reply.send(Ok(()));
+                continue;
+            }
             let _ = r.reply.send(Err(format!(
-                "this instance holds no lease in cluster {:?} (it cannot reach the bus, or waits for the others): it cannot move the cluster",
+                "this instance holds no lease in cluster {:?} (it cannot reach the bus): it cannot move the cluster",
                 self.cl.name
             )));
         }
