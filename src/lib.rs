@@ -170,11 +170,16 @@ impl Proxy {
             info!("bus: none (bus.servers is empty); running alone");
         }
         // `bus.cluster`: moves go through the cluster (restart to change it).
-        let cluster_tx = cfg.bus.cluster.as_ref().map(|_| {
-            let (tx, rx) = mpsc::channel(16);
-            tokio::spawn(cluster::run(shared.clone(), rx));
-            tx
-        });
+        let (cluster_tx, cluster_task) = match &cfg.bus.cluster {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(16);
+                (
+                    Some(tx),
+                    Some(tokio::spawn(cluster::run(shared.clone(), rx))),
+                )
+            }
+            None => (None, None),
+        };
         let pool_task = tokio::spawn(backend::pool::run(
             shared.clone(),
             self.failover_rx,
@@ -237,6 +242,10 @@ impl Proxy {
             );
         }
         let _ = pool_task.await;
+        if let Some(t) = cluster_task {
+            // It removes this instance's lease key (bounded by its timeouts).
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
         shared
             .events
             .emit(Event::new("proxy.stop").with("version", env!("CARGO_PKG_VERSION")));

@@ -613,7 +613,14 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         );
     }
     let terms = events(&s.watch, "cluster.term");
-    assert_eq!(terms.last().unwrap()["proposer"], "hf-a", "{terms:#?}");
+    let t = terms.last().unwrap();
+    assert_eq!(t["proposer"], "hf-a", "{terms:#?}");
+    let term_ms = ms_of(t["time"].as_str().unwrap());
+    let last_move = fo
+        .iter()
+        .map(|e| ms_of(e["time"].as_str().unwrap()))
+        .max()
+        .unwrap();
     for (i, p) in s.players.iter_mut().enumerate() {
         p.expect(ONLINE).await;
         p.send(&format!("say on b1 {i}")).await;
@@ -624,6 +631,18 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
     }
     // Everyone left b0 before anyone logged in on b1.
     assert_one_backend_at_a_time(&s, None);
+    let last_login_us = s.games[1]
+        .events()
+        .iter()
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .filter_map(|e| e["us"].as_u64())
+        .max()
+        .unwrap();
+    eprintln!(
+        "FIGURE cluster failover request: term->last instance moved {} ms; term->last player on b1 {} ms",
+        last_move - term_ms,
+        last_login_us as i128 / 1000 - term_ms
+    );
     let st = status_until(&s.watch.client, "hf-c", |c| c["active"] == "b1").await;
     assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
     assert_eq!(st["cluster"]["proposer"], "hf-a", "{st:#}");

@@ -468,8 +468,12 @@ impl Node {
     }
 
     /// Removes this instance's key so the others need not wait for its
-    /// lease to run out.
+    /// lease to run out; not after an upgrade, whose new process renews the
+    /// same key.
     async fn leave(&self) {
+        if self.shared.handover.busy() {
+            return;
+        }
         if let Some(kv) = &self.kv {
             match kv.remove(&self.me).await {
                 Ok(()) => info!(cluster = %self.cl.name, "cluster: left"),
