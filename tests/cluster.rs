@@ -116,10 +116,16 @@ fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
          [client_ip]\nmode = \"command\"\n\
          [outage]\nqueue_input = true\n\
          [failover]\nafter = \"{}s\"\n\
-         [[backends]]\nname = \"b0\"\naddr = \"{b0}\"\n\
-         [[backends]]\nname = \"b1\"\naddr = \"{b1}\"\n{bus}",
-        AFTER.as_secs()
+         {}{bus}",
+        AFTER.as_secs(),
+        backends(&[("b0", b0), ("b1", b1)])
     )
+}
+
+fn backends(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(n, a)| format!("[[backends]]\nname = \"{n}\"\naddr = \"{a}\"\n"))
+        .collect()
 }
 
 /// `js_cluster(dir, 3)`, but the nodes do not tell clients about each
@@ -565,8 +571,9 @@ async fn a_primary_only_one_instance_cannot_reach_is_not_failed_over() {
 }
 
 /// An operator's `failover` request to one instance moves the whole
-/// cluster (no majority needed: the operator decided), and `status` shows
-/// the cluster's choice, its term and every member.
+/// cluster (no majority needed: the operator decided), as does a reload
+/// that reorders one instance's backends; `status` shows the cluster's
+/// choice, its term and every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_request_to_one_instance_moves_them_all() {
     let dir = TempDir::new("cluster-op");
@@ -644,6 +651,45 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         last_login_us as i128 / 1000 - term_ms
     );
     let st = status_until(&s.watch.client, "hf-c", |c| c["active"] == "b1").await;
+    let moved = events(&s.watch, "failover").len();
+
+    // A reload that reorders one instance's backends moves the cluster
+    // too: prefer b1 (already active: nothing moves), then b0 again.
+    let (a0, a1) = (s.games[0].addr.to_string(), s.games[1].addr.to_string());
+    let reordered = |first_b1: bool| {
+        let cfg = proxy_config(&a0, &a1, &s.nodes[2].url(), NAMES[2]);
+        if first_b1 {
+            cfg.replace(
+                &backends(&[("b0", &a0), ("b1", &a1)]),
+                &backends(&[("b1", &a1), ("b0", &a0)]),
+            )
+        } else {
+            cfg
+        }
+    };
+    s.proxies[2].rewrite(&reordered(true));
+    s.proxies[2].sighup();
+    wait_events(&s.watch, "config.reloaded", 1, WAIT).await;
+    s.proxies[2].rewrite(&reordered(false));
+    s.proxies[2].sighup();
+    let fo = wait_events(&s.watch, "failover", moved + 3, WAIT).await;
+    for e in &fo[moved..] {
+        assert_eq!(
+            (e["to"].as_str(), e["reason"].as_str()),
+            (Some("b0"), Some("sighup")),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        events(&s.watch, "cluster.term").last().unwrap()["proposer"],
+        "hf-c"
+    );
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b0 again {i}")).await;
+        p.expect(&format!("on b0 again {i}")).await;
+    }
+    assert_one_backend_at_a_time(&s, None);
     assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
     assert_eq!(st["cluster"]["proposer"], "hf-a", "{st:#}");
     // The table `holdfast status` prints.
