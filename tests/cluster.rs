@@ -12,16 +12,16 @@
 //! were never logged in on different backends at the same moment.
 
 mod common;
+#[path = "cluster/harness.rs"]
+mod harness;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::bus::*;
 use common::nats::*;
 use common::*;
+use harness::*;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 const OFFLINE: &str = "Test MUSH is down. Your connection is being held";
 const ONLINE: &str = "You have been logged back in.";
@@ -29,77 +29,6 @@ const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz"
 const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
 const LEASE: Duration = Duration::from_secs(2);
 const AFTER: Duration = Duration::from_secs(1);
-
-/// A TCP forwarder that can be cut: cutting closes every connection
-/// through it and refuses new ones (accepted, then closed at once).
-struct Relay {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    conns: Arc<std::sync::Mutex<CancellationToken>>,
-    stop: CancellationToken,
-}
-
-impl Relay {
-    async fn new(target: std::net::SocketAddr) -> Relay {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
-        let stop = CancellationToken::new();
-        let (c, cs, st) = (cut.clone(), conns.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let (inbound, _) = tokio::select! {
-                    _ = st.cancelled() => return,
-                    r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
-                };
-                if c.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let Ok(out) = tokio::net::TcpStream::connect(target).await else {
-                    continue;
-                };
-                let token = cs.lock().unwrap().clone();
-                tokio::spawn(async move {
-                    let (mut ci, mut co) = inbound.into_split();
-                    let (mut si, mut so) = out.into_split();
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = tokio::io::copy(&mut ci, &mut so) => {}
-                        _ = tokio::io::copy(&mut si, &mut co) => {}
-                    }
-                });
-            }
-        });
-        Relay {
-            port,
-            cut,
-            conns,
-            stop,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn cut(&self, on: bool) {
-        self.cut.store(on, Ordering::SeqCst);
-        if on {
-            let mut t = self.conns.lock().unwrap();
-            t.cancel();
-            *t = CancellationToken::new();
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.conns.lock().unwrap().cancel();
-    }
-}
 
 fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
     let bus = bus_toml(
@@ -126,62 +55,6 @@ fn backends(list: &[(&str, &str)]) -> String {
     list.iter()
         .map(|(n, a)| format!("[[backends]]\nname = \"{n}\"\naddr = \"{a}\"\n"))
         .collect()
-}
-
-/// `js_cluster(dir, 3)`, but the nodes do not tell clients about each
-/// other (`--no_advertise`): a client of one node stays cut off when that
-/// node dies, instead of moving to another.
-fn js_cluster_alone(dir: &TempDir) -> Vec<NatsServer> {
-    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let routes: Vec<String> = route_ports
-        .iter()
-        .map(|p| format!("nats-route://127.0.0.1:{p}"))
-        .collect();
-    (0..3)
-        .map(|i| {
-            let sd = dir.path(&format!("js-node{i}"));
-            let args = vec![
-                "-js".to_string(),
-                "-sd".to_string(),
-                sd.display().to_string(),
-                "--server_name".to_string(),
-                format!("n{i}"),
-                "--cluster_name".to_string(),
-                "holdfast-js".to_string(),
-                "--cluster".to_string(),
-                format!("nats://127.0.0.1:{}", route_ports[i]),
-                "--routes".to_string(),
-                routes.join(","),
-                "--no_advertise".to_string(),
-            ];
-            NatsServer::start_args(client_ports[i], args)
-        })
-        .collect()
-}
-
-async fn wait_js_ready(nodes: &[NatsServer]) {
-    let t0 = Instant::now();
-    let js = async_nats::jetstream::new(connect(&nodes[0].url()).await);
-    loop {
-        let r = js
-            .create_stream(async_nats::jetstream::stream::Config {
-                name: "READY".into(),
-                subjects: vec!["ready.probe".into()],
-                num_replicas: nodes.len(),
-                ..Default::default()
-            })
-            .await;
-        if r.is_ok() {
-            let _ = js.delete_stream("READY").await;
-            return;
-        }
-        assert!(
-            t0.elapsed() < WAIT * 3,
-            "JetStream cluster not ready: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Everything one scenario runs.
@@ -229,18 +102,6 @@ async fn setup(dir: &TempDir, games: [Game; 2], b0_of: impl Fn(usize) -> String)
     }
 }
 
-/// Logs in once the game's banner is there: an instance holds new
-/// players until it has joined the cluster.
-async fn login(addr: std::net::SocketAddr, user: &str, pass: &str) -> Client {
-    let mut c = Client::connect(addr).await;
-    c.expect("Welcome to FakeMUSH").await;
-    c.send(&format!("connect {user} {pass}")).await;
-    c.expect("Last connect was from").await;
-    c.send("think login-settled").await;
-    c.expect("login-settled").await;
-    c
-}
-
 fn two_games(dir: &TempDir) -> [Game; 2] {
     [Game::start(dir, &[]), Game::start(dir, &[])]
 }
@@ -249,83 +110,6 @@ fn logged_in(g: &Game, user: &str) -> bool {
     g.events()
         .iter()
         .any(|e| e["t"] == "login" && e["user"] == user)
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
-/// Players' logged-in spans on a game (the heartbeat's excluded): from
-/// `login` to that connection's `logout` or `close`, or to `killed` (a
-/// killed game logs nothing more), or still open.
-fn spans(g: &Game, killed: Option<u64>) -> Vec<(u64, u64, String)> {
-    let ev = g.events();
-    let mut out = Vec::new();
-    for (i, e) in ev.iter().enumerate() {
-        if e["t"] != "login" || e["user"] == "heartbeat" {
-            continue;
-        }
-        let conn = &e["conn"];
-        let start = e["us"].as_u64().unwrap();
-        let end = ev[i + 1..]
-            .iter()
-            .find(|x| (x["t"] == "logout" || x["t"] == "close") && &x["conn"] == conn)
-            .and_then(|x| x["us"].as_u64())
-            .or(killed)
-            .unwrap_or(u64::MAX);
-        out.push((start, end, e["user"].as_str().unwrap().to_string()));
-    }
-    out
-}
-
-/// The one truth: at no moment was a player logged in on b0 while another
-/// was logged in on b1.
-fn assert_one_backend_at_a_time(s: &Setup, killed0: Option<u64>) {
-    let a = spans(&s.games[0], killed0);
-    let b = spans(&s.games[1], None);
-    for (s0, e0, u0) in &a {
-        for (s1, e1, u1) in &b {
-            assert!(
-                e0 <= s1 || e1 <= s0,
-                "{u0} on b0 ({s0}..{e0}) and {u1} on b1 ({s1}..{e1}) at the same time"
-            );
-        }
-    }
-}
-
-fn events(w: &Watch, kind: &str) -> Vec<Value> {
-    w.events()
-        .into_iter()
-        .filter(|m| m.kind() == kind)
-        .map(|m| m.json)
-        .collect()
-}
-
-async fn wait_events(w: &Watch, kind: &str, n: usize, within: Duration) -> Vec<Value> {
-    let t0 = Instant::now();
-    loop {
-        let v = events(w, kind);
-        if v.len() >= n {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < within,
-            "only {} {kind} events within {within:?}: {:#?}",
-            v.len(),
-            w.events().iter().map(|m| m.raw.clone()).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn ms_of(rfc3339: &str) -> i128 {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .unwrap()
-        .unix_timestamp_nanos()
-        / 1_000_000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +162,7 @@ async fn primary_dies_for_everyone_and_every_instance_moves() {
     for (u, _) in USERS {
         assert!(logged_in(&s.games[1], u), "{u} on b1");
     }
-    assert_one_backend_at_a_time(&s, Some(killed));
+    assert_one_backend_at_a_time(&s.games, Some(killed));
     // Figures for the note: from the compare-and-set (the term's event
     // time) to the last instance moving its sessions, and to the last
     // player logged in on b1.
@@ -482,7 +266,7 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
             .any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
         "nobody on b1"
     );
-    assert_one_backend_at_a_time(&s, None);
+    assert_one_backend_at_a_time(&s.games, None);
 }
 
 /// A node that does not lead the bucket's stream (the last such).
@@ -567,7 +351,7 @@ async fn a_primary_only_one_instance_cannot_reach_is_not_failed_over() {
             .any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
         "nobody on b1"
     );
-    assert_one_backend_at_a_time(&s, None);
+    assert_one_backend_at_a_time(&s.games, None);
 }
 
 /// An operator's `failover` request to one instance moves the whole
@@ -637,7 +421,7 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         assert!(logged_in(&s.games[1], u), "{u} on b1");
     }
     // Everyone left b0 before anyone logged in on b1.
-    assert_one_backend_at_a_time(&s, None);
+    assert_one_backend_at_a_time(&s.games, None);
     let last_login_us = s.games[1]
         .events()
         .iter()
@@ -689,7 +473,7 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         p.send(&format!("say on b0 again {i}")).await;
         p.expect(&format!("on b0 again {i}")).await;
     }
-    assert_one_backend_at_a_time(&s, None);
+    assert_one_backend_at_a_time(&s.games, None);
     assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
     assert_eq!(st["cluster"]["proposer"], "hf-a", "{st:#}");
     // The table `holdfast status` prints.
