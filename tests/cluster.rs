@@ -207,9 +207,9 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     let v = victim(&s).await;
     let (user, name) = (USERS[v].0, NAMES[v]);
     let watch = Watch::start(&s.nodes[(v + 1) % 3].url()).await;
-    // A blip shorter than the lease changes nothing.
+    // A blip well within the lease changes nothing.
     s.nodes[v].freeze();
-    tokio::time::sleep(LEASE / 3).await;
+    tokio::time::sleep(LEASE / 4).await;
     s.nodes[v].thaw();
     s.players[v].send("say after the blip").await;
     s.players[v].expect("You say, \"after the blip\"").await;

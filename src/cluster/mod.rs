@@ -29,8 +29,10 @@
 //!   is cut off therefore never relays to an old backend while others use
 //!   the new one.
 //!
-//! A blip shorter than the lease changes nothing: renewals fail, the lease
-//! still runs, players keep playing. Without `bus.cluster` none of this
+//! A blip shorter than about half the lease changes nothing: renewals
+//! fail, the lease still runs, players keep playing. (The last good
+//! renewal may be a third of a lease old when the blip starts, and a call
+//! in flight when it ends waits up to a quarter of a lease.) Without `bus.cluster` none of this
 //! runs and the bus stays out of the players' path.
 //!
 //! | file | its one job |
@@ -39,11 +41,13 @@
 //! | `lease.rs` | this instance's lease; others' leases as seen from here; the fencing rule |
 //! | `quorum.rs` | when an automatic move may be proposed (no I/O) |
 //! | `node.rs` | the task: renew, read, follow, propose, fence |
+//! | `watchdog.rs` | fences on time when the lease runs out mid-round |
 
 mod kv;
 mod lease;
 mod node;
 mod quorum;
+mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,9 +5,6 @@
 //! whether to propose a move. A round stops at its first failed call; the
 //! lease decides what a failure means.
 //!
-//! A watchdog task fences the instance the moment its lease runs out, even
-//! while a round is stuck waiting for a server that does not answer.
-//!
 //! [`PoolState::fenced`]: crate::state::PoolState::fenced
 
 use std::sync::Arc;
@@ -50,7 +47,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Failov
     let grace = (!shared.pool.borrow().fenced).then(Instant::now);
     let lease = Lease::new(cl.lease, grace);
     let (deadline_tx, deadline_rx) = watch::channel(lease.deadline());
-    tokio::spawn(watchdog(shared.clone(), deadline_rx));
+    tokio::spawn(super::watchdog::run(shared.clone(), deadline_rx));
     let mut node = Node {
         me: cfg.bus.instance.clone(),
         shared: shared.clone(),
@@ -102,34 +99,6 @@ async fn connect(cfg: &crate::config::Config) -> anyhow::Result<async_nats::Clie
             .max_reconnects(None)
             .reconnect_delay_callback(crate::bus::reconnect_delay);
     Ok(opts.connect(servers).await?)
-}
-
-/// Fences the instance when its lease deadline passes without a renewal.
-async fn watchdog(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Instant>>) {
-    loop {
-        let deadline = *rx.borrow_and_update();
-        let Some(d) = deadline else {
-            if rx.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep_until(d) => {
-                shared.pool.send_if_modified(|st| {
-                    // A renewal that landed meanwhile moved the deadline.
-                    let lost = rx.borrow().is_none_or(|d| Instant::now() >= d);
-                    let fence = lost && !st.fenced;
-                    st.fenced |= fence;
-                    fence
-                });
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }
 
 struct Node {
@@ -205,7 +174,7 @@ impl Node {
             }
             // A replica that lags may answer with an older revision.
             Some((a, term)) if term > self.term => self.follow(a, term),
-            Some(_) => {}
+            Some(_) => self.reconcile(),
         }
         if self.published.as_ref().is_none_or(|(_, t)| *t != self.term) {
             self.renew(true).await?;
@@ -244,7 +213,10 @@ impl Node {
     async fn renew(&mut self, force: bool) -> Result<(), String> {
         let view = quorum::view_of(&self.shared.pool.borrow());
         let now = Instant::now();
+        // After a failed renewal (`published` cleared) retry at every
+        // round, not a third of a lease later.
         let due = force
+            || self.published.is_none()
             || self.last_try.is_none_or(|t| now >= t + self.cl.lease / 3)
             || self.published.as_ref() != Some(&(view.clone(), self.term));
         if !due {
@@ -257,7 +229,10 @@ impl Node {
             backends: view.clone(),
             time: rfc3339(SystemTime::now()),
         };
-        self.kv.as_ref().ok_or("no bucket")?.renew(&m).await?;
+        if let Err(e) = self.kv.as_ref().ok_or("no bucket")?.renew(&m).await {
+            self.published = None;
+            return Err(e);
+        }
         self.lease.renewed(now);
         self.deadline_tx.send_replace(self.lease.deadline());
         self.published = Some((view, self.term));
@@ -268,14 +243,8 @@ impl Node {
     fn follow(&mut self, a: Active, term: u64) {
         info!(cluster = %self.cl.name, term, active = %a.backend, proposer = %a.proposer, reason = %a.reason, "cluster: new term");
         self.term = term;
-        self.unknown = self.shared.config().backend(&a.backend).is_none();
-        if self.unknown {
-            error!(cluster = %self.cl.name, backend = %a.backend, "cluster: the cluster's active backend is not in this instance's [[backends]]; players stay held");
-        } else if self.shared.pool.borrow().active != a.backend {
-            move_to(&self.shared, &a.backend, &a.reason, Some(term), true);
-            self.settling = Some(term);
-        }
         self.active = Some(a);
+        self.reconcile();
         let done: Vec<usize> = (0..self.pending.len())
             .filter(|&i| {
                 self.active
@@ -286,6 +255,24 @@ impl Node {
         for i in done.into_iter().rev() {
             let (r, _) = self.pending.remove(i);
             let _ = r.reply.send(Ok(()));
+        }
+    }
+
+    /// Puts the sessions on the cluster's backend if they are not (a new
+    /// term, or a reload that brought the backend into this instance's
+    /// config); one this instance does not know keeps its players held.
+    fn reconcile(&mut self) {
+        let Some(a) = self.active.clone() else {
+            return;
+        };
+        let known = self.shared.config().backend(&a.backend).is_some();
+        if !known && !self.unknown {
+            error!(cluster = %self.cl.name, backend = %a.backend, "cluster: the cluster's active backend is not in this instance's [[backends]]; players stay held");
+        }
+        self.unknown = !known;
+        if known && self.shared.pool.borrow().active != a.backend {
+            move_to(&self.shared, &a.backend, &a.reason, Some(self.term), true);
+            self.settling = Some(self.term);
         }
     }
 
