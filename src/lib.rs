@@ -25,6 +25,7 @@
 //! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
 //! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
 //! | `backend::pool` | preference order, active backend, failover decisions |
+//! | `cluster` | `bus.cluster`: many instances agree on the active backend (JetStream KV, leases, quorum, fencing) |
 //! | `state` | what the tasks share: config, pool view, session registry |
 //! | `limiter` | token bucket that spreads re-logins out (slowed by the game's refusals) |
 //! | `quiet` | names being logged back in, whose announcements are held back |
@@ -46,6 +47,7 @@
 pub mod backend;
 pub mod bus;
 pub mod clientip;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod front;
@@ -169,7 +171,22 @@ impl Proxy {
         if bus_task.is_none() {
             info!("bus: none (bus.servers is empty); running alone");
         }
-        let pool_task = tokio::spawn(backend::pool::run(shared.clone(), self.failover_rx));
+        // `bus.cluster`: moves go through the cluster (restart to change it).
+        let (cluster_tx, cluster_task) = match &cfg.bus.cluster {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(16);
+                (
+                    Some(tx),
+                    Some(tokio::spawn(cluster::run(shared.clone(), rx))),
+                )
+            }
+            None => (None, None),
+        };
+        let pool_task = tokio::spawn(backend::pool::run(
+            shared.clone(),
+            self.failover_rx,
+            cluster_tx,
+        ));
         if let Some(l) = metrics_listener {
             tokio::spawn(metrics::http::serve(shared.clone(), l));
             let s = shared.clone();
@@ -227,6 +244,10 @@ impl Proxy {
             );
         }
         let _ = pool_task.await;
+        if let Some(t) = cluster_task {
+            // It removes this instance's lease key (bounded by its timeouts).
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
         shared
             .events
             .emit(Event::new("proxy.stop").with("version", env!("CARGO_PKG_VERSION")));

@@ -47,6 +47,11 @@ pub struct PoolState {
     /// Bumped on every failover, so a session notices a move even back to
     /// the backend it was on before.
     pub epoch: u64,
+    /// This instance of a cluster (`bus.cluster`) may not relay: it lost
+    /// its lease (cannot reach the bus) or is waiting for the others to
+    /// follow a new term. Sessions hold as for a game outage. Written by
+    /// the cluster task only; always false without `bus.cluster`.
+    pub fenced: bool,
 }
 
 impl PoolState {
@@ -68,9 +73,10 @@ impl PoolState {
             .is_some_and(|v| v.up == Some(false) && v.addr == addr)
     }
 
-    /// Whether the active backend is known to be up or not probed yet.
+    /// Whether sessions may use the active backend: it is known to be up
+    /// or not probed yet, and this instance is not fenced.
     pub fn active_usable(&self) -> bool {
-        !self.is_down(&self.active)
+        !self.fenced && !self.is_down(&self.active)
     }
 }
 
@@ -391,6 +397,8 @@ pub struct Shared {
     pub rdns: crate::rdns::Resolver,
     /// Upgrades: requests, freezing sessions, the count.
     pub handover: crate::upgrade::Handover,
+    /// The cluster as this instance sees it (`bus.cluster`), for `status`.
+    pub cluster: Mutex<Option<crate::cluster::Status>>,
 }
 
 impl Shared {
@@ -416,6 +424,9 @@ impl Shared {
                 })
                 .collect(),
             epoch: 0,
+            // A cluster member relays only once it has reached the cluster
+            // and knows its choice.
+            fenced: config.bus.cluster.is_some(),
         };
         let limiter = RateLimiter::new(config.relogin.rate, config.relogin.burst);
         Shared {
@@ -438,6 +449,7 @@ impl Shared {
             reload_failures: AtomicU64::new(0),
             rdns: crate::rdns::Resolver::default(),
             handover: crate::upgrade::Handover::default(),
+            cluster: Mutex::new(None),
         }
     }
 

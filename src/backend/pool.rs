@@ -7,6 +7,11 @@
 //! `failover.failback` moves sessions back to the preferred backend when it
 //! returns. A reload whose preferred backend differs from the old one moves
 //! everyone to the new one (manual failover), as does a `failover` request.
+//!
+//! In a cluster (`bus.cluster`) this instance does not choose alone: the
+//! manager still runs the probes and keeps [`PoolState`] up to date, but
+//! every move goes through `crate::cluster`, which proposes it to the other
+//! instances and calls [`move_to`] when the cluster agreed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +27,12 @@ use crate::events::Event;
 use crate::state::{BackendView, FailoverRequest, Shared};
 
 /// Runs the failover manager until shutdown.
-pub async fn run(shared: Arc<Shared>, mut failover_rx: mpsc::Receiver<FailoverRequest>) {
+/// With `cluster`, moves are proposed to the cluster task instead of made.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut failover_rx: mpsc::Receiver<FailoverRequest>,
+    cluster: Option<mpsc::Sender<FailoverRequest>>,
+) {
     let (report_tx, mut report_rx) = mpsc::channel::<ProbeReport>(256);
     let mut config_rx = shared.config.subscribe();
     let mut mgr = Manager {
@@ -30,6 +40,7 @@ pub async fn run(shared: Arc<Shared>, mut failover_rx: mpsc::Receiver<FailoverRe
         report_tx,
         down_since: HashMap::new(),
         config: shared.config(),
+        cluster,
     };
     mgr.sync_probes();
     let shutdown = shared.shutdown.clone();
@@ -44,7 +55,13 @@ pub async fn run(shared: Arc<Shared>, mut failover_rx: mpsc::Receiver<FailoverRe
                 if let Err(e) = &res {
                     warn!(to = %req.backend, reason = req.reason, error = %e, "failover refused");
                 }
-                let _ = req.reply.send(res);
+                match (&mgr.cluster, res) {
+                    // The cluster task answers once the cluster agreed.
+                    (Some(c), Ok(())) => mgr.propose(c.clone(), req),
+                    (_, res) => {
+                        let _ = req.reply.send(res);
+                    }
+                }
             }
             Ok(()) = config_rx.changed() => {
                 let cfg = config_rx.borrow_and_update().clone();
@@ -77,9 +94,23 @@ struct Manager {
     /// Monotonic time each backend went down (for `failover.after`).
     down_since: HashMap<String, Instant>,
     config: Arc<Config>,
+    /// `bus.cluster`: where moves are proposed.
+    cluster: Option<mpsc::Sender<FailoverRequest>>,
 }
 
 impl Manager {
+    /// Hands a move to the cluster task (which answers `req.reply`).
+    fn propose(&self, cluster: mpsc::Sender<FailoverRequest>, req: FailoverRequest) {
+        if let Err(e) = cluster.try_send(req) {
+            let req = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            let _ = req
+                .reply
+                .send(Err("the cluster task is busy or gone; try again".into()));
+        }
+    }
+
     /// Starts probes for new or changed backends and stops removed ones.
     fn sync_probes(&mut self) {
         let mut probes = self.shared.probes.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,8 +203,11 @@ impl Manager {
                 req.backend
             ));
         }
-        let to = b.name.clone();
-        self.switch(&to, req.reason);
+        if self.cluster.is_none() {
+            // In a cluster the run loop hands the request itself over.
+            let to = b.name.clone();
+            self.switch(&to, req.reason);
+        }
         Ok(())
     }
 
@@ -253,6 +287,10 @@ impl Manager {
     }
 
     fn evaluate(&mut self) {
+        if self.cluster.is_some() {
+            // Automatic moves need the cluster's majority: its task decides.
+            return;
+        }
         let st = self.shared.pool.borrow().clone();
         let up = |n: &str| st.view(n).and_then(|v| v.up) == Some(true);
         let pref = self.config.preferred().name.clone();
@@ -280,25 +318,55 @@ impl Manager {
         }
     }
 
+    /// Moves every session to `to`; in a cluster, proposes it instead.
     fn switch(&mut self, to: &str, reason: &'static str) {
-        let from = self.shared.pool.borrow().active.clone();
-        if from == to {
+        if let Some(c) = self.cluster.clone() {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            self.propose(
+                c,
+                FailoverRequest {
+                    backend: to.to_string(),
+                    reason,
+                    force: true,
+                    reply,
+                },
+            );
+            let to = to.to_string();
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = rx.await {
+                    warn!(%to, reason, error = %e, "the cluster did not move");
+                }
+            });
             return;
         }
-        if reason == "automatic" {
-            warn!(%from, %to, "failover");
-        } else {
-            info!(%from, %to, reason, "failover");
-        }
-        self.shared.pool.send_modify(|st| {
-            st.active = to.to_string();
-            st.epoch += 1;
-        });
-        self.shared.events.emit(
-            Event::new("failover")
-                .with("from", from)
-                .with("to", to)
-                .with("reason", reason),
-        );
+        move_to(&self.shared, to, reason, None, false);
     }
+}
+
+/// Moves every session to backend `to` (a new epoch) and emits `failover`.
+/// `term` is the cluster's term that decided it, if any; `fence` keeps the
+/// sessions held until the cluster task lifts [`PoolState::fenced`]
+/// (set in the same change, so no session connects in between).
+pub fn move_to(shared: &Shared, to: &str, reason: &str, term: Option<u64>, fence: bool) {
+    let from = shared.pool.borrow().active.clone();
+    if from == to {
+        return;
+    }
+    if reason == "automatic" {
+        warn!(%from, %to, ?term, "failover");
+    } else {
+        info!(%from, %to, reason, ?term, "failover");
+    }
+    shared.pool.send_modify(|st| {
+        st.active = to.to_string();
+        st.epoch += 1;
+        st.fenced |= fence;
+    });
+    shared.events.emit(
+        Event::new("failover")
+            .with("from", from)
+            .with("to", to)
+            .with("reason", reason.to_string())
+            .with_opt("term", term),
+    );
 }

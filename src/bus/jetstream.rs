@@ -71,7 +71,7 @@ pub fn stream_subject(bus: &config::Bus) -> String {
 /// Replicas for a new stream: 3 in a cluster of at least 3 servers (so
 /// losing one loses nothing), else 1. The servers a client learns about
 /// (`connect_urls`) are the cluster's members.
-fn replicas(client: &Client) -> usize {
+pub fn replicas(client: &Client) -> usize {
     let info = client.server_info();
     if info.cluster.is_some() && info.connect_urls.len() >= 3 {
         3

@@ -46,8 +46,8 @@ use crate::events::Event;
 use crate::state::Shared;
 
 pub use jetstream::{
-    context as jetstream_context, ensure_stream, stream_subject, valid_stream_name, EnsureError,
-    Ensured, DEFAULT_STREAM, DEFAULT_STREAM_MAX_AGE, DUPLICATE_WINDOW,
+    context as jetstream_context, ensure_stream, replicas, stream_subject, valid_stream_name,
+    EnsureError, Ensured, DEFAULT_STREAM, DEFAULT_STREAM_MAX_AGE, DUPLICATE_WINDOW,
 };
 pub use status::{ask_all, render_table, status_command};
 
@@ -260,7 +260,7 @@ async fn connect_background(
 /// Back-off between connection attempts: immediate at first (a node of a
 /// cluster died: try the next one now), then doubling up to 2 s, with
 /// jitter so a fleet of instances does not reconnect in lockstep.
-fn reconnect_delay(attempts: usize) -> Duration {
+pub fn reconnect_delay(attempts: usize) -> Duration {
     if attempts <= 1 {
         return Duration::ZERO;
     }

@@ -216,6 +216,8 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
         "refused": shared.refused.load(Ordering::Relaxed),
         "reload_failures": shared.reload_failures.load(Ordering::Relaxed),
         "upgrades": shared.handover.upgrades.load(Ordering::Relaxed),
+        // `bus.cluster`: the cluster's choice and its members, as seen here.
+        "cluster": shared.cluster.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         "bus": {
             "connected": stats.connected.load(Ordering::Relaxed),
             "server": format!("{}:{}", info.host, info.port),

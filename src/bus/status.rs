@@ -259,8 +259,74 @@ pub fn render_table(replies: &[Value]) -> String {
         if bus.is_object() && bus["connected"] == false {
             let _ = writeln!(out, "    bus: not connected");
         }
+        if r["cluster"].is_object() {
+            cluster_lines(&mut out, &r["cluster"]);
+        }
     }
     out
+}
+
+/// `bus.cluster`: the cluster's choice and term, then each member as this
+/// instance sees it (its term, its lease's age, what its probes see).
+fn cluster_lines(out: &mut String, c: &Value) {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    let mut l = format!(
+        "    cluster {}: active {}, term {} (by {}), {} of {} needed to fail over, lease {}s",
+        s(&c["name"]),
+        s(&c["active"]),
+        s(&c["term"]),
+        s(&c["proposer"]),
+        c["size"].as_u64().map_or(0, |n| n / 2 + 1),
+        s(&c["size"]),
+        s(&c["lease_s"]),
+    );
+    if c["fenced"] == true {
+        l.push_str("  FENCED: players held");
+    }
+    if c["problem"].is_string() {
+        let _ = write!(l, "  ({})", s(&c["problem"]));
+    }
+    let _ = writeln!(out, "{l}");
+    let members = c["members"].as_array().cloned().unwrap_or_default();
+    let w = members
+        .iter()
+        .map(|m| s(&m["instance"]).chars().count())
+        .max()
+        .unwrap_or(0);
+    for m in &members {
+        let view: Vec<String> = m["backends"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| {
+                        let st = match v {
+                            Value::Bool(true) => "up",
+                            Value::Bool(false) => "down",
+                            _ => "unknown",
+                        };
+                        format!("{k} {st}")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let alive = if m["alive"] == true {
+            ""
+        } else {
+            " (lease ran out)"
+        };
+        let _ = writeln!(
+            out,
+            "      {:<w$}  term {}  renewed {}s ago{alive}  sees {}",
+            s(&m["instance"]),
+            s(&m["term"]),
+            s(&m["lease_age_s"]),
+            view.join(", ")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +347,34 @@ mod tests {
         );
         let old = json!({"instance": "c"});
         assert!(!all_answered(&[a, b, old]), "an old version: wait");
+    }
+
+    #[test]
+    fn table_shows_the_cluster() {
+        let r = json!({
+            "instance": "a", "game": "G", "version": "0.1.0", "uptime_s": 5, "active": "b0",
+            "backends": [], "sessions": {}, "events": {}, "bus": {"connected": true},
+            "cluster": {"name": "prod", "size": 3, "lease_s": 10.0, "term": 7, "active": "b0",
+                "proposer": "b", "fenced": true, "problem": null, "members": [
+                    {"instance": "a", "term": 7, "alive": true, "lease_age_s": 0.4,
+                     "backends": {"b0": true, "b1": false}},
+                    {"instance": "cc", "term": 5, "alive": false, "lease_age_s": 31.0,
+                     "backends": {"b0": null}},
+            ]},
+        });
+        let t = render_table(&[r]);
+        assert!(
+            t.contains("cluster prod: active b0, term 7 (by b), 2 of 3 needed to fail over, lease 10.0s  FENCED"),
+            "{t}"
+        );
+        assert!(
+            t.contains("a   term 7  renewed 0.4s ago  sees b0 up, b1 down"),
+            "{t}"
+        );
+        assert!(
+            t.contains("cc  term 5  renewed 31.0s ago (lease ran out)  sees b0 unknown"),
+            "{t}"
+        );
     }
 
     #[test]

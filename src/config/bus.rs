@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::cx::{positive, secret, ConfigError, Cx};
+use super::cx::{at_least, positive, secret, ConfigError, Cx};
 use super::defaults;
 use super::raw::RawBus;
 use crate::secret::Secret;
@@ -39,7 +39,30 @@ pub struct Bus {
     pub stream_max_age: Duration,
     /// `bus.rpc_allow`: the request methods answered (default: read-only).
     pub rpc_allow: Vec<String>,
+    /// `bus.cluster` with `bus.cluster_size` and `bus.lease`: several
+    /// instances agree on the active backend (see `crate::cluster`).
+    pub cluster: Option<Cluster>,
 }
+
+/// `bus.cluster`, `bus.cluster_size`, `bus.lease`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `bus.cluster`: the cluster's name (its key-value bucket is
+    /// `holdfast_cluster_<name>`).
+    pub name: String,
+    /// `bus.cluster_size`: how many instances the cluster has; a failover
+    /// needs a majority of them.
+    pub size: usize,
+    /// `bus.lease` (default [`DEFAULT_LEASE`]): an instance that could not
+    /// renew its membership for this long holds its players.
+    pub lease: Duration,
+}
+
+/// `bus.lease` when not set.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The shortest `bus.lease`: renewals go every third of it, and each has to
+/// reach a JetStream cluster and back.
+pub const MIN_LEASE: Duration = Duration::from_millis(500);
 
 /// `bus.stream` when not set.
 pub const DEFAULT_STREAM: &str = "HOLDFAST_EVENTS";
@@ -65,7 +88,67 @@ pub fn valid_stream_name(name: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
 }
 
-pub(super) fn resolve(cx: &Cx<'_>, b: RawBus) -> Result<Bus, ConfigError> {
+/// A cluster name: what a bucket name allows after `holdfast_cluster_`.
+fn valid_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn cluster(cx: &Cx<'_>, b: &mut RawBus, jetstream: bool) -> Result<Option<Cluster>, ConfigError> {
+    let lease = b.lease.take();
+    let size = b.cluster_size.take();
+    let Some(name) = b.cluster.take() else {
+        if let Some(s) = &size {
+            return Err(cx.at(s, "bus.cluster_size needs bus.cluster (the cluster's name)"));
+        }
+        if let Some(l) = &lease {
+            return Err(cx.at(l, "bus.lease needs bus.cluster (the cluster's name)"));
+        }
+        return Ok(None);
+    };
+    if !valid_cluster_name(name.get_ref()) {
+        return Err(cx.at(
+            &name,
+            "bus.cluster must be letters, digits, '-' or '_' (at most 64)",
+        ));
+    }
+    if !jetstream {
+        return Err(cx.at(
+            &name,
+            "bus.cluster needs bus.jetstream = true (the instances agree through a JetStream key-value bucket)",
+        ));
+    }
+    if b.servers.as_ref().is_none_or(|s| s.is_empty()) {
+        return Err(cx.at(
+            &name,
+            "bus.cluster needs bus.servers (the NATS servers the instances share)",
+        ));
+    }
+    let size = match size {
+        None => {
+            return Err(cx.at(
+                &name,
+                "bus.cluster needs bus.cluster_size (how many instances front the game; a failover needs a majority of them)",
+            ))
+        }
+        Some(s) if *s.get_ref() < 1 => {
+            return Err(cx.at(&s, "bus.cluster_size must be at least 1"))
+        }
+        Some(s) => *s.get_ref() as usize,
+    };
+    Ok(Some(Cluster {
+        name: name.into_inner(),
+        size,
+        lease: at_least(cx, lease, "bus.lease", DEFAULT_LEASE, MIN_LEASE)?,
+    }))
+}
+
+pub(super) fn resolve(cx: &Cx<'_>, mut b: RawBus) -> Result<Bus, ConfigError> {
+    let jetstream = b.jetstream.unwrap_or(false);
+    let cluster = cluster(cx, &mut b, jetstream)?;
     let mut servers = Vec::new();
     for s in b.servers.unwrap_or_default() {
         if has_credentials(s.get_ref()) {
@@ -163,7 +246,8 @@ pub(super) fn resolve(cx: &Cx<'_>, b: RawBus) -> Result<Bus, ConfigError> {
         tls_ca_file: file(b.tls_ca_file, "tls_ca_file")?,
         tls_cert_file: file(b.tls_cert_file, "tls_cert_file")?,
         tls_key_file: file(b.tls_key_file, "tls_key_file")?,
-        jetstream: b.jetstream.unwrap_or(false),
+        jetstream,
+        cluster,
         stream: match b.stream {
             Some(n) if !valid_stream_name(n.get_ref()) => {
                 return Err(cx.at(

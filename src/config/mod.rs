@@ -42,7 +42,8 @@ use raw::RawConfig;
 
 pub use backends::{Backend, BackendAddr};
 pub use bus::{
-    valid_stream_name, Bus, DEFAULT_RPC_ALLOW, DEFAULT_STREAM, DEFAULT_STREAM_MAX_AGE, RPC_METHODS,
+    valid_stream_name, Bus, Cluster, DEFAULT_LEASE, DEFAULT_RPC_ALLOW, DEFAULT_STREAM,
+    DEFAULT_STREAM_MAX_AGE, RPC_METHODS,
 };
 pub use client_ip::ClientIp;
 pub use cx::ConfigError;

@@ -300,6 +300,9 @@ pub struct RawBus {
     pub stream: Option<Spanned<String>>,
     pub stream_max_age: Option<Spanned<Dur>>,
     pub rpc_allow: Option<Vec<Spanned<String>>>,
+    pub cluster: Option<Spanned<String>>,
+    pub cluster_size: Option<Spanned<i64>>,
+    pub lease: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -94,6 +94,16 @@ pub fn summary(cfg: &Config) -> String {
             cfg.bus.instance
         );
     }
+    if let Some(c) = &cfg.bus.cluster {
+        let _ = writeln!(
+            s,
+            "  cluster:   {} of {} instances (a failover needs {}), lease {}",
+            c.name,
+            c.size,
+            c.size / 2 + 1,
+            humantime::format_duration(c.lease)
+        );
+    }
     if let Some(irc) = &cfg.irc {
         let _ = writeln!(
             s,

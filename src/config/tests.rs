@@ -354,3 +354,45 @@ fn zero_durations_are_rejected() {
     assert_eq!(c.failover.after, Some(std::time::Duration::ZERO));
     assert_eq!(c.listen.login_timeout, None);
 }
+
+#[test]
+fn bus_cluster_keys() {
+    let bus = "[bus]\nservers = [\"nats://a:4222\"]\njetstream = true\n";
+    let c = parse(&format!("{MIN}{bus}cluster = \"mush\"\ncluster_size = 3\n")).unwrap();
+    let cl = c.bus.cluster.expect("a cluster");
+    assert_eq!(
+        (cl.name.as_str(), cl.size, cl.lease),
+        ("mush", 3, DEFAULT_LEASE)
+    );
+    let c = parse(&format!(
+        "{MIN}{bus}cluster = \"mush\"\ncluster_size = 1\nlease = \"2s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.bus.cluster.unwrap().lease,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(parse(&format!("{MIN}{bus}")).unwrap().bus.cluster, None);
+    // Each mistake names the key's line and column.
+    let e = parse(&format!("{MIN}{bus}cluster = \"mush\"\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (7, 11), "{e}");
+    assert!(e.message.contains("bus.cluster_size"), "{e}");
+    let e = parse(&format!("{MIN}{bus}cluster = \"mush\"\ncluster_size = 0\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (8, 16), "{e}");
+    let e = parse(&format!("{MIN}{bus}cluster_size = 3\n")).unwrap_err();
+    assert!(e.message.contains("needs bus.cluster"), "{e}");
+    let e = parse(&format!("{MIN}{bus}lease = \"2s\"\n")).unwrap_err();
+    assert!(e.message.contains("needs bus.cluster"), "{e}");
+    let e = parse(&format!("{MIN}{bus}cluster = \"a.b\"\ncluster_size = 3\n")).unwrap_err();
+    assert!(e.message.contains("letters, digits"), "{e}");
+    let e = parse(&format!(
+        "{MIN}{bus}cluster = \"mush\"\ncluster_size = 3\nlease = \"10ms\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.col), (9, 9), "{e}");
+    let e = parse(&format!(
+        "{MIN}[bus]\nservers = [\"nats://a:4222\"]\ncluster = \"mush\"\ncluster_size = 3\n"
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("bus.jetstream = true"), "{e}");
+}

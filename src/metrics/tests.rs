@@ -19,6 +19,7 @@ fn pool(active: &str, ups: &[(&str, Option<bool>)], epoch: u64) -> PoolState {
             })
             .collect(),
         epoch,
+        fenced: false,
     }
 }
 

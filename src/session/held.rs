@@ -90,7 +90,7 @@ impl Core {
         // goes through the re-login pacer when it is due, so a game that a
         // supervisor restarts at once does not get every held player in
         // the same instant.
-        if !pool.is_down(&pool.active) {
+        if pool.active_usable() {
             self.relogin_at = Some((ctx.now + cfg.heartbeat.interval, false));
         }
     }
@@ -129,6 +129,10 @@ impl Core {
                 }
                 return;
             }
+            if st.fenced {
+                self.fence(ctx, out);
+                return;
+            }
             if st.is_down(&g.name) && st.view(&g.name).is_some() {
                 // The probe says the backend is gone though our connection
                 // is still open: a frozen host. Do not wait for TCP to notice.
@@ -152,6 +156,34 @@ impl Core {
         if st.active_usable() && self.relogin_at.is_none_or(|(_, paced)| !paced) {
             self.schedule_relogin(ctx);
         }
+    }
+
+    /// This cluster member is fenced (`PoolState::fenced`: it lost its
+    /// lease, or waits for the others to follow a new term): another
+    /// instance may be moving players elsewhere, so the session leaves the
+    /// game cleanly (its quit command, as for a failover) and is held with
+    /// the offline notice until the fence lifts.
+    fn fence(&mut self, ctx: &mut Ctx, out: &mut Actions) {
+        let cfg = ctx.cfg;
+        let name = self
+            .game
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
+        info!(backend = %name, "fenced from the cluster; holding the session");
+        if let Some(a) = self.leave_action(cfg) {
+            out.push(a);
+        }
+        self.enter_held(ctx, true);
+        out.push(Action::Emit(
+            Event::new("session.held")
+                .with("session", self.id)
+                .with("user", self.user.clone())
+                .with("backend", name.as_str())
+                .with("reason", "fenced"),
+        ));
+        let msg = render(&cfg.notices.offline, cfg, &name, None);
+        self.notice(&msg, out);
     }
 
     /// A paced time to connect again.

@@ -54,6 +54,7 @@ impl T {
                 degraded: None,
             }],
             epoch: 0,
+            fenced: false,
         };
         let mut t = T {
             core: Core::new(7, peer, local, &cfg, 0),

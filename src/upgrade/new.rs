@@ -235,6 +235,9 @@ pub fn adopt(shared: &Shared, head: &Head) {
             st.active = head.active.clone();
         }
         st.epoch = head.epoch;
+        // The old process held the cluster's lease a moment ago; the
+        // cluster task renews it at once (and fences if it cannot).
+        st.fenced = false;
         for v in &mut st.backends {
             if let Some(w) = head
                 .backends

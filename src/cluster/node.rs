@@ -1,0 +1,471 @@
+//! The cluster task of one instance. Every [`poll_interval`] (and when its
+//! probes' view changes, or a move is requested) it does one round:
+//! renew its lease, read `active` and follow a new term, read the members,
+//! then decide whether this instance may relay ([`PoolState::fenced`]) and
+//! whether to propose a move. A round stops at its first failed call; the
+//! lease decides what a failure means.
+//!
+//! [`PoolState::fenced`]: crate::state::PoolState::fenced
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::kv::{Active, Cas, Kv, Member};
+use super::lease::{Lease, Table};
+use super::{poll_interval, quorum, secs, MemberStatus, Status};
+use crate::backend::pool::move_to;
+use crate::bus::rfc3339;
+use crate::config::Cluster;
+use crate::events::Event;
+use crate::state::{FailoverRequest, Shared};
+
+/// An operator's move that waits for the fencing rule gives up after three
+/// leases, and within the 5 s the `failover` request waits for an answer.
+fn request_patience(lease: Duration) -> Duration {
+    (lease * 3).min(Duration::from_secs(4))
+}
+
+pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<FailoverRequest>) {
+    let cfg = shared.config();
+    let Some(cl) = cfg.bus.cluster.clone() else {
+        return;
+    };
+    let client = match connect(&cfg).await {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), cluster = %cl.name, "the cluster task cannot start; players stay held");
+            return;
+        }
+    };
+    info!(cluster = %cl.name, size = cl.size, lease = ?cl.lease, "cluster: joining");
+    // Not fenced at the start only after an upgrade: the process before
+    // held the lease a moment ago.
+    let grace = (!shared.pool.borrow().fenced).then(Instant::now);
+    let lease = Lease::new(cl.lease, grace);
+    let (deadline_tx, deadline_rx) = watch::channel(lease.deadline());
+    tokio::spawn(super::watchdog::run(shared.clone(), deadline_rx));
+    let mut node = Node {
+        me: cfg.bus.instance.clone(),
+        shared: shared.clone(),
+        client,
+        kv: None,
+        table: Table::new(cl.lease),
+        lease,
+        deadline_tx,
+        cl: cl.clone(),
+        term: 0,
+        active: None,
+        joined: false,
+        settling: None,
+        unknown: false,
+        fenced_since: None,
+        published: None,
+        last_try: None,
+        pending: Vec::new(),
+        problem: None,
+    };
+    let mut tick = tokio::time::interval(poll_interval(cl.lease));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pool_rx = shared.pool.subscribe();
+    let shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            Some(r) = requests.recv() => node.pending.push((r, Instant::now())),
+            Ok(()) = pool_rx.changed() => {
+                let view = quorum::view_of(&pool_rx.borrow_and_update());
+                if node.published.as_ref().is_some_and(|(v, _)| *v == view) {
+                    continue;
+                }
+            }
+        }
+        node.round().await;
+    }
+    node.leave().await;
+}
+
+/// A client of its own: the cluster's calls never queue behind events.
+async fn connect(cfg: &crate::config::Config) -> anyhow::Result<async_nats::Client> {
+    let servers = crate::bus::server_addrs(&cfg.bus)?;
+    let opts =
+        crate::bus::connect_options(&cfg.bus, &format!("holdfast-cluster:{}", cfg.bus.instance))
+            .await?
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(crate::bus::reconnect_delay);
+    Ok(opts.connect(servers).await?)
+}
+
+struct Node {
+    me: String,
+    shared: Arc<Shared>,
+    client: async_nats::Client,
+    kv: Option<Kv>,
+    table: Table,
+    lease: Lease,
+    deadline_tx: watch::Sender<Option<Instant>>,
+    cl: Cluster,
+    /// The term this instance follows (0: none yet).
+    term: u64,
+    active: Option<Active>,
+    /// A full round went through since the lease was last lost.
+    joined: bool,
+    /// Moved to a new term: waiting for the others to confirm it.
+    settling: Option<u64>,
+    /// The cluster's backend is not in this instance's config.
+    unknown: bool,
+    /// When the lease was lost (for `cluster.fenced` / `cluster.rejoined`).
+    fenced_since: Option<Instant>,
+    /// The view and term last stored.
+    published: Option<(std::collections::BTreeMap<String, Option<bool>>, u64)>,
+    last_try: Option<Instant>,
+    pending: Vec<(FailoverRequest, Instant)>,
+    problem: Option<String>,
+}
+
+impl Node {
+    async fn round(&mut self) {
+        if let Err(e) = self.exchange().await {
+            if self.problem.as_ref() != Some(&e) {
+                warn!(cluster = %self.cl.name, error = %e, "cluster: the bucket cannot be reached");
+            }
+            self.problem = Some(e);
+        } else {
+            self.problem = None;
+        }
+        let now = Instant::now();
+        self.fence(now);
+        if self.joined && !self.lease.lost(now) && !self.unknown {
+            // Fenced only while the others follow a new term: operator
+            // moves wait for that (`propose` checks the fencing rule).
+            self.propose().await;
+        } else {
+            self.refuse_requests();
+        }
+        self.publish_status();
+    }
+
+    /// Renew, read `active`, read the members. Stops at the first error.
+    async fn exchange(&mut self) -> Result<(), String> {
+        if self.kv.is_none() {
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                return Err("not connected to NATS".into());
+            }
+            let js = async_nats::jetstream::ContextBuilder::new()
+                .timeout(self.op_timeout())
+                .build(self.client.clone());
+            let replicas = crate::bus::replicas(&self.client);
+            self.kv = Some(Kv::open(&js, &self.cl.name, replicas, self.op_timeout()).await?);
+        }
+        self.renew(false).await?;
+        let kv = self.kv.as_ref().expect("opened above");
+        match kv.active().await? {
+            None => {
+                let a = self.value(&self.shared.config().preferred().name, "initial");
+                if let Cas::Won(term) = kv.cas_active(&a, 0).await? {
+                    self.emit_term(&a, term, None, None);
+                    self.follow(a, term);
+                }
+            }
+            // A replica that lags may answer with an older revision.
+            Some((a, term)) if term > self.term => self.follow(a, term),
+            Some(_) => self.reconcile(),
+        }
+        if self.published.as_ref().is_none_or(|(_, t)| *t != self.term) {
+            self.renew(true).await?;
+        }
+        let read = self.kv.as_ref().expect("opened above").members().await?;
+        let now = Instant::now();
+        self.table.observe(now, read);
+        for gone in self.table.long_gone(now) {
+            if gone != self.me {
+                let _ = self.kv.as_ref().expect("opened").remove(&gone).await;
+            }
+        }
+        if !self.joined && !self.lease.lost(now) {
+            self.joined = true;
+            // Rejoining: relay only once nobody follows an older term.
+            self.settling = Some(self.term);
+        }
+        Ok(())
+    }
+
+    fn op_timeout(&self) -> Duration {
+        self.cl.lease / 4
+    }
+
+    fn value(&self, backend: &str, reason: &str) -> Active {
+        Active {
+            backend: backend.to_string(),
+            proposer: self.me.clone(),
+            reason: reason.to_string(),
+            time: rfc3339(SystemTime::now()),
+        }
+    }
+
+    /// Stores this instance's member value when due (every lease / 3, or
+    /// its view or term changed), or now with `force`.
+    async fn renew(&mut self, force: bool) -> Result<(), String> {
+        let view = quorum::view_of(&self.shared.pool.borrow());
+        let now = Instant::now();
+        // After a failed renewal (`published` cleared) retry at every
+        // round, not a third of a lease later.
+        let due = force
+            || self.published.is_none()
+            || self.last_try.is_none_or(|t| now >= t + self.cl.lease / 3)
+            || self.published.as_ref() != Some(&(view.clone(), self.term));
+        if !due {
+            return Ok(());
+        }
+        self.last_try = Some(now);
+        let m = Member {
+            instance: self.me.clone(),
+            term: self.term,
+            backends: view.clone(),
+            time: rfc3339(SystemTime::now()),
+        };
+        if let Err(e) = self.kv.as_ref().ok_or("no bucket")?.renew(&m).await {
+            self.published = None;
+            return Err(e);
+        }
+        self.lease.renewed(now);
+        self.deadline_tx.send_replace(self.lease.deadline());
+        self.published = Some((view, self.term));
+        Ok(())
+    }
+
+    /// A new term: move the sessions (held until the others confirm it).
+    fn follow(&mut self, a: Active, term: u64) {
+        info!(cluster = %self.cl.name, term, active = %a.backend, proposer = %a.proposer, reason = %a.reason, "cluster: new term");
+        self.term = term;
+        self.active = Some(a);
+        self.reconcile();
+        let done: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| {
+                self.active
+                    .as_ref()
+                    .is_some_and(|a| a.backend == self.pending[i].0.backend)
+            })
+            .collect();
+        for i in done.into_iter().rev() {
+            let (r, _) = self.pending.remove(i);
+            let _ = r.reply.send(Ok(()));
+        }
+    }
+
+    /// Puts the sessions on the cluster's backend if they are not (a new
+    /// term, or a reload that brought the backend into this instance's
+    /// config); one this instance does not know keeps its players held.
+    fn reconcile(&mut self) {
+        let Some(a) = self.active.clone() else {
+            return;
+        };
+        let known = self.shared.config().backend(&a.backend).is_some();
+        if !known && !self.unknown {
+            error!(cluster = %self.cl.name, backend = %a.backend, "cluster: the cluster's active backend is not in this instance's [[backends]]; players stay held");
+        }
+        self.unknown = !known;
+        if known && self.shared.pool.borrow().active != a.backend {
+            move_to(&self.shared, &a.backend, &a.reason, Some(self.term), true);
+            self.settling = Some(self.term);
+        }
+    }
+
+    /// Sets [`PoolState::fenced`](crate::state::PoolState::fenced) from the
+    /// lease, the fencing rule and the config; emits `cluster.fenced` and
+    /// `cluster.rejoined`.
+    fn fence(&mut self, now: Instant) {
+        let lost = self.lease.lost(now);
+        if lost && self.joined {
+            self.joined = false;
+            self.fenced_since = Some(now);
+            let age = self.lease.age(now).map(secs);
+            warn!(cluster = %self.cl.name, last_renewal_s = ?age, "cluster: lease lost; holding players");
+            self.shared.events.emit(
+                Event::new("cluster.fenced")
+                    .with("cluster", self.cl.name.as_str())
+                    .with("term", self.term)
+                    .with("lease_s", secs(self.cl.lease))
+                    .with_opt("last_renewal_s", age)
+                    .with("held", self.shared.registry.counts().0 as u64),
+            );
+        }
+        if let Some(t) = self.settling {
+            if self.joined && self.table.settled(&self.me, t, now) {
+                self.settling = None;
+            } else if self.joined {
+                debug!(term = t, waiting_for = ?self.table.waiting_for(&self.me, t, now), "cluster: waiting for the others to follow");
+            }
+        }
+        let fenced = lost || !self.joined || self.settling.is_some() || self.unknown;
+        if !fenced {
+            if let Some(since) = self.fenced_since.take() {
+                info!(cluster = %self.cl.name, term = self.term, "cluster: rejoined");
+                self.shared.events.emit(
+                    Event::new("cluster.rejoined")
+                        .with("cluster", self.cl.name.as_str())
+                        .with("term", self.term)
+                        .with_opt("active", self.active.as_ref().map(|a| a.backend.clone()))
+                        .with("fenced_for_s", secs(now - since)),
+                );
+            }
+        }
+        let lease = &self.lease;
+        self.shared.pool.send_if_modified(|st| {
+            let f = fenced || lease.lost(Instant::now());
+            let changed = st.fenced != f;
+            st.fenced = f;
+            changed
+        });
+    }
+
+    /// Operator moves first, then the automatic rule.
+    async fn propose(&mut self) {
+        let now = Instant::now();
+        let settled = self.table.settled(&self.me, self.term, now);
+        let pending = std::mem::take(&mut self.pending);
+        for (r, at) in pending {
+            if !settled || self.kv.is_none() {
+                if now.duration_since(at) > request_patience(self.cl.lease) {
+                    let who = self.table.waiting_for(&self.me, self.term, now).join(", ");
+                    let _ = r.reply.send(Err(format!(
+                        "the cluster did not settle: {who} neither confirmed term {} nor let its lease run out",
+                        self.term
+                    )));
+                } else {
+                    self.pending.push((r, at));
+                }
+                continue;
+            }
+            if self.cas(&r.backend, r.reason, None).await {
+                let _ = r.reply.send(Ok(()));
+            } else if now.duration_since(at) > request_patience(self.cl.lease) {
+                let _ = r
+                    .reply
+                    .send(Err("the cluster's choice kept changing; try again".into()));
+            } else {
+                self.pending.push((r, at));
+            }
+        }
+        if !self.pending.is_empty() || !settled {
+            return;
+        }
+        let pool = self.shared.pool.borrow().clone();
+        let mine = quorum::view_of(&pool);
+        let others: Vec<&Member> = self.table.live_others(&self.me, now).collect();
+        let cfg = self.shared.config();
+        let want = quorum::automatic(&cfg, &pool, &mine, &others, self.cl.size, SystemTime::now());
+        if let Some((to, votes)) = want {
+            info!(cluster = %self.cl.name, to = %to, votes, "cluster: proposing a failover");
+            self.cas(&to, "automatic", Some(votes)).await;
+        }
+    }
+
+    /// Compare-and-set `active` to `to` on the current term. True if the
+    /// cluster's backend is `to` afterwards.
+    async fn cas(&mut self, to: &str, reason: &str, votes: Option<usize>) -> bool {
+        if self.active.as_ref().is_some_and(|a| a.backend == to) {
+            return true;
+        }
+        let Some(kv) = self.kv.as_ref() else {
+            return false;
+        };
+        let a = self.value(to, reason);
+        match kv.cas_active(&a, self.term).await {
+            Ok(Cas::Won(term)) => {
+                let prev = self.active.as_ref().map(|a| a.backend.clone());
+                self.emit_term(&a, term, prev, votes);
+                self.follow(a, term);
+                let _ = self.renew(true).await;
+                true
+            }
+            Ok(Cas::Lost) => {
+                info!(cluster = %self.cl.name, to, term = self.term, "cluster: another instance changed the term first");
+                false
+            }
+            Err(e) => {
+                warn!(cluster = %self.cl.name, to, error = %e, "cluster: proposal failed");
+                false
+            }
+        }
+    }
+
+    fn emit_term(&self, a: &Active, term: u64, previous: Option<String>, votes: Option<usize>) {
+        self.shared.events.emit(
+            Event::new("cluster.term")
+                .with("cluster", self.cl.name.as_str())
+                .with("term", term)
+                .with("active", a.backend.as_str())
+                .with_opt("previous", previous)
+                .with("proposer", a.proposer.as_str())
+                .with("reason", a.reason.as_str())
+                .with_opt("votes", votes.map(|v| v as u64))
+                .with("size", self.cl.size as u64),
+        );
+    }
+
+    fn refuse_requests(&mut self) {
+        for (r, _) in self.pending.drain(..) {
+            if self.active.as_ref().is_some_and(|a| a.backend == r.backend) {
+                let _ = r.reply.send(Ok(()));
+                continue;
+            }
+            let _ = r.reply.send(Err(format!(
+                "this instance holds no lease in cluster {:?} (it cannot reach the bus): it cannot move the cluster",
+                self.cl.name
+            )));
+        }
+    }
+
+    fn publish_status(&self) {
+        let now = Instant::now();
+        let members = self
+            .table
+            .members()
+            .map(|s| MemberStatus {
+                instance: s.value.instance.clone(),
+                term: s.value.term,
+                alive: self.table.alive(s, now),
+                lease_age_s: secs(now.saturating_duration_since(s.at)),
+                backends: s.value.backends.clone(),
+            })
+            .collect();
+        let st = Status {
+            name: self.cl.name.clone(),
+            size: self.cl.size,
+            lease_s: secs(self.cl.lease),
+            term: self.term,
+            active: self.active.as_ref().map(|a| a.backend.clone()),
+            proposer: self.active.as_ref().map(|a| a.proposer.clone()),
+            fenced: self.shared.pool.borrow().fenced,
+            lease_age_s: self.lease.age(now).map(secs),
+            problem: self.problem.clone(),
+            members,
+        };
+        *self
+            .shared
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(st);
+    }
+
+    /// Removes this instance's key so the others need not wait for its
+    /// lease to run out; not after an upgrade, whose new process renews the
+    /// same key.
+    async fn leave(&self) {
+        if self.shared.handover.busy() {
+            return;
+        }
+        if let Some(kv) = &self.kv {
+            match kv.remove(&self.me).await {
+                Ok(()) => info!(cluster = %self.cl.name, "cluster: left"),
+                Err(e) => debug!(error = %e, "cluster: could not remove the member key"),
+            }
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Many proxies, one truth (issue 17, `bus.cluster`): three real holdfast
+//! instances in front of two fakemush backends, agreeing through a real
+//! three-node JetStream cluster.
+//!
+//! - the primary dies for everyone: one failover, every instance moves;
+//! - one instance loses NATS: it holds its players, the others stay, it
+//!   follows the cluster when it returns;
+//! - the primary is unreachable from one instance only: no majority, no
+//!   failover; that instance holds its players until it reaches it again.
+//!
+//! In each, the games' own logs must show that players of two instances
+//! were never logged in on different backends at the same moment.
+
+mod common;
+#[path = "cluster/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use common::bus::*;
+use common::nats::*;
+use common::*;
+use harness::*;
+use serde_json::Value;
+
+const OFFLINE: &str = "Test MUSH is down. Your connection is being held";
+const ONLINE: &str = "You have been logged back in.";
+const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz", "wizpw")];
+const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
+const LEASE: Duration = Duration::from_secs(2);
+const AFTER: Duration = Duration::from_secs(1);
+
+fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
+    let bus = bus_toml(
+        &[nats.to_string()],
+        instance,
+        &format!(
+            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}s\"\nrpc_allow = [\"status\", \"failover\"]",
+            LEASE.as_secs()
+        ),
+    );
+    format!(
+        "game = \"Test MUSH\"\n\
+         [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"250ms\"\ntimeout = \"1s\"\n\
+         [client_ip]\nmode = \"command\"\n\
+         [outage]\nqueue_input = true\n\
+         [failover]\nafter = \"{}s\"\n\
+         {}{bus}",
+        AFTER.as_secs(),
+        backends(&[("b0", b0), ("b1", b1)])
+    )
+}
+
+fn backends(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(n, a)| format!("[[backends]]\nname = \"{n}\"\naddr = \"{a}\"\n"))
+        .collect()
+}
+
+/// Everything one scenario runs.
+struct Setup {
+    nodes: Vec<NatsServer>,
+    games: [Game; 2],
+    proxies: Vec<Proxy>,
+    players: Vec<Client>,
+    watch: Watch,
+}
+
+/// Starts the NATS cluster and three instances in front of `games`;
+/// instance `i` reaches NATS through node `i` and backend b0 at `b0_of(i)`;
+/// logs one player in on each.
+async fn setup(dir: &TempDir, games: [Game; 2], b0_of: impl Fn(usize) -> String) -> Setup {
+    let nodes = js_cluster_alone(dir);
+    wait_js_ready(&nodes).await;
+    let watch = Watch::start(&nodes[0].url()).await;
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        proxies.push(Proxy::start(
+            dir,
+            &proxy_config(
+                &b0_of(i),
+                &games[1].addr.to_string(),
+                &nodes[i].url(),
+                NAMES[i],
+            ),
+        ));
+    }
+    let mut players = Vec::new();
+    for (i, p) in proxies.iter().enumerate() {
+        let (u, pw) = USERS[i];
+        players.push(login(p.addr, u, pw).await);
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&games[0], u), "{u} is on b0");
+    }
+    Setup {
+        nodes,
+        games,
+        proxies,
+        players,
+        watch,
+    }
+}
+
+fn two_games(dir: &TempDir) -> [Game; 2] {
+    [Game::start(dir, &[]), Game::start(dir, &[])]
+}
+
+fn logged_in(g: &Game, user: &str) -> bool {
+    g.events()
+        .iter()
+        .any(|e| e["t"] == "login" && e["user"] == user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_dies_for_everyone_and_every_instance_moves() {
+    let dir = TempDir::new("cluster-a");
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    let initial = wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    assert_eq!(initial[0]["reason"], "initial", "{initial:?}");
+    assert_eq!(initial[0]["active"], "b0");
+
+    s.games[0].kill();
+    let killed = now_us();
+    let t0 = Instant::now();
+    for p in &mut s.players {
+        p.expect_within(OFFLINE, Duration::from_secs(3)).await;
+    }
+    // One term, proposed by one instance on a majority's word; every
+    // instance follows it.
+    let fo = wait_events(&s.watch, "failover", 3, AFTER + LEASE + WAIT).await;
+    let moved_after = t0.elapsed();
+    let terms = events(&s.watch, "cluster.term");
+    assert_eq!(terms.len(), 2, "{terms:#?}");
+    let t = &terms[1];
+    assert_eq!(
+        (t["active"].as_str(), t["previous"].as_str()),
+        (Some("b1"), Some("b0")),
+        "{t}"
+    );
+    assert_eq!(t["reason"], "automatic");
+    assert!(t["votes"].as_u64().unwrap() >= 2, "{t}");
+    assert!(NAMES.contains(&t["proposer"].as_str().unwrap()), "{t}");
+    let mut who: Vec<&str> = fo.iter().map(|e| e["instance"].as_str().unwrap()).collect();
+    who.sort();
+    assert_eq!(who, NAMES, "{fo:#?}");
+    for e in &fo {
+        assert_eq!(
+            (e["to"].as_str(), e["reason"].as_str()),
+            (Some("b1"), Some("automatic")),
+            "{e}"
+        );
+        assert_eq!(e["term"], t["term"], "{e}");
+    }
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say moved {i}")).await;
+        p.expect(&format!("moved {i}")).await;
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&s.games[1], u), "{u} on b1");
+    }
+    assert_one_backend_at_a_time(&s.games, Some(killed));
+    // Figures for the note: from the compare-and-set (the term's event
+    // time) to the last instance moving its sessions, and to the last
+    // player logged in on b1.
+    let term_ms = ms_of(t["time"].as_str().unwrap());
+    let last_move = fo
+        .iter()
+        .map(|e| ms_of(e["time"].as_str().unwrap()))
+        .max()
+        .unwrap();
+    let last_login_us = s.games[1]
+        .events()
+        .iter()
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .filter_map(|e| e["us"].as_u64())
+        .max()
+        .unwrap();
+    eprintln!(
+        "FIGURE cluster failover: kill->term {} ms; term->last instance moved {} ms; term->last player on b1 {} ms; kill->test saw all 3 failover events {:?} (lease {:?}, failover.after {:?})",
+        term_ms - killed as i128 / 1000,
+        last_move - term_ms,
+        last_login_us as i128 / 1000 - term_ms,
+        moved_after,
+        LEASE,
+        AFTER
+    );
+    for p in &s.proxies {
+        p.assert_no_passwords();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_nats_holds_then_follows() {
+    let dir = TempDir::new("cluster-b");
+    // Each instance talks to its own node; one node is cut.
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    // Not the node that leads the bucket's stream: losing that one stalls
+    // the bucket for everyone until the others elect a new leader (the
+    // README says to keep bus.lease above that).
+    let v = victim(&s).await;
+    let (user, name) = (USERS[v].0, NAMES[v]);
+    let watch = Watch::start(&s.nodes[(v + 1) % 3].url()).await;
+    // A blip well within the lease changes nothing.
+    s.nodes[v].freeze();
+    tokio::time::sleep(LEASE / 4).await;
+    s.nodes[v].thaw();
+    s.players[v].send("say after the blip").await;
+    s.players[v].expect("You say, \"after the blip\"").await;
+    assert!(
+        events(&watch, "session.held").is_empty(),
+        "{:#?}",
+        events(&watch, "session.held")
+    );
+
+    s.nodes[v].kill();
+    let t0 = Instant::now();
+    s.players[v].expect_within(OFFLINE, LEASE + WAIT).await;
+    let held_after = t0.elapsed();
+    assert!(held_after >= LEASE / 2, "held after only {held_after:?}");
+    // Its input is queued; the game sees none of it yet.
+    s.players[v].send("say while fenced").await;
+    // The others play on, on b0.
+    for i in (0..3).filter(|&i| i != v) {
+        s.players[i].send(&format!("say still here {i}")).await;
+        s.players[i].expect(&format!("still here {i}")).await;
+    }
+    assert!(!s.games[0]
+        .lines_from(user)
+        .iter()
+        .any(|l| l.contains("while fenced")));
+    s.players[(v + 1) % 3].expect_open_for(LEASE).await;
+    s.nodes[v].restart();
+    s.players[v].expect(ONLINE).await;
+    // The queued line went in after the re-login.
+    s.players[v].expect("You say, \"while fenced\"").await;
+    eprintln!(
+        "FIGURE cut-off instance: held {held_after:?} after its NATS node died (lease {LEASE:?})"
+    );
+    let fenced = wait_events(&watch, "cluster.fenced", 1, WAIT).await;
+    assert_eq!(fenced[0]["instance"], name, "{fenced:?}");
+    let back = wait_events(&watch, "cluster.rejoined", 1, WAIT).await;
+    assert_eq!(
+        (back[0]["instance"].as_str(), back[0]["active"].as_str()),
+        (Some(name), Some("b0"))
+    );
+    let held = events(&watch, "session.held");
+    assert!(
+        held.iter()
+            .all(|e| e["instance"] == name && e["reason"] == "fenced" && e["user"] == user),
+        "{held:#?}"
+    );
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert!(events(&watch, "failover").is_empty(), "nobody moved");
+    assert!(events(&watch, "cluster.term").is_empty(), "no new term");
+    assert!(
+        !s.games[1]
+            .events()
+            .iter()
+            .any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
+        "nobody on b1"
+    );
+    assert_one_backend_at_a_time(&s.games, None);
+}
+
+/// A node that does not lead the bucket's stream (the last such).
+async fn victim(s: &Setup) -> usize {
+    let js = async_nats::jetstream::new(connect(&s.nodes[0].url()).await);
+    let t0 = Instant::now();
+    loop {
+        let leader = match js.get_stream("KV_holdfast_cluster_test").await {
+            Ok(mut st) => st
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.cluster.clone())
+                .and_then(|c| c.leader),
+            Err(_) => None,
+        };
+        if let Some(l) = leader {
+            return (0..3).rev().find(|i| l != format!("n{i}")).unwrap();
+        }
+        assert!(t0.elapsed() < WAIT, "the bucket's stream has no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_only_one_instance_cannot_reach_is_not_failed_over() {
+    let dir = TempDir::new("cluster-c");
+    // The third instance reaches b0 through a relay that the test cuts.
+    let games = two_games(&dir);
+    let relay = Relay::new(games[0].addr).await;
+    let (b0, via) = (games[0].addr.to_string(), relay.addr());
+    let mut s = setup(
+        &dir,
+        games,
+        |i| if i == 2 { via.clone() } else { b0.clone() },
+    )
+    .await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+
+    relay.cut(true);
+    let t0 = Instant::now();
+    s.players[2]
+        .expect_within(OFFLINE, Duration::from_secs(5))
+        .await;
+    // Well past failover.after + lease: one instance's word is no majority.
+    s.players[0].expect_open_for(AFTER + LEASE * 2).await;
+    for i in 0..2 {
+        s.players[i].send(&format!("say on b0 {i}")).await;
+        s.players[i].expect(&format!("on b0 {i}")).await;
+    }
+    assert!(
+        events(&s.watch, "failover").is_empty(),
+        "{:#?}",
+        events(&s.watch, "failover")
+    );
+    assert_eq!(events(&s.watch, "cluster.term").len(), 1, "no new term");
+    let down: Vec<Value> = events(&s.watch, "backend.down");
+    assert!(
+        down.iter()
+            .all(|e| e["instance"] == "hf-c" && e["backend"] == "b0"),
+        "only the cut-off instance saw b0 down: {down:#?}"
+    );
+    assert!(!down.is_empty());
+    relay.cut(false);
+    s.players[2].expect(ONLINE).await;
+    eprintln!(
+        "FIGURE one-sided outage: held {:?} in all, no failover",
+        t0.elapsed()
+    );
+    s.players[2].send("say back on b0").await;
+    s.players[0].expect("Wiz says, \"back on b0\"").await;
+    let held = events(&s.watch, "session.held");
+    assert!(
+        held.iter()
+            .any(|e| e["instance"] == "hf-c" && e["user"] == "Wiz"),
+        "{held:#?}"
+    );
+    assert!(
+        !s.games[1]
+            .events()
+            .iter()
+            .any(|e| e["t"] == "login" && e["user"] != "heartbeat"),
+        "nobody on b1"
+    );
+    assert_one_backend_at_a_time(&s.games, None);
+}
+
+/// An operator's `failover` request to one instance moves the whole
+/// cluster (no majority needed: the operator decided), as does a reload
+/// that reorders one instance's backends; `status` shows the cluster's
+/// choice, its term and every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_request_to_one_instance_moves_them_all() {
+    let dir = TempDir::new("cluster-op");
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    // Its view is as of its last read of the bucket (every lease / 8).
+    let st = status_until(&s.watch.client, "hf-b", |c| {
+        c["members"].as_array().is_some_and(|m| m.len() == 3)
+    })
+    .await;
+    let c = &st["cluster"];
+    assert_eq!(
+        (c["name"].as_str(), c["active"].as_str(), c["size"].as_u64()),
+        (Some("test"), Some("b0"), Some(3)),
+        "{st:#}"
+    );
+    assert_eq!(c["fenced"], false, "{st:#}");
+    let members: Vec<&str> = c["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, NAMES, "{st:#}");
+    assert!(
+        c["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["alive"] == true && m["term"] == c["term"]),
+        "{st:#}"
+    );
+
+    let r = request(&s.watch.client, "hf-a", "failover", r#"{"backend": "b1"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let fo = wait_events(&s.watch, "failover", 3, WAIT).await;
+    for e in &fo {
+        assert_eq!(
+            (e["to"].as_str(), e["reason"].as_str()),
+            (Some("b1"), Some("request")),
+            "{e}"
+        );
+    }
+    let terms = events(&s.watch, "cluster.term");
+    let t = terms.last().unwrap();
+    assert_eq!(t["proposer"], "hf-a", "{terms:#?}");
+    let term_ms = ms_of(t["time"].as_str().unwrap());
+    let last_move = fo
+        .iter()
+        .map(|e| ms_of(e["time"].as_str().unwrap()))
+        .max()
+        .unwrap();
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b1 {i}")).await;
+        p.expect(&format!("on b1 {i}")).await;
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&s.games[1], u), "{u} on b1");
+    }
+    // Everyone left b0 before anyone logged in on b1.
+    assert_one_backend_at_a_time(&s.games, None);
+    let last_login_us = s.games[1]
+        .events()
+        .iter()
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .filter_map(|e| e["us"].as_u64())
+        .max()
+        .unwrap();
+    eprintln!(
+        "FIGURE cluster failover request: term->last instance moved {} ms; term->last player on b1 {} ms",
+        last_move - term_ms,
+        last_login_us as i128 / 1000 - term_ms
+    );
+    let st = status_until(&s.watch.client, "hf-c", |c| c["active"] == "b1").await;
+    let moved = events(&s.watch, "failover").len();
+
+    // A reload that reorders one instance's backends moves the cluster
+    // too: prefer b1 (already active: nothing moves), then b0 again.
+    let (a0, a1) = (s.games[0].addr.to_string(), s.games[1].addr.to_string());
+    let reordered = |first_b1: bool| {
+        let cfg = proxy_config(&a0, &a1, &s.nodes[2].url(), NAMES[2]);
+        if first_b1 {
+            cfg.replace(
+                &backends(&[("b0", &a0), ("b1", &a1)]),
+                &backends(&[("b1", &a1), ("b0", &a0)]),
+            )
+        } else {
+            cfg
+        }
+    };
+    s.proxies[2].rewrite(&reordered(true));
+    s.proxies[2].sighup();
+    wait_events(&s.watch, "config.reloaded", 1, WAIT).await;
+    s.proxies[2].rewrite(&reordered(false));
+    s.proxies[2].sighup();
+    let fo = wait_events(&s.watch, "failover", moved + 3, WAIT).await;
+    for e in &fo[moved..] {
+        assert_eq!(
+            (e["to"].as_str(), e["reason"].as_str()),
+            (Some("b0"), Some("sighup")),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        events(&s.watch, "cluster.term").last().unwrap()["proposer"],
+        "hf-c"
+    );
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b0 again {i}")).await;
+        p.expect(&format!("on b0 again {i}")).await;
+    }
+    assert_one_backend_at_a_time(&s.games, None);
+    assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
+    assert_eq!(st["cluster"]["proposer"], "hf-a", "{st:#}");
+    // The table `holdfast status` prints.
+    let table = holdfast::bus::render_table(&[st]);
+    assert!(table.contains("cluster test: active b1"), "{table}");
+}
+
+/// Asks `instance` for its status until its `cluster` part satisfies `f`.
+async fn status_until(
+    client: &async_nats::Client,
+    instance: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let st = request(client, instance, "status", "{}").await;
+        if f(&st["cluster"]) {
+            return st;
+        }
+        assert!(t0.elapsed() < WAIT, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
