@@ -234,12 +234,14 @@ fn start_command(
         }));
     };
     if commands::is_admin_only(&cmd) {
+        // `-` for no services account, like `user=-` in the session logs.
+        let account = c.account.as_deref().unwrap_or("-");
         if let Err(why) = commands::allowed(irc, &c.mask, c.account.as_deref()) {
-            warn!(from = %c.mask, account = ?c.account, command = %c.text, "command refused");
+            warn!(from = %c.mask, %account, command = %c.text, "command refused");
             reply(format!("{}: {why}", c.nick));
             return;
         }
-        info!(from = %c.mask, account = ?c.account, command = %c.text, "admin command");
+        info!(from = %c.mask, %account, command = %c.text, "admin command");
     }
     let key = proto::fold(&c.reply_to);
     // The lock is only held for a set insert or remove; a poisoned lock
