@@ -84,7 +84,7 @@ mkdir -p "$RUN"
 # A line-mode player: refuses telnet options, logs what it receives,
 # sends the lines it reads on stdin, writes "<<EOF>>" when closed.
 cat >"$RUN/player.py" <<'PY'
-import re, select, socket, sys
+import os, re, select, socket, sys
 host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 s = socket.create_connection((host, port), timeout=10)
@@ -112,7 +112,9 @@ def telnet(data):
         elif state == 4:
             state = 0 if b == SE else 3
     return bytes(text), bytes(reply)
-stdin_open = True
+# stdin is read with os.read, not readline: readline buffers every line a
+# read brought, and select() does not see the ones left in that buffer.
+stdin_open, pending = True, b""
 while True:
     r, _, _ = select.select([s] + ([sys.stdin] if stdin_open else []), [], [], 1.0)
     if s in r:
@@ -130,10 +132,15 @@ while True:
                 s.setblocking(True); s.sendall(reply); s.setblocking(False)
             out.write(re.sub(rb"\x1b\[[0-9;]*m", b"", text).replace(b"\r", b""))
     if stdin_open and sys.stdin in r:
-        line = sys.stdin.readline()
-        if not line:
+        chunk = os.read(sys.stdin.fileno(), 65536)
+        if not chunk:
             stdin_open = False; continue
-        s.setblocking(True); s.sendall(line.rstrip("\n").encode() + b"\r\n"); s.setblocking(False)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        s.setblocking(True)
+        for line in lines:
+            s.sendall(line + b"\r\n")
+        s.setblocking(False)
 PY
 
 # Straight to the game: sends each argument as a line once output settles.
@@ -225,28 +232,41 @@ tinymux)
   rm -f "$GAME"/data/netmux.db* "$GAME"/netmux.pid
   sed -i "s/^port .*/port $PORT/" "$GAME/netmux.conf"
   start_game() { (cd "$GAME" && ./Startmux); }
+  gamelog() { ls -t "$GAME"/*.log 2>/dev/null | head -n1; }
   pidfile() { echo "$GAME/netmux.pid"; }
   GOD="connect wizard potrzebie"
   ;;
 tinymush)
   GAME=$SRC/game
   CONF=$GAME/configs/netmush.conf
-  sed -i '/^port /d' "$CONF"
+  # A clean database each run, as for TinyMUX above.
+  rm -rf "$GAME"/db/* "$GAME"/netmush.pid
+  sed -i '/^port[[:space:]]/d' "$CONF"
   echo "port $PORT" >>"$CONF"
+  # netmush forks into the background; it exits non-zero when it cannot
+  # load its database.
   start_game() { (cd "$GAME" && ./netmush >/dev/null 2>&1); }
+  gamelog() { echo "$GAME/logs/netmush.log"; }
   pidfile() { find "$GAME" -maxdepth 2 -name '*.pid' | head -n1; }
   GOD="connect #1 potrzebie"
   ;;
 esac
 
+game_failed() {
+  local log
+  log=$(gamelog)
+  [ -n "$log" ] && { echo "--- $log (tail)"; tail -n 15 "$log"; }
+  die "$*"
+}
+
 t=$(now)
-start_game
-wait_game 120 || die "$SERVER: no connect screen on port $PORT"
+start_game || game_failed "$SERVER: did not start"
+wait_game 120 || game_failed "$SERVER: no connect screen on port $PORT"
 GAME_PID=$(cat "$(pidfile)")
 pass "$SERVER: started, pid $GAME_PID, port $PORT ($(since "$t"))"
 
 timeout 60 python3 "$RUN/direct.py" "$PORT" "$GOD" \
-  "@pcreate heartbeat=$HB_PASS" "@pcreate player=$PL_PASS" QUIT >"$RUN/accounts.log" 2>&1 || true
+  "@pcreate heartbeat=$HB_PASS" "@pcreate player=$PL_PASS" @dump QUIT >"$RUN/accounts.log" 2>&1 || true
 grep -qi "new player\|created" "$RUN/accounts.log" ||
   { cat "$RUN/accounts.log"; die "$SERVER: @pcreate as God"; }
 pass "$SERVER: players heartbeat and player created"
@@ -271,7 +291,7 @@ password_env = "HF_REALMUSH_HB_PASS"
 [failover]
 after = "off"
 EOF
-"$HF" check -c "$RUN/holdfast.toml" >"$RUN/check.log" 2>&1 || { cat "$RUN/check.log"; die "holdfast check"; }
+HF_REALMUSH_HB_PASS=$HB_PASS "$HF" check -c "$RUN/holdfast.toml" >"$RUN/check.log" 2>&1 || { cat "$RUN/check.log"; die "holdfast check"; }
 grep -q "holdfast's address" "$RUN/check.log" && pass "check: says the game sees holdfast's address"
 HF_REALMUSH_HB_PASS=$HB_PASS RUST_LOG=${RUST_LOG:-holdfast=debug} \
   "$HF" run -c "$RUN/holdfast.toml" --ready-file "$RUN/ready" 2>"$RUN/holdfast.log" &
@@ -317,11 +337,12 @@ sleep 2
 grep -qF "<<EOF>>" "$PL" && die "held: the player's connection was closed"
 
 t=$(now)
-start_game
-wait_game 120 || die "$SERVER: no connect screen after the restart"
+start_game || game_failed "$SERVER: did not start again after kill -9"
+wait_game 120 || game_failed "$SERVER: no connect screen after the restart"
 GAME_PID=$(cat "$(pidfile)")
 pass "$SERVER: restarted, pid $GAME_PID ($(since "$t"))"
-if wait_for "$PL" "$m" 60 "logged back in"; then
+# Not "logged back in": the offline notice says "you will be logged back in".
+if wait_for "$PL" "$m" 60 "You have been logged back in"; then
   pass "restored: online notice $(since "$t") after the restart"
 else
   fail "restored: no online notice"
