@@ -11,6 +11,11 @@
 #           (default: the public repository). Built once under
 #           target/<server>/; REBUILD=1 builds again.
 #   REALMUSH_TIME_LIMIT=1800  seconds for the whole run
+#   REALMUSH_CROWD=N  afterwards, N players more (scripts/realmush_crowd.py):
+#           three at the connect screen at once, then N logged in, kill -9,
+#           restart; prints what the game's per-address limits did to them
+#   LIBS=-lsqlite3  (TinyMUX) passed on to its configure: for a source tree
+#           whose mux/sqlite/sqlite3.c amalgamation is a stub
 #
 # Build dependencies: TinyMUX 2.14 needs a C++17 compiler, OpenSSL and
 # PCRE2 headers (Debian: build-essential libssl-dev libpcre2-dev
@@ -229,9 +234,11 @@ PORT=$(free_port)
 case "$SERVER" in
 tinymux)
   GAME=$SRC/mux/game
-  rm -f "$GAME"/data/netmux.db* "$GAME"/netmux.pid
+  # The flatfile (netmux.db) and the SQLite database it becomes
+  # (netmux.sqlite, sqlite_backend.cpp:137): a minimal database each run.
+  rm -f "$GAME"/data/netmux.db* "$GAME"/data/netmux.sqlite* "$GAME"/netmux.pid
   sed -i "s/^port .*/port $PORT/" "$GAME/netmux.conf"
-  start_game() { (cd "$GAME" && ./Startmux); }
+  START="cd '$GAME' && ./Startmux"
   gamelog() { ls -t "$GAME"/*.log 2>/dev/null | head -n1; }
   pidfile() { echo "$GAME/netmux.pid"; }
   GOD="connect wizard potrzebie"
@@ -245,12 +252,13 @@ tinymush)
   echo "port $PORT" >>"$CONF"
   # netmush forks into the background; it exits non-zero when it cannot
   # load its database.
-  start_game() { (cd "$GAME" && ./netmush >/dev/null 2>&1); }
+  START="cd '$GAME' && ./netmush >/dev/null 2>&1"
   gamelog() { echo "$GAME/logs/netmush.log"; }
   pidfile() { find "$GAME" -maxdepth 2 -name '*.pid' | head -n1; }
   GOD="connect #1 potrzebie"
   ;;
 esac
+start_game() { sh -c "$START"; }
 
 game_failed() {
   local log
@@ -279,6 +287,8 @@ flavor = "$SERVER"
 
 [listen]
 addrs = ["127.0.0.1:0"]
+# Every test player comes from 127.0.0.1 (REALMUSH_CROWD: many at once).
+max_per_ip = 1000
 
 [[backends]]
 name = "$SERVER"
@@ -359,3 +369,21 @@ send "quit"
 wait_for "$PL" "$m" 20 "<<EOF>>" && pass "quit: player closed" || fail "quit: not closed"
 grep -q "reason=\"quit\"" "$RUN/holdfast.log" && pass "quit: holdfast saw a quit, not a crash" ||
   fail "quit: holdfast did not log a quit"
+
+# ---------------------------------------------------------------- 6. crowd
+
+if [ -n "${REALMUSH_CROWD:-}" ]; then
+  t=$(now)
+  m=$(lines "$RUN/holdfast.log")
+  python3 "$ROOT/scripts/realmush_crowd.py" --hf-port "$HF_PORT" --game-port "$PORT" \
+    --god "$GOD" --players "$REALMUSH_CROWD" --pidfile "$(pidfile)" \
+    --start "$START" \
+    --watch "${REALMUSH_CROWD_WATCH:-180}" | tee "$RUN/crowd.log"
+  crowd_rc=${PIPESTATUS[0]}
+  GAME_PID=$(cat "$(pidfile)" 2>/dev/null || true)
+  echo "crowd: holdfast's log lines since, by count:"
+  tail -n +"$m" "$RUN/holdfast.log" | sed -E -n 's/^[^ ]+ +([A-Z]+) .*holdfast::([a-z_:]+): (.*)$/\1 \2: \3/p' |
+    sed -E 's/ [a-z_]+=.*$//' | sort | uniq -c | sort -rn | head -n 25
+  [ "$crowd_rc" -eq 0 ] && pass "crowd: done ($(since "$t"))" || fail "crowd: the run could not be carried out"
+fi
+
