@@ -14,6 +14,7 @@
 #   REALMUSH_CROWD=N  afterwards, N players more (scripts/realmush_crowd.py):
 #           three at the connect screen at once, then N logged in, kill -9,
 #           restart; prints what the game's per-address limits did to them
+#   REALMUSH_GAME_CONF  lines added to the game's config file
 #   LIBS=-lsqlite3  (TinyMUX) passed on to its configure: for a source tree
 #           whose mux/sqlite/sqlite3.c amalgamation is a stub
 #
@@ -237,7 +238,7 @@ tinymux)
   # The flatfile (netmux.db) and the SQLite database it becomes
   # (netmux.sqlite, sqlite_backend.cpp:137): a minimal database each run.
   rm -f "$GAME"/data/netmux.db* "$GAME"/data/netmux.sqlite* "$GAME"/netmux.pid
-  sed -i "s/^port .*/port $PORT/" "$GAME/netmux.conf"
+  CONF=$GAME/netmux.conf
   START="cd '$GAME' && ./Startmux"
   gamelog() { ls -t "$GAME"/*.log 2>/dev/null | head -n1; }
   pidfile() { echo "$GAME/netmux.pid"; }
@@ -248,8 +249,6 @@ tinymush)
   CONF=$GAME/configs/netmush.conf
   # A clean database each run, as for TinyMUX above.
   rm -rf "$GAME"/db/* "$GAME"/netmush.pid
-  sed -i '/^port[[:space:]]/d' "$CONF"
-  echo "port $PORT" >>"$CONF"
   # netmush forks into the background; it exits non-zero when it cannot
   # load its database.
   START="cd '$GAME' && ./netmush >/dev/null 2>&1"
@@ -258,6 +257,14 @@ tinymush)
   GOD="connect #1 potrzebie"
   ;;
 esac
+# The game's config as shipped, with this run's port and any
+# REALMUSH_GAME_CONF lines (e.g. TinyMUX's "max_lastsite_cnt 0") at the end.
+[ -f "$CONF.orig" ] || cp "$CONF" "$CONF.orig"
+{
+  grep -v '^port[[:space:]]' "$CONF.orig"
+  echo "port $PORT"
+  if [ -n "${REALMUSH_GAME_CONF:-}" ]; then printf '%s\n' "$REALMUSH_GAME_CONF"; fi
+} >"$CONF"
 start_game() { sh -c "$START"; }
 
 game_failed() {
@@ -356,6 +363,14 @@ if wait_for "$PL" "$m" 60 "You have been logged back in"; then
   pass "restored: online notice $(since "$t") after the restart"
 else
   fail "restored: no online notice"
+fi
+# From holdfast's log: when it saw the game back, when the player was in.
+hf_time() { grep -F "$1" "$RUN/holdfast.log" | tail -n1 | cut -d' ' -f1; }
+UP=$(hf_time "backend up")
+BACK=$(hf_time "logged back in")
+if [ -n "$UP" ] && [ -n "$BACK" ]; then
+  awk -v s="$t" -v u="$(date -d "$UP" +%s.%N)" -v b="$(date -d "$BACK" +%s.%N)" 'BEGIN {
+    printf "times: restart command -> holdfast saw the game up %.2fs -> player logged back in %.2fs later (%.2fs in all)\n", u - s, b - u, b - s }'
 fi
 n=$(count_from "$PL" "$m" "$BANNER_LINE")
 [ "$n" -eq 0 ] && pass "restored: no second connect screen" || fail "restored: connect screen shown again ($n)"
