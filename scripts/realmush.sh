@@ -15,6 +15,7 @@
 #           three at the connect screen at once, then N logged in, kill -9,
 #           restart; prints what the game's per-address limits did to them
 #   REALMUSH_GAME_CONF  lines added to the game's config file
+#   REALMUSH_HF_CONF    sections added to holdfast's config
 #   LIBS=-lsqlite3  (TinyMUX) passed on to its configure: for a source tree
 #           whose mux/sqlite/sqlite3.c amalgamation is a stub
 #
@@ -308,6 +309,8 @@ password_env = "HF_REALMUSH_HB_PASS"
 [failover]
 after = "off"
 EOF
+# REALMUSH_HF_CONF: more holdfast config (whole sections, e.g. "[resume]").
+if [ -n "${REALMUSH_HF_CONF:-}" ]; then printf '\n%s\n' "$REALMUSH_HF_CONF" >>"$RUN/holdfast.toml"; fi
 HF_REALMUSH_HB_PASS=$HB_PASS "$HF" check -c "$RUN/holdfast.toml" >"$RUN/check.log" 2>&1 || { cat "$RUN/check.log"; die "holdfast check"; }
 grep -q "holdfast's address" "$RUN/check.log" && pass "check: says the game sees holdfast's address"
 HF_REALMUSH_HB_PASS=$HB_PASS RUST_LOG=${RUST_LOG:-holdfast=debug} \

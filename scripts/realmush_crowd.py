@@ -190,6 +190,9 @@ def setup(args):
         ps.append(p)
         pump([p], 5, lambda p=p: p.first("connect") is not None)
         p.send(f"connect crowd{i} {args.password}")
+        # Not in the same read as the login: with lazy_connect and resume
+        # on, holdfast sends a line that came with the login before it.
+        pump([p], 0.3)
         p.send(f"think crowd-in-{i}")
     pump(ps, 60, lambda: all(p.first(f"crowd-in-{p.name[5:]}") for p in ps))
     ok = [p for p in ps if p.first(f"crowd-in-{p.name[5:]}")]
