@@ -335,3 +335,41 @@ async fn a_restore_does_not_announce_the_restored_to_each_other() {
         c.expect("Bob has connected.").await;
     }
 }
+
+/// A client that sends its login and first command in one packet, with
+/// lazy connect and resume both on (the tinymux defaults): the game gets
+/// the login first, then the command, and the player sees the connect
+/// screen once. (The command used to overtake the login while the login
+/// was checked against detached sessions; seen with a real TinyMUX.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_and_a_command_in_one_packet_arrive_in_order() {
+    let dir = TempDir::new("busy-one-packet");
+    let mut args = users(3);
+    args.extend(["--max-preauth".to_string(), "2".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let game = Game::start(&dir, &args);
+    let proxy = Proxy::start(&dir, &mux_config(&game, ""));
+    wait_up(&proxy).await;
+    proxy.wait_log("connect screen kept for lazy connect").await;
+    for i in 1..=3 {
+        let mut c = Client::connect(proxy.addr).await;
+        c.expect_within("connect <name>", Duration::from_secs(5))
+            .await;
+        c.send_raw(format!("connect p{i:02} pw\r\nthink p{i:02} first\r\n").as_bytes())
+            .await;
+        let seen = c.expect(&format!("p{i:02} first")).await;
+        assert!(seen.contains("Last connect was from"), "{seen:?}");
+        assert_eq!(
+            c.text.matches("connect <name>").count(),
+            1,
+            "the screen once: {}",
+            c.text
+        );
+        let name = format!("p{i:02}");
+        assert_eq!(
+            game.lines_from(&name).first().map(String::as_str),
+            Some(format!("think p{i:02} first").as_str()),
+            "the game got the command after the login"
+        );
+    }
+}

@@ -227,3 +227,66 @@ async fn a_refused_lazy_connection_still_hides_the_screen_on_the_next_try() {
     assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
     assert_eq!(game_text(&out), "connect Alice pw\r\n");
 }
+
+/// A client that sends its login and first command in one packet, with
+/// lazy connect and resume both on (the TinyMUX/TinyMUSH defaults): the
+/// login is checked against detached sessions first, and the command used
+/// to overtake it into the lazy queue (the game saw `look` before the
+/// login and the player the connect screen again; found with a real
+/// TinyMUX by scripts/realmush.sh).
+#[tokio::test(start_paused = true)]
+async fn a_login_and_a_command_in_one_read_reach_a_lazy_game_in_order() {
+    let mut t = T::new("");
+    assert!(t.cfg.listen.lazy_connect && t.cfg.resume.keep.is_some());
+    let screen: Arc<[u8]> = SCREEN.into();
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
+    // The driver's order: the login is checked (no detached session), then
+    // what came after it goes on.
+    let first = t.step(|c, ctx, _, o| c.player_data(ctx, b"connect Alice pw\nlook\n", o));
+    let line = first
+        .iter()
+        .find_map(|a| match a {
+            Action::TryResume { line, .. } => Some(line.to_vec()),
+            _ => None,
+        })
+        .expect("the login is checked for a detached session");
+    assert!(
+        !first.iter().any(|a| matches!(a, Action::Connect(_))),
+        "nothing else happened before the check: {first:?}"
+    );
+    let out = t.step(|c, ctx, _, o| c.resume_refused(ctx, &line, o));
+    assert_eq!(connects(&out), 1);
+    let out = t.step(|c, ctx, _, o| c.resume_settled(ctx, o));
+    assert_eq!(connects(&out), 0, "one connection");
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let out = t.game_bytes(SCREEN);
+    assert_eq!(game_text(&out), "connect Alice pw\r\nlook\r\n");
+    assert_eq!(player_text(&out), "", "the screen is not shown twice");
+}
+
+/// The same packet when the login does take a detached session over: the
+/// command goes to the resumed game session, not to the connection the
+/// player arrived on.
+#[tokio::test(start_paused = true)]
+async fn a_command_after_a_resuming_login_goes_to_the_resumed_session() {
+    let mut away = T::logged_in("");
+    let mut t = T::started("");
+    let first = t.step(|c, ctx, _, o| c.player_data(ctx, b"connect Alice pw\nlook\n", o));
+    assert!(first.iter().any(|a| matches!(a, Action::TryResume { .. })));
+    assert_eq!(game_text(&first), "", "look waits for the check");
+    let arrived = std::mem::replace(
+        &mut t.core,
+        super::core::Core::new(
+            0,
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            &t.cfg,
+            0,
+        ),
+    );
+    away.step(move |c, ctx, _, o| {
+        c.adopt(ctx, arrived, Duration::from_secs(5), Vec::new(), 0, 0, o)
+    });
+    let out = away.step(|c, ctx, _, o| c.resume_settled(ctx, o));
+    assert_eq!(game_text(&out), "look\r\n");
+}

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::debug;
 use zeroize::Zeroizing;
 
-use super::input::Input;
+use super::input::{Input, Item};
 use super::watch::Watch;
 use super::End;
 use crate::config::Config;
@@ -198,6 +198,12 @@ pub struct Core {
     /// The cached connect screen a lazy session's player has, kept for the
     /// next try when the game refused the connection it opened.
     pub(super) screen_shown: Option<Arc<[u8]>>,
+    /// Player input that came in the same read after a login the driver
+    /// is checking against detached sessions ([`Action::TryResume`]): it
+    /// goes on, in order, once that is settled ([`Core::resume_settled`]),
+    /// in whichever session the login ends up in. Always empty between
+    /// steps, so it is not part of a snapshot.
+    pub(super) after_login: Vec<Item>,
 }
 
 /// Renders a notice template.
@@ -262,6 +268,7 @@ impl Core {
             lazy: None,
             busy: None,
             screen_shown: None,
+            after_login: Vec::new(),
         }
     }
 

@@ -286,7 +286,8 @@ impl<P: PlayerTransport> Driver<P> {
                 }
                 Action::Notice(_) => {}
                 Action::TryResume { creds, line } => {
-                    Box::pin(self.try_resume(creds, &line)).await?
+                    Box::pin(self.try_resume(creds, &line)).await?;
+                    step!(self, |core, ctx, _pool, out| core.resume_settled(ctx, out))?
                 }
                 Action::Game(bytes) => self.write_game(&bytes).await?,
                 Action::Connect(backend) => Box::pin(self.connect(backend)).await?,

@@ -15,16 +15,44 @@ use crate::{clientip, login, telnet};
 impl Core {
     /// Bytes from the player.
     pub fn player_data(&mut self, ctx: &mut Ctx, data: &[u8], out: &mut Actions) {
-        let cfg = ctx.cfg;
         let mut items = Vec::new();
-        self.input.feed(data, cfg.limits.max_line, &mut items);
+        self.input.feed(data, ctx.cfg.limits.max_line, &mut items);
+        if !self.after_login.is_empty() {
+            // (The driver settles a login check within its step, so this
+            // does not happen; if it did, the order would still hold.)
+            self.after_login.extend(items);
+            return;
+        }
+        self.player_items(ctx, items, out);
+    }
+
+    /// The driver has settled an [`Action::TryResume`] (the login took a
+    /// detached session over, or went on as an ordinary line): what the
+    /// player sent after it in the same read goes on now, in order.
+    pub fn resume_settled(&mut self, ctx: &mut Ctx, out: &mut Actions) {
+        let items = std::mem::take(&mut self.after_login);
+        if !items.is_empty() {
+            self.player_items(ctx, items, out);
+        }
+    }
+
+    fn player_items(&mut self, ctx: &mut Ctx, items: Vec<Item>, out: &mut Actions) {
+        let cfg = ctx.cfg;
         let mut to_game: Vec<u8> = Vec::new();
         let mut to_player: Vec<u8> = Vec::new();
-        for item in items {
+        let mut items = items.into_iter();
+        while let Some(item) = items.next() {
             match item {
                 Item::Line(line) => {
+                    let before = out.len();
                     if self.player_line(ctx, line, &mut to_game, out).is_err() {
                         return;
+                    }
+                    if out.len() > before && matches!(out.last(), Some(Action::TryResume { .. })) {
+                        // Whether this login resumes a detached session
+                        // decides where the rest goes: it waits.
+                        self.after_login.extend(items);
+                        break;
                     }
                 }
                 Item::TooLong => {

@@ -57,6 +57,8 @@ impl Core {
         self.input_rate = new.input_rate;
         self.flood_drops = new.flood_drops;
         self.at_line_start = new.at_line_start;
+        // What the player sent after the login goes to this session.
+        self.after_login = new.after_login;
         let to_game = self.telnet.adopt_player_side(new.telnet);
         if !to_game.is_empty() && self.game.as_ref().is_some_and(|g| !g.closed) {
             out.push(Action::Game(Zeroizing::new(to_game)));

@@ -90,7 +90,8 @@ impl T {
         for a in first {
             match a {
                 Action::TryResume { line, .. } => {
-                    out.extend(self.step(|c, ctx, _, o| c.resume_refused(ctx, &line, o)))
+                    out.extend(self.step(|c, ctx, _, o| c.resume_refused(ctx, &line, o)));
+                    out.extend(self.step(|c, ctx, _, o| c.resume_settled(ctx, o)));
                 }
                 a => out.push(a),
             }
