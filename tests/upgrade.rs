@@ -480,6 +480,77 @@ async fn a_failing_new_binary_or_config_leaves_the_old_one_serving() {
     }
 }
 
+/// The new process takes a first batch of sessions, starts relaying them,
+/// confirms, and then crashes: the old process, which kept its own copies
+/// of every socket, kills it for sure and carries on with every session,
+/// those of the first batch included. Nobody is dropped, the game sees no
+/// new connection and no login.
+#[tokio::test]
+async fn a_new_process_that_crashes_mid_handover_leaves_everyone_with_the_old_one() {
+    let dir = TempDir::new("upgrade-crash");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], ROOMY),
+        &[
+            ("HOLDFAST_UPGRADE_BATCH", "10"),
+            ("HOLDFAST_UPGRADE_ABORT_AFTER", "1"),
+        ],
+    );
+    let pid = hf.pid;
+    let mut cs = Vec::new();
+    for _ in 0..30 {
+        cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    let mut out = Client::connect(hf.addr).await;
+    out.expect("connect").await;
+    let mark = game.events().len();
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.send(&format!("say p{i} before")).await;
+    }
+    hf.usr2();
+    hf.wait_log("upgrade failed; carrying on", 1);
+    let logs = hf.logs();
+    assert!(logs.contains("aborting on purpose"), "{logs}");
+    // A first batch of 10 was started there (the crash may come before
+    // every task of it has run).
+    let ran = logs.matches("session taken over").count();
+    assert!((1..=10).contains(&ran), "{ran} taken over: {logs}");
+    assert_eq!(hf.pid, pid);
+    assert!(hf.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.send(&format!("say p{i} after")).await;
+        c.expect(&format!("You say, \"p{i} after\"")).await;
+        for w in ["before", "after"] {
+            assert_eq!(
+                c.text.matches(&format!("You say, \"p{i} {w}\"")).count(),
+                1,
+                "player {i}: {}",
+                c.text
+            );
+        }
+        assert!(!c.closed);
+    }
+    out.send("connect Bob bobpw").await;
+    out.expect("Last connect was from").await;
+    let logins = logins_after(&game, mark);
+    assert_eq!(logins.len(), 1, "only Bob's login: {logins:#?}");
+    let t0 = Instant::now();
+    loop {
+        let f = foreign_connections(&game, mark);
+        if f.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "new game connections: {f:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old process accepts again.
+    let mut late = Client::login(hf.addr, "Wiz", "wizpw").await;
+    late.send("say late").await;
+    late.expect("You say, \"late\"").await;
+}
+
 #[tokio::test]
 async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     let dir = TempDir::new("upgrade-notify");

@@ -201,8 +201,7 @@ impl<P: PlayerTransport> Driver<P> {
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.subscribe();
-        freeze.borrow_and_update();
+        let mut freeze = self.shared.handover.enlist();
         loop {
             let deadline = self
                 .core
@@ -219,8 +218,8 @@ impl<P: PlayerTransport> Driver<P> {
                 // An upgrade cannot carry a detached session yet: say so,
                 // so the upgrade is refused with the reason at once rather
                 // than waiting for this session until it times out.
-                Ok(()) = freeze.changed() => {
-                    self.refuse_handover().await;
+                Some(ask) = freeze.asked() => {
+                    self.refuse_handover(ask).await;
                     Ok(())
                 }
                 a = announce_rx.recv() => match a {
@@ -254,10 +253,7 @@ impl<P: PlayerTransport> Driver<P> {
         }
     }
 
-    async fn refuse_handover(&mut self) {
-        let Some(tx) = self.shared.handover.parcel_sender() else {
-            return;
-        };
+    async fn refuse_handover(&mut self, tx: crate::upgrade::Ask) {
         let id = self.core.id;
         let (verdict, rx) = oneshot::channel();
         let parcel = crate::upgrade::Parcel {

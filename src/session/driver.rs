@@ -130,8 +130,7 @@ impl<P: PlayerTransport> Driver<P> {
         // session shares).
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.subscribe();
-        freeze.borrow_and_update();
+        let mut freeze = self.shared.handover.enlist();
         if !self.started {
             self.started = true;
             if let Err(e) = step!(self, |core, ctx, pool, out| core.start(ctx, pool, out)) {
@@ -173,7 +172,7 @@ impl<P: PlayerTransport> Driver<P> {
                 _ = sleep_opt(deadline) => self.timer_fired().await,
                 // An upgrade: every event before it was carried out in
                 // full, so this is a clean point to stop (see `handover`).
-                Ok(()) = freeze.changed() => self.hand_over().await,
+                Some(ask) = freeze.asked() => self.hand_over(ask).await,
             };
             if let Err(end) = r {
                 return end;

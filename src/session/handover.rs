@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info_span, Instrument};
 
 use super::core::render;
@@ -24,44 +24,31 @@ use super::End;
 use crate::backend::connect::BackendStream;
 use crate::state::Shared;
 use crate::upgrade::wire::GameFd;
-use crate::upgrade::{Lent, Parcel, SessionParcel, Verdict};
+use crate::upgrade::{Ask, Parcel, SessionParcel, Verdict};
 
 impl<P: PlayerTransport> Driver<P> {
-    /// An upgrade asked every session to stop. The player's MCCP2 stream
+    /// An upgrade asked this session to stop. The player's MCCP2 stream
     /// is ended (its zlib state cannot cross), the state and duplicates of
-    /// the sockets go to the upgrade, and the session waits for the
-    /// verdict: `Err(End::Handover)` when the new process owns it, else it
-    /// carries on (offering MCCP2 again if it ended the stream).
-    pub(super) async fn hand_over(&mut self) -> Result<(), End> {
-        let Some(tx) = self.shared.handover.parcel_sender() else {
-            return Ok(());
-        };
+    /// the sockets go to the upgrade, and the session waits, touching
+    /// nothing, for the verdict: `Err(End::Handover)` when the new process
+    /// owns it, else it carries on (offering MCCP2 again if it ended the
+    /// stream).
+    pub(super) async fn hand_over(&mut self, ask: Ask) -> Result<(), End> {
         let mccp = self.core.telnet.out.compressing();
         if mccp {
             self.core.telnet.out.stop();
             self.write_player(&[], self.write_timeout()).await?;
         }
-        let (verdict, mut rx) = oneshot::channel();
-        let (lend, mut lend_rx) = mpsc::channel(1);
+        let (verdict, rx) = oneshot::channel();
         let parcel = Parcel {
             id: self.core.id,
-            content: self.parcel(mccp, lend),
+            content: self.parcel(mccp),
             verdict,
         };
-        if tx.send(parcel).is_err() {
-            drop(lend_rx);
+        if ask.send(parcel).is_err() {
             return self.thaw(mccp).await;
         }
-        // Frozen: lend the sockets when asked, until the verdict.
-        let v = loop {
-            tokio::select! {
-                v = &mut rx => break v.ok(),
-                Some(reply) = lend_rx.recv() => {
-                    let _ = reply.send(self.lent());
-                }
-            }
-        };
-        if v == Some(Verdict::Commit) {
+        if rx.await.ok() == Some(Verdict::Commit) {
             debug!("handed over");
             return Err(End::Handover);
         }
@@ -78,42 +65,38 @@ impl<P: PlayerTransport> Driver<P> {
         Ok(())
     }
 
-    fn parcel(&self, mccp: bool, lend: mpsc::Sender<LendReply>) -> Result<SessionParcel, String> {
+    /// The state, and close-on-exec duplicates of the sockets to send.
+    fn parcel(&self, mccp: bool) -> Result<SessionParcel, String> {
         let state = snapshot(&self.core, mccp).map_err(|e| e.to_string())?;
         let id = self.core.id;
-        if self.player.as_ref().and_then(|p| p.socket()).is_none() {
+        let err = |e: std::io::Error| format!("session {id}: {e}");
+        let Some(player) = self.player.as_ref().and_then(|p| p.socket()) else {
             return Err(format!(
                 "session {id}: this kind of player connection cannot be handed over"
             ));
-        }
+        };
         if self.core.has_game() != self.game.is_some() {
             return Err(format!("session {id}: game connection in an odd state"));
         }
-        let game = self.game.as_ref().map(|g| match g {
-            BackendStream::Tcp(_) => GameFd::Tcp,
-            BackendStream::Unix(_) => GameFd::Unix,
-        });
-        Ok(SessionParcel { state, game, lend })
-    }
-
-    /// Close-on-exec duplicates of the sockets, to be sent.
-    fn lent(&self) -> Result<Lent, String> {
-        let id = self.core.id;
-        let err = |e: std::io::Error| format!("session {id}: {e}");
-        let player = match self.player.as_ref().and_then(|p| p.socket()) {
-            Some(fd) => fd.try_clone_to_owned().map_err(err)?,
-            None => return Err(format!("session {id}: no socket to lend")),
+        let (game, game_fd) = match &self.game {
+            None => (None, None),
+            Some(BackendStream::Tcp(s)) => (
+                Some(GameFd::Tcp),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
+            Some(BackendStream::Unix(s)) => (
+                Some(GameFd::Unix),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
         };
-        let game = match &self.game {
-            None => None,
-            Some(BackendStream::Tcp(s)) => Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-            Some(BackendStream::Unix(s)) => Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-        };
-        Ok(Lent { player, game })
+        Ok(SessionParcel {
+            state,
+            game,
+            player_fd: player.try_clone_to_owned().map_err(err)?,
+            game_fd,
+        })
     }
 }
-
-type LendReply = oneshot::Sender<Result<Lent, String>>;
 
 /// Runs a session taken over from an older process (an upgrade): no
 /// `session.open`, no greeting; the player gets `notices.upgraded` (if

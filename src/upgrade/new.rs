@@ -1,8 +1,8 @@
 //! The new process's side of an upgrade: take the socket from stdin, say
-//! `Hello` once the config is valid (or why not), receive and check
-//! everything, say `Taken`, and start only after the old process's
-//! `Commit` (until then nothing has been read or written, so the old one
-//! can still carry on).
+//! `Hello` once the config is valid (or why not), check the listeners and
+//! say `Ready`, then take the sessions a batch at a time: each batch is
+//! read back, checked and started at once, then confirmed with `Took`.
+//! The listeners start accepting after the old process's `Commit`.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +14,7 @@ use tracing::warn;
 use zeroize::Zeroizing;
 
 use super::fds::{self, Kind};
-use super::wire::{self, GameFd, Head, Msg, SessionHead};
+use super::wire::{self, Batch, GameFd, Head, Next, SessionHead};
 use super::{DEADLINE, ENV};
 use crate::backend::connect::BackendStream;
 use crate::clientip::peer_ip;
@@ -43,19 +43,10 @@ pub struct Taken {
     pub game: Option<GameSock>,
 }
 
-/// Everything taken over, checked.
-pub struct Received {
-    /// The old process's view (pool, ids, versions).
-    pub head: Head,
-    /// The listening sockets, with their addresses.
-    pub listeners: Vec<TcpListener>,
-    /// The sessions.
-    pub sessions: Vec<Taken>,
-}
-
 /// The new process's end of the upgrade socket.
 pub struct Incoming {
     sock: Arc<OwnedFd>,
+    batches: std::sync::atomic::AtomicUsize,
 }
 
 /// Whether this process was started by an upgrade.
@@ -77,6 +68,7 @@ impl Incoming {
         rustix::stdio::dup2_stdin(&null)?;
         Ok(Incoming {
             sock: Arc::new(sock),
+            batches: Default::default(),
         })
     }
 
@@ -94,61 +86,114 @@ impl Incoming {
         wire::send_hello(self.sock.as_fd(), env!("CARGO_PKG_VERSION"))
     }
 
-    /// Receives the listeners, sessions and their sockets, and checks
-    /// them: every descriptor is the kind announced, every state reads
-    /// back. On error everything received is closed.
-    pub async fn receive(&self, cfg: &Arc<Config>) -> Result<Received, String> {
+    /// Receives the first document and the listening sockets, and checks
+    /// them (each a listener bound to the address announced).
+    pub async fn receive_head(&self) -> Result<(Head, Vec<TcpListener>), String> {
         let sock = self.sock.clone();
-        let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || {
-            let (head, states) = wire::recv_head(sock.as_fd())
-                .map_err(|e| format!("receiving the handover: {e}"))?;
-            // The states are read back on a thread of their own while the
-            // descriptors arrive (the old process lends them in batches).
-            std::thread::scope(|s| {
-                let parsed = s.spawn(|| restore_all(&head, states, &cfg));
-                let fds = wire::recv_fds(sock.as_fd(), head.fd_count())
-                    .map_err(|e| format!("receiving the handover: {e}"));
-                let parsed = parsed
-                    .join()
-                    .map_err(|_| "reading the states back panicked".to_string())?;
-                check(&head, parsed?, fds?)
-            })
-            .map(|(listeners, sessions)| Received {
-                head,
-                listeners,
-                sessions,
-            })
+            let err = |e: io::Error| format!("receiving the handover: {e}");
+            let doc = match wire::recv_next(sock.as_fd()).map_err(err)? {
+                Next::Doc(d) => d,
+                _ => return Err("receiving the handover: expected its first document".into()),
+            };
+            let head = wire::read_head(&doc).map_err(err)?;
+            let fds = wire::recv_fds(sock.as_fd(), head.listeners.len()).map_err(err)?;
+            let mut it = fds.into_iter();
+            let mut listeners = Vec::with_capacity(head.listeners.len());
+            for a in &head.listeners {
+                let l = TcpListener::from(next_fd(&mut it, Kind::TcpListener, "listener")?);
+                let got = l.local_addr().map_err(|e| e.to_string())?;
+                if got != *a {
+                    return Err(format!("listener {a}: the socket is bound to {got}"));
+                }
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                listeners.push(l);
+            }
+            Ok((head, listeners))
         })
         .await
         .map_err(|e| e.to_string())?
     }
 
-    /// Says `Taken` and waits for the old process's `Commit`.
-    pub async fn confirm(&self, sessions: usize) -> Result<(), String> {
+    /// Says `Ready`: the sessions may come.
+    pub async fn ready(&self) -> Result<(), String> {
         let sock = self.sock.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            wire::send_taken(sock.as_fd(), sessions)?;
-            wire::recv_msg(sock.as_fd())
+        tokio::task::spawn_blocking(move || wire::send_ready(sock.as_fd()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("saying ready: {e}"))
+    }
+
+    /// The next batch of sessions (states read back, descriptors checked),
+    /// or the end of the handover. On error everything received is closed.
+    pub async fn next(&self, cfg: &Arc<Config>) -> Result<Step, String> {
+        let sock = self.sock.clone();
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let err = |e: io::Error| format!("receiving the handover: {e}");
+            let doc = match wire::recv_next(sock.as_fd()).map_err(err)? {
+                Next::Doc(d) => d,
+                Next::Commit => return Ok(Step::Commit),
+                Next::Gone => return Ok(Step::Gone),
+                Next::Error(e) => return Err(format!("the old process gave up: {e}")),
+            };
+            let (batch, states) = wire::read_batch(&doc).map_err(err)?;
+            drop(doc);
+            let restored = restore_all(&batch, states, &cfg)?;
+            let fds = wire::recv_fds(sock.as_fd(), batch.fd_count()).map_err(err)?;
+            check(&batch, restored, fds).map(Step::Batch)
         })
         .await
-        .map_err(|e| e.to_string())?;
-        match r {
-            Ok(Some(Msg::Commit)) => Ok(()),
-            Ok(Some(m)) => Err(format!("unexpected {m:?} from the old process")),
-            Ok(None) => Err("the old process went away before its commit".into()),
-            Err(e) => Err(format!("waiting for the commit: {e}")),
-        }
+        .map_err(|e| e.to_string())?
     }
+
+    /// Says `Took`: a batch is running here. (With
+    /// [`super::ENV_ABORT_AFTER`] set, a test's simulated crash.)
+    pub async fn took(&self, sessions: usize) -> Result<(), String> {
+        let sock = self.sock.clone();
+        tokio::task::spawn_blocking(move || wire::send_took(sock.as_fd(), sessions))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("confirming a batch: {e}"))?;
+        let took = self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let abort_after = std::env::var(super::ENV_ABORT_AFTER)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok());
+        if abort_after == Some(took) {
+            warn!(
+                batches = took,
+                "upgrade: aborting on purpose ({})",
+                super::ENV_ABORT_AFTER
+            );
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
+
+/// What came next from the old process.
+pub enum Step {
+    /// A batch of sessions, checked.
+    Batch(Vec<Taken>),
+    /// `Commit`: the old process is stopping; everything is ours.
+    Commit,
+    /// The old process went away without its commit. It thaws sessions
+    /// only after it has killed this process, so, alive, this process
+    /// owns what it took.
+    Gone,
 }
 
 /// Every session's state read back, in order.
 fn restore_all(
-    head: &Head,
+    batch: &Batch,
     states: Vec<Zeroizing<Vec<u8>>>,
     cfg: &Config,
 ) -> Result<Vec<Restored>, String> {
-    head.sessions
+    batch
+        .sessions
         .iter()
         .zip(states)
         .map(|(s, state)| {
@@ -161,43 +206,38 @@ fn restore_all(
         .collect()
 }
 
-type Checked = (Vec<TcpListener>, Vec<Taken>);
-
-/// Checks every descriptor against the head: its kind and count, and the
-/// listeners' addresses. On error everything received is closed.
-fn check(head: &Head, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Checked, String> {
-    let mut it = got.into_iter();
-    let mut next = |want: Kind, what: &str| -> Result<OwnedFd, String> {
-        let fd = it
-            .next()
-            .ok_or_else(|| format!("{what}: descriptor missing"))?;
-        let k = fds::kind(&fd);
-        if k != want {
-            return Err(format!("{what}: expected {want:?}, got {k:?}"));
-        }
-        Ok(fd)
-    };
-    let mut listeners = Vec::with_capacity(head.listeners.len());
-    for a in &head.listeners {
-        let l = TcpListener::from(next(Kind::TcpListener, "listener")?);
-        let got = l.local_addr().map_err(|e| e.to_string())?;
-        if got != *a {
-            return Err(format!("listener {a}: the socket is bound to {got}"));
-        }
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        listeners.push(l);
+fn next_fd(
+    it: &mut impl Iterator<Item = OwnedFd>,
+    want: Kind,
+    what: &str,
+) -> Result<OwnedFd, String> {
+    let fd = it
+        .next()
+        .ok_or_else(|| format!("{what}: descriptor missing"))?;
+    let k = fds::kind(&fd);
+    if k != want {
+        return Err(format!("{what}: expected {want:?}, got {k:?}"));
     }
-    let mut sessions = Vec::with_capacity(head.sessions.len());
-    for (s, restored) in head.sessions.iter().zip(restored) {
+    Ok(fd)
+}
+
+/// Checks a batch's descriptors against it: their kinds and count. On
+/// error everything received is closed.
+fn check(batch: &Batch, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Vec<Taken>, String> {
+    let mut it = got.into_iter();
+    let mut sessions = Vec::with_capacity(batch.sessions.len());
+    for (s, restored) in batch.sessions.iter().zip(restored) {
         let what = format!("session {}", s.id);
-        let player = TcpStream::from(next(Kind::TcpStream, &what)?);
+        let player = TcpStream::from(next_fd(&mut it, Kind::TcpStream, &what)?);
         let game = match s.game {
             None => None,
-            Some(GameFd::Tcp) => Some(GameSock::Tcp(TcpStream::from(next(
+            Some(GameFd::Tcp) => Some(GameSock::Tcp(TcpStream::from(next_fd(
+                &mut it,
                 Kind::TcpStream,
                 &what,
             )?))),
-            Some(GameFd::Unix) => Some(GameSock::Unix(UnixStream::from(next(
+            Some(GameFd::Unix) => Some(GameSock::Unix(UnixStream::from(next_fd(
+                &mut it,
                 Kind::UnixStream,
                 &what,
             )?))),
@@ -222,7 +262,7 @@ fn check(head: &Head, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Chec
     if it.next().is_some() {
         return Err("more descriptors than announced".into());
     }
-    Ok((listeners, sessions))
+    Ok(sessions)
 }
 
 /// Takes the old process's view: the pool (backends still configured
