@@ -551,6 +551,62 @@ async fn a_new_process_that_crashes_mid_handover_leaves_everyone_with_the_old_on
     late.expect("You say, \"late\"").await;
 }
 
+/// A detached session (its player's link dropped; `[resume]`) crosses
+/// with its game connection, its playback and its time left, and its
+/// player resumes it in the new process with everything said meanwhile,
+/// in either process, once and in order; the game sees no new login.
+#[tokio::test]
+async fn a_detached_session_crosses_and_resumes_in_the_new_process() {
+    let dir = TempDir::new("upgrade-detached");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], ROOMY),
+        &[],
+    );
+    let alice = Client::login(hf.addr, "Alice", "alicepw").await;
+    let mut bob = Client::login(hf.addr, "Bob", "bobpw").await;
+    socket2::SockRef::from(&alice.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(alice);
+    hf.wait_log("session detached", 1);
+    for i in 0..3 {
+        bob.send(&format!("say line {i}")).await;
+    }
+    bob.expect("You say, \"line 2\"").await;
+    hf.usr2();
+    hf.wait_upgraded();
+    hf.wait_log("detached session taken over", 1);
+    for i in 3..6 {
+        bob.send(&format!("say line {i}")).await;
+    }
+    bob.expect("You say, \"line 5\"").await;
+    let mut alice = Client::connect(hf.addr).await;
+    alice.expect("connect").await;
+    alice.send("connect alice alicepw").await;
+    alice.expect("Bob says, \"line 5\"").await;
+    let at: Vec<usize> = (0..6)
+        .map(|i| {
+            let l = format!("Bob says, \"line {i}\"");
+            assert_eq!(alice.text.matches(&l).count(), 1, "{}", alice.text);
+            alice.text.find(&l).unwrap()
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", alice.text);
+    alice.send("say back").await;
+    bob.expect("Alice says, \"back\"").await;
+    let logins = game
+        .events()
+        .into_iter()
+        .filter(|e| e["t"] == "login" && e["user"] == "Alice")
+        .count();
+    assert_eq!(logins, 1, "no new login at the game");
+    let logs = hf.logs();
+    assert!(logs.contains("session resumed"), "{logs}");
+}
+
 #[tokio::test]
 async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     let dir = TempDir::new("upgrade-notify");

@@ -108,10 +108,18 @@ macro_rules! step {
 
 impl<P: PlayerTransport> Driver<P> {
     pub fn new(shared: Arc<Shared>, core: Core, player: P) -> Self {
+        let mut d = Self::without_player(shared, core);
+        d.player = Some(player);
+        d
+    }
+
+    /// A session whose player's link is gone (a detached session taken
+    /// over in an upgrade).
+    pub fn without_player(shared: Arc<Shared>, core: Core) -> Self {
         Driver {
             shared,
             core,
-            player: Some(player),
+            player: None,
             game: None,
             published: (Phase::Held, None, None),
             started: false,

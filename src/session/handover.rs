@@ -11,6 +11,9 @@
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -92,7 +95,7 @@ impl<P: PlayerTransport> Driver<P> {
         Ok(SessionParcel {
             state,
             game,
-            player_fd: player.try_clone_to_owned().map_err(err)?,
+            player_fd: Some(player.try_clone_to_owned().map_err(err)?),
             game_fd,
         })
     }
@@ -101,15 +104,44 @@ impl<P: PlayerTransport> Driver<P> {
 /// Runs a session taken over from an older process (an upgrade): no
 /// `session.open`, no greeting; the player gets `notices.upgraded` (if
 /// set) and the MCCP2 offer again if it had MCCP2, then the session goes
-/// on where it stopped.
+/// on where it stopped. A detached session (no player) goes on being kept
+/// for its player, with its playback and the time it had left.
 pub fn resume(
     shared: Arc<Shared>,
     restored: Restored,
-    player: TcpStream,
+    player: Option<TcpStream>,
     game: Option<BackendStream>,
-) -> impl std::future::Future<Output = ()> + Send {
-    let Restored { core, mccp_was_on } = restored;
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let Restored {
+        core,
+        mccp_was_on,
+        detached,
+    } = restored;
     let span = info_span!("session", id = core.id, peer = %core.peer);
+    let player = match (player, detached) {
+        (None, Some(was)) => {
+            let mut d = Driver::<TcpStream>::without_player(shared, core);
+            d.started = true;
+            d.game = game;
+            let now = Instant::now();
+            let away = Duration::from_millis(was.away_ms);
+            d.detached_since = Some(now.checked_sub(away).unwrap_or(now));
+            d.playback = Some(was.playback);
+            let expires = now + Duration::from_millis(was.left_ms);
+            return Box::pin(
+                async move {
+                    debug!(user = %d.core.user_field(), "detached session taken over");
+                    let after = d.stay_detached(expires).await;
+                    d.after_detached(after).await;
+                }
+                .instrument(span),
+            );
+        }
+        (Some(p), _) => p,
+        // `upgrade::new` lets no session without a player or a detached
+        // state through.
+        (None, None) => return Box::pin(async {}),
+    };
     let cfg = shared.config();
     let notice = render(
         &cfg.notices.upgraded,
@@ -120,17 +152,16 @@ pub fn resume(
     let mut d = Driver::new(shared, core, player);
     d.started = true;
     d.game = game;
-    async move {
-        debug!(user = %d.core.user_field(), "session taken over");
-        let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
-        let end = match d.write_player(&hello, d.write_timeout()).await {
-            Ok(()) => d.run().await,
-            Err(end) => end,
-        };
-        if end == End::Handover {
-            return;
+    Box::pin(
+        async move {
+            debug!(user = %d.core.user_field(), "session taken over");
+            let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
+            let end = match d.write_player(&hello, d.write_timeout()).await {
+                Ok(()) => d.run().await,
+                Err(end) => end,
+            };
+            d.after_run(end).await;
         }
-        Box::pin(d.finish(end)).await;
-    }
-    .instrument(span)
+        .instrument(span),
+    )
 }

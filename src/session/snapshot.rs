@@ -18,6 +18,10 @@
 //!   refused with that reason (nothing is half handed over).
 //! * The input flood limiter: it restarts full.
 //!
+//! A detached session (its player's link had dropped, see
+//! [`super::detach`]) also carries its time away, the time it is still to
+//! be kept and its playback ([`DetachedWas`]).
+//!
 //! The encoding is versioned JSON ([`VERSION`]). It holds the password, so
 //! it lives in a zeroizing buffer, is sent only over the upgrade's private
 //! socket and is never written to disk.
@@ -192,6 +196,8 @@ struct Out<'a> {
     epoch: u64,
     was_held: bool,
     last_backend: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detached: Option<&'a DetachedWas>,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +238,8 @@ struct In {
     epoch: u64,
     was_held: bool,
     last_backend: Option<String>,
+    #[serde(default)]
+    detached: Option<DetachedWas>,
 }
 
 /// Counts bytes, to size the zeroizing buffer before the real write (a
@@ -253,6 +261,21 @@ impl std::io::Write for Count {
 /// The player's stream must be plain by now, and the game's must not be
 /// compressed.
 pub fn snapshot(core: &Core, mccp_was_on: bool) -> Result<Zeroizing<Vec<u8>>, SnapError> {
+    write(core, mccp_was_on, None)
+}
+
+/// Writes a detached session out: its core (the player's telnet output
+/// state must be plain; there is no player) and its time away and
+/// playback.
+pub fn snapshot_detached(core: &Core, d: &DetachedWas) -> Result<Zeroizing<Vec<u8>>, SnapError> {
+    write(core, false, Some(d))
+}
+
+fn write(
+    core: &Core,
+    mccp_was_on: bool,
+    detached: Option<&DetachedWas>,
+) -> Result<Zeroizing<Vec<u8>>, SnapError> {
     if core.telnet.out.compressing() || core.telnet.out.has_pending() {
         return Err(SnapError::PlayerCompressed(core.id));
     }
@@ -292,6 +315,7 @@ pub fn snapshot(core: &Core, mccp_was_on: bool) -> Result<Zeroizing<Vec<u8>>, Sn
         epoch: core.epoch,
         was_held: core.was_held,
         last_backend: core.last_backend.as_deref(),
+        detached,
     };
     let mut n = Count(0);
     serde_json::to_writer(&mut n, &out)?;
@@ -306,6 +330,20 @@ pub struct Restored {
     pub core: Core,
     /// The player's MCCP2 stream was ended for the handover.
     pub mccp_was_on: bool,
+    /// It was detached (its player's link had dropped): for how long, for
+    /// how much longer, and what the game said meanwhile.
+    pub detached: Option<DetachedWas>,
+}
+
+/// A detached session's own state ([`super::detach`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DetachedWas {
+    /// How long its player had been away, ms.
+    pub away_ms: u64,
+    /// How long it was still to be kept, ms.
+    pub left_ms: u64,
+    /// The game's output kept for the player.
+    pub playback: super::detach::Playback,
 }
 
 /// Reads a session back from [`snapshot`]'s bytes.
@@ -345,6 +383,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     Ok(Restored {
         core,
         mccp_was_on: v.mccp_was_on,
+        detached: v.detached,
     })
 }
 

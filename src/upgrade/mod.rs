@@ -134,8 +134,9 @@ pub struct SessionParcel {
     pub state: Zeroizing<Vec<u8>>,
     /// Its game connection's kind, if it has one.
     pub game: Option<wire::GameFd>,
-    /// A close-on-exec duplicate of the player's socket, to be sent.
-    pub player_fd: OwnedFd,
+    /// A close-on-exec duplicate of the player's socket, to be sent (none
+    /// for a detached session: its player's link had dropped).
+    pub player_fd: Option<OwnedFd>,
     /// And of the game's, if there is one.
     pub game_fd: Option<OwnedFd>,
 }

@@ -37,8 +37,8 @@ pub struct Taken {
     pub head: SessionHead,
     /// Its core.
     pub restored: Restored,
-    /// The player's connection.
-    pub player: TcpStream,
+    /// The player's connection (none for a detached session).
+    pub player: Option<TcpStream>,
     /// The game's, if it had one.
     pub game: Option<GameSock>,
 }
@@ -228,7 +228,14 @@ fn check(batch: &Batch, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Ve
     let mut sessions = Vec::with_capacity(batch.sessions.len());
     for (s, restored) in batch.sessions.iter().zip(restored) {
         let what = format!("session {}", s.id);
-        let player = TcpStream::from(next_fd(&mut it, Kind::TcpStream, &what)?);
+        if s.detached != restored.detached.is_some() {
+            return Err(format!("{what}: detached or not, head and state differ"));
+        }
+        let player = if s.detached {
+            None
+        } else {
+            Some(TcpStream::from(next_fd(&mut it, Kind::TcpStream, &what)?))
+        };
         let game = match s.game {
             None => None,
             Some(GameFd::Tcp) => Some(GameSock::Tcp(TcpStream::from(next_fd(
@@ -245,7 +252,9 @@ fn check(batch: &Batch, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Ve
         if restored.core.has_game() != game.is_some() {
             return Err(format!("{what}: game connection does not match its state"));
         }
-        player.set_nonblocking(true).map_err(|e| e.to_string())?;
+        if let Some(p) = &player {
+            p.set_nonblocking(true).map_err(|e| e.to_string())?;
+        }
         match &game {
             Some(GameSock::Tcp(g)) => g.set_nonblocking(true),
             Some(GameSock::Unix(g)) => g.set_nonblocking(true),
@@ -311,10 +320,9 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
             backend: core.backend().map(str::to_string),
             phase: core.phase(),
             connected: t.head.connected,
-            // Detached sessions refuse an upgrade (session::detach).
-            detached: false,
+            detached: t.head.detached,
         });
-        let player = tokio::net::TcpStream::from_std(t.player)?;
+        let player = t.player.map(tokio::net::TcpStream::from_std).transpose()?;
         let game = match t.game {
             None => None,
             Some(GameSock::Tcp(g)) => Some(BackendStream::Tcp(tokio::net::TcpStream::from_std(g)?)),
@@ -322,12 +330,12 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
                 Some(BackendStream::Unix(tokio::net::UnixStream::from_std(g)?))
             }
         };
-        out.push(Box::pin(crate::session::resume(
+        out.push(crate::session::resume(
             shared.clone(),
             t.restored,
             player,
             game,
-        )));
+        ));
     }
     Ok(out)
 }

@@ -367,11 +367,12 @@ fn pack(
         batch.sessions.push(SessionHead {
             id: p.id,
             connected: connected.get(&p.id).copied().unwrap_or_else(unix_now),
+            detached: c.player_fd.is_none(),
             game: c.game,
             len: c.state.len(),
         });
         states.push(c.state);
-        fds.push(c.player_fd);
+        fds.extend(c.player_fd);
         fds.extend(c.game_fd);
     }
     let doc = wire::doc(

@@ -98,6 +98,9 @@ pub struct SessionHead {
     pub id: u64,
     /// Unix time the player connected.
     pub connected: u64,
+    /// Detached (its player's link had dropped): no player socket.
+    #[serde(default)]
+    pub detached: bool,
     /// Its game connection, if it has one (sent after the player's).
     pub game: Option<GameFd>,
     /// Length of its state in the batch's tail.
@@ -137,7 +140,7 @@ impl Batch {
     pub fn fd_count(&self) -> usize {
         self.sessions
             .iter()
-            .map(|s| 1 + usize::from(s.game.is_some()))
+            .map(|s| usize::from(!s.detached) + usize::from(s.game.is_some()))
             .sum::<usize>()
     }
 }
@@ -403,6 +406,7 @@ mod tests {
             .map(|(i, s)| SessionHead {
                 id: i as u64,
                 connected: 0,
+                detached: false,
                 game: None,
                 len: s.len(),
             })
@@ -473,6 +477,7 @@ mod tests {
             sessions: vec![SessionHead {
                 id: 1,
                 connected: 0,
+                detached: false,
                 game: Some(GameFd::Tcp),
                 len: 2,
             }],
