@@ -607,6 +607,40 @@ async fn a_detached_session_crosses_and_resumes_in_the_new_process() {
     assert!(logs.contains("session resumed"), "{logs}");
 }
 
+/// The per-address connection-rate limiter carries over: an address that
+/// used its burst just before an upgrade is still refused just after it,
+/// and another address is not.
+#[tokio::test]
+async fn the_connection_rate_limit_carries_over() {
+    let dir = TempDir::new("upgrade-rate");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(
+            &[&game],
+            "[listen]\naddrs = [\"127.0.0.1:0\"]\n[limits]\nconn_rate_per_ip = 0.05\nconn_burst_per_ip = 2\n",
+        ),
+        &[],
+    );
+    let mut a = Client::connect_from(hf.addr, "127.0.0.5").await;
+    a.expect("Welcome").await;
+    let mut b = Client::connect_from(hf.addr, "127.0.0.5").await;
+    b.expect("Welcome").await;
+    hf.usr2();
+    hf.wait_upgraded();
+    let mut c = Client::connect_from(hf.addr, "127.0.0.5").await;
+    c.expect("Too many connections from your address").await;
+    c.expect_closed().await;
+    let mut d = Client::connect_from(hf.addr, "127.0.0.6").await;
+    d.expect("Welcome").await;
+    // The two who came in before are still there.
+    for p in [&mut a, &mut b] {
+        p.send("connect Bob bobpw").await;
+        p.expect("Last connect was from").await;
+    }
+}
+
 #[tokio::test]
 async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     let dir = TempDir::new("upgrade-notify");

@@ -296,7 +296,10 @@ mod tests {
 
     #[test]
     fn the_version_says_how_many_upgrades() {
-        assert_eq!(version(&json!({"version": "0.1.0", "upgrades": 0})), "0.1.0");
+        assert_eq!(
+            version(&json!({"version": "0.1.0", "upgrades": 0})),
+            "0.1.0"
+        );
         assert_eq!(version(&json!({"version": "0.1.0"})), "0.1.0");
         assert_eq!(
             version(&json!({"version": "0.2.0", "upgrades": 3})),

@@ -276,7 +276,7 @@ fn check(batch: &Batch, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Ve
 
 /// Takes the old process's view: the pool (backends still configured
 /// keep their health, so no probe restart marks one down), session ids,
-/// the upgrade count.
+/// the per-address connection-rate buckets, the upgrade count.
 pub fn adopt(shared: &Shared, head: &Head) {
     let cfg = shared.config();
     shared.pool.send_modify(|st| {
@@ -296,6 +296,7 @@ pub fn adopt(shared: &Shared, head: &Head) {
         }
     });
     shared.continue_session_ids(head.next_id);
+    shared.registry.conn_rate_import(&head.conn_rate);
     shared
         .handover
         .upgrades

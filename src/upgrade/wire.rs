@@ -126,6 +126,9 @@ pub struct Head {
     pub backends: Vec<BackendWas>,
     /// The listening sockets' addresses, in the order their fds are sent.
     pub listeners: Vec<SocketAddr>,
+    /// The per-address connection-rate buckets not full: address, tokens.
+    #[serde(default)]
+    pub conn_rate: Vec<(std::net::IpAddr, f64)>,
 }
 
 /// A batch of sessions (their states follow it in the document).
@@ -383,6 +386,7 @@ mod tests {
             epoch: 3,
             backends: Vec::new(),
             listeners: Vec::new(),
+            conn_rate: Vec::new(),
         }
     }
 

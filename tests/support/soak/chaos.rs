@@ -300,7 +300,11 @@ impl Chaos {
             self.restart(i);
         }
         self.counts.episodes += 1;
-        let kind = if in_storm { "upgrade-relogin" } else { "upgrade" };
+        let kind = if in_storm {
+            "upgrade-relogin"
+        } else {
+            "upgrade"
+        };
         *self.counts.by_kind.entry(kind.to_string()).or_default() += 1;
         let a = self.active();
         eprintln!(

@@ -499,7 +499,13 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(mut c) = self.up.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(mut c) = self
+            .up
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = c.kill();
             let _ = c.wait();
         } else if alive(self.up.pid()) {
