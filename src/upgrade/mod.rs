@@ -272,8 +272,10 @@ impl Handover {
         for (k, tx) in r.map.range(from..).take(n) {
             next = k + 1;
             let (ask, answer) = oneshot::channel();
-            // Full cannot happen (each key is asked once per upgrade and
-            // answers before the next); closed means it just ended.
+            // Closed: it just ended. Full: an earlier upgrade's ask is
+            // still unread (the session is stuck writing); it is left out,
+            // the tracker still counts it, and this upgrade waits for it
+            // and fails at its deadline rather than leave it behind.
             if tx.try_send(ask).is_ok() {
                 out.push(answer);
             }
