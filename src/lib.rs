@@ -181,14 +181,12 @@ impl Proxy {
                 info!(addr = %a, "listening");
             }
         }
-        let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners)?;
-        let mut door_tasks = Vec::new();
-        for b in doors {
+        for b in &doors {
             if let Ok(a) = b.listener.local_addr() {
                 info!(addr = %a, door = b.door.as_str(), "listening");
             }
-            door_tasks.push(tokio::spawn(front::serve(shared.clone(), b)));
         }
+        let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners, doors)?;
         info!(game = %cfg.game, backends = cfg.backends.len(), preferred = %cfg.preferred().name, "holdfast running");
         let mut upgrades = shared.handover.take_requests();
         loop {
@@ -211,9 +209,6 @@ impl Proxy {
         }
         info!("stopping");
         acceptors.join().await;
-        for t in door_tasks {
-            let _ = t.await;
-        }
         shared.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
             .await

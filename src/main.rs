@@ -186,16 +186,7 @@ async fn run(
     // find its handler (the default action ends the process).
     spawn_signals(shared, shutdown)?;
     if let Some(f) = ready_file {
-        let lines: Vec<String> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .map(|a| a.to_string())
-            .chain(doors.iter().filter_map(|b| {
-                let a = b.listener.local_addr().ok()?;
-                Some(format!("{} {a}", b.door.as_str()))
-            }))
-            .collect();
-        upgrade::notify::write_ready_lines(&f, &lines)?;
+        upgrade::notify::write_ready_lines(&f, &ready_lines(&listeners, &doors))?;
     }
     let _ = upgrade::notify::sd_notify("READY=1\n");
     proxy.run_with_doors(listeners, doors).await
@@ -222,19 +213,31 @@ async fn run_upgraded(
     let cfg = std::sync::Arc::new(cfg);
     let (head, inherited) = inc.receive_head().await.map_err(refuse)?;
     let mut listeners = Vec::new();
+    let mut doors = Vec::new();
     let mut have = Vec::new();
-    for l in inherited {
-        have.push(l.local_addr()?);
-        listeners.push(tokio::net::TcpListener::from_std(l)?);
+    for (door, l) in inherited {
+        have.push((door, l.local_addr()?));
+        let l = tokio::net::TcpListener::from_std(l)?;
+        match door {
+            None => listeners.push(l),
+            Some(door) => doors.push(holdfast::front::Bound { door, listener: l }),
+        }
     }
     // Addresses new in the config are bound; inherited ones are kept
     // (a config with port 0 matches the inherited port).
+    let covered = |door, a: &std::net::SocketAddr| {
+        have.iter()
+            .any(|(d, h)| *d == door && (h == a || (a.port() == 0 && h.ip() == a.ip())))
+    };
     for a in &cfg.listen.addrs {
-        let covered = have
-            .iter()
-            .any(|h| h == a || (a.port() == 0 && h.ip() == a.ip()));
-        if !covered {
+        if !covered(None, a) {
             listeners.push(holdfast::bind_addr(*a).map_err(|e| refuse(e.to_string()))?);
+        }
+    }
+    for (door, a) in holdfast::front::addrs(&cfg) {
+        if !covered(Some(door), &a) {
+            let listener = holdfast::bind_addr(a).map_err(|e| refuse(e.to_string()))?;
+            doors.push(holdfast::front::Bound { door, listener });
         }
     }
     let shutdown = CancellationToken::new();
@@ -287,16 +290,29 @@ async fn run_upgraded(
     );
     spawn_signals(shared, shutdown)?;
     if let Some(f) = ready_file {
-        let addrs: Vec<_> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        upgrade::notify::write_ready_file(&f, &addrs)?;
+        upgrade::notify::write_ready_lines(&f, &ready_lines(&listeners, &doors))?;
     }
     if let Err(e) = upgrade::notify::sd_upgraded() {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
-    proxy.run(listeners).await
+    proxy.run_with_doors(listeners, doors).await
+}
+
+/// The ready file's address lines: telnet listeners, then each front
+/// door's as `door addr`.
+fn ready_lines(
+    listeners: &[tokio::net::TcpListener],
+    doors: &[holdfast::front::Bound],
+) -> Vec<String> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .chain(doors.iter().filter_map(|b| {
+            let a = b.listener.local_addr().ok()?;
+            Some(format!("{} {a}", b.door.as_str()))
+        }))
+        .collect()
 }
 
 /// HUP reloads, USR2 upgrades, TERM and INT stop. tokio's own signal

@@ -143,6 +143,7 @@ pub const NOTICES: &[(&str, &[&str])] = &[
     ("connecting", &["game", "backend"]),
     ("resumed", &["game", "missed", "away"]),
     ("upgraded", &["game"]),
+    ("upgrade_reconnect", &["game"]),
 ];
 
 /// Colour and style placeholders every IRC template may use (the relay

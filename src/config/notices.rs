@@ -32,6 +32,10 @@ pub struct Notices {
     /// Sent after an upgrade handed the session to a new process (empty:
     /// nothing).
     pub upgraded: String,
+    /// Sent to a TLS or WebSocket player when an upgrade closes its
+    /// connection (which cannot cross): its game session is kept for it to
+    /// resume when it logs in again.
+    pub upgrade_reconnect: String,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError> {
@@ -126,6 +130,11 @@ pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError
             "[holdfast] Welcome back. Your session was kept while you were away ({away}); {missed} line(s) follow.",
         )?,
         upgraded: text("upgraded", n.upgraded, "")?,
+        upgrade_reconnect: text(
+            "upgrade_reconnect",
+            n.upgrade_reconnect,
+            "[holdfast] {game} is moving to a new version of its proxy: connect again and log in as before to carry on where you left off.",
+        )?,
     })
 }
 
@@ -160,6 +169,7 @@ mod tests {
             ("connecting", &d.connecting),
             ("resumed", &d.resumed),
             ("upgraded", &d.upgraded),
+            ("upgrade_reconnect", &d.upgrade_reconnect),
         ] {
             let (_, known) = template::NOTICES
                 .iter()
@@ -167,6 +177,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for notices.{key}"));
             template::check_notice(key, text, known).unwrap();
         }
-        assert_eq!(template::NOTICES.len(), 16);
+        assert_eq!(template::NOTICES.len(), 17);
     }
 }

@@ -212,6 +212,7 @@ pub struct RawNotices {
     pub connecting: Option<Spanned<String>>,
     pub resumed: Option<Spanned<String>>,
     pub upgraded: Option<Spanned<String>>,
+    pub upgrade_reconnect: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

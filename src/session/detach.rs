@@ -293,10 +293,16 @@ impl<P: PlayerTransport> Driver<P> {
     /// playback and its time away and left go, with its game socket, and
     /// it waits, touching nothing, for the verdict (`End::Handover` when
     /// the new process owns it).
-    async fn hand_over_detached(&mut self, ask: Ask, expires: Instant) -> Result<(), End> {
-        // No player to finish a compressed stream for: it is over.
-        if self.core.telnet.out.compressing() {
-            self.core.telnet.out.stop();
+    pub(super) async fn hand_over_detached(
+        &mut self,
+        ask: Ask,
+        expires: Instant,
+    ) -> Result<(), End> {
+        // No player to finish a compressed stream for: it is over (the
+        // end of the stream is encoded and thrown away).
+        self.core.telnet.out.stop();
+        if self.core.telnet.out.has_pending() {
+            drop(self.core.telnet.out.encode(&[]));
         }
         let now = Instant::now();
         let d = DetachedWas {

@@ -37,6 +37,9 @@ impl<P: PlayerTransport> Driver<P> {
     /// owns it, else it carries on (offering MCCP2 again if it ended the
     /// stream).
     pub(super) async fn hand_over(&mut self, ask: Ask) -> Result<(), End> {
+        if self.player.as_ref().is_some_and(|p| p.socket().is_none()) {
+            return self.leave_for_upgrade(ask).await;
+        }
         let mccp = self.core.telnet.out.compressing();
         if mccp {
             self.core.telnet.out.stop();
@@ -56,6 +59,47 @@ impl<P: PlayerTransport> Driver<P> {
             return Err(End::Handover);
         }
         self.thaw(mccp).await
+    }
+
+    /// A player whose connection cannot cross (TLS, WebSocket: their
+    /// encryption or framing state stays here) is told to connect again
+    /// (`notices.upgrade_reconnect`) and its connection closed. Logged in
+    /// with `[resume]` on, its game session crosses detached, for it to
+    /// resume in the new process; otherwise the session ends here as if the
+    /// player had closed (its game hears `QUIT` as usual). If the upgrade
+    /// fails, it is detached here as any dropped link.
+    async fn leave_for_upgrade(&mut self, ask: Ask) -> Result<(), End> {
+        let cfg = self.shared.config();
+        let keep = self.can_detach(End::PlayerClosed);
+        let text = render(
+            &cfg.notices.upgrade_reconnect,
+            &cfg,
+            self.core.backend().unwrap_or(""),
+            None,
+        );
+        let bye = resume_bytes(&mut self.core, false, &text);
+        let _ = self.write_player(&bye, Duration::from_secs(1)).await;
+        if let Some(mut p) = self.player.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(100), p.shutdown()).await;
+        }
+        if !keep {
+            // The ask is dropped: the upgrade waits for this session to end.
+            return Err(End::PlayerClosed);
+        }
+        debug!("player told to reconnect; the session crosses detached");
+        let now = Instant::now();
+        self.detached_since = Some(now);
+        self.playback = Some(super::detach::Playback::new(
+            cfg.resume.playback_lines,
+            cfg.resume.playback_bytes,
+        ));
+        let expires = now + cfg.resume.keep.unwrap_or_default();
+        if let Err(End::Handover) = self.hand_over_detached(ask, expires).await {
+            return Err(End::Handover);
+        }
+        self.playback = None;
+        self.detached_since = None;
+        Err(End::PlayerClosed)
     }
 
     /// Carries on after a failed upgrade: MCCP2 is offered again if the

@@ -76,9 +76,9 @@ pub const ENV: &str = "HOLDFAST_UPGRADE";
 /// For tests and benchmarks: sessions per batch ([`old::BATCH`] unless
 /// set; read by the old process).
 pub const ENV_BATCH: &str = "HOLDFAST_UPGRADE_BATCH";
-/// For tests only: the new process aborts (as a crash would) right after
-/// confirming this many batches, to show that the old one then carries on
-/// with every session.
+/// For tests only: the new process aborts (as a crash would) 200 ms after
+/// confirming this many batches (its sessions have run meanwhile), to show
+/// that the old one then carries on with every session.
 pub const ENV_ABORT_AFTER: &str = "HOLDFAST_UPGRADE_ABORT_AFTER";
 
 /// Where the running binary came from: started again on an upgrade.

@@ -43,6 +43,9 @@ pub struct Taken {
     pub game: Option<GameSock>,
 }
 
+/// A listening socket taken over: its front door (none for telnet).
+pub type Inherited = (Option<crate::front::Door>, TcpListener);
+
 /// The new process's end of the upgrade socket.
 pub struct Incoming {
     sock: Arc<OwnedFd>,
@@ -88,7 +91,7 @@ impl Incoming {
 
     /// Receives the first document and the listening sockets, and checks
     /// them (each a listener bound to the address announced).
-    pub async fn receive_head(&self) -> Result<(Head, Vec<TcpListener>), String> {
+    pub async fn receive_head(&self) -> Result<(Head, Vec<Inherited>), String> {
         let sock = self.sock.clone();
         tokio::task::spawn_blocking(move || {
             let err = |e: io::Error| format!("receiving the handover: {e}");
@@ -100,14 +103,14 @@ impl Incoming {
             let fds = wire::recv_fds(sock.as_fd(), head.listeners.len()).map_err(err)?;
             let mut it = fds.into_iter();
             let mut listeners = Vec::with_capacity(head.listeners.len());
-            for a in &head.listeners {
+            for (door, a) in &head.listeners {
                 let l = TcpListener::from(next_fd(&mut it, Kind::TcpListener, "listener")?);
                 let got = l.local_addr().map_err(|e| e.to_string())?;
                 if got != *a {
                     return Err(format!("listener {a}: the socket is bound to {got}"));
                 }
                 l.set_nonblocking(true).map_err(|e| e.to_string())?;
-                listeners.push(l);
+                listeners.push((*door, l));
             }
             Ok((head, listeners))
         })
@@ -163,6 +166,8 @@ impl Incoming {
             .ok()
             .and_then(|s| s.parse::<usize>().ok());
         if abort_after == Some(took) {
+            // After its sessions have had time to run here.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             warn!(
                 batches = took,
                 "upgrade: aborting on purpose ({})",

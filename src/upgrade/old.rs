@@ -20,29 +20,47 @@ use zeroize::Zeroizing;
 use super::wire::{self, BackendWas, Batch, Head, Msg, SessionHead};
 use super::{fds, unix_now, Parcel, Request, Verdict, DEADLINE, ENV};
 use crate::events::Event;
+use crate::front::{Bound, Door};
 use crate::state::Shared;
 
 /// How often the handover looks again for sessions not yet on the roll.
 const FREEZE_POLL: Duration = Duration::from_millis(5);
 
-/// The accept loops, and duplicates of their listening sockets so they
-/// can be stopped, handed over, or started again.
+/// The accept loops (telnet and the front doors), and duplicates of their
+/// listening sockets so they can be stopped, handed over, or started
+/// again.
 pub struct Acceptors {
-    fds: Vec<OwnedFd>,
+    fds: Vec<(Option<Door>, OwnedFd)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+fn serve(shared: &Arc<Shared>, door: Option<Door>, l: TcpListener) -> JoinHandle<()> {
+    match door {
+        None => tokio::spawn(crate::listener::serve(shared.clone(), l)),
+        Some(door) => tokio::spawn(crate::front::serve(
+            shared.clone(),
+            Bound { door, listener: l },
+        )),
+    }
+}
+
 impl Acceptors {
-    /// Starts an accept loop on each listener.
-    pub fn start(shared: &Arc<Shared>, listeners: Vec<TcpListener>) -> std::io::Result<Acceptors> {
-        let mut fds = Vec::with_capacity(listeners.len());
-        for l in &listeners {
-            fds.push(l.as_fd().try_clone_to_owned()?);
-        }
-        let tasks = listeners
+    /// Starts an accept loop on each listener and front door.
+    pub fn start(
+        shared: &Arc<Shared>,
+        listeners: Vec<TcpListener>,
+        doors: Vec<Bound>,
+    ) -> std::io::Result<Acceptors> {
+        let all: Vec<(Option<Door>, TcpListener)> = listeners
             .into_iter()
-            .map(|l| tokio::spawn(crate::listener::serve(shared.clone(), l)))
+            .map(|l| (None, l))
+            .chain(doors.into_iter().map(|b| (Some(b.door), b.listener)))
             .collect();
+        let mut fds = Vec::with_capacity(all.len());
+        for (d, l) in &all {
+            fds.push((*d, l.as_fd().try_clone_to_owned()?));
+        }
+        let tasks = all.into_iter().map(|(d, l)| serve(shared, d, l)).collect();
         Ok(Acceptors { fds, tasks })
     }
 
@@ -59,15 +77,13 @@ impl Acceptors {
         if !self.tasks.is_empty() {
             return;
         }
-        for fd in &self.fds {
+        for (door, fd) in &self.fds {
             let l = fd
                 .try_clone()
                 .map(std::net::TcpListener::from)
                 .and_then(TcpListener::from_std);
             match l {
-                Ok(l) => self
-                    .tasks
-                    .push(tokio::spawn(crate::listener::serve(shared.clone(), l))),
+                Ok(l) => self.tasks.push(serve(shared, *door, l)),
                 Err(e) => warn!(error = %e, "cannot accept again on a listener"),
             }
         }
@@ -172,15 +188,6 @@ async fn attempt(
     acc: &mut Acceptors,
     to_version: &mut Option<String>,
 ) -> Result<usize, String> {
-    let d = &shared.config().doors;
-    if !(d.tls_addrs.is_empty() && d.ws_addrs.is_empty() && d.wss_addrs.is_empty()) {
-        // Their listeners and sessions (TLS state, WebSocket framing)
-        // cannot cross yet: refuse rather than leave them behind.
-        return Err(
-            "TLS and WebSocket listeners (listen.tls_addrs, ws_addrs, wss_addrs) cannot be handed over yet; restart to upgrade, or remove them"
-                .into(),
-        );
-    }
     let origin = shared
         .handover
         .origin()
@@ -401,10 +408,10 @@ fn head(shared: &Arc<Shared>, acc: &Acceptors) -> Result<(Head, Vec<OwnedFd>), S
     let pool = shared.pool.borrow().clone();
     let mut addrs = Vec::with_capacity(acc.fds.len());
     let mut fds = Vec::with_capacity(acc.fds.len());
-    for fd in &acc.fds {
+    for (door, fd) in &acc.fds {
         let dup = fd.try_clone().map_err(|e| e.to_string())?;
         let l = std::net::TcpListener::from(fd.try_clone().map_err(|e| e.to_string())?);
-        addrs.push(l.local_addr().map_err(|e| e.to_string())?);
+        addrs.push((*door, l.local_addr().map_err(|e| e.to_string())?));
         fds.push(dup);
     }
     let head = Head {

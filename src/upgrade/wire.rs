@@ -124,8 +124,9 @@ pub struct Head {
     pub epoch: u64,
     /// Every backend's health.
     pub backends: Vec<BackendWas>,
-    /// The listening sockets' addresses, in the order their fds are sent.
-    pub listeners: Vec<SocketAddr>,
+    /// The listening sockets (their front door, none for telnet) and
+    /// addresses, in the order their fds are sent.
+    pub listeners: Vec<(Option<crate::front::Door>, SocketAddr)>,
     /// The per-address connection-rate buckets not full: address, tokens.
     #[serde(default)]
     pub conn_rate: Vec<(std::net::IpAddr, f64)>,
