@@ -42,6 +42,17 @@
 //! old one without a `Commit` (the old one crashed) keeps what it took: the
 //! old process thaws only after killing it, so, alive, it owns them.
 //!
+//! ## TLS and WebSocket players
+//!
+//! Their connections do not cross: rustls's session state cannot be handed
+//! to another process in safe Rust (kernel TLS would be the way), and
+//! tungstenite keeps bytes it has read but not yet parsed where they cannot
+//! be taken out. Such a player is told to connect again
+//! (`notices.upgrade_reconnect`), its connection is closed, and a logged-in
+//! player's game session crosses detached ([`crate::session::detach`]) for
+//! it to resume by logging in as before. Their listeners cross like the
+//! others.
+//!
 //! | file | its one job |
 //! | --- | --- |
 //! | `fds` | `SCM_RIGHTS` with rustix, descriptor checks |
