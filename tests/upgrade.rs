@@ -1065,12 +1065,22 @@ async fn repeated_upgrades_leak_no_descriptors() {
     for _ in 0..5 {
         cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
     }
+    // One at the connect screen, one detached (its link reset): both kinds
+    // cross 20 times too, with their game connections.
+    let mut idle = Client::connect(hf.addr).await;
+    idle.expect("connect").await;
+    let gone = Client::login(hf.addr, "Bob", "bobpw").await;
+    socket2::SockRef::from(&gone.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(gone);
+    hf.wait_log("session detached", 1);
     let before = fd_count(hf.pid);
     assert!(before > 10, "{before}");
     for round in 0..20 {
         hf.usr2();
         hf.wait_upgraded();
-        hf.wait_log("upgrade: took everything over", round + 1);
+        hf.wait_log("upgrade: took everything over sessions=7", round + 1);
         for (i, c) in cs.iter_mut().enumerate() {
             c.send(&format!("say r{round} p{i}")).await;
             c.expect(&format!("You say, \"r{round} p{i}\"")).await;
@@ -1094,4 +1104,12 @@ async fn repeated_upgrades_leak_no_descriptors() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Both are still there: the idle one logs in, Bob resumes.
+    idle.send("connect Wiz wizpw").await;
+    idle.expect("Last connect was from").await;
+    let mut bob = Client::connect(hf.addr).await;
+    bob.expect("connect").await;
+    bob.send("connect Bob bobpw").await;
+    bob.expect("Your session was kept while you were away")
+        .await;
 }
