@@ -201,7 +201,13 @@ impl Proxy {
                 Some(req) = next => {
                     if upgrade::old::run(&shared, &mut acceptors, req).await {
                         // The new process owns every socket now: no
-                        // goodbye to anyone, no quit to the game.
+                        // goodbye to anyone, no quit to the game. Events
+                        // of the last moments still go out (bounded: the
+                        // players are already the new process's).
+                        bus_stop.cancel();
+                        if let Some(t) = bus_task {
+                            let _ = tokio::time::timeout(UPGRADE_BUS_FLUSH, t).await;
+                        }
                         return Ok(());
                     }
                 }
@@ -232,6 +238,10 @@ impl Proxy {
         Ok(())
     }
 }
+
+/// How long an old process that handed everything over still gives its
+/// bus publisher to send what it has.
+const UPGRADE_BUS_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Binds `addr` as [`Proxy::bind`] does.
 pub fn bind_addr(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -257,7 +257,7 @@ impl<P: PlayerTransport> Driver<P> {
                 }
                 // An upgrade: the session, its playback and its time left
                 // cross to the new process.
-                Some(ask) = freeze.asked() => self.hand_over_detached(ask, expires).await,
+                Some(ask) = freeze.asked() => self.hand_over_detached(ask, expires, None).await,
                 a = announce_rx.recv() => match a {
                     Ok(a) => self.announced(&a).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),
@@ -297,6 +297,7 @@ impl<P: PlayerTransport> Driver<P> {
         &mut self,
         ask: Ask,
         expires: Instant,
+        why: Option<&str>,
     ) -> Result<(), End> {
         // No player to finish a compressed stream for: it is over (the
         // end of the stream is encoded and thrown away).
@@ -311,6 +312,7 @@ impl<P: PlayerTransport> Driver<P> {
                 .map_or(0, |t| now.duration_since(t).as_millis() as u64),
             left_ms: expires.saturating_duration_since(now).as_millis() as u64,
             playback: self.playback.take().unwrap_or_else(|| Playback::new(1, 1)),
+            why: why.map(str::to_string),
         };
         let content = self.detached_parcel(&d);
         self.playback = Some(d.playback);

@@ -25,6 +25,7 @@ use super::snapshot::{resume_bytes, snapshot, Restored};
 use super::transport::PlayerTransport;
 use super::End;
 use crate::backend::connect::BackendStream;
+use crate::events::Event;
 use crate::state::Shared;
 use crate::upgrade::wire::GameFd;
 use crate::upgrade::{Ask, Parcel, SessionParcel, Verdict};
@@ -94,7 +95,7 @@ impl<P: PlayerTransport> Driver<P> {
             cfg.resume.playback_bytes,
         ));
         let expires = now + cfg.resume.keep.unwrap_or_default();
-        if let Err(End::Handover) = self.hand_over_detached(ask, expires).await {
+        if let Err(End::Handover) = self.hand_over_detached(ask, expires, Some("upgrade")).await {
             return Err(End::Handover);
         }
         self.playback = None;
@@ -172,6 +173,14 @@ pub fn resume(
             d.detached_since = Some(now.checked_sub(away).unwrap_or(now));
             d.playback = Some(was.playback);
             let expires = now + Duration::from_millis(was.left_ms);
+            if let Some(why) = &was.why {
+                d.shared.events.emit(
+                    Event::new("session.detached")
+                        .with("session", d.core.id)
+                        .with("user", d.core.user().unwrap_or_default())
+                        .with("reason", why.as_str()),
+                );
+            }
             return Box::pin(
                 async move {
                     debug!(user = %d.core.user_field(), "detached session taken over");

@@ -344,6 +344,11 @@ pub struct DetachedWas {
     pub left_ms: u64,
     /// The game's output kept for the player.
     pub playback: super::detach::Playback,
+    /// Set when the upgrade itself detached it (a TLS or WebSocket player
+    /// told to reconnect): the new process publishes `session.detached`
+    /// with this reason.
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
 /// Reads a session back from [`snapshot`]'s bytes.
