@@ -732,6 +732,43 @@ async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
     );
 }
 
+/// The new process's probes go on from the old one's view: a probe or two
+/// failing right after an upgrade (the game is frozen across it) does not
+/// mark the backend down while `heartbeat.fall` is not reached, as in the
+/// old process; nobody is held.
+#[tokio::test]
+async fn probes_failing_right_after_an_upgrade_do_not_mark_the_backend_down() {
+    let dir = TempDir::new("upgrade-probe");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(
+            &[&game],
+            &format!(
+                "{ROOMY}[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nfall = 4\n[templates]\nbanner_wait = \"200ms\"\n"
+            ),
+        ),
+        &[],
+    );
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    hf.wait_log("backend up", 1);
+    game.freeze();
+    hf.usr2();
+    hf.wait_upgraded();
+    // The new process's first probes time out meanwhile (each after
+    // banner_wait + timeout: at most two of them).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    game.thaw();
+    a.send("say after the freeze").await;
+    a.expect("You say, \"after the freeze\"").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let logs = hf.logs();
+    assert!(logs.contains("probe failed"), "a probe did fail: {logs}");
+    assert!(!logs.contains("backend down"), "{logs}");
+    assert!(!a.text.contains("is down"), "{}", a.text);
+}
+
 #[tokio::test]
 async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     let dir = TempDir::new("upgrade-notify");
