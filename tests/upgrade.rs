@@ -769,6 +769,75 @@ async fn probes_failing_right_after_an_upgrade_do_not_mark_the_backend_down() {
     assert!(!a.text.contains("is down"), "{}", a.text);
 }
 
+/// A session that cannot stop (busy writing to a player who stopped
+/// reading) does not hold up the others of its batch: they cross in the
+/// batches that go meanwhile, and are relayed by the new process while
+/// the old one still waits for that one (which crosses detached once its
+/// write times out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stuck_writing_does_not_hold_up_its_batch() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("upgrade-stuck");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n\
+         [limits]\nconn_rate_per_ip = 0.0\nwrite_timeout = \"4s\"\ninput_lines_per_sec = 100000\ninput_burst = 100000\n",
+    );
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &cfg,
+        &[("HOLDFAST_UPGRADE_BATCH", "4")],
+    );
+    // The stuck player: a small receive buffer, logged in, then it asks
+    // for far more output than the buffers hold and stops reading.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&hf.addr.into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut stuck = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    stuck.write_all(b"connect Bob bobpw\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("Last connect") {
+        let k = tokio::time::timeout(WAIT, stuck.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..k]);
+    }
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        others.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    // 64 MiB of output: far more than the socket buffers hold.
+    stuck.write_all(b"spam 67108864\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hf.usr2();
+    // The others cross and are relayed by the new process while the old
+    // one still waits for the stuck session.
+    hf.wait_log("session taken over", 8);
+    for (i, c) in others.iter_mut().enumerate() {
+        c.send(&format!("say meanwhile {i}")).await;
+        c.expect(&format!("You say, \"meanwhile {i}\"")).await;
+    }
+    assert!(
+        !hf.logs().contains("handover timings"),
+        "the upgrade did not wait for the stuck session: {}",
+        hf.logs()
+    );
+    hf.wait_upgraded();
+    let logs = hf.logs();
+    assert!(logs.contains("detached session taken over"), "{logs}");
+    drop(stuck);
+    for (i, c) in others.iter_mut().enumerate() {
+        c.send(&format!("say after {i}")).await;
+        c.expect(&format!("You say, \"after {i}\"")).await;
+    }
+}
+
 #[tokio::test]
 async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     let dir = TempDir::new("upgrade-notify");

@@ -272,10 +272,16 @@ async fn exchange(
     let batch = batch_size();
     let mut from = 0;
     let (mut n, mut batches, mut longest) = (0, 0, Duration::ZERO);
+    // Sessions asked that have not answered yet (slow ones wait here while
+    // later batches go).
+    let mut waiting: Vec<oneshot::Receiver<Parcel>> = Vec::new();
     loop {
-        let (next, asks) = shared.handover.ask(from, batch);
+        let (next, asks) = shared
+            .handover
+            .ask(from, batch.saturating_sub(waiting.len()));
         from = next;
-        if asks.is_empty() {
+        waiting.extend(asks);
+        if waiting.is_empty() {
             // Everyone on the roll went. A session between its accept and
             // its loop, or ending, is still counted by the tracker: wait.
             let left = shared.tracker.len().saturating_sub(parked.len());
@@ -289,7 +295,7 @@ async fn exchange(
             continue;
         }
         let t_batch = Instant::now();
-        let frozen = collect(asks, deadline).await?;
+        let frozen = collect(&mut waiting, deadline).await?;
         if frozen.is_empty() {
             continue;
         }
@@ -332,24 +338,32 @@ fn unexpected(m: Msg) -> String {
     }
 }
 
-/// Waits for the answers of a batch's sessions (one that ended meanwhile
-/// drops its answer and is left out). A session that cannot cross fails
-/// the upgrade with its reason.
+/// How long a batch waits for its slowest sessions before it goes without
+/// them (they join a later batch): one session busy writing to a player
+/// who stopped reading must not keep the others of its batch stopped.
+const STRAGGLER_WAIT: Duration = Duration::from_millis(50);
+
+/// Takes the answers of the sessions asked (one that ended meanwhile drops
+/// its answer and is left out) that come within [`STRAGGLER_WAIT`]; the
+/// others stay in `waiting`. A session that cannot cross fails the upgrade
+/// with its reason, and so does one that has not answered by `deadline`.
 async fn collect(
-    asks: Vec<oneshot::Receiver<Parcel>>,
+    waiting: &mut Vec<oneshot::Receiver<Parcel>>,
     deadline: Instant,
 ) -> Result<Vec<Parcel>, String> {
-    let mut got = Vec::with_capacity(asks.len());
-    let mut late = 0;
-    for a in asks {
-        match tokio::time::timeout_at(deadline, a).await {
+    let until = (Instant::now() + STRAGGLER_WAIT).min(deadline);
+    let mut got = Vec::with_capacity(waiting.len());
+    let mut slow = Vec::new();
+    for mut a in waiting.drain(..) {
+        match tokio::time::timeout_at(until, &mut a).await {
             Ok(Ok(p)) => got.push(p),
             Ok(Err(_)) => {}
-            Err(_) => late += 1,
+            Err(_) => slow.push(a),
         }
     }
-    if late > 0 {
-        return Err(format!("{late} sessions did not stop in time"));
+    *waiting = slow;
+    if !waiting.is_empty() && Instant::now() >= deadline {
+        return Err(format!("{} sessions did not stop in time", waiting.len()));
     }
     if let Some(e) = got.iter().find_map(|p| p.content.as_ref().err()) {
         return Err(e.clone());
