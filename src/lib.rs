@@ -200,14 +200,12 @@ impl Proxy {
                 info!(addr = %a, "listening");
             }
         }
-        let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners)?;
-        let mut door_tasks = Vec::new();
-        for b in doors {
+        for b in &doors {
             if let Ok(a) = b.listener.local_addr() {
                 info!(addr = %a, door = b.door.as_str(), "listening");
             }
-            door_tasks.push(tokio::spawn(front::serve(shared.clone(), b)));
         }
+        let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners, doors)?;
         info!(game = %cfg.game, backends = cfg.backends.len(), preferred = %cfg.preferred().name, "holdfast running");
         let mut upgrades = shared.handover.take_requests();
         loop {
@@ -222,7 +220,13 @@ impl Proxy {
                 Some(req) = next => {
                     if upgrade::old::run(&shared, &mut acceptors, req).await {
                         // The new process owns every socket now: no
-                        // goodbye to anyone, no quit to the game.
+                        // goodbye to anyone, no quit to the game. Events
+                        // of the last moments still go out (bounded: the
+                        // players are already the new process's).
+                        bus_stop.cancel();
+                        if let Some(t) = bus_task {
+                            let _ = tokio::time::timeout(UPGRADE_BUS_FLUSH, t).await;
+                        }
                         return Ok(());
                     }
                 }
@@ -230,9 +234,6 @@ impl Proxy {
         }
         info!("stopping");
         acceptors.join().await;
-        for t in door_tasks {
-            let _ = t.await;
-        }
         shared.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
             .await
@@ -260,6 +261,10 @@ impl Proxy {
         Ok(())
     }
 }
+
+/// How long an old process that handed everything over still gives its
+/// bus publisher to send what it has.
+const UPGRADE_BUS_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Binds `addr` as [`Proxy::bind`] does.
 pub fn bind_addr(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -139,6 +139,21 @@ impl Bucket1 {
     pub fn last_used(&self) -> Instant {
         self.last
     }
+
+    /// The tokens it holds now (refilled at `rate` up to `burst`), to carry
+    /// it over to a new process in an upgrade.
+    pub fn tokens_now(&self, rate: f64, burst: u32) -> f64 {
+        let dt = self.last.elapsed().as_secs_f64();
+        (self.tokens + dt * rate).min(f64::from(burst))
+    }
+
+    /// A bucket holding `tokens` now (carried over from an old process).
+    pub fn with_tokens(tokens: f64) -> Self {
+        Bucket1 {
+            tokens: tokens.max(0.0),
+            last: Instant::now(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +190,19 @@ mod tests {
             "the burst is back: {:?}",
             times.iter().map(|t| *t - now).collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_carried_over_keeps_its_tokens() {
+        let mut b = Bucket1::new(3);
+        assert!((0..3).all(|_| b.take(2.0, 3)));
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let t = b.tokens_now(2.0, 3);
+        assert!((t - 0.5).abs() < 1e-9, "{t}");
+        let mut c = Bucket1::with_tokens(t);
+        assert!(!c.take(2.0, 3), "half a token is none");
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert!(c.take(2.0, 3));
     }
 
     #[test]

@@ -182,53 +182,62 @@ async fn run(
     if let Some(o) = origin {
         shared.handover.set_origin(o);
     }
+    // Signals first: once the ready file names this pid, a SIGUSR2 must
+    // find its handler (the default action ends the process).
+    spawn_signals(shared, shutdown)?;
     if let Some(f) = ready_file {
-        let lines: Vec<String> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .map(|a| a.to_string())
-            .chain(doors.iter().filter_map(|b| {
-                let a = b.listener.local_addr().ok()?;
-                Some(format!("{} {a}", b.door.as_str()))
-            }))
-            .collect();
-        upgrade::notify::write_ready_lines(&f, &lines)?;
+        upgrade::notify::write_ready_lines(&f, &ready_lines(&listeners, &doors))?;
     }
     let _ = upgrade::notify::sd_notify("READY=1\n");
-    spawn_signals(shared, shutdown)?;
     proxy.run_with_doors(listeners, doors).await
 }
 
-/// The new process of an upgrade: take everything over, confirm, run.
-/// Until the old process's commit nothing is read or written, so any
-/// failure here leaves the old one serving everyone.
+/// The new process of an upgrade: take everything over, a batch at a
+/// time, then run (see `holdfast::upgrade`). Until the first batch nothing
+/// has been touched, so any failure leaves the old process serving
+/// everyone; after it, a failure ends this process (exit 1), and the old
+/// one, holding its own copies of every socket, kills it and carries on
+/// with every session.
 async fn run_upgraded(
     inc: upgrade::new::Incoming,
     cfg: Config,
     ready_file: Option<PathBuf>,
     origin: Option<Origin>,
 ) -> anyhow::Result<()> {
+    use upgrade::new::Step;
     let refuse = |e: String| {
         inc.refuse(&e);
         anyhow::anyhow!(e)
     };
     inc.hello()?;
     let cfg = std::sync::Arc::new(cfg);
-    let received = inc.receive(&cfg).await.map_err(refuse)?;
+    let (head, inherited) = inc.receive_head().await.map_err(refuse)?;
     let mut listeners = Vec::new();
+    let mut doors = Vec::new();
     let mut have = Vec::new();
-    for l in received.listeners {
-        have.push(l.local_addr()?);
-        listeners.push(tokio::net::TcpListener::from_std(l)?);
+    for (door, l) in inherited {
+        have.push((door, l.local_addr()?));
+        let l = tokio::net::TcpListener::from_std(l)?;
+        match door {
+            None => listeners.push(l),
+            Some(door) => doors.push(holdfast::front::Bound { door, listener: l }),
+        }
     }
     // Addresses new in the config are bound; inherited ones are kept
     // (a config with port 0 matches the inherited port).
+    let covered = |door, a: &std::net::SocketAddr| {
+        have.iter()
+            .any(|(d, h)| *d == door && (h == a || (a.port() == 0 && h.ip() == a.ip())))
+    };
     for a in &cfg.listen.addrs {
-        let covered = have
-            .iter()
-            .any(|h| h == a || (a.port() == 0 && h.ip() == a.ip()));
-        if !covered {
+        if !covered(None, a) {
             listeners.push(holdfast::bind_addr(*a).map_err(|e| refuse(e.to_string()))?);
+        }
+    }
+    for (door, a) in holdfast::front::addrs(&cfg) {
+        if !covered(Some(door), &a) {
+            let listener = holdfast::bind_addr(a).map_err(|e| refuse(e.to_string()))?;
+            doors.push(holdfast::front::Bound { door, listener });
         }
     }
     let shutdown = CancellationToken::new();
@@ -237,43 +246,73 @@ async fn run_upgraded(
     if let Some(o) = origin {
         shared.handover.set_origin(o);
     }
-    upgrade::new::adopt(&shared, &received.head);
-    let n = received.sessions.len();
-    let ready =
-        upgrade::new::prepare(&shared, received.sessions).map_err(|e| refuse(e.to_string()))?;
-    let t_wait = std::time::Instant::now();
-    inc.confirm(n).await.map_err(anyhow::Error::msg)?;
+    upgrade::new::adopt(&shared, &head);
+    inc.ready().await.map_err(refuse)?;
+    let t0 = std::time::Instant::now();
+    let (mut n, mut batches) = (0, 0);
+    loop {
+        match inc.next(&cfg).await.map_err(refuse)? {
+            Step::Batch(sessions) => {
+                let k = sessions.len();
+                let ready =
+                    upgrade::new::prepare(&shared, sessions).map_err(|e| refuse(e.to_string()))?;
+                upgrade::new::start(&shared, ready);
+                inc.took(k).await.map_err(refuse)?;
+                n += k;
+                batches += 1;
+            }
+            Step::Commit => break,
+            Step::Gone => {
+                tracing::warn!(
+                    sessions = n,
+                    "upgrade: the old process went away before its commit; carrying on with what it handed over"
+                );
+                break;
+            }
+        }
+    }
     // The old process is going: its socket has done its job.
     drop(inc);
-    let t_start = std::time::Instant::now();
-    upgrade::new::start(&shared, ready);
     info!(
         sessions = n,
-        from = %received.head.from_version,
-        commit_ms = t_start.duration_since(t_wait).as_millis() as u64,
-        start_ms = t_start.elapsed().as_millis() as u64,
+        batches,
+        from = %head.from_version,
+        took_ms = t0.elapsed().as_millis() as u64,
         "upgrade: took everything over"
     );
     holdfast::metrics::metrics().upgrade("ok");
     shared.events.emit(
         holdfast::events::Event::new("proxy.upgrade")
             .with("ok", true)
-            .with("from_version", received.head.from_version.as_str())
+            .with("from_version", head.from_version.as_str())
             .with("to_version", env!("CARGO_PKG_VERSION"))
             .with("sessions", n as u64),
     );
+    spawn_signals(shared, shutdown)?;
     if let Some(f) = ready_file {
-        let addrs: Vec<_> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        upgrade::notify::write_ready_file(&f, &addrs)?;
+        upgrade::notify::write_ready_lines(&f, &ready_lines(&listeners, &doors))?;
     }
     if let Err(e) = upgrade::notify::sd_upgraded() {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
-    spawn_signals(shared, shutdown)?;
-    proxy.run(listeners).await
+    proxy.run_with_doors(listeners, doors).await
+}
+
+/// The ready file's address lines: telnet listeners, then each front
+/// door's as `door addr`.
+fn ready_lines(
+    listeners: &[tokio::net::TcpListener],
+    doors: &[holdfast::front::Bound],
+) -> Vec<String> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .chain(doors.iter().filter_map(|b| {
+            let a = b.listener.local_addr().ok()?;
+            Some(format!("{} {a}", b.door.as_str()))
+        }))
+        .collect()
 }
 
 /// HUP reloads, USR2 upgrades, TERM and INT stop. tokio's own signal

@@ -188,6 +188,27 @@ impl Registry {
         Ok(())
     }
 
+    /// The per-address connection-rate buckets that are not full, with
+    /// their tokens now (carried to a new process in an upgrade).
+    pub fn conn_rate_export(&self, cfg: &Config) -> Vec<(IpAddr, f64)> {
+        let l = &cfg.limits;
+        self.lock()
+            .conn_rate
+            .iter()
+            .map(|(ip, b)| (*ip, b.tokens_now(l.conn_rate_per_ip, l.conn_burst_per_ip)))
+            .filter(|(_, t)| *t < f64::from(l.conn_burst_per_ip))
+            .collect()
+    }
+
+    /// Takes the old process's connection-rate buckets over (an upgrade).
+    pub fn conn_rate_import(&self, buckets: &[(IpAddr, f64)]) {
+        let mut g = self.lock();
+        for (ip, t) in buckets {
+            g.conn_rate
+                .insert(*ip, crate::limiter::Bucket1::with_tokens(*t));
+        }
+    }
+
     /// Registers a session taken over from an older process (an upgrade):
     /// it was admitted there, so no limit applies.
     pub fn restore(&self, info: SessionInfo) {

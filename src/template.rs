@@ -144,6 +144,7 @@ pub const NOTICES: &[(&str, &[&str])] = &[
     ("resumed", &["game", "missed", "away"]),
     ("upgraded", &["game"]),
     ("busy", &["game", "backend"]),
+    ("upgrade_reconnect", &["game"]),
 ];
 
 /// Colour and style placeholders every IRC template may use (the relay

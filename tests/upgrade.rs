@@ -5,6 +5,9 @@
 //! old process serving everyone.
 
 mod common;
+// The TLS and WebSocket clients of the front-door tests.
+#[path = "doors/conn.rs"]
+mod conn;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
@@ -98,6 +101,16 @@ impl Hf {
             stderr,
             config: config_path,
         }
+    }
+
+    /// A front door's address, from the ready file (`door addr` lines).
+    fn door(&self, door: &str) -> SocketAddr {
+        let s = std::fs::read_to_string(&self.ready).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix(&format!("{door} ")))
+            .unwrap_or_else(|| panic!("no {door} line in {s:?}"))
+            .parse()
+            .unwrap()
     }
 
     fn logs(&self) -> String {
@@ -480,6 +493,351 @@ async fn a_failing_new_binary_or_config_leaves_the_old_one_serving() {
     }
 }
 
+/// The new process takes a first batch of sessions, starts relaying them,
+/// confirms, and then crashes: the old process, which kept its own copies
+/// of every socket, kills it for sure and carries on with every session,
+/// those of the first batch included. Nobody is dropped, the game sees no
+/// new connection and no login.
+#[tokio::test]
+async fn a_new_process_that_crashes_mid_handover_leaves_everyone_with_the_old_one() {
+    let dir = TempDir::new("upgrade-crash");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], ROOMY),
+        &[
+            ("HOLDFAST_UPGRADE_BATCH", "10"),
+            ("HOLDFAST_UPGRADE_ABORT_AFTER", "1"),
+        ],
+    );
+    let pid = hf.pid;
+    let mut cs = Vec::new();
+    for _ in 0..30 {
+        cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    let mut out = Client::connect(hf.addr).await;
+    out.expect("connect").await;
+    let mark = game.events().len();
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.send(&format!("say p{i} before")).await;
+    }
+    hf.usr2();
+    hf.wait_log("upgrade failed; carrying on", 1);
+    let logs = hf.logs();
+    assert!(logs.contains("aborting on purpose"), "{logs}");
+    // A first batch of 10 ran there before the crash.
+    assert_eq!(logs.matches("session taken over").count(), 10, "{logs}");
+    assert_eq!(hf.pid, pid);
+    assert!(hf.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.send(&format!("say p{i} after")).await;
+        c.expect(&format!("You say, \"p{i} after\"")).await;
+        for w in ["before", "after"] {
+            assert_eq!(
+                c.text.matches(&format!("You say, \"p{i} {w}\"")).count(),
+                1,
+                "player {i}: {}",
+                c.text
+            );
+        }
+        assert!(!c.closed);
+    }
+    out.send("connect Bob bobpw").await;
+    out.expect("Last connect was from").await;
+    let logins = logins_after(&game, mark);
+    assert_eq!(logins.len(), 1, "only Bob's login: {logins:#?}");
+    let t0 = Instant::now();
+    loop {
+        let f = foreign_connections(&game, mark);
+        if f.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "new game connections: {f:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old process accepts again.
+    let mut late = Client::login(hf.addr, "Wiz", "wizpw").await;
+    late.send("say late").await;
+    late.expect("You say, \"late\"").await;
+}
+
+/// A detached session (its player's link dropped; `[resume]`) crosses
+/// with its game connection, its playback and its time left, and its
+/// player resumes it in the new process with everything said meanwhile,
+/// in either process, once and in order; the game sees no new login.
+#[tokio::test]
+async fn a_detached_session_crosses_and_resumes_in_the_new_process() {
+    let dir = TempDir::new("upgrade-detached");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(&[&game], ROOMY),
+        &[],
+    );
+    let alice = Client::login(hf.addr, "Alice", "alicepw").await;
+    let mut bob = Client::login(hf.addr, "Bob", "bobpw").await;
+    socket2::SockRef::from(&alice.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(alice);
+    hf.wait_log("session detached", 1);
+    for i in 0..3 {
+        bob.send(&format!("say line {i}")).await;
+    }
+    bob.expect("You say, \"line 2\"").await;
+    hf.usr2();
+    hf.wait_upgraded();
+    hf.wait_log("detached session taken over", 1);
+    for i in 3..6 {
+        bob.send(&format!("say line {i}")).await;
+    }
+    bob.expect("You say, \"line 5\"").await;
+    let mut alice = Client::connect(hf.addr).await;
+    alice.expect("connect").await;
+    alice.send("connect alice alicepw").await;
+    alice.expect("Bob says, \"line 5\"").await;
+    let at: Vec<usize> = (0..6)
+        .map(|i| {
+            let l = format!("Bob says, \"line {i}\"");
+            assert_eq!(alice.text.matches(&l).count(), 1, "{}", alice.text);
+            alice.text.find(&l).unwrap()
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", alice.text);
+    alice.send("say back").await;
+    bob.expect("Alice says, \"back\"").await;
+    let logins = game
+        .events()
+        .into_iter()
+        .filter(|e| e["t"] == "login" && e["user"] == "Alice")
+        .count();
+    assert_eq!(logins, 1, "no new login at the game");
+    let logs = hf.logs();
+    assert!(logs.contains("session resumed"), "{logs}");
+}
+
+/// The per-address connection-rate limiter carries over: an address that
+/// used its burst just before an upgrade is still refused just after it,
+/// and another address is not.
+#[tokio::test]
+async fn the_connection_rate_limit_carries_over() {
+    let dir = TempDir::new("upgrade-rate");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(
+            &[&game],
+            "[listen]\naddrs = [\"127.0.0.1:0\"]\n[limits]\nconn_rate_per_ip = 0.05\nconn_burst_per_ip = 2\n",
+        ),
+        &[],
+    );
+    let mut a = Client::connect_from(hf.addr, "127.0.0.5").await;
+    a.expect("Welcome").await;
+    let mut b = Client::connect_from(hf.addr, "127.0.0.5").await;
+    b.expect("Welcome").await;
+    hf.usr2();
+    hf.wait_upgraded();
+    let mut c = Client::connect_from(hf.addr, "127.0.0.5").await;
+    c.expect("Too many connections from your address").await;
+    c.expect_closed().await;
+    let mut d = Client::connect_from(hf.addr, "127.0.0.6").await;
+    d.expect("Welcome").await;
+    // The two who came in before are still there.
+    for p in [&mut a, &mut b] {
+        p.send("connect Bob bobpw").await;
+        p.expect("Last connect was from").await;
+    }
+}
+
+/// TLS and WebSocket players cannot cross (their encryption and framing
+/// state stays in the old process): each is told to connect again, its
+/// connection closed, and its game session crosses detached; it resumes
+/// in the new process by logging in as before, and the game sees no new
+/// login. Telnet players cross as ever, and the front doors keep their
+/// ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
+    use conn::{make_cert, tls_connect, ws_player, Conn};
+    let dir = TempDir::new("upgrade-doors");
+    make_cert(&dir, "a");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        &format!(
+            "[listen]\naddrs = [\"127.0.0.1:0\"]\ntls_addrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\n\
+             [tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            dir.path("a.pem").display().to_string(),
+            dir.path("a.key").display().to_string(),
+        ),
+    );
+    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let (tls_addr, ws_addr) = (hf.door("tls"), hf.door("ws"));
+    let (w, _) = tls_connect(&dir, tls_addr, "127.0.0.2").await;
+    let mut alice = Conn::new(w);
+    alice.login("Alice", "alicepw").await;
+    let (mut bob, _) = ws_player(ws_addr, "127.0.0.3", &["telnet.mudstandards.org"], &[]).await;
+    bob.login("Bob", "bobpw").await;
+    // Not logged in yet: nothing to keep, told all the same.
+    let (w, _) = tls_connect(&dir, tls_addr, "127.0.0.4").await;
+    let mut carol = Conn::new(w);
+    carol.expect("connect").await;
+    let mut wiz = Client::login(hf.addr, "Wiz", "wizpw").await;
+    hf.usr2();
+    hf.wait_upgraded();
+    for c in [&mut alice, &mut carol] {
+        c.expect("connect again and log in as before").await;
+        c.expect_closed().await;
+    }
+    bob.expect("connect again and log in as before").await;
+    bob.expect_closed().await;
+    wiz.send("say still here").await;
+    wiz.expect("You say, \"still here\"").await;
+    wiz.send("say while you were away").await;
+    wiz.expect("You say, \"while you were away\"").await;
+    // Same ports, served by the new process.
+    assert_eq!((hf.door("tls"), hf.door("ws")), (tls_addr, ws_addr));
+    let (w, _) = tls_connect(&dir, tls_addr, "127.0.0.2").await;
+    let mut alice = Conn::new(w);
+    alice.expect("connect").await;
+    alice.send("connect Alice alicepw").await;
+    alice
+        .expect("Your session was kept while you were away")
+        .await;
+    alice.expect("Wiz says, \"while you were away\"").await;
+    let (mut bob, _) = ws_player(ws_addr, "127.0.0.3", &["telnet.mudstandards.org"], &[]).await;
+    bob.expect("connect").await;
+    bob.send("connect Bob bobpw").await;
+    bob.expect("Your session was kept while you were away")
+        .await;
+    bob.send("say back").await;
+    wiz.expect("Bob says, \"back\"").await;
+    alice.send("say me too").await;
+    wiz.expect("Alice says, \"me too\"").await;
+    for user in ["Alice", "Bob"] {
+        let n = game
+            .events()
+            .into_iter()
+            .filter(|e| e["t"] == "login" && e["user"] == user)
+            .count();
+        assert_eq!(n, 1, "{user}: no new login at the game");
+    }
+    let logs = hf.logs();
+    assert_eq!(
+        logs.matches("detached session taken over").count(),
+        2,
+        "{logs}"
+    );
+}
+
+/// The new process's probes go on from the old one's view: a probe or two
+/// failing right after an upgrade (the game is frozen across it) does not
+/// mark the backend down while `heartbeat.fall` is not reached, as in the
+/// old process; nobody is held.
+#[tokio::test]
+async fn probes_failing_right_after_an_upgrade_do_not_mark_the_backend_down() {
+    let dir = TempDir::new("upgrade-probe");
+    let game = Game::start(&dir, &[]);
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &config_for(
+            &[&game],
+            &format!(
+                "{ROOMY}[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nfall = 4\n[templates]\nbanner_wait = \"200ms\"\n"
+            ),
+        ),
+        &[],
+    );
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    hf.wait_log("backend up", 1);
+    game.freeze();
+    hf.usr2();
+    hf.wait_upgraded();
+    // The new process's first probes time out meanwhile (each after
+    // banner_wait + timeout: at most two of them).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    game.thaw();
+    a.send("say after the freeze").await;
+    a.expect("You say, \"after the freeze\"").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let logs = hf.logs();
+    assert!(logs.contains("probe failed"), "a probe did fail: {logs}");
+    assert!(!logs.contains("backend down"), "{logs}");
+    assert!(!a.text.contains("is down"), "{}", a.text);
+}
+
+/// A session that cannot stop (busy writing to a player who stopped
+/// reading) does not hold up the others of its batch: they cross in the
+/// batches that go meanwhile, and are relayed by the new process while
+/// the old one still waits for that one (which crosses detached once its
+/// write times out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stuck_writing_does_not_hold_up_its_batch() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("upgrade-stuck");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n\
+         [limits]\nconn_rate_per_ip = 0.0\nwrite_timeout = \"4s\"\ninput_lines_per_sec = 100000\ninput_burst = 100000\n",
+    );
+    let mut hf = Hf::start(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &cfg,
+        &[("HOLDFAST_UPGRADE_BATCH", "4")],
+    );
+    // The stuck player: a small receive buffer, logged in, then it asks
+    // for far more output than the buffers hold and stops reading.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&hf.addr.into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut stuck = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    stuck.write_all(b"connect Bob bobpw\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("Last connect") {
+        let k = tokio::time::timeout(WAIT, stuck.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(k > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..k]);
+    }
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        others.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    // 64 MiB of output: far more than the socket buffers hold.
+    stuck.write_all(b"spam 67108864\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hf.usr2();
+    // The others cross and are relayed by the new process while the old
+    // one still waits for the stuck session.
+    hf.wait_log("session taken over", 8);
+    for (i, c) in others.iter_mut().enumerate() {
+        c.send(&format!("say meanwhile {i}")).await;
+        c.expect(&format!("You say, \"meanwhile {i}\"")).await;
+    }
+    assert!(
+        !hf.logs().contains("handover timings"),
+        "the upgrade did not wait for the stuck session: {}",
+        hf.logs()
+    );
+    hf.wait_upgraded();
+    let logs = hf.logs();
+    assert!(logs.contains("detached session taken over"), "{logs}");
+    drop(stuck);
+    for (i, c) in others.iter_mut().enumerate() {
+        c.send(&format!("say after {i}")).await;
+        c.expect(&format!("You say, \"after {i}\"")).await;
+    }
+}
+
 #[tokio::test]
 async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     let dir = TempDir::new("upgrade-notify");
@@ -813,12 +1171,22 @@ async fn repeated_upgrades_leak_no_descriptors() {
     for _ in 0..5 {
         cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
     }
+    // One at the connect screen, one detached (its link reset): both kinds
+    // cross 20 times too, with their game connections.
+    let mut idle = Client::connect(hf.addr).await;
+    idle.expect("connect").await;
+    let gone = Client::login(hf.addr, "Bob", "bobpw").await;
+    socket2::SockRef::from(&gone.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(gone);
+    hf.wait_log("session detached", 1);
     let before = fd_count(hf.pid);
     assert!(before > 10, "{before}");
     for round in 0..20 {
         hf.usr2();
         hf.wait_upgraded();
-        hf.wait_log("upgrade: took everything over", round + 1);
+        hf.wait_log("upgrade: took everything over sessions=7", round + 1);
         for (i, c) in cs.iter_mut().enumerate() {
             c.send(&format!("say r{round} p{i}")).await;
             c.expect(&format!("You say, \"r{round} p{i}\"")).await;
@@ -842,6 +1210,14 @@ async fn repeated_upgrades_leak_no_descriptors() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Both are still there: the idle one logs in, Bob resumes.
+    idle.send("connect Wiz wizpw").await;
+    idle.expect("Last connect was from").await;
+    let mut bob = Client::connect(hf.addr).await;
+    bob.expect("connect").await;
+    bob.send("connect Bob bobpw").await;
+    bob.expect("Your session was kept while you were away")
+        .await;
 }
 
 /// A player at the cached connect screen (lazy connect: no game connection

@@ -130,12 +130,16 @@ impl ProbeHandle {
     }
 }
 
-/// Starts the probe task for `backend`.
+/// Starts the probe task for `backend`. `known`: its state as already
+/// known (taken over from an older process in an upgrade), so that the
+/// new probe needs `heartbeat.fall` failures to mark it down, as the old
+/// one did, rather than one; `None` at a start.
 pub fn spawn(
     backend: Backend,
     config: watch::Receiver<Arc<Config>>,
     report: mpsc::Sender<ProbeReport>,
     cancel: CancellationToken,
+    known: Option<bool>,
 ) -> ProbeHandle {
     let (check_tx, check_rx) = mpsc::channel(CHECK_QUEUE);
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +152,7 @@ pub fn spawn(
         report,
         cancel: cancel.clone(),
         conn: None,
-        state: None,
+        state: known,
         oks: 0,
         fails: 0,
         degraded: Degraded::default(),

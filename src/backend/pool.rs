@@ -123,11 +123,21 @@ impl Manager {
         });
         for b in &self.config.backends {
             if !probes.contains_key(&b.name) {
+                // Known only after an upgrade (`upgrade::new::adopt`).
+                let known = self
+                    .shared
+                    .pool
+                    .borrow()
+                    .backends
+                    .iter()
+                    .find(|v| v.name == b.name && v.addr == b.addr.to_string())
+                    .and_then(|v| v.up);
                 let h = health::spawn(
                     b.clone(),
                     self.shared.config.subscribe(),
                     self.report_tx.clone(),
                     self.shared.shutdown.child_token(),
+                    known,
                 );
                 probes.insert(b.name.clone(), h);
             }

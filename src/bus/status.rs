@@ -155,6 +155,17 @@ fn ago(secs: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
+/// The version, and the upgrades (`SIGUSR2`) the instance went through
+/// since it was started, if any.
+fn version(r: &Value) -> String {
+    let v = r["version"].as_str().unwrap_or_default();
+    match r["upgrades"].as_u64().unwrap_or(0) {
+        0 => v.to_string(),
+        1 => format!("{v} (1 upgrade)"),
+        n => format!("{v} ({n} upgrades)"),
+    }
+}
+
 /// The human table `holdfast status` prints for `status` replies.
 pub fn render_table(replies: &[Value]) -> String {
     let s = |v: &Value| match v {
@@ -196,7 +207,7 @@ pub fn render_table(replies: &[Value]) -> String {
         rows.push([
             s(&r["instance"]),
             s(&r["game"]),
-            s(&r["version"]),
+            version(r),
             ago(r["uptime_s"].as_u64().unwrap_or(0)),
             s(&r["active"]),
             s(&r["sessions"]["total"]),
@@ -374,6 +385,23 @@ mod tests {
         assert!(
             t.contains("cc  term 5  renewed 31.0s ago (lease ran out)  sees b0 unknown"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn the_version_says_how_many_upgrades() {
+        assert_eq!(
+            version(&json!({"version": "0.1.0", "upgrades": 0})),
+            "0.1.0"
+        );
+        assert_eq!(version(&json!({"version": "0.1.0"})), "0.1.0");
+        assert_eq!(
+            version(&json!({"version": "0.2.0", "upgrades": 3})),
+            "0.2.0 (3 upgrades)"
+        );
+        assert_eq!(
+            version(&json!({"version": "0.2.0", "upgrades": 1})),
+            "0.2.0 (1 upgrade)"
         );
     }
 

@@ -35,6 +35,10 @@ pub struct Notices {
     /// Sent once when the game refused holdfast's address (a per-address
     /// limit) and holdfast tries again.
     pub busy: String,
+    /// Sent to a TLS or WebSocket player when an upgrade closes its
+    /// connection (which cannot cross): its game session is kept for it to
+    /// resume when it logs in again.
+    pub upgrade_reconnect: String,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError> {
@@ -134,6 +138,11 @@ pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError
             n.busy,
             "[holdfast] {game} is busy; holdfast will connect you in a moment.",
         )?,
+        upgrade_reconnect: text(
+            "upgrade_reconnect",
+            n.upgrade_reconnect,
+            "[holdfast] {game} is moving to a new version of its proxy: connect again and log in as before to carry on where you left off.",
+        )?,
     })
 }
 
@@ -169,6 +178,7 @@ mod tests {
             ("resumed", &d.resumed),
             ("upgraded", &d.upgraded),
             ("busy", &d.busy),
+            ("upgrade_reconnect", &d.upgrade_reconnect),
         ] {
             let (_, known) = template::NOTICES
                 .iter()
@@ -176,6 +186,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for notices.{key}"));
             template::check_notice(key, text, known).unwrap();
         }
-        assert_eq!(template::NOTICES.len(), 17);
+        assert_eq!(template::NOTICES.len(), 18);
     }
 }

@@ -214,6 +214,7 @@ pub struct RawNotices {
     pub resumed: Option<Spanned<String>>,
     pub upgraded: Option<Spanned<String>>,
     pub busy: Option<Spanned<String>>,
+    pub upgrade_reconnect: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

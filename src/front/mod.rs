@@ -32,7 +32,8 @@ use crate::session;
 use crate::state::Shared;
 
 /// Which way in a listener is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Door {
     /// Telnet over TLS (`listen.tls_addrs`).
     Tls,

@@ -14,8 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info};
 
+use std::os::fd::AsFd;
+
 use super::core::{Action, Core};
 use super::driver::Driver;
+use super::snapshot::{snapshot_detached, DetachedWas};
 use super::transport::PlayerTransport;
 use super::End;
 use crate::backend::connect::BackendStream;
@@ -23,13 +26,16 @@ use crate::events::Event;
 use crate::login::Credentials;
 use crate::state::DetachMsg;
 use crate::telnet::{self, TelnetEvent};
+use crate::upgrade::wire::GameFd;
+use crate::upgrade::{Ask, Parcel, SessionParcel, Verdict};
 
 /// How long a resuming player's task waits for the detached one to answer.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The game's output kept for a player who is away: whole lines, oldest
-/// dropped first, telnet removed.
-#[derive(Debug)]
+/// dropped first, telnet removed. It crosses to a new process in an
+/// upgrade ([`super::snapshot::DetachedWas`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Playback {
     lines: VecDeque<Vec<u8>>,
     partial: Vec<u8>,
@@ -173,11 +179,6 @@ impl<P: PlayerTransport> Driver<P> {
         if let Some(mut p) = self.player.take() {
             let _ = timeout(Duration::from_millis(100), p.shutdown()).await;
         }
-        let (tx, mut rx) = mpsc::channel(4);
-        self.shared
-            .detached
-            .insert(id, Core::resume_key(&user), tx, cfg.listen.max_detached);
-        self.shared.registry.update(id, |s| s.detached = true);
         info!(user = %user, why = why.as_str(), keep = ?keep, "player link dropped; session detached");
         self.shared.events.emit(
             Event::new("session.detached")
@@ -185,9 +186,48 @@ impl<P: PlayerTransport> Driver<P> {
                 .with("user", user.as_str())
                 .with("reason", why.as_str()),
         );
-        let after = self.detached_loop(since + keep, &mut rx).await;
+        self.stay_detached(since + keep).await
+    }
+
+    /// Kept for its player until `expires`: listed for a returning player
+    /// (also in a new process after an upgrade, with what the old one kept).
+    pub(super) async fn stay_detached(&mut self, expires: Instant) -> After {
+        let cfg = self.shared.config();
+        let id = self.core.id;
+        let user = self.core.user().unwrap_or_default().to_string();
+        let (tx, mut rx) = mpsc::channel(4);
+        self.shared
+            .detached
+            .insert(id, Core::resume_key(&user), tx, cfg.listen.max_detached);
+        self.shared.registry.update(id, |s| s.detached = true);
+        let after = self.detached_loop(expires, &mut rx).await;
         self.shared.detached.remove(id);
         after
+    }
+
+    /// What follows the main loop's end: kept detached if the player's
+    /// link dropped, then finished; nothing at all when the session went
+    /// to a new process in an upgrade.
+    pub(super) async fn after_run(mut self, mut end: End) {
+        if end == End::Handover {
+            return;
+        }
+        if self.can_detach(end) {
+            match Box::pin(self.detached(end)).await {
+                After::End(e) => end = e,
+                After::TakenOver(reply) => return self.give_to_returning_player(reply),
+            }
+        }
+        self.after_detached(After::End(end)).await;
+    }
+
+    /// What follows a detached session's time.
+    pub(super) async fn after_detached(self, after: After) {
+        match after {
+            After::End(End::Handover) => {}
+            After::End(end) => Box::pin(self.finish(end)).await,
+            After::TakenOver(reply) => self.give_to_returning_player(reply),
+        }
     }
 
     async fn detached_loop(
@@ -201,8 +241,7 @@ impl<P: PlayerTransport> Driver<P> {
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.subscribe();
-        freeze.borrow_and_update();
+        let mut freeze = self.shared.handover.enlist();
         loop {
             let deadline = self
                 .core
@@ -216,13 +255,9 @@ impl<P: PlayerTransport> Driver<P> {
                     pool_rx.borrow_and_update();
                     self.pool_changed().await
                 }
-                // An upgrade cannot carry a detached session yet: say so,
-                // so the upgrade is refused with the reason at once rather
-                // than waiting for this session until it times out.
-                Ok(()) = freeze.changed() => {
-                    self.refuse_handover().await;
-                    Ok(())
-                }
+                // An upgrade: the session, its playback and its time left
+                // cross to the new process.
+                Some(ask) = freeze.asked() => self.hand_over_detached(ask, expires, None).await,
                 a = announce_rx.recv() => match a {
                     Ok(a) => self.announced(&a).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),
@@ -254,22 +289,70 @@ impl<P: PlayerTransport> Driver<P> {
         }
     }
 
-    async fn refuse_handover(&mut self) {
-        let Some(tx) = self.shared.handover.parcel_sender() else {
-            return;
+    /// An upgrade asked this detached session to stop: its state, its
+    /// playback and its time away and left go, with its game socket, and
+    /// it waits, touching nothing, for the verdict (`End::Handover` when
+    /// the new process owns it).
+    pub(super) async fn hand_over_detached(
+        &mut self,
+        ask: Ask,
+        expires: Instant,
+        why: Option<&str>,
+    ) -> Result<(), End> {
+        // No player to finish a compressed stream for: it is over (the
+        // end of the stream is encoded and thrown away).
+        self.core.telnet.out.stop();
+        if self.core.telnet.out.has_pending() {
+            drop(self.core.telnet.out.encode(&[]));
+        }
+        let now = Instant::now();
+        let d = DetachedWas {
+            away_ms: self
+                .detached_since
+                .map_or(0, |t| now.duration_since(t).as_millis() as u64),
+            left_ms: expires.saturating_duration_since(now).as_millis() as u64,
+            playback: self.playback.take().unwrap_or_else(|| Playback::new(1, 1)),
+            why: why.map(str::to_string),
         };
-        let id = self.core.id;
+        let content = self.detached_parcel(&d);
+        self.playback = Some(d.playback);
         let (verdict, rx) = oneshot::channel();
-        let parcel = crate::upgrade::Parcel {
-            id,
-            content: Err(format!(
-                "session {id} is kept for a player whose link dropped (resume.keep): detached sessions cannot be handed over yet; try again when they have resumed or expired"
-            )),
+        let parcel = Parcel {
+            id: self.core.id,
+            content,
             verdict,
         };
-        if tx.send(parcel).is_ok() {
-            let _ = rx.await;
+        if ask.send(parcel).is_ok() && rx.await.ok() == Some(Verdict::Commit) {
+            debug!("handed over (detached)");
+            return Err(End::Handover);
         }
+        Ok(())
+    }
+
+    fn detached_parcel(&self, d: &DetachedWas) -> Result<SessionParcel, String> {
+        let id = self.core.id;
+        let state = snapshot_detached(&self.core, d).map_err(|e| e.to_string())?;
+        let err = |e: std::io::Error| format!("session {id}: {e}");
+        if self.core.has_game() != self.game.is_some() {
+            return Err(format!("session {id}: game connection in an odd state"));
+        }
+        let (game, game_fd) = match &self.game {
+            None => (None, None),
+            Some(BackendStream::Tcp(s)) => (
+                Some(GameFd::Tcp),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
+            Some(BackendStream::Unix(s)) => (
+                Some(GameFd::Unix),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
+        };
+        Ok(SessionParcel {
+            state,
+            game,
+            player_fd: None,
+            game_fd,
+        })
     }
 
     /// Hands this session to the task of its returning player and ends

@@ -113,10 +113,18 @@ macro_rules! step {
 
 impl<P: PlayerTransport> Driver<P> {
     pub fn new(shared: Arc<Shared>, core: Core, player: P) -> Self {
+        let mut d = Self::without_player(shared, core);
+        d.player = Some(player);
+        d
+    }
+
+    /// A session whose player's link is gone (a detached session taken
+    /// over in an upgrade).
+    pub fn without_player(shared: Arc<Shared>, core: Core) -> Self {
         Driver {
             shared,
             core,
-            player: Some(player),
+            player: None,
             game: None,
             published: (Phase::Held, None, None),
             started: false,
@@ -135,8 +143,7 @@ impl<P: PlayerTransport> Driver<P> {
         // session shares).
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.subscribe();
-        freeze.borrow_and_update();
+        let mut freeze = self.shared.handover.enlist();
         if !self.started {
             self.started = true;
             let screen = self
@@ -184,7 +191,7 @@ impl<P: PlayerTransport> Driver<P> {
                 _ = sleep_opt(deadline) => self.timer_fired().await,
                 // An upgrade: every event before it was carried out in
                 // full, so this is a clean point to stop (see `handover`).
-                Ok(()) = freeze.changed() => self.hand_over().await,
+                Some(ask) = freeze.asked() => self.hand_over(ask).await,
             };
             if let Err(end) = r {
                 return end;

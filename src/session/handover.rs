@@ -11,9 +11,12 @@
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info_span, Instrument};
 
 use super::core::render;
@@ -22,50 +25,82 @@ use super::snapshot::{resume_bytes, snapshot, Restored};
 use super::transport::PlayerTransport;
 use super::End;
 use crate::backend::connect::BackendStream;
+use crate::events::Event;
 use crate::state::Shared;
 use crate::upgrade::wire::GameFd;
-use crate::upgrade::{Lent, Parcel, SessionParcel, Verdict};
+use crate::upgrade::{Ask, Parcel, SessionParcel, Verdict};
 
 impl<P: PlayerTransport> Driver<P> {
-    /// An upgrade asked every session to stop. The player's MCCP2 stream
+    /// An upgrade asked this session to stop. The player's MCCP2 stream
     /// is ended (its zlib state cannot cross), the state and duplicates of
-    /// the sockets go to the upgrade, and the session waits for the
-    /// verdict: `Err(End::Handover)` when the new process owns it, else it
-    /// carries on (offering MCCP2 again if it ended the stream).
-    pub(super) async fn hand_over(&mut self) -> Result<(), End> {
-        let Some(tx) = self.shared.handover.parcel_sender() else {
-            return Ok(());
-        };
+    /// the sockets go to the upgrade, and the session waits, touching
+    /// nothing, for the verdict: `Err(End::Handover)` when the new process
+    /// owns it, else it carries on (offering MCCP2 again if it ended the
+    /// stream).
+    pub(super) async fn hand_over(&mut self, ask: Ask) -> Result<(), End> {
+        if self.player.as_ref().is_some_and(|p| p.socket().is_none()) {
+            return self.leave_for_upgrade(ask).await;
+        }
         let mccp = self.core.telnet.out.compressing();
         if mccp {
             self.core.telnet.out.stop();
             self.write_player(&[], self.write_timeout()).await?;
         }
-        let (verdict, mut rx) = oneshot::channel();
-        let (lend, mut lend_rx) = mpsc::channel(1);
+        let (verdict, rx) = oneshot::channel();
         let parcel = Parcel {
             id: self.core.id,
-            content: self.parcel(mccp, lend),
+            content: self.parcel(mccp),
             verdict,
         };
-        if tx.send(parcel).is_err() {
-            drop(lend_rx);
+        if ask.send(parcel).is_err() {
             return self.thaw(mccp).await;
         }
-        // Frozen: lend the sockets when asked, until the verdict.
-        let v = loop {
-            tokio::select! {
-                v = &mut rx => break v.ok(),
-                Some(reply) = lend_rx.recv() => {
-                    let _ = reply.send(self.lent());
-                }
-            }
-        };
-        if v == Some(Verdict::Commit) {
+        if rx.await.ok() == Some(Verdict::Commit) {
             debug!("handed over");
             return Err(End::Handover);
         }
         self.thaw(mccp).await
+    }
+
+    /// A player whose connection cannot cross (TLS, WebSocket: their
+    /// encryption or framing state stays here) is told to connect again
+    /// (`notices.upgrade_reconnect`) and its connection closed. Logged in
+    /// with `[resume]` on, its game session crosses detached, for it to
+    /// resume in the new process; otherwise the session ends here as if the
+    /// player had closed (its game hears `QUIT` as usual). If the upgrade
+    /// fails, it is detached here as any dropped link.
+    async fn leave_for_upgrade(&mut self, ask: Ask) -> Result<(), End> {
+        let cfg = self.shared.config();
+        let keep = self.can_detach(End::PlayerClosed);
+        let text = render(
+            &cfg.notices.upgrade_reconnect,
+            &cfg,
+            self.core.backend().unwrap_or(""),
+            None,
+        );
+        let bye = resume_bytes(&mut self.core, false, &text);
+        let _ = self.write_player(&bye, Duration::from_secs(1)).await;
+        if let Some(mut p) = self.player.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(100), p.shutdown()).await;
+        }
+        if !keep {
+            // The ask is dropped: the upgrade waits for this session to end.
+            return Err(End::PlayerClosed);
+        }
+        debug!("player told to reconnect; the session crosses detached");
+        let now = Instant::now();
+        self.detached_since = Some(now);
+        self.playback = Some(super::detach::Playback::new(
+            cfg.resume.playback_lines,
+            cfg.resume.playback_bytes,
+        ));
+        let expires = now + cfg.resume.keep.unwrap_or_default();
+        if let Err(End::Handover) = self.hand_over_detached(ask, expires, Some("upgrade")).await {
+            return Err(End::Handover);
+        }
+        self.playback = None;
+        self.detached_since = None;
+        Err(End::PlayerClosed)
     }
 
     /// Carries on after a failed upgrade: MCCP2 is offered again if the
@@ -78,55 +113,88 @@ impl<P: PlayerTransport> Driver<P> {
         Ok(())
     }
 
-    fn parcel(&self, mccp: bool, lend: mpsc::Sender<LendReply>) -> Result<SessionParcel, String> {
+    /// The state, and close-on-exec duplicates of the sockets to send.
+    fn parcel(&self, mccp: bool) -> Result<SessionParcel, String> {
         let state = snapshot(&self.core, mccp).map_err(|e| e.to_string())?;
         let id = self.core.id;
-        if self.player.as_ref().and_then(|p| p.socket()).is_none() {
+        let err = |e: std::io::Error| format!("session {id}: {e}");
+        let Some(player) = self.player.as_ref().and_then(|p| p.socket()) else {
             return Err(format!(
                 "session {id}: this kind of player connection cannot be handed over"
             ));
-        }
+        };
         if self.core.has_game() != self.game.is_some() {
             return Err(format!("session {id}: game connection in an odd state"));
         }
-        let game = self.game.as_ref().map(|g| match g {
-            BackendStream::Tcp(_) => GameFd::Tcp,
-            BackendStream::Unix(_) => GameFd::Unix,
-        });
-        Ok(SessionParcel { state, game, lend })
-    }
-
-    /// Close-on-exec duplicates of the sockets, to be sent.
-    fn lent(&self) -> Result<Lent, String> {
-        let id = self.core.id;
-        let err = |e: std::io::Error| format!("session {id}: {e}");
-        let player = match self.player.as_ref().and_then(|p| p.socket()) {
-            Some(fd) => fd.try_clone_to_owned().map_err(err)?,
-            None => return Err(format!("session {id}: no socket to lend")),
+        let (game, game_fd) = match &self.game {
+            None => (None, None),
+            Some(BackendStream::Tcp(s)) => (
+                Some(GameFd::Tcp),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
+            Some(BackendStream::Unix(s)) => (
+                Some(GameFd::Unix),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
         };
-        let game = match &self.game {
-            None => None,
-            Some(BackendStream::Tcp(s)) => Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-            Some(BackendStream::Unix(s)) => Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-        };
-        Ok(Lent { player, game })
+        Ok(SessionParcel {
+            state,
+            game,
+            player_fd: Some(player.try_clone_to_owned().map_err(err)?),
+            game_fd,
+        })
     }
 }
-
-type LendReply = oneshot::Sender<Result<Lent, String>>;
 
 /// Runs a session taken over from an older process (an upgrade): no
 /// `session.open`, no greeting; the player gets `notices.upgraded` (if
 /// set) and the MCCP2 offer again if it had MCCP2, then the session goes
-/// on where it stopped.
+/// on where it stopped. A detached session (no player) goes on being kept
+/// for its player, with its playback and the time it had left.
 pub fn resume(
     shared: Arc<Shared>,
     restored: Restored,
-    player: TcpStream,
+    player: Option<TcpStream>,
     game: Option<BackendStream>,
-) -> impl std::future::Future<Output = ()> + Send {
-    let Restored { core, mccp_was_on } = restored;
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let Restored {
+        core,
+        mccp_was_on,
+        detached,
+    } = restored;
     let span = info_span!("session", id = core.id, peer = %core.peer);
+    let player = match (player, detached) {
+        (None, Some(was)) => {
+            let mut d = Driver::<TcpStream>::without_player(shared, core);
+            d.started = true;
+            d.game = game;
+            let now = Instant::now();
+            let away = Duration::from_millis(was.away_ms);
+            d.detached_since = Some(now.checked_sub(away).unwrap_or(now));
+            d.playback = Some(was.playback);
+            let expires = now + Duration::from_millis(was.left_ms);
+            if let Some(why) = &was.why {
+                d.shared.events.emit(
+                    Event::new("session.detached")
+                        .with("session", d.core.id)
+                        .with("user", d.core.user().unwrap_or_default())
+                        .with("reason", why.as_str()),
+                );
+            }
+            return Box::pin(
+                async move {
+                    debug!(user = %d.core.user_field(), "detached session taken over");
+                    let after = d.stay_detached(expires).await;
+                    d.after_detached(after).await;
+                }
+                .instrument(span),
+            );
+        }
+        (Some(p), _) => p,
+        // `upgrade::new` lets no session without a player or a detached
+        // state through.
+        (None, None) => return Box::pin(async {}),
+    };
     let cfg = shared.config();
     let notice = render(
         &cfg.notices.upgraded,
@@ -137,17 +205,16 @@ pub fn resume(
     let mut d = Driver::new(shared, core, player);
     d.started = true;
     d.game = game;
-    async move {
-        debug!(user = %d.core.user_field(), "session taken over");
-        let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
-        let end = match d.write_player(&hello, d.write_timeout()).await {
-            Ok(()) => d.run().await,
-            Err(end) => end,
-        };
-        if end == End::Handover {
-            return;
+    Box::pin(
+        async move {
+            debug!(user = %d.core.user_field(), "session taken over");
+            let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
+            let end = match d.write_player(&hello, d.write_timeout()).await {
+                Ok(()) => d.run().await,
+                Err(end) => end,
+            };
+            d.after_run(end).await;
         }
-        Box::pin(d.finish(end)).await;
-    }
-    .instrument(span)
+        .instrument(span),
+    )
 }

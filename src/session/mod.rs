@@ -136,17 +136,8 @@ pub fn run<P: PlayerTransport>(
     let core = Core::new(id, peer, local, &cfg, epoch);
     let mut d = driver::Driver::new(shared, core, player);
     async move {
-        let mut end = d.run().await;
-        if end == End::Handover {
-            return;
-        }
-        if d.can_detach(end) {
-            match Box::pin(d.detached(end)).await {
-                detach::After::End(e) => end = e,
-                detach::After::TakenOver(reply) => return d.give_to_returning_player(reply),
-            }
-        }
-        Box::pin(d.finish(end)).await;
+        let end = d.run().await;
+        d.after_run(end).await;
     }
     .instrument(span)
 }

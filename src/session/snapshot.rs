@@ -18,6 +18,10 @@
 //!   refused with that reason (nothing is half handed over).
 //! * The input flood limiter: it restarts full.
 //!
+//! A detached session (its player's link had dropped, see
+//! [`super::detach`]) also carries its time away, the time it is still to
+//! be kept and its playback ([`DetachedWas`]).
+//!
 //! The encoding is versioned JSON ([`VERSION`]). It holds the password, so
 //! it lives in a zeroizing buffer, is sent only over the upgrade's private
 //! socket and is never written to disk.
@@ -197,6 +201,8 @@ struct Out<'a> {
     lazy: Option<&'a [u8]>,
     /// Refusals in a row while backing off (the player was told).
     busy: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detached: Option<&'a DetachedWas>,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +247,8 @@ struct In {
     lazy: Option<Vec<u8>>,
     #[serde(default)]
     busy: Option<u32>,
+    #[serde(default)]
+    detached: Option<DetachedWas>,
 }
 
 /// Counts bytes, to size the zeroizing buffer before the real write (a
@@ -262,6 +270,21 @@ impl std::io::Write for Count {
 /// The player's stream must be plain by now, and the game's must not be
 /// compressed.
 pub fn snapshot(core: &Core, mccp_was_on: bool) -> Result<Zeroizing<Vec<u8>>, SnapError> {
+    write(core, mccp_was_on, None)
+}
+
+/// Writes a detached session out: its core (the player's telnet output
+/// state must be plain; there is no player) and its time away and
+/// playback.
+pub fn snapshot_detached(core: &Core, d: &DetachedWas) -> Result<Zeroizing<Vec<u8>>, SnapError> {
+    write(core, false, Some(d))
+}
+
+fn write(
+    core: &Core,
+    mccp_was_on: bool,
+    detached: Option<&DetachedWas>,
+) -> Result<Zeroizing<Vec<u8>>, SnapError> {
     if core.telnet.out.compressing() || core.telnet.out.has_pending() {
         return Err(SnapError::PlayerCompressed(core.id));
     }
@@ -303,6 +326,7 @@ pub fn snapshot(core: &Core, mccp_was_on: bool) -> Result<Zeroizing<Vec<u8>>, Sn
         last_backend: core.last_backend.as_deref(),
         lazy: core.lazy.as_deref(),
         busy: core.busy.as_ref().map(|b| b.tries),
+        detached,
     };
     let mut n = Count(0);
     serde_json::to_writer(&mut n, &out)?;
@@ -317,6 +341,25 @@ pub struct Restored {
     pub core: Core,
     /// The player's MCCP2 stream was ended for the handover.
     pub mccp_was_on: bool,
+    /// It was detached (its player's link had dropped): for how long, for
+    /// how much longer, and what the game said meanwhile.
+    pub detached: Option<DetachedWas>,
+}
+
+/// A detached session's own state ([`super::detach`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DetachedWas {
+    /// How long its player had been away, ms.
+    pub away_ms: u64,
+    /// How long it was still to be kept, ms.
+    pub left_ms: u64,
+    /// The game's output kept for the player.
+    pub playback: super::detach::Playback,
+    /// Set when the upgrade itself detached it (a TLS or WebSocket player
+    /// told to reconnect): the new process publishes `session.detached`
+    /// with this reason.
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
 /// Reads a session back from [`snapshot`]'s bytes.
@@ -361,6 +404,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     Ok(Restored {
         core,
         mccp_was_on: v.mccp_was_on,
+        detached: v.detached,
     })
 }
 

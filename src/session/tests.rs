@@ -481,7 +481,8 @@ async fn a_login_line_asks_for_a_detached_session_first() {
     let out =
         t.step(|c, ctx, _, o| c.player_data(ctx, b"say before\nconnect Alice pw\nsay after\n", o));
     // The line before goes out, the login waits for the driver's answer,
-    // the line after is sent after it.
+    // and so does the line after (it goes to whichever session the login
+    // ends up in).
     assert!(
         matches!(&out[0], Action::Game(b) if &b[..] == b"say before\r\n"),
         "{out:?}"
@@ -490,13 +491,12 @@ async fn a_login_line_asks_for_a_detached_session_first() {
         matches!(&out[1], Action::TryResume { creds, .. } if creds.name == "Alice"),
         "{out:?}"
     );
-    assert!(
-        matches!(&out[3], Action::Game(b) if &b[..] == b"say after\r\n"),
-        "{out:?}"
-    );
-    // Nobody to resume: the login is an ordinary one.
+    assert_eq!(game_text(&out), "say before\r\n", "{out:?}");
+    // Nobody to resume: the login is an ordinary one, then the line after.
     let out = t.step(|c, ctx, _, o| c.resume_refused(ctx, b"connect Alice pw", o));
     assert_eq!(game_text(&out), "connect Alice pw\r\n");
+    let out = t.step(|c, ctx, _, o| c.resume_settled(ctx, o));
+    assert_eq!(game_text(&out), "say after\r\n");
     let out = t.game("Welcome!\r\n");
     assert!(
         game_text(&out).starts_with("think "),

@@ -6,19 +6,59 @@
 //! `SOCK_SEQPACKET` socketpair as its stdin (the only descriptor that
 //! crosses `exec` on purpose: no file on disk, no `unsafe` to name a raw
 //! fd number). The new process reads its config and says `Hello` (or why
-//! not, and exits 1). The old one then stops accepting, asks every session
-//! to stop at a clean point ([`Handover::freeze`]) and sends the listeners,
-//! each player and game socket and each session's state; the new process
-//! checks and takes them, says `Taken`, the old one says `Commit` and
-//! exits 0. If anything fails or takes longer than [`DEADLINE`], the old
-//! process thaws its sessions and listeners and carries on.
+//! not, and exits 1). The old one stops accepting and sends the listeners
+//! and its view of the pool; the new one checks them and says `Ready`.
+//!
+//! Then the sessions go **in batches** ([`old::BATCH`]): the old process
+//! asks a batch of sessions to stop at a clean point ([`Enlisted`],
+//! [`Ask`]), sends their states and duplicates of their sockets; the new
+//! process reads them back, checks them, starts relaying them at once and
+//! says `Took`. So a session is frozen only for its own batch's round
+//! trip (milliseconds), not for the whole handover. When every session
+//! has gone the old process says `Commit` and exits 0 without a word to
+//! anyone; the new one starts accepting.
+//!
+//! ## Nothing lost or doubled, and no one dropped if it fails
+//!
+//! A session handed over in a batch does not end in the old process: it
+//! stays *parked*, holding its own copies of its sockets and its state as
+//! they were when it stopped, and does nothing until the verdict (so two
+//! processes never both read or write one socket: the old one is idle on
+//! it, the new one relays). Only the old process's `Commit` ends the
+//! parked sessions ([`Verdict::Commit`]); their sockets stay open because
+//! the new process holds them.
+//!
+//! If anything fails before `Commit` (the new process refuses a batch,
+//! crashes, exits or stops answering within [`DEADLINE`]), the old
+//! process first kills it (`SIGKILL`) and waits until it is gone, and only
+//! then thaws every session, parked ones included, and accepts again. The
+//! players' and the game's connections never close (the old process held
+//! them all along), so nobody is dropped and the game sees no new login.
+//! The one thing the old process cannot know is what a crashed new process
+//! exchanged with the sessions it was relaying (a fraction of a second):
+//! input it had read but not yet forwarded, or output it had read but not
+//! yet written, is lost; nothing is doubled, because the old process
+//! resumes from the point where it stopped. A new process that loses its
+//! old one without a `Commit` (the old one crashed) keeps what it took: the
+//! old process thaws only after killing it, so, alive, it owns them.
+//!
+//! ## TLS and WebSocket players
+//!
+//! Their connections do not cross: rustls's session state cannot be handed
+//! to another process in safe Rust (kernel TLS would be the way), and
+//! tungstenite keeps bytes it has read but not yet parsed where they cannot
+//! be taken out. Such a player is told to connect again
+//! (`notices.upgrade_reconnect`), its connection is closed, and a logged-in
+//! player's game session crosses detached ([`crate::session::detach`]) for
+//! it to resume by logging in as before. Their listeners cross like the
+//! others.
 //!
 //! | file | its one job |
 //! | --- | --- |
 //! | `fds` | `SCM_RIGHTS` with rustix, descriptor checks |
-//! | `wire` | the messages and the handover document |
-//! | `old` | the old process: spawn, freeze, send, commit or thaw |
-//! | `new` | the new process: check, take over, confirm |
+//! | `wire` | the messages and the documents |
+//! | `old` | the old process: spawn, batches, commit, or kill and thaw |
+//! | `new` | the new process: check, take over batch by batch, confirm |
 //! | `notify` | `--ready-file` and systemd's `NOTIFY_SOCKET` |
 
 pub mod fds;
@@ -27,14 +67,15 @@ pub mod notify;
 pub mod old;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 /// How long the whole upgrade may take, from starting the new binary to
@@ -43,6 +84,13 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// The environment variable that tells a starting holdfast that its stdin
 /// is the upgrade socket.
 pub const ENV: &str = "HOLDFAST_UPGRADE";
+/// For tests and benchmarks: sessions per batch ([`old::BATCH`] unless
+/// set; read by the old process).
+pub const ENV_BATCH: &str = "HOLDFAST_UPGRADE_BATCH";
+/// For tests only: the new process aborts (as a crash would) 200 ms after
+/// confirming this many batches (its sessions have run meanwhile), to show
+/// that the old one then carries on with every session.
+pub const ENV_ABORT_AFTER: &str = "HOLDFAST_UPGRADE_ABORT_AFTER";
 
 /// Where the running binary came from: started again on an upgrade.
 #[derive(Debug, Clone)]
@@ -76,13 +124,18 @@ impl Origin {
     }
 }
 
-/// A session's answer to a freeze.
+/// An upgrade's request to one session: stop at a clean point and send
+/// back a [`Parcel`]. Dropped unanswered when the session has ended.
+pub type Ask = oneshot::Sender<Parcel>;
+
+/// A session's answer to an [`Ask`].
 pub struct Parcel {
     /// Session id.
     pub id: u64,
     /// Its state and sockets, or why it cannot cross.
     pub content: Result<SessionParcel, String>,
-    /// What becomes of it.
+    /// What becomes of it. Until it is sent (or dropped) the session does
+    /// nothing at all: it keeps its sockets and its state as they were.
     pub verdict: oneshot::Sender<Verdict>,
 }
 
@@ -92,18 +145,11 @@ pub struct SessionParcel {
     pub state: Zeroizing<Vec<u8>>,
     /// Its game connection's kind, if it has one.
     pub game: Option<wire::GameFd>,
-    /// Asks the session for duplicates of its sockets. They are lent one
-    /// batch at a time, just before they are sent, so a handover needs
-    /// only a batch's worth of extra descriptors, not twice the process's.
-    pub lend: mpsc::Sender<oneshot::Sender<Result<Lent, String>>>,
-}
-
-/// Duplicates of a frozen session's sockets, for sending.
-pub struct Lent {
-    /// The player's socket.
-    pub player: OwnedFd,
-    /// The game's, if there is one.
-    pub game: Option<OwnedFd>,
+    /// A close-on-exec duplicate of the player's socket, to be sent (none
+    /// for a detached session: its player's link had dropped).
+    pub player_fd: Option<OwnedFd>,
+    /// And of the game's, if there is one.
+    pub game_fd: Option<OwnedFd>,
 }
 
 /// What a frozen session does next.
@@ -123,11 +169,43 @@ pub struct Request {
     pub reply: Option<oneshot::Sender<Result<usize, String>>>,
 }
 
+/// Every session task that can be asked to stop, in the order they
+/// enlisted (a session re-enlists when it detaches, so it is never missed).
+#[derive(Default)]
+struct Roll {
+    next: u64,
+    map: BTreeMap<u64, mpsc::Sender<Ask>>,
+}
+
+/// A session task's place on the roll: where its [`Ask`] arrives. Leaves
+/// the roll when dropped.
+pub struct Enlisted {
+    key: u64,
+    rx: mpsc::Receiver<Ask>,
+    roll: Arc<Mutex<Roll>>,
+}
+
+impl Enlisted {
+    /// The next request to stop (cancel-safe).
+    pub async fn asked(&mut self) -> Option<Ask> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Enlisted {
+    fn drop(&mut self) {
+        lock(&self.roll).map.remove(&self.key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What the sessions and the signal handlers share about upgrades (one per
 /// proxy, in [`crate::state::Shared`]).
 pub struct Handover {
-    freeze: watch::Sender<u64>,
-    parcels: Mutex<Option<mpsc::UnboundedSender<Parcel>>>,
+    roll: Arc<Mutex<Roll>>,
     requests: mpsc::Sender<Request>,
     requests_rx: Mutex<Option<mpsc::Receiver<Request>>>,
     busy: AtomicBool,
@@ -140,8 +218,7 @@ impl Default for Handover {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(1);
         Handover {
-            freeze: watch::Sender::new(0),
-            parcels: Mutex::new(None),
+            roll: Arc::default(),
             requests: tx,
             requests_rx: Mutex::new(Some(rx)),
             busy: AtomicBool::new(false),
@@ -178,36 +255,43 @@ impl Handover {
 
     /// The request queue (taken once, by [`crate::Proxy::run`]).
     pub fn take_requests(&self) -> Option<mpsc::Receiver<Request>> {
-        self.requests_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        lock(&self.requests_rx).take()
     }
 
-    /// A session subscribes to freezes.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.freeze.subscribe()
+    /// A session task enlists while it is at a point where it can stop
+    /// (its main loop, or kept detached).
+    pub fn enlist(&self) -> Enlisted {
+        let (tx, rx) = mpsc::channel(1);
+        let mut r = lock(&self.roll);
+        let key = r.next;
+        r.next += 1;
+        r.map.insert(key, tx);
+        Enlisted {
+            key,
+            rx,
+            roll: self.roll.clone(),
+        }
     }
 
-    /// Where a frozen session sends its parcel, while a freeze is on.
-    pub fn parcel_sender(&self) -> Option<mpsc::UnboundedSender<Parcel>> {
-        self.parcels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Asks every session to stop at a clean point and send a parcel.
-    fn freeze(&self) -> mpsc::UnboundedReceiver<Parcel> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        *self.parcels.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        self.freeze.send_modify(|g| *g += 1);
-        rx
-    }
-
-    /// Ends a freeze: late sessions carry on without sending.
-    fn unfreeze(&self) {
-        *self.parcels.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// Asks up to `n` sessions enlisted at or after `from` to stop: the
+    /// key to go on from, and the answers to wait for (a session that
+    /// ends meanwhile drops its answer).
+    fn ask(&self, from: u64, n: usize) -> (u64, Vec<oneshot::Receiver<Parcel>>) {
+        let r = lock(&self.roll);
+        let mut next = from;
+        let mut out = Vec::with_capacity(n);
+        for (k, tx) in r.map.range(from..).take(n) {
+            next = k + 1;
+            let (ask, answer) = oneshot::channel();
+            // Closed: it just ended. Full: an earlier upgrade's ask is
+            // still unread (the session is stuck writing); it is left out,
+            // the tracker still counts it, and this upgrade waits for it
+            // and fails at its deadline rather than leave it behind.
+            if tx.try_send(ask).is_ok() {
+                out.push(answer);
+            }
+        }
+        (next, out)
     }
 }
 

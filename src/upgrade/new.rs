@@ -1,8 +1,8 @@
 //! The new process's side of an upgrade: take the socket from stdin, say
-//! `Hello` once the config is valid (or why not), receive and check
-//! everything, say `Taken`, and start only after the old process's
-//! `Commit` (until then nothing has been read or written, so the old one
-//! can still carry on).
+//! `Hello` once the config is valid (or why not), check the listeners and
+//! say `Ready`, then take the sessions a batch at a time: each batch is
+//! read back, checked and started at once, then confirmed with `Took`.
+//! The listeners start accepting after the old process's `Commit`.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +14,7 @@ use tracing::warn;
 use zeroize::Zeroizing;
 
 use super::fds::{self, Kind};
-use super::wire::{self, GameFd, Head, Msg, SessionHead};
+use super::wire::{self, Batch, GameFd, Head, Next, SessionHead};
 use super::{DEADLINE, ENV};
 use crate::backend::connect::BackendStream;
 use crate::clientip::peer_ip;
@@ -37,25 +37,19 @@ pub struct Taken {
     pub head: SessionHead,
     /// Its core.
     pub restored: Restored,
-    /// The player's connection.
-    pub player: TcpStream,
+    /// The player's connection (none for a detached session).
+    pub player: Option<TcpStream>,
     /// The game's, if it had one.
     pub game: Option<GameSock>,
 }
 
-/// Everything taken over, checked.
-pub struct Received {
-    /// The old process's view (pool, ids, versions).
-    pub head: Head,
-    /// The listening sockets, with their addresses.
-    pub listeners: Vec<TcpListener>,
-    /// The sessions.
-    pub sessions: Vec<Taken>,
-}
+/// A listening socket taken over: its front door (none for telnet).
+pub type Inherited = (Option<crate::front::Door>, TcpListener);
 
 /// The new process's end of the upgrade socket.
 pub struct Incoming {
     sock: Arc<OwnedFd>,
+    batches: std::sync::atomic::AtomicUsize,
 }
 
 /// Whether this process was started by an upgrade.
@@ -77,6 +71,7 @@ impl Incoming {
         rustix::stdio::dup2_stdin(&null)?;
         Ok(Incoming {
             sock: Arc::new(sock),
+            batches: Default::default(),
         })
     }
 
@@ -94,61 +89,116 @@ impl Incoming {
         wire::send_hello(self.sock.as_fd(), env!("CARGO_PKG_VERSION"))
     }
 
-    /// Receives the listeners, sessions and their sockets, and checks
-    /// them: every descriptor is the kind announced, every state reads
-    /// back. On error everything received is closed.
-    pub async fn receive(&self, cfg: &Arc<Config>) -> Result<Received, String> {
+    /// Receives the first document and the listening sockets, and checks
+    /// them (each a listener bound to the address announced).
+    pub async fn receive_head(&self) -> Result<(Head, Vec<Inherited>), String> {
         let sock = self.sock.clone();
-        let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || {
-            let (head, states) = wire::recv_head(sock.as_fd())
-                .map_err(|e| format!("receiving the handover: {e}"))?;
-            // The states are read back on a thread of their own while the
-            // descriptors arrive (the old process lends them in batches).
-            std::thread::scope(|s| {
-                let parsed = s.spawn(|| restore_all(&head, states, &cfg));
-                let fds = wire::recv_fds(sock.as_fd(), head.fd_count())
-                    .map_err(|e| format!("receiving the handover: {e}"));
-                let parsed = parsed
-                    .join()
-                    .map_err(|_| "reading the states back panicked".to_string())?;
-                check(&head, parsed?, fds?)
-            })
-            .map(|(listeners, sessions)| Received {
-                head,
-                listeners,
-                sessions,
-            })
+            let err = |e: io::Error| format!("receiving the handover: {e}");
+            let doc = match wire::recv_next(sock.as_fd()).map_err(err)? {
+                Next::Doc(d) => d,
+                _ => return Err("receiving the handover: expected its first document".into()),
+            };
+            let head = wire::read_head(&doc).map_err(err)?;
+            let fds = wire::recv_fds(sock.as_fd(), head.listeners.len()).map_err(err)?;
+            let mut it = fds.into_iter();
+            let mut listeners = Vec::with_capacity(head.listeners.len());
+            for (door, a) in &head.listeners {
+                let l = TcpListener::from(next_fd(&mut it, Kind::TcpListener, "listener")?);
+                let got = l.local_addr().map_err(|e| e.to_string())?;
+                if got != *a {
+                    return Err(format!("listener {a}: the socket is bound to {got}"));
+                }
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                listeners.push((*door, l));
+            }
+            Ok((head, listeners))
         })
         .await
         .map_err(|e| e.to_string())?
     }
 
-    /// Says `Taken` and waits for the old process's `Commit`.
-    pub async fn confirm(&self, sessions: usize) -> Result<(), String> {
+    /// Says `Ready`: the sessions may come.
+    pub async fn ready(&self) -> Result<(), String> {
         let sock = self.sock.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            wire::send_taken(sock.as_fd(), sessions)?;
-            wire::recv_msg(sock.as_fd())
+        tokio::task::spawn_blocking(move || wire::send_ready(sock.as_fd()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("saying ready: {e}"))
+    }
+
+    /// The next batch of sessions (states read back, descriptors checked),
+    /// or the end of the handover. On error everything received is closed.
+    pub async fn next(&self, cfg: &Arc<Config>) -> Result<Step, String> {
+        let sock = self.sock.clone();
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let err = |e: io::Error| format!("receiving the handover: {e}");
+            let doc = match wire::recv_next(sock.as_fd()).map_err(err)? {
+                Next::Doc(d) => d,
+                Next::Commit => return Ok(Step::Commit),
+                Next::Gone => return Ok(Step::Gone),
+                Next::Error(e) => return Err(format!("the old process gave up: {e}")),
+            };
+            let (batch, states) = wire::read_batch(&doc).map_err(err)?;
+            drop(doc);
+            let restored = restore_all(&batch, states, &cfg)?;
+            let fds = wire::recv_fds(sock.as_fd(), batch.fd_count()).map_err(err)?;
+            check(&batch, restored, fds).map(Step::Batch)
         })
         .await
-        .map_err(|e| e.to_string())?;
-        match r {
-            Ok(Some(Msg::Commit)) => Ok(()),
-            Ok(Some(m)) => Err(format!("unexpected {m:?} from the old process")),
-            Ok(None) => Err("the old process went away before its commit".into()),
-            Err(e) => Err(format!("waiting for the commit: {e}")),
-        }
+        .map_err(|e| e.to_string())?
     }
+
+    /// Says `Took`: a batch is running here. (With
+    /// [`super::ENV_ABORT_AFTER`] set, a test's simulated crash.)
+    pub async fn took(&self, sessions: usize) -> Result<(), String> {
+        let sock = self.sock.clone();
+        tokio::task::spawn_blocking(move || wire::send_took(sock.as_fd(), sessions))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("confirming a batch: {e}"))?;
+        let took = self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let abort_after = std::env::var(super::ENV_ABORT_AFTER)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok());
+        if abort_after == Some(took) {
+            // After its sessions have had time to run here.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            warn!(
+                batches = took,
+                "upgrade: aborting on purpose ({})",
+                super::ENV_ABORT_AFTER
+            );
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
+
+/// What came next from the old process.
+pub enum Step {
+    /// A batch of sessions, checked.
+    Batch(Vec<Taken>),
+    /// `Commit`: the old process is stopping; everything is ours.
+    Commit,
+    /// The old process went away without its commit. It thaws sessions
+    /// only after it has killed this process, so, alive, this process
+    /// owns what it took.
+    Gone,
 }
 
 /// Every session's state read back, in order.
 fn restore_all(
-    head: &Head,
+    batch: &Batch,
     states: Vec<Zeroizing<Vec<u8>>>,
     cfg: &Config,
 ) -> Result<Vec<Restored>, String> {
-    head.sessions
+    batch
+        .sessions
         .iter()
         .zip(states)
         .map(|(s, state)| {
@@ -161,43 +211,45 @@ fn restore_all(
         .collect()
 }
 
-type Checked = (Vec<TcpListener>, Vec<Taken>);
-
-/// Checks every descriptor against the head: its kind and count, and the
-/// listeners' addresses. On error everything received is closed.
-fn check(head: &Head, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Checked, String> {
-    let mut it = got.into_iter();
-    let mut next = |want: Kind, what: &str| -> Result<OwnedFd, String> {
-        let fd = it
-            .next()
-            .ok_or_else(|| format!("{what}: descriptor missing"))?;
-        let k = fds::kind(&fd);
-        if k != want {
-            return Err(format!("{what}: expected {want:?}, got {k:?}"));
-        }
-        Ok(fd)
-    };
-    let mut listeners = Vec::with_capacity(head.listeners.len());
-    for a in &head.listeners {
-        let l = TcpListener::from(next(Kind::TcpListener, "listener")?);
-        let got = l.local_addr().map_err(|e| e.to_string())?;
-        if got != *a {
-            return Err(format!("listener {a}: the socket is bound to {got}"));
-        }
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        listeners.push(l);
+fn next_fd(
+    it: &mut impl Iterator<Item = OwnedFd>,
+    want: Kind,
+    what: &str,
+) -> Result<OwnedFd, String> {
+    let fd = it
+        .next()
+        .ok_or_else(|| format!("{what}: descriptor missing"))?;
+    let k = fds::kind(&fd);
+    if k != want {
+        return Err(format!("{what}: expected {want:?}, got {k:?}"));
     }
-    let mut sessions = Vec::with_capacity(head.sessions.len());
-    for (s, restored) in head.sessions.iter().zip(restored) {
+    Ok(fd)
+}
+
+/// Checks a batch's descriptors against it: their kinds and count. On
+/// error everything received is closed.
+fn check(batch: &Batch, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Vec<Taken>, String> {
+    let mut it = got.into_iter();
+    let mut sessions = Vec::with_capacity(batch.sessions.len());
+    for (s, restored) in batch.sessions.iter().zip(restored) {
         let what = format!("session {}", s.id);
-        let player = TcpStream::from(next(Kind::TcpStream, &what)?);
+        if s.detached != restored.detached.is_some() {
+            return Err(format!("{what}: detached or not, head and state differ"));
+        }
+        let player = if s.detached {
+            None
+        } else {
+            Some(TcpStream::from(next_fd(&mut it, Kind::TcpStream, &what)?))
+        };
         let game = match s.game {
             None => None,
-            Some(GameFd::Tcp) => Some(GameSock::Tcp(TcpStream::from(next(
+            Some(GameFd::Tcp) => Some(GameSock::Tcp(TcpStream::from(next_fd(
+                &mut it,
                 Kind::TcpStream,
                 &what,
             )?))),
-            Some(GameFd::Unix) => Some(GameSock::Unix(UnixStream::from(next(
+            Some(GameFd::Unix) => Some(GameSock::Unix(UnixStream::from(next_fd(
+                &mut it,
                 Kind::UnixStream,
                 &what,
             )?))),
@@ -205,7 +257,9 @@ fn check(head: &Head, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Chec
         if restored.core.has_game() != game.is_some() {
             return Err(format!("{what}: game connection does not match its state"));
         }
-        player.set_nonblocking(true).map_err(|e| e.to_string())?;
+        if let Some(p) = &player {
+            p.set_nonblocking(true).map_err(|e| e.to_string())?;
+        }
         match &game {
             Some(GameSock::Tcp(g)) => g.set_nonblocking(true),
             Some(GameSock::Unix(g)) => g.set_nonblocking(true),
@@ -222,12 +276,12 @@ fn check(head: &Head, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Chec
     if it.next().is_some() {
         return Err("more descriptors than announced".into());
     }
-    Ok((listeners, sessions))
+    Ok(sessions)
 }
 
 /// Takes the old process's view: the pool (backends still configured
 /// keep their health, so no probe restart marks one down), session ids,
-/// the upgrade count.
+/// the per-address connection-rate buckets, the upgrade count.
 pub fn adopt(shared: &Shared, head: &Head) {
     let cfg = shared.config();
     shared.pool.send_modify(|st| {
@@ -250,6 +304,7 @@ pub fn adopt(shared: &Shared, head: &Head) {
         }
     });
     shared.continue_session_ids(head.next_id);
+    shared.registry.conn_rate_import(&head.conn_rate);
     shared
         .handover
         .upgrades
@@ -274,10 +329,9 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
             backend: core.backend().map(str::to_string),
             phase: core.phase(),
             connected: t.head.connected,
-            // Detached sessions refuse an upgrade (session::detach).
-            detached: false,
+            detached: t.head.detached,
         });
-        let player = tokio::net::TcpStream::from_std(t.player)?;
+        let player = t.player.map(tokio::net::TcpStream::from_std).transpose()?;
         let game = match t.game {
             None => None,
             Some(GameSock::Tcp(g)) => Some(BackendStream::Tcp(tokio::net::TcpStream::from_std(g)?)),
@@ -285,12 +339,12 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
                 Some(BackendStream::Unix(tokio::net::UnixStream::from_std(g)?))
             }
         };
-        out.push(Box::pin(crate::session::resume(
+        out.push(crate::session::resume(
             shared.clone(),
             t.restored,
             player,
             game,
-        )));
+        ));
     }
     Ok(out)
 }

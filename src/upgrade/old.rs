@@ -1,45 +1,66 @@
 //! The old process's side of an upgrade: start the new binary, wait for
-//! its `Hello`, stop accepting, freeze every session at a clean point,
-//! send the listeners, sockets and states, and on `Taken` say `Commit` and
-//! stop; on any failure thaw everything and carry on.
+//! its `Hello`, stop accepting, send the listeners, then the sessions a
+//! batch at a time (each parked here until the end), and say `Commit`; on
+//! any failure kill the new process, then thaw everything and carry on
+//! (see [`super`] for why that loses no one).
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
-use super::wire::{self, BackendWas, Head, Msg, SessionHead};
-use super::{fds, unix_now, Lent, Parcel, Request, SessionParcel, Verdict, DEADLINE, ENV};
+use super::wire::{self, BackendWas, Batch, Head, Msg, SessionHead};
+use super::{fds, unix_now, Parcel, Request, Verdict, DEADLINE, ENV};
 use crate::events::Event;
+use crate::front::{Bound, Door};
 use crate::state::Shared;
 
-/// How often the freeze looks whether every session has stopped.
+/// How often the handover looks again for sessions not yet on the roll.
 const FREEZE_POLL: Duration = Duration::from_millis(5);
 
-/// The accept loops, and duplicates of their listening sockets so they
-/// can be stopped, handed over, or started again.
+/// The accept loops (telnet and the front doors), and duplicates of their
+/// listening sockets so they can be stopped, handed over, or started
+/// again.
 pub struct Acceptors {
-    fds: Vec<OwnedFd>,
+    fds: Vec<(Option<Door>, OwnedFd)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+fn serve(shared: &Arc<Shared>, door: Option<Door>, l: TcpListener) -> JoinHandle<()> {
+    match door {
+        None => tokio::spawn(crate::listener::serve(shared.clone(), l)),
+        Some(door) => tokio::spawn(crate::front::serve(
+            shared.clone(),
+            Bound { door, listener: l },
+        )),
+    }
+}
+
 impl Acceptors {
-    /// Starts an accept loop on each listener.
-    pub fn start(shared: &Arc<Shared>, listeners: Vec<TcpListener>) -> std::io::Result<Acceptors> {
-        let mut fds = Vec::with_capacity(listeners.len());
-        for l in &listeners {
-            fds.push(l.as_fd().try_clone_to_owned()?);
-        }
-        let tasks = listeners
+    /// Starts an accept loop on each listener and front door.
+    pub fn start(
+        shared: &Arc<Shared>,
+        listeners: Vec<TcpListener>,
+        doors: Vec<Bound>,
+    ) -> std::io::Result<Acceptors> {
+        let all: Vec<(Option<Door>, TcpListener)> = listeners
             .into_iter()
-            .map(|l| tokio::spawn(crate::listener::serve(shared.clone(), l)))
+            .map(|l| (None, l))
+            .chain(doors.into_iter().map(|b| (Some(b.door), b.listener)))
             .collect();
+        let mut fds = Vec::with_capacity(all.len());
+        for (d, l) in &all {
+            fds.push((*d, l.as_fd().try_clone_to_owned()?));
+        }
+        let tasks = all.into_iter().map(|(d, l)| serve(shared, d, l)).collect();
         Ok(Acceptors { fds, tasks })
     }
 
@@ -56,15 +77,13 @@ impl Acceptors {
         if !self.tasks.is_empty() {
             return;
         }
-        for fd in &self.fds {
+        for (door, fd) in &self.fds {
             let l = fd
                 .try_clone()
                 .map(std::net::TcpListener::from)
                 .and_then(TcpListener::from_std);
             match l {
-                Ok(l) => self
-                    .tasks
-                    .push(tokio::spawn(crate::listener::serve(shared.clone(), l))),
+                Ok(l) => self.tasks.push(serve(shared, *door, l)),
                 Err(e) => warn!(error = %e, "cannot accept again on a listener"),
             }
         }
@@ -97,7 +116,6 @@ pub async fn run(shared: &Arc<Shared>, acc: &mut Acceptors, req: Request) -> boo
             true
         }
         Err(e) => {
-            h.unfreeze();
             acc.restart(shared);
             warn!(error = %e, "upgrade failed; carrying on");
             crate::metrics::metrics().upgrade("failed");
@@ -143,10 +161,26 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Kills and reaps a new process that is not taking over.
-fn discard(mut child: Child) {
+/// Sessions a batch carries: at most two descriptors each, so a batch's
+/// descriptors go in two `SCM_RIGHTS` messages. A session is frozen only
+/// for its own batch's round trip, so the smaller the batch the shorter
+/// the stall; the larger, the fewer round trips.
+pub const BATCH: usize = 200;
+
+/// The batch size: [`BATCH`], or [`super::ENV_BATCH`] if set (1 to
+/// [`BATCH`]).
+fn batch_size() -> usize {
+    std::env::var(super::ENV_BATCH)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(BATCH, |n: usize| n.clamp(1, BATCH))
+}
+
+/// Kills the new process and waits until it is gone (so that nothing it
+/// took is still running when the old process thaws it).
+async fn kill_and_reap(mut child: Child) {
     let _ = child.kill();
-    tokio::task::spawn_blocking(move || child.wait());
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 
 async fn attempt(
@@ -154,15 +188,6 @@ async fn attempt(
     acc: &mut Acceptors,
     to_version: &mut Option<String>,
 ) -> Result<usize, String> {
-    let d = &shared.config().doors;
-    if !(d.tls_addrs.is_empty() && d.ws_addrs.is_empty() && d.wss_addrs.is_empty()) {
-        // Their listeners and sessions (TLS state, WebSocket framing)
-        // cannot cross yet: refuse rather than leave them behind.
-        return Err(
-            "TLS and WebSocket listeners (listen.tls_addrs, ws_addrs, wss_addrs) cannot be handed over yet; restart to upgrade, or remove them"
-                .into(),
-        );
-    }
     let origin = shared
         .handover
         .origin()
@@ -179,26 +204,40 @@ async fn attempt(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", origin.exe.display()))?;
     let sock = Arc::new(ours);
-    let r = exchange(shared, acc, &sock, deadline, child.id(), to_version).await;
+    let mut parked = Vec::new();
+    let r = exchange(
+        shared,
+        acc,
+        &sock,
+        deadline,
+        child.id(),
+        to_version,
+        &mut parked,
+    )
+    .await;
     match r {
-        Ok((n, parcels)) => {
+        Ok(n) => {
             // Past `Commit` the new process owns everything: let it run on
             // (it is reparented when this one exits).
             drop(child);
-            for v in parcels {
+            for v in parked {
                 let _ = v.send(Verdict::Commit);
             }
             Ok(n)
         }
         Err(e) => {
-            discard(child);
+            // The sessions it took may be running there: it must be gone
+            // before they thaw here (dropping their verdicts).
+            kill_and_reap(child).await;
+            drop(parked);
             Err(e)
         }
     }
 }
 
-/// Hello, freeze, send, Taken, Commit. On error, the parcels (dropped)
-/// thaw their sessions.
+/// Hello; the listeners; the sessions batch by batch; Commit. Each batch's
+/// verdicts go to `parked` before it is sent, so that on any error the
+/// caller thaws them (after the new process is gone).
 async fn exchange(
     shared: &Arc<Shared>,
     acc: &mut Acceptors,
@@ -206,63 +245,75 @@ async fn exchange(
     deadline: Instant,
     child_pid: u32,
     to_version: &mut Option<String>,
-) -> Result<(usize, Vec<oneshot::Sender<Verdict>>), String> {
+    parked: &mut Vec<oneshot::Sender<Verdict>>,
+) -> Result<usize, String> {
     match blocking(sock, deadline, wire::recv_msg).await? {
         Some(Msg::Hello { version }) => *to_version = Some(version),
-        Some(Msg::Error(e)) => return Err(format!("the new process refused: {e}")),
+        Some(m) => return Err(unexpected(m)),
         None => return Err("the new process exited before it was ready".into()),
-        Some(m) => return Err(format!("unexpected {m:?} from the new process")),
     }
     acc.stop().await;
-    let t_freeze = Instant::now();
-    let parcels = freeze(shared, deadline).await?;
-    let froze = t_freeze.elapsed();
-    let t_send = Instant::now();
-    let (head, states, verdicts, lenders) = pack(shared, acc, parcels)?;
-    let n = head.sessions.len();
-    let doc = wire::doc(
-        &head,
-        &states.iter().map(|s| s.as_slice()).collect::<Vec<_>>(),
-    );
-    drop(states);
+    let t0 = Instant::now();
+    let (head, listeners) = head(shared, acc)?;
+    let doc = wire::doc(&head, &[]);
     blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
-    let mut listeners = Vec::with_capacity(acc.fds.len());
-    for fd in &acc.fds {
-        listeners.push(fd.try_clone().map_err(|e| e.to_string())?);
-    }
     send_batch(sock, deadline, listeners).await?;
-    // The sessions' sockets, a batch at a time: borrowed from the frozen
-    // sessions just before they go and closed right after, so the extra
-    // descriptors never exceed one batch.
-    for batch in lenders.chunks(fds::MAX_FDS / 2) {
-        let mut asks = Vec::with_capacity(batch.len());
-        for (id, lend) in batch {
-            let (tx, rx) = oneshot::channel();
-            lend.send(tx)
-                .await
-                .map_err(|_| format!("session {id} ended while frozen"))?;
-            asks.push((id, rx));
-        }
-        let mut out = Vec::with_capacity(2 * batch.len());
-        for (id, rx) in asks {
-            let lent = rx
-                .await
-                .map_err(|_| format!("session {id} ended while frozen"))??;
-            out.push(lent.player);
-            out.extend(lent.game);
-        }
-        send_batch(sock, deadline, out).await?;
-    }
-    let sent = t_send.elapsed();
-    let t_take = Instant::now();
     match blocking(sock, deadline, wire::recv_msg).await? {
-        Some(Msg::Taken { sessions }) if sessions == n => {}
-        Some(Msg::Taken { sessions }) => {
-            return Err(format!("the new process took {sessions} sessions of {n}"))
-        }
-        Some(Msg::Error(e)) => return Err(format!("the new process refused: {e}")),
+        Some(Msg::Ready) => {}
+        Some(m) => return Err(unexpected(m)),
         None => return Err("the new process exited before taking over".into()),
-        Some(m) => return Err(format!("unexpected {m:?} from the new process")),
+    }
+    let connected: HashMap<u64, u64> = shared
+        .registry
+        .snapshot()
+        .into_iter()
+        .map(|s| (s.id, s.connected))
+        .collect();
+    let batch = batch_size();
+    let mut from = 0;
+    let (mut n, mut batches, mut longest) = (0, 0, Duration::ZERO);
+    // Sessions asked that have not answered yet (slow ones wait here while
+    // later batches go).
+    let mut waiting: Vec<oneshot::Receiver<Parcel>> = Vec::new();
+    loop {
+        let (next, asks) = shared
+            .handover
+            .ask(from, batch.saturating_sub(waiting.len()));
+        from = next;
+        waiting.extend(asks);
+        if waiting.is_empty() {
+            // Everyone on the roll went. A session between its accept and
+            // its loop, or ending, is still counted by the tracker: wait.
+            let left = shared.tracker.len().saturating_sub(parked.len());
+            if left == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{left} sessions did not stop in time"));
+            }
+            tokio::time::sleep(FREEZE_POLL).await;
+            continue;
+        }
+        let t_batch = Instant::now();
+        let frozen = collect(&mut waiting, deadline).await?;
+        if frozen.is_empty() {
+            continue;
+        }
+        let k = frozen.len();
+        let (doc, fds) = pack(&connected, frozen, parked);
+        blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
+        send_batch(sock, deadline, fds).await?;
+        match blocking(sock, deadline, wire::recv_msg).await? {
+            Some(Msg::Took { sessions }) if sessions == k => {}
+            Some(Msg::Took { sessions }) => {
+                return Err(format!("the new process took {sessions} sessions of {k}"))
+            }
+            Some(m) => return Err(unexpected(m)),
+            None => return Err("the new process exited while taking over".into()),
+        }
+        n += k;
+        batches += 1;
+        longest = longest.max(t_batch.elapsed());
     }
     // Under systemd the main pid must move before this process exits, or
     // systemd would take the exit for the service's end.
@@ -272,71 +323,85 @@ async fn exchange(
     blocking(sock, deadline, wire::send_commit).await?;
     info!(
         sessions = n,
-        freeze_ms = froze.as_millis() as u64,
-        send_ms = sent.as_millis() as u64,
-        take_ms = t_take.elapsed().as_millis() as u64,
+        batches,
+        took_ms = t0.elapsed().as_millis() as u64,
+        longest_batch_ms = longest.as_millis() as u64,
         "upgrade: handover timings"
     );
-    Ok((n, verdicts))
+    Ok(n)
 }
 
-/// A session stopped for the handover: its parcel, and its verdict to
-/// send (dropping it thaws the session).
-struct Frozen {
-    id: u64,
-    parcel: SessionParcel,
-    verdict: oneshot::Sender<Verdict>,
-}
-
-/// Asks every session to stop and waits until each one sent its parcel
-/// (sessions ending meanwhile leave the tracker).
-async fn freeze(shared: &Arc<Shared>, deadline: Instant) -> Result<Vec<Frozen>, String> {
-    let h = &shared.handover;
-    let mut rx = h.freeze();
-    let mut got: Vec<Parcel> = Vec::new();
-    let r = loop {
-        while let Ok(p) = rx.try_recv() {
-            got.push(p);
-        }
-        if got.len() >= shared.tracker.len() {
-            break Ok(());
-        }
-        if Instant::now() >= deadline {
-            break Err(format!(
-                "{} of {} sessions did not stop in time",
-                shared.tracker.len() - got.len(),
-                shared.tracker.len()
-            ));
-        }
-        tokio::select! {
-            Some(p) = rx.recv() => got.push(p),
-            _ = tokio::time::sleep(FREEZE_POLL) => {}
-        }
-    };
-    h.unfreeze();
-    // A session that sent after the count was reached is in the queue.
-    while let Ok(p) = rx.try_recv() {
-        got.push(p);
+fn unexpected(m: Msg) -> String {
+    match m {
+        Msg::Error(e) => format!("the new process refused: {e}"),
+        m => format!("unexpected {m:?} from the new process"),
     }
-    r?;
-    got.into_iter()
-        .map(|p| {
-            p.content.map(|parcel| Frozen {
-                id: p.id,
-                parcel,
-                verdict: p.verdict,
-            })
-        })
-        .collect()
 }
 
-type Lenders = Vec<(u64, mpsc::Sender<oneshot::Sender<Result<Lent, String>>>)>;
-type Packed = (
-    Head,
-    Vec<zeroize::Zeroizing<Vec<u8>>>,
-    Vec<oneshot::Sender<Verdict>>,
-    Lenders,
-);
+/// How long a batch waits for its slowest sessions before it goes without
+/// them (they join a later batch): one session busy writing to a player
+/// who stopped reading must not keep the others of its batch stopped.
+const STRAGGLER_WAIT: Duration = Duration::from_millis(50);
+
+/// Takes the answers of the sessions asked (one that ended meanwhile drops
+/// its answer and is left out) that come within [`STRAGGLER_WAIT`]; the
+/// others stay in `waiting`. A session that cannot cross fails the upgrade
+/// with its reason, and so does one that has not answered by `deadline`.
+async fn collect(
+    waiting: &mut Vec<oneshot::Receiver<Parcel>>,
+    deadline: Instant,
+) -> Result<Vec<Parcel>, String> {
+    let until = (Instant::now() + STRAGGLER_WAIT).min(deadline);
+    let mut got = Vec::with_capacity(waiting.len());
+    let mut slow = Vec::new();
+    for mut a in waiting.drain(..) {
+        match tokio::time::timeout_at(until, &mut a).await {
+            Ok(Ok(p)) => got.push(p),
+            Ok(Err(_)) => {}
+            Err(_) => slow.push(a),
+        }
+    }
+    *waiting = slow;
+    if !waiting.is_empty() && Instant::now() >= deadline {
+        return Err(format!("{} sessions did not stop in time", waiting.len()));
+    }
+    if let Some(e) = got.iter().find_map(|p| p.content.as_ref().err()) {
+        return Err(e.clone());
+    }
+    Ok(got)
+}
+
+/// A batch's document and descriptors; its verdicts go to `parked`.
+fn pack(
+    connected: &HashMap<u64, u64>,
+    frozen: Vec<Parcel>,
+    parked: &mut Vec<oneshot::Sender<Verdict>>,
+) -> (Zeroizing<Vec<u8>>, Vec<OwnedFd>) {
+    let mut batch = Batch::default();
+    let mut states = Vec::with_capacity(frozen.len());
+    let mut fds = Vec::with_capacity(2 * frozen.len());
+    for p in frozen {
+        parked.push(p.verdict);
+        let Ok(c) = p.content else {
+            continue; // `collect` let none through
+        };
+        batch.sessions.push(SessionHead {
+            id: p.id,
+            connected: connected.get(&p.id).copied().unwrap_or_else(unix_now),
+            detached: c.player_fd.is_none(),
+            game: c.game,
+            len: c.state.len(),
+        });
+        states.push(c.state);
+        fds.extend(c.player_fd);
+        fds.extend(c.game_fd);
+    }
+    let doc = wire::doc(
+        &batch,
+        &states.iter().map(|s| s.as_slice()).collect::<Vec<_>>(),
+    );
+    (doc, fds)
+}
 
 /// Sends descriptors (then closes these duplicates).
 async fn send_batch(
@@ -351,37 +416,17 @@ async fn send_batch(
     .await
 }
 
-/// The document's head, the states, the verdicts and the lenders, in the
-/// order the descriptors are sent (listeners, then per session player and
-/// game).
-fn pack(shared: &Arc<Shared>, acc: &Acceptors, parcels: Vec<Frozen>) -> Result<Packed, String> {
-    let connected: std::collections::HashMap<u64, u64> = shared
-        .registry
-        .snapshot()
-        .into_iter()
-        .map(|s| (s.id, s.connected))
-        .collect();
+/// The first document (pool view, ids, listeners) and duplicates of the
+/// listening sockets, in the same order.
+fn head(shared: &Arc<Shared>, acc: &Acceptors) -> Result<(Head, Vec<OwnedFd>), String> {
     let pool = shared.pool.borrow().clone();
-    let mut listeners = Vec::with_capacity(acc.fds.len());
-    for fd in &acc.fds {
+    let mut addrs = Vec::with_capacity(acc.fds.len());
+    let mut fds = Vec::with_capacity(acc.fds.len());
+    for (door, fd) in &acc.fds {
+        let dup = fd.try_clone().map_err(|e| e.to_string())?;
         let l = std::net::TcpListener::from(fd.try_clone().map_err(|e| e.to_string())?);
-        listeners.push(l.local_addr().map_err(|e| e.to_string())?);
-    }
-    let mut sessions = Vec::with_capacity(parcels.len());
-    let mut states = Vec::with_capacity(parcels.len());
-    let mut verdicts = Vec::with_capacity(parcels.len());
-    let mut lenders = Vec::with_capacity(parcels.len());
-    for p in parcels {
-        let c = p.parcel;
-        sessions.push(SessionHead {
-            id: p.id,
-            connected: connected.get(&p.id).copied().unwrap_or_else(unix_now),
-            game: c.game,
-            len: c.state.len(),
-        });
-        states.push(c.state);
-        lenders.push((p.id, c.lend));
-        verdicts.push(p.verdict);
+        addrs.push((*door, l.local_addr().map_err(|e| e.to_string())?));
+        fds.push(dup);
     }
     let head = Head {
         format: wire::FORMAT,
@@ -403,8 +448,8 @@ fn pack(shared: &Arc<Shared>, acc: &Acceptors, parcels: Vec<Frozen>) -> Result<P
                 reason: b.reason.clone(),
             })
             .collect(),
-        listeners,
-        sessions,
+        listeners: addrs,
+        conn_rate: shared.registry.conn_rate_export(&shared.config()),
     };
-    Ok((head, states, verdicts, lenders))
+    Ok((head, fds))
 }

@@ -3,18 +3,19 @@
 //! ```text
 //! new → old   Hello {version}          config read and valid
 //!             Error "why"              or not: the new process exits 1
-//! old → new   Doc (size, then chunks)  the handover: pool view, listeners,
-//!                                      each session's state (zeroizing)
-//!             Fds × n                  listeners, then per session the
-//!                                      player and the game, ≤ 200 a message
-//! new → old   Taken {sessions}         everything is checked and owned
-//!             Error "why"              or not: the old process carries on
-//! old → new   Commit                   the old process is stopping; go
+//! old → new   Doc(Head) + Fds          pool view, ids, the listeners
+//! new → old   Ready                    listeners checked, proxy built
+//!  ┌ old → new   Doc(Batch) + Fds      a batch of sessions: states, then
+//!  │                                   per session the player and game fds
+//!  └ new → old   Took {sessions}       restored, checked and running
+//! old → new   Commit                   the old process is stopping
 //! ```
 //!
 //! Every message is one `SOCK_SEQPACKET` packet: a tag byte, then its
-//! payload. The document is versioned ([`FORMAT`]); a process refuses one
-//! of another format rather than guess.
+//! payload. A document is its size, then chunks: a 4-byte length, the
+//! JSON head, then each session's state (zeroizing, it holds passwords).
+//! Descriptors go ≤ [`MAX_FDS`] a message. The format is versioned
+//! ([`FORMAT`]); a process refuses another rather than guess.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,14 +27,15 @@ use zeroize::Zeroizing;
 use super::fds::{self, MAX_DATA, MAX_FDS};
 
 /// Version of the handover document.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 const HELLO: u8 = b'H';
 const ERROR: u8 = b'E';
 const DOC_SIZE: u8 = b'Z';
 const DOC_CHUNK: u8 = b'D';
 const FDS: u8 = b'F';
-const TAKEN: u8 = b'T';
+const READY: u8 = b'R';
+const TOOK: u8 = b'T';
 const COMMIT: u8 = b'C';
 
 /// A message read from the socket.
@@ -46,12 +48,14 @@ pub enum Msg {
     },
     /// The other side gives up, and why.
     Error(String),
-    /// The new process owns everything.
-    Taken {
-        /// Sessions taken over.
+    /// The new process checked the listeners: send the sessions.
+    Ready,
+    /// The new process runs a batch of sessions.
+    Took {
+        /// Sessions in the batch.
         sessions: usize,
     },
-    /// The old process is stopping: the new one may start.
+    /// The old process is stopping: the new one owns everything.
     Commit,
 }
 
@@ -61,7 +65,7 @@ struct HelloBody {
 }
 
 #[derive(Serialize, Deserialize)]
-struct TakenBody {
+struct TookBody {
     sessions: usize,
 }
 
@@ -87,20 +91,23 @@ pub enum GameFd {
     Unix,
 }
 
-/// One session in the handover document.
+/// One session in a batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionHead {
     /// Session id.
     pub id: u64,
     /// Unix time the player connected.
     pub connected: u64,
+    /// Detached (its player's link had dropped): no player socket.
+    #[serde(default)]
+    pub detached: bool,
     /// Its game connection, if it has one (sent after the player's).
     pub game: Option<GameFd>,
-    /// Length of its state in the document's tail.
+    /// Length of its state in the batch's tail.
     pub len: usize,
 }
 
-/// The handover document's head (the session states follow it).
+/// The first document: what the old process knew besides the sessions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Head {
     /// [`FORMAT`].
@@ -117,21 +124,28 @@ pub struct Head {
     pub epoch: u64,
     /// Every backend's health.
     pub backends: Vec<BackendWas>,
-    /// The listening sockets' addresses, in the order their fds are sent.
-    pub listeners: Vec<SocketAddr>,
+    /// The listening sockets (their front door, none for telnet) and
+    /// addresses, in the order their fds are sent.
+    pub listeners: Vec<(Option<crate::front::Door>, SocketAddr)>,
+    /// The per-address connection-rate buckets not full: address, tokens.
+    #[serde(default)]
+    pub conn_rate: Vec<(std::net::IpAddr, f64)>,
+}
+
+/// A batch of sessions (their states follow it in the document).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Batch {
     /// The sessions, in the order their fds are sent.
     pub sessions: Vec<SessionHead>,
 }
 
-impl Head {
+impl Batch {
     /// Descriptors that follow the document.
     pub fn fd_count(&self) -> usize {
-        self.listeners.len()
-            + self
-                .sessions
-                .iter()
-                .map(|s| 1 + usize::from(s.game.is_some()))
-                .sum::<usize>()
+        self.sessions
+            .iter()
+            .map(|s| usize::from(!s.detached) + usize::from(s.game.is_some()))
+            .sum::<usize>()
     }
 }
 
@@ -164,9 +178,14 @@ pub fn send_error(sock: BorrowedFd<'_>, why: &str) -> io::Result<()> {
     send_tagged(sock, ERROR, &why.as_bytes()[..end])
 }
 
-/// Sends `Taken`.
-pub fn send_taken(sock: BorrowedFd<'_>, sessions: usize) -> io::Result<()> {
-    send_tagged(sock, TAKEN, &json(&TakenBody { sessions }))
+/// Sends `Ready`.
+pub fn send_ready(sock: BorrowedFd<'_>) -> io::Result<()> {
+    send_tagged(sock, READY, b"")
+}
+
+/// Sends `Took`.
+pub fn send_took(sock: BorrowedFd<'_>, sessions: usize) -> io::Result<()> {
+    send_tagged(sock, TOOK, &json(&TookBody { sessions }))
 }
 
 /// Sends `Commit`.
@@ -190,9 +209,10 @@ pub fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
             Msg::Hello { version: h.version }
         }
         ERROR => Msg::Error(String::from_utf8_lossy(body).into_owned()),
-        TAKEN => {
-            let t: TakenBody = serde_json::from_slice(body).map_err(io::Error::other)?;
-            Msg::Taken {
+        READY => Msg::Ready,
+        TOOK => {
+            let t: TookBody = serde_json::from_slice(body).map_err(io::Error::other)?;
+            Msg::Took {
                 sessions: t.sessions,
             }
         }
@@ -206,8 +226,8 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("upgrade: {what}"))
 }
 
-/// Builds the document: the head, then each session's state in order.
-pub fn doc(head: &Head, states: &[&[u8]]) -> Zeroizing<Vec<u8>> {
+/// Builds a document: the head, then each session's state in order.
+pub fn doc<T: Serialize>(head: &T, states: &[&[u8]]) -> Zeroizing<Vec<u8>> {
     let h = json(head);
     let total = 4 + h.len() + states.iter().map(|s| s.len()).sum::<usize>();
     let mut d = Zeroizing::new(Vec::with_capacity(total));
@@ -219,7 +239,7 @@ pub fn doc(head: &Head, states: &[&[u8]]) -> Zeroizing<Vec<u8>> {
     d
 }
 
-/// Sends the document (the descriptors follow with [`send_fds`]).
+/// Sends a document (its descriptors follow with [`send_fds`]).
 pub fn send_doc(sock: BorrowedFd<'_>, doc: &[u8]) -> io::Result<()> {
     send_tagged(sock, DOC_SIZE, &(doc.len() as u64).to_be_bytes())?;
     let mut m = Zeroizing::new(Vec::with_capacity(MAX_DATA));
@@ -240,36 +260,46 @@ pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> 
     Ok(())
 }
 
-/// A received document: the head, each session's state, the descriptors.
-pub type Doc = (Head, Vec<Zeroizing<Vec<u8>>>, Vec<OwnedFd>);
+/// What the old process sends next.
+pub enum Next {
+    /// A document: its bytes (read on with [`read_head`], [`read_batch`]).
+    Doc(Zeroizing<Vec<u8>>),
+    /// `Commit`.
+    Commit,
+    /// `Error`: the old process gives up.
+    Error(String),
+    /// The old process is gone.
+    Gone,
+}
 
-/// Reads the document: the head and each session's state (zeroizing).
-/// Any other shape is an error. The descriptors follow ([`recv_fds`]).
-pub fn recv_head(sock: BorrowedFd<'_>) -> io::Result<(Head, Vec<Zeroizing<Vec<u8>>>)> {
+fn need_msg(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
+    match fds::recv(sock, buf)? {
+        None => Err(bad("the old process went away")),
+        Some(f) if !f.is_empty() => Err(bad("descriptors too early")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Reads the old process's next message: a whole document, or a word.
+pub fn recv_next(sock: BorrowedFd<'_>) -> io::Result<Next> {
     let mut buf = Zeroizing::new(Vec::new());
-    let need_msg = |buf: &mut Vec<u8>| -> io::Result<()> {
-        match fds::recv(sock, buf)? {
-            None => Err(bad("the old process went away")),
-            Some(f) if !f.is_empty() => Err(bad("descriptors too early")),
-            Some(_) => Ok(()),
-        }
-    };
-    need_msg(&mut buf)?;
-    if buf.first() == Some(&ERROR) {
-        return Err(io::Error::other(
-            String::from_utf8_lossy(&buf[1..]).into_owned(),
-        ));
+    match fds::recv(sock, &mut buf)? {
+        None => return Ok(Next::Gone),
+        Some(f) if !f.is_empty() => return Err(bad("descriptors too early")),
+        Some(_) => {}
     }
     let size = match buf.as_slice() {
+        [ERROR, rest @ ..] => return Ok(Next::Error(String::from_utf8_lossy(rest).into_owned())),
+        [COMMIT] => return Ok(Next::Commit),
         [DOC_SIZE, rest @ ..] if rest.len() == 8 => {
             u64::from_be_bytes(rest.try_into().map_err(|_| bad("size"))?)
         }
-        _ => return Err(bad("expected the document")),
+        _ => return Err(bad("expected a document")),
     };
     let size = usize::try_from(size).map_err(|_| bad("size"))?;
     let mut doc = Zeroizing::new(Vec::with_capacity(size));
     while doc.len() < size {
-        need_msg(&mut buf)?;
+        need_msg(sock, &mut buf)?;
         match buf.split_first() {
             Some((&DOC_CHUNK, rest)) if doc.len() + rest.len() <= size => {
                 doc.extend_from_slice(rest)
@@ -277,21 +307,40 @@ pub fn recv_head(sock: BorrowedFd<'_>) -> io::Result<(Head, Vec<Zeroizing<Vec<u8
             _ => return Err(bad("bad document chunk")),
         }
     }
+    Ok(Next::Doc(doc))
+}
+
+/// The JSON head of a document, and where the states start.
+fn split_head<T: serde::de::DeserializeOwned>(doc: &[u8]) -> io::Result<(T, usize)> {
     let hl = doc
         .get(..4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or_else(|| bad("short document"))?;
     let h = doc.get(4..4 + hl).ok_or_else(|| bad("short document"))?;
-    let head: Head = serde_json::from_slice(h).map_err(io::Error::other)?;
+    let head = serde_json::from_slice(h).map_err(|e| bad(&format!("document head: {e}")))?;
+    Ok((head, 4 + hl))
+}
+
+/// Reads the first document ([`Head`]); any other format is refused.
+pub fn read_head(doc: &[u8]) -> io::Result<Head> {
+    let (head, end): (Head, usize) = split_head(doc)?;
     if head.format != FORMAT {
         return Err(bad(&format!(
             "handover format {} (this holdfast reads {FORMAT})",
             head.format
         )));
     }
-    let mut states = Vec::with_capacity(head.sessions.len());
-    let mut pos = 4 + hl;
-    for s in &head.sessions {
+    if end != doc.len() {
+        return Err(bad("trailing bytes in the document"));
+    }
+    Ok(head)
+}
+
+/// Reads a batch document: the batch and each session's state.
+pub fn read_batch(doc: &[u8]) -> io::Result<(Batch, Vec<Zeroizing<Vec<u8>>>)> {
+    let (batch, mut pos): (Batch, usize) = split_head(doc)?;
+    let mut states = Vec::with_capacity(batch.sessions.len());
+    for s in &batch.sessions {
         let b = doc
             .get(pos..pos + s.len)
             .ok_or_else(|| bad("short document"))?;
@@ -301,7 +350,7 @@ pub fn recv_head(sock: BorrowedFd<'_>) -> io::Result<(Head, Vec<Zeroizing<Vec<u8
     if pos != doc.len() {
         return Err(bad("trailing bytes in the document"));
     }
-    Ok((head, states))
+    Ok((batch, states))
 }
 
 /// Reads exactly `want` descriptors (sent after the document).
@@ -321,13 +370,6 @@ pub fn recv_fds(sock: BorrowedFd<'_>, want: usize) -> io::Result<Vec<OwnedFd>> {
     Ok(got)
 }
 
-/// Reads the document and then its [`Head::fd_count`] descriptors.
-pub fn recv_doc(sock: BorrowedFd<'_>) -> io::Result<Doc> {
-    let (head, states) = recv_head(sock)?;
-    let fds = recv_fds(sock, head.fd_count())?;
-    Ok((head, states, fds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,7 +377,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
-    fn head(sessions: Vec<SessionHead>) -> Head {
+    fn head() -> Head {
         Head {
             format: FORMAT,
             from_version: "0.0.1".into(),
@@ -345,12 +387,19 @@ mod tests {
             epoch: 3,
             backends: Vec::new(),
             listeners: Vec::new(),
-            sessions,
+            conn_rate: Vec::new(),
+        }
+    }
+
+    fn expect_doc(n: Next) -> Zeroizing<Vec<u8>> {
+        match n {
+            Next::Doc(d) => d,
+            _ => panic!("expected a document"),
         }
     }
 
     #[test]
-    fn a_large_document_and_its_descriptors_cross() {
+    fn the_head_then_a_large_batch_and_its_descriptors_cross() {
         let (a, b) = fds::pair().unwrap();
         fds::set_timeout(b.as_fd(), Duration::from_secs(5)).unwrap();
         let states: Vec<Vec<u8>> = (0..300u32)
@@ -362,23 +411,45 @@ mod tests {
             .map(|(i, s)| SessionHead {
                 id: i as u64,
                 connected: 0,
+                detached: false,
                 game: None,
                 len: s.len(),
             })
             .collect();
-        let h = head(sessions);
+        let batch = Batch { sessions };
         let refs: Vec<&[u8]> = states.iter().map(|s| s.as_slice()).collect();
-        let d = doc(&h, &refs);
+        let d = doc(&batch, &refs);
         let socks: Vec<UnixStream> = (0..300).map(|_| UnixStream::pair().unwrap().0).collect();
         let fd_refs: Vec<BorrowedFd> = socks.iter().map(|s| s.as_fd()).collect();
-        let t = std::thread::spawn(move || recv_doc(b.as_fd()).map(|(h, s, f)| (h, s, f.len())));
+        let t = std::thread::spawn(move || {
+            let h = read_head(&expect_doc(recv_next(b.as_fd()).unwrap())).unwrap();
+            let (batch, states) = read_batch(&expect_doc(recv_next(b.as_fd()).unwrap())).unwrap();
+            let fds = recv_fds(b.as_fd(), batch.fd_count()).unwrap();
+            let commit = matches!(recv_next(b.as_fd()).unwrap(), Next::Commit);
+            let gone = matches!(recv_next(b.as_fd()).unwrap(), Next::Gone);
+            (h, states, fds.len(), commit, gone)
+        });
+        send_doc(a.as_fd(), &doc(&head(), &[])).unwrap();
         send_doc(a.as_fd(), &d).unwrap();
         send_fds(a.as_fd(), &fd_refs).unwrap();
-        let (h2, s2, n) = t.join().unwrap().unwrap();
+        send_commit(a.as_fd()).unwrap();
+        drop(a);
+        let (h2, s2, n, commit, gone) = t.join().unwrap();
         assert_eq!(h2.next_id, 9);
         assert_eq!(n, 300);
         assert_eq!(s2.len(), 300);
         assert_eq!(s2[299].as_slice(), states[299].as_slice());
+        assert!(commit && gone);
+    }
+
+    #[test]
+    fn a_head_of_another_format_is_refused() {
+        let mut h = head();
+        h.format = FORMAT + 1;
+        let e = read_head(&doc(&h, &[])).unwrap_err();
+        assert!(e.to_string().contains("handover format"), "{e}");
+        // A batch is not a head.
+        assert!(read_head(&doc(&Batch::default(), &[])).is_err());
     }
 
     #[test]
@@ -386,36 +457,40 @@ mod tests {
         let (a, b) = fds::pair().unwrap();
         send_hello(a.as_fd(), "1.2.3").unwrap();
         send_error(a.as_fd(), "config.toml:3:1: bad").unwrap();
-        send_taken(a.as_fd(), 5).unwrap();
+        send_ready(a.as_fd()).unwrap();
+        send_took(a.as_fd(), 5).unwrap();
         send_commit(a.as_fd()).unwrap();
         drop(a);
         assert!(
             matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Hello { version }) if version == "1.2.3")
         );
         assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Error(e)) if e.contains(":3:1")));
+        assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Ready)));
         assert!(matches!(
             recv_msg(b.as_fd()).unwrap(),
-            Some(Msg::Taken { sessions: 5 })
+            Some(Msg::Took { sessions: 5 })
         ));
         assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Commit)));
         assert!(recv_msg(b.as_fd()).unwrap().is_none());
     }
 
     #[test]
-    fn too_few_descriptors_is_an_error() {
+    fn a_short_batch_or_too_few_descriptors_is_an_error() {
         let (a, b) = fds::pair().unwrap();
         fds::set_timeout(b.as_fd(), Duration::from_secs(5)).unwrap();
-        let h = head(vec![SessionHead {
-            id: 1,
-            connected: 0,
-            game: Some(GameFd::Tcp),
-            len: 2,
-        }]);
-        let d = doc(&h, &[b"{}"]);
+        let batch = Batch {
+            sessions: vec![SessionHead {
+                id: 1,
+                connected: 0,
+                detached: false,
+                game: Some(GameFd::Tcp),
+                len: 2,
+            }],
+        };
+        assert!(read_batch(&doc(&batch, &[b"{"])).is_err());
         let s = UnixStream::pair().unwrap().0;
-        send_doc(a.as_fd(), &d).unwrap();
         send_fds(a.as_fd(), &[s.as_fd()]).unwrap();
         drop(a);
-        assert!(recv_doc(b.as_fd()).is_err());
+        assert!(recv_fds(b.as_fd(), batch.fd_count()).is_err());
     }
 }

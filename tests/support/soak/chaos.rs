@@ -152,6 +152,12 @@ pub struct Counts {
     pub announce_unconfirmed: Vec<u32>,
     pub nats_kills: u64,
     pub nats_terms: u64,
+    /// Upgrades (SIGUSR2) that went through.
+    pub upgrades: u64,
+    /// Of which right after a game restart, in its re-login storm.
+    pub upgrades_in_relogin: u64,
+    /// SIGUSR2 to the new pid in the ready file, the longest, ms.
+    pub upgrade_longest_ms: u64,
     /// Episode kinds, by name.
     pub by_kind: BTreeMap<String, u64>,
     /// Things that did not go as planned (a failover that never came...).
@@ -170,13 +176,16 @@ pub struct Chaos {
     pub games: Vec<Game>,
     pub bus: crate::bus::Bus,
     pub cfg: ConfigFile,
-    pub proxy_pid: u32,
+    /// The proxy: its pid now, and upgrading it.
+    pub proxy: crate::procs::Upgrader,
     pub log: proxylog::Shared,
     pub rng: StdRng,
     pub counts: Counts,
     pub events: Vec<ChaosEvent>,
     /// Kills per minute the driver keeps up at least.
     pub kill_pace: f64,
+    /// Upgrades per minute the driver keeps up at least.
+    pub upgrade_pace: f64,
 }
 
 fn secs(rng: &mut StdRng, a: f64, b: f64) -> Duration {
@@ -251,7 +260,7 @@ impl Chaos {
         if let Err(e) = self
             .cfg
             .write()
-            .and_then(|()| crate::procs::signal(self.proxy_pid, "HUP"))
+            .and_then(|()| crate::procs::signal(self.proxy.pid(), "HUP"))
         {
             self.problem(format!("reload: {e}"));
             return;
@@ -268,7 +277,12 @@ impl Chaos {
         while Instant::now() < deadline {
             let minutes = start.elapsed().as_secs_f64() / 60.0;
             let behind = (self.counts.kills() as f64) < minutes * self.kill_pace;
-            self.episode(behind);
+            if (self.counts.upgrades as f64) < minutes * self.upgrade_pace {
+                // Every other one in a re-login storm.
+                self.upgrade_episode(self.counts.upgrades % 2 == 1);
+            } else {
+                self.episode(behind);
+            }
             let pause = secs(&mut self.rng, 2.0, 8.0);
             std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         }
@@ -276,6 +290,54 @@ impl Chaos {
             self.restart(i);
         }
         self
+    }
+
+    /// Upgrades the proxy (`SIGUSR2`) and follows it to its new pid. In a
+    /// storm: right after the active game was killed and restarted, while
+    /// every player is being logged back in.
+    fn upgrade_episode(&mut self, in_storm: bool) {
+        for i in 0..self.games.len() {
+            self.restart(i);
+        }
+        self.counts.episodes += 1;
+        let kind = if in_storm {
+            "upgrade-relogin"
+        } else {
+            "upgrade"
+        };
+        *self.counts.by_kind.entry(kind.to_string()).or_default() += 1;
+        let a = self.active();
+        eprintln!(
+            "soak: episode {} {kind} (pid {})",
+            self.counts.episodes,
+            self.proxy.pid()
+        );
+        if in_storm {
+            self.kill(a, true);
+            std::thread::sleep(secs(&mut self.rng, 0.5, 1.5));
+            self.restart(a);
+            let before = self.log.lock().unwrap_or_else(|e| e.into_inner()).relogins;
+            // The first re-logins are under way: upgrade now.
+            if !self.wait_log("a re-login after the restart", |l| l.relogins > before) {
+                self.problem("no re-login after a restart".into());
+            }
+        }
+        let t = now_us();
+        match self.proxy.upgrade() {
+            Ok(took) => {
+                self.record(kind, None, t);
+                self.counts.upgrades += 1;
+                self.counts.upgrades_in_relogin += u64::from(in_storm);
+                self.counts.upgrade_longest_ms =
+                    self.counts.upgrade_longest_ms.max(took.as_millis() as u64);
+                eprintln!(
+                    "soak: upgraded to pid {} in {} ms",
+                    self.proxy.pid(),
+                    took.as_millis()
+                );
+            }
+            Err(e) => self.problem(format!("upgrade: {e}")),
+        }
     }
 
     fn episode(&mut self, force_kill: bool) {
@@ -436,7 +498,7 @@ impl Chaos {
                 let r = std::fs::write(&tmp, broken)
                     .and_then(|()| std::fs::rename(&tmp, &self.cfg.path))
                     .map_err(|e| e.to_string())
-                    .and_then(|()| crate::procs::signal(self.proxy_pid, "HUP"));
+                    .and_then(|()| crate::procs::signal(self.proxy.pid(), "HUP"));
                 if let Err(e) = r {
                     self.problem(format!("invalid reload: {e}"));
                 }

@@ -39,7 +39,7 @@ use procs::{proc_stat, Game, Nats, ProcStat, Proxy};
 
 const USAGE: &str = "usage: holdfast-soak [--minutes M] [--players N] [--seed S] [--dir DIR]
        [--think-ms MIN-MAX] [--failover-after SECS] [--kill-pace PER_MIN]
-       [--link-drops PERCENT] [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
+       [--upgrade-pace PER_MIN] [--link-drops PERCENT] [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
 
 /// How long all players get to log in at the start.
 const LOGIN_WAIT: Duration = Duration::from_secs(180);
@@ -58,6 +58,8 @@ struct Args {
     think: (u64, u64),
     failover_after: u64,
     kill_pace: f64,
+    /// Upgrades (SIGUSR2) per minute the driver keeps up at least.
+    upgrade_pace: f64,
     /// Share of players who drop their own link now and then and resume.
     link_drops: f64,
     holdfast: PathBuf,
@@ -78,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
         think: (300, 900),
         failover_after: 4,
         kill_pace: 2.6,
+        upgrade_pace: 1.5,
         link_drops: 15.0,
         holdfast: here.join("holdfast"),
         fakemush: here.join("fakemush"),
@@ -107,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--failover-after" => a.failover_after = v.parse().map_err(|e| bad(&e))?,
             "--kill-pace" => a.kill_pace = v.parse().map_err(|e| bad(&e))?,
+            "--upgrade-pace" => a.upgrade_pace = v.parse().map_err(|e| bad(&e))?,
             "--link-drops" => a.link_drops = v.parse().map_err(|e| bad(&e))?,
             "--holdfast" => a.holdfast = v.into(),
             "--fakemush" => a.fakemush = v.into(),
@@ -266,7 +270,7 @@ fn run(a: Args) -> Result<bool, String> {
     // Subscribed before the proxy starts, so it sees every event from #1.
     let bus = rt.block_on(bus::Bus::start(&nats.url()))?;
     let mut proxy = Proxy::start(&a.holdfast, &a.dir, &cfg.path)?;
-    let pid = proxy.pid;
+    let up = proxy.upgrader();
     let log: proxylog::Shared = Arc::new(Mutex::new(proxylog::ProxyLog {
         active: "alpha".into(),
         ..Default::default()
@@ -281,7 +285,7 @@ fn run(a: Args) -> Result<bool, String> {
         return Err("the proxy never saw both games up".into());
     }
     std::thread::sleep(Duration::from_secs(2));
-    let idle_before = stat(pid)?;
+    let idle_before = stat(proxy.pid())?;
 
     // ----- players log in ------------------------------------------------
     let ctl = Arc::new(Control::default());
@@ -317,7 +321,7 @@ fn run(a: Args) -> Result<bool, String> {
         return Err(format!("only {logged} of {n} players logged in"));
     }
     std::thread::sleep(WARMUP);
-    let start = stat(pid)?;
+    let start = stat(proxy.pid())?;
     let status_start = status(&rt, &bus);
     eprintln!(
         "soak: baseline RSS {} KiB, {} fds, {} threads",
@@ -329,19 +333,20 @@ fn run(a: Args) -> Result<bool, String> {
     let timeline = Arc::new(Mutex::new(Vec::new()));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (peaks, sampling, ctl, log, timeline) = (
+        let (peaks, sampling, ctl, log, timeline, up) = (
             peaks.clone(),
             sampling.clone(),
             ctl.clone(),
             log.clone(),
             timeline.clone(),
+            up.clone(),
         );
         let t0 = Instant::now();
         std::thread::spawn(move || {
             let mut last_print = Instant::now();
             // Bounded by `sampling`, cleared before the join below.
             while sampling.load(Ordering::Relaxed) {
-                if let Some(s) = proc_stat(pid) {
+                if let Some(s) = proc_stat(up.pid()) {
                     let mut p = peaks.lock().unwrap_or_else(|e| e.into_inner());
                     p.rss_kib = p.rss_kib.max(s.rss_kib).max(s.hwm_kib);
                     p.fds = p.fds.max(s.fds);
@@ -388,7 +393,8 @@ fn run(a: Args) -> Result<bool, String> {
         games: vec![alpha, beta],
         bus: bus.clone(),
         cfg,
-        proxy_pid: pid,
+        proxy: up.clone(),
+        upgrade_pace: a.upgrade_pace,
         log: log.clone(),
         rng: rand::rngs::StdRng::seed_from_u64(a.seed),
         counts: Counts::default(),
@@ -412,7 +418,7 @@ fn run(a: Args) -> Result<bool, String> {
         ctl.held.load(Ordering::Relaxed) == 0
     });
     std::thread::sleep(SETTLE);
-    let fin = stat(pid)?;
+    let fin = stat(proxy.pid())?;
     let status_fin = status(&rt, &bus);
     let _ = phase_tx.send(Phase::Leave);
     let reports: Vec<player::Report> = rt.block_on(async {
@@ -432,7 +438,7 @@ fn run(a: Args) -> Result<bool, String> {
             == 0
     });
     std::thread::sleep(Duration::from_secs(3));
-    let idle_after = stat(pid)?;
+    let idle_after = stat(proxy.pid())?;
     let status_idle = status(&rt, &bus);
     // Events still on their way to the subscriber.
     std::thread::sleep(Duration::from_secs(1));
@@ -554,6 +560,17 @@ fn run(a: Args) -> Result<bool, String> {
     check(
         quit_closed == n as u64,
         format!("{quit_closed}/{n} closed cleanly after QUIT"),
+    );
+    // At least one a minute (whole minutes of chaos), one of them in a
+    // re-login storm once there were two.
+    let want_upgrades = (chaos_seconds / 60.0).floor() as u64;
+    check(
+        counts.upgrades >= want_upgrades
+            && (counts.upgrades < 2 || counts.upgrades_in_relogin >= 1),
+        format!(
+            "{} upgrades ({} in a re-login storm) in {chaos_seconds:.0} s",
+            counts.upgrades, counts.upgrades_in_relogin
+        ),
     );
     check(
         counts.problems.is_empty(),
@@ -735,6 +752,13 @@ fn render(s: &Summary) -> String {
             f("automatic"),
             f("sighup"),
             f("request")
+        ),
+    );
+    row(
+        "upgrades (SIGUSR2)",
+        format!(
+            "{} ({} in a re-login storm; longest SIGUSR2 to new pid {} ms)",
+            c.upgrades, c.upgrades_in_relogin, c.upgrade_longest_ms
         ),
     );
     row(

@@ -5,6 +5,8 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a process gets to become ready (or to exit) before the soak
@@ -328,15 +330,117 @@ impl Drop for Nats {
 
 // ----- the proxy ---------------------------------------------------------
 
-/// The holdfast process under test.
+/// The holdfast process under test. Its pid changes with each upgrade
+/// (`SIGUSR2`): the new process rewrites the ready file, which the soak
+/// follows ([`Upgrader`]).
 pub struct Proxy {
     /// Where players connect.
     pub addr: SocketAddr,
-    /// Its pid (for /proc and signals).
-    pub pid: u32,
-    /// Its JSON log (stderr).
+    /// Its JSON log (stderr; every generation writes to the same file).
     pub log: PathBuf,
-    child: Option<Child>,
+    up: Upgrader,
+}
+
+/// What the soak needs to upgrade the proxy and follow it (shared by the
+/// chaos thread, the sampler and the end).
+#[derive(Clone)]
+pub struct Upgrader {
+    pid: Arc<AtomicU32>,
+    ready: PathBuf,
+    log: PathBuf,
+    /// The first generation, our child until it hands over.
+    child: Arc<Mutex<Option<Child>>>,
+}
+
+fn ready_pid(s: &str) -> Option<u32> {
+    s.lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+impl Upgrader {
+    /// The pid serving now.
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    /// `SIGUSR2`, then waits for the ready file to name a new pid and for
+    /// the old process to be gone (exit 0 when it is our child). Returns
+    /// how long the new pid took to appear.
+    pub fn upgrade(&self) -> Result<Duration, String> {
+        let old = self.pid();
+        let t0 = Instant::now();
+        signal(old, "USR2")?;
+        let new = loop {
+            let s = std::fs::read_to_string(&self.ready).unwrap_or_default();
+            if let Some(p) = ready_pid(&s).filter(|p| *p != old) {
+                break p;
+            }
+            if t0.elapsed() > START_TIMEOUT {
+                return Err(format!("no new pid after SIGUSR2 to {old}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = t0.elapsed();
+        self.pid.store(new, Ordering::Relaxed);
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if child.as_ref().map(Child::id) == Some(old) {
+            let mut c = child.take().ok_or("no child")?;
+            match reap(&mut c, START_TIMEOUT) {
+                Some(0) => {}
+                other => return Err(format!("the old holdfast exited with {other:?}")),
+            }
+        } else {
+            let t = Instant::now();
+            while alive(old) {
+                if t.elapsed() > START_TIMEOUT {
+                    return Err(format!("the old holdfast {old} did not exit"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if !alive(new) {
+            return Err(format!("the new holdfast {new} is not running"));
+        }
+        Ok(took)
+    }
+
+    /// SIGTERM to the pid serving now and wait (bounded): the exit code of
+    /// our child, or, for a later generation (not our child), 0 if it is
+    /// gone and logged its clean stop; None if it had to be killed.
+    fn stop(&self) -> Option<i32> {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            signal(c.id(), "TERM").ok()?;
+            return reap(&mut c, Duration::from_secs(15));
+        }
+        let pid = self.pid();
+        signal(pid, "TERM").ok()?;
+        let t0 = Instant::now();
+        while alive(pid) {
+            if t0.elapsed() > Duration::from_secs(15) {
+                let _ = signal(pid, "KILL");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .rev()
+            .take(50)
+            .any(|l| l.contains("\"message\":\"stopped\""))
+            .then_some(0)
+    }
 }
 
 impl Proxy {
@@ -366,26 +470,46 @@ impl Proxy {
             .map_err(|e| format!("holdfast ready file {s:?}: {e}"))?;
         Ok(Proxy {
             addr,
-            pid: child.id(),
-            log,
-            child: Some(child),
+            log: log.clone(),
+            up: Upgrader {
+                pid: Arc::new(AtomicU32::new(child.id())),
+                ready,
+                log,
+                child: Arc::new(Mutex::new(Some(child))),
+            },
         })
+    }
+
+    /// Upgrades and follows the pid ([`Upgrader`]).
+    pub fn upgrader(&self) -> Upgrader {
+        self.up.clone()
+    }
+
+    /// The pid serving now.
+    pub fn pid(&self) -> u32 {
+        self.up.pid()
     }
 
     /// SIGTERM and wait (bounded); the exit code, or None if it had to be
     /// killed.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        signal(c.id(), "TERM").ok()?;
-        reap(&mut c, Duration::from_secs(15))
+        self.up.stop()
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(mut c) = self
+            .up
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = c.kill();
             let _ = c.wait();
+        } else if alive(self.up.pid()) {
+            let _ = signal(self.up.pid(), "KILL");
         }
     }
 }
