@@ -200,7 +200,7 @@ wait_game() {
 # ---------------------------------------------------------------- 1. build
 
 t=$(now)
-cargo build --release --locked --bin holdfast >"$RUN/cargo.log" 2>&1 ||
+nice -n "${REALMUSH_NICE:-10}" cargo build --release --locked --bin holdfast >"$RUN/cargo.log" 2>&1 ||
   { tail -n 30 "$RUN/cargo.log"; die "build holdfast"; }
 pass "setup: holdfast built ($(since "$t"))"
 
