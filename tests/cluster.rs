@@ -6,7 +6,9 @@
 //! - one instance loses NATS: it holds its players, the others stay, it
 //!   follows the cluster when it returns;
 //! - the primary is unreachable from one instance only: no majority, no
-//!   failover; that instance holds its players until it reaches it again.
+//!   failover; that instance holds its players until it reaches it again;
+//! - one instance is upgraded (SIGUSR2): it stays the same member, nobody
+//!   fences, and a failover afterwards still moves all three.
 //!
 //! In each, the games' own logs must show that players of two instances
 //! were never logged in on different backends at the same moment.
@@ -496,4 +498,156 @@ async fn status_until(
         assert!(t0.elapsed() < WAIT, "{st:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A SIGUSR2 upgrade of one member: its players keep their connections and
+/// type through it; the new process goes on from the old one's term and
+/// lease, renewing the same member key (never removed, never renewed with
+/// another term), so nobody fences and nobody waits for it; a failover
+/// afterwards still moves all three instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_instance_stays_the_same_member() {
+    use futures::StreamExt;
+    let dir = TempDir::new("cluster-up");
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    let st = status_until(&s.watch.client, "hf-b", |c| {
+        c["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["alive"] == true))
+    })
+    .await;
+    let term = st["cluster"]["term"].as_u64().unwrap();
+    assert!(term > 0, "{st:#}");
+    // Every change of hf-a's member key, as the bucket records it.
+    let js = async_nats::jetstream::new(s.watch.client.clone());
+    let kv = js.get_key_value("holdfast_cluster_test").await.unwrap();
+    let mut changes = kv.watch("member.hf-a").await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(Ok(e)) = changes.next().await {
+            let term = serde_json::from_slice::<Value>(&e.value)
+                .ok()
+                .and_then(|v| v["term"].as_u64());
+            seen2
+                .lock()
+                .unwrap()
+                .push((e.operation, term, Instant::now()));
+        }
+    });
+    let mark = s.games[0].events().len();
+    let old_pid = s.proxies[0].pid();
+
+    for k in 0..6 {
+        // A line in flight as the signal arrives, on every instance.
+        for (i, p) in s.players.iter_mut().enumerate() {
+            p.send(&format!("say round {k} from {i}")).await;
+        }
+        if k == 2 {
+            s.proxies[0].upgrade();
+        }
+        for (i, p) in s.players.iter_mut().enumerate() {
+            p.expect(&format!("round {k} from {i}")).await;
+        }
+    }
+    let upgraded_at = Instant::now();
+    assert_ne!(s.proxies[0].pid(), old_pid);
+    // Two leases: had the new process not renewed, or renewed as someone
+    // new, the others would have counted it gone or waited for it.
+    tokio::time::sleep(LEASE * 2).await;
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.send(&format!("say after {i}")).await;
+        p.expect(&format!("after {i}")).await;
+    }
+    // The others see it alive, renewed lately, on the same term.
+    let st = status_until(&s.watch.client, "hf-b", |c| c["term"] == term).await;
+    let a = st["cluster"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["instance"] == "hf-a")
+        .cloned()
+        .unwrap_or_else(|| panic!("{st:#}"));
+    assert_eq!(
+        (a["alive"].as_bool(), a["term"].as_u64()),
+        (Some(true), Some(term)),
+        "{st:#}"
+    );
+    assert!(
+        a["lease_age_s"].as_f64().unwrap() < LEASE.as_secs_f64() / 2.0,
+        "{st:#}"
+    );
+    // The new process itself: not fenced, same term, one upgrade.
+    let st = request(&s.watch.client, "hf-a", "status", "{}").await;
+    assert_eq!(st["upgrades"], 1, "{st:#}");
+    assert_eq!(
+        (
+            st["cluster"]["term"].as_u64(),
+            st["cluster"]["fenced"].as_bool()
+        ),
+        (Some(term), Some(false)),
+        "{st:#}"
+    );
+    // The key was renewed by the new process, always with the term, and
+    // never removed.
+    let changes = seen.lock().unwrap().clone();
+    assert!(
+        changes
+            .iter()
+            .all(|(op, t, _)| *op == async_nats::jetstream::kv::Operation::Put && *t == Some(term)),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .filter(|(_, _, at)| *at > upgraded_at)
+            .count()
+            >= 3,
+        "renewed by the new process: {changes:?}"
+    );
+    watcher.abort();
+    for kind in ["cluster.fenced", "session.held", "failover"] {
+        assert!(
+            events(&s.watch, kind).is_empty(),
+            "{kind}: {:#?}",
+            events(&s.watch, kind)
+        );
+    }
+    assert_eq!(events(&s.watch, "cluster.term").len(), 1, "no new term");
+    let up = events(&s.watch, "proxy.upgrade");
+    assert_eq!(up.len(), 1, "{up:#?}");
+    assert_eq!(
+        (up[0]["instance"].as_str(), up[0]["ok"].as_bool()),
+        (Some("hf-a"), Some(true))
+    );
+    // Nobody logged in again: the game saw the same connections.
+    let again: Vec<Value> = s.games[0]
+        .events()
+        .into_iter()
+        .skip(mark)
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .collect();
+    assert!(again.is_empty(), "{again:#?}");
+
+    // A failover after the upgrade still moves all three.
+    s.games[0].kill();
+    let killed = now_us();
+    let fo = wait_events(&s.watch, "failover", 3, AFTER + LEASE + WAIT).await;
+    let mut who: Vec<&str> = fo.iter().map(|e| e["instance"].as_str().unwrap()).collect();
+    who.sort();
+    assert_eq!(who, NAMES, "{fo:#?}");
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b1 {i}")).await;
+        p.expect(&format!("on b1 {i}")).await;
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&s.games[1], u), "{u} on b1");
+    }
+    assert_one_backend_at_a_time(&s.games, Some(killed));
+    assert!(events(&s.watch, "cluster.fenced").is_empty());
+    s.proxies[0].assert_no_passwords();
 }

@@ -289,9 +289,12 @@ pub fn adopt(shared: &Shared, head: &Head) {
             st.active = head.active.clone();
         }
         st.epoch = head.epoch;
-        // The old process held the cluster's lease a moment ago; the
-        // cluster task renews it at once (and fences if it cannot).
-        st.fenced = false;
+        // The old process held the cluster's lease (or not); the cluster
+        // task goes on from its lease and renews at once. An old process
+        // without the cluster: a new member, fenced until it joins.
+        if let Some(c) = &head.cluster {
+            st.fenced = c.fenced;
+        }
         for v in &mut st.backends {
             if let Some(w) = head
                 .backends
@@ -303,6 +306,16 @@ pub fn adopt(shared: &Shared, head: &Head) {
             }
         }
     });
+    if let Some(c) = &head.cluster {
+        *shared
+            .handover
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(crate::cluster::TakenOver {
+            carried: c.clone(),
+            at: tokio::time::Instant::now(),
+        });
+    }
     shared.continue_session_ids(head.next_id);
     shared.registry.conn_rate_import(&head.conn_rate);
     shared

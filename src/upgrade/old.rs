@@ -450,6 +450,7 @@ fn head(shared: &Arc<Shared>, acc: &Acceptors) -> Result<(Head, Vec<OwnedFd>), S
             .collect(),
         listeners: addrs,
         conn_rate: shared.registry.conn_rate_export(&shared.config()),
+        cluster: crate::cluster::carry(shared),
     };
     Ok((head, fds))
 }

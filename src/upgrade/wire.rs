@@ -130,6 +130,9 @@ pub struct Head {
     /// The per-address connection-rate buckets not full: address, tokens.
     #[serde(default)]
     pub conn_rate: Vec<(std::net::IpAddr, f64)>,
+    /// The cluster's term, choice and this instance's lease (`bus.cluster`).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::Carried>,
 }
 
 /// A batch of sessions (their states follow it in the document).
@@ -388,6 +391,7 @@ mod tests {
             backends: Vec::new(),
             listeners: Vec::new(),
             conn_rate: Vec::new(),
+            cluster: None,
         }
     }
 
