@@ -47,6 +47,7 @@ fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
          [client_ip]\nmode = \"command\"\n\
          [outage]\nqueue_input = true\n\
          [failover]\nafter = \"{}s\"\n\
+         [metrics]\naddr = \"127.0.0.1:0\"\n\
          {}{bus}",
         AFTER.as_secs(),
         backends(&[("b0", b0), ("b1", b1)])
@@ -226,6 +227,17 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     s.players[v].expect_within(OFFLINE, LEASE + WAIT).await;
     let held_after = t0.elapsed();
     assert!(held_after >= LEASE / 2, "held after only {held_after:?}");
+    // Its metrics say so; the others count two members alive.
+    let other = (v + 1) % 3;
+    assert_eq!(
+        gauge(&s.proxies[v], "holdfast_cluster_fenced").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(&s.proxies[other], "holdfast_cluster_fenced").await,
+        Some(0.0)
+    );
+    gauge_becomes(&s.proxies[other], "holdfast_cluster_members_alive", 2.0).await;
     // Its input is queued; the game sees none of it yet.
     s.players[v].send("say while fenced").await;
     // The others play on, on b0.
@@ -248,6 +260,8 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     let fenced = wait_events(&watch, "cluster.fenced", 1, WAIT).await;
     assert_eq!(fenced[0]["instance"], name, "{fenced:?}");
     let back = wait_events(&watch, "cluster.rejoined", 1, WAIT).await;
+    gauge_becomes(&s.proxies[v], "holdfast_cluster_fenced", 0.0).await;
+    gauge_becomes(&s.proxies[other], "holdfast_cluster_members_alive", 3.0).await;
     assert_eq!(
         (back[0]["instance"].as_str(), back[0]["active"].as_str()),
         (Some(name), Some("b0"))
@@ -379,6 +393,20 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         "{st:#}"
     );
     assert_eq!(c["fenced"], false, "{st:#}");
+    // The same on `/metrics`.
+    let term0 = c["term"].as_f64().unwrap();
+    assert_eq!(
+        gauge(&s.proxies[1], "holdfast_cluster_term").await,
+        Some(term0)
+    );
+    assert_eq!(
+        gauge(&s.proxies[1], "holdfast_cluster_fenced").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        gauge(&s.proxies[1], "holdfast_cluster_members_alive").await,
+        Some(3.0)
+    );
     let members: Vec<&str> = c["members"]
         .as_array()
         .unwrap()
@@ -437,6 +465,9 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         last_login_us as i128 / 1000 - term_ms
     );
     let st = status_until(&s.watch.client, "hf-c", |c| c["active"] == "b1").await;
+    let term1 = st["cluster"]["term"].as_f64().unwrap();
+    assert!(term1 > term0, "{st:#}");
+    gauge_becomes(&s.proxies[2], "holdfast_cluster_term", term1).await;
     let moved = events(&s.watch, "failover").len();
 
     // A reload that reorders one instance's backends moves the cluster
@@ -481,6 +512,39 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
     // The table `holdfast status` prints.
     let table = holdfast::bus::render_table(&[st]);
     assert!(table.contains("cluster test: active b1"), "{table}");
+}
+
+/// One gauge of cluster `test` from `proxy`'s `/metrics` (`None`: absent).
+async fn gauge(proxy: &Proxy, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(proxy.metrics_addr().await)
+        .await
+        .unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(WAIT, c.read_to_string(&mut body))
+        .await
+        .expect("metrics answered")
+        .unwrap();
+    let prefix = format!("{name}{{cluster=\"test\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Scrapes until gauge `name` of `proxy` is `want`.
+async fn gauge_becomes(proxy: &Proxy, name: &str, want: f64) {
+    let t0 = Instant::now();
+    loop {
+        let got = gauge(proxy, name).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(t0.elapsed() < WAIT, "{name} is {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Asks `instance` for its status until its `cluster` part satisfies `f`.
