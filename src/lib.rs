@@ -161,7 +161,7 @@ impl Proxy {
             ),
             None => None,
         };
-        front::mssp::mark_start();
+        front::mssp::mark_start(shared.started_unix());
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();

@@ -7,8 +7,9 @@
 //! elsewhere (sessions by state, backend up, the bus queue, the process's
 //! RSS) is read when Prometheus scrapes ([`Metrics::refresh`]), so the
 //! sessions pay nothing for it. No label carries a player or an address
-//! of a player: listener, backend, state, reason, result and direction
-//! label values are bounded by the config.
+//! of a player: listener, backend, state, reason, result, direction and
+//! cluster label values are bounded by the config. Series are registered
+//! in `families.rs`; `pool.rs` follows the pool.
 //!
 //! One proxy runs per process, so the metrics are process-wide
 //! ([`metrics()`]): any module can count without a handle threaded to it.

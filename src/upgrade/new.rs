@@ -281,7 +281,8 @@ fn check(batch: &Batch, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Ve
 
 /// Takes the old process's view: the pool (backends still configured
 /// keep their health, so no probe restart marks one down), session ids,
-/// the per-address connection-rate buckets, the upgrade count.
+/// the per-address connection-rate buckets, the upgrade count, the first
+/// start (uptime), the cluster's term and lease.
 pub fn adopt(shared: &Shared, head: &Head) {
     let cfg = shared.config();
     shared.pool.send_modify(|st| {
@@ -315,6 +316,9 @@ pub fn adopt(shared: &Shared, head: &Head) {
             carried: c.clone(),
             at: tokio::time::Instant::now(),
         });
+    }
+    if let Some(t) = head.started {
+        shared.carry_start(t);
     }
     shared.continue_session_ids(head.next_id);
     shared.registry.conn_rate_import(&head.conn_rate);
