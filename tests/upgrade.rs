@@ -1183,6 +1183,51 @@ async fn uptime_counts_on_through_an_upgrade() {
     );
 }
 
+/// The metrics endpoint on a fixed port: the new process serves it after
+/// an upgrade (the old one held the port until it exited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_on_a_fixed_port_survives_an_upgrade() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("upgrade-metrics");
+    let game = Game::start(&dir, &[]);
+    // With a bus: the old process flushes its last events before it exits.
+    let nats = common::nats::NatsServer::start();
+    let port = common::nats::free_port();
+    let cfg = format!(
+        "{}[metrics]\naddr = \"127.0.0.1:{port}\"\n{}",
+        config_for(&[&game], ROOMY),
+        common::bus::bus_toml(&[nats.url()], "hf1", "")
+    );
+    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    let livez = || async move {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut b = String::new();
+        c.read_to_string(&mut b).await.ok()?;
+        Some(b.starts_with("HTTP/1.1 200"))
+    };
+    assert_eq!(livez().await, Some(true));
+    hf.usr2();
+    tokio::task::block_in_place(|| hf.wait_upgraded());
+    let t0 = Instant::now();
+    while livez().await != Some(true) {
+        assert!(
+            t0.elapsed() < WAIT,
+            "no metrics after the upgrade:\n{}",
+            hf.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.send("say still here").await;
+    a.expect("You say, \"still here\"").await;
+    assert!(alive(hf.pid), "the new process runs:\n{}", hf.logs());
+}
+
 #[tokio::test]
 async fn a_new_binary_that_never_confirms_is_given_up_after_ten_seconds() {
     let dir = TempDir::new("upgrade-hang");
