@@ -153,15 +153,27 @@ impl Proxy {
         let cfg = shared.config();
         // Changing `metrics.addr` needs a restart: the endpoint lives as
         // long as the proxy.
+        // After an upgrade the old process may still hold the address for
+        // a moment (it flushes its last events before it exits): bind it
+        // once it is free rather than fail a process that has just taken
+        // every player over.
+        let upgraded = shared
+            .handover
+            .upgrades
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0;
         let metrics_listener = match cfg.metrics.addr {
-            Some(a) => Some(
-                TcpListener::bind(a)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on metrics address {a}: {e}"))?,
-            ),
+            Some(a) => match TcpListener::bind(a).await {
+                Ok(l) => Some(l),
+                Err(e) if upgraded && e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tokio::spawn(metrics::http::serve_when_free(shared.clone(), a));
+                    None
+                }
+                Err(e) => anyhow::bail!("cannot listen on metrics address {a}: {e}"),
+            },
             None => None,
         };
-        front::mssp::mark_start();
+        front::mssp::mark_start(shared.started_unix());
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();
@@ -189,6 +201,8 @@ impl Proxy {
         ));
         if let Some(l) = metrics_listener {
             tokio::spawn(metrics::http::serve(shared.clone(), l));
+        }
+        if cfg.metrics.addr.is_some() {
             let s = shared.clone();
             tokio::spawn(async move { metrics::metrics().follow_pool(s).await });
         }

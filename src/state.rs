@@ -406,10 +406,14 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Session id source.
     next_id: AtomicU64,
-    /// Process start.
-    pub started: SystemTime,
-    /// Monotonic start.
-    pub started_at: Instant,
+    /// The first start: this process's, or the one before the first
+    /// upgrade ([`Shared::carry_start`]).
+    first_start: Mutex<SystemTime>,
+    /// This process's start (monotonic).
+    started_at: Instant,
+    /// Uptime before this process started: the processes before it
+    /// (upgrades), measured on the wall clock when it took over.
+    uptime_before: Mutex<std::time::Duration>,
     /// Sessions refused by a limit, since start.
     pub refused: AtomicU64,
     /// Reloads that failed, since start.
@@ -423,6 +427,34 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// When the proxy first started: upgrades do not change it.
+    pub fn started(&self) -> SystemTime {
+        *self.first_start.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`Shared::started`] in UNIX seconds (carried over an upgrade).
+    pub fn started_unix(&self) -> u64 {
+        self.started()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Time since the first start, counted on through upgrades.
+    pub fn uptime(&self) -> std::time::Duration {
+        *self.uptime_before.lock().unwrap_or_else(|e| e.into_inner()) + self.started_at.elapsed()
+    }
+
+    /// The new process of an upgrade: goes on from the first start
+    /// (`unix`, seconds). Its uptime is the wall-clock time since then,
+    /// and counts on with this process's monotonic clock.
+    pub fn carry_start(&self, unix: u64) {
+        let first = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+        let since = SystemTime::now().duration_since(first).unwrap_or_default();
+        *self.first_start.lock().unwrap_or_else(|e| e.into_inner()) = first;
+        *self.uptime_before.lock().unwrap_or_else(|e| e.into_inner()) =
+            since.saturating_sub(self.started_at.elapsed());
+    }
+
     /// Builds the shared state for `config`.
     pub fn new(
         config: Config,
@@ -464,8 +496,9 @@ impl Shared {
             shutdown,
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
-            started: SystemTime::now(),
+            first_start: Mutex::new(SystemTime::now()),
             started_at: Instant::now(),
+            uptime_before: Mutex::new(std::time::Duration::ZERO),
             refused: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             rdns: crate::rdns::Resolver::default(),

@@ -6,7 +6,9 @@
 //! - one instance loses NATS: it holds its players, the others stay, it
 //!   follows the cluster when it returns;
 //! - the primary is unreachable from one instance only: no majority, no
-//!   failover; that instance holds its players until it reaches it again.
+//!   failover; that instance holds its players until it reaches it again;
+//! - one instance is upgraded (SIGUSR2): it stays the same member, nobody
+//!   fences, and a failover afterwards still moves all three.
 //!
 //! In each, the games' own logs must show that players of two instances
 //! were never logged in on different backends at the same moment.
@@ -45,6 +47,7 @@ fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
          [client_ip]\nmode = \"command\"\n\
          [outage]\nqueue_input = true\n\
          [failover]\nafter = \"{}s\"\n\
+         [metrics]\naddr = \"127.0.0.1:0\"\n\
          {}{bus}",
         AFTER.as_secs(),
         backends(&[("b0", b0), ("b1", b1)])
@@ -224,6 +227,17 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     s.players[v].expect_within(OFFLINE, LEASE + WAIT).await;
     let held_after = t0.elapsed();
     assert!(held_after >= LEASE / 2, "held after only {held_after:?}");
+    // Its metrics say so; the others count two members alive.
+    let other = (v + 1) % 3;
+    assert_eq!(
+        gauge(&s.proxies[v], "holdfast_cluster_fenced").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(&s.proxies[other], "holdfast_cluster_fenced").await,
+        Some(0.0)
+    );
+    gauge_becomes(&s.proxies[other], "holdfast_cluster_members_alive", 2.0).await;
     // Its input is queued; the game sees none of it yet.
     s.players[v].send("say while fenced").await;
     // The others play on, on b0.
@@ -246,6 +260,8 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     let fenced = wait_events(&watch, "cluster.fenced", 1, WAIT).await;
     assert_eq!(fenced[0]["instance"], name, "{fenced:?}");
     let back = wait_events(&watch, "cluster.rejoined", 1, WAIT).await;
+    gauge_becomes(&s.proxies[v], "holdfast_cluster_fenced", 0.0).await;
+    gauge_becomes(&s.proxies[other], "holdfast_cluster_members_alive", 3.0).await;
     assert_eq!(
         (back[0]["instance"].as_str(), back[0]["active"].as_str()),
         (Some(name), Some("b0"))
@@ -377,6 +393,20 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         "{st:#}"
     );
     assert_eq!(c["fenced"], false, "{st:#}");
+    // The same on `/metrics`.
+    let term0 = c["term"].as_f64().unwrap();
+    assert_eq!(
+        gauge(&s.proxies[1], "holdfast_cluster_term").await,
+        Some(term0)
+    );
+    assert_eq!(
+        gauge(&s.proxies[1], "holdfast_cluster_fenced").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        gauge(&s.proxies[1], "holdfast_cluster_members_alive").await,
+        Some(3.0)
+    );
     let members: Vec<&str> = c["members"]
         .as_array()
         .unwrap()
@@ -435,6 +465,9 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         last_login_us as i128 / 1000 - term_ms
     );
     let st = status_until(&s.watch.client, "hf-c", |c| c["active"] == "b1").await;
+    let term1 = st["cluster"]["term"].as_f64().unwrap();
+    assert!(term1 > term0, "{st:#}");
+    gauge_becomes(&s.proxies[2], "holdfast_cluster_term", term1).await;
     let moved = events(&s.watch, "failover").len();
 
     // A reload that reorders one instance's backends moves the cluster
@@ -481,6 +514,39 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
     assert!(table.contains("cluster test: active b1"), "{table}");
 }
 
+/// One gauge of cluster `test` from `proxy`'s `/metrics` (`None`: absent).
+async fn gauge(proxy: &Proxy, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(proxy.metrics_addr().await)
+        .await
+        .unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(WAIT, c.read_to_string(&mut body))
+        .await
+        .expect("metrics answered")
+        .unwrap();
+    let prefix = format!("{name}{{cluster=\"test\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Scrapes until gauge `name` of `proxy` is `want`.
+async fn gauge_becomes(proxy: &Proxy, name: &str, want: f64) {
+    let t0 = Instant::now();
+    loop {
+        let got = gauge(proxy, name).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(t0.elapsed() < WAIT, "{name} is {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Asks `instance` for its status until its `cluster` part satisfies `f`.
 async fn status_until(
     client: &async_nats::Client,
@@ -496,4 +562,156 @@ async fn status_until(
         assert!(t0.elapsed() < WAIT, "{st:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A SIGUSR2 upgrade of one member: its players keep their connections and
+/// type through it; the new process goes on from the old one's term and
+/// lease, renewing the same member key (never removed, never renewed with
+/// another term), so nobody fences and nobody waits for it; a failover
+/// afterwards still moves all three instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_instance_stays_the_same_member() {
+    use futures::StreamExt;
+    let dir = TempDir::new("cluster-up");
+    let games = two_games(&dir);
+    let b0 = games[0].addr.to_string();
+    let mut s = setup(&dir, games, |_| b0.clone()).await;
+    wait_events(&s.watch, "cluster.term", 1, WAIT).await;
+    let st = status_until(&s.watch.client, "hf-b", |c| {
+        c["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["alive"] == true))
+    })
+    .await;
+    let term = st["cluster"]["term"].as_u64().unwrap();
+    assert!(term > 0, "{st:#}");
+    // Every change of hf-a's member key, as the bucket records it.
+    let js = async_nats::jetstream::new(s.watch.client.clone());
+    let kv = js.get_key_value("holdfast_cluster_test").await.unwrap();
+    let mut changes = kv.watch("member.hf-a").await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(Ok(e)) = changes.next().await {
+            let term = serde_json::from_slice::<Value>(&e.value)
+                .ok()
+                .and_then(|v| v["term"].as_u64());
+            seen2
+                .lock()
+                .unwrap()
+                .push((e.operation, term, Instant::now()));
+        }
+    });
+    let mark = s.games[0].events().len();
+    let old_pid = s.proxies[0].pid();
+
+    for k in 0..6 {
+        // A line in flight as the signal arrives, on every instance.
+        for (i, p) in s.players.iter_mut().enumerate() {
+            p.send(&format!("say round {k} from {i}")).await;
+        }
+        if k == 2 {
+            s.proxies[0].upgrade();
+        }
+        for (i, p) in s.players.iter_mut().enumerate() {
+            p.expect(&format!("round {k} from {i}")).await;
+        }
+    }
+    let upgraded_at = Instant::now();
+    assert_ne!(s.proxies[0].pid(), old_pid);
+    // Two leases: had the new process not renewed, or renewed as someone
+    // new, the others would have counted it gone or waited for it.
+    tokio::time::sleep(LEASE * 2).await;
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.send(&format!("say after {i}")).await;
+        p.expect(&format!("after {i}")).await;
+    }
+    // The others see it alive, renewed lately, on the same term.
+    let st = status_until(&s.watch.client, "hf-b", |c| c["term"] == term).await;
+    let a = st["cluster"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["instance"] == "hf-a")
+        .cloned()
+        .unwrap_or_else(|| panic!("{st:#}"));
+    assert_eq!(
+        (a["alive"].as_bool(), a["term"].as_u64()),
+        (Some(true), Some(term)),
+        "{st:#}"
+    );
+    assert!(
+        a["lease_age_s"].as_f64().unwrap() < LEASE.as_secs_f64() / 2.0,
+        "{st:#}"
+    );
+    // The new process itself: not fenced, same term, one upgrade.
+    let st = request(&s.watch.client, "hf-a", "status", "{}").await;
+    assert_eq!(st["upgrades"], 1, "{st:#}");
+    assert_eq!(
+        (
+            st["cluster"]["term"].as_u64(),
+            st["cluster"]["fenced"].as_bool()
+        ),
+        (Some(term), Some(false)),
+        "{st:#}"
+    );
+    // The key was renewed by the new process, always with the term, and
+    // never removed.
+    let changes = seen.lock().unwrap().clone();
+    assert!(
+        changes
+            .iter()
+            .all(|(op, t, _)| *op == async_nats::jetstream::kv::Operation::Put && *t == Some(term)),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .filter(|(_, _, at)| *at > upgraded_at)
+            .count()
+            >= 3,
+        "renewed by the new process: {changes:?}"
+    );
+    watcher.abort();
+    for kind in ["cluster.fenced", "session.held", "failover"] {
+        assert!(
+            events(&s.watch, kind).is_empty(),
+            "{kind}: {:#?}",
+            events(&s.watch, kind)
+        );
+    }
+    assert_eq!(events(&s.watch, "cluster.term").len(), 1, "no new term");
+    let up = events(&s.watch, "proxy.upgrade");
+    assert_eq!(up.len(), 1, "{up:#?}");
+    assert_eq!(
+        (up[0]["instance"].as_str(), up[0]["ok"].as_bool()),
+        (Some("hf-a"), Some(true))
+    );
+    // Nobody logged in again: the game saw the same connections.
+    let again: Vec<Value> = s.games[0]
+        .events()
+        .into_iter()
+        .skip(mark)
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .collect();
+    assert!(again.is_empty(), "{again:#?}");
+
+    // A failover after the upgrade still moves all three.
+    s.games[0].kill();
+    let killed = now_us();
+    let fo = wait_events(&s.watch, "failover", 3, AFTER + LEASE + WAIT).await;
+    let mut who: Vec<&str> = fo.iter().map(|e| e["instance"].as_str().unwrap()).collect();
+    who.sort();
+    assert_eq!(who, NAMES, "{fo:#?}");
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b1 {i}")).await;
+        p.expect(&format!("on b1 {i}")).await;
+    }
+    for (u, _) in USERS {
+        assert!(logged_in(&s.games[1], u), "{u} on b1");
+    }
+    assert_one_backend_at_a_time(&s.games, Some(killed));
+    assert!(events(&s.watch, "cluster.fenced").is_empty());
+    s.proxies[0].assert_no_passwords();
 }

@@ -93,6 +93,13 @@ async fn metrics_follow_an_outage_and_healthz_flips() {
     healthz_becomes(maddr, 200).await;
     let m = scrape(maddr).await;
     assert_eq!(value(&m, "holdfast_backend_up", &[("backend", "b0")]), 1.0);
+    // Without `bus.cluster` there is no cluster to report on.
+    assert!(
+        !m.samples
+            .iter()
+            .any(|s| s.metric.starts_with("holdfast_cluster_")),
+        "cluster series without bus.cluster"
+    );
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
         value(&m, "holdfast_build_info", &[("version", version)]),

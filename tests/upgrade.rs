@@ -1130,6 +1130,104 @@ async fn bus_request_upgrades_and_the_new_process_reports_it() {
     a.expect("You say, \"via the bus\"").await;
 }
 
+/// `uptime_s` (status) and MSSP `UPTIME` count from the first start, not
+/// from the new process's: the start time crosses with the listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uptime_counts_on_through_an_upgrade() {
+    use common::bus::{bus_toml, request, Watch};
+    use common::nats::NatsServer;
+    let dir = TempDir::new("upgrade-uptime");
+    let nats = NatsServer::start();
+    let watch = Watch::start(&nats.url()).await;
+    let game = Game::start(&dir, &["--mssp"]);
+    let cfg = format!(
+        "{}[mssp]\nHOSTNAME = \"mush.example.org\"\n{}",
+        config_for(&[&game], ROOMY),
+        bus_toml(&[nats.url()], "hf1", "rpc_allow = [\"status\"]")
+    );
+    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mssp_uptime = |addr| async move {
+        let mut c = Client::connect(addr).await;
+        c.send("MSSP-REQUEST").await;
+        let reply = c.expect("MSSP-REPLY-END").await;
+        reply
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("UPTIME\t"))
+            .unwrap_or_else(|| panic!("no UPTIME in {reply:?}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    // Long enough that a restarted count would show.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let c = &watch.client;
+    let before = request(c, "hf1", "status", "").await;
+    let up0 = before["uptime_s"].as_u64().unwrap();
+    assert!(up0 >= 2, "{before}");
+    let mssp0 = mssp_uptime(hf.addr).await;
+    hf.usr2();
+    tokio::task::block_in_place(|| hf.wait_upgraded());
+    let after = request(c, "hf1", "status", "").await;
+    assert_eq!(after["upgrades"], 1, "{after}");
+    let up1 = after["uptime_s"].as_u64().unwrap();
+    assert!(
+        up1 >= up0,
+        "uptime {up0} s before the upgrade, {up1} s after"
+    );
+    // The same first start, to the second (it crosses in whole seconds).
+    let secs = |v: &serde_json::Value| v["started"].as_str().unwrap()[..19].to_string();
+    assert_eq!(secs(&after), secs(&before), "{before}\n{after}");
+    assert_eq!(
+        mssp_uptime(hf.addr).await,
+        mssp0,
+        "MSSP UPTIME is the first start"
+    );
+}
+
+/// The metrics endpoint on a fixed port: the new process serves it after
+/// an upgrade (the old one held the port until it exited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_on_a_fixed_port_survives_an_upgrade() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("upgrade-metrics");
+    let game = Game::start(&dir, &[]);
+    // With a bus: the old process flushes its last events before it exits.
+    let nats = common::nats::NatsServer::start();
+    let port = common::nats::free_port();
+    let cfg = format!(
+        "{}[metrics]\naddr = \"127.0.0.1:{port}\"\n{}",
+        config_for(&[&game], ROOMY),
+        common::bus::bus_toml(&[nats.url()], "hf1", "")
+    );
+    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
+    let livez = || async move {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut b = String::new();
+        c.read_to_string(&mut b).await.ok()?;
+        Some(b.starts_with("HTTP/1.1 200"))
+    };
+    assert_eq!(livez().await, Some(true));
+    hf.usr2();
+    tokio::task::block_in_place(|| hf.wait_upgraded());
+    let t0 = Instant::now();
+    while livez().await != Some(true) {
+        assert!(
+            t0.elapsed() < WAIT,
+            "no metrics after the upgrade:\n{}",
+            hf.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.send("say still here").await;
+    a.expect("You say, \"still here\"").await;
+    assert!(alive(hf.pid), "the new process runs:\n{}", hf.logs());
+}
+
 #[tokio::test]
 async fn a_new_binary_that_never_confirms_is_given_up_after_ten_seconds() {
     let dir = TempDir::new("upgrade-hang");

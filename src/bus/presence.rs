@@ -106,8 +106,8 @@ pub fn message(
         "rpc_all": subjects.rpc(ALL, "{method}"),
         // Watchers call an instance vanished after a few missed beats.
         "heartbeat_s": cfg.bus.presence_interval.as_secs_f64(),
-        "started": rfc3339(shared.started),
-        "uptime_s": shared.started_at.elapsed().as_secs(),
+        "started": rfc3339(shared.started()),
+        "uptime_s": shared.uptime().as_secs(),
         "active": shared.pool.borrow().active.clone(),
         "sessions": { "total": total, "logged_in": logged_in, "held": held },
         "queued": stats.queued.load(Ordering::Relaxed),

@@ -199,8 +199,8 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "game": cfg.game,
-        "started": rfc3339(shared.started),
-        "uptime_s": shared.started_at.elapsed().as_secs(),
+        "started": rfc3339(shared.started()),
+        "uptime_s": shared.uptime().as_secs(),
         "active": pool.active,
         "backends": backends,
         "sessions": { "total": total, "logged_in": logged_in, "held": held },

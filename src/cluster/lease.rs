@@ -31,8 +31,8 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// No renewal yet: `grace` counts as one (an upgraded process takes
-    /// over the lease its predecessor held a moment ago).
+    /// No renewal yet: `grace` counts as one (an upgraded process goes on
+    /// from its predecessor's last renewal).
     pub fn new(lease: Duration, grace: Option<Instant>) -> Lease {
         Lease {
             lease,
@@ -61,6 +61,11 @@ impl Lease {
     /// Whether the lease ran out (or was never held).
     pub fn lost(&self, now: Instant) -> bool {
         self.deadline().is_none_or(|d| now >= d)
+    }
+
+    /// When the last renewal that was stored started.
+    pub fn last_ok(&self) -> Option<Instant> {
+        self.last_ok
     }
 
     /// Time since the last renewal that was stored.

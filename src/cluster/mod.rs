@@ -53,8 +53,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 pub use kv::{bucket_name, member_key, Active, Member};
 pub use quorum::majority;
@@ -85,6 +86,66 @@ pub struct Status {
     pub problem: Option<String>,
     /// Every member, by instance name.
     pub members: Vec<MemberStatus>,
+    /// The value of `active` this instance follows (for an upgrade).
+    #[serde(skip)]
+    pub active_value: Option<Active>,
+    /// When this instance's last stored renewal started (for an upgrade).
+    #[serde(skip)]
+    pub lease_ok: Option<Instant>,
+}
+
+/// What an upgrade carries from the old process's cluster task to the
+/// new one's, so that the new process renews the same member key with the
+/// same term (it does not look like a new member that has not confirmed
+/// the term) and holds the lease only as long as the old one did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    /// The term the old process followed.
+    pub term: u64,
+    /// Its value of `active`.
+    pub active: Option<Active>,
+    /// The old process was fenced.
+    pub fenced: bool,
+    /// Milliseconds since its last stored renewal started, when the
+    /// handover's first message was written (renewals during the rest of
+    /// the handover are not counted: the new process's idea of the lease
+    /// is never later than the old one's).
+    pub lease_age_ms: Option<u64>,
+}
+
+/// The cluster state an upgrade hands over (`None` without `bus.cluster`
+/// or before the cluster task's first round).
+pub fn carry(shared: &Shared) -> Option<Carried> {
+    let fenced = shared.pool.borrow().fenced;
+    let st = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
+    let st = st.as_ref()?;
+    Some(Carried {
+        term: st.term,
+        active: st.active_value.clone(),
+        fenced,
+        lease_age_ms: st.lease_ok.map(|t| t.elapsed().as_millis() as u64),
+    })
+}
+
+/// The new process of an upgrade: what it took over, and when it read it.
+#[derive(Debug, Clone)]
+pub struct TakenOver {
+    /// The old process's state.
+    pub carried: Carried,
+    /// When the new process read it.
+    pub at: Instant,
+}
+
+impl TakenOver {
+    /// When the old process's last stored renewal started, on this
+    /// process's clock (`None`: it held no lease).
+    pub fn lease_ok(&self) -> Option<Instant> {
+        if self.carried.fenced {
+            return None;
+        }
+        let age = Duration::from_millis(self.carried.lease_age_ms?);
+        self.at.checked_sub(age)
+    }
 }
 
 /// One member in [`Status`].
@@ -118,4 +179,36 @@ pub async fn run(shared: Arc<Shared>, requests: mpsc::Receiver<FailoverRequest>)
 /// Rounds seconds to a tenth.
 fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(fenced: bool, age: Option<u64>, at: Instant) -> TakenOver {
+        TakenOver {
+            carried: Carried {
+                term: 7,
+                active: None,
+                fenced,
+                lease_age_ms: age,
+            },
+            at,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_process_goes_on_from_the_old_lease() {
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let at = Instant::now();
+        assert_eq!(
+            taken(false, Some(1200), at).lease_ok(),
+            Some(at - Duration::from_millis(1200)),
+            "the old renewal, never later"
+        );
+        assert!(t0 < at - Duration::from_millis(1200));
+        assert_eq!(taken(true, Some(100), at).lease_ok(), None, "it was fenced");
+        assert_eq!(taken(false, None, at).lease_ok(), None, "it never renewed");
+    }
 }

@@ -42,10 +42,22 @@ pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Failov
         }
     };
     info!(cluster = %cl.name, size = cl.size, lease = ?cl.lease, "cluster: joining");
-    // Not fenced at the start only after an upgrade: the process before
-    // held the lease a moment ago.
-    let grace = (!shared.pool.borrow().fenced).then(Instant::now);
+    // After an upgrade: go on from the old process's term and lease (its
+    // member key is this one's), so the others see no new member.
+    let taken = shared
+        .handover
+        .cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let grace = taken.as_ref().and_then(|t| t.lease_ok());
     let lease = Lease::new(cl.lease, grace);
+    let (term, active) = taken
+        .map(|t| (t.carried.term, t.carried.active))
+        .unwrap_or((0, None));
+    if grace.is_some() {
+        info!(cluster = %cl.name, term, "cluster: going on from the process before the upgrade");
+    }
     let (deadline_tx, deadline_rx) = watch::channel(lease.deadline());
     tokio::spawn(super::watchdog::run(shared.clone(), deadline_rx));
     let mut node = Node {
@@ -57,9 +69,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Failov
         lease,
         deadline_tx,
         cl: cl.clone(),
-        term: 0,
-        active: None,
-        joined: false,
+        term,
+        active,
+        // Fenced (and `cluster.fenced`) if that lease runs out first.
+        joined: grace.is_some(),
         settling: None,
         unknown: false,
         fenced_since: None,
@@ -140,7 +153,7 @@ impl Node {
         }
         let now = Instant::now();
         self.fence(now);
-        if self.joined && !self.lease.lost(now) && !self.unknown {
+        if self.joined && self.term != 0 && !self.lease.lost(now) && !self.unknown {
             // Fenced only while the others follow a new term: operator
             // moves wait for that (`propose` checks the fencing rule).
             self.propose().await;
@@ -162,7 +175,12 @@ impl Node {
             let replicas = crate::bus::replicas(&self.client);
             self.kv = Some(Kv::open(&js, &self.cl.name, replicas, self.op_timeout()).await?);
         }
-        self.renew(false).await?;
+        // Without a term yet, the first renewal waits until it is known:
+        // a renewal with term 0 would look like a member that has not
+        // confirmed the cluster's choice.
+        if self.term != 0 {
+            self.renew(false).await?;
+        }
         let kv = self.kv.as_ref().expect("opened above");
         match kv.active().await? {
             None => {
@@ -446,6 +464,8 @@ impl Node {
             lease_age_s: self.lease.age(now).map(secs),
             problem: self.problem.clone(),
             members,
+            active_value: self.active.clone(),
+            lease_ok: self.lease.last_ok(),
         };
         *self
             .shared

@@ -38,7 +38,7 @@ pub type Vars = Vec<(String, Vec<String>)>;
 /// The game's last answer. Process-wide, like the game itself: any
 /// session's copy is the game's.
 static GAME: Mutex<Vars> = Mutex::new(Vec::new());
-/// When the proxy started (Unix seconds).
+/// When the proxy first started (Unix seconds; an upgrade does not reset it).
 static STARTED: OnceLock<u64> = OnceLock::new();
 /// The ports of the bound front doors.
 static PORTS: Mutex<Vec<(Door, u16)>> = Mutex::new(Vec::new());
@@ -50,9 +50,10 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Records the proxy's start (the first call wins).
-pub fn mark_start() {
-    STARTED.get_or_init(now);
+/// Records the proxy's first start, UNIX seconds (carried over
+/// upgrades; the first call wins).
+pub fn mark_start(unix: u64) {
+    STARTED.get_or_init(|| unix);
 }
 
 /// Records a bound front door's port.

@@ -21,7 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::metrics;
 use crate::state::Shared;
@@ -36,7 +36,32 @@ pub const CONN_LIFETIME: Duration = Duration::from_secs(60);
 /// Connections served at once.
 pub const MAX_CONNS: usize = 64;
 
-/// Serves `listener` until shutdown.
+/// How long a new process of an upgrade waits for the old one to free
+/// the metrics address (it exits within its 2 s bus flush).
+const FREE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Binds `addr` once the process before an upgrade has let it go (retried
+/// every 50 ms), then [`serve`]s; logs an error if it never comes free.
+pub async fn serve_when_free(shared: Arc<Shared>, addr: std::net::SocketAddr) {
+    let t0 = tokio::time::Instant::now();
+    info!(%addr, "metrics: the address is still the old process's; waiting for it");
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        match TcpListener::bind(addr).await {
+            Ok(l) => return serve(shared, l).await,
+            Err(e) if t0.elapsed() > FREE_WITHIN => {
+                error!(%addr, error = %e, "metrics: cannot listen; no /metrics until a restart");
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/livez` on `listener` until shutdown.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     if let Ok(a) = listener.local_addr() {
         info!(addr = %a, "metrics: serving /metrics, /healthz, /livez");

@@ -7,13 +7,16 @@
 //! elsewhere (sessions by state, backend up, the bus queue, the process's
 //! RSS) is read when Prometheus scrapes ([`Metrics::refresh`]), so the
 //! sessions pay nothing for it. No label carries a player or an address
-//! of a player: listener, backend, state, reason, result and direction
-//! label values are bounded by the config.
+//! of a player: listener, backend, state, reason, result, direction and
+//! cluster label values are bounded by the config. Series are registered
+//! in `families.rs`; `pool.rs` follows the pool.
 //!
 //! One proxy runs per process, so the metrics are process-wide
 //! ([`metrics()`]): any module can count without a handle threaded to it.
 
+mod families;
 pub mod http;
+mod pool;
 mod process;
 
 use std::collections::HashMap;
@@ -21,15 +24,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::bus::BusStats;
-use crate::state::{Phase, PoolState, Shared};
+use crate::state::{Phase, Shared};
+use families::{BackendL, ClusterL, ListenerL, ProbeL, ReasonL, ResultL, StateL, TransitionL};
 
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
@@ -95,53 +98,6 @@ impl RefusedReason {
 /// The states of `holdfast_sessions{state}`.
 const STATES: [&str; 4] = ["login", "relaying", "relogin", "held"];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateL {
-    state: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendL {
-    backend: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TransitionL {
-    backend: String,
-    to: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ListenerL {
-    listener: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonL {
-    reason: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultL {
-    result: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProbeL {
-    backend: String,
-    result: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DirectionL {
-    direction: String,
-}
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionL {
-    version: String,
-}
-
-fn probe_histogram() -> Histogram {
-    // 1 ms .. ~33 s: a local game answers in a millisecond, a loaded one
-    // in seconds, and the timeout is the upper end.
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
-}
-
 /// Every series, and the state needed to turn totals kept elsewhere into
 /// counters.
 pub struct Metrics {
@@ -164,6 +120,9 @@ pub struct Metrics {
     upgrades: Family<ResultL, Counter>,
     resumes: Counter,
     game_refusals: Counter,
+    cluster_term: Family<ClusterL, Gauge>,
+    cluster_fenced: Family<ClusterL, Gauge>,
+    cluster_members_alive: Family<ClusterL, Gauge>,
     process: process::ProcessMetrics,
     /// What the pool watcher and the scrape remember between calls.
     seen: Mutex<Seen>,
@@ -184,179 +143,6 @@ struct Seen {
 }
 
 impl Metrics {
-    fn new() -> Metrics {
-        let mut root = Registry::default();
-        let r = root.sub_registry_with_prefix("holdfast");
-        let sessions = Family::<StateL, Gauge>::default();
-        r.register("sessions", "Player sessions by state", sessions.clone());
-        let backend_up = Family::<BackendL, Gauge>::default();
-        r.register(
-            "backend_up",
-            "1 while the backend's probe says it is up, 0 while down",
-            backend_up.clone(),
-        );
-        let transitions = Family::<TransitionL, Counter>::default();
-        r.register(
-            "backend_transitions",
-            "Backend up/down changes, by backend and new state",
-            transitions.clone(),
-        );
-        let failovers = Counter::default();
-        r.register(
-            "failovers",
-            "Times the active backend changed",
-            failovers.clone(),
-        );
-        let connections = Family::<ListenerL, Counter>::default();
-        r.register(
-            "connections",
-            "Player connections accepted, by listener",
-            connections.clone(),
-        );
-        let refused = Family::<ReasonL, Counter>::default();
-        r.register(
-            "connections_refused",
-            "Player connections refused, by reason",
-            refused.clone(),
-        );
-        let relogins = Family::<ResultL, Counter>::default();
-        r.register(
-            "relogins",
-            "Re-logins after an outage or failover, by result",
-            relogins.clone(),
-        );
-        // 10 ms .. ~40 min.
-        let relogin_duration = Histogram::new([
-            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-        ]);
-        r.register_with_unit(
-            "relogin_duration",
-            "Time from reconnecting to the game's login confirmation",
-            Unit::Seconds,
-            relogin_duration.clone(),
-        );
-        // 1 s .. 6 h: a restart, a crash, a night.
-        let outage_duration = Histogram::new([
-            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
-        ]);
-        r.register_with_unit(
-            "outage_duration",
-            "Time the players were without a game (active backend down until one is up)",
-            Unit::Seconds,
-            outage_duration.clone(),
-        );
-        let probe_duration =
-            Family::<BackendL, Histogram>::new_with_constructor(probe_histogram as fn() -> _);
-        r.register_with_unit(
-            "probe_duration",
-            "Heartbeat probe round trips, by backend",
-            Unit::Seconds,
-            probe_duration.clone(),
-        );
-        let probes = Family::<ProbeL, Counter>::default();
-        r.register(
-            "probes",
-            "Heartbeat probes, by backend and result",
-            probes.clone(),
-        );
-        let bytes = Family::<DirectionL, Counter>::default();
-        r.register(
-            "bytes",
-            "Bytes relayed, by direction seen from the player",
-            bytes.clone(),
-        );
-        let dir = |d: &str| {
-            bytes
-                .get_or_create(&DirectionL {
-                    direction: d.to_string(),
-                })
-                .clone()
-        };
-        let (to_player, from_player) = (dir("to_player"), dir("from_player"));
-        let bus_queue = Gauge::default();
-        r.register(
-            "bus_queue_events",
-            "Events waiting for NATS in the outage queue",
-            bus_queue.clone(),
-        );
-        let bus_dropped = Counter::default();
-        r.register(
-            "bus_events_dropped",
-            "Events never published: channel full, queue overflow or refused by the server",
-            bus_dropped.clone(),
-        );
-        let upgrades = Family::<ResultL, Counter>::default();
-        r.register(
-            "upgrades",
-            "Hand-overs to a new process, by result",
-            upgrades.clone(),
-        );
-        let resumes = Counter::default();
-        r.register(
-            "resumes",
-            "Players who came back to a detached session",
-            resumes.clone(),
-        );
-        let game_refusals = Counter::default();
-        r.register(
-            "game_refusals",
-            "Connections and re-logins the game refused for holdfast's address (retried)",
-            game_refusals.clone(),
-        );
-        let build_info = Family::<VersionL, Gauge>::default();
-        build_info
-            .get_or_create(&VersionL {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            })
-            .set(1);
-        r.register("build_info", "The running version (always 1)", build_info);
-        // Every state and result is in the first scrape, at zero.
-        for s in STATES {
-            let _ = sessions.get_or_create(&StateL {
-                state: s.to_string(),
-            });
-        }
-        for res in ["ok", "failed", "timeout"] {
-            let _ = relogins.get_or_create(&ResultL {
-                result: res.to_string(),
-            });
-        }
-        for r in [
-            RefusedReason::Full,
-            RefusedReason::PerIp,
-            RefusedReason::Unauthenticated,
-            RefusedReason::Rate,
-        ] {
-            let _ = refused.get_or_create(&ReasonL {
-                reason: r.label().to_string(),
-            });
-        }
-        let process = process::ProcessMetrics::register(&mut root);
-        Metrics {
-            registry: root,
-            sessions,
-            backend_up,
-            transitions,
-            failovers,
-            connections,
-            refused,
-            relogins,
-            relogin_duration,
-            outage_duration,
-            probe_duration,
-            probes,
-            to_player,
-            from_player,
-            bus_queue,
-            bus_dropped,
-            upgrades,
-            resumes,
-            game_refusals,
-            process,
-            seen: Mutex::new(Seen::default()),
-        }
-    }
-
     // ----- the API the proxy calls -----------------------------------
 
     /// A player connection was accepted on `listener` (its local address).
@@ -434,67 +220,6 @@ impl Metrics {
         self.lock().bus = Some(stats);
     }
 
-    /// The pool changed (called by the task that follows it): counts up
-    /// and down transitions and failovers, times outages.
-    pub fn pool_changed(&self, pool: &PoolState) {
-        let mut seen = self.lock();
-        for b in &pool.backends {
-            let before = seen.up.insert(b.name.clone(), b.up);
-            if before.is_none() {
-                // A backend's series exist from the start, at zero, so
-                // rate() and alerts see the first change.
-                for to in ["up", "down"] {
-                    let _ = self.transitions.get_or_create(&TransitionL {
-                        backend: b.name.clone(),
-                        to: to.to_string(),
-                    });
-                }
-            }
-            if let Some(up) = b.up {
-                self.backend_up
-                    .get_or_create(&BackendL {
-                        backend: b.name.clone(),
-                    })
-                    .set(i64::from(up));
-                // The first probe result is not a transition.
-                if matches!(before, Some(Some(was)) if was != up) {
-                    self.transitions
-                        .get_or_create(&TransitionL {
-                            backend: b.name.clone(),
-                            to: if up { "up" } else { "down" }.to_string(),
-                        })
-                        .inc();
-                }
-            }
-        }
-        if seen.epoch.is_some_and(|e| e != pool.epoch) {
-            self.failovers.inc();
-        }
-        seen.epoch = Some(pool.epoch);
-        let down =
-            pool.is_down(&pool.active) && pool.view(&pool.active).is_some_and(|v| v.up.is_some());
-        match (down, seen.outage_since) {
-            (true, None) => seen.outage_since = Some(Instant::now()),
-            (false, Some(t0)) => {
-                self.outage_duration.observe(t0.elapsed().as_secs_f64());
-                seen.outage_since = None;
-            }
-            _ => {}
-        }
-    }
-
-    /// Follows the pool until shutdown (spawned by the proxy).
-    pub async fn follow_pool(&self, shared: Arc<Shared>) {
-        let mut rx = shared.pool.subscribe();
-        loop {
-            self.pool_changed(&rx.borrow_and_update().clone());
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
-                r = rx.changed() => if r.is_err() { return },
-            }
-        }
-    }
-
     // ----- scraping ---------------------------------------------------
 
     /// Reads the gauges kept elsewhere: sessions by state (one short pass
@@ -533,7 +258,27 @@ impl Metrics {
             .inc_by(dropped.saturating_sub(seen.bus_dropped));
         seen.bus_dropped = seen.bus_dropped.max(dropped);
         drop(seen);
+        self.refresh_cluster(shared);
         self.process.refresh();
+    }
+
+    /// The cluster's gauges (`bus.cluster`), from the cluster task's view
+    /// as of its last round; none before its first round or without it.
+    fn refresh_cluster(&self, shared: &Shared) {
+        let fenced = shared.pool.borrow().fenced;
+        let st = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(st) = st.as_ref() else { return };
+        let l = ClusterL {
+            cluster: st.name.clone(),
+        };
+        self.cluster_term
+            .get_or_create(&l)
+            .set(i64::try_from(st.term).unwrap_or(i64::MAX));
+        self.cluster_fenced.get_or_create(&l).set(i64::from(fenced));
+        let alive = st.members.iter().filter(|m| m.alive).count();
+        self.cluster_members_alive
+            .get_or_create(&l)
+            .set(i64::try_from(alive).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text of every series.

@@ -1,7 +1,7 @@
 //! The metrics' counters, gauges and pool watcher, without a server.
 
 use super::*;
-use crate::state::BackendView;
+use crate::state::{BackendView, PoolState};
 use std::time::SystemTime;
 
 fn pool(active: &str, ups: &[(&str, Option<bool>)], epoch: u64) -> PoolState {

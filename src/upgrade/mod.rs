@@ -212,6 +212,9 @@ pub struct Handover {
     origin: OnceLock<Origin>,
     /// Upgrades this proxy went through (carried to each new process).
     pub upgrades: AtomicU64,
+    /// The new process of an upgrade: the old one's cluster state, for the
+    /// cluster task to start from (taken once).
+    pub cluster: Mutex<Option<crate::cluster::TakenOver>>,
 }
 
 impl Default for Handover {
@@ -224,6 +227,7 @@ impl Default for Handover {
             busy: AtomicBool::new(false),
             origin: OnceLock::new(),
             upgrades: AtomicU64::new(0),
+            cluster: Mutex::new(None),
         }
     }
 }

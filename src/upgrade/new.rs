@@ -281,7 +281,8 @@ fn check(batch: &Batch, restored: Vec<Restored>, got: Vec<OwnedFd>) -> Result<Ve
 
 /// Takes the old process's view: the pool (backends still configured
 /// keep their health, so no probe restart marks one down), session ids,
-/// the per-address connection-rate buckets, the upgrade count.
+/// the per-address connection-rate buckets, the upgrade count, the first
+/// start (uptime), the cluster's term and lease.
 pub fn adopt(shared: &Shared, head: &Head) {
     let cfg = shared.config();
     shared.pool.send_modify(|st| {
@@ -289,9 +290,12 @@ pub fn adopt(shared: &Shared, head: &Head) {
             st.active = head.active.clone();
         }
         st.epoch = head.epoch;
-        // The old process held the cluster's lease a moment ago; the
-        // cluster task renews it at once (and fences if it cannot).
-        st.fenced = false;
+        // The old process held the cluster's lease (or not); the cluster
+        // task goes on from its lease and renews at once. An old process
+        // without the cluster: a new member, fenced until it joins.
+        if let Some(c) = &head.cluster {
+            st.fenced = c.fenced;
+        }
         for v in &mut st.backends {
             if let Some(w) = head
                 .backends
@@ -303,6 +307,19 @@ pub fn adopt(shared: &Shared, head: &Head) {
             }
         }
     });
+    if let Some(c) = &head.cluster {
+        *shared
+            .handover
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(crate::cluster::TakenOver {
+            carried: c.clone(),
+            at: tokio::time::Instant::now(),
+        });
+    }
+    if let Some(t) = head.started {
+        shared.carry_start(t);
+    }
     shared.continue_session_ids(head.next_id);
     shared.registry.conn_rate_import(&head.conn_rate);
     shared

@@ -450,6 +450,8 @@ fn head(shared: &Arc<Shared>, acc: &Acceptors) -> Result<(Head, Vec<OwnedFd>), S
             .collect(),
         listeners: addrs,
         conn_rate: shared.registry.conn_rate_export(&shared.config()),
+        cluster: crate::cluster::carry(shared),
+        started: Some(shared.started_unix()),
     };
     Ok((head, fds))
 }

@@ -15,7 +15,10 @@
 //! payload. A document is its size, then chunks: a 4-byte length, the
 //! JSON head, then each session's state (zeroizing, it holds passwords).
 //! Descriptors go ≤ [`MAX_FDS`] a message. The format is versioned
-//! ([`FORMAT`]); a process refuses another rather than guess.
+//! ([`FORMAT`]); a process refuses another rather than guess. A field
+//! added to a document with `#[serde(default)]`, which a process that
+//! lacks it can leave out or ignore without misreading anything, keeps the
+//! format; any other change takes a new [`FORMAT`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -130,6 +133,15 @@ pub struct Head {
     /// The per-address connection-rate buckets not full: address, tokens.
     #[serde(default)]
     pub conn_rate: Vec<(std::net::IpAddr, f64)>,
+    /// The cluster's term, choice and this instance's lease (`bus.cluster`).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::Carried>,
+    /// When the proxy first started (UNIX seconds), for `uptime_s` and
+    /// MSSP `UPTIME` to count on through upgrades. Added without a new
+    /// [`FORMAT`]: an older process leaves it out (the new one counts
+    /// from its own start) and ignores it.
+    #[serde(default)]
+    pub started: Option<u64>,
 }
 
 /// A batch of sessions (their states follow it in the document).
@@ -388,6 +400,8 @@ mod tests {
             backends: Vec::new(),
             listeners: Vec::new(),
             conn_rate: Vec::new(),
+            cluster: None,
+            started: Some(1_700_000_000),
         }
     }
 

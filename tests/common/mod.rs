@@ -213,12 +213,55 @@ pub struct Proxy {
     pub stderr: PathBuf,
     /// The ready file: plain listeners as `ADDR`, front doors as `DOOR ADDR`.
     pub ready: PathBuf,
+    /// After [`Proxy::upgrade`]: the process serving now (not our child;
+    /// killed on drop).
+    upgraded: Option<u32>,
 }
 
 impl Proxy {
-    /// The proxy's process id, while it runs.
+    /// The proxy's process id, while it runs (after an upgrade, the new
+    /// process's).
     pub fn pid(&self) -> u32 {
-        self.proc.pid().expect("the proxy is running")
+        self.upgraded
+            .unwrap_or_else(|| self.proc.pid().expect("the proxy is running"))
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(proc::send_signal(self.pid(), sig), "kill -{sig} holdfast");
+    }
+
+    /// SIGUSR2, then waits until the ready file names a new pid and the
+    /// old process has exited (0, when it was our child).
+    pub fn upgrade(&mut self) {
+        let old = self.pid();
+        self.signal("USR2");
+        let t0 = Instant::now();
+        let new = loop {
+            let s = std::fs::read_to_string(&self.ready).unwrap_or_default();
+            let pid = s
+                .lines()
+                .find_map(|l| l.strip_prefix("pid "))
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if let Some(p) = pid.filter(|p| *p != old) {
+                break p;
+            }
+            assert!(t0.elapsed() < WAIT * 3, "no upgrade:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        match self.upgraded {
+            None => {
+                let st = self.proc.wait_exit(WAIT);
+                assert_eq!(st.and_then(|s| s.code()), Some(0), "old process");
+            }
+            Some(_) => {
+                while proc::alive(old) {
+                    assert!(t0.elapsed() < WAIT * 3, "the old process did not exit");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        assert!(proc::alive(new), "the new process runs");
+        self.upgraded = Some(new);
     }
 
     /// Writes `config` (TOML; `listen.addrs` is set by the harness unless
@@ -254,6 +297,7 @@ impl Proxy {
             config: cfg_path,
             stderr,
             ready,
+            upgraded: None,
         }
     }
 
@@ -272,16 +316,16 @@ impl Proxy {
 
     /// SIGSTOP the proxy.
     pub fn freeze(&self) {
-        self.proc.signal("STOP");
+        self.signal("STOP");
     }
 
     /// SIGCONT the proxy.
     pub fn thaw(&self) {
-        self.proc.signal("CONT");
+        self.signal("CONT");
     }
 
     pub fn sighup(&self) {
-        self.proc.signal("HUP");
+        self.signal("HUP");
     }
 
     /// SIGTERM and wait; returns the exit code.
@@ -291,6 +335,14 @@ impl Proxy {
 
     /// SIGKILL: gone without a goodbye.
     pub fn kill(&mut self) {
+        if let Some(pid) = self.upgraded.take() {
+            proc::send_signal(pid, "CONT");
+            proc::send_signal(pid, "KILL");
+            let t0 = Instant::now();
+            while proc::alive(pid) && t0.elapsed() < WAIT {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         self.proc.kill();
     }
 
@@ -334,6 +386,15 @@ impl Proxy {
             || format!("logs:\n{}", self.logs()),
         )
         .await
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // An upgraded process is not our child: `Proc` would miss it.
+        if let Some(pid) = self.upgraded {
+            proc::send_signal(pid, "KILL");
+        }
     }
 }
 

@@ -227,13 +227,43 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Waits up to `within` for the child to exit by itself (e.g. the old
+    /// process of an upgrade); `None` if it was not running or did not.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let t0 = Instant::now();
+        let c = self.child.as_mut()?;
+        loop {
+            if let Some(st) = c.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(st);
+            }
+            if t0.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie does not count).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
-fn send_signal(pid: u32, sig: &str) -> bool {
+pub fn send_signal(pid: u32, sig: &str) -> bool {
     Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
