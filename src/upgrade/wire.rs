@@ -26,8 +26,10 @@ use zeroize::Zeroizing;
 
 use super::fds::{self, MAX_DATA, MAX_FDS};
 
-/// Version of the handover document.
-pub const FORMAT: u32 = 2;
+/// Version of the handover document. 3: sessions' states may carry their
+/// player connection's own state (a plain WebSocket's), which an older
+/// process would not understand.
+pub const FORMAT: u32 = 3;
 
 const HELLO: u8 = b'H';
 const ERROR: u8 = b'E';
