@@ -375,8 +375,8 @@ pub struct DetachedWas {
     pub left_ms: u64,
     /// The game's output kept for the player.
     pub playback: super::detach::Playback,
-    /// Set when the upgrade itself detached it (a TLS or WebSocket player
-    /// told to reconnect): the new process publishes `session.detached`
+    /// Set when the upgrade itself detached it (a TLS player told to
+    /// reconnect): the new process publishes `session.detached`
     /// with this reason.
     #[serde(default)]
     pub why: Option<String>,
