@@ -323,3 +323,7 @@ impl WsConn {
         Some(c)
     }
 }
+
+#[cfg(test)]
+#[path = "wsconn_tests.rs"]
+mod tests;
