@@ -36,6 +36,8 @@ for m, f in mods.items():
     text = open(f).read()
     # Drop test modules: a test may use anything.
     text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
+    # Comments and doc links are not dependencies.
+    text = re.sub(r"//[^\n]*", "", text)
     src = node(m)
     for p in re.findall(r"crate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text):
         parts = p.split("::")
