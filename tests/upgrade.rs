@@ -1456,3 +1456,37 @@ async fn a_lazy_session_crosses_and_connects_on_its_first_line() {
     assert!(typed > upgrade, "{logs}");
     assert!(!logs[..upgrade].contains("connected to backend"), "{logs}");
 }
+
+/// An upgrade from a build of the previous handover format (2: WebSocket
+/// players reconnect) to this one: everyone stays, as the new process
+/// reads format 2. Needs that build: `HOLDFAST_PREVIOUS=/path/to/holdfast
+/// cargo nextest run --test upgrade --run-ignored only from_the_previous`.
+#[tokio::test]
+#[ignore = "needs HOLDFAST_PREVIOUS, a build of the previous handover format"]
+async fn an_upgrade_from_the_previous_format_keeps_everyone() {
+    let prev = std::env::var("HOLDFAST_PREVIOUS").expect("HOLDFAST_PREVIOUS");
+    let dir = TempDir::new("upgrade-previous");
+    let game = Game::start(&dir, &[]);
+    let exe = dir.path("holdfast");
+    replace(&exe, &std::fs::read(prev).unwrap());
+    let mut hf = Hf::start(&dir, &exe, &config_for(&[&game], ROOMY), &[]);
+    let mut alice = Client::login(hf.addr, "Alice", "alicepw").await;
+    let mut bob = Client::connect(hf.addr).await;
+    bob.expect("connect").await;
+    bob.send_raw(b"conn").await;
+    let mark = game.events().len();
+    replace(
+        &exe,
+        &std::fs::read(env!("CARGO_BIN_EXE_holdfast")).unwrap(),
+    );
+    hf.usr2();
+    hf.wait_upgraded();
+    alice.send("say across formats").await;
+    alice.expect("You say, \"across formats\"").await;
+    bob.send_raw(b"ect Bob bobpw\r\n").await;
+    bob.expect("Last connect was from").await;
+    assert!(!alice.closed && !alice.text.contains("[holdfast]"));
+    let logins = logins_after(&game, mark);
+    assert_eq!(logins.len(), 1, "only Bob's: {logins:#?}");
+    assert!(hf.logs().contains("upgrade: took everything over"));
+}

@@ -47,9 +47,12 @@ use crate::login::Credentials;
 use crate::state::Phase;
 use crate::telnet::{Inbound, Policy};
 
-/// Version of the snapshot encoding; a process refuses any other. 2: a
-/// player's connection may carry state of its own (`player`).
+/// Version of the snapshot encoding. 2: a player's connection may carry
+/// state of its own (`player`). Version 1 (the same without it) is read
+/// too; any other is refused.
 pub const VERSION: u32 = 2;
+/// The oldest version read.
+const OLDEST: u32 = 1;
 
 /// Why a session's state cannot be written out or read back.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,7 @@ pub enum SnapError {
     #[error("session {0}: the player's MCCP2 stream is still running")]
     PlayerCompressed(u64),
     /// A snapshot of another version.
-    #[error("snapshot version {0}, this holdfast reads {VERSION}")]
+    #[error("snapshot version {0}, this holdfast reads {OLDEST} to {VERSION}")]
     Version(u32),
     /// Not a snapshot (where it went wrong; never serde's message, which
     /// may quote a value, and a value may be a password).
@@ -385,7 +388,7 @@ pub struct DetachedWas {
 /// Reads a session back from [`snapshot`]'s bytes.
 pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     let ver: Version = serde_json::from_slice(bytes)?;
-    if ver.v != VERSION {
+    if !(OLDEST..=VERSION).contains(&ver.v) {
         return Err(SnapError::Version(ver.v));
     }
     let v: In = serde_json::from_slice(bytes)?;

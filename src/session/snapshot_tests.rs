@@ -289,6 +289,10 @@ async fn other_versions_and_garbage_are_refused() {
         restore(s.as_bytes(), &t.cfg),
         Err(SnapError::Version(99))
     ));
+    // Version 1 (no player connection state) is read.
+    let s = String::from_utf8_lossy(&bytes).replacen("\"v\":2", "\"v\":1", 1);
+    let back = restore(s.as_bytes(), &t.cfg).unwrap();
+    assert!(back.player.is_none() && back.core.user() == t.core.user());
     assert!(matches!(
         restore(b"{\"v\":2}", &t.cfg),
         Err(SnapError::Decode(_))
