@@ -860,7 +860,7 @@ fn ws_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A WebSocket player who has sent a whole first fragment and the first
 /// bytes of the last one when the upgrade comes (those bytes read by the
-/// old process, so they cross in its state): the rest goes to the new
+/// old process, so they cross in its state, as its log says): the rest goes to the new
 /// process, and the line arrives once. On every subprotocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_message_cut_by_an_upgrade_arrives_once() {
@@ -885,13 +885,24 @@ async fn a_websocket_message_cut_by_an_upgrade_arrives_once() {
         let last = ws_frame(true, 0, b"-sent\r\n");
         let at = f.len() + 3;
         f.extend_from_slice(&last);
-        p.w.ws.get_mut().write_all(&f[..at]).await.unwrap();
+        // A ping first, in the same write: its pong says the old process
+        // has read the lot (and keeps the unfinished part).
+        let mut first = ws_frame(true, 9, b"p");
+        first.extend_from_slice(&f[..at]);
+        p.w.ws.get_mut().write_all(&first).await.unwrap();
+        loop {
+            use futures::StreamExt;
+            use tokio_tungstenite::tungstenite::Message;
+            match tokio::time::timeout(WAIT, p.w.ws.next()).await {
+                Ok(Some(Ok(Message::Pong(_)))) => break,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no pong: {other:?}"),
+            }
+        }
         ps.push(p);
         cut.push((f, at));
     }
     let mark = game.events().len();
-    // The old process reads what was sent and keeps it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     hf.usr2();
     hf.wait_upgraded();
     for (p, (f, at)) in ps.iter_mut().zip(&cut) {

@@ -250,10 +250,6 @@ impl PlayerTransport for WsConn {
     }
 
     async fn freeze(&mut self) -> Result<Option<PlayerWas>, String> {
-        // Between two messages tungstenite holds no input (see `gate`).
-        if self.ws.get_ref().parked().is_none() {
-            return Err("in the middle of a WebSocket message".into());
-        }
         // A pong or ping it had not finished writing.
         let flush = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
         match tokio::time::timeout(FREEZE_FLUSH, flush).await {
@@ -261,7 +257,10 @@ impl PlayerTransport for WsConn {
             Ok(Err(e)) => return Err(format!("WebSocket: {e}")),
             Err(_) => return Err("WebSocket: the player is not reading".into()),
         }
-        let pending = self.ws.get_ref().parked().unwrap_or_default().to_vec();
+        // Between two messages tungstenite holds no input (see `gate`).
+        let Some(pending) = self.ws.get_ref().parked().map(<[u8]>::to_vec) else {
+            return Err("in the middle of a WebSocket message".into());
+        };
         if !pending.is_empty() {
             tracing::debug!(
                 bytes = pending.len(),
