@@ -4,8 +4,9 @@
 //!
 //! tungstenite reads ahead into a buffer of its own and keeps a message's
 //! fragments until its last one, and neither can be taken out of it. The
-//! gate reads the socket into its own buffer instead, reads only the frame
-//! headers (RFC 6455 §5.2: FIN, opcode, 7/16/64-bit length, mask) to find
+//! gate keeps what tungstenite must not have yet in a buffer of its own
+//! (a message that came alone goes straight through, and the gate keeps
+//! no buffer for it), reads only the frame headers (RFC 6455 §5.2: FIN, opcode, 7/16/64-bit length, mask) to find
 //! where messages end, and gives tungstenite one whole *unit* at a time: a
 //! data message with all its fragments (and any control frames between
 //! them), or a control frame on its own, never bytes of the next unit in
@@ -268,21 +269,50 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
             } else if g.open {
                 return Pin::new(&mut g.inner).poll_read(cx, out);
             }
-            let len = g.buf.len();
-            g.buf.resize(len + READ, 0);
-            let mut rb = ReadBuf::new(&mut g.buf[len..]);
-            let r = Pin::new(&mut g.inner).poll_read(cx, &mut rb);
-            let got = rb.filled().len();
-            g.buf.truncate(len + got);
-            match r {
-                Poll::Pending => {
-                    if g.buf.is_empty() {
-                        g.buf = Vec::new();
-                    }
-                    return Poll::Pending;
+            if g.buf.is_empty() {
+                // Straight into tungstenite's buffer, and taken back
+                // beyond the first unit: a message that came alone (the
+                // usual case) costs the gate no buffer at all.
+                let start = out.filled().len();
+                match Pin::new(&mut g.inner).poll_read(cx, out) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
                 }
+                let got = &out.filled()[start..];
+                if got.is_empty() {
+                    g.eof = true;
+                    continue;
+                }
+                match scan(got, g.max_message, unit_cap(g.max_message)) {
+                    Scan::Unit(n) => {
+                        g.buf.extend_from_slice(&got[n..]);
+                        out.set_filled(start + n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Scan::Invalid => {
+                        g.open = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Scan::Partial | Scan::TooBig => {
+                        g.buf.extend_from_slice(got);
+                        out.set_filled(start);
+                        continue;
+                    }
+                }
+            }
+            // The rest of a unit begun: through the stack, so the buffer
+            // holds only what came.
+            let mut chunk = [0u8; READ];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut g.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => g.eof |= got == 0,
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    g.eof |= got.is_empty();
+                    g.buf.extend_from_slice(got);
+                }
             }
         }
     }

@@ -49,7 +49,8 @@ impl<P: PlayerTransport> Driver<P> {
             self.write_player(&[], self.write_timeout()).await?;
         }
         let was = match self.player.as_mut() {
-            Some(p) => match p.freeze().await {
+            // Boxed: the session task does not carry its state while it runs.
+            Some(p) => match Box::pin(p.freeze()).await {
                 Ok(was) => was,
                 Err(why) => {
                     debug!(%why, "the player's connection cannot stop now");
@@ -58,10 +59,12 @@ impl<P: PlayerTransport> Driver<P> {
             },
             None => None,
         };
+        let content = self.parcel(mccp, was.as_ref());
+        drop(was);
         let (verdict, rx) = oneshot::channel();
         let parcel = Parcel {
             id: self.core.id,
-            content: self.parcel(mccp, was.as_ref()),
+            content,
             verdict,
         };
         if ask.send(parcel).is_err() {
