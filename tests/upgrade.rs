@@ -652,15 +652,15 @@ async fn the_connection_rate_limit_carries_over() {
     }
 }
 
-/// TLS and WebSocket players cannot cross (their encryption and framing
+/// TLS players (telnet over TLS, WebSocket over TLS) cannot cross (rustls's
 /// state stays in the old process): each is told to connect again, its
 /// connection closed, and its game session crosses detached; it resumes
 /// in the new process by logging in as before, and the game sees no new
-/// login. Telnet players cross as ever, and the front doors keep their
-/// ports.
+/// login. Telnet and plain WebSocket players cross as they are, and the
+/// front doors keep their ports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
-    use conn::{make_cert, tls_connect, ws_player, Conn};
+async fn tls_and_wss_players_reconnect_and_resume_after_an_upgrade() {
+    use conn::{make_cert, tls_connect, ws_player, wss_player, Conn};
     let dir = TempDir::new("upgrade-doors");
     make_cert(&dir, "a");
     let game = Game::start(&dir, &[]);
@@ -668,23 +668,27 @@ async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
         &[&game],
         &format!(
             "[listen]\naddrs = [\"127.0.0.1:0\"]\ntls_addrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\n\
+             wss_addrs = [\"127.0.0.1:0\"]\n\
              [tls]\ncert_file = {:?}\nkey_file = {:?}\n",
             dir.path("a.pem").display().to_string(),
             dir.path("a.key").display().to_string(),
         ),
     );
     let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
-    let (tls_addr, ws_addr) = (hf.door("tls"), hf.door("ws"));
+    let (tls_addr, ws_addr, wss_addr) = (hf.door("tls"), hf.door("ws"), hf.door("wss"));
     let (w, _) = tls_connect(&dir, tls_addr, "127.0.0.2").await;
     let mut alice = Conn::new(w);
     alice.login("Alice", "alicepw").await;
-    let (mut bob, _) = ws_player(ws_addr, "127.0.0.3", &["telnet.mudstandards.org"], &[]).await;
+    let mut bob = wss_player(&dir, wss_addr).await;
     bob.login("Bob", "bobpw").await;
     // Not logged in yet: nothing to keep, told all the same.
     let (w, _) = tls_connect(&dir, tls_addr, "127.0.0.4").await;
     let mut carol = Conn::new(w);
     carol.expect("connect").await;
     let mut wiz = Client::login(hf.addr, "Wiz", "wizpw").await;
+    // A plain WebSocket player stays.
+    let (mut dave, _) = ws_player(ws_addr, "127.0.0.5", &["telnet.mudstandards.org"], &[]).await;
+    dave.login("Wiz", "wizpw").await;
     hf.usr2();
     hf.wait_upgraded();
     for c in [&mut alice, &mut carol] {
@@ -697,8 +701,13 @@ async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
     wiz.expect("You say, \"still here\"").await;
     wiz.send("say while you were away").await;
     wiz.expect("You say, \"while you were away\"").await;
+    // (Wiz on another connection: the game tells it as another's.)
+    dave.expect("Wiz says, \"while you were away\"").await;
     // Same ports, served by the new process.
-    assert_eq!((hf.door("tls"), hf.door("ws")), (tls_addr, ws_addr));
+    assert_eq!(
+        (hf.door("tls"), hf.door("ws"), hf.door("wss")),
+        (tls_addr, ws_addr, wss_addr)
+    );
     let (w, _) = tls_connect(&dir, tls_addr, "127.0.0.2").await;
     let mut alice = Conn::new(w);
     alice.expect("connect").await;
@@ -707,7 +716,7 @@ async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
         .expect("Your session was kept while you were away")
         .await;
     alice.expect("Wiz says, \"while you were away\"").await;
-    let (mut bob, _) = ws_player(ws_addr, "127.0.0.3", &["telnet.mudstandards.org"], &[]).await;
+    let mut bob = wss_player(&dir, wss_addr).await;
     bob.expect("connect").await;
     bob.send("connect Bob bobpw").await;
     bob.expect("Your session was kept while you were away")
@@ -716,6 +725,14 @@ async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
     wiz.expect("Bob says, \"back\"").await;
     alice.send("say me too").await;
     wiz.expect("Alice says, \"me too\"").await;
+    dave.send("say dave here").await;
+    dave.expect("You say, \"dave here\"").await;
+    wiz.expect("Wiz says, \"dave here\"").await;
+    assert!(
+        !dave.closed && !dave.text.contains("[holdfast]"),
+        "{}",
+        dave.text
+    );
     for user in ["Alice", "Bob"] {
         let n = game
             .events()
@@ -728,6 +745,204 @@ async fn tls_and_websocket_players_reconnect_and_resume_after_an_upgrade() {
     assert_eq!(
         logs.matches("detached session taken over").count(),
         2,
+        "{logs}"
+    );
+}
+
+/// The subprotocols a WebSocket player may speak.
+const WS_MODES: [&[&str]; 3] = [
+    &["telnet.mudstandards.org"],
+    &["terminal.mudstandards.org"],
+    &[],
+];
+
+/// Plain WebSocket players cross an upgrade as telnet players do, on every
+/// subprotocol: typing in a tight loop throughout, every line reaches the
+/// game once and in order and every echo reaches its player once and in
+/// order; no close frame, no notice, no new login or connection at the
+/// game.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_players_cross_an_upgrade_on_every_subprotocol() {
+    use conn::ws_player;
+    let dir = TempDir::new("upgrade-ws");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n\
+         [limits]\nconn_rate_per_ip = 0.0\n",
+    );
+    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let ws_addr = hf.door("ws");
+    let mut ps = Vec::new();
+    for i in 0..9 {
+        let (mut p, proto) = ws_player(ws_addr, "127.0.0.1", WS_MODES[i % 3], &[]).await;
+        assert_eq!(proto.as_deref(), WS_MODES[i % 3].first().copied());
+        p.login("Alice", "alicepw").await;
+        ps.push(p);
+    }
+    let mark = game.events().len();
+    const ROUNDS: usize = 20;
+    for k in 0..ROUNDS {
+        if k == ROUNDS / 2 {
+            hf.usr2();
+        }
+        for (i, p) in ps.iter_mut().enumerate() {
+            p.send(&format!("say w{i} n{k}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hf.wait_upgraded();
+    for (i, p) in ps.iter_mut().enumerate() {
+        p.expect(&format!("You say, \"w{i} n{}\"", ROUNDS - 1))
+            .await;
+        let seen: Vec<usize> = p
+            .text
+            .match_indices(&format!("You say, \"w{i} n"))
+            .map(|(at, m)| {
+                let rest = &p.text[at + m.len()..];
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(seen, (0..ROUNDS).collect::<Vec<_>>(), "player {i}");
+    }
+    let lines: Vec<String> = game
+        .events()
+        .into_iter()
+        .filter(|e| e["t"] == "line")
+        .filter_map(|e| e["line"].as_str().map(String::from))
+        .collect();
+    for i in 0..ps.len() {
+        let mine: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("say w{i} ")))
+            .collect();
+        let want: Vec<String> = (0..ROUNDS).map(|k| format!("say w{i} n{k}")).collect();
+        assert_eq!(
+            mine,
+            want.iter().collect::<Vec<_>>(),
+            "player {i} at the game"
+        );
+    }
+    // Still served, by the new process, on the same connections.
+    for (i, p) in ps.iter_mut().enumerate() {
+        p.send(&format!("say w{i} after")).await;
+        p.expect(&format!("You say, \"w{i} after\"")).await;
+        assert!(!p.closed && p.w.closed_with.is_none(), "player {i} closed");
+        assert!(!p.text.contains("[holdfast]"), "player {i}: {}", p.text);
+    }
+    assert!(logins_after(&game, mark).is_empty(), "no new login");
+    let t0 = Instant::now();
+    loop {
+        let f = foreign_connections(&game, mark);
+        if f.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "new game connections: {f:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = hf.logs();
+    assert!(
+        logs.matches("session taken over").count() >= ps.len(),
+        "{logs}"
+    );
+    assert!(!logs.contains("player told to reconnect"), "{logs}");
+}
+
+/// A masked client frame (a fixed key).
+fn ws_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11u8, 0x7e, 0xa5, 0x03];
+    assert!(payload.len() < 126);
+    let mut f = vec![(u8::from(fin) << 7) | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// A WebSocket player who has sent a whole first fragment and the first
+/// bytes of the last one when the upgrade comes (those bytes read by the
+/// old process, so they cross in its state, as its log says): the rest goes to the new
+/// process, and the line arrives once. On every subprotocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_message_cut_by_an_upgrade_arrives_once() {
+    use conn::ws_player;
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new("upgrade-ws-half");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\n",
+    );
+    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let ws_addr = hf.door("ws");
+    let mut ps = Vec::new();
+    let mut cut = Vec::new();
+    for (i, modes) in WS_MODES.iter().enumerate() {
+        let (mut p, _) = ws_player(ws_addr, "127.0.0.1", modes, &[]).await;
+        p.login("Bob", "bobpw").await;
+        // Text frames without a subprotocol, binary with one.
+        let op = if modes.is_empty() { 1 } else { 2 };
+        let mut f = ws_frame(false, op, format!("say half{i}").as_bytes());
+        let last = ws_frame(true, 0, b"-sent\r\n");
+        let at = f.len() + 3;
+        f.extend_from_slice(&last);
+        // A ping first, in the same write: its pong says the old process
+        // has read the lot (and keeps the unfinished part).
+        let mut first = ws_frame(true, 9, b"p");
+        first.extend_from_slice(&f[..at]);
+        p.w.ws.get_mut().write_all(&first).await.unwrap();
+        loop {
+            use futures::StreamExt;
+            use tokio_tungstenite::tungstenite::Message;
+            match tokio::time::timeout(WAIT, p.w.ws.next()).await {
+                Ok(Some(Ok(Message::Pong(_)))) => break,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no pong: {other:?}"),
+            }
+        }
+        ps.push(p);
+        cut.push((f, at));
+    }
+    let mark = game.events().len();
+    hf.usr2();
+    hf.wait_upgraded();
+    for (p, (f, at)) in ps.iter_mut().zip(&cut) {
+        p.w.ws.get_mut().write_all(&f[*at..]).await.unwrap();
+    }
+    for (i, p) in ps.iter_mut().enumerate() {
+        p.expect(&format!("You say, \"half{i}-sent\"")).await;
+        p.send(&format!("say next{i}")).await;
+        p.expect(&format!("You say, \"next{i}\"")).await;
+        assert_eq!(
+            p.text.matches(&format!("half{i}-sent")).count(),
+            1,
+            "{}",
+            p.text
+        );
+        assert!(!p.closed && !p.text.contains("[holdfast]"), "{}", p.text);
+    }
+    let lines: Vec<String> = game
+        .events()
+        .into_iter()
+        .skip(mark)
+        .filter(|e| e["t"] == "line")
+        .filter_map(|e| e["line"].as_str().map(String::from))
+        .collect();
+    for i in 0..ps.len() {
+        let want = [format!("say half{i}-sent"), format!("say next{i}")];
+        let mine: Vec<&String> = lines
+            .iter()
+            .filter(|l| {
+                l.starts_with(&format!("say half{i}")) || l.starts_with(&format!("say next{i}"))
+            })
+            .collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "{lines:?}");
+    }
+    assert!(logins_after(&game, mark).is_empty(), "no new login");
+    let logs = hf.logs();
+    assert_eq!(
+        logs.matches("an unfinished WebSocket message crosses")
+            .count(),
+        ps.len(),
         "{logs}"
     );
 }
@@ -1349,4 +1564,38 @@ async fn a_lazy_session_crosses_and_connects_on_its_first_line() {
     let typed = logs.find("lazy connect: the player typed").unwrap();
     assert!(typed > upgrade, "{logs}");
     assert!(!logs[..upgrade].contains("connected to backend"), "{logs}");
+}
+
+/// An upgrade from a build of the previous handover format (2: WebSocket
+/// players reconnect) to this one: everyone stays, as the new process
+/// reads format 2. Needs that build: `HOLDFAST_PREVIOUS=/path/to/holdfast
+/// cargo nextest run --test upgrade --run-ignored only from_the_previous`.
+#[tokio::test]
+#[ignore = "needs HOLDFAST_PREVIOUS, a build of the previous handover format"]
+async fn an_upgrade_from_the_previous_format_keeps_everyone() {
+    let prev = std::env::var("HOLDFAST_PREVIOUS").expect("HOLDFAST_PREVIOUS");
+    let dir = TempDir::new("upgrade-previous");
+    let game = Game::start(&dir, &[]);
+    let exe = dir.path("holdfast");
+    replace(&exe, &std::fs::read(prev).unwrap());
+    let mut hf = Hf::start(&dir, &exe, &config_for(&[&game], ROOMY), &[]);
+    let mut alice = Client::login(hf.addr, "Alice", "alicepw").await;
+    let mut bob = Client::connect(hf.addr).await;
+    bob.expect("connect").await;
+    bob.send_raw(b"conn").await;
+    let mark = game.events().len();
+    replace(
+        &exe,
+        &std::fs::read(env!("CARGO_BIN_EXE_holdfast")).unwrap(),
+    );
+    hf.usr2();
+    hf.wait_upgraded();
+    alice.send("say across formats").await;
+    alice.expect("You say, \"across formats\"").await;
+    bob.send_raw(b"ect Bob bobpw\r\n").await;
+    bob.expect("Last connect was from").await;
+    assert!(!alice.closed && !alice.text.contains("[holdfast]"));
+    let logins = logins_after(&game, mark);
+    assert_eq!(logins.len(), 1, "only Bob's: {logins:#?}");
+    assert!(hf.logs().contains("upgrade: took everything over"));
 }

@@ -3,7 +3,8 @@
 //! protocol (a WebSocket, so the test's own client does it): it logs in
 //! through the page's input line, sees the game's output with its colours,
 //! masks the input when the game turns echo off, keeps a history, shows
-//! the offline and online notices distinctly across a game restart, and
+//! the offline and online notices distinctly across a game restart, keeps
+//! its connection through an upgrade of the proxy (`SIGUSR2`), and
 //! reconnects and logs in again by itself when the proxy restarts.
 //!
 //! Needs `chromium`; `scripts/webclient.sh` installs it and runs this
@@ -23,6 +24,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+/// Running (a zombie is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
 
 /// Page loads and a browser start are slower than a telnet reply.
 const BROWSER_WAIT: Duration = Duration::from_secs(30);
@@ -329,10 +350,42 @@ async fn web_client_logs_in_shows_notices_across_a_restart_and_reconnects() {
     }
     proxy.assert_no_passwords();
 
+    // An upgrade: the page's WebSocket crosses to the new process; the
+    // page notices nothing.
+    let old = proxy.pid();
+    signal(old, "USR2");
+    let t0 = Instant::now();
+    let new = loop {
+        let s = std::fs::read_to_string(&proxy.ready).unwrap_or_default();
+        let pid = s
+            .lines()
+            .find_map(|l| l.strip_prefix("pid ")?.trim().parse::<u32>().ok());
+        if let Some(p) = pid.filter(|p| *p != old) {
+            break p;
+        }
+        assert!(t0.elapsed() < BROWSER_WAIT, "no upgrade:\n{}", proxy.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while alive(old) {
+        assert!(t0.elapsed() < BROWSER_WAIT, "the old process did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.stop(), Some(0), "the old process exits 0");
+    b.type_line("say across the upgrade").await;
+    b.wait_for("#out div:not(.echo)", "You say, \"across the upgrade\"")
+        .await;
+    let local = b.text("#out .local").await;
+    assert!(!local.contains("connection lost"), "{local}");
+
     // The proxy itself goes away and comes back on the same address: the
     // page reconnects on its own and logs in again with the line it kept.
     let ws_addr = proxy.door("ws");
-    proxy.stop();
+    signal(new, "TERM");
+    let t0 = Instant::now();
+    while alive(new) {
+        assert!(t0.elapsed() < BROWSER_WAIT, "the new process did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.wait_for("#out .local", "[connection lost; reconnecting in")
         .await;
     let proxy = Proxy::start(

@@ -35,7 +35,7 @@ pub struct Notices {
     /// Sent once when the game refused holdfast's address (a per-address
     /// limit) and holdfast tries again.
     pub busy: String,
-    /// Sent to a TLS or WebSocket player when an upgrade closes its
+    /// Sent to a TLS player (`tls_addrs`, `wss_addrs`) when an upgrade closes its
     /// connection (which cannot cross): its game session is kept for it to
     /// resume when it logs in again.
     pub upgrade_reconnect: String,

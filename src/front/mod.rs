@@ -10,15 +10,19 @@
 //! | --- | --- |
 //! | `stream` | a TLS stream as a player transport |
 //! | `ws` | the WebSocket handshake, the page at `/`, `X-Forwarded-For` |
-//! | `wsconn` | a WebSocket as a player transport (keepalive, limits, close codes) |
+//! | `wsconn` | a WebSocket as a player transport (keepalive, limits, close codes, crossing an upgrade) |
+//! | `gate` | whole messages only to tungstenite, so a WebSocket can cross an upgrade |
 //! | `terminal` | telnet to plain text for the terminal subprotocols |
 //! | `mssp` | the proxy's own MSSP answer |
 
+mod gate;
 pub mod mssp;
 mod stream;
 mod terminal;
 mod ws;
 mod wsconn;
+
+pub use wsconn::{WsConn, WsWas};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

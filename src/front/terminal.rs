@@ -11,7 +11,8 @@ use crate::telnet::{escape_iac, write_negotiation, Parser, TelnetEvent, Verb};
 /// Longest subnegotiation kept while skipping it.
 const MAX_SUBNEG: usize = 8192;
 
-/// The telnet-to-text state of one player.
+/// The telnet-to-text state of one player (it crosses an upgrade).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Terminal {
     parser: Parser,
     /// Undecoded bytes: at most the start of one UTF-8 character.

@@ -12,8 +12,9 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info};
 
+use super::gate::Gate;
 use super::stream::Io;
-use super::wsconn::{ws_config, Mode, WsConn};
+use super::wsconn::{ws_config, Mode, WsConn, MAX_MESSAGE};
 use super::Run;
 use crate::config::Cidr;
 use crate::listener::admit;
@@ -251,7 +252,8 @@ pub(super) async fn upgrade(
         return None;
     }
     let rest = buf.split_off(used);
-    let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_config())).await;
+    let gate = Gate::new(io, rest, MAX_MESSAGE);
+    let ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config())).await;
     debug!(%peer, %real, ?mode, "WebSocket upgraded");
     info!(peer = %real, protocol = mode.protocol().unwrap_or("none"), "WebSocket session");
     Some(Box::pin(session::run(

@@ -1,23 +1,29 @@
 //! A WebSocket player as a [`PlayerTransport`]: frames in, frames out,
 //! keepalive pings, size limits and close codes. The frame parsing is
-//! tungstenite's.
+//! tungstenite's, over a [`Gate`] that gives it whole messages only, so a
+//! plain (not TLS) WebSocket can stop between two messages and cross an
+//! upgrade with what it was in the middle of ([`WsWas`]).
 
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Sink, SinkExt, Stream};
+use tokio::net::TcpStream;
 use tokio::time::{sleep, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::gate::{Gate, TooBig};
 use super::stream::Io;
 use super::terminal::Terminal;
+use crate::session::transport::PlayerWas;
 use crate::session::PlayerTransport;
 
 /// Largest message (and frame) a player may send.
@@ -34,7 +40,8 @@ pub fn ws_config() -> WebSocketConfig {
 }
 
 /// What travels in the frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `telnet.mudstandards.org`: the telnet stream in binary frames.
     Telnet,
@@ -68,7 +75,7 @@ impl Mode {
 
 /// A player's WebSocket.
 pub struct WsConn {
-    ws: WebSocketStream<Io>,
+    ws: WebSocketStream<Gate<Io>>,
     mode: Mode,
     /// The telnet-to-text adapter (terminal and text modes).
     term: Option<Box<Terminal>>,
@@ -84,7 +91,7 @@ pub struct WsConn {
 
 impl WsConn {
     /// Wraps an upgraded stream.
-    pub fn new(ws: WebSocketStream<Io>, mode: Mode, ping_every: Duration) -> Self {
+    pub fn new(ws: WebSocketStream<Gate<Io>>, mode: Mode, ping_every: Duration) -> Self {
         WsConn {
             ws,
             mode,
@@ -128,6 +135,9 @@ impl WsConn {
 /// The close code for a read error.
 fn close_code(e: &WsError) -> (CloseCode, &'static str) {
     match e {
+        WsError::Io(e) if e.get_ref().is_some_and(|i| i.is::<TooBig>()) => {
+            (CloseCode::Size, "message too big")
+        }
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             (CloseCode::Size, "message too big")
         }
@@ -230,4 +240,89 @@ impl PlayerTransport for WsConn {
         };
         self.ws.close(Some(frame)).await.or(Ok(()))
     }
+
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        match self.ws.get_ref().get_ref() {
+            Io::Plain(s) => Some(s.as_fd()),
+            // rustls's state cannot cross.
+            Io::Tls(_) => None,
+        }
+    }
+
+    async fn freeze(&mut self) -> Result<Option<PlayerWas>, String> {
+        // A pong or ping it had not finished writing.
+        let flush = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
+        match tokio::time::timeout(FREEZE_FLUSH, flush).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("WebSocket: {e}")),
+            Err(_) => return Err("WebSocket: the player is not reading".into()),
+        }
+        // Between two messages tungstenite holds no input (see `gate`).
+        let Some(pending) = self.ws.get_ref().parked().map(<[u8]>::to_vec) else {
+            return Err("in the middle of a WebSocket message".into());
+        };
+        if !pending.is_empty() {
+            tracing::debug!(
+                bytes = pending.len(),
+                "an unfinished WebSocket message crosses"
+            );
+        }
+        Ok(Some(PlayerWas::Ws(WsWas {
+            mode: self.mode,
+            pending,
+            term: self.term.clone(),
+            to_core: self.to_core.clone(),
+            awaiting: self.awaiting,
+        })))
+    }
 }
+
+/// How long a WebSocket may take to write what it had queued before an
+/// upgrade takes it.
+const FREEZE_FLUSH: Duration = Duration::from_secs(1);
+
+/// A plain WebSocket as it crosses an upgrade with its socket: the
+/// subprotocol, the bytes of a message not finished yet (the gate's), the
+/// telnet-to-text adapter's state, negotiation answers not yet passed to
+/// the session, and whether a ping is unanswered.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct WsWas {
+    mode: Mode,
+    /// May hold part of a password: zeroed when dropped.
+    pending: Vec<u8>,
+    term: Option<Box<Terminal>>,
+    to_core: Vec<u8>,
+    awaiting: bool,
+}
+
+impl Drop for WsWas {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.pending.zeroize();
+    }
+}
+
+impl WsConn {
+    /// A WebSocket taken over in an upgrade: its socket and what it was
+    /// doing. Nothing is read or written.
+    pub fn resumed(stream: TcpStream, mut was: WsWas, ping_every: Duration) -> Option<WsConn> {
+        use futures::FutureExt;
+        let gate = Gate::new(
+            Io::Plain(stream),
+            std::mem::take(&mut was.pending),
+            MAX_MESSAGE,
+        );
+        // Without a handshake this is ready at once.
+        let ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config()))
+            .now_or_never()?;
+        let mut c = WsConn::new(ws, was.mode, ping_every);
+        c.term = was.term.take();
+        c.to_core = std::mem::take(&mut was.to_core);
+        c.awaiting = was.awaiting;
+        Some(c)
+    }
+}
+
+#[cfg(test)]
+#[path = "wsconn_tests.rs"]
+mod tests;

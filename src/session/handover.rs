@@ -7,7 +7,9 @@
 //! `select!` nothing was read and not yet processed: the player's bytes
 //! not yet read are still in the kernel's socket buffer, which the new
 //! process shares; the partial line and the telnet parser's position are
-//! in the core's snapshot.
+//! in the core's snapshot. A plain WebSocket stops between two messages
+//! (its gate keeps a message not finished yet, see `crate::front`), which
+//! crosses with the snapshot ([`PlayerWas`]).
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use tracing::{debug, info_span, Instrument};
 use super::core::render;
 use super::driver::Driver;
 use super::snapshot::{resume_bytes, snapshot, Restored};
-use super::transport::PlayerTransport;
+use super::transport::{PlayerTransport, PlayerWas};
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
@@ -46,10 +48,23 @@ impl<P: PlayerTransport> Driver<P> {
             self.core.telnet.out.stop();
             self.write_player(&[], self.write_timeout()).await?;
         }
+        let was = match self.player.as_mut() {
+            // Boxed: the session task does not carry its state while it runs.
+            Some(p) => match Box::pin(p.freeze()).await {
+                Ok(was) => was,
+                Err(why) => {
+                    debug!(%why, "the player's connection cannot stop now");
+                    return self.leave_for_upgrade(ask).await;
+                }
+            },
+            None => None,
+        };
+        let content = self.parcel(mccp, was.as_ref());
+        drop(was);
         let (verdict, rx) = oneshot::channel();
         let parcel = Parcel {
             id: self.core.id,
-            content: self.parcel(mccp),
+            content,
             verdict,
         };
         if ask.send(parcel).is_err() {
@@ -62,8 +77,8 @@ impl<P: PlayerTransport> Driver<P> {
         self.thaw(mccp).await
     }
 
-    /// A player whose connection cannot cross (TLS, WebSocket: their
-    /// encryption or framing state stays here) is told to connect again
+    /// A player whose connection cannot cross (TLS, WebSocket over TLS:
+    /// rustls's state stays here; a WebSocket that could not stop) is told to connect again
     /// (`notices.upgrade_reconnect`) and its connection closed. Logged in
     /// with `[resume]` on, its game session crosses detached, for it to
     /// resume in the new process; otherwise the session ends here as if the
@@ -114,8 +129,8 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     /// The state, and close-on-exec duplicates of the sockets to send.
-    fn parcel(&self, mccp: bool) -> Result<SessionParcel, String> {
-        let state = snapshot(&self.core, mccp).map_err(|e| e.to_string())?;
+    fn parcel(&self, mccp: bool, player: Option<&PlayerWas>) -> Result<SessionParcel, String> {
+        let state = snapshot(&self.core, mccp, player).map_err(|e| e.to_string())?;
         let id = self.core.id;
         let err = |e: std::io::Error| format!("session {id}: {e}");
         let Some(player) = self.player.as_ref().and_then(|p| p.socket()) else {
@@ -161,6 +176,7 @@ pub fn resume(
         core,
         mccp_was_on,
         detached,
+        player: player_was,
     } = restored;
     let span = info_span!("session", id = core.id, peer = %core.peer);
     let player = match (player, detached) {
@@ -195,6 +211,41 @@ pub fn resume(
         // state through.
         (None, None) => return Box::pin(async {}),
     };
+    let cfg = shared.config();
+    match player_was {
+        None => carry_on(shared, core, player, game, mccp_was_on, span),
+        Some(PlayerWas::Ws(was)) => {
+            match crate::front::WsConn::resumed(player, was, cfg.doors.ws_ping_interval) {
+                Some(ws) => carry_on(shared, core, ws, game, mccp_was_on, span),
+                // `resumed` is ready at once; should it not be, the
+                // session goes on as for a link that dropped.
+                None => {
+                    let mut d = Driver::<TcpStream>::without_player(shared, core);
+                    d.started = true;
+                    d.game = game;
+                    Box::pin(
+                        async move {
+                            tracing::warn!("a WebSocket taken over could not be rebuilt");
+                            d.after_run(End::PlayerClosed).await;
+                        }
+                        .instrument(span),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// Runs a session taken over with its player: `notices.upgraded` (if set)
+/// and the MCCP2 offer again, then on where it stopped.
+fn carry_on<P: PlayerTransport>(
+    shared: Arc<Shared>,
+    core: super::Core,
+    player: P,
+    game: Option<BackendStream>,
+    mccp_was_on: bool,
+    span: tracing::Span,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     let cfg = shared.config();
     let notice = render(
         &cfg.notices.upgraded,

@@ -18,6 +18,10 @@
 //!   refused with that reason (nothing is half handed over).
 //! * The input flood limiter: it restarts full.
 //!
+//! A player's connection that needs more than its socket to go on (a
+//! plain WebSocket: its subprotocol, a message it was in the middle of)
+//! carries that too ([`PlayerWas`]).
+//!
 //! A detached session (its player's link had dropped, see
 //! [`super::detach`]) also carries its time away, the time it is still to
 //! be kept and its playback ([`DetachedWas`]).
@@ -36,14 +40,19 @@ use zeroize::Zeroizing;
 
 use super::core::{Actions, Core, Game};
 use super::input::Input;
+use super::transport::PlayerWas;
 use super::watch::Watch;
 use crate::config::Config;
 use crate::login::Credentials;
 use crate::state::Phase;
 use crate::telnet::{Inbound, Policy};
 
-/// Version of the snapshot encoding; a process refuses any other.
-pub const VERSION: u32 = 1;
+/// Version of the snapshot encoding. 2: a player's connection may carry
+/// state of its own (`player`). Version 1 (the same without it) is read
+/// too; any other is refused.
+pub const VERSION: u32 = 2;
+/// The oldest version read.
+const OLDEST: u32 = 1;
 
 /// Why a session's state cannot be written out or read back.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +66,7 @@ pub enum SnapError {
     #[error("session {0}: the player's MCCP2 stream is still running")]
     PlayerCompressed(u64),
     /// A snapshot of another version.
-    #[error("snapshot version {0}, this holdfast reads {VERSION}")]
+    #[error("snapshot version {0}, this holdfast reads {OLDEST} to {VERSION}")]
     Version(u32),
     /// Not a snapshot (where it went wrong; never serde's message, which
     /// may quote a value, and a value may be a password).
@@ -203,6 +212,8 @@ struct Out<'a> {
     busy: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detached: Option<&'a DetachedWas>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    player: Option<&'a PlayerWas>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +260,8 @@ struct In {
     busy: Option<u32>,
     #[serde(default)]
     detached: Option<DetachedWas>,
+    #[serde(default)]
+    player: Option<PlayerWas>,
 }
 
 /// Counts bytes, to size the zeroizing buffer before the real write (a
@@ -267,23 +280,29 @@ impl std::io::Write for Count {
 
 /// Writes `core` out. `mccp_was_on`: the player's MCCP2 stream was running
 /// and has been ended by the driver (the new process offers it again).
-/// The player's stream must be plain by now, and the game's must not be
+/// `player`: what the player's connection needs besides its socket. The
+/// player's stream must be plain by now, and the game's must not be
 /// compressed.
-pub fn snapshot(core: &Core, mccp_was_on: bool) -> Result<Zeroizing<Vec<u8>>, SnapError> {
-    write(core, mccp_was_on, None)
+pub fn snapshot(
+    core: &Core,
+    mccp_was_on: bool,
+    player: Option<&PlayerWas>,
+) -> Result<Zeroizing<Vec<u8>>, SnapError> {
+    write(core, mccp_was_on, None, player)
 }
 
 /// Writes a detached session out: its core (the player's telnet output
 /// state must be plain; there is no player) and its time away and
 /// playback.
 pub fn snapshot_detached(core: &Core, d: &DetachedWas) -> Result<Zeroizing<Vec<u8>>, SnapError> {
-    write(core, false, Some(d))
+    write(core, false, Some(d), None)
 }
 
 fn write(
     core: &Core,
     mccp_was_on: bool,
     detached: Option<&DetachedWas>,
+    player: Option<&PlayerWas>,
 ) -> Result<Zeroizing<Vec<u8>>, SnapError> {
     if core.telnet.out.compressing() || core.telnet.out.has_pending() {
         return Err(SnapError::PlayerCompressed(core.id));
@@ -327,6 +346,7 @@ fn write(
         lazy: core.lazy.as_deref(),
         busy: core.busy.as_ref().map(|b| b.tries),
         detached,
+        player,
     };
     let mut n = Count(0);
     serde_json::to_writer(&mut n, &out)?;
@@ -344,6 +364,9 @@ pub struct Restored {
     /// It was detached (its player's link had dropped): for how long, for
     /// how much longer, and what the game said meanwhile.
     pub detached: Option<DetachedWas>,
+    /// What the player's connection needs besides its socket, if anything
+    /// (none: plain TCP).
+    pub player: Option<PlayerWas>,
 }
 
 /// A detached session's own state ([`super::detach`]).
@@ -355,8 +378,8 @@ pub struct DetachedWas {
     pub left_ms: u64,
     /// The game's output kept for the player.
     pub playback: super::detach::Playback,
-    /// Set when the upgrade itself detached it (a TLS or WebSocket player
-    /// told to reconnect): the new process publishes `session.detached`
+    /// Set when the upgrade itself detached it (a TLS player told to
+    /// reconnect): the new process publishes `session.detached`
     /// with this reason.
     #[serde(default)]
     pub why: Option<String>,
@@ -365,7 +388,7 @@ pub struct DetachedWas {
 /// Reads a session back from [`snapshot`]'s bytes.
 pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     let ver: Version = serde_json::from_slice(bytes)?;
-    if ver.v != VERSION {
+    if !(OLDEST..=VERSION).contains(&ver.v) {
         return Err(SnapError::Version(ver.v));
     }
     let v: In = serde_json::from_slice(bytes)?;
@@ -405,6 +428,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         core,
         mccp_was_on: v.mccp_was_on,
         detached: v.detached,
+        player: v.player,
     })
 }
 

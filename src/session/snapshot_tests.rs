@@ -126,11 +126,11 @@ impl T {
     /// Writes the core out, reads it back in its place, and checks that
     /// writing the restored core out again gives the same bytes.
     fn cross(&mut self) {
-        let bytes = snapshot(&self.core, false).unwrap();
+        let bytes = snapshot(&self.core, false, None).unwrap();
         let back = restore(&bytes, &self.cfg).unwrap();
         assert!(!back.mccp_was_on);
         self.core = back.core;
-        let again = snapshot(&self.core, false).unwrap();
+        let again = snapshot(&self.core, false, None).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&bytes),
             String::from_utf8_lossy(&again)
@@ -263,13 +263,13 @@ async fn mccp_player_stream_must_end_first_and_is_offered_again() {
     t.player(b"\xff\xfd\x56");
     assert!(t.core.telnet.out.compressing());
     assert!(matches!(
-        snapshot(&t.core, false),
+        snapshot(&t.core, false, None),
         Err(SnapError::PlayerCompressed(7))
     ));
     let _ = t.core.telnet.out.encode(b"hello");
     t.core.telnet.out.stop();
     let _ = t.core.telnet.out.encode(b"");
-    let bytes = snapshot(&t.core, true).unwrap();
+    let bytes = snapshot(&t.core, true, None).unwrap();
     let mut back = restore(&bytes, &t.cfg).unwrap();
     assert!(back.mccp_was_on);
     let v = resume_bytes(&mut back.core, true, "UPGRADED");
@@ -283,14 +283,18 @@ async fn mccp_player_stream_must_end_first_and_is_offered_again() {
 #[tokio::test(start_paused = true)]
 async fn other_versions_and_garbage_are_refused() {
     let t = T::logged_in();
-    let bytes = snapshot(&t.core, false).unwrap();
-    let s = String::from_utf8_lossy(&bytes).replacen("\"v\":1", "\"v\":99", 1);
+    let bytes = snapshot(&t.core, false, None).unwrap();
+    let s = String::from_utf8_lossy(&bytes).replacen("\"v\":2", "\"v\":99", 1);
     assert!(matches!(
         restore(s.as_bytes(), &t.cfg),
         Err(SnapError::Version(99))
     ));
+    // Version 1 (no player connection state) is read.
+    let s = String::from_utf8_lossy(&bytes).replacen("\"v\":2", "\"v\":1", 1);
+    let back = restore(s.as_bytes(), &t.cfg).unwrap();
+    assert!(back.player.is_none() && back.core.user() == t.core.user());
     assert!(matches!(
-        restore(b"{\"v\":1}", &t.cfg),
+        restore(b"{\"v\":2}", &t.cfg),
         Err(SnapError::Decode(_))
     ));
     // A decode error never quotes the snapshot (it holds the password).

@@ -39,6 +39,24 @@ pub trait PlayerTransport: Send + 'static {
     fn socket(&self) -> Option<BorrowedFd<'_>> {
         None
     }
+
+    /// Readies a connection that [`socket`](Self::socket) offers for an
+    /// upgrade: finishes what it had started writing, and returns what
+    /// must cross with the socket for the new process to go on (nothing
+    /// for plain TCP), or why it cannot stop now. Changes nothing the
+    /// connection needs to carry on here if the upgrade fails.
+    fn freeze(&mut self) -> impl Future<Output = Result<Option<PlayerWas>, String>> + Send + '_ {
+        std::future::ready(Ok(None))
+    }
+}
+
+/// What a player's connection carries across an upgrade besides its
+/// socket (in the session's state, see [`super::snapshot`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlayerWas {
+    /// A plain WebSocket ([`crate::front::WsWas`]).
+    Ws(crate::front::WsWas),
 }
 
 impl PlayerTransport for TcpStream {

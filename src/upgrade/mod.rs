@@ -42,16 +42,24 @@
 //! old one without a `Commit` (the old one crashed) keeps what it took: the
 //! old process thaws only after killing it, so, alive, it owns them.
 //!
-//! ## TLS and WebSocket players
+//! ## WebSocket and TLS players
 //!
-//! Their connections do not cross: rustls's session state cannot be handed
-//! to another process in safe Rust (kernel TLS would be the way), and
-//! tungstenite keeps bytes it has read but not yet parsed where they cannot
-//! be taken out. Such a player is told to connect again
-//! (`notices.upgrade_reconnect`), its connection is closed, and a logged-in
-//! player's game session crosses detached ([`crate::session::detach`]) for
-//! it to resume by logging in as before. Their listeners cross like the
-//! others.
+//! A plain WebSocket (`listen.ws_addrs`) crosses like a telnet player: its
+//! socket goes with `SCM_RIGHTS`, and with its session's state go its
+//! subprotocol, the telnet-to-text adapter's state and the bytes of a
+//! message it had not finished sending. tungstenite keeps bytes it has
+//! read but not parsed where they cannot be taken out, so a gate in front
+//! of it (`crate::front`) gives it whole messages only: between two
+//! messages it holds nothing, and the new process starts a new one over
+//! the same socket.
+//!
+//! TLS connections (`tls_addrs`, and WebSocket over TLS, `wss_addrs`) do
+//! not cross: rustls's session state cannot be handed to another process
+//! in safe Rust (kernel TLS would be the way). Such a player is told to
+//! connect again (`notices.upgrade_reconnect`), its connection is closed,
+//! and a logged-in player's game session crosses detached
+//! ([`crate::session::detach`]) for it to resume by logging in as before.
+//! Their listeners cross like the others.
 //!
 //! | file | its one job |
 //! | --- | --- |

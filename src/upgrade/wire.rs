@@ -15,10 +15,12 @@
 //! payload. A document is its size, then chunks: a 4-byte length, the
 //! JSON head, then each session's state (zeroizing, it holds passwords).
 //! Descriptors go ≤ [`MAX_FDS`] a message. The format is versioned
-//! ([`FORMAT`]); a process refuses another rather than guess. A field
-//! added to a document with `#[serde(default)]`, which a process that
-//! lacks it can leave out or ignore without misreading anything, keeps the
-//! format; any other change takes a new [`FORMAT`].
+//! ([`FORMAT`]); a process reads its own and the one before
+//! ([`OLDEST_FORMAT`], whose documents are its own less what was added)
+//! and refuses any other rather than guess. A field added to a document
+//! with `#[serde(default)]`, which a process that lacks it can leave out
+//! or ignore without misreading anything, keeps the format; any other
+//! change takes a new [`FORMAT`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,8 +31,14 @@ use zeroize::Zeroizing;
 
 use super::fds::{self, MAX_DATA, MAX_FDS};
 
-/// Version of the handover document.
-pub const FORMAT: u32 = 2;
+/// Version of the handover document. 3: sessions' states may carry their
+/// player connection's own state (a plain WebSocket's), which an older
+/// process would not understand (it would take the WebSocket for telnet).
+pub const FORMAT: u32 = 3;
+/// The oldest format read: 2 is 3 without WebSocket players (an old
+/// process of format 2 tells them to reconnect), so an upgrade from it
+/// needs no restart.
+pub const OLDEST_FORMAT: u32 = 2;
 
 const HELLO: u8 = b'H';
 const ERROR: u8 = b'E';
@@ -336,9 +344,9 @@ fn split_head<T: serde::de::DeserializeOwned>(doc: &[u8]) -> io::Result<(T, usiz
 /// Reads the first document ([`Head`]); any other format is refused.
 pub fn read_head(doc: &[u8]) -> io::Result<Head> {
     let (head, end): (Head, usize) = split_head(doc)?;
-    if head.format != FORMAT {
+    if !(OLDEST_FORMAT..=FORMAT).contains(&head.format) {
         return Err(bad(&format!(
-            "handover format {} (this holdfast reads {FORMAT})",
+            "handover format {} (this holdfast reads {OLDEST_FORMAT} to {FORMAT})",
             head.format
         )));
     }
@@ -462,6 +470,11 @@ mod tests {
         h.format = FORMAT + 1;
         let e = read_head(&doc(&h, &[])).unwrap_err();
         assert!(e.to_string().contains("handover format"), "{e}");
+        h.format = OLDEST_FORMAT - 1;
+        assert!(read_head(&doc(&h, &[])).is_err());
+        // The format before this one is read.
+        h.format = OLDEST_FORMAT;
+        assert_eq!(read_head(&doc(&h, &[])).unwrap().format, OLDEST_FORMAT);
         // A batch is not a head.
         assert!(read_head(&doc(&Batch::default(), &[])).is_err());
     }
