@@ -88,32 +88,7 @@ impl Drop for Relay {
 /// other (`--no_advertise`): a client of one node stays cut off when that
 /// node dies, instead of moving to another.
 pub fn js_cluster_alone(dir: &TempDir) -> Vec<NatsServer> {
-    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let routes: Vec<String> = route_ports
-        .iter()
-        .map(|p| format!("nats-route://127.0.0.1:{p}"))
-        .collect();
-    (0..3)
-        .map(|i| {
-            let sd = dir.path(&format!("js-node{i}"));
-            let args = vec![
-                "-js".to_string(),
-                "-sd".to_string(),
-                sd.display().to_string(),
-                "--server_name".to_string(),
-                format!("n{i}"),
-                "--cluster_name".to_string(),
-                "holdfast-js".to_string(),
-                "--cluster".to_string(),
-                format!("nats://127.0.0.1:{}", route_ports[i]),
-                "--routes".to_string(),
-                routes.join(","),
-                "--no_advertise".to_string(),
-            ];
-            NatsServer::start_args(client_ports[i], args)
-        })
-        .collect()
+    js_cluster_with(dir, 3, &["--no_advertise"])
 }
 
 pub async fn wait_js_ready(nodes: &[NatsServer]) {

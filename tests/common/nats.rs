@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::process::Command;
 
-use super::proc::Proc;
+use super::proc::{Proc, READY};
 use super::TempDir;
 
 /// A loopback port nothing listens on right now: for a URL that must fail,
@@ -66,6 +66,14 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server; `Err` (with its output) if it exits or is not
+    /// ready in time.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(nats_bin());
         cmd.arg("-a")
             .arg("127.0.0.1")
@@ -81,7 +89,7 @@ impl NatsServer {
         let want_route = self.route_port.is_some();
         // "Server is ready" comes after the client port, the route port
         // after both: wait for everything this server was asked for.
-        p.wait_line("that it is ready", |l| {
+        let r = p.try_wait_line(READY, |l| {
             if let Some(i) = l.find("Listening for client connections on ") {
                 client = port_of(&l[i..]);
             }
@@ -91,11 +99,21 @@ impl NatsServer {
             ready |= l.contains("Server is ready");
             (ready && client.is_some() && (route.is_some() || !want_route)).then_some(())
         });
+        if let Err(e) = r {
+            return Err(format!(
+                "nats-server {} before it was ready; its output:\n{}",
+                e.status
+                    .map(|s| format!("exited ({s})"))
+                    .unwrap_or_else(|| "was not ready in time".into()),
+                e.output
+            ));
+        }
         self.port = client.unwrap();
         if want_route {
             self.route_port = route;
         }
         self.proc = Some(p);
+        Ok(())
     }
 
     /// A standalone server with JetStream, storing under `dir` (kept
@@ -186,16 +204,27 @@ pub fn cluster(_dir: &TempDir, n: usize) -> Vec<NatsServer> {
 /// A cluster of `n` nats-servers with JetStream (each stores under `dir`),
 /// routed to each other.
 pub fn js_cluster(dir: &TempDir, n: usize) -> Vec<NatsServer> {
-    let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let routes: Vec<String> = route_ports
-        .iter()
-        .map(|p| format!("nats-route://127.0.0.1:{p}"))
-        .collect();
-    (0..n)
-        .map(|i| {
-            let sd = dir.path(&format!("js-node{i}"));
-            let args = vec![
+    js_cluster_with(dir, n, &[])
+}
+
+/// [`js_cluster`] with more arguments for every node. Route ports must be
+/// known before the nodes start, so they are picked free and released
+/// first; another process may take one meanwhile (a node then exits, after
+/// saying it is ready for clients), so each node waits for its route
+/// listener too and the cluster starts again on fresh ports when one
+/// fails (client ports are the kernel's choice).
+pub fn js_cluster_with(dir: &TempDir, n: usize, extra: &[&str]) -> Vec<NatsServer> {
+    let mut last = String::new();
+    for attempt in 0..5 {
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, rp) in route_ports.iter().enumerate() {
+            let sd = dir.path(&format!("js-node{i}-{attempt}"));
+            let mut args = vec![
                 "-js".to_string(),
                 "-sd".to_string(),
                 sd.display().to_string(),
@@ -203,14 +232,36 @@ pub fn js_cluster(dir: &TempDir, n: usize) -> Vec<NatsServer> {
                 format!("n{i}"),
                 "--cluster_name".to_string(),
                 "holdfast-js".to_string(),
-                "--cluster".to_string(),
-                format!("nats://127.0.0.1:{}", route_ports[i]),
                 "--routes".to_string(),
                 routes.join(","),
             ];
-            NatsServer::start_args(client_ports[i], args)
-        })
-        .collect()
+            args.extend(extra.iter().map(|a| a.to_string()));
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut node = NatsServer {
+                proc: None,
+                port: 0,
+                route_port: Some(*rp),
+                args,
+                log: std::env::temp_dir().join(format!(
+                    "holdfast-test-nats-cluster-{}-{k}.log",
+                    std::process::id()
+                )),
+            };
+            match node.try_spawn() {
+                Ok(()) => nodes.push(node),
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        if nodes.len() == n {
+            return nodes;
+        }
+        eprintln!("js_cluster: a node did not start (attempt {attempt}); fresh ports");
+    }
+    panic!("js_cluster: no cluster after 5 attempts; last: {last}");
 }
 
 /// A forwarder to a nats-server that can *mute* it: while muted, what the
