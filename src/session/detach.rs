@@ -14,8 +14,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info};
 
-use std::os::fd::AsFd;
-
 use super::core::{Action, Core};
 use super::driver::Driver;
 use super::snapshot::{snapshot_detached, DetachedWas};
@@ -26,7 +24,6 @@ use crate::events::Event;
 use crate::login::Credentials;
 use crate::state::DetachMsg;
 use crate::telnet::{self, TelnetEvent};
-use crate::upgrade::wire::GameFd;
 use crate::upgrade::{Ask, Parcel, SessionParcel, Verdict};
 
 /// How long a resuming player's task waits for the detached one to answer.
@@ -330,23 +327,8 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     fn detached_parcel(&self, d: &DetachedWas) -> Result<SessionParcel, String> {
-        let id = self.core.id;
         let state = snapshot_detached(&self.core, d).map_err(|e| e.to_string())?;
-        let err = |e: std::io::Error| format!("session {id}: {e}");
-        if self.core.has_game() != self.game.is_some() {
-            return Err(format!("session {id}: game connection in an odd state"));
-        }
-        let (game, game_fd) = match &self.game {
-            None => (None, None),
-            Some(BackendStream::Tcp(s)) => (
-                Some(GameFd::Tcp),
-                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-            ),
-            Some(BackendStream::Unix(s)) => (
-                Some(GameFd::Unix),
-                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-            ),
-        };
+        let (game, game_fd) = self.game_fd()?;
         Ok(SessionParcel {
             state,
             game,

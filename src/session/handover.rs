@@ -128,6 +128,28 @@ impl<P: PlayerTransport> Driver<P> {
         Ok(())
     }
 
+    /// The game connection's kind and a duplicate of its descriptor (the
+    /// session keeps its own until the commit), checked against the
+    /// core's idea of whether there is one.
+    pub(super) fn game_fd(&self) -> Result<(Option<GameFd>, Option<std::os::fd::OwnedFd>), String> {
+        let id = self.core.id;
+        if self.core.has_game() != self.game.is_some() {
+            return Err(format!("session {id}: game connection in an odd state"));
+        }
+        let err = |e: std::io::Error| format!("session {id}: {e}");
+        Ok(match &self.game {
+            None => (None, None),
+            Some(BackendStream::Tcp(s)) => (
+                Some(GameFd::Tcp),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
+            Some(BackendStream::Unix(s)) => (
+                Some(GameFd::Unix),
+                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
+            ),
+        })
+    }
+
     /// The state, and close-on-exec duplicates of the sockets to send.
     fn parcel(&self, mccp: bool, player: Option<&PlayerWas>) -> Result<SessionParcel, String> {
         let state = snapshot(&self.core, mccp, player).map_err(|e| e.to_string())?;
@@ -138,20 +160,7 @@ impl<P: PlayerTransport> Driver<P> {
                 "session {id}: this kind of player connection cannot be handed over"
             ));
         };
-        if self.core.has_game() != self.game.is_some() {
-            return Err(format!("session {id}: game connection in an odd state"));
-        }
-        let (game, game_fd) = match &self.game {
-            None => (None, None),
-            Some(BackendStream::Tcp(s)) => (
-                Some(GameFd::Tcp),
-                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-            ),
-            Some(BackendStream::Unix(s)) => (
-                Some(GameFd::Unix),
-                Some(s.as_fd().try_clone_to_owned().map_err(err)?),
-            ),
-        };
+        let (game, game_fd) = self.game_fd()?;
         Ok(SessionParcel {
             state,
             game,
