@@ -292,34 +292,13 @@ async fn sigusr2_hands_every_player_over_without_a_drop() {
     for (i, c) in ins.iter_mut().enumerate() {
         c.expect(&format!("You say, \"p{i} n{}\"", ROUNDS - 1))
             .await;
-        let seen: Vec<usize> = c
-            .text
-            .match_indices(&format!("You say, \"p{i} n"))
-            .map(|(at, m)| {
-                let rest = &c.text[at + m.len()..];
-                rest[..rest.find('"').unwrap()].parse().unwrap()
-            })
-            .collect();
-        assert_eq!(seen, (0..ROUNDS).collect::<Vec<_>>(), "player {i}");
-    }
-    let lines: Vec<String> = game
-        .events()
-        .into_iter()
-        .filter(|e| e["t"] == "line")
-        .filter_map(|e| e["line"].as_str().map(String::from))
-        .collect();
-    for i in 0..n_in {
-        let mine: Vec<&String> = lines
-            .iter()
-            .filter(|l| l.starts_with(&format!("say p{i} ")))
-            .collect();
-        let want: Vec<String> = (0..ROUNDS).map(|k| format!("say p{i} n{k}")).collect();
         assert_eq!(
-            mine,
-            want.iter().collect::<Vec<_>>(),
-            "player {i} at the game"
+            echoed(&c.text, &format!("p{i}")),
+            (0..ROUNDS).collect::<Vec<_>>(),
+            "player {i}"
         );
     }
+    assert_game_got_each_once(&game, "p", n_in, ROUNDS);
     // The players not logged in carry on, the partial line included.
     for (i, c) in outs.iter_mut().enumerate() {
         if i % 2 == 0 {
@@ -795,34 +774,13 @@ async fn websocket_players_cross_an_upgrade_on_every_subprotocol() {
     for (i, p) in ps.iter_mut().enumerate() {
         p.expect(&format!("You say, \"w{i} n{}\"", ROUNDS - 1))
             .await;
-        let seen: Vec<usize> = p
-            .text
-            .match_indices(&format!("You say, \"w{i} n"))
-            .map(|(at, m)| {
-                let rest = &p.text[at + m.len()..];
-                rest[..rest.find('"').unwrap()].parse().unwrap()
-            })
-            .collect();
-        assert_eq!(seen, (0..ROUNDS).collect::<Vec<_>>(), "player {i}");
-    }
-    let lines: Vec<String> = game
-        .events()
-        .into_iter()
-        .filter(|e| e["t"] == "line")
-        .filter_map(|e| e["line"].as_str().map(String::from))
-        .collect();
-    for i in 0..ps.len() {
-        let mine: Vec<&String> = lines
-            .iter()
-            .filter(|l| l.starts_with(&format!("say w{i} ")))
-            .collect();
-        let want: Vec<String> = (0..ROUNDS).map(|k| format!("say w{i} n{k}")).collect();
         assert_eq!(
-            mine,
-            want.iter().collect::<Vec<_>>(),
-            "player {i} at the game"
+            echoed(&p.text, &format!("w{i}")),
+            (0..ROUNDS).collect::<Vec<_>>(),
+            "player {i}"
         );
     }
+    assert_game_got_each_once(&game, "w", ps.len(), ROUNDS);
     // Still served, by the new process, on the same connections.
     for (i, p) in ps.iter_mut().enumerate() {
         p.send(&format!("say w{i} after")).await;
@@ -1598,4 +1556,38 @@ async fn an_upgrade_from_the_previous_format_keeps_everyone() {
     let logins = logins_after(&game, mark);
     assert_eq!(logins.len(), 1, "only Bob's: {logins:#?}");
     assert!(hf.logs().contains("upgrade: took everything over"));
+}
+
+/// The `k` of every `You say, "{tag} n{k}"` echo in a player's text, in
+/// the order the player saw them.
+fn echoed(text: &str, tag: &str) -> Vec<usize> {
+    text.match_indices(&format!("You say, \"{tag} n"))
+        .map(|(at, m)| {
+            let rest = &text[at + m.len()..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        })
+        .collect()
+}
+
+/// The game got each player's `say {tag}{i} n{k}` lines (`k` < `rounds`)
+/// once and in order, for players `0..players`.
+fn assert_game_got_each_once(game: &Game, tag: &str, players: usize, rounds: usize) {
+    let lines: Vec<String> = game
+        .events()
+        .into_iter()
+        .filter(|e| e["t"] == "line")
+        .filter_map(|e| e["line"].as_str().map(String::from))
+        .collect();
+    for i in 0..players {
+        let mine: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("say {tag}{i} ")))
+            .collect();
+        let want: Vec<String> = (0..rounds).map(|k| format!("say {tag}{i} n{k}")).collect();
+        assert_eq!(
+            mine,
+            want.iter().collect::<Vec<_>>(),
+            "player {i} at the game"
+        );
+    }
 }
