@@ -8,7 +8,6 @@
 //! answer while the game is down.
 
 mod common;
-#[allow(dead_code)]
 #[path = "doors/conn.rs"]
 mod conn;
 
