@@ -82,13 +82,18 @@ pub fn game_offers() -> bool {
     OFFERED.load(Ordering::Relaxed)
 }
 
+/// Records that the game offered MSSP to the probe.
+pub fn game_offered() {
+    OFFERED.store(true, Ordering::Relaxed);
+}
+
 /// The probe connection's side of telnet: the two answers above, and the
-/// game's MSSP answer taken for [`game_said`]. No I/O: bytes in, the
-/// bytes to send back out.
+/// game's MSSP answer handed back for [`game_said`]. No I/O and no
+/// globals: bytes in, the bytes to send back out.
 #[derive(Debug)]
 pub struct ProbeTelnet {
     parser: Parser,
-    /// `DO MSSP` sent on this connection.
+    /// The game offered MSSP on this connection (and `DO MSSP` went out).
     asked: bool,
     /// The game's answer came on this connection.
     answered: bool,
@@ -106,8 +111,10 @@ impl Default for ProbeTelnet {
 
 impl ProbeTelnet {
     /// Looks at bytes the game sent; appends the answers to `reply`.
-    pub fn feed(&mut self, bytes: &[u8], reply: &mut Vec<u8>) {
+    /// Returns the game's MSSP answer (its payload) if one came.
+    pub fn feed(&mut self, bytes: &[u8], reply: &mut Vec<u8>) -> Option<Vec<u8>> {
         let (asked, answered) = (&mut self.asked, &mut self.answered);
+        let mut answer = None;
         self.parser.feed(bytes, |ev| {
             match ev {
                 TelnetEvent::Negotiation {
@@ -117,24 +124,27 @@ impl ProbeTelnet {
                 TelnetEvent::Negotiation {
                     verb: Verb::Will,
                     option: opt::MSSP,
-                } => {
-                    OFFERED.store(true, Ordering::Relaxed);
-                    if !*asked {
-                        *asked = true;
-                        write_negotiation(Verb::Do, opt::MSSP, reply);
-                    }
+                } if !*asked => {
+                    *asked = true;
+                    write_negotiation(Verb::Do, opt::MSSP, reply);
                 }
                 TelnetEvent::Subnegotiation {
                     option: opt::MSSP,
                     data,
                 } => {
                     *answered = true;
-                    game_said(data);
+                    answer = Some(data.to_vec());
                 }
                 _ => {}
             }
             true
         });
+        answer
+    }
+
+    /// The game offered MSSP on this connection.
+    pub fn offered(&self) -> bool {
+        self.asked
     }
 
     /// `DO MSSP` went out on this connection and the answer has not come.
@@ -156,18 +166,19 @@ mod tests {
         assert_eq!(reply, b"\xff\xfc\x22");
         reply.clear();
         // Then its offers; only MSSP is taken up, once.
+        assert!(!t.offered());
         t.feed(b"\xff\xfd\x18\xff\xfb\x46\xff\xfb\x46", &mut reply);
         assert_eq!(reply, b"\xff\xfd\x46");
-        assert!(game_offers());
+        assert!(t.offered());
         assert!(t.awaiting_answer());
         reply.clear();
         // The answer, split across reads.
-        t.feed(b"\xff\xfa\x46\x01NAME\x02Pe", &mut reply);
+        assert_eq!(t.feed(b"\xff\xfa\x46\x01NAME\x02Pe", &mut reply), None);
         assert!(t.awaiting_answer());
-        t.feed(b"nn\x01PORT\x024311\xff\xf0", &mut reply);
+        let answer = t.feed(b"nn\x01PORT\x024311\xff\xf0", &mut reply).unwrap();
         assert!(reply.is_empty());
         assert!(!t.awaiting_answer());
-        let vars = game_vars();
+        let vars = parse(&answer);
         assert!(
             vars.contains(&("NAME".into(), vec!["Penn".into()])),
             "{vars:?}"

@@ -298,7 +298,12 @@ async fn read_until_conn(
             Ok(0) => return Err(ProbeError::Closed),
             Ok(_) => {
                 let mut reply = Vec::new();
-                c.telnet.feed(&c.buf[before..], &mut reply);
+                if let Some(answer) = c.telnet.feed(&c.buf[before..], &mut reply) {
+                    super::mssp::game_said(&answer);
+                }
+                if c.telnet.offered() {
+                    super::mssp::game_offered();
+                }
                 if !reply.is_empty() {
                     write(c, &reply, deadline).await?;
                 }

@@ -318,7 +318,29 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
-    use super::Cidr;
+    use super::{Cidr, MsspMode};
+
+    #[test]
+    fn mssp_is_answered_by_default_and_enabled_switches_it() {
+        let parse = |extra: &str| {
+            crate::config::Config::parse(
+                std::path::Path::new("t.toml"),
+                &format!("{extra}\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n"),
+            )
+        };
+        let mode = |extra: &str| parse(extra).unwrap().doors.mssp_mode;
+        assert_eq!(mode(""), MsspMode::IfGameOffers);
+        assert_eq!(mode("[mssp]"), MsspMode::On);
+        assert_eq!(mode("[mssp]\nenabled = true"), MsspMode::On);
+        let off = parse("[mssp]\nenabled = false\nHOSTNAME = \"h\"").unwrap();
+        assert_eq!(off.doors.mssp_mode, MsspMode::Off);
+        assert_eq!(
+            off.doors.mssp,
+            vec![("HOSTNAME".to_string(), vec!["h".to_string()])]
+        );
+        let err = parse("[mssp]\nenabled = \"no\"").unwrap_err().to_string();
+        assert!(err.contains("mssp.enabled: write true or false"), "{err}");
+    }
 
     #[test]
     fn cidr() {
