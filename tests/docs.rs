@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use holdfast::config::keys;
 use regex::Regex;
@@ -93,8 +94,8 @@ fn code_blocks(text: &str, lang: &str) -> Vec<(usize, String)> {
 
 /// Text with inline code spans removed (a link inside backticks is code).
 fn without_code_spans(line: &str) -> String {
-    let re = Regex::new(r"`+[^`]*`+").expect("valid regex");
-    re.replace_all(line, "").into_owned()
+    static CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"`+[^`]*`+").expect("valid regex"));
+    CODE.replace_all(line, "").into_owned()
 }
 
 /// GitHub's anchor for a heading: lower case, punctuation dropped,
@@ -140,10 +141,12 @@ fn anchors(text: &str) -> BTreeSet<String> {
 
 /// The links of a Markdown text: (line, target), targets as written.
 fn links(text: &str) -> Vec<(usize, String)> {
-    let re = Regex::new(r#"\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)"#).expect("valid regex");
+    static LINK: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r#"\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)"#).expect("valid regex")
+    });
     let mut out = Vec::new();
     for (n, line) in prose_lines(text) {
-        for c in re.captures_iter(&without_code_spans(line)) {
+        for c in LINK.captures_iter(&without_code_spans(line)) {
             out.push((n, c[1].to_string()));
         }
     }
