@@ -31,11 +31,16 @@ pub fn keys() -> Vec<String> {
         out: &out,
         silent: false,
     };
-    // The tracer gives every field a value its type accepts, so this only
-    // fails if a new type in `raw.rs` asks for something the tracer does
-    // not answer; say which.
+    // The tracer gives every field a value its type accepts (a string
+    // field gets "1s", which a duration reads too), so this only fails if
+    // a new type in `raw.rs` parses its string itself (an address, say)
+    // instead of taking a `Spanned<String>` and parsing it on resolve as
+    // the other sections do.
     if let Err(e) = RawConfig::deserialize(tracer) {
-        panic!("config::keys cannot walk RawConfig: {e}");
+        panic!(
+            "config::keys cannot walk RawConfig: {e} (keep the raw field a string \
+             and parse it when resolving, as the other sections do)"
+        );
     }
     out.into_inner().into_iter().collect()
 }
@@ -109,6 +114,11 @@ impl Tracer<'_> {
             self.out.borrow_mut().insert(key);
         }
     }
+
+    /// A sample value this key's type refused: name the key.
+    fn at(&self, e: Error) -> Error {
+        de::Error::custom(format!("{}: {e}", self.path))
+    }
 }
 
 macro_rules! leaf {
@@ -116,7 +126,7 @@ macro_rules! leaf {
         $(
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
                 self.leaf();
-                visitor.$visit($($value)?)
+                visitor.$visit($($value)?).map_err(|e| self.at(e))
             }
         )*
     };
@@ -129,7 +139,7 @@ impl<'de> de::Deserializer<'de> for Tracer<'_> {
     // one second, an untagged size as text.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         self.leaf();
-        visitor.visit_str("1s")
+        visitor.visit_str("1s").map_err(|e| self.at(e))
     }
 
     leaf! {
@@ -238,7 +248,9 @@ impl<'de> de::Deserializer<'de> for Tracer<'_> {
     ) -> Result<V::Value, Error> {
         self.leaf();
         let first = variants.first().copied().unwrap_or("");
-        visitor.visit_enum(BorrowedStrDeserializer::<Error>::new(first))
+        visitor
+            .visit_enum(BorrowedStrDeserializer::<Error>::new(first))
+            .map_err(|e| self.at(e))
     }
 }
 
