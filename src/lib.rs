@@ -23,6 +23,7 @@
 //! | `backend::connect` | TCP / Unix connections to a backend |
 //! | `backend::health` | one heartbeat probe task per backend: up, down, degraded |
 //! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
+//! | `backend::mssp` | the game's own MSSP: whether it offers it, its last answer, the probe's telnet answers |
 //! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
 //! | `backend::pool` | preference order, active backend, failover decisions |
 //! | `cluster` | `bus.cluster`: many instances agree on the active backend (JetStream KV, leases, quorum, fencing) |
@@ -211,6 +212,7 @@ impl Proxy {
             .emit(Event::new("proxy.start").with("version", env!("CARGO_PKG_VERSION")));
         for l in &listeners {
             if let Ok(a) = l.local_addr() {
+                front::mssp::player_port_bound(a.port());
                 info!(addr = %a, "listening");
             }
         }

@@ -32,11 +32,17 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Whether `w` is a login verb: `connect` or an abbreviation down to `co`,
-/// or TinyMUX/PennMUSH `ch` (connect hidden) and `cd` (connect dark).
+/// Every login verb holdfast recognises, lower case (compared in any
+/// case): `connect` and its abbreviations down to `co`, and TinyMUX and
+/// PennMUSH `ch` (connect hidden) and `cd` (connect dark). The one list:
+/// the web client gets it in its page and masks these lines.
+pub const LOGIN_VERBS: &[&str] = &[
+    "connect", "connec", "conne", "conn", "con", "co", "ch", "cd",
+];
+
+/// Whether `w` is a login verb (one of [`LOGIN_VERBS`]).
 fn is_connect_verb(w: &str) -> bool {
-    let w = w.to_ascii_lowercase();
-    (w.len() >= 2 && "connect".starts_with(&w)) || w == "ch" || w == "cd"
+    LOGIN_VERBS.iter().any(|v| v.eq_ignore_ascii_case(w))
 }
 
 /// Parses `connect <name> <password>` or `connect "<name with spaces>"

@@ -109,10 +109,10 @@ async fn crawlers_get_mssp_while_the_game_is_up_and_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_mssp_section_the_game_answers_as_before() {
+async fn with_mssp_enabled_false_the_game_answers_as_before() {
     let dir = TempDir::new("doors-mssp-off");
     let game = Game::start(&dir, &["--mssp"]);
-    let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
+    let proxy = Proxy::start(&dir, &config_for(&[&game], "[mssp]\nenabled = false\n"));
     let mut c = Client::connect(proxy.addr).await;
     c.expect("connect <name>").await;
     c.send_raw(&[255, 253, 70]).await;

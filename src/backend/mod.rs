@@ -4,11 +4,13 @@
 //! - `connect`: TCP or Unix-socket connections with timeouts and socket options.
 //! - `health`: one heartbeat probe task per backend (up, down, degraded).
 //! - `degraded`: the probe's degraded state and login hold-back, without I/O.
+//! - `mssp`: the game's own MSSP (offered? its last answer) and the probe's telnet answers.
 //! - `probe`: the probe's connection: connect screen, login, nonce; its errors.
 //! - `pool`: preference order, the active backend, failover decisions.
 
 pub mod connect;
 pub mod degraded;
 pub mod health;
+pub mod mssp;
 pub mod pool;
 pub mod probe;

@@ -13,6 +13,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::connect::{connect, BackendStream};
+use super::mssp::ProbeTelnet;
 use crate::clientip;
 use crate::config::{Backend, ClientIpMode, Config};
 use crate::login::{new_nonce, render_nonce, strip_ansi, SYNC_RESEND};
@@ -23,6 +24,10 @@ const PROBE_BUF_MAX: usize = 64 * 1024;
 const SCREEN_MAX: usize = 16 * 1024;
 /// The connect screen is complete once the game is quiet this long.
 const SCREEN_QUIET: Duration = Duration::from_millis(150);
+/// After a probe's answer, how long the game's MSSP answer (asked for on
+/// this connection) is waited for, once per connection: between probes
+/// the connection's output is drained unread.
+const MSSP_WAIT: Duration = Duration::from_millis(500);
 
 /// Why a probe step failed. Callers branch on the kind (a slow answer on a
 /// logged-in connection is not a dead game), so it is an enum, not text.
@@ -59,6 +64,10 @@ pub struct ProbeConn {
     /// probe: this connection's opening, or that of the one it replaced
     /// while that one was still open (see `ProbeHandle::check_now`).
     pub(super) since: Instant,
+    /// Its telnet answers (`DO MSSP` to the game's offer; see `mssp`).
+    telnet: ProbeTelnet,
+    /// The game's MSSP answer was waited for on this connection.
+    mssp_waited: bool,
 }
 
 /// What a login on a fresh connection brought.
@@ -92,6 +101,8 @@ pub async fn open(
         stream,
         buf: Vec::with_capacity(4096),
         since: started,
+        telnet: ProbeTelnet::default(),
+        mssp_waited: false,
     };
     // Games behind a PROXY header or PennMUSH's socket expect it on every
     // connection, the probe's too.
@@ -205,6 +216,14 @@ pub async fn ask(
         rejected.is_some()
     })
     .await?;
+    if rejected.is_none() && !c.mssp_waited && c.telnet.awaiting_answer() {
+        // The game was asked for its MSSP on this connection and has not
+        // answered yet: give it a moment, once, so the answer is read here
+        // rather than drained unread between probes.
+        c.mssp_waited = true;
+        let until = (Instant::now() + MSSP_WAIT).min(deadline);
+        let _ = read_until_conn(c, until, |c| !c.telnet.awaiting_answer()).await;
+    }
     Ok(match rejected {
         Some(l) => LoginOutcome::Rejected(l),
         None => LoginOutcome::Answered,
@@ -249,8 +268,18 @@ async fn read_until(
     deadline: Instant,
     mut done: impl FnMut(&[u8]) -> bool,
 ) -> Result<(), ProbeError> {
+    read_until_conn(c, deadline, |c| done(&c.buf)).await
+}
+
+/// Reads into `c.buf` until `done(c)` or the deadline. What arrives goes
+/// through the connection's telnet answers first (see `mssp`).
+async fn read_until_conn(
+    c: &mut ProbeConn,
+    deadline: Instant,
+    mut done: impl FnMut(&ProbeConn) -> bool,
+) -> Result<(), ProbeError> {
     loop {
-        if done(&c.buf) {
+        if done(c) {
             return Ok(());
         }
         if c.buf.len() > PROBE_BUF_MAX {
@@ -264,9 +293,21 @@ async fn read_until(
             Ok(Ok(())) => {}
         }
         c.buf.reserve(4096);
+        let before = c.buf.len();
         match c.stream.try_read_buf(&mut c.buf) {
             Ok(0) => return Err(ProbeError::Closed),
-            Ok(_) => {}
+            Ok(_) => {
+                let mut reply = Vec::new();
+                if let Some(answer) = c.telnet.feed(&c.buf[before..], &mut reply) {
+                    super::mssp::game_said(&answer);
+                }
+                if c.telnet.offered() {
+                    super::mssp::game_offered();
+                }
+                if !reply.is_empty() {
+                    write(c, &reply, deadline).await?;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(ProbeError::Read(e.to_string())),
         }

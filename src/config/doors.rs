@@ -133,8 +133,20 @@ pub struct Doors {
     pub tls: Option<Tls>,
     /// `[mssp]`: extra MSSP variables, each with one or more values.
     pub mssp: Vec<(String, Vec<String>)>,
-    /// `[mssp]` is present: holdfast answers MSSP itself.
-    pub mssp_enabled: bool,
+    /// When holdfast answers MSSP itself (`[mssp]`, `mssp.enabled`).
+    pub mssp_mode: MsspMode,
+}
+
+/// When holdfast answers MSSP itself rather than leaving it to the game.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MsspMode {
+    /// No `[mssp]` section: once the game offered MSSP (to the probe).
+    #[default]
+    IfGameOffers,
+    /// `[mssp]` is present (`enabled` absent or true): always.
+    On,
+    /// `[mssp] enabled = false`: never; the game's MSSP passes through.
+    Off,
 }
 
 fn addrs(
@@ -261,8 +273,21 @@ pub fn resolve(
         })?);
     }
     let mut vars = Vec::new();
-    let mssp_enabled = mssp.is_some();
+    let mut mssp_mode = match mssp {
+        Some(_) => MsspMode::On,
+        None => MsspMode::IfGameOffers,
+    };
     for (k, v) in mssp.unwrap_or_default() {
+        // `enabled` (lower case) is the switch; MSSP's variables are
+        // upper case by convention, and `ENABLED` stays one of them.
+        if k == "enabled" {
+            match v.get_ref() {
+                toml::Value::Boolean(true) => {}
+                toml::Value::Boolean(false) => mssp_mode = MsspMode::Off,
+                _ => return Err(cx.at(&v, "mssp.enabled: write true or false")),
+            }
+            continue;
+        }
         let vals = mssp_values(v.get_ref()).ok_or_else(|| {
             cx.at(
                 &v,
@@ -287,13 +312,35 @@ pub fn resolve(
             .unwrap_or(WS_PING_INTERVAL),
         tls,
         mssp: vars,
-        mssp_enabled,
+        mssp_mode,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Cidr;
+    use super::{Cidr, MsspMode};
+
+    #[test]
+    fn mssp_is_answered_by_default_and_enabled_switches_it() {
+        let parse = |extra: &str| {
+            crate::config::Config::parse(
+                std::path::Path::new("t.toml"),
+                &format!("{extra}\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n"),
+            )
+        };
+        let mode = |extra: &str| parse(extra).unwrap().doors.mssp_mode;
+        assert_eq!(mode(""), MsspMode::IfGameOffers);
+        assert_eq!(mode("[mssp]"), MsspMode::On);
+        assert_eq!(mode("[mssp]\nenabled = true"), MsspMode::On);
+        let off = parse("[mssp]\nenabled = false\nHOSTNAME = \"h\"").unwrap();
+        assert_eq!(off.doors.mssp_mode, MsspMode::Off);
+        assert_eq!(
+            off.doors.mssp,
+            vec![("HOSTNAME".to_string(), vec!["h".to_string()])]
+        );
+        let err = parse("[mssp]\nenabled = \"no\"").unwrap_err().to_string();
+        assert!(err.contains("mssp.enabled: write true or false"), "{err}");
+    }
 
     #[test]
     fn cidr() {

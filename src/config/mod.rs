@@ -49,7 +49,7 @@ pub use bus::{
 };
 pub use client_ip::ClientIp;
 pub use cx::ConfigError;
-pub use doors::{Cidr, Doors, Tls};
+pub use doors::{Cidr, Doors, MsspMode, Tls};
 pub use failover::Failover;
 pub use flavor::QuitMatch;
 pub use heartbeat::{Heartbeat, MIN_INTERVAL as MIN_HEARTBEAT_INTERVAL};

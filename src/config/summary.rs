@@ -44,13 +44,12 @@ pub fn summary(cfg: &Config) -> String {
             t.key_file.display()
         );
     }
-    if dd.mssp_enabled {
-        let _ = writeln!(
-            s,
-            "  mssp:      answered by holdfast ({} variables set)",
-            dd.mssp.len()
-        );
-    }
+    let mssp = match dd.mssp_mode {
+        super::MsspMode::On => "answered by holdfast",
+        super::MsspMode::IfGameOffers => "answered by holdfast once the game offers it",
+        super::MsspMode::Off => "left to the game (mssp.enabled = false)",
+    };
+    let _ = writeln!(s, "  mssp:      {mssp} ({} variables set)", dd.mssp.len());
     for (i, b) in cfg.backends.iter().enumerate() {
         let role = if i == 0 { " (preferred)" } else { "" };
         let _ = writeln!(s, "  backend:   {} {}{}", b.name, b.addr, role);

@@ -1,25 +1,27 @@
 //! MSSP (telnet option 70, and the plain-text `MSSP-REQUEST`), answered by
 //! holdfast itself so crawlers get an answer while the game is down.
 //!
-//! The answer merges, later winning: the game's last MSSP answer (seen by
-//! any session, which asks the game on the player's behalf), `[mssp]`, and
-//! what only holdfast knows: `PLAYERS` (sessions logged in), `UPTIME`
-//! (when the proxy started), `TLS` and `WEBSOCKET` (holdfast's ports).
-//! `NAME` is `game` unless the game or `[mssp]` gives one. holdfast
-//! answers MSSP when the config has an `[mssp]` section (it may be empty);
-//! without one the game's MSSP passes through as before.
+//! holdfast answers when `[mssp]` is in the config, or, without it, once
+//! the game offered MSSP to the probe (`backend::mssp`); `[mssp] enabled =
+//! false` leaves MSSP to the game. The answer merges, later winning: the
+//! game's last MSSP answer (asked by the probe, or by a session on its
+//! player's behalf) less what only held for the game's own port (`PORT`,
+//! `SSL`, `TLS`, `WEBSOCKET`), then what only holdfast knows: `PLAYERS`
+//! (sessions logged in: never the probe), `UPTIME` (when the proxy
+//! started), `PORT` (the first player port), `TLS` and `SSL` (the TLS
+//! port: Mudlet offers the switch on either), `WEBSOCKET`, then `[mssp]`.
+//! `NAME` is `game` unless the game or `[mssp]` gives one.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Door;
+use crate::backend::mssp as game;
+use crate::config::{Config, MsspMode};
 use crate::state::Shared;
 use crate::telnet::{opt, write_subnegotiation};
 
-/// Marks a variable name in the MSSP subnegotiation.
-pub const MSSP_VAR: u8 = 1;
-/// Marks a value.
-pub const MSSP_VAL: u8 = 2;
+pub use crate::backend::mssp::{parse, Vars, MSSP_VAL, MSSP_VAR};
 
 /// What a session's core asks its driver to do about MSSP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,16 +34,17 @@ pub enum Request {
     GameSaid(Vec<u8>),
 }
 
-/// MSSP variables, each with one or more values.
-pub type Vars = Vec<(String, Vec<String>)>;
-
-/// The game's last answer. Process-wide, like the game itself: any
-/// session's copy is the game's.
-static GAME: Mutex<Vars> = Mutex::new(Vec::new());
 /// When the proxy first started (Unix seconds; an upgrade does not reset it).
 static STARTED: OnceLock<u64> = OnceLock::new();
 /// The ports of the bound front doors.
 static PORTS: Mutex<Vec<(Door, u16)>> = Mutex::new(Vec::new());
+/// The first bound player (telnet) port.
+static PLAYER_PORT: OnceLock<u16> = OnceLock::new();
+
+/// Variables that name the game's own ports, which players cannot reach
+/// behind holdfast (a PennMUSH behind it says `PORT=4311`, its internal
+/// port): holdfast's own ports replace them.
+const GAME_PORT_VARS: [&str; 4] = ["PORT", "SSL", "TLS", "WEBSOCKET"];
 
 fn now() -> u64 {
     SystemTime::now()
@@ -64,44 +67,23 @@ pub fn door_bound(door: Door, port: u16) {
         .push((door, port));
 }
 
-/// Parses an MSSP subnegotiation payload.
-pub fn parse(data: &[u8]) -> Vars {
-    let mut vars: Vars = Vec::new();
-    let mut cur: Option<(u8, Vec<u8>)> = None;
-    let push = |kind: u8, b: Vec<u8>, vars: &mut Vars| {
-        let s = String::from_utf8_lossy(&b).into_owned();
-        match kind {
-            MSSP_VAR => vars.push((s, Vec::new())),
-            _ => {
-                if let Some(v) = vars.last_mut() {
-                    v.1.push(s)
-                }
-            }
-        }
-    };
-    for &b in data {
-        if b == MSSP_VAR || b == MSSP_VAL {
-            if let Some((k, s)) = cur.take() {
-                push(k, s, &mut vars);
-            }
-            cur = Some((b, Vec::new()));
-        } else if let Some((_, s)) = cur.as_mut() {
-            s.push(b);
-        }
+/// Records a bound player (telnet) port; the first one is `PORT`.
+pub fn player_port_bound(port: u16) {
+    PLAYER_PORT.get_or_init(|| port);
+}
+
+/// Whether holdfast answers MSSP now (rather than leaving it to the game).
+pub fn answers(cfg: &Config) -> bool {
+    match cfg.doors.mssp_mode {
+        MsspMode::On => true,
+        MsspMode::Off => false,
+        MsspMode::IfGameOffers => game::game_offers(),
     }
-    if let Some((k, s)) = cur {
-        push(k, s, &mut vars);
-    }
-    vars.retain(|(k, _)| !k.is_empty());
-    vars
 }
 
 /// Remembers the game's answer.
 pub fn game_said(data: &[u8]) {
-    let vars = parse(data);
-    if !vars.is_empty() {
-        *GAME.lock().unwrap_or_else(|e| e.into_inner()) = vars;
-    }
+    game::game_said(data);
 }
 
 fn set(vars: &mut Vars, k: &str, v: Vec<String>) {
@@ -114,22 +96,43 @@ fn set(vars: &mut Vars, k: &str, v: Vec<String>) {
 /// The merged variables, now.
 pub fn variables(shared: &Shared) -> Vars {
     let cfg = shared.config();
-    let mut vars = GAME.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (_, logged_in, _) = shared.registry.counts();
+    let ports = PORTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    merge(
+        &cfg,
+        game::game_vars(),
+        logged_in,
+        *STARTED.get_or_init(now),
+        PLAYER_PORT.get().copied(),
+        &ports,
+    )
+}
+
+/// [`variables`] from its parts.
+fn merge(
+    cfg: &Config,
+    mut vars: Vars,
+    logged_in: usize,
+    started: u64,
+    player_port: Option<u16>,
+    ports: &[(Door, u16)],
+) -> Vars {
+    vars.retain(|(k, _)| !GAME_PORT_VARS.iter().any(|p| k.eq_ignore_ascii_case(p)));
     if !vars.iter().any(|(k, _)| k.eq_ignore_ascii_case("NAME")) {
         vars.insert(0, ("NAME".into(), vec![cfg.game.clone()]));
     }
-    let (_, logged_in, _) = shared.registry.counts();
     set(&mut vars, "PLAYERS", vec![logged_in.to_string()]);
-    set(
-        &mut vars,
-        "UPTIME",
-        vec![STARTED.get_or_init(now).to_string()],
-    );
-    let ports = PORTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for (door, name) in [(Door::Tls, "TLS"), (Door::Ws, "WEBSOCKET")] {
-        if let Some((_, p)) = ports.iter().find(|(d, _)| *d == door) {
-            set(&mut vars, name, vec![p.to_string()]);
-        }
+    set(&mut vars, "UPTIME", vec![started.to_string()]);
+    if let Some(p) = player_port {
+        set(&mut vars, "PORT", vec![p.to_string()]);
+    }
+    let port = |door| ports.iter().find(|(d, _)| *d == door).map(|(_, p)| *p);
+    if let Some(p) = port(Door::Tls) {
+        set(&mut vars, "TLS", vec![p.to_string()]);
+        set(&mut vars, "SSL", vec![p.to_string()]);
+    }
+    if let Some(p) = port(Door::Ws) {
+        set(&mut vars, "WEBSOCKET", vec![p.to_string()]);
     }
     for (k, v) in &cfg.doors.mssp {
         set(&mut vars, k, v.clone());
@@ -199,5 +202,40 @@ mod tests {
         );
         assert!(is_text_request(b" mssp-request "));
         assert!(!is_text_request(b"say MSSP-REQUEST"));
+    }
+
+    #[test]
+    fn holdfasts_ports_replace_the_games() {
+        let cfg = Config::parse(
+            std::path::Path::new("t.toml"),
+            "game = \"Foo\"\n[mssp]\nCONTACT = \"a@b\"\n\
+             [[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let game: Vars = vec![
+            ("NAME".into(), vec!["Penn".into()]),
+            ("PLAYERS".into(), vec!["3".into()]),
+            ("PORT".into(), vec!["4311".into()]),
+            ("SSL".into(), vec!["4312".into()]),
+        ];
+        let v = merge(&cfg, game, 2, 7, Some(4201), &[(Door::Tls, 4203)]);
+        let get = |k: &str| v.iter().find(|(n, _)| n == k).map(|(_, v)| v.join("|"));
+        assert_eq!(get("NAME").as_deref(), Some("Penn"));
+        assert_eq!(get("PLAYERS").as_deref(), Some("2"));
+        assert_eq!(get("PORT").as_deref(), Some("4201"));
+        assert_eq!(get("TLS").as_deref(), Some("4203"));
+        assert_eq!(get("SSL").as_deref(), Some("4203"));
+        assert_eq!(get("UPTIME").as_deref(), Some("7"));
+        assert_eq!(get("CONTACT").as_deref(), Some("a@b"));
+        // Without a TLS listener the game's private SSL port is not said.
+        let v = merge(
+            &cfg,
+            vec![("SSL".into(), vec!["4312".into()])],
+            0,
+            7,
+            None,
+            &[],
+        );
+        assert!(!v.iter().any(|(k, _)| k == "SSL" || k == "PORT"), "{v:?}");
     }
 }

@@ -58,7 +58,11 @@ pub fn page(cfg: &crate::config::Config) -> String {
     let json = serde_json::to_string(&prefixes).unwrap_or_else(|_| "[]".into());
     // `</` cannot end the script from inside a JSON string.
     let json = json.replace("</", "<\\/");
+    // The login verbs holdfast recognises, so the page masks every one
+    // of them (and keeps none in its history).
+    let verbs = serde_json::to_string(crate::login::LOGIN_VERBS).unwrap_or_else(|_| "[]".into());
     PAGE.replace("/*NOTICES*/[\"[holdfast]\"]", &json)
+        .replace("/*LOGIN_VERBS*/[\"connect\"]", &verbs)
 }
 
 /// The parts of the request that matter.
@@ -300,6 +304,13 @@ mod tests {
             p.contains(r#"const NOTICES = ["[holdfast]","*** Foo is down <\/script>""#),
             "{}",
             &p[p.find("NOTICES").unwrap()..][..200]
+        );
+        assert!(
+            p.contains(
+                r#"const LOGIN_VERBS = ["connect","connec","conne","conn","con","co","ch","cd"];"#
+            ),
+            "{}",
+            &p[p.find("LOGIN_VERBS").unwrap()..][..120]
         );
         assert!(
             !PAGE.contains("http://") && !PAGE.contains("https://"),

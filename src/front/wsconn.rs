@@ -24,7 +24,7 @@ use super::gate::{Gate, TooBig};
 use super::stream::Io;
 use super::terminal::Terminal;
 use crate::session::transport::PlayerWas;
-use crate::session::PlayerTransport;
+use crate::session::{CloseWhy, PlayerTransport};
 
 /// Largest message (and frame) a player may send.
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -87,6 +87,9 @@ pub struct WsConn {
     ping_every: Duration,
     /// A ping went out and nothing came back since.
     awaiting: bool,
+    /// What the close frame of [`shutdown`](PlayerTransport::shutdown)
+    /// says (see [`CloseWhy`]).
+    close: CloseWhy,
 }
 
 impl WsConn {
@@ -100,6 +103,7 @@ impl WsConn {
             ping: Box::pin(sleep(ping_every)),
             ping_every,
             awaiting: false,
+            close: CloseWhy::Reconnect,
         }
     }
 
@@ -235,10 +239,14 @@ impl PlayerTransport for WsConn {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
+            code: CloseCode::from(self.close.code()),
+            reason: self.close.reason().into(),
         };
         self.ws.close(Some(frame)).await.or(Ok(()))
+    }
+
+    fn closing(&mut self, why: CloseWhy) {
+        self.close = why;
     }
 
     fn socket(&self) -> Option<BorrowedFd<'_>> {

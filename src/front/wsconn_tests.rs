@@ -88,3 +88,33 @@ async fn a_websocket_crosses_with_its_unfinished_message_and_terminal_state() {
     conn.write_all(&[e[1], b'\r', b'\n']).await.unwrap();
     assert_eq!(recv(&mut client).await, "é\r\n".as_bytes());
 }
+
+#[tokio::test]
+async fn the_close_frame_says_why_the_session_ended() {
+    for (why, code, reason) in [
+        (Some(CloseWhy::Quit), 1000, "quit"),
+        (Some(CloseWhy::Booted), 1000, "booted"),
+        (Some(CloseWhy::Timeout), 4000, "timeout"),
+        (Some(CloseWhy::Shutdown), 1001, "shutdown"),
+        // Not told: connect again.
+        (None, 4001, "reconnect"),
+    ] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let gate = Gate::new(Io::Plain(server), Vec::new(), MAX_MESSAGE);
+        let ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config())).await;
+        let mut conn = WsConn::new(ws, Mode::Telnet, Duration::from_secs(60));
+        if let Some(w) = why {
+            conn.closing(w);
+        }
+        conn.shutdown().await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                assert_eq!((u16::from(f.code), f.reason.as_str()), (code, reason));
+            }
+            other => panic!("{why:?}: {other:?}"),
+        }
+    }
+}

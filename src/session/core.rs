@@ -248,7 +248,7 @@ impl Core {
             local,
             input: Input::new(cfg.limits.max_subnegotiation),
             telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp)
-                .with_mssp(cfg.doors.mssp_enabled),
+                .with_mssp(crate::front::mssp::answers(cfg)),
             at_line_start: true,
             game: None,
             connecting: false,

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::core::Action;
 use super::driver::Driver;
-use super::transport::PlayerTransport;
+use super::transport::{CloseWhy, PlayerTransport};
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
@@ -69,6 +69,7 @@ impl<P: PlayerTransport> Driver<P> {
             debug!(mccp_in = plain, mccp_out = wire, "player compression");
         }
         if let Some(mut p) = self.player.take() {
+            p.closing(CloseWhy::of(end));
             let _ = timeout(FINISH_WRITE, p.shutdown()).await;
         }
         info!(reason = end.as_str(), user = %self.core.user_field(), "session closed");

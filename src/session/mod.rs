@@ -62,7 +62,7 @@ use crate::clientip::peer_ip;
 use crate::events::Event;
 use crate::state::Shared;
 pub use handover::resume;
-pub use transport::PlayerTransport;
+pub use transport::{CloseWhy, PlayerTransport};
 
 /// Why a session ended (the `reason` of `session.close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

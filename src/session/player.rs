@@ -118,9 +118,9 @@ impl Core {
         }
         // A crawler's plain-text MSSP request on the connect screen is
         // answered by holdfast, the game up or down.
-        if cfg.doors.mssp_enabled
-            && self.user.is_none()
+        if self.user.is_none()
             && crate::front::mssp::is_text_request(&line)
+            && crate::front::mssp::answers(cfg)
         {
             self.flush_game(to_game, out);
             out.push(Action::Mssp(crate::front::mssp::Request::Text));

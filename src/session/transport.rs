@@ -12,6 +12,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::End;
 use crate::backend::connect::try_read_drain;
 
 /// Bytes read from a TCP player per read call, at most.
@@ -34,6 +35,13 @@ pub trait PlayerTransport: Send + 'static {
     /// Ends the stream in the player's direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
 
+    /// Says why the coming [`shutdown`](Self::shutdown) closes the
+    /// connection, for a transport that can tell its client (a WebSocket's
+    /// close frame). Without it, the close means "connect again".
+    fn closing(&mut self, why: CloseWhy) {
+        let _ = why;
+    }
+
     /// The socket, if this connection can be handed to a new process as
     /// it is (an upgrade, see `crate::upgrade`); `None` refuses one.
     fn socket(&self) -> Option<BorrowedFd<'_>> {
@@ -47,6 +55,64 @@ pub trait PlayerTransport: Send + 'static {
     /// connection needs to carry on here if the upgrade fails.
     fn freeze(&mut self) -> impl Future<Output = Result<Option<PlayerWas>, String>> + Send + '_ {
         std::future::ready(Ok(None))
+    }
+}
+
+/// Why holdfast closes a player's connection, as a WebSocket close code
+/// and reason (the SPEC's names). The web client reconnects only on
+/// [`Reconnect`](CloseWhy::Reconnect) (and on a link lost without a
+/// close frame); after the others it says why and stays closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseWhy {
+    /// The player quit: 1000 `quit`.
+    Quit,
+    /// The game closed the connection while it kept running (`@boot`, its
+    /// idle timeout, softcode), or holdfast sent a flooding player away:
+    /// 1000 `booted`.
+    Booted,
+    /// Not logged in within `listen.login_timeout`, or held past
+    /// `outage.max_hold`: 4000 `timeout`.
+    Timeout,
+    /// The proxy is stopping: 1001 `shutdown`.
+    Shutdown,
+    /// Connect again: the link failed, or an upgrade could not take this
+    /// connection along: 4001 `reconnect`.
+    Reconnect,
+}
+
+impl CloseWhy {
+    /// The close that ends a session for `end`.
+    pub fn of(end: End) -> CloseWhy {
+        match end {
+            End::Quit => CloseWhy::Quit,
+            End::Booted | End::Flood => CloseWhy::Booted,
+            End::LoginTimeout | End::MaxHold => CloseWhy::Timeout,
+            End::Shutdown => CloseWhy::Shutdown,
+            End::PlayerClosed | End::WriteFailed | End::Handover | End::DetachExpired => {
+                CloseWhy::Reconnect
+            }
+        }
+    }
+
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseWhy::Quit | CloseWhy::Booted => 1000,
+            CloseWhy::Shutdown => 1001,
+            CloseWhy::Timeout => 4000,
+            CloseWhy::Reconnect => 4001,
+        }
+    }
+
+    /// The WebSocket close reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseWhy::Quit => "quit",
+            CloseWhy::Booted => "booted",
+            CloseWhy::Timeout => "timeout",
+            CloseWhy::Shutdown => "shutdown",
+            CloseWhy::Reconnect => "reconnect",
+        }
     }
 }
 

@@ -305,6 +305,9 @@ fn input_event(game: &Game, id: u64, tx: &mpsc::UnboundedSender<Out>, neg: &mut 
     let send = |v: Vec<u8>| {
         let _ = tx.send(Out::Bytes(v));
     };
+    if telnet_on && crate::mssp::input(game, id, tx, &e) {
+        return;
+    }
     match e {
         Event::Line(l) => game.input(id, &l),
         Event::Will(o) => {

@@ -227,6 +227,7 @@ impl Game {
             if self.cfg.mssp {
                 v.extend_from_slice(&[IAC, telnet::WILL, 70]);
             }
+            v.extend(crate::mssp::greeting());
             let _ = tx.send(Out::Bytes(v));
         }
         match lim.banner_delay {

@@ -24,6 +24,7 @@ mod eval;
 mod game;
 mod jlog;
 mod limits;
+mod mssp;
 mod telnet;
 
 use conn::Peer;
@@ -175,6 +176,7 @@ fn parse_args() -> Result<Args, String> {
                 a.cfg.limits.banner_delay = Some(Duration::from_millis(ms));
             }
             "--mssp" => a.cfg.mssp = true,
+            "--mssp-penn" => mssp::enable(),
             "--pennmush-socket-header" => a.cfg.penn_header = true,
             "-h" | "--help" => {
                 println!("{USAGE}\n\n{HELP}");
@@ -243,6 +245,7 @@ async fn main() {
         let local = l
             .local_addr()
             .unwrap_or_else(|e| die(format!("local_addr: {e}")));
+        mssp::listening_on(local.port());
         names.push(local.to_string());
         tcp.push(l);
     }
