@@ -228,7 +228,17 @@ impl Core {
                 stale += 1;
                 continue;
             }
-            self.send_line(ctx, line, &mut data);
+            self.send_line(ctx, line, &mut data, out);
+            let verifying = self
+                .game
+                .as_ref()
+                .and_then(|g| g.watch.as_ref())
+                .is_some_and(|w| matches!(w.kind, super::watch::Kind::Verify(_)));
+            if verifying {
+                // What follows a login being checked for a resume goes to
+                // whichever session it ends up in: it waits.
+                break;
+            }
         }
         if stale > 0 {
             self.notice(
