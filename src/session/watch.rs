@@ -20,7 +20,7 @@
 //!
 //! A re-login the game refuses is answered, after the refusal, with the
 //! game's reply to the marker: at a MUSH connect screen an unknown command
-//! brings the connect screen back (TinyMUX `welcome_user`, net.cpp:2580;
+//! brings the connect screen back (TinyMUX `welcome_user`, net.cpp:2591;
 //! PennMUSH bsd.c:4603; TeenyMUSH `cmd_offline_huh`), on Evennia the
 //! nonce's "not available". That reply is hidden too, so the player sees
 //! the game's screen once, its refusal, then holdfast's notice.

@@ -1,0 +1,85 @@
+//! The core's side of a resume checked by the game (issue 23): the login
+//! goes to the game with its answer hidden; the game's yes asks the driver
+//! to take the detached session over, its no is shown as it is.
+
+use super::core::Action;
+use super::tests::{game_text, player_text, T};
+
+/// A login typed while a detached session has that name: the driver
+/// answers [`Action::TryResume`] with `resume_verify`.
+fn typed_for_resume(t: &mut T, line: &str) -> Vec<Action> {
+    let first =
+        t.step(|c, ctx, _, o| c.player_data(ctx, format!("{line}\nsay after\n").as_bytes(), o));
+    assert!(
+        first.iter().any(|a| matches!(a, Action::TryResume { .. })),
+        "{first:?}"
+    );
+    let mut out = t.step(|c, ctx, _, o| c.resume_verify(ctx, line.as_bytes(), o));
+    out.extend(t.step(|c, ctx, _, o| c.resume_settled(ctx, o)));
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_games_yes_resumes_and_its_answer_stays_hidden() {
+    let mut t = T::started("");
+    let out = typed_for_resume(&mut t, "connect Alice newpw");
+    assert_eq!(
+        game_text(&out),
+        "connect Alice newpw\r\n",
+        "the line after waits"
+    );
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Quiet { name, .. } if name == "Alice")));
+    let out = t.game("*** MOTD: hello\r\nLast connect was from x.\r\n");
+    assert_eq!(player_text(&out), "", "hidden");
+    let nonce = game_text(&out)
+        .trim_start_matches("think ")
+        .trim_end()
+        .to_string();
+    let out = t.game(&format!("{nonce}\r\n"));
+    assert!(matches!(&out[..], [Action::Resume]), "{out:?}");
+    let (creds, _) = t.core.verified_login().expect("the game's yes");
+    assert_eq!(creds.password.expose(), "newpw");
+    // Nothing left to take over: an ordinary login, the answer shown, then
+    // the line typed after it.
+    let out = t.step(|c, ctx, _, o| c.verified_unclaimed(ctx, o));
+    assert!(player_text(&out).contains("*** MOTD: hello"));
+    assert_eq!(game_text(&out), "say after\r\n");
+    assert_eq!(t.core.user(), Some("Alice"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_games_no_is_shown_as_an_ordinary_failed_login() {
+    let mut t = T::started("");
+    typed_for_resume(&mut t, "connect Alice oldpw");
+    let out = t.game("Either that player does not exist, or has a different password.\r\n");
+    assert_eq!(
+        player_text(&out),
+        "Either that player does not exist, or has a different password.\r\n"
+    );
+    assert!(!out.iter().any(|a| matches!(a, Action::Resume)));
+    assert_eq!(
+        game_text(&out),
+        "say after\r\n",
+        "no marker; the queued line"
+    );
+    assert_eq!(t.core.user(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn guests_and_new_characters_are_not_looked_up() {
+    let mut t = T::started("[resume]\nnever = [\"shared\"]\n");
+    for line in [
+        "connect guest guest",
+        "connect Shared pw",
+        "create Newbie pw",
+    ] {
+        let out = t.step(|c, ctx, _, o| c.player_data(ctx, format!("{line}\n").as_bytes(), o));
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::TryResume { .. })),
+            "{line}: {out:?}"
+        );
+        assert_eq!(game_text(&out), format!("{line}\r\n"));
+    }
+}
