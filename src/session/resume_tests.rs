@@ -83,3 +83,48 @@ async fn guests_and_new_characters_are_not_looked_up() {
         assert_eq!(game_text(&out), format!("{line}\r\n"));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_no_game_the_login_waits_to_be_checked() {
+    let mut t = T::new("");
+    t.pool.backends[0].up = Some(false);
+    t.pool.backends[1].up = Some(false);
+    t.step(|c, ctx, p, o| c.start(ctx, p, o));
+    let out = typed_for_resume(&mut t, "connect Alice pw");
+    assert!(
+        player_text(&out).contains("your login will be checked"),
+        "{out:?}"
+    );
+    assert_eq!(game_text(&out), "");
+    // The login waits; other lines are held input as ever.
+    assert_eq!(t.core.queued(), 1);
+    assert!(player_text(&out).contains("HELD-INPUT"), "{out:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lazy_session_checks_the_login_once_the_game_has_it() {
+    let mut t = T::new("");
+    assert!(t.cfg.listen.lazy_connect);
+    let screen: std::sync::Arc<[u8]> = b"Welcome.\r\nconnect <name> <password>\r\n"[..].into();
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
+    let out = typed_for_resume(&mut t, "connect Alice pw");
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let out = t.game("Welcome.\r\nconnect <name> <password>\r\n");
+    assert_eq!(
+        game_text(&out),
+        "connect Alice pw\r\n",
+        "the line after waits"
+    );
+    let out = t.game("Last connect was from x.\r\n");
+    assert_eq!(player_text(&out), "", "hidden");
+    let nonce = game_text(&out)
+        .trim_start_matches("think ")
+        .trim_end()
+        .to_string();
+    let out = t.game(&format!("{nonce}\r\n"));
+    assert!(matches!(&out[..], [Action::Resume]), "{out:?}");
+}
