@@ -343,7 +343,7 @@ if ! wait_for "$PL" 1 30 "hf-check-1"; then
   # resume.keep on, holdfast has sent such a second line to the game before
   # the login: the game shows its connect screen again and the line is lost.
   [ "$(count_from "$PL" 1 "$BANNER_LINE")" -gt 1 ] &&
-    echo "note: the connect screen came twice: 'think hf-check-1' reached the game before the login (README, TinyMUX: lazy_connect with resume.keep)"
+    echo "note: the connect screen came twice: 'think hf-check-1' reached the game before the login (docs/games.md, TinyMUX: lazy_connect with resume.keep)"
   die "player: login through holdfast (no answer to the think sent with the login)"
 fi
 pass "player: logged in through holdfast"

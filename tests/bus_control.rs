@@ -94,7 +94,8 @@ async fn changing_requests_are_refused_unless_allowed() {
     assert!(r["error"].as_str().unwrap().contains("rpc_allow"), "{r}");
 }
 
-/// A nats-server whose accounts follow the README: `proxy` may publish
+/// A nats-server whose accounts follow `docs/bus-and-irc.md` (Control
+/// plane): `proxy` may publish
 /// events and presence and serve requests, `relay` may read events and
 /// ask `status`/`sessions`, `operator` may send any request.
 fn permissions_conf(dir: &TempDir) -> std::path::PathBuf {

@@ -206,7 +206,7 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     wait_events(&s.watch, "cluster.term", 1, WAIT).await;
     // Not the node that leads the bucket's stream: losing that one stalls
     // the bucket for everyone until the others elect a new leader (the
-    // README says to keep bus.lease above that).
+    // docs/clusters.md says to keep bus.lease above that).
     let v = victim(&s).await;
     let (user, name) = (USERS[v].0, NAMES[v]);
     let watch = Watch::start(&s.nodes[(v + 1) % 3].url()).await;

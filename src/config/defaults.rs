@@ -1,4 +1,5 @@
-//! Named defaults, so the README and `check` can quote them.
+//! Named defaults, so the docs (`docs/configuration.md`) and `check` can
+//! quote them.
 
 use std::time::Duration;
 /// `listen.addrs`.

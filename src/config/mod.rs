@@ -14,6 +14,7 @@
 //! | `listen.rs`, `backends.rs`, `heartbeat.rs`, `failover.rs`, `client_ip.rs`, `notices.rs`, `outage.rs` (and `[relogin]`), `templates.rs`, `limits.rs` (and `[telnet]`), `bus.rs`, `irc.rs` | one section each: its resolved type and the checks that resolve it |
 //! | `resume.rs`, `metrics.rs` | `[resume]`, `[metrics]` |
 //! | `summary.rs` | what `holdfast check` prints |
+//! | `keys.rs` | every key the file accepts, read off the `raw.rs` types (for the docs' check) |
 
 mod backends;
 mod bus;
@@ -25,6 +26,7 @@ mod failover;
 mod flavor;
 mod heartbeat;
 mod irc;
+pub mod keys;
 mod limits;
 mod listen;
 mod metrics;
