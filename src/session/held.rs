@@ -65,7 +65,20 @@ impl Core {
             .map(|g| (g.name, g.watch))
             .unwrap_or_default();
         out.push(Action::DropGame);
-        if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
+        if let Some(super::watch::Kind::Verify(creds)) = watch.as_ref().map(|w| &w.kind) {
+            // The game went away while checking a login for a resume: it is
+            // checked again when the game is back (the line waits first).
+            let line = crate::login::render_login(
+                &cfg.templates.login,
+                &creds.verb,
+                &creds.name,
+                &creds.password,
+            );
+            let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
+            self.verify = Some(Core::resume_key(&creds.name));
+            self.verify_started = None;
+            self.queue.push_front((ctx.now, line));
+        } else if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
             debug!(user = %creds.name, "keeping an unconfirmed login for re-login");

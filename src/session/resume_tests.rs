@@ -128,3 +128,17 @@ async fn a_lazy_session_checks_the_login_once_the_game_has_it() {
     let out = t.game(&format!("{nonce}\r\n"));
     assert!(matches!(&out[..], [Action::Resume]), "{out:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_check_cut_short_by_an_outage_is_made_again() {
+    let mut t = T::started("");
+    typed_for_resume(&mut t, "connect Alice pw");
+    t.step(|c, _, _, o| c.game_closed(o));
+    t.step(|c, ctx, p, o| c.alive(ctx, false, p, o));
+    assert_eq!(t.core.user(), None, "not logged in on a guess");
+    assert_eq!(
+        t.core.queued(),
+        2,
+        "the login first, then the line after it"
+    );
+}

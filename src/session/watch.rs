@@ -296,7 +296,7 @@ impl Watch {
     /// than a failure line came back). A re-login will tell for sure.
     pub fn probable_credentials(self) -> Option<Credentials> {
         match self.kind {
-            Kind::First(c) | Kind::Verify(c) if self.marker_sent && !self.failure_seen => Some(c),
+            Kind::First(c) if self.marker_sent && !self.failure_seen => Some(c),
             _ => None,
         }
     }
