@@ -61,8 +61,8 @@ pub enum Action {
     /// who is away: see [`super::detach`]).
     Notice(Vec<u8>),
     /// The player typed a login while not logged in: if a detached session
-    /// of that name exists and the password is right, take it over (then
-    /// [`Core::adopt`]); else call [`Core::resume_refused`] with the line.
+    /// of that name exists, call [`Core::resume_verify`] with the line (the
+    /// game is asked), else [`Core::resume_refused`].
     TryResume {
         /// The login.
         creds: Credentials,

@@ -3,7 +3,8 @@
 //! without a player, keeps the game connection (held and logged back in
 //! through outages like any other), and records the game's output in a
 //! bounded [`Playback`]. When a new connection logs in with the same name
-//! and password, the task hands its core, its game connection and the
+//! and the game accepts that login (checked on the new connection: see
+//! `resume`), the task hands its core, its game connection and the
 //! playback to that connection's task and ends without a word to the game.
 
 use std::any::Any;
