@@ -198,3 +198,31 @@ async fn the_owner_resumes_past_a_stale_entry_under_the_same_name() {
     alice.expect("still me").await;
     proxy.wait_log("stale detached session gives way").await;
 }
+
+/// The same at a PennMUSH: its own messages for `@password` and for the
+/// old password (`player.c:234-235, 633-640`).
+#[tokio::test]
+async fn at_a_pennmush_too() {
+    let dir = TempDir::new("rvpenn");
+    let game = Game::start(&dir, &["--flavor", "pennmush"]);
+    let extra = "flavor = \"pennmush\"\n[client_ip]\nmode = \"command\"\n";
+    let proxy = Proxy::start(&dir, &config_for(&[&game], extra));
+    let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
+    alice.send("@password alicepw=brand-new-secret").await;
+    alice.expect("You have changed your password.").await;
+    reset(alice);
+    proxy.wait_log("session detached").await;
+    let mut old = Client::connect(proxy.addr).await;
+    old.expect("connect").await;
+    old.send("connect Alice alicepw").await;
+    old.expect("That is not the correct password.").await;
+    old.collect_for(Duration::from_millis(300)).await;
+    assert!(!old.text.contains(RESUMED), "{}", old.text);
+    let mut alice = Client::connect(proxy.addr).await;
+    alice.expect("connect").await;
+    alice.send("connect Alice brand-new-secret").await;
+    alice.expect(RESUMED).await;
+    alice.send("think still me").await;
+    alice.expect("still me").await;
+    assert!(!alice.text.contains("Last connect"), "{}", alice.text);
+}
