@@ -32,26 +32,100 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Every login verb holdfast recognises, lower case (compared in any
-/// case): `connect` and its abbreviations down to `co`, and TinyMUX and
-/// PennMUSH `ch` (connect hidden) and `cd` (connect dark). The one list:
-/// the web client gets it in its page and masks these lines.
-pub const LOGIN_VERBS: &[&str] = &[
-    "connect", "connec", "conne", "conn", "con", "co", "ch", "cd",
+/// A word the game takes as a login at its connect screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginVerb {
+    /// The full word.
+    pub word: &'static str,
+    /// The shortest abbreviation the game accepts.
+    pub min: usize,
+    /// The word creates a new character (`create`): a login only where
+    /// the flavor logs the new character in (`templates.create_logs_in`).
+    pub creates: bool,
+}
+
+/// Every login verb holdfast recognises (the web client masks what follows
+/// one): `connect` down to `co`, TinyMUX/PennMUSH `ch` (connect hidden) and
+/// `cd` (connect dark), and `create` down to `cr` (TinyMUX net.cpp:2494 and
+/// TinyMUSH netcommon.c:2485 compare two letters, PennMUSH bsd.c:4490 any
+/// prefix, TeenyMUSH teenymush.pl:868-876 any prefix).
+pub const LOGIN_VERBS: &[LoginVerb] = &[
+    LoginVerb {
+        word: "connect",
+        min: 2,
+        creates: false,
+    },
+    LoginVerb {
+        word: "ch",
+        min: 2,
+        creates: false,
+    },
+    LoginVerb {
+        word: "cd",
+        min: 2,
+        creates: false,
+    },
+    LoginVerb {
+        word: "create",
+        min: 2,
+        creates: true,
+    },
 ];
 
-/// Whether `w` is a login verb (one of [`LOGIN_VERBS`]).
-fn is_connect_verb(w: &str) -> bool {
-    LOGIN_VERBS.iter().any(|v| v.eq_ignore_ascii_case(w))
+/// Every word (each verb and each abbreviation the game accepts), lower
+/// case: the list the web client masks, made from [`LOGIN_VERBS`] so there
+/// is one list.
+pub fn login_words() -> Vec<String> {
+    LOGIN_VERBS
+        .iter()
+        .flat_map(|v| (v.min..=v.word.len()).rev().map(|n| v.word[..n].to_string()))
+        .collect()
+}
+
+/// The login verb `w` is (any case, abbreviations allowed).
+pub fn login_verb(w: &str) -> Option<&'static LoginVerb> {
+    let w = w.to_ascii_lowercase();
+    LOGIN_VERBS
+        .iter()
+        .find(|v| w.len() >= v.min && v.word.starts_with(&w))
+}
+
+/// Which login forms a game accepts besides `connect <name> <password>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoginForms {
+    /// `connect <name>` with no password.
+    pub passwordless: bool,
+    /// `create <name> <password>` logs the new character in.
+    pub create: bool,
+}
+
+impl LoginForms {
+    /// The forms the configured game accepts.
+    pub fn of(t: &Templates) -> LoginForms {
+        LoginForms {
+            passwordless: t.passwordless,
+            create: t.create_logs_in,
+        }
+    }
 }
 
 /// Parses `connect <name> <password>` or `connect "<name with spaces>"
 /// <password>` (and the abbreviations). Returns `None` for anything else,
-/// including a connect line without a password.
+/// including a connect line without a password (see [`parse_login`]).
 pub fn parse_connect(line: &[u8]) -> Option<Credentials> {
+    parse_login(line, LoginForms::default()).map(|(c, _)| c)
+}
+
+/// Parses a login line in the forms `forms` allows: `connect` as in
+/// [`parse_connect`], `connect <name>` if passwordless logins are allowed,
+/// `create <name> <password>` if creating logs in. The second value is
+/// true for `create`; its credentials carry the verb `connect`, which logs
+/// the character back in later.
+pub fn parse_login(line: &[u8], forms: LoginForms) -> Option<(Credentials, bool)> {
     let line = std::str::from_utf8(line).ok()?.trim();
     let (verb, rest) = line.split_once(char::is_whitespace)?;
-    if !is_connect_verb(verb) {
+    let v = login_verb(verb)?;
+    if v.creates && !forms.create {
         return None;
     }
     let rest = rest.trim_start();
@@ -59,17 +133,24 @@ pub fn parse_connect(line: &[u8]) -> Option<Credentials> {
         let (name, after) = q.split_once('"')?;
         (name.trim(), after.trim())
     } else {
-        let (name, after) = rest.split_once(char::is_whitespace)?;
-        (name, after.trim())
+        match rest.split_once(char::is_whitespace) {
+            Some((name, after)) => (name, after.trim()),
+            None => (rest, ""),
+        }
     };
-    if name.is_empty() || pass.is_empty() {
+    let need_password = v.creates || !forms.passwordless;
+    if name.is_empty() || (pass.is_empty() && need_password) {
         return None;
     }
-    Some(Credentials {
-        verb: verb.to_string(),
-        name: name.to_string(),
-        password: Secret::new(pass),
-    })
+    let verb = if v.creates { "connect" } else { verb };
+    Some((
+        Credentials {
+            verb: verb.to_string(),
+            name: name.to_string(),
+            password: Secret::new(pass),
+        },
+        v.creates,
+    ))
 }
 
 /// Renders the login template (`{verb}`, `{name}`, `{password}`) plus CRLF.
@@ -110,6 +191,11 @@ pub fn render_login(
         }
     }
     line.push_str(rest);
+    if password.expose().is_empty() {
+        // A character without a password: `connect One`, no trailing blank.
+        let end = line.trim_end().len();
+        line.truncate(end);
+    }
     line.push_str("\r\n");
     Zeroizing::new(line.as_bytes().to_vec())
 }
@@ -213,10 +299,53 @@ mod tests {
             "connect x",
             "connect \"x y\"",
             "create x y",
+            "connect",
             "say connect x y",
         ] {
             assert!(parse_connect(bad.as_bytes()).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parses_passwordless_and_create_where_the_game_allows() {
+        let none = LoginForms::default();
+        let all = LoginForms {
+            passwordless: true,
+            create: true,
+        };
+        assert!(parse_login(b"connect One", none).is_none());
+        let (c, created) = parse_login(b"connect One", all).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.password.expose(), created),
+            ("One", "", false)
+        );
+        let (c, _) = parse_login(b"co \"Big Bob\"", all).unwrap();
+        assert_eq!(c.name, "Big Bob");
+        assert!(parse_login(b"create Newbie pw", none).is_none());
+        let (c, created) = parse_login(b"create Newbie pw", all).unwrap();
+        assert_eq!(
+            (
+                c.verb.as_str(),
+                c.name.as_str(),
+                c.password.expose(),
+                created
+            ),
+            ("connect", "Newbie", "pw", true)
+        );
+        assert!(parse_login(b"cr Newbie pw", all).unwrap().1);
+        assert!(
+            parse_login(b"create Newbie", all).is_none(),
+            "create needs one"
+        );
+        assert!(parse_login(b"c Newbie pw", all).is_none(), "ambiguous");
+        assert!(LOGIN_VERBS.iter().any(|v| v.word == "connect"));
+        let l = render_login(
+            "{verb} {name} {password}",
+            "connect",
+            "One",
+            &Secret::new(""),
+        );
+        assert_eq!(&l[..], b"connect One\r\n");
     }
 
     #[test]

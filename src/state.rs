@@ -288,13 +288,11 @@ impl Registry {
 /// A message to a detached session's task.
 #[derive(Debug)]
 pub enum DetachMsg {
-    /// A player logged in with this session's name: if the password is
-    /// right, hand the session over (the reply carries the session's state,
-    /// type-erased so this module need not know the session's types), else
-    /// answer `None`.
+    /// The game accepted a login with this session's name: hand the
+    /// session over (the reply carries the session's state, type-erased so
+    /// this module need not know the session's types), or answer `None` if
+    /// it is no longer logged in (a re-login failed while away) and end.
     Takeover {
-        /// The password the player typed.
-        password: crate::secret::Secret,
         /// The answer.
         reply: oneshot::Sender<Option<Box<dyn std::any::Any + Send>>>,
     },
@@ -338,6 +336,16 @@ impl DetachIndex {
             .rev()
             .find(|e| e.key == key)
             .map(|e| (e.id, e.tx.clone()))
+    }
+
+    /// Every detached session under `key`, the most recent first.
+    pub fn find_all(&self, key: &str) -> Vec<(u64, mpsc::Sender<DetachMsg>)> {
+        self.lock()
+            .iter()
+            .rev()
+            .filter(|e| e.key == key)
+            .map(|e| (e.id, e.tx.clone()))
+            .collect()
     }
 
     /// Forgets session `id`.

@@ -91,7 +91,28 @@ pub struct Preset {
     /// How long after the TCP connect the game may take to show its connect
     /// screen, on top of `heartbeat.timeout`.
     pub banner_wait: Duration,
+    /// `connect <name>` with no password is a login (the game lets a
+    /// character without a password in).
+    pub passwordless: bool,
+    /// `create <name> <password>` at the connect screen logs the new
+    /// character in (re-logins then use `connect`).
+    pub create_logs_in: bool,
+    /// Glob patterns (case-insensitive) of login names that are the game's
+    /// guest logins: shared, never resumed (see `docs/resume.md`).
+    pub guests: &'static [&'static str],
 }
+
+/// Guest login names of every preset flavor. TinyMUX: any name starting
+/// with `guest_prefix` (default "Guest", conf.cpp:74) makes a fresh guest
+/// (net.cpp:2218-2262). TinyMUSH: any name starting with `guest_basename`
+/// (default "Guest", conf_core.c:52), a fresh `Guest<n>` (netcommon.c:2307,
+/// mguests.c:250). PennMUSH: characters with the Guest power, password not
+/// checked (player.c:291), another free guest picked when taken
+/// (bsd.c:5483-5513); conventionally named Guest. TeenyMUSH: the one
+/// character `guest`, any password (teenymush.pl:6060). Evennia: `connect
+/// guest` with GUEST_ENABLED, accounts Guest1..Guest9 (settings_default.py
+/// GUEST_LIST; commands/default/unloggedin.py).
+const GUESTS: &[&str] = &["guest*"];
 
 /// TinyMUSH/TinyMUX/TeenyMUSH's bad-login answer: TinyMUX `net.cpp:2175`
 /// (`connect_fail`), TinyMUSH `netcommon.c:2281`, TeenyMUSH
@@ -162,6 +183,11 @@ pub fn preset(flavor: Flavor) -> Preset {
             probe_interval: Duration::from_secs(2),
             // `welcome_user` right after accept (bsd_connection.c:210).
             banner_wait: Duration::from_millis(500),
+            // check_pass accepts any password when the character has none
+            // (player.c:235-265); `cr...` creates and connects (netcommon.c:2485).
+            passwordless: true,
+            create_logs_in: true,
+            guests: GUESTS,
         },
         // TinyMUX 2.14.
         Flavor::Tinymux => Preset {
@@ -193,6 +219,11 @@ pub fn preset(flavor: Flavor) -> Preset {
             // The banner waits `proto_detect_window` (500 ms, conf.cpp:180;
             // ganl_adapter.cpp:261-287).
             banner_wait: Duration::from_secs(1),
+            // check_pass needs a stored hash (player.cpp:825-853); `cr...`
+            // creates and connects (net.cpp:2494-2580).
+            passwordless: false,
+            create_logs_in: true,
+            guests: GUESTS,
         },
         // TeenyMUSH (Perl).
         Flavor::Teenymush => Preset {
@@ -220,6 +251,12 @@ pub fn preset(flavor: Flavor) -> Preset {
             sync: false,
             probe_interval: Duration::from_secs(2),
             banner_wait: Duration::from_millis(500),
+            // `connect <name>` parses without a password (teenymush.pl:
+            // 6120-6123); `create` (and `c`, `cr`...) creates then connects
+            // (teenymush.pl:707, 868-876, 5707-5731).
+            passwordless: true,
+            create_logs_in: true,
+            guests: GUESTS,
         },
         Flavor::Pennmush => Preset {
             probe: "think {nonce}",
@@ -250,6 +287,11 @@ pub fn preset(flavor: Flavor) -> Preset {
             // The connect screen comes after two one-second timers, the
             // telnet test then `welcome_user` (bsd.c:2373, 2600-2606).
             banner_wait: Duration::from_millis(2500),
+            // No password attribute: any password (player.c:169-175);
+            // `create` logs the new player in (bsd.c:4490-4560).
+            passwordless: true,
+            create_logs_in: true,
+            guests: GUESTS,
         },
         Flavor::Evennia => Preset {
             probe: "{nonce}",
@@ -281,6 +323,11 @@ pub fn preset(flavor: Flavor) -> Preset {
             sync: true,
             probe_interval: Duration::from_secs(2),
             banner_wait: Duration::from_secs(1),
+            // `connect` needs name and password, `create` only makes the
+            // account and says to connect (commands/default/unloggedin.py).
+            passwordless: false,
+            create_logs_in: false,
+            guests: GUESTS,
         },
         // Nothing assumed beyond the classic MUSH texts; set [templates].
         Flavor::Custom => Preset {
@@ -299,6 +346,9 @@ pub fn preset(flavor: Flavor) -> Preset {
             sync: false,
             probe_interval: Duration::from_secs(2),
             banner_wait: Duration::from_secs(1),
+            passwordless: false,
+            create_logs_in: false,
+            guests: &[],
         },
     }
 }

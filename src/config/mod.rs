@@ -197,7 +197,7 @@ fn resolve(cx: &Cx<'_>, mut raw: RawConfig) -> Result<Config, ConfigError> {
     let notices = notices::resolve(cx, raw.notices)?;
     let outage = outage::resolve_outage(cx, raw.outage)?;
     let relogin = outage::resolve_relogin(cx, raw.relogin)?;
-    let resume = resume::resolve(cx, raw.resume)?;
+    let resume = resume::resolve(cx, raw.resume, preset.guests)?;
     let templates = templates::resolve(cx, raw.templates, &preset)?;
     let limits = limits::resolve_limits(cx, raw.limits)?;
     let telnet = limits::resolve_telnet(raw.telnet);

@@ -251,6 +251,8 @@ pub struct RawTemplates {
     pub announcements: Option<Vec<Spanned<String>>>,
     pub login_confirm_timeout: Option<Spanned<Dur>>,
     pub banner_wait: Option<Spanned<Dur>>,
+    pub passwordless: Option<bool>,
+    pub create_logs_in: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

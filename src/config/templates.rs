@@ -47,6 +47,12 @@ pub struct Templates {
     /// marker until its nonce comes back: for games that answer it before
     /// login and drop input sent too early (Evennia). Set by the flavor.
     pub sync: bool,
+    /// `connect <name>` without a password is a login
+    /// (`templates.passwordless`, preset by the flavor).
+    pub passwordless: bool,
+    /// `create <name> <password>` logs in (`templates.create_logs_in`,
+    /// preset by the flavor); the player is logged back in with `connect`.
+    pub create_logs_in: bool,
 }
 
 pub(super) fn resolve(
@@ -124,5 +130,7 @@ pub(super) fn resolve(
             defaults::LOGIN_CONFIRM_TIMEOUT,
         )?,
         sync: preset.sync,
+        passwordless: t.passwordless.unwrap_or(preset.passwordless),
+        create_logs_in: t.create_logs_in.unwrap_or(preset.create_logs_in),
     })
 }

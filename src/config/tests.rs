@@ -396,3 +396,25 @@ fn bus_cluster_keys() {
     .unwrap_err();
     assert!(e.message.contains("bus.jetstream = true"), "{e}");
 }
+
+#[test]
+fn resume_never_adds_to_the_flavor_guests_and_errors_have_positions() {
+    let c = parse(&format!("{MIN}[resume]\nnever = [\"Shared*\", \"bot?\"]\n")).unwrap();
+    for (name, never) in [
+        ("guest", true),
+        ("Guest7", true),
+        ("sharedroom", true),
+        ("bot1", true),
+        ("bot12", false),
+        ("Alice", false),
+    ] {
+        assert_eq!(c.resume.never_resumes(name), never, "{name}");
+    }
+    let c = parse(&format!("flavor = \"custom\"\n{MIN}")).unwrap();
+    assert!(!c.resume.never_resumes("guest"), "custom names no guests");
+    let e = parse(&format!("{MIN}[resume]\nnever = [\"ok\", \"\"]\n")).unwrap_err();
+    assert_eq!((e.line, e.col), (5, 16), "{e}");
+    assert!(e.message.contains("resume.never"), "{e}");
+    let e = parse(&format!("{MIN}[resume]\nnever = [\"**\"]\n")).unwrap_err();
+    assert!(e.to_string().contains("resume.keep"), "{e}");
+}

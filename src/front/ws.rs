@@ -60,7 +60,7 @@ pub fn page(cfg: &crate::config::Config) -> String {
     let json = json.replace("</", "<\\/");
     // The login verbs holdfast recognises, so the page masks every one
     // of them (and keeps none in its history).
-    let verbs = serde_json::to_string(crate::login::LOGIN_VERBS).unwrap_or_else(|_| "[]".into());
+    let verbs = serde_json::to_string(&crate::login::login_words()).unwrap_or_else(|_| "[]".into());
     PAGE.replace("/*NOTICES*/[\"[holdfast]\"]", &json)
         .replace("/*LOGIN_VERBS*/[\"connect\"]", &verbs)
 }
@@ -307,7 +307,7 @@ mod tests {
         );
         assert!(
             p.contains(
-                r#"const LOGIN_VERBS = ["connect","connec","conne","conn","con","co","ch","cd"];"#
+                r#"const LOGIN_VERBS = ["connect","connec","conne","conn","con","co","ch","cd","create","creat","crea","cre","cr"];"#
             ),
             "{}",
             &p[p.find("LOGIN_VERBS").unwrap()..][..120]

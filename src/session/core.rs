@@ -61,14 +61,19 @@ pub enum Action {
     /// who is away: see [`super::detach`]).
     Notice(Vec<u8>),
     /// The player typed a login while not logged in: if a detached session
-    /// of that name exists and the password is right, take it over (then
-    /// [`Core::adopt`]); else call [`Core::resume_refused`] with the line.
+    /// of that name exists, call [`Core::resume_verify`] with the line (the
+    /// game is asked), else [`Core::resume_refused`].
     TryResume {
         /// The login.
         creds: Credentials,
         /// The line as typed (it holds the password: wiped on drop).
         line: Zeroizing<Vec<u8>>,
     },
+    /// The game accepted a login that may take a detached session over
+    /// (see [`Core::resume_verify`]): take the most recent live one of that
+    /// name over (then [`Core::resumed_with`]), or, with none left, call
+    /// [`Core::verified_unclaimed`].
+    Resume,
     /// Bytes for the game connection (may hold a password: wiped on drop).
     Game(Zeroizing<Vec<u8>>),
     /// Open a connection to this backend, then call [`Core::connected`] or
@@ -204,6 +209,13 @@ pub struct Core {
     /// in whichever session the login ends up in. Always empty between
     /// steps, so it is not part of a snapshot.
     pub(super) after_login: Vec<Item>,
+    /// A login of this name (resume key) may take a detached session over:
+    /// the next such login sent to the game is checked ([`Core::resume_verify`]).
+    pub(super) verify: Option<String>,
+    /// When that login went to the game.
+    pub(super) verify_started: Option<Instant>,
+    /// The game accepted it; the driver is taking the session over.
+    pub(super) verified: Option<super::resume::Verified>,
 }
 
 /// Renders a notice template.
@@ -269,6 +281,9 @@ impl Core {
             busy: None,
             screen_shown: None,
             after_login: Vec::new(),
+            verify: None,
+            verify_started: None,
+            verified: None,
         }
     }
 

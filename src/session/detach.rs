@@ -3,7 +3,8 @@
 //! without a player, keeps the game connection (held and logged back in
 //! through outages like any other), and records the game's output in a
 //! bounded [`Playback`]. When a new connection logs in with the same name
-//! and password, the task hands its core, its game connection and the
+//! and the game accepts that login (checked on the new connection: see
+//! `resume`), the task hands its core, its game connection and the
 //! playback to that connection's task and ends without a word to the game.
 
 use std::any::Any;
@@ -261,14 +262,16 @@ impl<P: PlayerTransport> Driver<P> {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => Err(End::Shutdown),
                 },
                 m = rx.recv() => match m {
-                    Some(DetachMsg::Takeover { password, reply }) => {
-                        if self.core.password_matches(&password) {
+                    Some(DetachMsg::Takeover { reply }) => {
+                        if self.core.user().is_some() {
                             return After::TakenOver(reply);
                         }
-                        // An ordinary failed login: the caller sends the
-                        // line to the game, which answers it.
+                        // Stale: its re-login failed while its player was
+                        // away (the password changed). The owner, whom the
+                        // game just let in, takes another one; this ends.
+                        info!("a stale detached session gives way to its owner");
                         let _ = reply.send(None);
-                        Ok(())
+                        Err(End::DetachExpired)
                     }
                     Some(DetachMsg::Expire) | None => Err(End::DetachExpired),
                 },
@@ -354,29 +357,65 @@ impl<P: PlayerTransport> Driver<P> {
         let _ = reply.send(Some(Box::new(h)));
     }
 
-    /// The player typed a login: take over a detached session of that name
-    /// if its password matches, else send the line on as usual.
+    /// The player typed a login: if a detached session has that name, the
+    /// game is asked (the line goes to it as the login it is, its answer
+    /// hidden: see `resume`); else the line goes on as usual.
     pub(super) async fn try_resume(&mut self, creds: Credentials, line: &[u8]) -> Result<(), End> {
-        let mut handed: Option<Box<Handover>> = None;
-        if let Some((_, tx)) = self.shared.detached.find(&Core::resume_key(&creds.name)) {
-            let (rtx, rrx) = oneshot::channel();
-            let req = DetachMsg::Takeover {
-                password: creds.password.clone(),
-                reply: rtx,
-            };
-            if tx.send(req).await.is_ok() {
-                if let Ok(Ok(Some(b))) = timeout(TAKEOVER_TIMEOUT, rrx).await {
-                    handed = b.downcast::<Handover>().ok();
-                }
-            }
-        }
-        match handed {
-            Some(h) => self.resume(*h).await,
-            None => self.resume_refused(line).await,
+        if self
+            .shared
+            .detached
+            .find(&Core::resume_key(&creds.name))
+            .is_some()
+        {
+            self.resume_verify(line).await
+        } else {
+            self.resume_refused(line).await
         }
     }
 
-    async fn resume(&mut self, h: Handover) -> Result<(), End> {
+    /// The game accepted the login ([`Action::Resume`]): take over the most
+    /// recent detached session of that name that is still logged in (stale
+    /// ones end themselves), or go on as an ordinary login if none is left.
+    pub(super) async fn take_over_verified(&mut self) -> Result<(), End> {
+        let Some((creds, took)) = self.core.verified_login() else {
+            return Ok(());
+        };
+        let mut handed: Option<Box<Handover>> = None;
+        for (_, tx) in self
+            .shared
+            .detached
+            .find_all(&Core::resume_key(&creds.name))
+        {
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(DetachMsg::Takeover { reply: rtx }).await.is_err() {
+                continue;
+            }
+            if let Ok(Ok(Some(b))) = timeout(TAKEOVER_TIMEOUT, rrx).await {
+                handed = b.downcast::<Handover>().ok();
+                if handed.is_some() {
+                    break;
+                }
+            }
+        }
+        let Some(h) = handed else {
+            return self.verified_unclaimed().await;
+        };
+        // The connection the game just let the player in on was only the
+        // check: it quits (in the background: its goodbye is nobody's).
+        if let Some(g) = self.game.take() {
+            let quit = format!("{}\r\n", self.shared.config().templates.quit).into_bytes();
+            self.shared
+                .tracker
+                .spawn(super::finish::leave_owned(g, quit));
+        }
+        self.core.verified = None;
+        let queued = self.core.take_queue();
+        info!(user = %creds.name, verify_ms = took.as_millis() as u64, "the game accepted the login; resuming");
+        self.resume(*h, took).await?;
+        self.resumed_with(creds, queued).await
+    }
+
+    async fn resume(&mut self, h: Handover, verify: std::time::Duration) -> Result<(), End> {
         let away = h.since.elapsed();
         let missed = h.playback.len();
         let dropped = h.playback.dropped;
@@ -409,7 +448,8 @@ impl<P: PlayerTransport> Driver<P> {
                 .with("user", user.as_str())
                 .with("away_s", (away.as_secs_f64() * 10.0).round() / 10.0)
                 .with("missed_lines", missed as u64)
-                .with("dropped_lines", dropped),
+                .with("dropped_lines", dropped)
+                .with("verify_ms", verify.as_millis() as u64),
         ));
         self.apply_actions(out).await
     }

@@ -216,6 +216,25 @@ impl<P: PlayerTransport> Driver<P> {
             .resume_refused(ctx, line, out))
     }
 
+    pub(super) async fn resume_verify(&mut self, line: &[u8]) -> Result<(), End> {
+        step!(self, |core, ctx, _pool, out| core
+            .resume_verify(ctx, line, out))
+    }
+
+    pub(super) async fn verified_unclaimed(&mut self) -> Result<(), End> {
+        step!(self, |core, ctx, _pool, out| core
+            .verified_unclaimed(ctx, out))
+    }
+
+    pub(super) async fn resumed_with(
+        &mut self,
+        creds: crate::login::Credentials,
+        queued: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    ) -> Result<(), End> {
+        step!(self, |core, ctx, _pool, out| core
+            .resumed_with(ctx, creds, queued, out))
+    }
+
     pub(super) async fn apply_actions(&mut self, out: Actions) -> Result<(), End> {
         Box::pin(self.apply(out)).await
     }
@@ -296,6 +315,7 @@ impl<P: PlayerTransport> Driver<P> {
                     Box::pin(self.try_resume(creds, &line)).await?;
                     step!(self, |core, ctx, _pool, out| core.resume_settled(ctx, out))?
                 }
+                Action::Resume => Box::pin(self.take_over_verified()).await?,
                 Action::Game(bytes) => self.write_game(&bytes).await?,
                 Action::Connect(backend) => Box::pin(self.connect(backend)).await?,
                 Action::AskAlive { backend, since } => {

@@ -84,6 +84,11 @@ impl<P: PlayerTransport> Driver<P> {
     }
 }
 
+/// [`leave`] for a task of its own.
+pub(super) async fn leave_owned(g: BackendStream, quit: Vec<u8>) {
+    leave(g, &quit).await
+}
+
 /// Ends a game connection cleanly: the quit command, then the game closes
 /// the connection itself (its goodbye is discarded), so it logs a clean
 /// quit rather than a dropped link.

@@ -65,7 +65,20 @@ impl Core {
             .map(|g| (g.name, g.watch))
             .unwrap_or_default();
         out.push(Action::DropGame);
-        if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
+        if let Some(super::watch::Kind::Verify(creds)) = watch.as_ref().map(|w| &w.kind) {
+            // The game went away while checking a login for a resume: it is
+            // checked again when the game is back (the line waits first).
+            let line = crate::login::render_login(
+                &cfg.templates.login,
+                &creds.verb,
+                &creds.name,
+                &creds.password,
+            );
+            let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
+            self.verify = Some(Core::resume_key(&creds.name));
+            self.verify_started = None;
+            self.queue.push_front((ctx.now, line));
+        } else if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
             debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
@@ -228,7 +241,17 @@ impl Core {
                 stale += 1;
                 continue;
             }
-            self.send_line(ctx, line, &mut data);
+            self.send_line(ctx, line, &mut data, out);
+            let verifying = self
+                .game
+                .as_ref()
+                .and_then(|g| g.watch.as_ref())
+                .is_some_and(|w| matches!(w.kind, super::watch::Kind::Verify(_)));
+            if verifying {
+                // What follows a login being checked for a resume goes to
+                // whichever session it ends up in: it waits.
+                break;
+            }
         }
         if stale > 0 {
             self.notice(

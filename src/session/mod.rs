@@ -48,6 +48,8 @@ mod watch;
 #[cfg(test)]
 mod busy_tests;
 #[cfg(test)]
+mod resume_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;

@@ -127,15 +127,19 @@ impl Core {
             return Ok(());
         }
         if self.user.is_none() && cfg.resume.keep.is_some() {
-            if let Some(creds) = login::parse_connect(&line) {
+            match login::parse_login(&line, login::LoginForms::of(&cfg.templates)) {
                 // Maybe a player coming back to a detached session: the
-                // driver looks before the line goes anywhere.
-                self.flush_game(to_game, out);
-                out.push(Action::TryResume {
-                    creds,
-                    line: Zeroizing::new(line),
-                });
-                return Ok(());
+                // driver looks before the line goes anywhere. (A guest or
+                // shared login never is; nor is a new character.)
+                Some((creds, false)) if !cfg.resume.never_resumes(&creds.name) => {
+                    self.flush_game(to_game, out);
+                    out.push(Action::TryResume {
+                        creds,
+                        line: Zeroizing::new(line),
+                    });
+                    return Ok(());
+                }
+                _ => {}
             }
         }
         self.route_line(ctx, line, to_game, out)
@@ -146,6 +150,35 @@ impl Core {
         let mut to_game = Vec::new();
         let _ = self.route_line(ctx, line.to_vec(), &mut to_game, out);
         self.flush_game(&mut to_game, out);
+    }
+
+    /// A detached session has this login's name: the line goes to the game
+    /// as the login it is, its answer hidden, and the game's yes resumes
+    /// that session ([`Action::Resume`]); its no is shown as the answer to
+    /// an ordinary login. With no game to ask (down, or not connected yet)
+    /// the line waits for one, whatever `outage.queue_input` says.
+    pub fn resume_verify(&mut self, ctx: &mut Ctx, line: &[u8], out: &mut Actions) {
+        let Some((creds, _)) = login::parse_login(line, login::LoginForms::of(&ctx.cfg.templates))
+        else {
+            return self.resume_refused(ctx, line, out);
+        };
+        self.verify = Some(Core::resume_key(&creds.name));
+        let waits = self.game.is_none() && !self.connecting && self.lazy.is_none();
+        if waits && self.busy.is_none() {
+            let cfg = ctx.cfg;
+            self.queue_line(ctx, line.to_vec(), out);
+            self.notice(
+                &render(
+                    "[holdfast] {game} is down; your login will be checked when it is back.",
+                    cfg,
+                    "",
+                    None,
+                ),
+                out,
+            );
+            return;
+        }
+        self.resume_refused(ctx, line, out);
     }
 
     /// A line goes to the game, or is queued or refused while there is
@@ -187,31 +220,58 @@ impl Core {
             }
             return Ok(());
         }
-        self.send_line(ctx, line, to_game);
+        self.send_line(ctx, line, to_game, out);
         Ok(())
     }
 
     /// A line goes to the game: quit and login capture first. Used for
     /// typed lines and for queued ones alike, so a queued `connect` is
     /// remembered like a typed one.
-    pub(super) fn send_line(&mut self, ctx: &Ctx, line: Vec<u8>, to_game: &mut Vec<u8>) {
+    pub(super) fn send_line(
+        &mut self,
+        ctx: &Ctx,
+        line: Vec<u8>,
+        to_game: &mut Vec<u8>,
+        out: &mut Actions,
+    ) {
         if self.is_quit(ctx.cfg, &line) {
             self.quit_sent = true;
         }
         if self.user.is_none() {
-            if let Some(creds) = login::parse_connect(&line) {
+            let forms = login::LoginForms::of(&ctx.cfg.templates);
+            if let Some((creds, _)) = login::parse_login(&line, forms) {
                 // A new attempt replaces a late watch (the player gave up
                 // waiting and typed it again, maybe with another name).
                 let free = |g: &&mut Game| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
+                let verify = self
+                    .verify
+                    .take()
+                    .is_some_and(|k| k == Core::resume_key(&creds.name));
                 if let Some(g) = self.game.as_mut().filter(free) {
-                    debug!(user = %creds.name, "login attempt");
+                    debug!(user = %creds.name, verify, "login attempt");
                     let deadline = ctx.now + ctx.cfg.templates.login_confirm_timeout;
+                    let name = creds.name.clone();
+                    let kind = if verify {
+                        Kind::Verify(creds)
+                    } else {
+                        Kind::First(creds)
+                    };
                     g.watch = Some(Box::new(Watch::new(
-                        Kind::First(creds),
+                        kind,
                         login::new_nonce(),
                         false,
                         deadline,
                     )));
+                    if verify {
+                        self.verify_started = Some(ctx.now);
+                        // The game announces this login (and the quit that
+                        // follows a resume) to everyone: not news.
+                        out.push(Action::Quiet {
+                            name,
+                            for_: ctx.cfg.templates.login_confirm_timeout
+                                + super::busy::QUIET_AFTER,
+                        });
+                    }
                 }
             }
         }
@@ -227,7 +287,7 @@ impl Core {
     /// Connected to a game whose output flows to the player (not a re-login
     /// hiding it, not closed).
     pub(super) fn relaying(&self) -> bool {
-        matches!(&self.game, Some(g) if !g.closed && !g.await_banner && g.watch.as_ref().is_none_or(|w| !matches!(w.kind, Kind::Relogin)))
+        matches!(&self.game, Some(g) if !g.closed && !g.await_banner && g.watch.as_ref().is_none_or(|w| !w.hiding()))
     }
 
     /// The flood counter resets once the player is back under the rate

@@ -5,7 +5,7 @@ use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use super::core::{Action, Actions, Core, Ctx, Game};
-use super::watch::{Kind, Outcome};
+use super::watch::Outcome;
 use crate::login;
 use crate::state::PoolState;
 use crate::telnet::{self, TelnetEvent};
@@ -160,8 +160,8 @@ impl Core {
                     }
                 }
                 TelnetEvent::Command(c) => {
-                    let hiding = matches!(watch, Some(w) if matches!(w.kind, Kind::Relogin))
-                        && outcome == Outcome::Pending;
+                    let hiding =
+                        matches!(watch, Some(w) if w.hiding()) && outcome == Outcome::Pending;
                     if !hiding {
                         telnet::write_command(c, &mut shown);
                         if c == telnet::GA || c == telnet::EOR {

@@ -159,6 +159,18 @@ impl Core {
                 }
             }
             Kind::Relogin => self.restored(ctx, &backend, out),
+            Kind::Verify(creds) => {
+                // The game said yes: the driver takes the detached session
+                // over ([`Core::resumed_with`]), or, with none left to take,
+                // this is an ordinary login ([`Core::verified_unclaimed`]).
+                let took = self
+                    .verify_started
+                    .take()
+                    .map(|t| ctx.now.saturating_duration_since(t))
+                    .unwrap_or_default();
+                self.verified = Some(super::resume::Verified { creds, held, took });
+                out.push(Action::Resume);
+            }
         }
     }
 
@@ -212,6 +224,13 @@ impl Core {
             Kind::First(creds) => {
                 debug!(user = %creds.name, why, "login not confirmed");
             }
+            Kind::Verify(creds) => {
+                // The game's no, shown above as its answer to the login;
+                // the detached session stays for its owner.
+                info!(user = %creds.name, why, "resume refused by the game");
+                self.verify_started = None;
+                self.flush_queue(ctx, out);
+            }
             Kind::Relogin => self.relogin_failed(ctx, why, out),
         }
     }
@@ -257,7 +276,12 @@ impl Core {
         };
         if w.syncing || !w.may_have_worked() {
             // Never admitted, or the game said no: a plain failure.
-            return self.login_failed(ctx, "timed out", out);
+            let why = if w.failed() {
+                "login rejected"
+            } else {
+                "timed out"
+            };
+            return self.login_failed(ctx, why, out);
         }
         let held = w.take_held();
         w.go_late();
@@ -267,7 +291,18 @@ impl Core {
                 w.kind = Kind::First(creds);
             }
         }
+        let verify = matches!(w.kind, Kind::Verify(_));
+        if verify {
+            if let Kind::Verify(creds) = std::mem::replace(&mut w.kind, Kind::Relogin) {
+                // No verdict in time: an ordinary login from here on, shown.
+                w.kind = Kind::First(creds);
+            }
+        }
         self.write_out(&held, out);
+        if verify {
+            self.verify_started = None;
+            self.flush_queue(ctx, out);
+        }
         if relogin {
             self.relogin_failed(ctx, "timed out", out);
         } else {

@@ -1,30 +1,99 @@
 //! Resuming, on the core's side: which sessions are kept for a player
 //! whose link dropped, how a returning player is recognised, and how the
 //! kept session takes over the new connection's player side.
+//!
+//! A returning player is recognised by the game, not by holdfast: the
+//! login line goes to the game on the player's new connection with its
+//! answer hidden ([`super::watch::Kind::Verify`]); only the game's yes
+//! resumes the kept session, which then keeps the password the game just
+//! accepted. That connection, logged in for the check, then quits. The
+//! game's no is shown as it is (an ordinary failed login). Guest and
+//! shared logins (`resume.never`, the flavor's guests) are never kept.
 
+use std::time::Duration;
+
+use tracing::info;
 use zeroize::Zeroizing;
 
 use super::core::{fmt_duration, render, Action, Actions, Core, Ctx};
 use super::End;
 use crate::config::Config;
-use crate::login;
+use crate::events::Event;
+use crate::login::Credentials;
+
+/// A login the game accepted while a detached session of that name was
+/// kept: what the driver needs to take it over, or to carry on with it as
+/// an ordinary login.
+#[derive(Debug)]
+pub struct Verified {
+    /// The credentials the game accepted.
+    pub creds: Credentials,
+    /// The game's hidden answer (shown only if nothing is taken over).
+    pub held: Vec<u8>,
+    /// How long the game took to accept it.
+    pub took: Duration,
+}
 
 impl Core {
     /// Whether a session that ended with `end` is kept for its player
-    /// instead: logged in, left without quitting, and `resume.keep` on.
+    /// instead: logged in (not as a guest or shared login), left without
+    /// quitting, and `resume.keep` on.
     pub fn can_detach(&self, cfg: &Config, end: End) -> bool {
         cfg.resume.keep.is_some()
-            && self.user.is_some()
+            && self
+                .user
+                .as_deref()
+                .is_some_and(|u| !cfg.resume.never_resumes(u))
             && !self.quit_sent
             && matches!(end, End::PlayerClosed | End::WriteFailed)
     }
 
-    /// The password of the kept login, for a player taking this session
-    /// over.
-    pub fn password_matches(&self, password: &crate::secret::Secret) -> bool {
-        self.creds.as_ref().is_some_and(|c| {
-            login::constant_time_eq(c.password.expose().as_bytes(), password.expose().as_bytes())
-        })
+    /// The game accepted the login a driver is resuming with: its
+    /// credentials, and how long the game took.
+    pub fn verified_login(&self) -> Option<(Credentials, Duration)> {
+        self.verified.as_ref().map(|v| (v.creds.clone(), v.took))
+    }
+
+    /// The session was taken over with credentials the game accepted just
+    /// now (`creds`): they replace the ones kept (a password changed while
+    /// away), and what the player typed meanwhile (`queued`) goes on.
+    pub fn resumed_with(
+        &mut self,
+        ctx: &mut Ctx,
+        creds: Credentials,
+        queued: std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)>,
+        out: &mut Actions,
+    ) {
+        self.creds = Some(creds);
+        self.queue.extend(queued);
+        if self.relaying() {
+            self.flush_queue(ctx, out);
+        }
+    }
+
+    /// The lines this session's player typed while a login was checked.
+    pub fn take_queue(&mut self) -> std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)> {
+        std::mem::take(&mut self.queue)
+    }
+
+    /// The game accepted the login but no detached session was left to
+    /// take over (it expired, or another connection took it): an ordinary
+    /// login, its answer shown now.
+    pub fn verified_unclaimed(&mut self, ctx: &mut Ctx, out: &mut Actions) {
+        let Some(v) = self.verified.take() else {
+            return;
+        };
+        self.write_out(&v.held, out);
+        self.user = Some(v.creds.name.clone());
+        self.creds = Some(v.creds);
+        self.login_deadline = None;
+        info!(user = %self.user_field(), "logged in (nothing left to resume)");
+        out.push(Action::Emit(
+            Event::new("session.login")
+                .with("session", self.id)
+                .with("user", self.user.clone()),
+        ));
+        self.flush_queue(ctx, out);
     }
 
     /// The name detached sessions are found by: the login name as MUSH

@@ -12,6 +12,18 @@
 //! `templates.sync` (Evennia) a re-login starts by *syncing*: only the marker
 //! is sent (and re-sent until its nonce comes back), then the login and a
 //! marker with a fresh nonce.
+//!
+//! A login that may take a detached session over ([`Kind::Verify`]) is the
+//! player's own line, sent to the game on the player's connection, its
+//! answer hidden like a re-login's: the game's yes resumes the session, its
+//! no is shown as the answer to an ordinary login (see `session::resume`).
+//!
+//! A re-login the game refuses is answered, after the refusal, with the
+//! game's reply to the marker: at a MUSH connect screen an unknown command
+//! brings the connect screen back (TinyMUX `welcome_user`, net.cpp:2591;
+//! PennMUSH bsd.c:4603; TeenyMUSH `cmd_offline_huh`), on Evennia the
+//! nonce's "not available". That reply is hidden too, so the player sees
+//! the game's screen once, its refusal, then holdfast's notice.
 
 use memchr::memmem;
 use tokio::time::Instant;
@@ -31,6 +43,9 @@ pub enum Kind {
     First(#[serde(with = "super::snapshot::creds")] Credentials),
     /// An automatic re-login; output hidden.
     Relogin,
+    /// The player's own login, which takes a detached session of that name
+    /// over if the game accepts it; output hidden until then.
+    Verify(#[serde(with = "super::snapshot::creds")] Credentials),
 }
 
 /// The outcome of feeding output to a [`Watch`].
@@ -76,6 +91,10 @@ pub struct Watch {
     transcript: Vec<u8>,
     failure_seen: bool,
     success_seen: bool,
+    /// A refused re-login: the last line of the connect screen, whose
+    /// repetition ends the game's (hidden) reply to the marker.
+    #[serde(default)]
+    screen_tail: Option<Vec<u8>>,
 }
 
 impl Watch {
@@ -96,6 +115,7 @@ impl Watch {
             transcript: Vec::new(),
             failure_seen: false,
             success_seen: false,
+            screen_tail: None,
         }
     }
 
@@ -108,8 +128,14 @@ impl Watch {
         w
     }
 
-    fn hiding(&self) -> bool {
-        matches!(self.kind, Kind::Relogin)
+    /// The game's output is hidden from the player meanwhile.
+    pub fn hiding(&self) -> bool {
+        matches!(self.kind, Kind::Relogin | Kind::Verify(_))
+    }
+
+    /// The game answered with a failure line.
+    pub fn failed(&self) -> bool {
+        self.failure_seen
     }
 
     /// Whether the login may have worked: the marker went out and no
@@ -201,6 +227,7 @@ impl Watch {
             }
             return None;
         }
+        let trimmed = line.trim_ascii();
         if memmem::find(line, self.nonce.as_bytes()).is_some() {
             // The marker's echo: swallowed either way.
             // A marker that is a `think` is only answered to a logged-in
@@ -219,14 +246,26 @@ impl Watch {
                 Outcome::Failed("no login confirmation")
             });
         }
+        if let Some(tail) = &self.screen_tail {
+            // The game's reply to the marker after a refused re-login: the
+            // connect screen again, hidden, up to its last line.
+            return (trimmed == &tail[..]).then_some(Outcome::Failed("login rejected"));
+        }
         let text = String::from_utf8_lossy(line);
         let text = crate::login::strip_ansi(&text);
         let text = text.trim_end_matches(['\r', '\n']).trim_start();
-        if self.hiding() && t.refused.iter().any(|re| re.is_match(text)) {
+        // A throttle met by the player's own login (a resume being checked)
+        // is the game's answer to that login, not a reason to retry.
+        if matches!(self.kind, Kind::Relogin) && t.refused.iter().any(|re| re.is_match(text)) {
             return Some(Outcome::Refused);
         }
         let failed = t.login_failure.iter().any(|re| re.is_match(text));
         let succeeded = !failed && t.login_success.iter().any(|re| re.is_match(text));
+        if failed && matches!(self.kind, Kind::Relogin) && self.marker_sent && !t.marker.is_empty()
+        {
+            // Wait for the marker's reply, to hide it (see the module doc).
+            self.screen_tail = last_line(&self.transcript).map(<[u8]>::to_vec);
+        }
         if self.hiding() {
             self.keep(line);
         } else {
@@ -234,6 +273,9 @@ impl Watch {
         }
         if failed {
             self.failure_seen = true;
+            if self.screen_tail.is_some() {
+                return None;
+            }
             return Some(Outcome::Failed("login rejected"));
         }
         if succeeded {
@@ -266,6 +308,13 @@ impl Watch {
         v.extend_from_slice(&std::mem::take(&mut self.partial));
         v
     }
+}
+
+/// The last non-blank line of `text`, trimmed.
+fn last_line(text: &[u8]) -> Option<&[u8]> {
+    text.split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .rfind(|l| !l.is_empty())
 }
 
 #[cfg(test)]
@@ -329,6 +378,28 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_relogin_hides_the_screen_the_marker_brings_back() {
+        let text = "[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:4000\"\n";
+        let cfg = Config::parse(Path::new("t.toml"), text).unwrap();
+        let t = &cfg.templates;
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut w = Watch::new(Kind::Relogin, "hf-1".into(), true, far);
+        let screen = "Welcome!\r\nUse connect <name> <password>.\r\n";
+        assert_eq!(feed(&mut w, t, screen).0, Outcome::Pending);
+        let r = feed(
+            &mut w,
+            t,
+            "Either that player does not exist, or has a different password.\r\n",
+        );
+        assert_eq!(r.0, Outcome::Pending, "the marker's reply is awaited");
+        let (o, shown, ..) = feed(&mut w, t, screen);
+        assert_eq!((o, shown.as_str()), (Outcome::Failed("login rejected"), ""));
+        let held = String::from_utf8(w.take_held()).unwrap();
+        assert_eq!(held.matches("Welcome!").count(), 1, "{held}");
+        assert!(held.contains("different password"), "{held}");
+    }
+
+    #[test]
     fn evennia_coloured_failure_is_seen() {
         let cfg = evennia();
         let t = &cfg.templates;
@@ -340,6 +411,17 @@ mod tests {
             t,
             "\x1b[22m\x1b[31mUsername and/or password is incorrect.\x1b[0m\r\n",
         );
+        // Decided once the marker's reply (hidden) is in.
+        assert_eq!(r.0, Outcome::Pending);
+        let nonce = w.nonce.clone();
+        let r = feed(
+            &mut w,
+            t,
+            &format!("Command '{nonce}' is not available.\r\n"),
+        );
         assert_eq!(r.0, Outcome::Failed("login rejected"));
+        assert!(r.1.is_empty());
+        let held = String::from_utf8(w.take_held()).unwrap();
+        assert!(!held.contains(&nonce), "{held}");
     }
 }

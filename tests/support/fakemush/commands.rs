@@ -115,7 +115,7 @@ impl Game {
             Some(r) => Cow::Owned(r),
             None => Cow::Borrowed(line),
         };
-        let user = s.player.map_or(V::Null, |p| V::S(&self.cfg.users[p].name));
+        let user = s.player.map_or(V::Null, |p| V::S(&self.user(p).name));
         self.log.ev(
             "line",
             &[("conn", V::N(id)), ("user", user), ("line", V::S(&logged))],
@@ -179,6 +179,9 @@ impl Game {
         match c.lw {
             "quit" if self.cfg.limits.quit_case.quits(word, false) => self.quit(c),
             "who" => self.who(st, c),
+            w if w.len() >= 2 && "create".starts_with(w) && fl != Flavor::Plain => {
+                self.do_create(st, c)
+            }
             "@remotehost" if fl.is_mush() => self.remotehost(st, c),
             _ if fl == Flavor::Evennia => self.not_available(c),
             _ => {
@@ -197,7 +200,7 @@ impl Game {
         let _ = c.tx.send(Out::Close("quit"));
     }
 
-    fn do_connect(&self, st: &mut State, c: &Cmd) {
+    pub(crate) fn do_connect(&self, st: &mut State, c: &Cmd) {
         let ip = st.sess.get(&c.id).and_then(|s| s.ip);
         if let Some(ip) = ip {
             let lim = &self.cfg.limits;
@@ -212,11 +215,13 @@ impl Game {
         }
         let cands = connect_candidates(c.rest);
         let mut name_exists = false;
-        let mut found = None;
-        for (name, pass) in &cands {
+        let mut found = cands
+            .first()
+            .and_then(|(name, pass)| self.guest_login(name, pass));
+        for (name, pass) in cands.iter().filter(|_| found.is_none()) {
             if let Some(u) = self.find_user(name) {
                 name_exists = true;
-                if self.cfg.users[u].pass == *pass {
+                if self.password_ok(u, pass) {
                     found = Some(u);
                     break;
                 }
@@ -408,9 +413,11 @@ impl Game {
                 send_line(c.tx, &out);
             }
             "@boot" if fl != Flavor::Plain => self.boot(st, c, me),
+            "@password" if fl.is_mush() => self.do_password(c, me),
+            "password" if fl == Flavor::Evennia => self.do_password(c, me),
             "@remotehost" if fl.is_mush() => self.remotehost(st, c),
             "@shutdown" => {
-                if !self.cfg.users[me].wizard {
+                if !self.user(me).wizard {
                     return send_line(c.tx, "Permission denied.");
                 }
                 let by = self.uname(me);
@@ -492,7 +499,7 @@ impl Game {
     }
 
     fn boot(&self, st: &mut State, c: &Cmd, me: usize) {
-        if !self.cfg.users[me].wizard {
+        if !self.user(me).wizard {
             return send_line(c.tx, "Permission denied.");
         }
         let target = self.find_user(c.rest);

@@ -103,7 +103,7 @@ impl Game {
         };
         let check = |who: &str, pass: &str| -> String {
             match self.player_of(st, me, who) {
-                Some(p) if self.cfg.users[p].pass == pass => "1".into(),
+                Some(p) if self.password_ok(p, pass) => "1".into(),
                 _ => "0".into(),
             }
         };
@@ -122,7 +122,7 @@ impl Game {
                     .sess
                     .get(&me)
                     .and_then(|s| s.player)
-                    .is_some_and(|p| self.cfg.users[p].wizard);
+                    .is_some_and(|p| self.user(p).wizard);
                 if !wiz {
                     return "#-1 PERMISSION DENIED".into();
                 }
@@ -150,7 +150,7 @@ impl Game {
                 }
                 match self.player_of(st, me, &args[0]) {
                     Some(p) if name == "num" => format!("#{}", p + 1),
-                    Some(p) => self.cfg.users[p].name.clone(),
+                    Some(p) => self.user(p).name.clone(),
                     None => "#-1 NO MATCH".into(),
                 }
             }

@@ -158,7 +158,7 @@ impl Game {
     }
 
     pub(crate) fn uname(&self, p: usize) -> &str {
-        &self.cfg.users[p].name
+        &self.user(p).name
     }
 
     pub(crate) fn find_user(&self, name: &str) -> Option<usize> {
@@ -167,6 +167,7 @@ impl Game {
             .users
             .iter()
             .position(|u| u.name.eq_ignore_ascii_case(name))
+            .or_else(|| self.find_extra(name))
     }
 
     pub fn connect_screen(&self) -> String {
@@ -342,6 +343,7 @@ impl Game {
             for o in st.sess.values().filter(|o| o.player.is_some()) {
                 send_line(&o.tx, &msg);
             }
+            self.guest_gone(p);
         }
         drop(st);
         self.log

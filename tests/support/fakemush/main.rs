@@ -18,6 +18,7 @@
 //!
 //! Every event is appended to `--log` as one JSON object per line.
 
+mod accounts;
 mod commands;
 mod conn;
 mod eval;
@@ -41,7 +42,7 @@ const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-f
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
        [--trust IP]... [--log FILE] [--mccp] [--mssp] [--pennmush-socket-header] [--motd TEXT]
        [--quit-case any|mux|exact] [--quota N] [--max-preauth N] [--conn-rate N/SECS]
-       [--login-fail-limit N/SECS] [--banner-delay MS] [--demo]
+       [--login-fail-limit N/SECS] [--banner-delay MS] [--demo] [--accounts FILE]
 (see limits.rs for what the six limit options do)";
 
 /// `--help`: the usage, the accounts, and what the demo is.
@@ -69,6 +70,8 @@ struct Args {
     ready: Option<String>,
     log: Option<String>,
     cfg: Config,
+    /// `--accounts FILE` (see accounts.rs).
+    accounts: Option<String>,
 }
 
 fn parse_user(s: &str) -> Result<User, String> {
@@ -95,6 +98,7 @@ fn parse_args() -> Result<Args, String> {
         unix: None,
         ready: None,
         log: None,
+        accounts: None,
         cfg: Config {
             flavor: Flavor::TinyMush,
             users: Vec::new(),
@@ -124,6 +128,7 @@ fn parse_args() -> Result<Args, String> {
             "--unix" => a.unix = Some(val()?),
             "--ready-file" => a.ready = Some(val()?),
             "--log" => a.log = Some(val()?),
+            "--accounts" => a.accounts = Some(val()?),
             "--motd" => a.cfg.motd = val()?,
             "--flavor" => {
                 let v = val()?;
@@ -194,6 +199,9 @@ fn parse_args() -> Result<Args, String> {
         ] {
             a.cfg.users.push(parse_user(u)?);
         }
+    }
+    if let Some(path) = &a.accounts {
+        accounts::load(path, &mut a.cfg.users)?;
     }
     if !trust_given {
         a.cfg.trust.push(IpAddr::from([127, 0, 0, 1]));
