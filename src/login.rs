@@ -78,7 +78,11 @@ pub const LOGIN_VERBS: &[LoginVerb] = &[
 pub fn login_words() -> Vec<String> {
     LOGIN_VERBS
         .iter()
-        .flat_map(|v| (v.min..=v.word.len()).rev().map(|n| v.word[..n].to_string()))
+        .flat_map(|v| {
+            (v.min..=v.word.len())
+                .rev()
+                .map(|n| v.word[..n].to_string())
+        })
         .collect()
 }
 
