@@ -34,7 +34,10 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// upgrade ([`super::snapshot::DetachedWas`]).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Playback {
+    // As bytes in the handover's binary tail, not JSON numbers.
+    #[serde(with = "super::snapshot::blob::deque")]
     lines: VecDeque<Vec<u8>>,
+    #[serde(with = "super::snapshot::blob")]
     partial: Vec<u8>,
     bytes: usize,
     max_lines: usize,

@@ -126,11 +126,11 @@ impl T {
     /// Writes the core out, reads it back in its place, and checks that
     /// writing the restored core out again gives the same bytes.
     fn cross(&mut self) {
-        let bytes = snapshot(&self.core, false, None).unwrap();
+        let bytes = snapshot(&self.core, false, None, &[]).unwrap();
         let back = restore(&bytes, &self.cfg).unwrap();
         assert!(!back.mccp_was_on);
         self.core = back.core;
-        let again = snapshot(&self.core, false, None).unwrap();
+        let again = snapshot(&self.core, false, None, &[]).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&bytes),
             String::from_utf8_lossy(&again)
@@ -263,13 +263,13 @@ async fn mccp_player_stream_must_end_first_and_is_offered_again() {
     t.player(b"\xff\xfd\x56");
     assert!(t.core.telnet.out.compressing());
     assert!(matches!(
-        snapshot(&t.core, false, None),
+        snapshot(&t.core, false, None, &[]),
         Err(SnapError::PlayerCompressed(7))
     ));
     let _ = t.core.telnet.out.encode(b"hello");
     t.core.telnet.out.stop();
     let _ = t.core.telnet.out.encode(b"");
-    let bytes = snapshot(&t.core, true, None).unwrap();
+    let bytes = snapshot(&t.core, true, None, &[]).unwrap();
     let mut back = restore(&bytes, &t.cfg).unwrap();
     assert!(back.mccp_was_on);
     let v = resume_bytes(&mut back.core, true, "UPGRADED");
@@ -283,7 +283,7 @@ async fn mccp_player_stream_must_end_first_and_is_offered_again() {
 #[tokio::test(start_paused = true)]
 async fn other_versions_and_garbage_are_refused() {
     let t = T::logged_in();
-    let bytes = snapshot(&t.core, false, None).unwrap();
+    let bytes = snapshot(&t.core, false, None, &[]).unwrap();
     let s = String::from_utf8_lossy(&bytes).replacen("\"v\":2", "\"v\":99", 1);
     assert!(matches!(
         restore(s.as_bytes(), &t.cfg),
