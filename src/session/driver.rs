@@ -432,7 +432,11 @@ impl<P: PlayerTransport> Driver<P> {
     /// unsent ones instead; a write that has to wait on a slow reader
     /// gives way to an upgrade's ask, keeping what it had not written yet
     /// (so a player who reads just fast enough never holds an upgrade).
-    pub(super) async fn write_player_raw(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
+    pub(super) async fn write_player_raw(
+        &mut self,
+        data: &[u8],
+        limit: Duration,
+    ) -> Result<(), End> {
         let Some(player) = self.player.as_mut() else {
             return Ok(());
         };

@@ -156,8 +156,7 @@ impl<P: PlayerTransport> Driver<P> {
 
     /// The state, and close-on-exec duplicates of the sockets to send.
     fn parcel(&self, mccp: bool, player: Option<&PlayerWas>) -> Result<SessionParcel, String> {
-        let state =
-            snapshot(&self.core, mccp, player, &self.unsent).map_err(|e| e.to_string())?;
+        let state = snapshot(&self.core, mccp, player, &self.unsent).map_err(|e| e.to_string())?;
         let id = self.core.id;
         let err = |e: std::io::Error| format!("session {id}: {e}");
         let Some(player) = self.player.as_ref().and_then(|p| p.socket()) else {

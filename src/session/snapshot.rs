@@ -181,7 +181,10 @@ pub(crate) mod blob {
 
         /// serde `with`.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<Vec<u8>>, D::Error> {
-            Ok(Vec::<One>::deserialize(d)?.into_iter().map(|o| o.0).collect())
+            Ok(Vec::<One>::deserialize(d)?
+                .into_iter()
+                .map(|o| o.0)
+                .collect())
         }
     }
 }
