@@ -1148,7 +1148,9 @@ impl MccpPlayer {
 /// Figures, not a check (no timing is asserted): the handover time for
 /// `HOLDFAST_UPGRADE_SESSIONS` sessions (default 2000; idle, at the
 /// connect screen, each with its game connection) and the longest relay
-/// stall 20 logged-in players typing see meanwhile. `HOLDFAST_BIN` picks
+/// stall 20 logged-in players typing see meanwhile (they started first,
+/// so they stop in the first batch: every session waits from its stop to
+/// the `Commit`). `HOLDFAST_BIN` picks
 /// the binary (a release build for real figures); `scripts/upgrade_bench.sh`
 /// runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1176,6 +1178,33 @@ async fn bench_handover_time_and_stall() {
     );
     const PINGERS: usize = 20;
     let idle_n = n.saturating_sub(PINGERS);
+    // The pingers first: the roll is in the order sessions started, so
+    // they stop in the first batch and wait longest (until `Commit`).
+    let stop = Arc::new(AtomicBool::new(false));
+    let measure = Arc::new(AtomicBool::new(false));
+    let mut pingers = Vec::new();
+    for i in 0..PINGERS {
+        let mut c = Client::login(hf.addr, "Alice", "alicepw").await;
+        let stop = stop.clone();
+        let measure = measure.clone();
+        pingers.push(tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let counts = measure.load(Ordering::Relaxed);
+                c.send(&format!("think ping-{i}-{k}")).await;
+                c.expect_within(&format!("ping-{i}-{k}\r\n"), Duration::from_secs(30))
+                    .await;
+                if counts {
+                    worst = worst.max(t.elapsed());
+                    k += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (worst, k)
+        }));
+    }
     let t0 = Instant::now();
     let mut idle = Vec::with_capacity(idle_n);
     while idle.len() < idle_n {
@@ -1187,33 +1216,14 @@ async fn bench_handover_time_and_stall() {
     let until = Instant::now() + Duration::from_secs(120);
     loop {
         let conns = game.events().iter().filter(|e| e["t"] == "conn").count();
-        if conns > idle_n {
+        if conns > idle_n + PINGERS {
             break;
         }
         assert!(Instant::now() < until, "only {conns} game connections");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("{idle_n} idle sessions up in {:?}", t0.elapsed());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut pingers = Vec::new();
-    for i in 0..PINGERS {
-        let mut c = Client::login(hf.addr, "Alice", "alicepw").await;
-        let stop = stop.clone();
-        pingers.push(tokio::spawn(async move {
-            let mut worst = Duration::ZERO;
-            let mut k = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                c.send(&format!("think ping-{i}-{k}")).await;
-                c.expect_within(&format!("ping-{i}-{k}\r\n"), Duration::from_secs(30))
-                    .await;
-                worst = worst.max(t.elapsed());
-                k += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (worst, k)
-        }));
-    }
+    measure.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t_up = Instant::now();
     hf.usr2();
@@ -1233,6 +1243,7 @@ async fn bench_handover_time_and_stall() {
     for l in logs.lines().filter(|l| {
         l.contains("handover timings")
             || l.contains("handed over; stopping")
+            || l.contains("upgrade: took everything over")
             || l.contains("took everything over")
     }) {
         println!("{l}");

@@ -631,3 +631,96 @@ async fn session_ids_stay_unique_across_twenty_upgrades() {
         c.expect(&format!("You say, \"p{i}\"")).await;
     }
 }
+
+// ----- figures -----------------------------------------------------------
+
+/// Figures, not a check: an upgrade with `HOLDFAST_UPGRADE_DETACHED`
+/// detached sessions (default 1000), each with a full playback (256 KiB),
+/// and 20 players pinging in the first batch: the handover's time, the
+/// bytes of state sent and the longest stall. `HOLDFAST_BIN` picks the
+/// binary (a release build for real figures); `scripts/upgrade_bench.sh`
+/// runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_detached_sessions_at_full_playback() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let n: usize = std::env::var("HOLDFAST_UPGRADE_DETACHED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let dir = TempDir::new("upgrade-tx-bench-detached");
+    let game = Game::start(&dir, &[]);
+    let cfg = config_for(
+        &[&game],
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_sessions = 20000\nmax_per_ip = 20000\nmax_detached = 20000\n\
+         [limits]\nconn_rate_per_ip = 0.0\nmax_unauthenticated = 20000\n\
+         input_lines_per_sec = 100000\ninput_burst = 100000\n\
+         [resume]\nkeep = \"30m\"\nplayback_lines = 100000\n",
+    );
+    let mut hf = Proxy::start_with(&dir, &cfg, "holdfast=info", &[]);
+    const PINGERS: usize = 20;
+    let stop = Arc::new(AtomicBool::new(false));
+    let measure = Arc::new(AtomicBool::new(false));
+    let mut pingers = Vec::new();
+    for i in 0..PINGERS {
+        let mut c = Client::login(hf.addr, "Wiz", "wizpw").await;
+        let (stop, measure) = (stop.clone(), measure.clone());
+        pingers.push(tokio::spawn(async move {
+            let (mut worst, mut k) = (Duration::ZERO, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let counts = measure.load(Ordering::Relaxed);
+                c.send(&format!("think ping-{i}-{k}")).await;
+                c.expect_within(&format!("ping-{i}-{k}\r\n"), Duration::from_secs(60))
+                    .await;
+                if counts {
+                    worst = worst.max(t.elapsed());
+                    k += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (worst, k)
+        }));
+    }
+    // All log in first (a login would resume a detached session of the
+    // same name); then each asks for 300 KB of output and closes its side
+    // at once: the session detaches, and the output fills its playback.
+    let t0 = Instant::now();
+    let mut gone = Vec::with_capacity(n);
+    for _ in 0..n {
+        gone.push(Client::login(hf.addr, "Alice", "alicepw").await);
+    }
+    for c in gone.iter_mut() {
+        c.send("spam 300000").await;
+        c.stream.shutdown().await.unwrap();
+    }
+    wait_log_n(&hf, "session detached", n, Duration::from_secs(300));
+    // The playbacks fill (the game's output is read and kept).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("{n} detached sessions up in {:?}", t0.elapsed());
+    measure.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t_up = Instant::now();
+    tokio::task::block_in_place(|| hf.upgrade());
+    let to_ready = t_up.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut worst, mut pings) = (Duration::ZERO, 0);
+    for p in pingers {
+        let (w, k) = p.await.unwrap();
+        worst = worst.max(w);
+        pings += k;
+    }
+    for l in hf.logs().lines().filter(|l| {
+        l.contains("handover timings")
+            || l.contains("handed over; stopping")
+            || l.contains("upgrade: took everything over")
+    }) {
+        println!("{l}");
+    }
+    println!(
+        "detached {n}: SIGUSR2 to the new pid in the ready file {to_ready:?}; longest round trip of {pings} pings by {PINGERS} players around it: {worst:?}"
+    );
+    drop(gone);
+}

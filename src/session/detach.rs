@@ -241,7 +241,7 @@ impl<P: PlayerTransport> Driver<P> {
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.enlist();
+        let mut freeze = self.shared.handover.enlist_detached();
         loop {
             let deadline = self
                 .core

@@ -201,7 +201,9 @@ pub struct Request {
 #[derive(Default)]
 struct Roll {
     next: u64,
-    map: BTreeMap<u64, mpsc::Sender<Ask>>,
+    /// Where each one's ask goes, and whether it is detached (no player
+    /// waits on it: it goes first, see [`old`]).
+    map: BTreeMap<u64, (mpsc::Sender<Ask>, bool)>,
 }
 
 /// A session task's place on the roll: where its [`Ask`] arrives. Leaves
@@ -332,13 +334,22 @@ impl Handover {
     }
 
     /// A session task enlists while it is at a point where it can stop
-    /// (its main loop, or kept detached).
+    /// (its main loop).
     pub fn enlist(&self) -> Enlisted {
+        self.enlist_as(false)
+    }
+
+    /// A detached session enlists while it is kept for its player.
+    pub fn enlist_detached(&self) -> Enlisted {
+        self.enlist_as(true)
+    }
+
+    fn enlist_as(&self, detached: bool) -> Enlisted {
         let (tx, rx) = mpsc::channel(1);
         let mut r = lock(&self.roll);
         let key = r.next;
         r.next += 1;
-        r.map.insert(key, tx);
+        r.map.insert(key, (tx, detached));
         Enlisted {
             key,
             rx,
@@ -346,15 +357,30 @@ impl Handover {
         }
     }
 
-    /// Asks up to `n` sessions enlisted at or after `from` to stop: the
-    /// key to go on from, and the answers to wait for (a session that
-    /// ends meanwhile drops its answer).
-    fn ask(&self, from: u64, n: usize) -> (u64, Vec<oneshot::Receiver<Parcel>>) {
+    /// Asks up to `n` sessions enlisted at or after `from` to stop (only
+    /// detached ones if `detached_only`; none already in `asked`, to which
+    /// they are added): the key to go on from, and the answers to wait for
+    /// (a session that ends meanwhile drops its answer).
+    fn ask(
+        &self,
+        from: u64,
+        n: usize,
+        detached_only: bool,
+        asked: &mut std::collections::HashSet<u64>,
+    ) -> (u64, Vec<oneshot::Receiver<Parcel>>) {
         let r = lock(&self.roll);
         let mut next = from;
         let mut out = Vec::with_capacity(n);
-        for (k, tx) in r.map.range(from..).take(n) {
+        let mut tried = 0;
+        for (k, (tx, detached)) in r.map.range(from..) {
+            if tried == n {
+                break;
+            }
             next = k + 1;
+            if (detached_only && !detached) || !asked.insert(*k) {
+                continue;
+            }
+            tried += 1;
             let (ask, answer) = oneshot::channel();
             // Closed: it just ended. Full: an earlier upgrade's ask is
             // still unread (the session is stuck writing); it is left out,

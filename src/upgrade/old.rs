@@ -304,15 +304,42 @@ async fn exchange(
     let mut want = batch;
     let mut from = 0;
     let (mut n, mut batches, mut longest) = (0, 0, Duration::ZERO);
+    // When the first session stopped: from then until `Commit` it waits
+    // (the longest stall any player sees here).
+    let mut first_freeze = None;
     // Sessions asked that have not answered yet (slow ones wait here while
     // later batches go).
     let mut waiting: Vec<oneshot::Receiver<Parcel>> = Vec::new();
+    // The batch sent whose `Took` has not been read yet: the next batch is
+    // frozen and sent while the new process reads this one back.
+    let mut unconfirmed: Option<usize> = None;
+    let mut sent_bytes = 0usize;
+    // Detached sessions go first: no player waits on them, and their
+    // states (with the playback) are the large ones; the players' stall
+    // starts with the first session that has one.
+    let mut detached_first = true;
+    let mut asked = std::collections::HashSet::new();
     loop {
-        let (next, asks) = shared
-            .handover
-            .ask(from, want.saturating_sub(waiting.len()));
+        let (next, asks) = shared.handover.ask(
+            from,
+            want.saturating_sub(waiting.len()),
+            detached_first,
+            &mut asked,
+        );
         from = next;
+        if !detached_first && first_freeze.is_none() && !asks.is_empty() {
+            first_freeze = Some(Instant::now());
+        }
         waiting.extend(asks);
+        if waiting.is_empty() && detached_first {
+            // The new process is done with them before any player stops.
+            if let Some(sent) = unconfirmed.take() {
+                took(sock, deadline, sent).await?;
+            }
+            detached_first = false;
+            from = 0;
+            continue;
+        }
         if waiting.is_empty() {
             // Everyone on the roll went. A session between its accept and
             // its loop, or ending, is still counted by the tracker: wait.
@@ -341,20 +368,19 @@ async fn exchange(
         for part in split(frozen) {
             let k = part.len();
             let (doc, fds) = pack(&connected, part, parked);
+            sent_bytes += doc.len();
             blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
             send_batch(sock, deadline, fds).await?;
-            match blocking(sock, deadline, wire::recv_msg).await? {
-                Some(Msg::Took { sessions }) if sessions == k => {}
-                Some(Msg::Took { sessions }) => {
-                    return Err(format!("the new process took {sessions} sessions of {k}"))
-                }
-                Some(m) => return Err(unexpected(m)),
-                None => return Err("the new process exited while taking over".into()),
+            if let Some(sent) = unconfirmed.replace(k) {
+                took(sock, deadline, sent).await?;
             }
             batches += 1;
         }
         n += k;
         longest = longest.max(t_batch.elapsed());
+    }
+    if let Some(sent) = unconfirmed.take() {
+        took(sock, deadline, sent).await?;
     }
     // Under systemd the main pid must move before this process exits, or
     // systemd would take the exit for the service's end.
@@ -367,9 +393,23 @@ async fn exchange(
         batches,
         took_ms = t0.elapsed().as_millis() as u64,
         longest_batch_ms = longest.as_millis() as u64,
+        stall_ms = first_freeze.map_or(0, |t| t.elapsed().as_millis() as u64),
+        bytes = sent_bytes,
         "upgrade: handover timings"
     );
     Ok(n)
+}
+
+/// Reads the new process's `Took` for a batch of `k` sessions.
+async fn took(sock: &Arc<OwnedFd>, deadline: Instant, k: usize) -> Result<(), String> {
+    match blocking(sock, deadline, wire::recv_msg).await? {
+        Some(Msg::Took { sessions }) if sessions == k => Ok(()),
+        Some(Msg::Took { sessions }) => {
+            Err(format!("the new process took {sessions} sessions of {k}"))
+        }
+        Some(m) => Err(unexpected(m)),
+        None => Err("the new process exited while taking over".into()),
+    }
 }
 
 fn unexpected(m: Msg) -> String {
