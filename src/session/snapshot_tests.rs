@@ -353,6 +353,13 @@ async fn the_playback_and_unsent_output_cross_as_bytes() {
         why: None,
     };
     let bytes = snapshot_detached(&t.core, &d).unwrap();
+    // Before version 3 each byte was a JSON number.
+    let json_alone = serde_json::to_vec(&d.playback).unwrap().len();
+    assert!(json_alone > 3 * want, "{json_alone}");
+    println!(
+        "playback of {want} bytes: state {} bytes (JSON alone: {json_alone})",
+        bytes.len()
+    );
     assert!(
         bytes.len() < want + 64 * 1024,
         "{} bytes for {want} of playback",
