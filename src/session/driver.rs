@@ -159,8 +159,16 @@ impl<P: PlayerTransport> Driver<P> {
     pub async fn run(&mut self) -> End {
         self.freeze = Some(self.shared.handover.enlist());
         let end = self.run_enlisted().await;
-        // Off the roll: a detached session enlists on its own.
+        // Off the roll: a detached session enlists on its own. An ask that
+        // came during the last step is dropped (the upgrade waits for this
+        // task to end or enlist again), and the bytes held back for it go
+        // before anything else this session still writes.
         self.freeze = None;
+        self.asked = None;
+        let unsent = std::mem::take(&mut self.unsent);
+        if !unsent.is_empty() {
+            let _ = self.write_player_raw(&unsent, self.write_timeout()).await;
+        }
         end
     }
 
