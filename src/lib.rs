@@ -236,9 +236,15 @@ impl Proxy {
                 Some(req) = next => {
                     if upgrade::old::run(&shared, &mut acceptors, req).await {
                         // The new process owns every socket now: no
-                        // goodbye to anyone, no quit to the game. Events
+                        // goodbye to anyone, no quit to the game. This
+                        // process no longer follows or confirms a cluster
+                        // term for sessions it does not own (the new one
+                        // renews the lease it carried at once). Events
                         // of the last moments still go out (bounded: the
                         // players are already the new process's).
+                        if let Some(t) = &cluster_task {
+                            t.abort();
+                        }
                         bus_stop.cancel();
                         if let Some(t) = bus_task {
                             let _ = tokio::time::timeout(UPGRADE_BUS_FLUSH, t).await;

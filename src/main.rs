@@ -151,6 +151,11 @@ async fn run(
     ready_file: Option<PathBuf>,
     origin: Option<Origin>,
 ) -> anyhow::Result<()> {
+    // Signals first: once the ready file names this pid, a SIGUSR2 must
+    // find its handler (the default action ends the process); and a new
+    // process of an upgrade has them before the first byte of the
+    // handover (until its commit they are held, see `hold_signals`).
+    let signals = Signals::install()?;
     // Started by an upgrade: stdin is the old process's socket.
     let incoming = if upgrade::new::is_upgrade() {
         Some(upgrade::new::Incoming::take()?)
@@ -172,7 +177,9 @@ async fn run(
     }
     raise_nofile(&cfg);
     if let Some(inc) = incoming {
-        return run_upgraded(inc, cfg, ready_file, origin).await;
+        let until = HoldUntil::default();
+        let held = tokio::spawn(hold_signals(signals, until.clone()));
+        return run_upgraded(inc, cfg, ready_file, origin, (until, held)).await;
     }
     let listeners = Proxy::bind(&cfg).await?;
     let doors = Proxy::bind_doors(&cfg).await?;
@@ -182,9 +189,7 @@ async fn run(
     if let Some(o) = origin {
         shared.handover.set_origin(o);
     }
-    // Signals first: once the ready file names this pid, a SIGUSR2 must
-    // find its handler (the default action ends the process).
-    spawn_signals(shared, shutdown)?;
+    spawn_signals(shared, shutdown, signals, Held::default());
     if let Some(f) = ready_file {
         upgrade::notify::write_ready_lines(&f, &ready_lines(&listeners, &doors))?;
     }
@@ -193,16 +198,16 @@ async fn run(
 }
 
 /// The new process of an upgrade: take everything over, a batch at a
-/// time, then run (see `holdfast::upgrade`). Until the first batch nothing
-/// has been touched, so any failure leaves the old process serving
-/// everyone; after it, a failure ends this process (exit 1), and the old
-/// one, holding its own copies of every socket, kills it and carries on
-/// with every session.
+/// time, and start nothing before the old process's commit (see
+/// `holdfast::upgrade`): until then the old process alone owns every
+/// session, and any failure here ends this process (exit 1) while the old
+/// one, whose frozen sessions nothing touched, kills it and carries on.
 async fn run_upgraded(
     inc: upgrade::new::Incoming,
     cfg: Config,
     ready_file: Option<PathBuf>,
     origin: Option<Origin>,
+    (until, held): (HoldUntil, tokio::task::JoinHandle<(Signals, Held)>),
 ) -> anyhow::Result<()> {
     use upgrade::new::Step;
     let refuse = |e: String| {
@@ -250,19 +255,24 @@ async fn run_upgraded(
     inc.ready().await.map_err(refuse)?;
     let t0 = std::time::Instant::now();
     let (mut n, mut batches) = (0, 0);
+    // Built but not started: nothing is read or written before the
+    // commit.
+    let mut taken = Vec::new();
     loop {
         match inc.next(&cfg).await.map_err(refuse)? {
             Step::Batch(sessions) => {
                 let k = sessions.len();
                 let ready =
                     upgrade::new::prepare(&shared, sessions).map_err(|e| refuse(e.to_string()))?;
-                upgrade::new::start(&shared, ready);
+                taken.extend(ready);
                 inc.took(k).await.map_err(refuse)?;
                 n += k;
                 batches += 1;
             }
             Step::Commit => break,
             Step::Gone => {
+                // It kills this process before it thaws anything, so,
+                // alive, this process owns what it took.
                 tracing::warn!(
                     sessions = n,
                     "upgrade: the old process went away before its commit; carrying on with what it handed over"
@@ -271,6 +281,7 @@ async fn run_upgraded(
             }
         }
     }
+    upgrade::new::start(&shared, taken);
     // The old process is going: its socket has done its job.
     drop(inc);
     info!(
@@ -288,7 +299,9 @@ async fn run_upgraded(
             .with("to_version", env!("CARGO_PKG_VERSION"))
             .with("sessions", n as u64),
     );
-    spawn_signals(shared, shutdown)?;
+    until.done();
+    let (signals, was_held) = held.await?;
+    spawn_signals(shared, shutdown, signals, was_held);
     if let Some(f) = ready_file {
         upgrade::notify::write_ready_lines(&f, &ready_lines(&listeners, &doors))?;
     }
@@ -315,25 +328,102 @@ fn ready_lines(
         .collect()
 }
 
+/// The signals holdfast handles. Made at the process's start: from then
+/// on tokio's handlers are installed and a signal is kept until read, so
+/// none of them can end the process by its default action.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Signals held back during a handover, carried out after its commit.
+#[derive(Default)]
+struct Held {
+    /// A SIGHUP came: reload once.
+    reload: bool,
+    /// A SIGTERM or SIGINT came: stop.
+    stop: bool,
+}
+
+/// How the new process of an upgrade tells `hold_signals` that the
+/// handover is over.
+#[derive(Default, Clone)]
+struct HoldUntil(std::sync::Arc<tokio::sync::Notify>);
+
+impl HoldUntil {
+    fn done(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The new process of an upgrade, until the commit: nothing it owns can
+/// reload, upgrade or stop yet, and the old process still serves. A
+/// SIGHUP or SIGTERM/SIGINT is kept for after the commit; a SIGUSR2 is
+/// refused (an upgrade is under way). Each says so in the log. Returns
+/// the signals and what was kept once `until` is done.
+async fn hold_signals(mut s: Signals, until: HoldUntil) -> (Signals, Held) {
+    let mut held = Held::default();
+    loop {
+        tokio::select! {
+            _ = until.0.notified() => break,
+            _ = s.hup.recv() => {
+                info!("SIGHUP during a handover: the reload waits for its commit");
+                held.reload = true;
+            }
+            _ = s.usr2.recv() => info!("SIGUSR2 ignored: an upgrade is already under way"),
+            _ = s.term.recv() => {
+                info!("SIGTERM during a handover: stopping after its commit");
+                held.stop = true;
+            }
+            _ = s.int.recv() => {
+                info!("SIGINT during a handover: stopping after its commit");
+                held.stop = true;
+            }
+        }
+    }
+    (s, held)
+}
+
 /// HUP reloads, USR2 upgrades, TERM and INT stop. tokio's own signal
 /// streams run on the runtime we already have, with no extra thread.
+/// What a handover held back is carried out first.
 fn spawn_signals(
     shared: std::sync::Arc<holdfast::state::Shared>,
     sd: CancellationToken,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    mut s: Signals,
+    held: Held,
+) {
+    if held.reload {
+        info!("reloading the config (SIGHUP held during the handover)");
+        let _ = holdfast::reload::reload(&shared);
+    }
+    if held.stop {
+        info!("stopping (signal held during the handover)");
+        sd.cancel();
+        return;
+    }
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = hup.recv() => {
+                _ = s.hup.recv() => {
                     info!("SIGHUP: reloading the config");
                     let _ = holdfast::reload::reload(&shared);
                 }
-                _ = usr2.recv() => {
+                _ = s.usr2.recv() => {
                     let req = upgrade::Request { reason: "sigusr2", reply: None };
                     if shared.handover.request(req) {
                         info!("SIGUSR2: upgrading");
@@ -341,12 +431,11 @@ fn spawn_signals(
                         info!("SIGUSR2 ignored: an upgrade is already under way");
                     }
                 }
-                _ = term.recv() => { info!("SIGTERM"); sd.cancel(); break }
-                _ = int.recv() => { info!("SIGINT"); sd.cancel(); break }
+                _ = s.term.recv() => { info!("SIGTERM"); sd.cancel(); break }
+                _ = s.int.recv() => { info!("SIGINT"); sd.cancel(); break }
             }
         }
     });
-    Ok(())
 }
 
 /// Descriptors a session can hold at once: the player's socket and the

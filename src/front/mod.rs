@@ -112,10 +112,20 @@ fn accept(shared: &Arc<Shared>, door: Door, stream: TcpStream, peer: SocketAddr)
     };
     let sh = shared.clone();
     let limit = cfg.doors.handshake_timeout;
-    shared.tracker.spawn(async move {
-        let r = tokio::time::timeout(limit, handshake(&sh, door, stream, peer, id)).await;
+    // Not on the sessions' tracker: an upgrade never waits for a
+    // handshake; it closes the ones in progress (see `upgrade`).
+    shared.handover.spawn_handshake(move |stop| async move {
+        let r = tokio::select! {
+            r = tokio::time::timeout(limit, handshake(&sh, door, stream, peer, id)) => r,
+            _ = stop.cancelled() => {
+                debug!(%peer, door = door.as_str(), "handshake closed: an upgrade began");
+                Ok(None)
+            }
+        };
         match r {
-            Ok(Some(run)) => run.await,
+            Ok(Some(run)) => {
+                sh.tracker.spawn(run);
+            }
             Ok(None) => {
                 if let Some(id) = id {
                     sh.registry.remove(id);

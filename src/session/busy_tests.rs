@@ -44,7 +44,7 @@ async fn a_refused_first_connection_backs_off_and_tells_the_player_once() {
     // Not shown, not a failure, not a close: dropped, paced, retried.
     let out = t.game(REFUSED);
     // Backing off crosses an upgrade: still told once, lines still kept.
-    let bytes = super::snapshot::snapshot(&t.core, false, None).unwrap();
+    let bytes = super::snapshot::snapshot(&t.core, false, None, &[]).unwrap();
     t.core = super::snapshot::restore(&bytes, &t.cfg).unwrap().core;
     let typed = t.player("look\n");
     assert_eq!(game_text(&typed), "");
@@ -183,7 +183,7 @@ async fn lazy_connect_falls_back_without_a_cached_screen_and_survives_a_snapshot
     let mut t = T::new("");
     let screen: Arc<[u8]> = SCREEN.into();
     t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
-    let bytes = super::snapshot::snapshot(&t.core, false, None).unwrap();
+    let bytes = super::snapshot::snapshot(&t.core, false, None, &[]).unwrap();
     t.core = super::snapshot::restore(&bytes, &t.cfg).unwrap().core;
     let out = t.player("connect Alice pw\n");
     assert_eq!(connects(&out), 1);

@@ -35,7 +35,10 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// upgrade ([`super::snapshot::DetachedWas`]).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Playback {
+    // As bytes in the handover's binary tail, not JSON numbers.
+    #[serde(with = "super::snapshot::blob::deque")]
     lines: VecDeque<Vec<u8>>,
+    #[serde(with = "super::snapshot::blob")]
     partial: Vec<u8>,
     bytes: usize,
     max_lines: usize,
@@ -239,7 +242,7 @@ impl<P: PlayerTransport> Driver<P> {
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.enlist();
+        let mut freeze = self.shared.handover.enlist_detached();
         loop {
             let deadline = self
                 .core

@@ -52,6 +52,16 @@ pub(super) struct Driver<P> {
     pub playback: Option<super::detach::Playback>,
     /// When the player's link dropped.
     pub detached_since: Option<Instant>,
+    /// This session's place on the upgrade roll while [`Driver::run`]
+    /// runs: a write that waits on a slow reader watches it too.
+    pub freeze: Option<crate::upgrade::Enlisted>,
+    /// An upgrade's ask that came while a write to the player waited: it
+    /// is answered at the top of the loop, once the current step is done.
+    pub asked: Option<crate::upgrade::Ask>,
+    /// Bytes for the player, as they go on the wire (compressed if MCCP2
+    /// is on), not yet written when `asked` came: they cross with the
+    /// session's state, or are written first if the upgrade fails.
+    pub unsent: Vec<u8>,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -68,6 +78,15 @@ pub(super) fn game_readable(
         Some(s) => s.poll_read_ready(cx),
         None => Poll::Pending,
     })
+}
+
+/// A write to the player failed (`None`: it wrote nothing, closed).
+fn write_failed(e: Option<io::Error>) -> End {
+    match e {
+        Some(e) => debug!(error = %e, "write to player failed"),
+        None => debug!("write to player failed: closed"),
+    }
+    End::WriteFailed
 }
 
 /// The next re-login slot: the shared pacer plus this session's jitter.
@@ -130,11 +149,30 @@ impl<P: PlayerTransport> Driver<P> {
             started: false,
             playback: None,
             detached_since: None,
+            freeze: None,
+            asked: None,
+            unsent: Vec::new(),
         }
     }
 
     /// Runs the session until it ends; returns why.
     pub async fn run(&mut self) -> End {
+        self.freeze = Some(self.shared.handover.enlist());
+        let end = self.run_enlisted().await;
+        // Off the roll: a detached session enlists on its own. An ask that
+        // came during the last step is dropped (the upgrade waits for this
+        // task to end or enlist again), and the bytes held back for it go
+        // before anything else this session still writes.
+        self.freeze = None;
+        self.asked = None;
+        let unsent = std::mem::take(&mut self.unsent);
+        if !unsent.is_empty() {
+            let _ = self.write_player_raw(&unsent, self.write_timeout()).await;
+        }
+        end
+    }
+
+    async fn run_enlisted(&mut self) -> End {
         let mut pool_rx = self.shared.pool.subscribe();
         pool_rx.borrow_and_update();
         let mut announce_rx = self.shared.announce.subscribe();
@@ -143,7 +181,6 @@ impl<P: PlayerTransport> Driver<P> {
         // session shares).
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.enlist();
         if !self.started {
             self.started = true;
             let screen = self
@@ -158,6 +195,14 @@ impl<P: PlayerTransport> Driver<P> {
         }
         let mut pbuf = Vec::new();
         loop {
+            // An upgrade asked while a write waited: the step that wrote
+            // is done, so this is a clean point (see `handover`).
+            if let Some(ask) = self.asked.take() {
+                if let Err(end) = self.hand_over(ask).await {
+                    return end;
+                }
+                continue;
+            }
             let deadline = self.core.next_deadline(&self.shared.config.borrow());
             // Not `biased`: a player who floods input must not starve the
             // game's output (or the other way round); tokio polls the
@@ -191,7 +236,12 @@ impl<P: PlayerTransport> Driver<P> {
                 _ = sleep_opt(deadline) => self.timer_fired().await,
                 // An upgrade: every event before it was carried out in
                 // full, so this is a clean point to stop (see `handover`).
-                Some(ask) = freeze.asked() => self.hand_over(ask).await,
+                Some(ask) = async {
+                    match self.freeze.as_mut() {
+                        Some(f) => f.asked().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.hand_over(ask).await,
             };
             if let Err(end) = r {
                 return end;
@@ -402,40 +452,102 @@ impl<P: PlayerTransport> Driver<P> {
     pub(super) async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
         // telnet: compressed if the player took the proxy's MCCP2.
         let data = self.core.telnet.out.encode(data);
+        self.write_player_raw(&data, limit).await
+    }
+
+    /// Writes bytes as they go on the wire. While an upgrade's ask waits
+    /// for this session (`unsent` is not empty) they are kept with the
+    /// unsent ones instead; a write that has to wait on a slow reader
+    /// gives way to an upgrade's ask, keeping what it had not written yet
+    /// (so a player who reads just fast enough never holds an upgrade).
+    pub(super) async fn write_player_raw(
+        &mut self,
+        data: &[u8],
+        limit: Duration,
+    ) -> Result<(), End> {
         let Some(player) = self.player.as_mut() else {
             return Ok(());
         };
         if data.is_empty() {
             return Ok(());
         }
+        if !self.unsent.is_empty() {
+            self.unsent.extend_from_slice(data);
+            return Ok(());
+        }
         let shutdown = &self.shared.shutdown;
-        let mut write = std::pin::pin!(timeout(limit, player.write_all(&data)));
-        // Most writes finish at once; only one that has to wait also
-        // watches for shutdown (registering with the token locks it, and
-        // every session shares it), so a player who stopped reading cannot
-        // keep a stopping proxy past its grace.
-        let r = match futures::poll!(write.as_mut()) {
-            Poll::Ready(r) => r,
-            Poll::Pending if shutdown.is_cancelled() => return Err(End::Shutdown),
-            Poll::Pending => tokio::select! {
-                r = write => r,
+        if !player.partial_writes() {
+            let mut write = std::pin::pin!(timeout(limit, player.write_all(data)));
+            // Most writes finish at once; only one that has to wait also
+            // watches for shutdown (registering with the token locks it,
+            // and every session shares it), so a player who stopped
+            // reading cannot keep a stopping proxy past its grace.
+            let r = match futures::poll!(write.as_mut()) {
+                Poll::Ready(r) => r,
+                Poll::Pending if shutdown.is_cancelled() => return Err(End::Shutdown),
+                Poll::Pending => tokio::select! {
+                    r = write => r,
+                    _ = shutdown.cancelled() => return Err(End::Shutdown),
+                },
+            };
+            return match r {
+                Ok(Ok(())) => {
+                    crate::metrics::metrics()
+                        .bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(write_failed(Some(e))),
+                Err(_) => {
+                    warn!(timeout = ?limit, "player stopped reading; dropping the session");
+                    Err(End::WriteFailed)
+                }
+            };
+        }
+        // Partial writes (plain TCP): as above, and a write that has to
+        // wait gives way to an upgrade's ask too.
+        let mut pos = 0;
+        while pos < data.len() {
+            match futures::poll!(std::pin::pin!(player.write_some(&data[pos..]))) {
+                Poll::Ready(Ok(0)) => return Err(write_failed(None)),
+                Poll::Ready(Ok(n)) => pos += n,
+                Poll::Ready(Err(e)) => return Err(write_failed(Some(e))),
+                Poll::Pending => break,
+            }
+        }
+        let until = Instant::now() + limit;
+        while pos < data.len() {
+            if shutdown.is_cancelled() {
+                return Err(End::Shutdown);
+            }
+            // Every branch is cancel-safe: `write_some` of a connection
+            // with partial writes writes nothing when it is not ready.
+            let r = tokio::select! {
+                r = player.write_some(&data[pos..]) => r,
+                _ = sleep_until(until) => {
+                    warn!(timeout = ?limit, "player stopped reading; dropping the session");
+                    return Err(End::WriteFailed);
+                }
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
-            },
-        };
-        if matches!(r, Ok(Ok(()))) {
-            crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
-        }
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                debug!(error = %e, "write to player failed");
-                Err(End::WriteFailed)
+                Some(ask) = async {
+                    match self.freeze.as_mut() {
+                        Some(f) => f.asked().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.asked = Some(ask);
+                    self.unsent.extend_from_slice(&data[pos..]);
+                    crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, pos as u64);
+                    return Ok(());
+                }
+            };
+            match r {
+                Ok(0) => return Err(write_failed(None)),
+                Ok(n) => pos += n,
+                Err(e) => return Err(write_failed(Some(e))),
             }
-            Err(_) => {
-                warn!(timeout = ?limit, "player stopped reading; dropping the session");
-                Err(End::WriteFailed)
-            }
         }
+        crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
+        Ok(())
     }
 
     async fn write_game(&mut self, data: &[u8]) -> Result<(), End> {

@@ -118,9 +118,13 @@ impl<P: PlayerTransport> Driver<P> {
         Err(End::PlayerClosed)
     }
 
-    /// Carries on after a failed upgrade: MCCP2 is offered again if the
-    /// stream was ended for it.
+    /// Carries on after a failed upgrade from the state it froze, which
+    /// nothing else touched (the new process relays nothing before the
+    /// commit): first the output a slow write had not got out, then the
+    /// MCCP2 offer again if the stream was ended for it.
     async fn thaw(&mut self, mccp: bool) -> Result<(), End> {
+        let unsent = std::mem::take(&mut self.unsent);
+        self.write_player_raw(&unsent, self.write_timeout()).await?;
         if mccp {
             let again = resume_bytes(&mut self.core, true, "");
             self.write_player(&again, self.write_timeout()).await?;
@@ -152,7 +156,7 @@ impl<P: PlayerTransport> Driver<P> {
 
     /// The state, and close-on-exec duplicates of the sockets to send.
     fn parcel(&self, mccp: bool, player: Option<&PlayerWas>) -> Result<SessionParcel, String> {
-        let state = snapshot(&self.core, mccp, player).map_err(|e| e.to_string())?;
+        let state = snapshot(&self.core, mccp, player, &self.unsent).map_err(|e| e.to_string())?;
         let id = self.core.id;
         let err = |e: std::io::Error| format!("session {id}: {e}");
         let Some(player) = self.player.as_ref().and_then(|p| p.socket()) else {
@@ -186,6 +190,7 @@ pub fn resume(
         mccp_was_on,
         detached,
         player: player_was,
+        unsent,
     } = restored;
     let span = info_span!("session", id = core.id, peer = %core.peer);
     let player = match (player, detached) {
@@ -222,10 +227,10 @@ pub fn resume(
     };
     let cfg = shared.config();
     match player_was {
-        None => carry_on(shared, core, player, game, mccp_was_on, span),
+        None => carry_on(shared, core, player, game, (mccp_was_on, unsent), span),
         Some(PlayerWas::Ws(was)) => {
             match crate::front::WsConn::resumed(player, was, cfg.doors.ws_ping_interval) {
-                Some(ws) => carry_on(shared, core, ws, game, mccp_was_on, span),
+                Some(ws) => carry_on(shared, core, ws, game, (mccp_was_on, unsent), span),
                 // `resumed` is ready at once; should it not be, the
                 // session goes on as for a link that dropped.
                 None => {
@@ -245,14 +250,15 @@ pub fn resume(
     }
 }
 
-/// Runs a session taken over with its player: `notices.upgraded` (if set)
-/// and the MCCP2 offer again, then on where it stopped.
+/// Runs a session taken over with its player: the output a slow write had
+/// not got out, `notices.upgraded` (if set) and the MCCP2 offer again,
+/// then on where it stopped.
 fn carry_on<P: PlayerTransport>(
     shared: Arc<Shared>,
     core: super::Core,
     player: P,
     game: Option<BackendStream>,
-    mccp_was_on: bool,
+    (mccp_was_on, unsent): (bool, Vec<u8>),
     span: tracing::Span,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     let cfg = shared.config();
@@ -269,7 +275,13 @@ fn carry_on<P: PlayerTransport>(
         async move {
             debug!(user = %d.core.user_field(), "session taken over");
             let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
-            let end = match d.write_player(&hello, d.write_timeout()).await {
+            let first = d.write_player_raw(&unsent, d.write_timeout()).await;
+            drop(unsent);
+            let end = match first {
+                Ok(()) => d.write_player(&hello, d.write_timeout()).await,
+                Err(end) => Err(end),
+            };
+            let end = match end {
                 Ok(()) => d.run().await,
                 Err(end) => end,
             };

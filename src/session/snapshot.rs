@@ -26,7 +26,15 @@
 //! [`super::detach`]) also carries its time away, the time it is still to
 //! be kept and its playback ([`DetachedWas`]).
 //!
-//! The encoding is versioned JSON ([`VERSION`]). It holds the password, so
+//! Bytes for the player that a write to a slow reader had not got out when
+//! the upgrade asked (`unsent`) cross too, to be written first.
+//!
+//! The encoding is versioned ([`VERSION`]): [`MAGIC`], the length of a
+//! JSON document, the document, then a binary tail that holds the large
+//! byte strings (the playback, the unsent output) as they are; the
+//! document names them by offset and length ([`blob`]). Before version 3
+//! a state was the JSON document alone with every byte a JSON number
+//! (about 3.6 bytes each); that is still read. It holds the password, so
 //! it lives in a zeroizing buffer, is sent only over the upgrade's private
 //! socket and is never written to disk.
 
@@ -47,10 +55,13 @@ use crate::login::Credentials;
 use crate::state::Phase;
 use crate::telnet::{Inbound, Policy};
 
-/// Version of the snapshot encoding. 2: a player's connection may carry
-/// state of its own (`player`). Version 1 (the same without it) is read
-/// too; any other is refused.
-pub const VERSION: u32 = 2;
+/// Version of the snapshot encoding. 3: a binary tail after the JSON
+/// document holds the playback and the unsent output ([`blob`]). 2: a
+/// player's connection may carry state of its own (`player`). Versions 1
+/// and 2 (JSON alone) are read too; any other is refused.
+pub const VERSION: u32 = 3;
+/// What a version-3 state starts with (a JSON document never does).
+pub const MAGIC: &[u8; 4] = b"HFS\x03";
 /// The oldest version read.
 const OLDEST: u32 = 1;
 
@@ -82,6 +93,99 @@ impl From<serde_json::Error> for SnapError {
             e.line(),
             e.column()
         ))
+    }
+}
+
+/// Byte strings that go in the state's binary tail rather than in its
+/// JSON document (where each byte would be a number). Serialising puts
+/// the bytes in the tail of the state being written and writes `[offset,
+/// length]`; reading takes them back from the tail of the state being
+/// read. Both happen on one thread, inside [`write`] and [`restore`],
+/// which set the tail up; outside them (a JSON document alone, versions 1
+/// and 2) the bytes are a plain sequence.
+pub(crate) mod blob {
+    use std::cell::RefCell;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    thread_local! {
+        /// The tail of the state being written, if one is.
+        static OUT: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+        /// The tail of the state being read, if one is.
+        static IN: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` with an empty tail to write into; returns what it wrote.
+    pub(super) fn writing<T>(f: impl FnOnce() -> T) -> (T, Vec<u8>) {
+        OUT.with(|o| *o.borrow_mut() = Some(Vec::new()));
+        let r = f();
+        let tail = OUT.with(|o| o.borrow_mut().take()).unwrap_or_default();
+        (r, tail)
+    }
+
+    /// Runs `f` with `tail` to read from.
+    pub(super) fn reading<T>(tail: &[u8], f: impl FnOnce() -> T) -> T {
+        IN.with(|i| *i.borrow_mut() = Some(tail.to_vec()));
+        let r = f();
+        IN.with(|i| *i.borrow_mut() = None);
+        r
+    }
+
+    /// serde `with` for a `Vec<u8>`.
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let at = OUT.with(|o| {
+            o.borrow_mut().as_mut().map(|t| {
+                let at = t.len();
+                t.extend_from_slice(b);
+                (at, b.len())
+            })
+        });
+        match at {
+            Some(r) => r.serialize(s),
+            None => b.serialize(s),
+        }
+    }
+
+    /// serde `with` for a `Vec<u8>`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if IN.with(|i| i.borrow().is_none()) {
+            return Vec::<u8>::deserialize(d);
+        }
+        let (at, len) = <(usize, usize)>::deserialize(d)?;
+        IN.with(|i| {
+            let i = i.borrow();
+            let tail = i.as_deref().unwrap_or_default();
+            at.checked_add(len)
+                .and_then(|end| tail.get(at..end))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| serde::de::Error::custom("a byte string past the tail"))
+        })
+    }
+
+    /// serde `with` for a `VecDeque<Vec<u8>>` (each one as above).
+    pub mod deque {
+        use std::collections::VecDeque;
+
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[derive(Serialize, Deserialize)]
+        struct One(#[serde(with = "super")] Vec<u8>);
+
+        #[derive(Serialize)]
+        struct OneRef<'a>(#[serde(with = "super")] &'a Vec<u8>);
+
+        /// serde `with`.
+        pub fn serialize<S: Serializer>(v: &VecDeque<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(OneRef))
+        }
+
+        /// serde `with`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<Vec<u8>>, D::Error> {
+            Ok(Vec::<One>::deserialize(d)?
+                .into_iter()
+                .map(|o| o.0)
+                .collect())
+        }
     }
 }
 
@@ -214,6 +318,8 @@ struct Out<'a> {
     detached: Option<&'a DetachedWas>,
     #[serde(skip_serializing_if = "Option::is_none")]
     player: Option<&'a PlayerWas>,
+    #[serde(with = "blob", skip_serializing_if = "<[u8]>::is_empty")]
+    unsent: &'a [u8],
 }
 
 #[derive(Deserialize)]
@@ -262,6 +368,8 @@ struct In {
     detached: Option<DetachedWas>,
     #[serde(default)]
     player: Option<PlayerWas>,
+    #[serde(default, with = "blob")]
+    unsent: Vec<u8>,
 }
 
 /// Counts bytes, to size the zeroizing buffer before the real write (a
@@ -282,20 +390,22 @@ impl std::io::Write for Count {
 /// and has been ended by the driver (the new process offers it again).
 /// `player`: what the player's connection needs besides its socket. The
 /// player's stream must be plain by now, and the game's must not be
-/// compressed.
+/// compressed. `unsent`: bytes for the player as they go on the wire, to
+/// be written before anything else.
 pub fn snapshot(
     core: &Core,
     mccp_was_on: bool,
     player: Option<&PlayerWas>,
+    unsent: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SnapError> {
-    write(core, mccp_was_on, None, player)
+    write(core, mccp_was_on, None, player, unsent)
 }
 
 /// Writes a detached session out: its core (the player's telnet output
 /// state must be plain; there is no player) and its time away and
 /// playback.
 pub fn snapshot_detached(core: &Core, d: &DetachedWas) -> Result<Zeroizing<Vec<u8>>, SnapError> {
-    write(core, false, Some(d), None)
+    write(core, false, Some(d), None, &[])
 }
 
 fn write(
@@ -303,6 +413,7 @@ fn write(
     mccp_was_on: bool,
     detached: Option<&DetachedWas>,
     player: Option<&PlayerWas>,
+    unsent: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SnapError> {
     if core.telnet.out.compressing() || core.telnet.out.has_pending() {
         return Err(SnapError::PlayerCompressed(core.id));
@@ -347,11 +458,24 @@ fn write(
         busy: core.busy.as_ref().map(|b| b.tries),
         detached,
         player,
+        unsent,
     };
-    let mut n = Count(0);
-    serde_json::to_writer(&mut n, &out)?;
-    let mut buf = Zeroizing::new(Vec::with_capacity(n.0));
-    serde_json::to_writer(&mut *buf, &out)?;
+    // Counted first, so the zeroizing buffer is the right size at once.
+    let (r, tail) = blob::writing(|| {
+        let mut n = Count(0);
+        serde_json::to_writer(&mut n, &out).map(|()| n.0)
+    });
+    let size = MAGIC.len() + 4 + r? + tail.len();
+    drop(tail);
+    let mut buf = Zeroizing::new(Vec::with_capacity(size));
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&[0; 4]);
+    let (r, tail) = blob::writing(|| serde_json::to_writer(&mut *buf, &out));
+    r?;
+    let json = u32::try_from(buf.len() - MAGIC.len() - 4)
+        .map_err(|_| SnapError::Decode("a state document over 4 GiB".into()))?;
+    buf[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&json.to_be_bytes());
+    buf.extend_from_slice(&tail);
     Ok(buf)
 }
 
@@ -367,6 +491,9 @@ pub struct Restored {
     /// What the player's connection needs besides its socket, if anything
     /// (none: plain TCP).
     pub player: Option<PlayerWas>,
+    /// Bytes for the player, as they go on the wire, that a write had not
+    /// got out: written before anything else.
+    pub unsent: Vec<u8>,
 }
 
 /// A detached session's own state ([`super::detach`]).
@@ -387,11 +514,26 @@ pub struct DetachedWas {
 
 /// Reads a session back from [`snapshot`]'s bytes.
 pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
-    let ver: Version = serde_json::from_slice(bytes)?;
-    if !(OLDEST..=VERSION).contains(&ver.v) {
-        return Err(SnapError::Version(ver.v));
-    }
-    let v: In = serde_json::from_slice(bytes)?;
+    let v = match bytes.strip_prefix(MAGIC) {
+        Some(rest) => {
+            let short = || SnapError::Decode("short state".into());
+            let len = rest.get(..4).ok_or_else(short)?;
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let json = rest.get(4..4 + len).ok_or_else(short)?;
+            let ver: Version = serde_json::from_slice(json)?;
+            if ver.v < 3 || ver.v > VERSION {
+                return Err(SnapError::Version(ver.v));
+            }
+            blob::reading(&rest[4 + len..], || serde_json::from_slice::<In>(json))?
+        }
+        None => {
+            let ver: Version = serde_json::from_slice(bytes)?;
+            if !(OLDEST..3).contains(&ver.v) {
+                return Err(SnapError::Version(ver.v));
+            }
+            serde_json::from_slice::<In>(bytes)?
+        }
+    };
     let now = Instant::now();
     let mut core = Core::new(v.id, v.peer, v.local, cfg, v.epoch);
     core.input = v.input;
@@ -429,6 +571,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         mccp_was_on: v.mccp_was_on,
         detached: v.detached,
         player: v.player,
+        unsent: v.unsent,
     })
 }
 

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{advance, Instant};
 
 use super::core::{Action, Actions, Core, Ctx};
-use super::snapshot::{restore, resume_bytes, snapshot, SnapError};
+use super::snapshot::{
+    restore, resume_bytes, snapshot, snapshot_detached, DetachedWas, SnapError, MAGIC,
+};
 use crate::config::Config;
 use crate::state::{BackendView, Phase, PoolState};
 
@@ -126,11 +128,11 @@ impl T {
     /// Writes the core out, reads it back in its place, and checks that
     /// writing the restored core out again gives the same bytes.
     fn cross(&mut self) {
-        let bytes = snapshot(&self.core, false, None).unwrap();
+        let bytes = snapshot(&self.core, false, None, &[]).unwrap();
         let back = restore(&bytes, &self.cfg).unwrap();
         assert!(!back.mccp_was_on);
         self.core = back.core;
-        let again = snapshot(&self.core, false, None).unwrap();
+        let again = snapshot(&self.core, false, None, &[]).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&bytes),
             String::from_utf8_lossy(&again)
@@ -263,13 +265,13 @@ async fn mccp_player_stream_must_end_first_and_is_offered_again() {
     t.player(b"\xff\xfd\x56");
     assert!(t.core.telnet.out.compressing());
     assert!(matches!(
-        snapshot(&t.core, false, None),
+        snapshot(&t.core, false, None, &[]),
         Err(SnapError::PlayerCompressed(7))
     ));
     let _ = t.core.telnet.out.encode(b"hello");
     t.core.telnet.out.stop();
     let _ = t.core.telnet.out.encode(b"");
-    let bytes = snapshot(&t.core, true, None).unwrap();
+    let bytes = snapshot(&t.core, true, None, &[]).unwrap();
     let mut back = restore(&bytes, &t.cfg).unwrap();
     assert!(back.mccp_was_on);
     let v = resume_bytes(&mut back.core, true, "UPGRADED");
@@ -280,25 +282,99 @@ async fn mccp_player_stream_must_end_first_and_is_offered_again() {
     assert!(t.core.telnet.out.compressing());
 }
 
+/// The JSON document of a version-3 state.
+fn doc_of(bytes: &[u8]) -> String {
+    assert_eq!(&bytes[..4], MAGIC);
+    let len = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    String::from_utf8(bytes[8..8 + len].to_vec()).unwrap()
+}
+
+/// A version-3 state around `doc` and `tail`.
+fn wrap(doc: &str, tail: &[u8]) -> Vec<u8> {
+    let mut v = MAGIC.to_vec();
+    v.extend_from_slice(&(doc.len() as u32).to_be_bytes());
+    v.extend_from_slice(doc.as_bytes());
+    v.extend_from_slice(tail);
+    v
+}
+
 #[tokio::test(start_paused = true)]
 async fn other_versions_and_garbage_are_refused() {
     let t = T::logged_in();
-    let bytes = snapshot(&t.core, false, None).unwrap();
-    let s = String::from_utf8_lossy(&bytes).replacen("\"v\":2", "\"v\":99", 1);
-    assert!(matches!(
-        restore(s.as_bytes(), &t.cfg),
-        Err(SnapError::Version(99))
-    ));
-    // Version 1 (no player connection state) is read.
-    let s = String::from_utf8_lossy(&bytes).replacen("\"v\":2", "\"v\":1", 1);
-    let back = restore(s.as_bytes(), &t.cfg).unwrap();
-    assert!(back.player.is_none() && back.core.user() == t.core.user());
+    let bytes = snapshot(&t.core, false, None, &[]).unwrap();
+    let doc = doc_of(&bytes);
+    let s = wrap(&doc.replacen("\"v\":3", "\"v\":99", 1), &[]);
+    assert!(matches!(restore(&s, &t.cfg), Err(SnapError::Version(99))));
+    // Versions 1 and 2 (the JSON document alone) are read.
+    for v in ["1", "2"] {
+        let s = doc.replacen("\"v\":3", &format!("\"v\":{v}"), 1);
+        let back = restore(s.as_bytes(), &t.cfg).unwrap();
+        assert!(back.player.is_none() && back.core.user() == t.core.user());
+    }
+    // ... but not as version 3 without its framing, nor 3 framed as 2.
+    assert!(restore(doc.as_bytes(), &t.cfg).is_err());
+    let s = wrap(&doc.replacen("\"v\":3", "\"v\":2", 1), &[]);
+    assert!(matches!(restore(&s, &t.cfg), Err(SnapError::Version(2))));
     assert!(matches!(
         restore(b"{\"v\":2}", &t.cfg),
         Err(SnapError::Decode(_))
     ));
+    assert!(restore(&bytes[..6], &t.cfg).is_err());
     // A decode error never quotes the snapshot (it holds the password).
-    let s = String::from_utf8_lossy(&bytes).replacen("\"epoch\":0", "\"epoch\":\"alicepw\"", 1);
-    let e = restore(s.as_bytes(), &t.cfg).err().expect("a bad field");
+    let s = wrap(
+        &doc.replacen("\"epoch\":0", "\"epoch\":\"alicepw\"", 1),
+        &[],
+    );
+    let e = restore(&s, &t.cfg).err().expect("a bad field");
     assert!(!e.to_string().contains("alicepw"), "{e}");
+}
+
+/// A detached session's full playback and a slow write's unsent output
+/// cross as bytes in the tail (a byte a byte, not a JSON number each),
+/// and come back as they were; a reference past the tail is refused.
+#[tokio::test(start_paused = true)]
+async fn the_playback_and_unsent_output_cross_as_bytes() {
+    let t = T::logged_in();
+    let mut pb = super::detach::Playback::new(100_000, 256 * 1024);
+    let line: Vec<u8> = (0..78)
+        .map(|i| b'!' + (i % 90) as u8)
+        .chain(*b"\r\n")
+        .collect();
+    for _ in 0..(300 * 1024 / line.len()) {
+        pb.record(&line);
+    }
+    pb.record(b"a partial \xff\xff line");
+    let want = pb.bytes();
+    assert!(want > 250 * 1024, "{want}");
+    let d = DetachedWas {
+        away_ms: 5,
+        left_ms: 60_000,
+        playback: pb,
+        why: None,
+    };
+    let bytes = snapshot_detached(&t.core, &d).unwrap();
+    // Before version 3 each byte was a JSON number.
+    let json_alone = serde_json::to_vec(&d.playback).unwrap().len();
+    assert!(json_alone > 3 * want, "{json_alone}");
+    println!(
+        "playback of {want} bytes: state {} bytes (JSON alone: {json_alone})",
+        bytes.len()
+    );
+    assert!(
+        bytes.len() < want + 64 * 1024,
+        "{} bytes for {want} of playback",
+        bytes.len()
+    );
+    let back = restore(&bytes, &t.cfg).unwrap();
+    let got = back.detached.expect("detached").playback;
+    assert_eq!(got.bytes(), want);
+    assert_eq!(got.into_bytes(), d.playback.into_bytes());
+    let unsent: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let bytes = snapshot(&t.core, false, None, &unsent).unwrap();
+    assert!(bytes.len() < unsent.len() + 8 * 1024);
+    assert_eq!(restore(&bytes, &t.cfg).unwrap().unsent, unsent);
+    // A reference past the tail.
+    let doc = doc_of(&bytes);
+    let cut = wrap(&doc, &unsent[..10]);
+    assert!(matches!(restore(&cut, &t.cfg), Err(SnapError::Decode(_))));
 }

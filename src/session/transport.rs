@@ -32,6 +32,23 @@ pub trait PlayerTransport: Send + 'static {
         data: &'a [u8],
     ) -> impl Future<Output = io::Result<()>> + Send + 'a;
 
+    /// Writes some of `data` and says how much. A connection with
+    /// [`partial_writes`](Self::partial_writes) writes nothing if this is
+    /// dropped before it is ready; any other writes all of it.
+    fn write_some<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        async move { self.write_all(data).await.map(|()| data.len()) }
+    }
+
+    /// Whether [`write_some`](Self::write_some) can stop part-way and say
+    /// how much went (plain TCP can; a TLS or WebSocket connection keeps
+    /// its own buffers and is written whole).
+    fn partial_writes(&self) -> bool {
+        false
+    }
+
     /// Ends the stream in the player's direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
 
@@ -147,6 +164,17 @@ impl PlayerTransport for TcpStream {
         data: &'a [u8],
     ) -> impl Future<Output = io::Result<()>> + Send + 'a {
         AsyncWriteExt::write_all(self, data)
+    }
+
+    fn write_some<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        AsyncWriteExt::write(self, data)
+    }
+
+    fn partial_writes(&self) -> bool {
+        true
     }
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {

@@ -9,38 +9,51 @@
 //! not, and exits 1). The old one stops accepting and sends the listeners
 //! and its view of the pool; the new one checks them and says `Ready`.
 //!
-//! Then the sessions go **in batches** ([`old::BATCH`]): the old process
-//! asks a batch of sessions to stop at a clean point ([`Enlisted`],
-//! [`Ask`]), sends their states and duplicates of their sockets; the new
-//! process reads them back, checks them, starts relaying them at once and
-//! says `Took`. So a session is frozen only for its own batch's round
-//! trip (milliseconds), not for the whole handover. When every session
-//! has gone the old process says `Commit` and exits 0 without a word to
-//! anyone; the new one starts accepting.
+//! Then the sessions go **in batches** ([`old::BATCH`] sessions, at most
+//! [`old::BATCH_BYTES`] of state): the old process asks a batch of
+//! sessions to stop at a clean point ([`Enlisted`], [`Ask`]), sends their
+//! states and duplicates of their sockets; the new process reads them
+//! back, checks them, readies their tasks **without starting them** and
+//! says `Took`. When every session has gone the old process says `Commit`
+//! and exits 0 without a word to anyone; the new one starts every session
+//! and accepts.
 //!
-//! ## Nothing lost or doubled, and no one dropped if it fails
+//! ## An upgrade is a transaction
 //!
-//! A session handed over in a batch does not end in the old process: it
-//! stays *parked*, holding its own copies of its sockets and its state as
-//! they were when it stopped, and does nothing until the verdict (so two
-//! processes never both read or write one socket: the old one is idle on
-//! it, the new one relays). Only the old process's `Commit` ends the
-//! parked sessions ([`Verdict::Commit`]); their sockets stay open because
-//! the new process holds them.
+//! At every moment exactly one process owns each session's state. Until
+//! `Commit` that is the old process: a session handed over stays *parked*
+//! there, holding its own copies of its sockets and its state as they
+//! were when it stopped, and the new process neither reads nor writes its
+//! sockets nor runs its core. `Commit` moves the ownership in one step:
+//! the old process ends its parked sessions ([`Verdict::Commit`]; their
+//! sockets stay open because the new process holds them) and the new one
+//! starts them.
 //!
 //! If anything fails before `Commit` (the new process refuses a batch,
-//! crashes, exits or stops answering within [`DEADLINE`]), the old
-//! process first kills it (`SIGKILL`) and waits until it is gone, and only
-//! then thaws every session, parked ones included, and accepts again. The
-//! players' and the game's connections never close (the old process held
-//! them all along), so nobody is dropped and the game sees no new login.
-//! The one thing the old process cannot know is what a crashed new process
-//! exchanged with the sessions it was relaying (a fraction of a second):
-//! input it had read but not yet forwarded, or output it had read but not
-//! yet written, is lost; nothing is doubled, because the old process
-//! resumes from the point where it stopped. A new process that loses its
-//! old one without a `Commit` (the old one crashed) keeps what it took: the
-//! old process thaws only after killing it, so, alive, it owns them.
+//! crashes, exits or stops answering within [`DEADLINE`]), the old process
+//! kills it (`SIGKILL`), waits until it is gone, thaws every session and
+//! accepts again. What it thaws is exactly what its players and games
+//! last saw from it: no line is sent twice, a partial line goes on from
+//! where it was, an MCCP2 stream it ended is offered again by the one
+//! process that ended it, a login typed meanwhile is read (from the
+//! kernel's buffer) by the process that will log it back in later.
+//!
+//! The price is that every session is still from its freeze to `Commit`,
+//! so the handover is made short: the new process is started, reads its
+//! config, takes the listeners and exchanges the head before the first
+//! freeze; states are compact (the playback crosses as bytes, see
+//! `crate::session::snapshot`); nothing a client does can hold it: TLS
+//! and WebSocket handshakes in progress are closed when it begins
+//! ([`Handover::stop_handshakes`]; the client connects again), and a
+//! session whose write to a slow reader waits gives way to the ask and
+//! crosses with the bytes it had not written yet (written first by
+//! whichever process carries on). A new process that loses its old one
+//! without a `Commit` (the old one crashed) starts what it took: the old
+//! process thaws only after killing it, so, alive, it owns them.
+//!
+//! The new process has its signal handlers from its first moment; until
+//! `Commit` a `SIGHUP` or `SIGTERM` is kept for after it and a `SIGUSR2`
+//! is refused, each with a log line (`main.rs`).
 //!
 //! ## WebSocket and TLS players
 //!
@@ -84,11 +97,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 /// How long the whole upgrade may take, from starting the new binary to
 /// its confirmation; past it the old process carries on.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+/// How long an upgrade waits for the handshakes it cancelled to end (a
+/// cancelled handshake ends at its next await; this is only a bound).
+const HANDSHAKE_STOP: Duration = Duration::from_millis(500);
 /// The environment variable that tells a starting holdfast that its stdin
 /// is the upgrade socket.
 pub const ENV: &str = "HOLDFAST_UPGRADE";
@@ -96,8 +114,9 @@ pub const ENV: &str = "HOLDFAST_UPGRADE";
 /// set; read by the old process).
 pub const ENV_BATCH: &str = "HOLDFAST_UPGRADE_BATCH";
 /// For tests only: the new process aborts (as a crash would) 200 ms after
-/// confirming this many batches (its sessions have run meanwhile), to show
-/// that the old one then carries on with every session.
+/// confirming this many batches (its players may type meanwhile), to show
+/// that the old one then carries on with every session from the state it
+/// froze. Read by the new process; never set it in production.
 pub const ENV_ABORT_AFTER: &str = "HOLDFAST_UPGRADE_ABORT_AFTER";
 
 /// Where the running binary came from: started again on an upgrade.
@@ -182,7 +201,9 @@ pub struct Request {
 #[derive(Default)]
 struct Roll {
     next: u64,
-    map: BTreeMap<u64, mpsc::Sender<Ask>>,
+    /// Where each one's ask goes, and whether it is detached (no player
+    /// waits on it: it goes first, see [`old`]).
+    map: BTreeMap<u64, (mpsc::Sender<Ask>, bool)>,
 }
 
 /// A session task's place on the roll: where its [`Ask`] arrives. Leaves
@@ -223,6 +244,11 @@ pub struct Handover {
     /// The new process of an upgrade: the old one's cluster state, for the
     /// cluster task to start from (taken once).
     pub cluster: Mutex<Option<crate::cluster::TakenOver>>,
+    /// TLS and WebSocket handshakes in progress: not sessions yet, so an
+    /// upgrade never waits for them ([`Handover::stop_handshakes`]).
+    handshakes: TaskTracker,
+    /// Cancelled when an upgrade begins (a fresh one replaces it).
+    handshake_stop: Mutex<CancellationToken>,
 }
 
 impl Default for Handover {
@@ -236,6 +262,8 @@ impl Default for Handover {
             origin: OnceLock::new(),
             upgrades: AtomicU64::new(0),
             cluster: Mutex::new(None),
+            handshakes: TaskTracker::new(),
+            handshake_stop: Mutex::new(CancellationToken::new()),
         }
     }
 }
@@ -265,19 +293,63 @@ impl Handover {
         self.busy.load(Ordering::Acquire)
     }
 
+    /// Runs a front door's handshake `f` as a task of its own, outside the
+    /// sessions' tracker. `f` gets a token that is cancelled when an
+    /// upgrade begins: it then closes its connection (a client connects
+    /// again, to whichever process accepts by then) rather than hold the
+    /// upgrade. A handshake that succeeds spawns its session on the
+    /// sessions' tracker before its task ends.
+    pub fn spawn_handshake<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stop = lock(&self.handshake_stop).clone();
+        self.handshakes.spawn(f(stop));
+    }
+
+    /// An upgrade begins (the acceptors are stopped): closes every
+    /// handshake in progress and waits, briefly, for their tasks to end,
+    /// so that a session whose handshake had just finished is on the
+    /// sessions' tracker. Handshakes started later get a fresh token.
+    pub async fn stop_handshakes(&self) {
+        let stop = std::mem::take(&mut *lock(&self.handshake_stop));
+        stop.cancel();
+        self.handshakes.close();
+        if tokio::time::timeout(HANDSHAKE_STOP, self.handshakes.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.handshakes.len(),
+                "upgrade: handshakes did not close in time"
+            );
+        }
+        self.handshakes.reopen();
+    }
+
     /// The request queue (taken once, by [`crate::Proxy::run`]).
     pub fn take_requests(&self) -> Option<mpsc::Receiver<Request>> {
         lock(&self.requests_rx).take()
     }
 
     /// A session task enlists while it is at a point where it can stop
-    /// (its main loop, or kept detached).
+    /// (its main loop).
     pub fn enlist(&self) -> Enlisted {
+        self.enlist_as(false)
+    }
+
+    /// A detached session enlists while it is kept for its player.
+    pub fn enlist_detached(&self) -> Enlisted {
+        self.enlist_as(true)
+    }
+
+    fn enlist_as(&self, detached: bool) -> Enlisted {
         let (tx, rx) = mpsc::channel(1);
         let mut r = lock(&self.roll);
         let key = r.next;
         r.next += 1;
-        r.map.insert(key, tx);
+        r.map.insert(key, (tx, detached));
         Enlisted {
             key,
             rx,
@@ -285,15 +357,30 @@ impl Handover {
         }
     }
 
-    /// Asks up to `n` sessions enlisted at or after `from` to stop: the
-    /// key to go on from, and the answers to wait for (a session that
-    /// ends meanwhile drops its answer).
-    fn ask(&self, from: u64, n: usize) -> (u64, Vec<oneshot::Receiver<Parcel>>) {
+    /// Asks up to `n` sessions enlisted at or after `from` to stop (only
+    /// detached ones if `detached_only`; none already in `asked`, to which
+    /// they are added): the key to go on from, and the answers to wait for
+    /// (a session that ends meanwhile drops its answer).
+    fn ask(
+        &self,
+        from: u64,
+        n: usize,
+        detached_only: bool,
+        asked: &mut std::collections::HashSet<u64>,
+    ) -> (u64, Vec<oneshot::Receiver<Parcel>>) {
         let r = lock(&self.roll);
         let mut next = from;
         let mut out = Vec::with_capacity(n);
-        for (k, tx) in r.map.range(from..).take(n) {
+        let mut tried = 0;
+        for (k, (tx, detached)) in r.map.range(from..) {
+            if tried == n {
+                break;
+            }
             next = k + 1;
+            if (detached_only && !detached) || !asked.insert(*k) {
+                continue;
+            }
+            tried += 1;
             let (ask, answer) = oneshot::channel();
             // Closed: it just ended. Full: an earlier upgrade's ask is
             // still unread (the session is stuck writing); it is left out,

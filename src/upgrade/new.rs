@@ -1,8 +1,9 @@
 //! The new process's side of an upgrade: take the socket from stdin, say
 //! `Hello` once the config is valid (or why not), check the listeners and
 //! say `Ready`, then take the sessions a batch at a time: each batch is
-//! read back, checked and started at once, then confirmed with `Took`.
-//! The listeners start accepting after the old process's `Commit`.
+//! read back, checked and readied (not started), then confirmed with
+//! `Took`. The sessions start, and the listeners accept, only after the
+//! old process's `Commit`: until then the old process alone owns them.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -150,7 +151,7 @@ impl Incoming {
         .map_err(|e| e.to_string())?
     }
 
-    /// Says `Took`: a batch is running here. (With
+    /// Says `Took`: a batch is readied here. (With
     /// [`super::ENV_ABORT_AFTER`] set, a test's simulated crash.)
     pub async fn took(&self, sessions: usize) -> Result<(), String> {
         let sock = self.sock.clone();
@@ -165,8 +166,9 @@ impl Incoming {
         let abort_after = std::env::var(super::ENV_ABORT_AFTER)
             .ok()
             .and_then(|s| s.parse::<usize>().ok());
+        tracing::debug!(batches = took, sessions, "upgrade: batch taken");
         if abort_after == Some(took) {
-            // After its sessions have had time to run here.
+            // After the players have had time to type meanwhile.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             warn!(
                 batches = took,
@@ -334,11 +336,14 @@ pub type Ready = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 /// Registers every session taken over and builds its task, without
 /// running it: done before the confirmation, so that after the old
 /// process's commit only the spawning is left (the players' stall is
-/// shorter). Nothing is read or written yet.
+/// shorter). Nothing is read or written yet. Session ids handed out here
+/// go on past every session taken over (the old process may have
+/// admitted some after it sent the head's `next_id`).
 pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Ready>> {
     let mut out: Vec<Ready> = Vec::with_capacity(sessions.len());
     for t in sessions {
         let core = &t.restored.core;
+        shared.continue_session_ids(core.id.saturating_add(1));
         shared.registry.restore(SessionInfo {
             id: core.id,
             ip: peer_ip(&core.peer),

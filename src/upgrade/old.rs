@@ -167,6 +167,31 @@ async fn blocking<T: Send + 'static>(
 /// the stall; the larger, the fewer round trips.
 pub const BATCH: usize = 200;
 
+/// The most state bytes a batch carries (at least one session goes): a
+/// detached session with its full playback is hundreds of KiB.
+pub const BATCH_BYTES: usize = 8 << 20;
+
+/// Cuts frozen sessions into batches of at most [`BATCH_BYTES`] of state
+/// (a larger state goes alone).
+fn split(frozen: Vec<Parcel>) -> Vec<Vec<Parcel>> {
+    let mut out: Vec<Vec<Parcel>> = Vec::new();
+    let mut size = 0;
+    for p in frozen {
+        let len = p.content.as_ref().map_or(0, |c| c.state.len());
+        match out.last_mut() {
+            Some(last) if size + len <= BATCH_BYTES => {
+                size += len;
+                last.push(p);
+            }
+            _ => {
+                size = len;
+                out.push(vec![p]);
+            }
+        }
+    }
+    out
+}
+
 /// The batch size: [`BATCH`], or [`super::ENV_BATCH`] if set (1 to
 /// [`BATCH`]).
 fn batch_size() -> usize {
@@ -253,6 +278,9 @@ async fn exchange(
         None => return Err("the new process exited before it was ready".into()),
     }
     acc.stop().await;
+    // Handshakes in progress are closed, not waited for: no client can
+    // hold an upgrade.
+    shared.handover.stop_handshakes().await;
     let t0 = Instant::now();
     let (head, listeners) = head(shared, acc)?;
     let doc = wire::doc(&head, &[]);
@@ -270,17 +298,48 @@ async fn exchange(
         .map(|s| (s.id, s.connected))
         .collect();
     let batch = batch_size();
+    // Sessions to ask next: fewer when their states are large (detached
+    // sessions with their playback), so that a batch stays near
+    // `BATCH_BYTES` in both processes.
+    let mut want = batch;
     let mut from = 0;
     let (mut n, mut batches, mut longest) = (0, 0, Duration::ZERO);
+    // When the first session stopped: from then until `Commit` it waits
+    // (the longest stall any player sees here).
+    let mut first_freeze = None;
     // Sessions asked that have not answered yet (slow ones wait here while
     // later batches go).
     let mut waiting: Vec<oneshot::Receiver<Parcel>> = Vec::new();
+    // The batch sent whose `Took` has not been read yet: the next batch is
+    // frozen and sent while the new process reads this one back.
+    let mut unconfirmed: Option<usize> = None;
+    let mut sent_bytes = 0usize;
+    // Detached sessions go first: no player waits on them, and their
+    // states (with the playback) are the large ones; the players' stall
+    // starts with the first session that has one.
+    let mut detached_first = true;
+    let mut asked = std::collections::HashSet::new();
     loop {
-        let (next, asks) = shared
-            .handover
-            .ask(from, batch.saturating_sub(waiting.len()));
+        let (next, asks) = shared.handover.ask(
+            from,
+            want.saturating_sub(waiting.len()),
+            detached_first,
+            &mut asked,
+        );
         from = next;
+        if !detached_first && first_freeze.is_none() && !asks.is_empty() {
+            first_freeze = Some(Instant::now());
+        }
         waiting.extend(asks);
+        if waiting.is_empty() && detached_first {
+            // The new process is done with them before any player stops.
+            if let Some(sent) = unconfirmed.take() {
+                took(sock, deadline, sent).await?;
+            }
+            detached_first = false;
+            from = 0;
+            continue;
+        }
         if waiting.is_empty() {
             // Everyone on the roll went. A session between its accept and
             // its loop, or ending, is still counted by the tracker: wait.
@@ -300,20 +359,28 @@ async fn exchange(
             continue;
         }
         let k = frozen.len();
-        let (doc, fds) = pack(&connected, frozen, parked);
-        blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
-        send_batch(sock, deadline, fds).await?;
-        match blocking(sock, deadline, wire::recv_msg).await? {
-            Some(Msg::Took { sessions }) if sessions == k => {}
-            Some(Msg::Took { sessions }) => {
-                return Err(format!("the new process took {sessions} sessions of {k}"))
+        let bytes: usize = frozen
+            .iter()
+            .filter_map(|p| p.content.as_ref().ok())
+            .map(|c| c.state.len())
+            .sum();
+        want = (BATCH_BYTES / (bytes / k).max(1)).clamp(1, batch);
+        for part in split(frozen) {
+            let k = part.len();
+            let (doc, fds) = pack(&connected, part, parked);
+            sent_bytes += doc.len();
+            blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
+            send_batch(sock, deadline, fds).await?;
+            if let Some(sent) = unconfirmed.replace(k) {
+                took(sock, deadline, sent).await?;
             }
-            Some(m) => return Err(unexpected(m)),
-            None => return Err("the new process exited while taking over".into()),
+            batches += 1;
         }
         n += k;
-        batches += 1;
         longest = longest.max(t_batch.elapsed());
+    }
+    if let Some(sent) = unconfirmed.take() {
+        took(sock, deadline, sent).await?;
     }
     // Under systemd the main pid must move before this process exits, or
     // systemd would take the exit for the service's end.
@@ -326,9 +393,23 @@ async fn exchange(
         batches,
         took_ms = t0.elapsed().as_millis() as u64,
         longest_batch_ms = longest.as_millis() as u64,
+        stall_ms = first_freeze.map_or(0, |t| t.elapsed().as_millis() as u64),
+        bytes = sent_bytes,
         "upgrade: handover timings"
     );
     Ok(n)
+}
+
+/// Reads the new process's `Took` for a batch of `k` sessions.
+async fn took(sock: &Arc<OwnedFd>, deadline: Instant, k: usize) -> Result<(), String> {
+    match blocking(sock, deadline, wire::recv_msg).await? {
+        Some(Msg::Took { sessions }) if sessions == k => Ok(()),
+        Some(Msg::Took { sessions }) => {
+            Err(format!("the new process took {sessions} sessions of {k}"))
+        }
+        Some(m) => Err(unexpected(m)),
+        None => Err("the new process exited while taking over".into()),
+    }
 }
 
 fn unexpected(m: Msg) -> String {

@@ -7,8 +7,9 @@
 //! new → old   Ready                    listeners checked, proxy built
 //!  ┌ old → new   Doc(Batch) + Fds      a batch of sessions: states, then
 //!  │                                   per session the player and game fds
-//!  └ new → old   Took {sessions}       restored, checked and running
-//! old → new   Commit                   the old process is stopping
+//!  └ new → old   Took {sessions}       restored and checked, not started
+//! old → new   Commit                   the old process is stopping: the
+//!                                      new one starts every session
 //! ```
 //!
 //! Every message is one `SOCK_SEQPACKET` packet: a tag byte, then its
@@ -31,14 +32,17 @@ use zeroize::Zeroizing;
 
 use super::fds::{self, MAX_DATA, MAX_FDS};
 
-/// Version of the handover document. 3: sessions' states may carry their
-/// player connection's own state (a plain WebSocket's), which an older
-/// process would not understand (it would take the WebSocket for telnet).
-pub const FORMAT: u32 = 3;
-/// The oldest format read: 2 is 3 without WebSocket players (an old
-/// process of format 2 tells them to reconnect), so an upgrade from it
-/// needs no restart.
-pub const OLDEST_FORMAT: u32 = 2;
+/// Version of the handover document. 4: sessions' states are snapshot
+/// version 3 (a binary tail holds the playback and a slow write's unsent
+/// output), and the new process starts nothing before `Commit` (an old
+/// process of format 3 works with it as it is). 3: sessions' states may
+/// carry their player connection's own state (a plain WebSocket's), which
+/// an older process would not understand.
+pub const FORMAT: u32 = 4;
+/// The oldest format read: 3 is 4 with JSON-only states (still read) and
+/// a new process that relayed each batch at once (this one waits for
+/// `Commit` either way), so an upgrade from it needs no restart.
+pub const OLDEST_FORMAT: u32 = 3;
 
 const HELLO: u8 = b'H';
 const ERROR: u8 = b'E';

@@ -235,6 +235,13 @@ impl Proxy {
     pub fn upgrade(&mut self) {
         let old = self.pid();
         self.signal("USR2");
+        self.upgrade_done(old);
+    }
+
+    /// Waits until the ready file names a pid other than `old` (an
+    /// upgrade begun by the test), and `old` has exited (0, when it was
+    /// our child).
+    pub fn upgrade_done(&mut self, old: u32) {
         let t0 = Instant::now();
         let new = loop {
             let s = std::fs::read_to_string(&self.ready).unwrap_or_default();
@@ -275,7 +282,11 @@ impl Proxy {
         std::fs::write(&cfg_path, with_listen(config)).unwrap();
         let ready = dir.path(&format!("proxy-ready-{}", rand_tag()));
         let stderr = dir.path(&format!("proxy-stderr-{}.log", rand_tag()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        // `HOLDFAST_BIN`: another build (e.g. to see a new test fail on
+        // an older one).
+        let bin = std::env::var("HOLDFAST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_holdfast").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("-c")
             .arg(&cfg_path)
