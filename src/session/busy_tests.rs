@@ -290,3 +290,56 @@ async fn a_command_after_a_resuming_login_goes_to_the_resumed_session() {
     let out = away.step(|c, ctx, _, o| c.resume_settled(ctx, o));
     assert_eq!(game_text(&out), "look\r\n");
 }
+
+/// Refused before the heartbeat had the connect screen (holdfast had just
+/// started): once the screen is known the player gets it at once, the
+/// retry timer goes, and the first line opens the game connection, whose
+/// repeat of the screen is hidden.
+#[tokio::test(start_paused = true)]
+async fn a_session_refused_before_the_screen_was_known_takes_it_at_once() {
+    let mut t = T::new(MUX);
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, None, o));
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let out = t.game(REFUSED);
+    assert!(player_text(&out).contains("is busy"));
+    assert!(t.core.wants_screen());
+    // Nothing known yet: still waiting.
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, None, o));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(t.core.wants_screen());
+    let screen: Arc<[u8]> = SCREEN.into();
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, Some(screen.clone()), o));
+    assert!(player_text(&out).contains("connect <name>"), "{out:?}");
+    assert_eq!(connects(&out), 0, "the game connection waits for a line");
+    assert!(!t.core.wants_screen());
+    assert_eq!(t.core.phase(), Phase::Relaying);
+    // The backoff's timer is gone; shown once.
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, Some(screen.clone()), o));
+    assert!(out.is_empty(), "{out:?}");
+    let out = t.player("connect Alice pw\n");
+    assert_eq!(connects(&out), 1);
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let mut bytes = SCREEN.to_vec();
+    bytes.extend_from_slice(b"Welcome, Alice!\r\n");
+    let out = t.game_bytes(&bytes);
+    assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
+    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+}
+
+/// A line typed while refused opens the connection as soon as the screen
+/// is known; a logged-in player's re-login never takes the screen.
+#[tokio::test(start_paused = true)]
+async fn the_cached_screen_opens_a_typed_line_and_skips_logged_in_players() {
+    let mut t = T::new(MUX);
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, None, o));
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    t.game(REFUSED);
+    t.player("connect Alice pw\n");
+    let screen: Arc<[u8]> = SCREEN.into();
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, Some(screen.clone()), o));
+    assert!(player_text(&out).contains("connect <name>"));
+    assert_eq!(connects(&out), 1, "{out:?}");
+
+    let t = T::logged_in(MUX);
+    assert!(!t.core.wants_screen());
+}

@@ -200,7 +200,27 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     pub(super) async fn pool_changed(&mut self) -> Result<(), End> {
-        step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))
+        step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))?;
+        self.offer_screen().await
+    }
+
+    /// A session waiting to try the game again gets the heartbeat's copy
+    /// of the connect screen if there is one now (see
+    /// [`Core::screen_cached`]). Asked when the pool changes (the backend
+    /// came up: its probe has just seen the screen) and before a retry.
+    async fn offer_screen(&mut self) -> Result<(), End> {
+        if !self.core.wants_screen() {
+            return Ok(());
+        }
+        let screen = self
+            .shared
+            .probe(&self.shared.pool.borrow().active)
+            .and_then(|p| p.screen());
+        if screen.is_none() {
+            return Ok(());
+        }
+        step!(self, |core, ctx, pool, out| core
+            .screen_cached(ctx, pool, screen, out))
     }
 
     pub(super) async fn announced(&mut self, a: &crate::state::Announcement) -> Result<(), End> {
@@ -208,6 +228,7 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     pub(super) async fn timer_fired(&mut self) -> Result<(), End> {
+        self.offer_screen().await?;
         step!(self, |core, ctx, pool, out| core.timer(ctx, pool, out))
     }
 

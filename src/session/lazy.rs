@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use super::core::{Actions, Core, Ctx, Game};
+use super::core::{Action, Actions, Core, Ctx, Game};
 use crate::state::{Phase, PoolState};
 
 impl Core {
@@ -42,6 +42,55 @@ impl Core {
         self.phase = Phase::Relaying;
         self.login_deadline = ctx.cfg.listen.login_timeout.map(|t| ctx.now + t);
         true
+    }
+
+    /// Whether this session waits for a game connection it could do
+    /// without: not logged in, no game connection, none being opened, no
+    /// cached screen shown, only a retry timer (the game refused
+    /// holdfast's address, or the game was not up at the start). Such a
+    /// session takes the cached connect screen as soon as there is one
+    /// ([`Core::screen_cached`]).
+    pub fn wants_screen(&self) -> bool {
+        self.user.is_none()
+            && self.creds.is_none()
+            && self.game.is_none()
+            && !self.connecting
+            && self.lazy.is_none()
+            && self.screen_shown.is_none()
+            && self.relogin_at.is_some()
+    }
+
+    /// The heartbeat has the active backend's connect screen: a session
+    /// that [wants it](Core::wants_screen) becomes a lazy one at once (the
+    /// player gets the screen, the retry timer goes, the next line opens
+    /// the game connection), rather than wait out its backoff while the
+    /// game's places for connections at its connect screen are taken. A
+    /// line the player typed meanwhile opens it now.
+    pub fn screen_cached(
+        &mut self,
+        ctx: &mut Ctx,
+        pool: &PoolState,
+        screen: Option<Arc<[u8]>>,
+        out: &mut Actions,
+    ) {
+        if !self.wants_screen() {
+            return;
+        }
+        let relogin_at = self.relogin_at.take();
+        if !self.start_lazy(ctx, pool, screen, out) {
+            self.relogin_at = relogin_at;
+            return;
+        }
+        debug!("the connect screen is known now: shown; waiting for the player's first line");
+        self.held_since = None;
+        if let Some(b) = self.busy.as_mut() {
+            // Refusals from here on count afresh (the player was told).
+            b.tries = 0;
+        }
+        if !self.queue.is_empty() {
+            self.connecting = true;
+            out.push(Action::Connect(pool.active.clone()));
+        }
     }
 
     /// A game that shows no connect screen within its banner wait still
