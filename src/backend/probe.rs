@@ -20,9 +20,9 @@ use crate::login::{new_nonce, render_nonce, strip_ansi, SYNC_RESEND};
 /// Bytes of probe-connection output kept while looking for a nonce.
 const PROBE_BUF_MAX: usize = 64 * 1024;
 /// A connect screen kept for lazy connect is at most this long.
-const SCREEN_MAX: usize = 16 * 1024;
+pub const SCREEN_MAX: usize = 16 * 1024;
 /// The connect screen is complete once the game is quiet this long.
-const SCREEN_QUIET: Duration = Duration::from_millis(150);
+pub const SCREEN_QUIET: Duration = Duration::from_millis(150);
 
 /// Why a probe step failed. Callers branch on the kind (a slow answer on a
 /// logged-in connection is not a dead game), so it is an enum, not text.

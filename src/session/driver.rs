@@ -296,6 +296,15 @@ impl<P: PlayerTransport> Driver<P> {
         // may act on it at once (another connection that counts on a
         // place for a session not logged in).
         self.publish();
+        // A player who quits leaves for real: the game's "has
+        // disconnected." about them is shown to the others even while
+        // their re-login's announcements are still held back. Before the
+        // quit command is written, so the game cannot answer it first.
+        if self.core.quit_sent {
+            if let Some(user) = self.core.user() {
+                self.shared.quiet.release(user);
+            }
+        }
         let r = self.apply_inner(actions).await;
         self.publish();
         r
@@ -352,6 +361,11 @@ impl<P: PlayerTransport> Driver<P> {
                 Action::Emit(ev) => self.shared.events.emit(ev),
                 Action::Refused => self.shared.relogin_limiter.slow_down(),
                 Action::Quiet { name, for_ } => self.shared.quiet.hold(&name, for_),
+                Action::ScreenSeen { backend, text } => {
+                    if let Some(p) = self.shared.probe(&backend) {
+                        p.seen_screen(text);
+                    }
+                }
                 Action::Close(end) => return Err(end),
             }
         }

@@ -11,9 +11,16 @@
 //! as far as it repeats the copy ([`super::relay`]), then the queued lines
 //! go ([`super::relay`], or [`Core::banner_overdue`] for a game that shows
 //! none in time).
+//!
+//! The cache is the heartbeat's copy, and the game's own screen as a
+//! player's connection showed it while the player waited at it
+//! ([`Core::capture_done`]): at holdfast's start the players who got in
+//! can hold every place the game has for connections at its connect
+//! screen, the heartbeat's included, and the others get that copy.
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::core::{Action, Actions, Core, Ctx, Game};
@@ -90,6 +97,34 @@ impl Core {
         if !self.queue.is_empty() {
             self.connecting = true;
             out.push(Action::Connect(pool.active.clone()));
+        }
+    }
+
+    /// The game has been quiet since the last of its connect screen came:
+    /// the screen is complete, for the cache.
+    pub(super) fn capture_done(&mut self, now: Instant, out: &mut Actions) {
+        let Some(g) = self.game.as_mut() else {
+            return;
+        };
+        if !g.capture.as_ref().is_some_and(|c| c.until <= now) {
+            return;
+        }
+        let Some(c) = g.capture.take() else {
+            return;
+        };
+        if !c.text.is_empty() {
+            out.push(Action::ScreenSeen {
+                backend: g.name.clone(),
+                text: c.text.into(),
+            });
+        }
+    }
+
+    /// The player typed, or the game's output is no longer its connect
+    /// screen alone: whatever was read is not kept.
+    pub(super) fn capture_abandoned(&mut self) {
+        if let Some(g) = self.game.as_mut() {
+            g.capture = None;
         }
     }
 

@@ -195,6 +195,8 @@ impl Core {
     /// typed lines and for queued ones alike, so a queued `connect` is
     /// remembered like a typed one.
     pub(super) fn send_line(&mut self, ctx: &Ctx, line: Vec<u8>, to_game: &mut Vec<u8>) {
+        // What the game says from now on answers the player.
+        self.capture_abandoned();
         if self.is_quit(ctx.cfg, &line) {
             self.quit_sent = true;
         }
