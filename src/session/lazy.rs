@@ -106,7 +106,7 @@ impl Core {
         let Some(g) = self.game.as_mut() else {
             return;
         };
-        if !g.capture.as_ref().is_some_and(|c| c.until <= now) {
+        if g.capture.as_ref().is_none_or(|c| c.until > now) {
             return;
         }
         let Some(c) = g.capture.take() else {

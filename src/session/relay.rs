@@ -80,6 +80,7 @@ impl Core {
             let t = &cfg.templates;
             let quiet = ctx.quiet;
             let now = ctx.now;
+            let keep_screen = cfg.listen.lazy_connect;
             let Game {
                 parser,
                 watch,
@@ -104,7 +105,7 @@ impl Core {
                         }
                         *await_banner = false;
                         banner_now = true;
-                        if skip.is_none() {
+                        if skip.is_none() && keep_screen {
                             // The game's own screen, for the cache.
                             *capture = Some(Capture {
                                 text: Vec::new(),
