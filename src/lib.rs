@@ -117,11 +117,26 @@ impl Proxy {
     }
 
     /// Binds every `listen.addrs` entry.
+    ///
+    /// `[::]` on a host without IPv6 (a kernel booted with
+    /// `ipv6.disable=1`, some containers) is skipped with a warning when
+    /// another address is listed, so a config that lists both families
+    /// (the sample, the package's) runs everywhere; any other failure to
+    /// bind is an error.
     pub async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
         let mut out = Vec::new();
+        let many = config.listen.addrs.len() > 1;
         for a in &config.listen.addrs {
-            let l = bind_one(*a).map_err(|e| anyhow::anyhow!("cannot listen on {a}: {e}"))?;
-            out.push(l);
+            match bind_one(*a) {
+                Ok(l) => out.push(l),
+                Err(e) if many && a.ip() == std::net::Ipv6Addr::UNSPECIFIED && no_ipv6(&e) => {
+                    warn!(addr = %a, error = %e, "this host has no IPv6; not listening on it");
+                }
+                Err(e) => anyhow::bail!("cannot listen on {a}: {e}"),
+            }
+        }
+        if out.is_empty() && many {
+            anyhow::bail!("no listen address could be bound");
         }
         Ok(out)
     }
@@ -291,6 +306,17 @@ const UPGRADE_BUS_FLUSH: std::time::Duration = std::time::Duration::from_secs(2)
 /// Binds `addr` as [`Proxy::bind`] does.
 pub fn bind_addr(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     bind_one(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Whether binding failed because the host has no IPv6 at all.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    // EAFNOSUPPORT: no IPv6 sockets at all; EADDRNOTAVAIL: IPv6 sockets,
+    // but no IPv6 address (disable_ipv6 on every interface).
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::AFNOSUPPORT | Errno::ADDRNOTAVAIL)
+    )
 }
 
 /// Binds a listener with SO_REUSEADDR (a restarted proxy must not wait for

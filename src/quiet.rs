@@ -54,6 +54,16 @@ impl QuietNames {
         self.until_ms.fetch_max(ms.max(1), Ordering::AcqRel);
     }
 
+    /// Stops holding `name`: its player is leaving the game on purpose
+    /// (sent the quit command), so the game's "has disconnected." about
+    /// them is news again.
+    pub fn release(&self, name: &str) {
+        if !self.active() {
+            return;
+        }
+        self.lock().remove(&name.to_lowercase());
+    }
+
     /// Whether any name may be held now.
     pub fn active(&self) -> bool {
         let until = self.until_ms.load(Ordering::Acquire);
@@ -86,5 +96,14 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(!q.contains("Alice"));
         assert!(!q.active());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_name_is_shown_again() {
+        let q = QuietNames::default();
+        q.hold("Alice", Duration::from_secs(10));
+        q.hold("Bob", Duration::from_secs(10));
+        q.release("ALICE");
+        assert!(!q.contains("Alice") && q.contains("Bob"));
     }
 }

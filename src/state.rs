@@ -118,13 +118,55 @@ pub struct Registry {
     inner: Mutex<RegistryInner>,
 }
 
-#[derive(Default, Debug)]
+impl Default for RegistryInner {
+    fn default() -> Self {
+        RegistryInner {
+            sessions: HashMap::new(),
+            per_ip: HashMap::new(),
+            unauthenticated: 0,
+            conn_rate: HashMap::new(),
+            grouped_by: crate::config::defaults::IPV6_PREFIX,
+        }
+    }
+}
+
+#[derive(Debug)]
 struct RegistryInner {
     sessions: HashMap<u64, SessionInfo>,
+    /// Sessions per address group ([`crate::config::Limits::ip_group`]:
+    /// an IPv4 address, an IPv6 prefix).
     per_ip: HashMap<IpAddr, usize>,
     unauthenticated: usize,
-    /// New-connection buckets per IP; pruned of idle entries when large.
+    /// New-connection buckets per address group; pruned of idle entries
+    /// when large.
     conn_rate: HashMap<IpAddr, crate::limiter::Bucket1>,
+    /// The `limits.ipv6_prefix` the two maps above are grouped by.
+    grouped_by: u8,
+}
+
+impl RegistryInner {
+    /// `ip`'s key in `per_ip` and `conn_rate`.
+    fn group(&self, ip: IpAddr) -> IpAddr {
+        crate::config::Limits::group_by(ip, self.grouped_by)
+    }
+
+    /// Groups the per-IP counts by `prefix` from now on (a reload changed
+    /// `limits.ipv6_prefix`): the counts are rebuilt from the sessions;
+    /// the connection-rate buckets start afresh.
+    fn regroup(&mut self, prefix: u8) {
+        if self.grouped_by == prefix {
+            return;
+        }
+        self.grouped_by = prefix;
+        let mut per_ip = HashMap::new();
+        for s in self.sessions.values() {
+            *per_ip
+                .entry(crate::config::Limits::group_by(s.ip, prefix))
+                .or_insert(0) += 1;
+        }
+        self.per_ip = per_ip;
+        self.conn_rate.clear();
+    }
 }
 
 /// Entries in the per-IP connection-rate table before idle ones are pruned.
@@ -150,10 +192,21 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// An empty registry whose per-IP counts group IPv6 addresses by
+    /// `ipv6_prefix` bits (`limits.ipv6_prefix`; a reload that changes it
+    /// regroups them at the next admission).
+    pub fn grouped_by(ipv6_prefix: u8) -> Registry {
+        let r = Registry::default();
+        r.lock().grouped_by = ipv6_prefix;
+        r
+    }
+
     /// Registers a new session if the limits allow it.
     pub fn admit(&self, info: SessionInfo, cfg: &Config) -> Result<(), Refusal> {
         let mut g = self.lock();
         let l = &cfg.limits;
+        g.regroup(l.ipv6_prefix);
+        let group = g.group(info.ip);
         if l.conn_rate_per_ip > 0.0 {
             if g.conn_rate.len() >= CONN_RATE_PRUNE_AT {
                 // A bucket idle long enough to be full again carries no
@@ -166,7 +219,7 @@ impl Registry {
             }
             let b = g
                 .conn_rate
-                .entry(info.ip)
+                .entry(group)
                 .or_insert_with(|| crate::limiter::Bucket1::new(l.conn_burst_per_ip));
             if !b.take(l.conn_rate_per_ip, l.conn_burst_per_ip) {
                 return Err(Refusal::Rate);
@@ -175,14 +228,14 @@ impl Registry {
         if g.sessions.len() >= cfg.listen.max_sessions {
             return Err(Refusal::Full);
         }
-        let n = g.per_ip.get(&info.ip).copied().unwrap_or(0);
+        let n = g.per_ip.get(&group).copied().unwrap_or(0);
         if n >= cfg.listen.max_per_ip {
             return Err(Refusal::PerIp);
         }
         if g.unauthenticated >= cfg.limits.max_unauthenticated {
             return Err(Refusal::Unauthenticated);
         }
-        *g.per_ip.entry(info.ip).or_insert(0) += 1;
+        *g.per_ip.entry(group).or_insert(0) += 1;
         g.unauthenticated += 1;
         g.sessions.insert(info.id, info);
         Ok(())
@@ -213,7 +266,8 @@ impl Registry {
     /// it was admitted there, so no limit applies.
     pub fn restore(&self, info: SessionInfo) {
         let mut g = self.lock();
-        *g.per_ip.entry(info.ip).or_insert(0) += 1;
+        let group = g.group(info.ip);
+        *g.per_ip.entry(group).or_insert(0) += 1;
         if info.user.is_none() {
             g.unauthenticated += 1;
         }
@@ -242,10 +296,11 @@ impl Registry {
             if s.user.is_none() {
                 g.unauthenticated -= 1;
             }
-            if let Some(n) = g.per_ip.get_mut(&s.ip) {
+            let group = g.group(s.ip);
+            if let Some(n) = g.per_ip.get_mut(&group) {
                 *n -= 1;
                 if *n == 0 {
-                    g.per_ip.remove(&s.ip);
+                    g.per_ip.remove(&group);
                 }
             }
         }
@@ -490,11 +545,12 @@ impl Shared {
             fenced: config.bus.cluster.is_some(),
         };
         let limiter = RateLimiter::new(config.relogin.rate, config.relogin.burst);
+        let registry = Registry::grouped_by(config.limits.ipv6_prefix);
         Shared {
             config: watch::Sender::new(Arc::new(config)),
             pool: watch::Sender::new(pool),
             probes: Mutex::new(HashMap::new()),
-            registry: Registry::default(),
+            registry,
             detached: DetachIndex::default(),
             events,
             announce: broadcast::channel(16).0,
@@ -538,5 +594,73 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!(
+            "[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:4202\"\n[listen]\nmax_per_ip = 2\n{extra}"
+        );
+        Config::parse(std::path::Path::new("t.toml"), &text).unwrap()
+    }
+
+    fn info(id: u64, ip: &str) -> SessionInfo {
+        SessionInfo {
+            id,
+            ip: ip.parse().unwrap(),
+            user: None,
+            backend: None,
+            phase: Phase::Held,
+            connected: 0,
+            detached: false,
+        }
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_shares_one_allowance() {
+        let c = cfg("");
+        let r = Registry::grouped_by(c.limits.ipv6_prefix);
+        assert_eq!(r.admit(info(1, "2001:db8:7:7::1"), &c), Ok(()));
+        assert_eq!(r.admit(info(2, "2001:db8:7:7:ffff::9"), &c), Ok(()));
+        assert_eq!(
+            r.admit(info(3, "2001:db8:7:7::3"), &c),
+            Err(Refusal::PerIp),
+            "a third address of the same /64"
+        );
+        assert_eq!(
+            r.admit(info(4, "2001:db8:7:8::1"), &c),
+            Ok(()),
+            "the next /64"
+        );
+        r.remove(1);
+        assert_eq!(
+            r.admit(info(5, "2001:db8:7:7::3"), &c),
+            Ok(()),
+            "a place freed"
+        );
+    }
+
+    #[test]
+    fn a_changed_prefix_regroups_the_counts() {
+        let c = cfg("");
+        let r = Registry::grouped_by(c.limits.ipv6_prefix);
+        assert_eq!(r.admit(info(1, "2001:db8:7:7::1"), &c), Ok(()));
+        assert_eq!(r.admit(info(2, "2001:db8:7:7::2"), &c), Ok(()));
+        // /128: every address apart, so both have room again.
+        let c128 = cfg("[limits]\nipv6_prefix = 128\n");
+        assert_eq!(r.admit(info(3, "2001:db8:7:7::1"), &c128), Ok(()));
+        assert_eq!(
+            r.admit(info(4, "2001:db8:7:7::1"), &c128),
+            Err(Refusal::PerIp)
+        );
+        // Every session leaves without a count going wrong.
+        for id in 1..=3 {
+            r.remove(id);
+        }
+        assert!(r.lock().per_ip.is_empty(), "{:?}", r.lock().per_ip);
     }
 }

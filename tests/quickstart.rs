@@ -6,9 +6,9 @@
 //! printed a single warning (the sample config runs clean).
 //!
 //! The script takes the debug binaries (`HOLDFAST_BIN_DIR`), so CI builds
-//! nothing twice. The sample's fixed ports (4201, 4202, 4222) are moved to
-//! dynamic ones in a copy of the file; everything else is the sample as
-//! shipped.
+//! nothing twice. The sample's fixed ports (4201 on both families, 4202,
+//! 4222) are moved to dynamic ones in a copy of the file; everything else
+//! is the sample as shipped.
 
 mod common;
 
@@ -47,6 +47,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 fn sample_config(game_port: u16, nats_port: u16) -> String {
     let text = std::fs::read_to_string(Path::new(REPO).join("config.toml")).unwrap();
     let text = replace_once(&text, "\"0.0.0.0:4201\"", "\"127.0.0.1:0\"");
+    let text = replace_once(&text, "\"[::]:4201\"", "\"[::]:0\"");
     let text = replace_once(
         &text,
         "\"127.0.0.1:4202\"",

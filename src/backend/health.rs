@@ -128,6 +128,20 @@ impl ProbeHandle {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    /// The game's connect screen as a player's own connection showed it
+    /// (the player waited at it: nothing was typed before the game went
+    /// quiet). Kept for lazy connect like the probe's: it seeds the cache
+    /// when the probe could not get a screen (the game's places for
+    /// connections at its connect screen were all taken by players) and
+    /// replaces a screen the game has since changed.
+    pub fn seen_screen(&self, text: Arc<[u8]>) {
+        let mut kept = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.as_deref() != Some(&text[..]) {
+            debug!(backend = %self.backend.name, bytes = text.len(), "connect screen kept for lazy connect (a player's connection showed it)");
+            *kept = Some(text);
+        }
+    }
 }
 
 /// Starts the probe task for `backend`. `known`: its state as already

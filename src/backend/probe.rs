@@ -21,9 +21,9 @@ use crate::login::{new_nonce, render_nonce, strip_ansi, SYNC_RESEND};
 /// Bytes of probe-connection output kept while looking for a nonce.
 const PROBE_BUF_MAX: usize = 64 * 1024;
 /// A connect screen kept for lazy connect is at most this long.
-const SCREEN_MAX: usize = 16 * 1024;
+pub const SCREEN_MAX: usize = 16 * 1024;
 /// The connect screen is complete once the game is quiet this long.
-const SCREEN_QUIET: Duration = Duration::from_millis(150);
+pub const SCREEN_QUIET: Duration = Duration::from_millis(150);
 /// After a probe's answer, how long the game's MSSP answer (asked for on
 /// this connection) is waited for, once per connection: between probes
 /// the connection's output is drained unread.

@@ -63,6 +63,9 @@ pub const CONN_BURST_PER_IP: u32 = 30;
 pub const INPUT_LINES_PER_SEC: f64 = 30.0;
 /// `limits.input_burst`: lines a player may send at once (a paste).
 pub const INPUT_BURST: u32 = 300;
+/// `limits.ipv6_prefix`: IPv6 players in one /64 (one household, one
+/// customer line) share the per-IP limits, as one IPv4 address does.
+pub const IPV6_PREFIX: u8 = 64;
 /// `limits.max_subnegotiation`.
 pub const MAX_SUBNEG: usize = 8192;
 /// `telnet.mccp`: offer MCCP2 compression to players.

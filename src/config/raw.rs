@@ -266,6 +266,7 @@ pub struct RawLimits {
     pub input_lines_per_sec: Option<f64>,
     pub input_burst: Option<u32>,
     pub max_subnegotiation: Option<usize>,
+    pub ipv6_prefix: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

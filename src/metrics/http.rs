@@ -4,12 +4,18 @@
 //!
 //! Hostile or slow clients are bounded: request heads are capped at
 //! [`MAX_HEAD`] bytes and must arrive within [`HEAD_TIMEOUT`], a
-//! connection lives at most [`CONN_LIFETIME`], and at most
-//! [`MAX_CONNS`] are served at once (more are closed at accept). Each
+//! connection lives at most [`CONN_LIFETIME`], at most [`MAX_CONNS`] are
+//! served at once and at most [`MAX_CONNS_PER_IP`] from one address (an
+//! IPv6 address grouped by `limits.ipv6_prefix`); more are closed at
+//! accept. So one client opening connections in a loop holds at most
+//! [`MAX_CONNS_PER_IP`] of them, and the scraper (or a load balancer's
+//! `/healthz`) from another address still gets its answer. Each
 //! connection is its own task, so a slow one never delays a scrape.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +41,9 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONN_LIFETIME: Duration = Duration::from_secs(60);
 /// Connections served at once.
 pub const MAX_CONNS: usize = 64;
+/// Connections served at once to one address (a Prometheus server uses
+/// one; `curl` and a health checker a few more).
+pub const MAX_CONNS_PER_IP: usize = 8;
 
 /// How long a new process of an upgrade waits for the old one to free
 /// the metrics address (it exits within its 2 s bus flush).
@@ -67,6 +76,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         info!(addr = %a, "metrics: serving /metrics, /healthz, /livez");
     }
     let slots = Arc::new(Semaphore::new(MAX_CONNS));
+    let per_ip = PerIp::default();
     loop {
         // `accept` is cancel-safe: a connection not yet returned stays queued.
         let (stream, peer) = tokio::select! {
@@ -79,6 +89,11 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                     continue;
                 }
             },
+        };
+        let group = shared.config().limits.ip_group(peer.ip());
+        let Some(mine) = per_ip.take(group) else {
+            debug!(%peer, "metrics: too many connections from this address; closed");
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "metrics: too many connections; closed");
@@ -105,7 +120,52 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 }
             }
             drop(slot);
+            drop(mine);
         });
+    }
+}
+
+/// Connections open per address group, for [`MAX_CONNS_PER_IP`].
+#[derive(Debug, Default, Clone)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection counted in [`PerIp`]; uncounted when dropped.
+struct PerIpSlot {
+    map: PerIp,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Counts stay consistent even if a holder panicked.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more connection from `ip` unless it has
+    /// [`MAX_CONNS_PER_IP`] already.
+    fn take(&self, ip: IpAddr) -> Option<PerIpSlot> {
+        let mut g = self.lock();
+        let n = g.entry(ip).or_insert(0);
+        if *n >= MAX_CONNS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot {
+            map: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut g = self.map.lock();
+        if let Some(n) = g.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -159,4 +219,26 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_holds_at_most_its_share() {
+        let p = PerIp::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let held: Vec<PerIpSlot> = (0..MAX_CONNS_PER_IP).map_while(|_| p.take(a)).collect();
+        assert_eq!(held.len(), MAX_CONNS_PER_IP);
+        assert!(p.take(a).is_none(), "one more from the same address");
+        assert!(p.take(b).is_some(), "another address has its own");
+        drop(held);
+        assert!(p.take(a).is_some(), "closed connections free their places");
+        assert!(
+            p.lock().get(&b).is_none(),
+            "an address with none is forgotten"
+        );
+    }
 }

@@ -290,3 +290,118 @@ async fn a_command_after_a_resuming_login_goes_to_the_resumed_session() {
     let out = away.step(|c, ctx, _, o| c.resume_settled(ctx, o));
     assert_eq!(game_text(&out), "look\r\n");
 }
+
+/// Refused before the heartbeat had the connect screen (holdfast had just
+/// started): once the screen is known the player gets it at once, the
+/// retry timer goes, and the first line opens the game connection, whose
+/// repeat of the screen is hidden.
+#[tokio::test(start_paused = true)]
+async fn a_session_refused_before_the_screen_was_known_takes_it_at_once() {
+    let mut t = T::new(MUX);
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, None, o));
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let out = t.game(REFUSED);
+    assert!(player_text(&out).contains("is busy"));
+    assert!(t.core.wants_screen());
+    // Nothing known yet: still waiting.
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, None, o));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(t.core.wants_screen());
+    let screen: Arc<[u8]> = SCREEN.into();
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, Some(screen.clone()), o));
+    assert!(player_text(&out).contains("connect <name>"), "{out:?}");
+    assert_eq!(connects(&out), 0, "the game connection waits for a line");
+    assert!(!t.core.wants_screen());
+    assert_eq!(t.core.phase(), Phase::Relaying);
+    // The backoff's timer is gone; shown once.
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, Some(screen.clone()), o));
+    assert!(out.is_empty(), "{out:?}");
+    let out = t.player("connect Alice pw\n");
+    assert_eq!(connects(&out), 1);
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let mut bytes = SCREEN.to_vec();
+    bytes.extend_from_slice(b"Welcome, Alice!\r\n");
+    let out = t.game_bytes(&bytes);
+    assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
+    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+}
+
+/// A line typed while refused opens the connection as soon as the screen
+/// is known; a logged-in player's re-login never takes the screen.
+#[tokio::test(start_paused = true)]
+async fn the_cached_screen_opens_a_typed_line_and_skips_logged_in_players() {
+    let mut t = T::new(MUX);
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, None, o));
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    t.game(REFUSED);
+    t.player("connect Alice pw\n");
+    let screen: Arc<[u8]> = SCREEN.into();
+    let out = t.step(|c, ctx, p, o| c.screen_cached(ctx, p, Some(screen.clone()), o));
+    assert!(player_text(&out).contains("connect <name>"));
+    assert_eq!(connects(&out), 1, "{out:?}");
+
+    let t = T::logged_in(MUX);
+    assert!(!t.core.wants_screen());
+}
+
+fn screens_seen(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::ScreenSeen { text, .. } => Some(String::from_utf8_lossy(text).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A player who waits at the game's own connect screen gives holdfast its
+/// copy once the game is quiet; one who types first does not (what
+/// follows answers the player), nor does a lazy session (it has the
+/// copy).
+#[tokio::test(start_paused = true)]
+async fn the_games_own_screen_is_kept_once_the_game_is_quiet() {
+    let mut t = T::new(MUX);
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, None, o));
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let out = t.game_bytes(b"\xff\xfb\x01Welcome to the test game.\r\n");
+    assert!(screens_seen(&out).is_empty());
+    advance(Duration::from_millis(100)).await;
+    t.game("connect <name> <password>\r\n");
+    advance(Duration::from_millis(100)).await;
+    assert!(
+        screens_seen(&t.timer()).is_empty(),
+        "not quiet for long enough yet"
+    );
+    let out = next(&mut t).await;
+    assert_eq!(
+        screens_seen(&out),
+        ["Welcome to the test game.\r\nconnect <name> <password>\r\n"]
+    );
+    assert!(screens_seen(&next_or_none(&mut t).await).is_empty(), "once");
+
+    let mut t = T::new(MUX);
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, None, o));
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    t.game("Welcome to the test game.\r\n");
+    t.player("connect Alice pw\n");
+    t.game("Welcome, Alice!\r\n");
+    assert!(screens_seen(&next_or_none(&mut t).await).is_empty());
+
+    let mut t = T::new(MUX);
+    let screen: Arc<[u8]> = SCREEN.into();
+    t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
+    t.player("connect Alice pw\n");
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    t.game_bytes(SCREEN);
+    assert!(screens_seen(&next_or_none(&mut t).await).is_empty());
+}
+
+/// Like [`next`], but nothing to do is fine (an empty list).
+async fn next_or_none(t: &mut T) -> Actions {
+    match t.core.next_deadline(&t.cfg) {
+        Some(d) => {
+            advance(d.saturating_duration_since(Instant::now())).await;
+            t.timer()
+        }
+        None => Vec::new(),
+    }
+}

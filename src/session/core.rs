@@ -112,6 +112,14 @@ pub enum Action {
         /// For how long from now.
         for_: Duration,
     },
+    /// The game's connect screen as this connection showed it (telnet
+    /// removed), for the connect-screen cache of lazy connect.
+    ScreenSeen {
+        /// The backend that showed it.
+        backend: String,
+        /// The screen's text.
+        text: Arc<[u8]>,
+    },
     /// End the session.
     Close(End),
 }
@@ -142,6 +150,19 @@ pub(super) struct Game {
     /// The connect screen the player already got from the cache (lazy
     /// connect) and how much of it this connection has repeated: hidden.
     pub skip: Option<(Arc<[u8]>, usize)>,
+    /// The game's own connect screen as it arrives, until the game is
+    /// quiet (then [`Action::ScreenSeen`]) or the player types.
+    pub capture: Option<Capture>,
+}
+
+/// A connect screen being read off a player's game connection (see
+/// [`Game::capture`]).
+#[derive(Debug)]
+pub(super) struct Capture {
+    /// The text so far, telnet removed.
+    pub text: Vec<u8>,
+    /// Complete once nothing more came by then.
+    pub until: Instant,
 }
 
 /// A session retrying a connection the game refused for holdfast's
@@ -370,8 +391,14 @@ impl Core {
             .as_ref()
             .filter(|g| g.await_banner && !g.closed)
             .map(|g| g.connected_at + cfg.templates.banner_wait + cfg.heartbeat.timeout);
+        let capture = self
+            .game
+            .as_ref()
+            .and_then(|g| g.capture.as_ref())
+            .map(|c| c.until);
         [
             banner,
+            capture,
             watch.and_then(|w| w.deadline),
             watch.and_then(|w| w.resend_at),
             self.login_deadline,
@@ -444,6 +471,7 @@ impl Core {
             self.login_timed_out(ctx, out);
         }
         self.banner_overdue(ctx, out);
+        self.capture_done(now, out);
         if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
             if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
                 // Not admitted yet (or the marker was dropped): again.

@@ -250,7 +250,27 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     pub(super) async fn pool_changed(&mut self) -> Result<(), End> {
-        step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))
+        step!(self, |core, ctx, pool, out| core.pool(ctx, pool, out))?;
+        self.offer_screen().await
+    }
+
+    /// A session waiting to try the game again gets the heartbeat's copy
+    /// of the connect screen if there is one now (see
+    /// [`Core::screen_cached`]). Asked when the pool changes (the backend
+    /// came up: its probe has just seen the screen) and before a retry.
+    async fn offer_screen(&mut self) -> Result<(), End> {
+        if !self.core.wants_screen() {
+            return Ok(());
+        }
+        let screen = self
+            .shared
+            .probe(&self.shared.pool.borrow().active)
+            .and_then(|p| p.screen());
+        if screen.is_none() {
+            return Ok(());
+        }
+        step!(self, |core, ctx, pool, out| core
+            .screen_cached(ctx, pool, screen, out))
     }
 
     pub(super) async fn announced(&mut self, a: &crate::state::Announcement) -> Result<(), End> {
@@ -258,6 +278,7 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     pub(super) async fn timer_fired(&mut self) -> Result<(), End> {
+        self.offer_screen().await?;
         step!(self, |core, ctx, pool, out| core.timer(ctx, pool, out))
     }
 
@@ -344,6 +365,15 @@ impl<P: PlayerTransport> Driver<P> {
         // may act on it at once (another connection that counts on a
         // place for a session not logged in).
         self.publish();
+        // A player who quits leaves for real: the game's "has
+        // disconnected." about them is shown to the others even while
+        // their re-login's announcements are still held back. Before the
+        // quit command is written, so the game cannot answer it first.
+        if self.core.quit_sent {
+            if let Some(user) = self.core.user() {
+                self.shared.quiet.release(user);
+            }
+        }
         let r = self.apply_inner(actions).await;
         self.publish();
         r
@@ -401,6 +431,11 @@ impl<P: PlayerTransport> Driver<P> {
                 Action::Emit(ev) => self.shared.events.emit(ev),
                 Action::Refused => self.shared.relogin_limiter.slow_down(),
                 Action::Quiet { name, for_ } => self.shared.quiet.hold(&name, for_),
+                Action::ScreenSeen { backend, text } => {
+                    if let Some(p) = self.shared.probe(&backend) {
+                        p.seen_screen(text);
+                    }
+                }
                 Action::Close(end) => return Err(end),
             }
         }

@@ -11,12 +11,19 @@
 //! as far as it repeats the copy ([`super::relay`]), then the queued lines
 //! go ([`super::relay`], or [`Core::banner_overdue`] for a game that shows
 //! none in time).
+//!
+//! The cache is the heartbeat's copy, and the game's own screen as a
+//! player's connection showed it while the player waited at it
+//! ([`Core::capture_done`]): at holdfast's start the players who got in
+//! can hold every place the game has for connections at its connect
+//! screen, the heartbeat's included, and the others get that copy.
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use tracing::debug;
 
-use super::core::{Actions, Core, Ctx, Game};
+use super::core::{Action, Actions, Core, Ctx, Game};
 use crate::state::{Phase, PoolState};
 
 impl Core {
@@ -42,6 +49,83 @@ impl Core {
         self.phase = Phase::Relaying;
         self.login_deadline = ctx.cfg.listen.login_timeout.map(|t| ctx.now + t);
         true
+    }
+
+    /// Whether this session waits for a game connection it could do
+    /// without: not logged in, no game connection, none being opened, no
+    /// cached screen shown, only a retry timer (the game refused
+    /// holdfast's address, or the game was not up at the start). Such a
+    /// session takes the cached connect screen as soon as there is one
+    /// ([`Core::screen_cached`]).
+    pub fn wants_screen(&self) -> bool {
+        self.user.is_none()
+            && self.creds.is_none()
+            && self.game.is_none()
+            && !self.connecting
+            && self.lazy.is_none()
+            && self.screen_shown.is_none()
+            && self.relogin_at.is_some()
+    }
+
+    /// The heartbeat has the active backend's connect screen: a session
+    /// that [wants it](Core::wants_screen) becomes a lazy one at once (the
+    /// player gets the screen, the retry timer goes, the next line opens
+    /// the game connection), rather than wait out its backoff while the
+    /// game's places for connections at its connect screen are taken. A
+    /// line the player typed meanwhile opens it now.
+    pub fn screen_cached(
+        &mut self,
+        ctx: &mut Ctx,
+        pool: &PoolState,
+        screen: Option<Arc<[u8]>>,
+        out: &mut Actions,
+    ) {
+        if !self.wants_screen() {
+            return;
+        }
+        let relogin_at = self.relogin_at.take();
+        if !self.start_lazy(ctx, pool, screen, out) {
+            self.relogin_at = relogin_at;
+            return;
+        }
+        debug!("the connect screen is known now: shown; waiting for the player's first line");
+        self.held_since = None;
+        if let Some(b) = self.busy.as_mut() {
+            // Refusals from here on count afresh (the player was told).
+            b.tries = 0;
+        }
+        if !self.queue.is_empty() {
+            self.connecting = true;
+            out.push(Action::Connect(pool.active.clone()));
+        }
+    }
+
+    /// The game has been quiet since the last of its connect screen came:
+    /// the screen is complete, for the cache.
+    pub(super) fn capture_done(&mut self, now: Instant, out: &mut Actions) {
+        let Some(g) = self.game.as_mut() else {
+            return;
+        };
+        if g.capture.as_ref().is_none_or(|c| c.until > now) {
+            return;
+        }
+        let Some(c) = g.capture.take() else {
+            return;
+        };
+        if !c.text.is_empty() {
+            out.push(Action::ScreenSeen {
+                backend: g.name.clone(),
+                text: c.text.into(),
+            });
+        }
+    }
+
+    /// The player typed, or the game's output is no longer its connect
+    /// screen alone: whatever was read is not kept.
+    pub(super) fn capture_abandoned(&mut self) {
+        if let Some(g) = self.game.as_mut() {
+            g.capture = None;
+        }
     }
 
     /// A game that shows no connect screen within its banner wait still

@@ -234,6 +234,8 @@ impl Core {
         to_game: &mut Vec<u8>,
         out: &mut Actions,
     ) {
+        // What the game says from now on answers the player.
+        self.capture_abandoned();
         if self.is_quit(ctx.cfg, &line) {
             self.quit_sent = true;
         }

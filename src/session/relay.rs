@@ -4,8 +4,9 @@
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
-use super::core::{Action, Actions, Core, Ctx, Game};
+use super::core::{Action, Actions, Capture, Core, Ctx, Game};
 use super::watch::Outcome;
+use crate::backend::probe;
 use crate::login;
 use crate::state::PoolState;
 use crate::telnet::{self, TelnetEvent};
@@ -32,6 +33,7 @@ impl Core {
             || g.watch.is_some()
             || g.await_banner
             || g.skip.is_some()
+            || g.capture.is_some()
             || !g.parser.is_idle()
             || memchr::memchr(telnet::IAC, data).is_some()
         {
@@ -77,12 +79,15 @@ impl Core {
             let creds = self.creds.as_ref();
             let t = &cfg.templates;
             let quiet = ctx.quiet;
+            let now = ctx.now;
+            let keep_screen = cfg.listen.lazy_connect;
             let Game {
                 parser,
                 watch,
                 seen_output,
                 await_banner,
                 skip,
+                capture,
                 ..
             } = g;
             let was_compressed = parser.compressed();
@@ -94,12 +99,26 @@ impl Core {
                     *seen_output = true;
                     if *await_banner && watch.is_none() {
                         // Refusals come alone, at once, instead of the screen.
-                        if crate::backend::probe::matching_line(d, &t.refused).is_some() {
+                        if probe::matching_line(d, &t.refused).is_some() {
                             refusal = true;
                             return;
                         }
                         *await_banner = false;
                         banner_now = true;
+                        if skip.is_none() && keep_screen {
+                            // The game's own screen, for the cache.
+                            *capture = Some(Capture {
+                                text: Vec::new(),
+                                until: now,
+                            });
+                        }
+                    }
+                    if let Some(c) = capture.as_mut() {
+                        c.text.extend_from_slice(d);
+                        c.until = now + probe::SCREEN_QUIET;
+                        if c.text.len() > probe::SCREEN_MAX {
+                            *capture = None;
+                        }
                     }
                     if let Some((s, pos)) = skip.as_mut() {
                         // The cached screen the player already has: hidden
@@ -226,7 +245,11 @@ impl Core {
         }
         if banner_now {
             // The game has the connection: what was typed meanwhile (the
-            // line that opened a lazy connection) goes now.
+            // line that opened a lazy connection) goes now, and what the
+            // game says after it is not its connect screen.
+            if !self.queue.is_empty() {
+                self.capture_abandoned();
+            }
             self.busy = None;
             self.flush_queue(ctx, out);
         }

@@ -88,6 +88,7 @@ impl Core {
             seen_output: false,
             await_banner: !relogin,
             skip,
+            capture: None,
         });
         self.last_backend = Some(backend.to_string());
         out.push(Action::Game(first));

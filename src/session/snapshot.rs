@@ -548,6 +548,9 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         seen_output: true,
         await_banner: false,
         skip: None,
+        // A screen being read when the process changed is read again by
+        // the next connection that shows one.
+        capture: None,
     });
     core.connecting = v.connecting;
     core.user = v.user;

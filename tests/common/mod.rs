@@ -487,6 +487,26 @@ impl Client {
         }
     }
 
+    /// Connects from a chosen local address of either family (e.g. an
+    /// IPv6 address added to `lo` in a test's network namespace).
+    pub async fn connect_bound(addr: SocketAddr, from: std::net::IpAddr) -> Client {
+        let sock = match from {
+            std::net::IpAddr::V4(_) => TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .unwrap();
+        sock.bind(SocketAddr::new(from, 0)).unwrap();
+        let stream = sock.connect(addr).await.expect("connect to proxy");
+        Client {
+            stream,
+            raw: Vec::new(),
+            text: String::new(),
+            stripped: 0,
+            pos: 0,
+            closed: false,
+        }
+    }
+
     pub async fn send(&mut self, line: &str) {
         self.stream
             .write_all(format!("{line}\r\n").as_bytes())
