@@ -2,13 +2,18 @@
 //! one sessions use.
 //!
 //! - `connect`: TCP or Unix-socket connections with timeouts and socket options.
+//! - `coverage`: quit, boot or crash: the probe's coverage of the game and
+//!   its judgement when a game connection closes (no I/O).
+//! - `handover`: the probes' connections and coverage across an upgrade.
 //! - `health`: one heartbeat probe task per backend (up, down, degraded).
 //! - `degraded`: the probe's degraded state and login hold-back, without I/O.
 //! - `probe`: the probe's connection: connect screen, login, nonce; its errors.
 //! - `pool`: preference order, the active backend, failover decisions.
 
 pub mod connect;
+pub mod coverage;
 pub mod degraded;
+pub mod handover;
 pub mod health;
 pub mod pool;
 pub mod probe;

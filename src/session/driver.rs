@@ -346,6 +346,12 @@ impl<P: PlayerTransport> Driver<P> {
                 out
             ));
         };
+        if let Some(p) = self.shared.probe(&b.name) {
+            // Right after holdfast starts: let the probe stamp its first
+            // connection, so that this one is covered by it.
+            p.first_stamp(crate::backend::health::FIRST_STAMP_WAIT)
+                .await;
+        }
         match connect(&b.addr, b.connect_timeout).await {
             Ok(s) => {
                 self.game = Some(s);
