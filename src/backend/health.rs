@@ -78,8 +78,10 @@ const CHECK_QUEUE: usize = 1024;
 pub const FIRST_STAMP_WAIT: Duration = Duration::from_millis(250);
 
 /// How long the game's announcements about the heartbeat player are held
-/// back after its connection was replaced.
-pub const HEARTBEAT_QUIET: Duration = Duration::from_secs(10);
+/// back after its connection was replaced: the game sends them at the
+/// logout and the login themselves. Short, because while any name is held
+/// back every session looks at its game output line by line.
+pub const HEARTBEAT_QUIET: Duration = Duration::from_secs(2);
 
 /// Probe generations, unique in the process.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -679,8 +681,11 @@ impl Probe {
         }
         let pw = hb.password.clone().unwrap_or_else(|| Secret::new(""));
         let line = render_login(&cfg.templates.login, "connect", user, &pw);
-        // The game tells everyone this login: not news.
-        self.quiet.hold(user, HEARTBEAT_QUIET);
+        // The game tells everyone this login: not news (at the first
+        // login nobody is there yet to be told).
+        if self.coverage.ever() || old.is_some() {
+            self.quiet.hold(user, HEARTBEAT_QUIET);
+        }
         if let Err(e) = probe::write(&mut c, &line, deadline).await {
             return Ok(Alive::Screen(e.to_string()));
         }
