@@ -113,12 +113,6 @@ impl Coverage {
         self.pending.is_none().then_some(self.since).flatten()
     }
 
-    /// Whether the probe ever proved the game (a later login replaces a
-    /// connection the game announced).
-    pub fn ever(&self) -> bool {
-        self.since.is_some() || self.pending.is_some()
-    }
-
     /// The identity last read.
     pub fn identity(&self) -> Option<&str> {
         self.identity.as_deref()

@@ -22,6 +22,9 @@ use super::coverage::{Carried, Coverage};
 use super::health::Inherited;
 use crate::state::Shared;
 
+/// How long the upgrade waits for a probe to park.
+pub const PARK_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The kind of a probe's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SockKind {
@@ -81,7 +84,11 @@ pub async fn export(shared: &Shared) -> (Vec<ProbeCarried>, Vec<OwnedFd>) {
     let mut carried = Vec::with_capacity(probes.len());
     let mut fds = Vec::new();
     for p in probes {
-        let Some(parked) = p.park().await else {
+        // A probe in the middle of a slow probe (a frozen game: seconds)
+        // is left out rather than hold the upgrade up: the new process
+        // probes afresh, and the late request finds no one waiting.
+        let Ok(Some(parked)) = tokio::time::timeout(PARK_WAIT, p.park()).await else {
+            debug!(backend = %p.backend.name, "probe busy; the new process probes afresh");
             continue;
         };
         let conn = parked.conn.map(|s| {

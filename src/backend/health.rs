@@ -45,9 +45,8 @@
 //! answers its sessions by peeking at the connection.
 //!
 //! The game announces the heartbeat player's every login and logout; those
-//! are not news to players, so whenever the probe's connection is replaced
-//! the heartbeat name is held back ([`crate::quiet`]) for
-//! [`HEARTBEAT_QUIET`].
+//! are never news to players, so the heartbeat's name is held back always
+//! ([`crate::quiet::QuietNames::hold_always`]), from before its first login.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,11 +76,6 @@ const CHECK_QUEUE: usize = 1024;
 /// this is the time it takes to be scheduled, not a network round trip.
 pub const FIRST_STAMP_WAIT: Duration = Duration::from_millis(250);
 
-/// How long the game's announcements about the heartbeat player are held
-/// back after its connection was replaced: the game sends them at the
-/// logout and the login themselves. Short, because while any name is held
-/// back every session looks at its game output line by line.
-pub const HEARTBEAT_QUIET: Duration = Duration::from_secs(2);
 
 /// Probe generations, unique in the process.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -317,12 +311,21 @@ impl Probe {
         let cancel = self.cancel.clone();
         loop {
             // Every branch is cancel-safe: `tick`, `recv`, `readable` and
-            // `cancelled` lose nothing when another branch wins.
+            // `cancelled` lose nothing when another branch wins. In order:
+            // an upgrade waiting to park must not lose to a probe due.
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
-                _ = interval.tick() => {
-                    let r = self.timed_probe().await;
-                    self.record(r, false).await;
+                park = park_rx.recv() => {
+                    // Closed: no handle is left to ask this probe anything.
+                    let Some(reply) = park else { break };
+                    if self.park(reply, &mut check_rx, &verdict).await {
+                        debug!(backend = %name, "probe handed over to the new process");
+                        // Its connection is the new process's: only this
+                        // process's descriptor closes.
+                        break;
+                    }
+                    interval.reset();
                 }
                 req = check_rx.recv() => {
                     let Some(first) = req else { break };
@@ -339,15 +342,9 @@ impl Probe {
                     }
                     interval.reset();
                 }
-                park = park_rx.recv() => {
-                    let Some(reply) = park else { continue };
-                    if self.park(reply, &mut check_rx, &verdict).await {
-                        debug!(backend = %name, "probe handed over to the new process");
-                        // Its connection is the new process's: only this
-                        // process's descriptor closes.
-                        break;
-                    }
-                    interval.reset();
+                _ = interval.tick() => {
+                    let r = self.timed_probe().await;
+                    self.record(r, false).await;
                 }
                 r = readable(&self.conn) => {
                     // Output between probes (pages, shutdown messages) is
@@ -442,7 +439,7 @@ impl Probe {
 
     fn hold_heartbeat_news(&self) {
         if let Some(user) = self.config.borrow().heartbeat.user.as_deref() {
-            self.quiet.hold(user, HEARTBEAT_QUIET);
+            self.quiet.hold_always(user);
         }
     }
 
@@ -681,11 +678,8 @@ impl Probe {
         }
         let pw = hb.password.clone().unwrap_or_else(|| Secret::new(""));
         let line = render_login(&cfg.templates.login, "connect", user, &pw);
-        // The game tells everyone this login: not news (at the first
-        // login nobody is there yet to be told).
-        if self.coverage.ever() || old.is_some() {
-            self.quiet.hold(user, HEARTBEAT_QUIET);
-        }
+        // The game tells everyone this login: not news.
+        self.quiet.hold_always(user);
         if let Err(e) = probe::write(&mut c, &line, deadline).await {
             return Ok(Alive::Screen(e.to_string()));
         }

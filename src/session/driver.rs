@@ -52,6 +52,9 @@ pub(super) struct Driver<P> {
     pub playback: Option<super::detach::Playback>,
     /// When the player's link dropped.
     pub detached_since: Option<Instant>,
+    /// The game output being read mentions a name held always (the
+    /// heartbeat's): its lines are checked for announcements.
+    quiet_mention: bool,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -95,9 +98,7 @@ macro_rules! step {
                 cfg: &cfg,
                 now: Instant::now(),
                 relogin_slot: &mut slot,
-                quiet: shared
-                    .quiet
-                    .active()
+                quiet: (shared.quiet.active() || $d.quiet_mention)
                     .then_some(&quiet as &dyn Fn(&str) -> bool),
             };
             let pool_guard = shared.pool.borrow();
@@ -130,6 +131,7 @@ impl<P: PlayerTransport> Driver<P> {
             started: false,
             playback: None,
             detached_since: None,
+            quiet_mention: false,
         }
     }
 
@@ -229,7 +231,11 @@ impl<P: PlayerTransport> Driver<P> {
                 match g.try_read_drain(&mut buf) {
                     Ok(0) => true,
                     Ok(_) => {
-                        if !self.shared.quiet.active() && self.core.game_passthrough(&buf) {
+                        self.quiet_mention = self.shared.quiet.mentions_always(&buf);
+                        if !self.shared.quiet.active()
+                            && !self.quiet_mention
+                            && self.core.game_passthrough(&buf)
+                        {
                             if let Some(p) = self.playback.as_mut() {
                                 p.record(&buf);
                                 return Ok(());
