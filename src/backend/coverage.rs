@@ -201,7 +201,9 @@ impl Coverage {
             // The game answers but the probe has not proved it since the
             // break (the heartbeat login failed, or is under way).
             if b.kind == BreakKind::Down && connected <= b.at {
-                return Verdict::Restarted("the game stopped answering after this connection was made");
+                return Verdict::Restarted(
+                    "the game stopped answering after this connection was made",
+                );
             }
             if closed <= b.at + CRASH_WINDOW && connected <= b.at {
                 return Verdict::Restarted("closed together with the probe's connection");
@@ -218,7 +220,9 @@ impl Coverage {
             Some(Began::Changed { last_proof }) if connected <= last_proof => {
                 Verdict::Restarted("the game's start time changed since this connection was made")
             }
-            Some(Began::Changed { .. }) | Some(Began::After(_)) if closed <= since + CRASH_WINDOW => {
+            Some(Began::Changed { .. }) | Some(Began::After(_))
+                if closed <= since + CRASH_WINDOW =>
+            {
                 Verdict::Restarted("closed together with the probe's connection")
             }
             _ => Verdict::Closed("nothing proves a restart"),
@@ -248,10 +252,7 @@ impl Coverage {
 
     /// The coverage carried by an older process, as of `now`.
     pub fn import(c: &Carried, now: Instant) -> Coverage {
-        let at = |us: u64| {
-            now.checked_sub(Duration::from_micros(us))
-                .unwrap_or(now)
-        };
+        let at = |us: u64| now.checked_sub(Duration::from_micros(us)).unwrap_or(now);
         Coverage {
             since: c.since_us.map(at),
             last_proof: c.last_proof_us.map(at),

@@ -102,7 +102,11 @@ pub async fn export(shared: &Shared) -> (Vec<ProbeCarried>, Vec<OwnedFd>) {
             conn,
         });
     }
-    debug!(probes = carried.len(), connections = fds.len(), "probes parked for the upgrade");
+    debug!(
+        probes = carried.len(),
+        connections = fds.len(),
+        "probes parked for the upgrade"
+    );
     (carried, fds)
 }
 

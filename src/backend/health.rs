@@ -76,7 +76,6 @@ const CHECK_QUEUE: usize = 1024;
 /// this is the time it takes to be scheduled, not a network round trip.
 pub const FIRST_STAMP_WAIT: Duration = Duration::from_millis(250);
 
-
 /// Probe generations, unique in the process.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -158,8 +157,13 @@ impl ProbeHandle {
         if *self.stamped.borrow() {
             return;
         }
+        let t0 = Instant::now();
         let mut rx = self.stamped.clone();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s)).await;
+        let stamped = tokio::time::timeout(limit, rx.wait_for(|s| *s))
+            .await
+            .is_ok();
+        debug!(backend = %self.backend.name, stamped, waited_us = t0.elapsed().as_micros() as u64,
+            "waited for the probe's first connection");
     }
 
     /// Parks the probe for an upgrade: it stops using its connection and
@@ -639,7 +643,8 @@ impl Probe {
         let deadline = Instant::now() + allowed;
         // `open` stamps the connection before connecting: from here on a
         // session's game connection is younger than the probe's.
-        self.stamped.send_if_modified(|s| !std::mem::replace(s, true));
+        self.stamped
+            .send_if_modified(|s| !std::mem::replace(s, true));
         let mut c = probe::open(&self.backend, cfg, deadline).await?;
         let mut screen = Vec::new();
         let keep = cfg.listen.lazy_connect.then_some(&mut screen);

@@ -16,10 +16,10 @@ use zeroize::Zeroizing;
 use std::collections::HashMap;
 
 use super::fds::{self, Kind};
-use crate::backend::handover::{Inherit, SockKind};
 use super::wire::{self, Batch, GameFd, Head, Next, SessionHead};
 use super::{DEADLINE, ENV};
 use crate::backend::connect::BackendStream;
+use crate::backend::handover::{Inherit, SockKind};
 use crate::clientip::peer_ip;
 use crate::config::Config;
 use crate::session::snapshot::{restore, Restored};
