@@ -22,6 +22,8 @@
 //! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
 //! | `backend::connect` | TCP / Unix connections to a backend |
 //! | `backend::health` | one heartbeat probe task per backend: up, down, degraded |
+//! | `backend::coverage` | quit, boot or crash: the probe's coverage of the game process and its judgement, no I/O |
+//! | `backend::handover` | the probes' connections and coverage across an upgrade |
 //! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
 //! | `backend::mssp` | the game's own MSSP: whether it offers it, its last answer, the probe's telnet answers |
 //! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
@@ -91,6 +93,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     events_rx: Option<mpsc::Receiver<Event>>,
     failover_rx: mpsc::Receiver<state::FailoverRequest>,
+    /// The probes, once started ([`Proxy::start_probes`]).
+    reports: Option<backend::pool::Reports>,
 }
 
 impl Proxy {
@@ -108,6 +112,20 @@ impl Proxy {
             shared,
             events_rx,
             failover_rx,
+            reports: None,
+        }
+    }
+
+    /// Starts the heartbeat probes now (else [`Proxy::run`] does, before it
+    /// accepts anyone), from what an older process handed over in an
+    /// upgrade: they must run before the first session does, to judge
+    /// whether a closed game connection was a boot or a crash.
+    pub fn start_probes(
+        &mut self,
+        inherited: std::collections::HashMap<String, backend::handover::Inherit>,
+    ) {
+        if self.reports.is_none() {
+            self.reports = Some(backend::pool::start_probes(&self.shared, inherited));
         }
     }
 
@@ -210,10 +228,17 @@ impl Proxy {
             }
             None => (None, None),
         };
+        // Probes before players: a player's game connection made after the
+        // probe's is covered by it (see `backend::coverage`).
+        let reports = match self.reports {
+            Some(r) => r,
+            None => backend::pool::start_probes(&shared, Default::default()),
+        };
         let pool_task = tokio::spawn(backend::pool::run(
             shared.clone(),
             self.failover_rx,
             cluster_tx,
+            reports,
         ));
         if let Some(l) = metrics_listener {
             tokio::spawn(metrics::http::serve(shared.clone(), l));

@@ -246,12 +246,15 @@ async fn run_upgraded(
         }
     }
     let shutdown = CancellationToken::new();
-    let proxy = Proxy::new((*cfg).clone(), shutdown.clone());
+    let mut proxy = Proxy::new((*cfg).clone(), shutdown.clone());
     let shared = proxy.shared();
     if let Some(o) = origin {
         shared.handover.set_origin(o);
     }
     upgrade::new::adopt(&shared, &head);
+    // The probes run from the first session on (a boot during the
+    // handover is judged like any other).
+    proxy.start_probes(inc.take_probes(&head));
     inc.ready().await.map_err(refuse)?;
     let t0 = std::time::Instant::now();
     let (mut n, mut batches) = (0, 0);

@@ -5,6 +5,13 @@
 //! Every session asks [`QuietNames::active`] on every read of game output,
 //! so that is one atomic load and no lock; entries expire by themselves
 //! and are pruned when names are added.
+//!
+//! The heartbeat player's announcements are never news (it is holdfast's
+//! own probe): its name is held *always* ([`QuietNames::hold_always`]).
+//! A session then looks at its output line by line only when a read
+//! mentions that name ([`QuietNames::mentions_always`], a `memchr` scan),
+//! so the game's "heartbeat has disconnected." is held back even when it
+//! arrives before the probe has noticed its connection close.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +27,8 @@ const PRUNE_AT: usize = 256;
 #[derive(Debug)]
 pub struct QuietNames {
     names: Mutex<HashMap<String, Instant>>,
+    /// Names held always (lower-cased).
+    always: std::sync::RwLock<Vec<String>>,
     /// When the last hold ends, in milliseconds after `base` (0: none).
     until_ms: AtomicU64,
     base: Instant,
@@ -29,6 +38,7 @@ impl Default for QuietNames {
     fn default() -> Self {
         QuietNames {
             names: Mutex::default(),
+            always: Default::default(),
             until_ms: AtomicU64::new(0),
             base: Instant::now(),
         }
@@ -64,6 +74,22 @@ impl QuietNames {
         self.lock().remove(&name.to_lowercase());
     }
 
+    /// Holds `name` from now on (the heartbeat player's); replaces the
+    /// name held so before.
+    pub fn hold_always(&self, name: &str) {
+        let name = name.to_lowercase();
+        let mut g = self.always.write().unwrap_or_else(|e| e.into_inner());
+        if g.len() != 1 || g[0] != name {
+            *g = vec![name];
+        }
+    }
+
+    /// Whether `buf` mentions a name held always (ASCII case ignored).
+    pub fn mentions_always(&self, buf: &[u8]) -> bool {
+        let g = self.always.read().unwrap_or_else(|e| e.into_inner());
+        g.iter().any(|n| mentions(buf, n.as_bytes()))
+    }
+
     /// Whether any name may be held now.
     pub fn active(&self) -> bool {
         let until = self.until_ms.load(Ordering::Acquire);
@@ -72,6 +98,12 @@ impl QuietNames {
 
     /// Whether `name` is held now.
     pub fn contains(&self, name: &str) -> bool {
+        let lower = name.to_lowercase();
+        let always = self.always.read().unwrap_or_else(|e| e.into_inner());
+        if always.contains(&lower) {
+            return true;
+        }
+        drop(always);
         if !self.active() {
             return false;
         }
@@ -82,9 +114,39 @@ impl QuietNames {
     }
 }
 
+/// Whether `hay` holds `needle` (lower-case ASCII), any case.
+fn mentions(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return false;
+    };
+    let mut at = 0;
+    while let Some(i) = memchr::memchr2(first, first.to_ascii_uppercase(), &hay[at..]) {
+        let start = at + i + 1;
+        if hay
+            .get(start..start + rest.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+        {
+            return true;
+        }
+        at = start;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_held_always_is_found_in_any_case() {
+        let q = QuietNames::default();
+        assert!(!q.mentions_always(b"heartbeat has connected."));
+        q.hold_always("Heartbeat");
+        assert!(q.mentions_always(b"\r\nHEARTBEAT has disconnected.\r\n"));
+        assert!(q.mentions_always(b"heartbeat"));
+        assert!(!q.mentions_always(b"heartbea"));
+        assert!(q.contains("heartBeat") && !q.active());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn names_expire() {

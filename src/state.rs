@@ -462,7 +462,7 @@ pub struct Shared {
     /// Spreads re-logins out.
     pub relogin_limiter: RateLimiter,
     /// Players being logged back in: their announcements are held back.
-    pub quiet: crate::quiet::QuietNames,
+    pub quiet: Arc<crate::quiet::QuietNames>,
     /// Cancelled when the proxy stops.
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them.
@@ -556,7 +556,7 @@ impl Shared {
             announce: broadcast::channel(16).0,
             failover_tx,
             relogin_limiter: limiter,
-            quiet: crate::quiet::QuietNames::default(),
+            quiet: Arc::default(),
             shutdown,
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),

@@ -2,6 +2,9 @@
 //! one sessions use.
 //!
 //! - `connect`: TCP or Unix-socket connections with timeouts and socket options.
+//! - `coverage`: quit, boot or crash: the probe's coverage of the game and
+//!   its judgement when a game connection closes (no I/O).
+//! - `handover`: the probes' connections and coverage across an upgrade.
 //! - `health`: one heartbeat probe task per backend (up, down, degraded).
 //! - `degraded`: the probe's degraded state and login hold-back, without I/O.
 //! - `mssp`: the game's own MSSP (offered? its last answer) and the probe's telnet answers.
@@ -9,7 +12,9 @@
 //! - `pool`: preference order, the active backend, failover decisions.
 
 pub mod connect;
+pub mod coverage;
 pub mod degraded;
+pub mod handover;
 pub mod health;
 pub mod mssp;
 pub mod pool;

@@ -26,14 +26,76 @@ use crate::config::Config;
 use crate::events::Event;
 use crate::state::{BackendView, FailoverRequest, Shared};
 
+/// The probes' reports, made before the failover manager runs so that the
+/// probes start first (before any player is accepted, and in an upgrade
+/// before the first session is taken over).
+pub struct Reports {
+    tx: mpsc::Sender<ProbeReport>,
+    rx: mpsc::Receiver<ProbeReport>,
+}
+
+/// Starts a probe for every configured backend, from what an older
+/// process handed over where it probed the same address.
+pub fn start_probes(
+    shared: &Arc<Shared>,
+    mut inherited: HashMap<String, super::handover::Inherit>,
+) -> Reports {
+    let (tx, rx) = mpsc::channel::<ProbeReport>(256);
+    let cfg = shared.config();
+    let mut probes = shared.probes.lock().unwrap_or_else(|e| e.into_inner());
+    for b in &cfg.backends {
+        if probes.contains_key(&b.name) {
+            continue;
+        }
+        let inh = inherited
+            .remove(&b.name)
+            .filter(|i| i.addr == b.addr.to_string())
+            .map(|i| i.inherited);
+        probes.insert(b.name.clone(), spawn_probe(shared, b, tx.clone(), inh));
+    }
+    Reports { tx, rx }
+}
+
+/// Starts the probe of `b` (its state as known after an upgrade).
+fn spawn_probe(
+    shared: &Arc<Shared>,
+    b: &crate::config::Backend,
+    report: mpsc::Sender<ProbeReport>,
+    inherited: Option<health::Inherited>,
+) -> health::ProbeHandle {
+    // Known only after an upgrade (`upgrade::new::adopt`).
+    let known = shared
+        .pool
+        .borrow()
+        .backends
+        .iter()
+        .find(|v| v.name == b.name && v.addr == b.addr.to_string())
+        .and_then(|v| v.up);
+    health::spawn(
+        b.clone(),
+        health::Start {
+            config: shared.config.subscribe(),
+            report,
+            cancel: shared.shutdown.child_token(),
+            known,
+            quiet: Arc::clone(&shared.quiet),
+            inherited,
+        },
+    )
+}
+
 /// Runs the failover manager until shutdown.
 /// With `cluster`, moves are proposed to the cluster task instead of made.
 pub async fn run(
     shared: Arc<Shared>,
     mut failover_rx: mpsc::Receiver<FailoverRequest>,
     cluster: Option<mpsc::Sender<FailoverRequest>>,
+    reports: Reports,
 ) {
-    let (report_tx, mut report_rx) = mpsc::channel::<ProbeReport>(256);
+    let Reports {
+        tx: report_tx,
+        rx: mut report_rx,
+    } = reports;
     let mut config_rx = shared.config.subscribe();
     let mut mgr = Manager {
         shared: shared.clone(),
@@ -123,22 +185,7 @@ impl Manager {
         });
         for b in &self.config.backends {
             if !probes.contains_key(&b.name) {
-                // Known only after an upgrade (`upgrade::new::adopt`).
-                let known = self
-                    .shared
-                    .pool
-                    .borrow()
-                    .backends
-                    .iter()
-                    .find(|v| v.name == b.name && v.addr == b.addr.to_string())
-                    .and_then(|v| v.up);
-                let h = health::spawn(
-                    b.clone(),
-                    self.shared.config.subscribe(),
-                    self.report_tx.clone(),
-                    self.shared.shutdown.child_token(),
-                    known,
-                );
+                let h = spawn_probe(&self.shared, b, self.report_tx.clone(), None);
                 probes.insert(b.name.clone(), h);
             }
         }

@@ -68,12 +68,48 @@ pub struct ProbeConn {
     telnet: ProbeTelnet,
     /// The game's MSSP answer was waited for on this connection.
     mssp_waited: bool,
+    /// Whether a login on it was confirmed and counted in the coverage.
+    pub(super) proven: bool,
+}
+
+impl ProbeConn {
+    /// A connection taken over from an older process (already logged in).
+    pub(super) fn inherited(stream: BackendStream, since: Instant) -> ProbeConn {
+        ProbeConn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            since,
+            proven: true,
+            telnet: ProbeTelnet::default(),
+            // The old process asked for the game's MSSP on it.
+            mssp_waited: true,
+        }
+    }
+
+    /// Whether the game still holds the connection open, without reading
+    /// anything from it (`MSG_PEEK`): an end of stream or an error says it
+    /// closed, pending data or nothing to read yet says it is open.
+    pub(super) fn still_open(&self) -> bool {
+        use std::os::fd::AsFd;
+        let fd = match &self.stream {
+            BackendStream::Tcp(s) => s.as_fd(),
+            BackendStream::Unix(s) => s.as_fd(),
+        };
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(fd, &mut b[..], flags) {
+            Ok((_, 0)) => false,
+            Ok(_) => true,
+            Err(e) => e == rustix::io::Errno::AGAIN,
+        }
+    }
 }
 
 /// What a login on a fresh connection brought.
 pub enum LoginOutcome {
-    /// The nonce came back: logged in.
-    Answered,
+    /// The nonce came back: logged in. With it, the rest of the nonce's
+    /// line (what `templates.identity` asked for), trimmed.
+    Answered(String),
     /// A `login_failure` line: the text.
     Rejected(String),
 }
@@ -103,6 +139,7 @@ pub async fn open(
         since: started,
         telnet: ProbeTelnet::default(),
         mssp_waited: false,
+        proven: false,
     };
     // Games behind a PROXY header or PennMUSH's socket expect it on every
     // connection, the probe's too.
@@ -194,12 +231,14 @@ pub fn matching_line(buf: &[u8], res: &[Regex]) -> Option<String> {
 
 /// Sends the probe command with a fresh nonce and waits for it until
 /// `deadline`. With `failure` given (right after a login), a failure line
-/// ends the wait with [`LoginOutcome::Rejected`].
+/// ends the wait with [`LoginOutcome::Rejected`]. With `whole_line`, the
+/// nonce's line is read to its end (it carries the game's identity).
 pub async fn ask(
     c: &mut ProbeConn,
     template: &str,
     deadline: Instant,
     failure: Option<&[Regex]>,
+    whole_line: bool,
 ) -> Result<LoginOutcome, ProbeError> {
     let nonce = new_nonce();
     let cmd = render_nonce(template, &nonce);
@@ -207,8 +246,8 @@ pub async fn ask(
     write(c, &cmd, deadline).await?;
     let mut rejected = None;
     read_until(c, deadline, |buf| {
-        if memmem::find(buf, nonce.as_bytes()).is_some() {
-            return true;
+        if let Some(at) = memmem::find(buf, nonce.as_bytes()) {
+            return !whole_line || memchr::memchr(b'\n', &buf[at..]).is_some();
         }
         if let Some(f) = failure {
             rejected = matching_line(buf, f);
@@ -226,8 +265,20 @@ pub async fn ask(
     }
     Ok(match rejected {
         Some(l) => LoginOutcome::Rejected(l),
-        None => LoginOutcome::Answered,
+        None => LoginOutcome::Answered(rest_of_line(&c.buf, &nonce)),
     })
+}
+
+/// The text after `nonce` up to the end of its line (ANSI removed,
+/// trimmed).
+fn rest_of_line(buf: &[u8], nonce: &str) -> String {
+    let Some(at) = memmem::find(buf, nonce.as_bytes()) else {
+        return String::new();
+    };
+    let rest = &buf[at + nonce.len()..];
+    let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+    let text = String::from_utf8_lossy(&rest[..end]);
+    strip_ansi(&text).trim().to_string()
 }
 
 /// For `templates.sync` (Evennia): sends the probe command, again every

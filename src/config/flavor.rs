@@ -54,6 +54,9 @@ impl std::fmt::Display for QuitMatch {
 pub struct Preset {
     /// Command sent by the heartbeat; `{nonce}` must come back.
     pub probe: &'static str,
+    /// The heartbeat's login confirmation, reading the game's process
+    /// identity after `{nonce}`; empty where the server has none.
+    pub identity: &'static str,
     /// Login line; `{verb}`, `{name}` (quoted if needed), `{password}`.
     pub login: &'static str,
     /// Sent after a (re-)login; `{nonce}` must come back.
@@ -155,6 +158,11 @@ pub fn preset(flavor: Flavor) -> Preset {
         // TinyMUSH 4.0.
         Flavor::Tinymush => Preset {
             probe: "think {nonce}",
+            // `starttime()`: `mushstate.start_time` as ctime
+            // (funmisc_time.c:871-878), set at the first start
+            // (game.c:3369) and read back after `@restart` from the
+            // restart db (db_objects.c:1494), which keeps the connections.
+            identity: "think {nonce} [starttime()]",
             login: "{verb} {name} {password}",
             marker: "think {nonce}",
             login_success: &[],
@@ -192,6 +200,11 @@ pub fn preset(flavor: Flavor) -> Preset {
         // TinyMUX 2.14.
         Flavor::Tinymux => Preset {
             probe: "think {nonce}",
+            // `startsecs()`: `mudstate.start_time` in seconds
+            // (engine/functions.cpp:12331-12343); `@restart` keeps it and
+            // the connections, changing only `restart_time`
+            // (engine_com.cpp:3874-3893).
+            identity: "think {nonce} [startsecs()]",
             login: "{verb} {name} {password}",
             marker: "think {nonce}",
             login_success: &[],
@@ -228,6 +241,8 @@ pub fn preset(flavor: Flavor) -> Preset {
         // TeenyMUSH (Perl).
         Flavor::Teenymush => Preset {
             probe: "think {nonce}",
+            // Not checked in its source: coverage only.
+            identity: "",
             login: "{verb} {name} {password}",
             marker: "think {nonce}",
             login_success: &[],
@@ -260,6 +275,11 @@ pub fn preset(flavor: Flavor) -> Preset {
         },
         Flavor::Pennmush => Preset {
             probe: "think {nonce}",
+            // `starttime()` is `globals.first_start_time` (funmisc.c:1166-
+            // 1169), set once (game.c:737-738) and carried over
+            // `@shutdown/reboot` (bsd.c:7432, 7590), which keeps every
+            // connection; `restarttime()` would change at a reboot.
+            identity: "think {nonce} [starttime()]",
             login: "{verb} \"{name}\" {password}",
             marker: "think {nonce}",
             // player.c:670.
@@ -295,6 +315,8 @@ pub fn preset(flavor: Flavor) -> Preset {
         },
         Flavor::Evennia => Preset {
             probe: "{nonce}",
+            // No start time a player may read: coverage only.
+            identity: "",
             login: "{verb} {name} {password}",
             marker: "{nonce}",
             login_success: &[r"^You become "],
@@ -332,6 +354,7 @@ pub fn preset(flavor: Flavor) -> Preset {
         // Nothing assumed beyond the classic MUSH texts; set [templates].
         Flavor::Custom => Preset {
             probe: "think {nonce}",
+            identity: "",
             login: "{verb} {name} {password}",
             marker: "think {nonce}",
             login_success: &[],

@@ -240,6 +240,7 @@ pub struct RawRelogin {
 #[serde(deny_unknown_fields)]
 pub struct RawTemplates {
     pub probe: Option<Spanned<String>>,
+    pub identity: Option<Spanned<String>>,
     pub login: Option<Spanned<String>>,
     pub marker: Option<Spanned<String>>,
     pub quit: Option<String>,

@@ -17,6 +17,10 @@ use super::raw::RawTemplates;
 pub struct Templates {
     /// Heartbeat probe command (`{nonce}`).
     pub probe: String,
+    /// The heartbeat's login confirmation that also reads the game's
+    /// process identity (its start time), which follows `{nonce}` on the
+    /// answer line; empty: the flavor has none (see `backend::coverage`).
+    pub identity: String,
     /// Login command (`{verb}`, `{name}`, `{password}`).
     pub login: String,
     /// Marker command after a login (`{nonce}`); empty: no marker (only
@@ -74,6 +78,14 @@ pub(super) fn resolve(
             s.into_inner()
         }
     };
+    let identity = match t.identity {
+        None => preset.identity.to_string(),
+        Some(s) if s.get_ref().is_empty() => String::new(),
+        Some(s) => {
+            need_nonce(&s, "identity")?;
+            s.into_inner()
+        }
+    };
     let login = match t.login {
         Some(s) if !s.get_ref().contains("{name}") || !s.get_ref().contains("{password}") => {
             return Err(cx.at(&s, "templates.login must contain {name} and {password}"))
@@ -108,6 +120,7 @@ pub(super) fn resolve(
     };
     Ok(Templates {
         probe,
+        identity,
         login,
         marker,
         quit: t.quit.unwrap_or_else(|| preset.quit.to_string()),

@@ -62,6 +62,9 @@ pub(super) struct Driver<P> {
     /// is on), not yet written when `asked` came: they cross with the
     /// session's state, or are written first if the upgrade fails.
     pub unsent: Vec<u8>,
+    /// The game output being read mentions a name held always (the
+    /// heartbeat's): its lines are checked for announcements.
+    quiet_mention: bool,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -114,9 +117,7 @@ macro_rules! step {
                 cfg: &cfg,
                 now: Instant::now(),
                 relogin_slot: &mut slot,
-                quiet: shared
-                    .quiet
-                    .active()
+                quiet: (shared.quiet.active() || $d.quiet_mention)
                     .then_some(&quiet as &dyn Fn(&str) -> bool),
             };
             let pool_guard = shared.pool.borrow();
@@ -152,6 +153,7 @@ impl<P: PlayerTransport> Driver<P> {
             freeze: None,
             asked: None,
             unsent: Vec::new(),
+            quiet_mention: false,
         }
     }
 
@@ -319,7 +321,11 @@ impl<P: PlayerTransport> Driver<P> {
                 match g.try_read_drain(&mut buf) {
                     Ok(0) => true,
                     Ok(_) => {
-                        if !self.shared.quiet.active() && self.core.game_passthrough(&buf) {
+                        self.quiet_mention = self.shared.quiet.mentions_always(&buf);
+                        if !self.shared.quiet.active()
+                            && !self.quiet_mention
+                            && self.core.game_passthrough(&buf)
+                        {
                             if let Some(p) = self.playback.as_mut() {
                                 p.record(&buf);
                                 return Ok(());
@@ -451,6 +457,12 @@ impl<P: PlayerTransport> Driver<P> {
                 out
             ));
         };
+        if let Some(p) = self.shared.probe(&b.name) {
+            // Right after holdfast starts: let the probe stamp its first
+            // connection, so that this one is covered by it.
+            p.first_stamp(crate::backend::health::FIRST_STAMP_WAIT)
+                .await;
+        }
         match connect(&b.addr, b.connect_timeout).await {
             Ok(s) => {
                 self.game = Some(s);

@@ -14,10 +14,13 @@ use std::sync::Arc;
 use tracing::warn;
 use zeroize::Zeroizing;
 
+use std::collections::HashMap;
+
 use super::fds::{self, Kind};
 use super::wire::{self, Batch, GameFd, Head, Next, SessionHead};
 use super::{DEADLINE, ENV};
 use crate::backend::connect::BackendStream;
+use crate::backend::handover::{Inherit, SockKind};
 use crate::clientip::peer_ip;
 use crate::config::Config;
 use crate::session::snapshot::{restore, Restored};
@@ -51,6 +54,8 @@ pub type Inherited = (Option<crate::front::Door>, TcpListener);
 pub struct Incoming {
     sock: Arc<OwnedFd>,
     batches: std::sync::atomic::AtomicUsize,
+    /// The probes' connections that came with the head.
+    probes: std::sync::Mutex<Vec<OwnedFd>>,
 }
 
 /// Whether this process was started by an upgrade.
@@ -73,6 +78,7 @@ impl Incoming {
         Ok(Incoming {
             sock: Arc::new(sock),
             batches: Default::default(),
+            probes: Default::default(),
         })
     }
 
@@ -101,7 +107,7 @@ impl Incoming {
                 _ => return Err("receiving the handover: expected its first document".into()),
             };
             let head = wire::read_head(&doc).map_err(err)?;
-            let fds = wire::recv_fds(sock.as_fd(), head.listeners.len()).map_err(err)?;
+            let fds = wire::recv_fds(sock.as_fd(), head.fd_count()).map_err(err)?;
             let mut it = fds.into_iter();
             let mut listeners = Vec::with_capacity(head.listeners.len());
             for (door, a) in &head.listeners {
@@ -113,10 +119,30 @@ impl Incoming {
                 l.set_nonblocking(true).map_err(|e| e.to_string())?;
                 listeners.push((*door, l));
             }
-            Ok((head, listeners))
+            let mut probes = Vec::new();
+            for p in &head.probes {
+                let want = match p.conn {
+                    None => continue,
+                    Some(SockKind::Tcp) => Kind::TcpStream,
+                    Some(SockKind::Unix) => Kind::UnixStream,
+                };
+                probes.push(next_fd(&mut it, want, &format!("probe of {}", p.backend))?);
+            }
+            Ok((head, listeners, probes))
         })
         .await
         .map_err(|e| e.to_string())?
+        .map(|(head, listeners, probes)| {
+            *self.probes.lock().unwrap_or_else(|e| e.into_inner()) = probes;
+            (head, listeners)
+        })
+    }
+
+    /// What the old process's probes handed over (after
+    /// [`Incoming::receive_head`]), to start the probes from.
+    pub fn take_probes(&self, head: &Head) -> HashMap<String, Inherit> {
+        let fds = std::mem::take(&mut *self.probes.lock().unwrap_or_else(|e| e.into_inner()));
+        crate::backend::handover::import(&head.probes, fds)
     }
 
     /// Says `Ready`: the sessions may come.

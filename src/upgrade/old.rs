@@ -248,6 +248,7 @@ async fn attempt(
             for v in parked {
                 let _ = v.send(Verdict::Commit);
             }
+            crate::backend::handover::settle(shared, true);
             Ok(n)
         }
         Err(e) => {
@@ -255,6 +256,7 @@ async fn attempt(
             // before they thaw here (dropping their verdicts).
             kill_and_reap(child).await;
             drop(parked);
+            crate::backend::handover::settle(shared, false);
             Err(e)
         }
     }
@@ -282,7 +284,12 @@ async fn exchange(
     // hold an upgrade.
     shared.handover.stop_handshakes().await;
     let t0 = Instant::now();
-    let (head, listeners) = head(shared, acc)?;
+    // The probes stop using their connections before the new process
+    // can start probing on them.
+    let (probes, probe_fds) = crate::backend::handover::export(shared).await;
+    let (mut head, mut listeners) = head(shared, acc)?;
+    head.probes = probes;
+    listeners.extend(probe_fds);
     let doc = wire::doc(&head, &[]);
     blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
     send_batch(sock, deadline, listeners).await?;
@@ -533,6 +540,7 @@ fn head(shared: &Arc<Shared>, acc: &Acceptors) -> Result<(Head, Vec<OwnedFd>), S
         conn_rate: shared.registry.conn_rate_export(&shared.config()),
         cluster: crate::cluster::carry(shared),
         started: Some(shared.started_unix()),
+        probes: Vec::new(),
     };
     Ok((head, fds))
 }

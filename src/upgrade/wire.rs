@@ -154,6 +154,19 @@ pub struct Head {
     /// from its own start) and ignores it.
     #[serde(default)]
     pub started: Option<u64>,
+    /// The heartbeat probes: coverage and logged-in connection (its
+    /// descriptor follows the listeners'), so the game sees no heartbeat
+    /// logout and login and the new process judges boots from the start.
+    /// An older process leaves it out (the new one probes afresh).
+    #[serde(default)]
+    pub probes: Vec<crate::backend::handover::ProbeCarried>,
+}
+
+impl Head {
+    /// Descriptors that follow the head: the listeners', then the probes'.
+    pub fn fd_count(&self) -> usize {
+        self.listeners.len() + self.probes.iter().filter(|p| p.conn.is_some()).count()
+    }
 }
 
 /// A batch of sessions (their states follow it in the document).
@@ -414,6 +427,7 @@ mod tests {
             conn_rate: Vec::new(),
             cluster: None,
             started: Some(1_700_000_000),
+            probes: Vec::new(),
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Game {
     args: Vec<String>,
     dir: PathBuf,
     starts: u32,
+    /// When the last process was started.
+    spawned: std::time::SystemTime,
 }
 
 impl Game {
@@ -82,6 +84,7 @@ impl Game {
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir: dir.0.clone(),
             starts: 0,
+            spawned: std::time::UNIX_EPOCH,
         };
         g.spawn();
         g
@@ -97,6 +100,7 @@ impl Game {
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir: dir.0.clone(),
             starts: 0,
+            spawned: std::time::UNIX_EPOCH,
         };
         g.spawn();
         g
@@ -119,6 +123,7 @@ impl Game {
             None => cmd.arg("--listen").arg(self.addr.to_string()),
         };
         cmd.arg("--log").arg(&self.log).args(&self.args);
+        self.spawned = std::time::SystemTime::now();
         let out = self.dir.join(format!("game-out-{}.log", rand_tag()));
         let mut p = Proc::spawn_piped("fakemush", &mut cmd, &out);
         let first = p.wait_line("listening", |l| {
@@ -137,9 +142,18 @@ impl Game {
         self.proc = None;
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again on the same port. Its start time (`starttime()`,
+    /// one-second resolution as in the real servers) differs from the last
+    /// one's, as a real game's restart takes longer than a second.
     pub fn restart(&mut self) {
         self.kill();
+        let second = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        while second(std::time::SystemTime::now()) == second(self.spawned) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.spawn();
     }
 

@@ -1,9 +1,27 @@
 //! A tiny MUSH softcode evaluator for `think`: `[func(args)]` substitutions
 //! with a handful of functions; all other text is printed literally.
 
+use std::sync::OnceLock;
+
 use crate::game::{Flavor, Game, State};
 
 const MAX_DEPTH: u32 = 16;
+
+/// This process's start, as `starttime()` (ctime) and `startsecs()` (UNIX
+/// seconds) give it: fixed for the life of the process, as a real game's
+/// first start is (`@restart` and `@shutdown/reboot` keep it).
+static START: OnceLock<(String, u64)> = OnceLock::new();
+
+/// Fixes the start time (called once, when the game starts).
+pub fn mark_start() -> &'static (String, u64) {
+    START.get_or_init(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        (crate::commands::ctime_now(), secs)
+    })
+}
 
 /// Index of the matching close for each open bracket (`open`/`close`), in one pass.
 fn matches(s: &[u8], open: u8, close: u8) -> Vec<Option<usize>> {
@@ -154,6 +172,11 @@ impl Game {
                     None => "#-1 NO MATCH".into(),
                 }
             }
+            // TinyMUSH `starttime()` (ctime of `mushstate.start_time`),
+            // PennMUSH `starttime()` (`globals.first_start_time`).
+            "starttime" if fl.is_mush() => mark_start().0.clone(),
+            // TinyMUX `startsecs()`; the tinymush flavor stands for both.
+            "startsecs" if fl == Flavor::TinyMush => mark_start().1.to_string(),
             _ => format!("#-1 FUNCTION ({}) NOT FOUND", name.to_ascii_uppercase()),
         }
     }

@@ -242,6 +242,7 @@ fn die(msg: String) -> ! {
 #[tokio::main]
 async fn main() {
     let args = parse_args().unwrap_or_else(|e| die(format!("{e}\n{USAGE}")));
+    eval::mark_start();
     let log = Logger::open(args.log.as_deref())
         .unwrap_or_else(|e| die(format!("cannot open log {:?}: {e}", args.log)));
     let game = Arc::new(Game::new(args.cfg, log));
