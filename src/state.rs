@@ -127,6 +127,16 @@ struct RegistryInner {
     conn_rate: HashMap<IpAddr, crate::limiter::Bucket1>,
 }
 
+/// Maps this small keep their capacity.
+const SHRINK_FLOOR: usize = 256;
+
+/// Shrinks `m` to twice its length once it is under a quarter full.
+fn shrink_sparse<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > SHRINK_FLOOR && m.len() * 4 < m.capacity() {
+        m.shrink_to((m.len() * 2).max(SHRINK_FLOOR));
+    }
+}
+
 /// Entries in the per-IP connection-rate table before idle ones are pruned.
 const CONN_RATE_PRUNE_AT: usize = 4096;
 
@@ -248,6 +258,10 @@ impl Registry {
                     g.per_ip.remove(&s.ip);
                 }
             }
+            // After a crowd leaves, give back what it grew (a map keeps
+            // its capacity): once a quarter full, down to twice its size.
+            shrink_sparse(&mut g.sessions);
+            shrink_sparse(&mut g.per_ip);
         }
     }
 
