@@ -183,6 +183,10 @@ async fn front_door_figures() {
             c.log_in().await;
         }
         let logged = settled_rss_kib(pid).await;
+        // They leave with QUIT: a dropped link would be kept detached.
+        for c in keep.iter_mut() {
+            c.quit().await;
+        }
         drop(keep);
         let left = settled_rss_kib(pid).await;
         let per = |kib: u64| kib.saturating_sub(before) as f64 / IDLE_N as f64;
@@ -195,26 +199,37 @@ async fn front_door_figures() {
     }
 }
 
+/// One step of an idle player (boxed: the trait is used as an object).
+type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
 /// A player connection of any kind, for the idle figures.
 trait Idle {
     /// Waits for the connect screen.
-    fn screen(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+    fn screen(&mut self) -> Step<'_>;
     /// Logs in.
-    fn log_in(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+    fn log_in(&mut self) -> Step<'_>;
+    /// Types QUIT and waits for the close.
+    fn quit(&mut self) -> Step<'_>;
 }
 
 impl<W: Wire> Idle for Conn<W> {
-    fn screen(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+    fn screen(&mut self) -> Step<'_> {
         Box::pin(async move {
             self.expect("to connect").await;
         })
     }
-    fn log_in(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+    fn log_in(&mut self) -> Step<'_> {
         Box::pin(async move {
             self.send("connect Alice alicepw").await;
             self.expect("Last connect was from").await;
             self.send("think login-settled").await;
             self.expect("login-settled").await;
+        })
+    }
+    fn quit(&mut self) -> Step<'_> {
+        Box::pin(async move {
+            self.send("QUIT").await;
+            self.expect_closed().await;
         })
     }
 }
