@@ -4,16 +4,44 @@
 #   scripts/bench.sh                  full run (about two minutes)
 #   scripts/bench.sh --quick          smaller run (about 20 seconds)
 #   scripts/bench.sh --update-readme  full run, then rewrite README's table and plot
+#   scripts/bench.sh --guard          only the idle-memory guard (CI): about 15 s once built
 #
 # Prints a markdown table; writes target/bench/results.json, results.md and
 # latency.svg. Everything runs on 127.0.0.1.
+#
+# Every run that measures idle memory fails (exit 1, a loud FAIL line) when
+# one idle holdfast telnet connection costs more of the proxy's RSS than
+# HOLDFAST_IDLE_KIB_MAX KiB (connected, said nothing) or
+# HOLDFAST_IDLE_LOGIN_KIB_MAX KiB (logged in); see docs/benchmarks.md,
+# "Idle memory". The goal is 2.0 KiB for both. Until the session's layout
+# work gets there, the defaults sit just above today's figures, so that
+# nothing makes them worse unnoticed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Measured 2026-12-07 (3,000 connections): 4.2 silent, 4.7 logged in. The
+# goal is 2.0 (issue 25); lower these as the session's layout shrinks.
+max_idle_kib="${HOLDFAST_IDLE_KIB_MAX:-5.0}"
+max_idle_login_kib="${HOLDFAST_IDLE_LOGIN_KIB_MAX:-5.5}"
+args=()
+guard=0
+for a in "$@"; do
+    case "$a" in
+        --guard) guard=1 ;;
+        *) args+=("$a") ;;
+    esac
+done
+if ((guard)); then
+    # holdfast alone, idle memory alone: 3,000 connections, as issue 25 measures.
+    args=(--modes holdfast --only idle --idle-sessions 3000 "${args[@]}")
+fi
+
 # What holdfast is compared with, from Debian's packages.
 need=()
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v socat >/dev/null 2>&1 || need+=(socat)
+if ((!guard)); then
+    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    command -v socat >/dev/null 2>&1 || need+=(socat)
+fi
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -27,4 +55,5 @@ fi
 # to what fits and says so).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-exec cargo bench --bench bench -- "$@"
+exec cargo bench --bench bench -- \
+    --max-idle-kib "$max_idle_kib" --max-idle-login-kib "$max_idle_login_kib" "${args[@]}"

@@ -169,6 +169,16 @@ impl RegistryInner {
     }
 }
 
+/// Maps this small keep their capacity.
+const SHRINK_FLOOR: usize = 256;
+
+/// Shrinks `m` to twice its length once it is under a quarter full.
+fn shrink_sparse<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > SHRINK_FLOOR && m.len() * 4 < m.capacity() {
+        m.shrink_to((m.len() * 2).max(SHRINK_FLOOR));
+    }
+}
+
 /// Entries in the per-IP connection-rate table before idle ones are pruned.
 const CONN_RATE_PRUNE_AT: usize = 4096;
 
@@ -303,6 +313,10 @@ impl Registry {
                     g.per_ip.remove(&group);
                 }
             }
+            // After a crowd leaves, give back what it grew (a map keeps
+            // its capacity): once a quarter full, down to twice its size.
+            shrink_sparse(&mut g.sessions);
+            shrink_sparse(&mut g.per_ip);
         }
     }
 

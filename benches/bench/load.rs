@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// How long one login may take (the screen, the MOTD, the settle marker).
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a bulk transfer may take before the benchmark gives up.
 const BULK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one round trip may take.
@@ -26,7 +26,7 @@ const LOGIN_CONCURRENCY: usize = 200;
 /// Bytes read per call while pulling bulk output.
 const BULK_READ: usize = 256 * 1024;
 
-const SCREEN_END: &[u8] = b"to connect.\r\n";
+pub const SCREEN_END: &[u8] = b"to connect.\r\n";
 const MOTD_END: &[u8] = b"Last connect was from";
 
 // ----- blocking client (one connection: lowest client overhead) ---------
@@ -146,7 +146,7 @@ impl Player {
 
 // ----- async clients (many connections) ---------------------------------
 
-async fn read_until(
+pub async fn read_until(
     s: &mut TcpStream,
     buf: &mut Vec<u8>,
     needle: &[u8],
@@ -183,16 +183,25 @@ pub async fn login(addr: SocketAddr, name: String) -> std::io::Result<(TcpStream
     let mut buf = Vec::new();
     let end = read_until(&mut s, &mut buf, SCREEN_END, deadline).await?;
     buf.drain(..end);
+    login_on(&mut s, &mut buf, name).await?;
+    Ok((s, buf))
+}
+
+/// Logs in as `name` on a connection that already has its connect screen
+/// (`buf` holds what came after it) and waits until a command sent after
+/// the login was answered.
+pub async fn login_on(s: &mut TcpStream, buf: &mut Vec<u8>, name: String) -> std::io::Result<()> {
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     s.write_all(format!("connect {name} benchpw\r\n").as_bytes())
         .await?;
-    let end = read_until(&mut s, &mut buf, MOTD_END, deadline).await?;
+    let end = read_until(s, buf, MOTD_END, deadline).await?;
     buf.drain(..end);
     let marker = format!("settled-{name}\r\n");
     s.write_all(format!("think {marker}").as_bytes()).await?;
-    let end = read_until(&mut s, &mut buf, marker.as_bytes(), deadline).await?;
+    let end = read_until(s, buf, marker.as_bytes(), deadline).await?;
     buf.drain(..end);
     buf.shrink_to_fit();
-    Ok((s, buf))
+    Ok(())
 }
 
 /// Logs in `n` players named `{prefix}{i}`, `LOGIN_CONCURRENCY` at a time.

@@ -23,6 +23,7 @@
 //! `report` turns numbers into the table, JSON and plot.
 
 mod backend;
+mod idle;
 mod load;
 mod procs;
 mod report;
@@ -49,7 +50,7 @@ pub struct Params {
     pub rtt_count: usize,
     /// Untimed round trips first.
     pub rtt_warmup: usize,
-    /// Idle logged-in sessions for the memory figure.
+    /// Idle connections for the memory figures (silent, then logged in).
     pub idle_sessions: usize,
     /// Logged-in sessions in the re-login storm.
     pub storm_sessions: usize,
@@ -77,7 +78,7 @@ impl Params {
             bulk_reps: 1,
             rtt_count: 10_000,
             rtt_warmup: 1_000,
-            idle_sessions: 2_000,
+            idle_sessions: 3_000,
             storm_sessions: 500,
         }
     }
@@ -87,8 +88,6 @@ impl Params {
 /// taken in slices this long, the paths in turn, so a burst of noise from
 /// elsewhere on the machine hits every path alike.
 const RTT_SLICE: usize = 500;
-/// Settling time before reading a proxy's RSS with every session open.
-const IDLE_SETTLE: Duration = Duration::from_secs(2);
 /// How long every storm session gets to be held after the kill.
 const STORM_HOLD_LIMIT: Duration = Duration::from_secs(30);
 /// How long every storm session gets to be restored.
@@ -104,6 +103,8 @@ struct Args {
     idle_sessions: Option<usize>,
     storm_sessions: Option<usize>,
     rtt_count: Option<usize>,
+    max_idle_kib: Option<f64>,
+    max_idle_login_kib: Option<f64>,
 }
 
 fn parse_args() -> Args {
@@ -129,6 +130,8 @@ fn parse_args() -> Args {
         idle_sessions: None,
         storm_sessions: None,
         rtt_count: None,
+        max_idle_kib: None,
+        max_idle_login_kib: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -165,6 +168,20 @@ fn parse_args() -> Args {
                         .expect("--rtt-count N"),
                 )
             }
+            "--max-idle-kib" => {
+                a.max_idle_kib = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--max-idle-kib KIB"),
+                )
+            }
+            "--max-idle-login-kib" => {
+                a.max_idle_login_kib = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--max-idle-login-kib KIB"),
+                )
+            }
             "--storm-sessions" => {
                 a.storm_sessions = Some(
                     it.next()
@@ -177,7 +194,8 @@ fn parse_args() -> Args {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--quick] [--update-readme] [--modes direct,holdfast,haproxy,socat] \
-                     [--only bulk,rtt,idle,storm] [--idle-sessions N] [--storm-sessions N] [--rtt-count N]"
+                     [--only bulk,rtt,idle,storm] [--idle-sessions N] [--storm-sessions N] [--rtt-count N] \
+                     [--max-idle-kib KIB] [--max-idle-login-kib KIB]"
                 );
                 std::process::exit(0);
             }
@@ -396,41 +414,23 @@ fn main() {
         }
     }
 
-    if want("idle") {
-        for p in paths.iter().filter(|p| {
-            // Direct has no proxy; socat forks a process per connection,
-            // so one process's RSS means nothing there.
-            matches!(p.mode, Mode::Holdfast | Mode::Haproxy)
-        }) {
-            let pid = p.proxy.as_ref().expect("proxied").pid;
-            std::thread::sleep(Duration::from_millis(500));
-            let before = procs::rss(pid);
-            let n = params.idle_sessions;
-            let per = rt.block_on(async {
-                let t0 = Instant::now();
-                let s = load::login_many(p.addr, "idle", n)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: idle logins: {e}", p.mode.key()));
-                let took = t0.elapsed();
-                tokio::time::sleep(IDLE_SETTLE).await;
-                let after = procs::rss(pid);
-                eprintln!(
-                    "idle {:8} {n} sessions logged in in {:.1}s; RSS {} -> {} KiB",
-                    p.mode.key(),
-                    took.as_secs_f64(),
-                    before / 1024,
-                    after / 1024
-                );
-                drop(s);
-                (after.saturating_sub(before)) as f64 / n as f64 / 1024.0
-            });
-            res.get(p.mode).idle_kib = Some(per);
-            // Let the proxy close them before the next one.
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    }
     // The steady-state paths are done.
     drop(paths);
+
+    if want("idle") {
+        for &mode in args.modes.iter().filter(|m| {
+            // Direct has no proxy; socat forks a process per connection,
+            // so one process's RSS means nothing there.
+            matches!(m, Mode::Holdfast | Mode::Haproxy)
+        }) {
+            // A fresh proxy (see `idle`): one that carried the bulk runs
+            // holds freed pages the sessions would reuse for free.
+            let p = start_path(&dir, mode, maxconn);
+            let pid = p.proxy.as_ref().expect("proxied").pid;
+            let r = rt.block_on(idle::measure(pid, p.addr, params.idle_sessions, mode.key()));
+            res.get(mode).idle = Some(r);
+        }
+    }
 
     if want("storm") && args.modes.contains(&Mode::Holdfast) {
         for (key, relogin) in [
@@ -452,6 +452,49 @@ fn main() {
 
     run.finish(t_start.elapsed());
     report::write_all(&out_dir, &run, &res, args.update_readme);
+    if args.max_idle_kib.is_some() || args.max_idle_login_kib.is_some() {
+        guard_idle(&res, args.max_idle_kib, args.max_idle_login_kib);
+    }
+}
+
+/// The memory figure the project aims for (issue 25): KiB per idle telnet
+/// connection, silent or logged in.
+const IDLE_GOAL_KIB: f64 = 2.0;
+
+/// Fails the run, loudly, when an idle holdfast connection costs more
+/// than `silent` KiB (connected, said nothing) or `logged` KiB (logged
+/// in): a change that undoes the memory work shows here.
+fn guard_idle(res: &Results, silent: Option<f64>, logged: Option<f64>) {
+    let Some(i) = res.idle(Mode::Holdfast) else {
+        eprintln!(
+            "bench: an idle-memory guard was given but holdfast's idle memory was not measured"
+        );
+        std::process::exit(2);
+    };
+    let mut failed = false;
+    for (what, got, max) in [
+        ("silent", i.per_anon(), silent),
+        ("logged in", i.per_logged(), logged),
+    ] {
+        let Some(max) = max else { continue };
+        let ok = got <= max;
+        failed |= !ok;
+        eprintln!(
+            "{} holdfast idle memory, {what}: {got:.2} KiB per connection ({} connections); \
+             guard {max:.2} KiB, goal {IDLE_GOAL_KIB:.1} KiB",
+            if ok { "ok  " } else { "FAIL" },
+            i.sessions
+        );
+    }
+    if failed {
+        eprintln!(
+            "{}\nFAIL: idle memory per connection is above its guard (docs/benchmarks.md, \
+             \"Idle memory\")\n{}",
+            "!".repeat(72),
+            "!".repeat(72)
+        );
+        std::process::exit(1);
+    }
 }
 
 /// What a re-login storm measured.

@@ -207,16 +207,7 @@ pub fn start_holdfast(dir: &Path, backend: SocketAddr, o: &HoldfastOpts) -> (Pro
     // under a profiler; HOLDFAST_BENCH_BIN runs another build (A/B tests).
     let bin = std::env::var("HOLDFAST_BENCH_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_holdfast").to_string());
-    let wrap = std::env::var("HOLDFAST_BENCH_WRAP").unwrap_or_default();
-    let mut words = wrap.split_whitespace();
-    let mut cmd = match words.next() {
-        Some(w) => {
-            let mut c = Command::new(w);
-            c.args(words).arg(&bin);
-            c
-        }
-        None => Command::new(&bin),
-    };
+    let mut cmd = wrapped("HOLDFAST_BENCH_WRAP", &bin);
     let child = cmd
         .arg("run")
         .arg("-c")
@@ -263,7 +254,9 @@ pub fn start_haproxy(dir: &Path, backend: SocketAddr, maxconn: usize) -> (Proc, 
         ),
     )
     .expect("write haproxy config");
-    let child = Command::new("haproxy")
+    // HOLDFAST_BENCH_WRAP_HAPROXY: the same for HAProxy (profiling both
+    // the same way).
+    let child = wrapped("HOLDFAST_BENCH_WRAP_HAPROXY", "haproxy")
         .arg("-db")
         .arg("-f")
         .arg(&cfg)
@@ -295,6 +288,21 @@ pub fn start_socat(dir: &Path, backend: SocketAddr) -> (Proc, SocketAddr) {
     let mut p = Proc::new(child);
     wait_port(addr, &mut p, "socat", &log);
     (p, addr)
+}
+
+/// `program`, run under the command line in the environment variable
+/// `var` if it is set (a profiler, say).
+fn wrapped(var: &str, program: &str) -> Command {
+    let wrap = std::env::var(var).unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 fn log_file(p: &Path) -> std::fs::File {

@@ -23,8 +23,8 @@ pub struct ModeResult {
     pub cpu_mib: f64,
     /// Every timed round trip, in microseconds.
     pub rtt_us: Vec<f64>,
-    /// KiB of proxy RSS per idle session.
-    pub idle_kib: Option<f64>,
+    /// Memory of idle connections (a fresh proxy, see `idle`).
+    pub idle: Option<crate::idle::Idle>,
     /// The storm with a high re-login rate.
     pub storm_high: Option<Storm>,
     /// The storm with the default re-login rate.
@@ -76,6 +76,11 @@ impl Results {
     /// The results of `m`.
     pub fn get(&mut self, m: Mode) -> &mut ModeResult {
         &mut self.by_mode[Mode::ALL.iter().position(|x| *x == m).expect("known mode")]
+    }
+
+    /// The idle-memory figures of `m`, if measured.
+    pub fn idle(&self, m: Mode) -> Option<&crate::idle::Idle> {
+        self.of(m).idle.as_ref()
     }
 
     fn of(&self, m: Mode) -> &ModeResult {
@@ -249,13 +254,30 @@ fn rows(p: &Params) -> Vec<Row> {
         },
         Row {
             label: format!(
-                "memory per idle session, {} sessions (KiB)",
+                "memory per idle connection, {} connected and silent (KiB)",
                 p.idle_sessions
             ),
             key: "idle_kib_per_session",
             better: Better::Lower,
             decimals: 2,
-            value: Box::new(|_, r| r.idle_kib),
+            value: Box::new(|_, r| r.idle.as_ref().map(|i| i.per_anon())),
+        },
+        Row {
+            label: format!(
+                "memory per idle connection, {} logged in (KiB)",
+                p.idle_sessions
+            ),
+            key: "idle_kib_per_logged_in_session",
+            better: Better::Lower,
+            decimals: 2,
+            value: Box::new(|_, r| r.idle.as_ref().map(|i| i.per_logged())),
+        },
+        Row {
+            label: "RSS after they all left ÷ before they came".into(),
+            key: "idle_rss_left_ratio",
+            better: Better::Lower,
+            decimals: 2,
+            value: Box::new(|_, r| r.idle.as_ref().map(|i| i.left_ratio())),
         },
         Row {
             label: format!(
@@ -363,6 +385,9 @@ fn to_json(run: &Run, res: &Results) -> Value {
         o.insert("rtt_max_us".into(), json!(r.rtt(100.0)));
         o.insert("cpu_seconds".into(), json!(r.cpu_s));
         o.insert("cpu_mib".into(), json!(r.cpu_mib));
+        if let Some(i) = &r.idle {
+            o.insert("idle".into(), json!(i));
+        }
         if let Some(s) = &r.storm_high {
             o.insert("storm_high".into(), json!(s));
         }

@@ -34,6 +34,11 @@ use crate::state::{Phase, PoolState, Shared};
 /// player who stops reading holds at most this much, for at most
 /// `limits.write_timeout`), and only the bytes read are ever touched.
 const BACKEND_READ: usize = 512 * 1024;
+/// Bytes read from the game first. A line or a screen of interactive
+/// output fits, and a buffer this small comes from the allocator's
+/// per-thread cache; one of [`BACKEND_READ`] costs a trip to the arena
+/// (taken and given back on every read).
+const BACKEND_FIRST_READ: usize = 16 * 1024;
 /// Grace for an immediate probe beyond `interval + timeout`.
 const CHECK_GRACE: Duration = Duration::from_secs(1);
 
@@ -90,6 +95,21 @@ fn write_failed(e: Option<io::Error>) -> End {
         None => debug!("write to player failed: closed"),
     }
     End::WriteFailed
+}
+
+/// Reads what the game sent into `buf`: [`BACKEND_FIRST_READ`] bytes, and
+/// only when those filled it (bulk output) up to [`BACKEND_READ`] more.
+fn read_game(g: &BackendStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.reserve_exact(BACKEND_FIRST_READ);
+    let n = g.try_read_drain(buf)?;
+    if n == 0 || buf.len() < buf.capacity() {
+        return Ok(n);
+    }
+    buf.reserve_exact(BACKEND_READ - buf.len());
+    // What was read goes first; an end of stream or an error after it
+    // shows on the next turn (the readiness stays set).
+    let _ = g.try_read_drain(buf);
+    Ok(buf.len())
 }
 
 /// The next re-login slot: the shared pacer plus this session's jitter.
@@ -317,8 +337,8 @@ impl<P: PlayerTransport> Driver<P> {
             (Err(_), _) => true,
             (Ok(()), None) => return Ok(()),
             (Ok(()), Some(g)) => {
-                let mut buf = Vec::with_capacity(BACKEND_READ);
-                match g.try_read_drain(&mut buf) {
+                let mut buf = Vec::new();
+                match read_game(g, &mut buf) {
                     Ok(0) => true,
                     Ok(_) => {
                         self.quiet_mention = self.shared.quiet.mentions_always(&buf);

@@ -152,8 +152,15 @@ impl PlayerTransport for TcpStream {
                 buf.reserve(CLIENT_READ);
             }
             match try_read_drain(self, buf) {
-                // Spurious readiness: it is cleared now; wait again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // Spurious readiness: it is cleared now; wait again, without
+                // the room just reserved (kept, an idle player would hold
+                // 4 KiB until their next line).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if buf.is_empty() {
+                        *buf = Vec::new();
+                    }
+                    continue;
+                }
                 r => return Poll::Ready(r),
             }
         }
