@@ -155,28 +155,12 @@ impl Core {
                                 to_game
                                     .extend_from_slice(&login::render_nonce(&t.marker, &w.nonce));
                             }
-                            if !plain.is_empty() {
-                                telnet::escape_iac(&plain, &mut shown);
-                                *at_line_start = plain.last() == Some(&b'\n');
-                            }
+                            show(cfg, quiet, &plain, &mut shown, at_line_start);
                             outcome = o;
                             d = &d[used..];
                         }
                     }
-                    if let Some(q) = quiet.filter(|_| !d.is_empty()) {
-                        // Line by line, holding back announcements about
-                        // players being logged back in (`busy`).
-                        for l in d.split_inclusive(|b| *b == b'\n') {
-                            if l.last() == Some(&b'\n') && Core::quiet_line(cfg, q, l) {
-                                continue;
-                            }
-                            telnet::escape_iac(l, &mut shown);
-                            *at_line_start = l.last() == Some(&b'\n');
-                        }
-                    } else if !d.is_empty() {
-                        telnet::escape_iac(d, &mut shown);
-                        *at_line_start = d.last() == Some(&b'\n');
-                    }
+                    show(cfg, quiet, d, &mut shown, at_line_start);
                 }
                 TelnetEvent::Command(c) => {
                     let hiding =
@@ -254,5 +238,33 @@ impl Core {
             self.flush_queue(ctx, out);
         }
         used
+    }
+}
+
+/// Game text for the player: line by line when names are held, holding
+/// back the game's announcements about them (players being logged back in,
+/// the heartbeat; see `busy` and `quiet`), whether it came while a login
+/// was being confirmed or not.
+fn show(
+    cfg: &crate::config::Config,
+    quiet: Option<&dyn Fn(&str) -> bool>,
+    d: &[u8],
+    shown: &mut Vec<u8>,
+    at_line_start: &mut bool,
+) {
+    if d.is_empty() {
+        return;
+    }
+    let Some(q) = quiet else {
+        telnet::escape_iac(d, shown);
+        *at_line_start = d.last() == Some(&b'\n');
+        return;
+    };
+    for l in d.split_inclusive(|b| *b == b'\n') {
+        if l.last() == Some(&b'\n') && Core::quiet_line(cfg, q, l) {
+            continue;
+        }
+        telnet::escape_iac(l, shown);
+        *at_line_start = l.last() == Some(&b'\n');
     }
 }
