@@ -215,6 +215,7 @@ pub struct RawNotices {
     pub upgraded: Option<Spanned<String>>,
     pub busy: Option<Spanned<String>>,
     pub upgrade_reconnect: Option<Spanned<String>>,
+    pub paused: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
