@@ -309,6 +309,7 @@ pub struct RawBus {
     pub cluster: Option<Spanned<String>>,
     pub cluster_size: Option<Spanned<i64>>,
     pub lease: Option<Spanned<Dur>>,
+    pub replicas: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
