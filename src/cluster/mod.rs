@@ -11,10 +11,14 @@
 //!   revision is the **term**: two instances proposing at once cannot both
 //!   win, and everyone can tell an old choice from a new one.
 //! - **Leases**: every instance renews `member.<instance>` every
-//!   `bus.lease / 3`, with the term it follows and what its probes see. An
-//!   instance that could not renew for a lease stops relaying and holds its
-//!   players ([`crate::state::PoolState::fenced`]): it no longer knows the
-//!   cluster's choice, so it does not act on an old one. Leases are timed
+//!   `bus.lease / 3`, with the term it follows, what its probes see, its
+//!   process id and its backends' order. An instance that could not renew
+//!   for a lease stops relaying ([`crate::state::PoolState::fenced`]): it
+//!   no longer knows the cluster's choice, so it does not act on an old
+//!   one. Its players are *paused* (`session::pause`): their game
+//!   connections stay open and logged in, the game's output is kept and
+//!   their input queued; under the same term they go on, and only if the
+//!   cluster moved do they leave for its new backend. Leases are timed
 //!   on each reader's own clock (`lease.rs` says why that is safe without
 //!   per-key TTLs, which nats-server 2.9 lacks).
 //! - **Quorum and epochs** (Redis Sentinel): an automatic failover or
@@ -79,8 +83,8 @@ pub struct Status {
     pub active: Option<String>,
     /// Who wrote it.
     pub proposer: Option<String>,
-    /// This instance holds its players (no lease, or waiting for the
-    /// others to follow a new term).
+    /// This instance relays nothing (no lease: its players are paused; or
+    /// waiting for the others to follow a new term).
     pub fenced: bool,
     /// Seconds since this instance's last stored renewal.
     pub lease_age_s: Option<f64>,

@@ -365,7 +365,7 @@ impl Node {
             self.joined = false;
             self.fenced_since = Some(now);
             let age = self.lease.age(now).map(secs);
-            warn!(cluster = %self.cl.name, last_renewal_s = ?age, "cluster: lease lost; holding players");
+            warn!(cluster = %self.cl.name, last_renewal_s = ?age, "cluster: lease lost; pausing players (holding those not relaying)");
             self.shared.events.emit(
                 Event::new("cluster.fenced")
                     .with("cluster", self.cl.name.as_str())
