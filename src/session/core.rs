@@ -436,7 +436,7 @@ impl Core {
         let mut v = Vec::with_capacity(text.len());
         telnet::escape_iac(text, &mut v);
         self.at_line_start = text.last() == Some(&b'\n');
-        self.to_player(v, out);
+        self.game_out(v, out);
     }
 
     /// Bytes for the game, if there is one to take them.

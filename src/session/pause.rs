@@ -91,7 +91,7 @@ impl Core {
 
     /// The game's output (telnet-escaped, for the player): kept while
     /// paused, else sent.
-    pub(super) fn to_player(&mut self, bytes: Vec<u8>, out: &mut Actions) {
+    pub(super) fn game_out(&mut self, bytes: Vec<u8>, out: &mut Actions) {
         match self.paused.as_mut() {
             Some(p) => p.kept.record(&bytes),
             None => out.push(Action::Player(bytes)),

@@ -222,7 +222,7 @@ impl Core {
                 let backend = self.last_backend.clone().unwrap_or_default();
                 warn!(error = %e, backend = %backend, "corrupt compressed stream from the backend");
                 self.at_line_start = line_start_after;
-                self.to_player(shown, out);
+                self.game_out(shown, out);
                 self.hold(ctx, "backend_error", pool, out);
                 return data.len();
             }
@@ -242,7 +242,7 @@ impl Core {
         }
         if !shown.is_empty() {
             self.at_line_start = line_start_after;
-            self.to_player(shown, out);
+            self.game_out(shown, out);
         }
         if banner_now {
             // The game has the connection: what was typed meanwhile (the
