@@ -47,6 +47,8 @@ fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str, lease: Duration)
          [outage]\nqueue_input = true\n\
          [failover]\nafter = \"1s\"\n\
          [metrics]\naddr = \"127.0.0.1:0\"\n\
+         [listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n\
+         [limits]\nconn_rate_per_ip = 1000.0\nconn_burst_per_ip = 1000\n\
          [[backends]]\nname = \"b0\"\naddr = \"{b0}\"\n\
          [[backends]]\nname = \"b1\"\naddr = \"{b1}\"\n\
          {bus}"

@@ -303,7 +303,7 @@ fn cluster_lines(out: &mut String, c: &Value) {
         );
     }
     if c["fenced"] == true {
-        l.push_str("  FENCED: players paused");
+        l.push_str("  FENCED: relaying nothing");
     }
     if c["problem"].is_string() {
         let _ = write!(l, "  ({})", s(&c["problem"]));
