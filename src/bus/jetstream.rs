@@ -256,6 +256,26 @@ pub async fn send_batch(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn three_copies_or_one_with_a_warning() {
+        let mut tried = Vec::new();
+        let got = create_with_replicas(&[3, 1], "S", |n| {
+            tried.push(n);
+            std::future::ready(if n == 3 {
+                Err("insufficient resources")
+            } else {
+                Ok(())
+            })
+        })
+        .await;
+        assert_eq!((got, tried), (Ok(1), vec![3, 1]));
+        let got =
+            create_with_replicas(&[3, 1], "S", |_| std::future::ready(Ok::<_, String>(()))).await;
+        assert_eq!(got, Ok(3), "three when the cluster can");
+        let got = create_with_replicas(&[5], "S", |_| std::future::ready(Err::<(), _>("no"))).await;
+        assert_eq!(got, Err("no".to_string()), "bus.replicas set: no fallback");
+    }
+
     #[test]
     fn stream_names() {
         assert!(valid_stream_name("HOLDFAST_EVENTS"));
