@@ -50,9 +50,9 @@ mod watch;
 #[cfg(test)]
 mod busy_tests;
 #[cfg(test)]
-mod resume_tests;
-#[cfg(test)]
 mod pause_tests;
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
