@@ -366,6 +366,11 @@ async fn killing_the_node_that_holds_the_bucket_leaves_the_others_relaying() {
         );
         proxies.push(Proxy::start(&dir, &cfg));
     }
+    // Each joins once it has seen the others renew (every lease / 3, 10 s
+    // here: longer than a login waits).
+    for p in &proxies {
+        gauge_becomes(p, "holdfast_cluster_fenced", 0.0, lease + WAIT).await;
+    }
     let mut players: Vec<Client> = log_in_all(&proxies, 1)
         .await
         .into_iter()
