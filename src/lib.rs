@@ -264,6 +264,11 @@ impl Proxy {
         let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners, doors)?;
         info!(game = %cfg.game, backends = cfg.backends.len(), preferred = %cfg.preferred().name, "holdfast running");
         let mut upgrades = shared.handover.take_requests();
+        let mut cluster_task = cluster_task;
+        // The cluster's start-up checks may refuse this instance (another
+        // process with its `bus.instance`, another backend order): it stops
+        // as for a shutdown and says why.
+        let mut refused: Option<cluster::Refused> = None;
         loop {
             let next = async {
                 match upgrades.as_mut() {
@@ -271,8 +276,23 @@ impl Proxy {
                     None => std::future::pending().await,
                 }
             };
+            // Cancel-safe: a `JoinHandle` polled again goes on waiting.
+            let cluster_done = async {
+                match cluster_task.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shared.shutdown.cancelled() => break,
+                r = cluster_done => {
+                    cluster_task = None;
+                    if let Ok(Err(e)) = r {
+                        refused = Some(e);
+                        shared.shutdown.cancel();
+                        break;
+                    }
+                }
                 Some(req) = next => {
                     if upgrade::old::run(&shared, &mut acceptors, req).await {
                         // The new process owns every socket now: no
@@ -320,7 +340,10 @@ impl Proxy {
             let _ = t.await;
         }
         info!("stopped");
-        Ok(())
+        match refused {
+            Some(e) => Err(anyhow::anyhow!("bus.cluster refused this instance: {e}")),
+            None => Ok(()),
+        }
     }
 }
 

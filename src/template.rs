@@ -145,6 +145,7 @@ pub const NOTICES: &[(&str, &[&str])] = &[
     ("upgraded", &["game"]),
     ("busy", &["game", "backend"]),
     ("upgrade_reconnect", &["game"]),
+    ("paused", &["game", "backend"]),
 ];
 
 /// Colour and style placeholders every IRC template may use (the relay

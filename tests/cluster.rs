@@ -3,8 +3,8 @@
 //! three-node JetStream cluster.
 //!
 //! - the primary dies for everyone: one failover, every instance moves;
-//! - one instance loses NATS: it holds its players, the others stay, it
-//!   follows the cluster when it returns;
+//! - one instance loses NATS: it pauses its players (the game keeps their
+//!   connections), the others stay, it goes on when it returns;
 //! - the primary is unreachable from one instance only: no majority, no
 //!   failover; that instance holds its players until it reaches it again;
 //! - one instance is upgraded (SIGUSR2): it stays the same member, nobody
@@ -27,6 +27,7 @@ use serde_json::Value;
 
 const OFFLINE: &str = "Test MUSH is down. Your connection is being held";
 const ONLINE: &str = "You have been logged back in.";
+const PAUSED: &str = "Test MUSH is paused for a moment";
 const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz", "wizpw")];
 const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
 const LEASE: Duration = Duration::from_secs(2);
@@ -197,7 +198,7 @@ async fn primary_dies_for_everyone_and_every_instance_moves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_cut_off_from_nats_holds_then_follows() {
+async fn an_instance_cut_off_from_nats_pauses_then_goes_on() {
     let dir = TempDir::new("cluster-b");
     // Each instance talks to its own node; one node is cut.
     let games = two_games(&dir);
@@ -227,10 +228,14 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     tokio::time::sleep(LEASE / 2).await;
     s.nodes[v].kill();
     let t0 = Instant::now();
-    s.players[v].expect_within(OFFLINE, LEASE + WAIT).await;
-    let held_after = t0.elapsed();
+    // Paused, not held: the game keeps its logged-in connection.
+    s.players[v].expect_within(PAUSED, LEASE + WAIT).await;
+    let paused_after = t0.elapsed();
     // Not at once: the lease (less the renewal interval) runs out first.
-    assert!(held_after >= LEASE / 3, "held after only {held_after:?}");
+    assert!(
+        paused_after >= LEASE / 3,
+        "paused after only {paused_after:?}"
+    );
     // Its metrics say so; the others count two members alive.
     let other = (v + 1) % 3;
     assert_eq!(
@@ -244,7 +249,7 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
     gauge_becomes(&s.proxies[other], "holdfast_cluster_members_alive", 2.0).await;
     // Its input is queued; the game sees none of it yet.
     s.players[v].send("say while fenced").await;
-    // The others play on, on b0.
+    // The others play on, on b0; the paused player hears nothing yet.
     for i in (0..3).filter(|&i| i != v) {
         s.players[i].send(&format!("say still here {i}")).await;
         s.players[i].expect(&format!("still here {i}")).await;
@@ -255,11 +260,14 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
         .any(|l| l.contains("while fenced")));
     s.players[(v + 1) % 3].expect_open_for(LEASE).await;
     s.nodes[v].restart();
-    s.players[v].expect(ONLINE).await;
-    // The queued line went in after the re-login.
+    // The same term: what the others said meanwhile, then the queued line,
+    // on the connection the game kept.
+    for i in (0..3).filter(|&i| i != v) {
+        s.players[v].expect(&format!("still here {i}")).await;
+    }
     s.players[v].expect("You say, \"while fenced\"").await;
     eprintln!(
-        "FIGURE cut-off instance: held {held_after:?} after its NATS node died (lease {LEASE:?})"
+        "FIGURE cut-off instance: paused {paused_after:?} after its NATS node died (lease {LEASE:?})"
     );
     let fenced = wait_events(&watch, "cluster.fenced", 1, WAIT).await;
     assert_eq!(fenced[0]["instance"], name, "{fenced:?}");
@@ -270,13 +278,32 @@ async fn an_instance_cut_off_from_nats_holds_then_follows() {
         (back[0]["instance"].as_str(), back[0]["active"].as_str()),
         (Some(name), Some("b0"))
     );
-    let held = events(&watch, "session.held");
+    let paused = events(&watch, "session.paused");
     assert!(
-        held.iter()
-            .all(|e| e["instance"] == name && e["reason"] == "fenced" && e["user"] == user),
-        "{held:#?}"
+        paused
+            .iter()
+            .all(|e| e["instance"] == name && e["user"] == user),
+        "{paused:#?}"
     );
-    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(paused.len(), 1, "{paused:#?}");
+    let unpaused = wait_events(&watch, "session.unpaused", 1, WAIT).await;
+    assert_eq!(unpaused[0]["queued"], 1, "{unpaused:#?}");
+    assert!(events(&watch, "session.held").is_empty(), "nobody held");
+    // One login, no logout: the game never saw the player leave.
+    let logins = s.games[0]
+        .events()
+        .iter()
+        .filter(|e| e["t"] == "login" && e["user"] == user)
+        .count();
+    assert_eq!(logins, 1);
+    assert_eq!(
+        s.games[0]
+            .lines_from(user)
+            .iter()
+            .filter(|l| l.contains("while fenced"))
+            .count(),
+        1
+    );
     assert!(events(&watch, "failover").is_empty(), "nobody moved");
     assert!(events(&watch, "cluster.term").is_empty(), "no new term");
     assert!(

@@ -68,16 +68,49 @@ pub fn stream_subject(bus: &config::Bus) -> String {
     format!("{}.event.>", bus.subject_prefix)
 }
 
-/// Replicas for a new stream: 3 in a cluster of at least 3 servers (so
-/// losing one loses nothing), else 1. The servers a client learns about
-/// (`connect_urls`) are the cluster's members.
-pub fn replicas(client: &Client) -> usize {
-    let info = client.server_info();
-    if info.cluster.is_some() && info.connect_urls.len() >= 3 {
-        3
-    } else {
-        1
+/// The replica counts to try for a new stream, best first: `bus.replicas`
+/// alone when set; else 3 then 1 when the server is in a cluster, 1 when
+/// it is not.
+///
+/// Why not count the servers a client learns of (`connect_urls`): nodes
+/// that do not advertise themselves (`no_advertise`, common behind NAT or
+/// a load balancer) tell clients of none, and a three-node cluster would
+/// get one copy, lost with its node. The cluster itself says whether it
+/// can place 3: creating the stream fails if it cannot, and then one copy
+/// is made, with a warning.
+pub fn replica_candidates(client: &Client, bus: &config::Bus) -> Vec<usize> {
+    match bus.replicas {
+        Some(n) => vec![n],
+        None if client.server_info().cluster.is_some() => vec![3, 1],
+        None => vec![1],
     }
+}
+
+/// Creates a stream with the first replica count of `candidates` the
+/// JetStream cluster accepts; returns that count. `what` names the stream
+/// in the warning when a count is refused.
+pub async fn create_with_replicas<
+    T,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
+    candidates: &[usize],
+    what: &str,
+    mut create: impl FnMut(usize) -> F,
+) -> Result<usize, String> {
+    let mut last = String::from("no replica count to try");
+    for (i, &n) in candidates.iter().enumerate() {
+        match create(n).await {
+            Ok(_) => return Ok(n),
+            Err(e) => {
+                last = e.to_string();
+                if let Some(next) = candidates.get(i + 1) {
+                    tracing::warn!(stream = what, replicas = n, error = %last, fallback = next, "JetStream cannot keep that many copies; trying fewer (set bus.replicas to choose)");
+                }
+            }
+        }
+    }
+    Err(last)
 }
 
 /// Makes sure the events stream exists with our subjects, file storage, a
@@ -140,7 +173,6 @@ pub async fn ensure_stream(client: &Client, bus: &config::Bus) -> Result<Ensured
             if !missing {
                 return Err(EnsureError::Other(format!("stream {}: {e}", bus.stream)));
             }
-            let replicas = replicas(client);
             let cfg = StreamConfig {
                 name: bus.stream.clone(),
                 description: Some("holdfast events".into()),
@@ -148,12 +180,19 @@ pub async fn ensure_stream(client: &Client, bus: &config::Bus) -> Result<Ensured
                 storage: StorageType::File,
                 max_age: bus.stream_max_age,
                 duplicate_window: DUPLICATE_WINDOW,
-                num_replicas: replicas,
                 ..Default::default()
             };
-            js.create_stream(cfg).await.map_err(|e| {
-                EnsureError::Other(format!("cannot create stream {}: {e}", bus.stream))
-            })?;
+            let replicas =
+                create_with_replicas(&replica_candidates(client, bus), &bus.stream, |n| {
+                    js.create_stream(StreamConfig {
+                        num_replicas: n,
+                        ..cfg.clone()
+                    })
+                })
+                .await
+                .map_err(|e| {
+                    EnsureError::Other(format!("cannot create stream {}: {e}", bus.stream))
+                })?;
             Ok(Ensured {
                 created: true,
                 replicas,
@@ -216,6 +255,26 @@ pub async fn send_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn three_copies_or_one_with_a_warning() {
+        let mut tried = Vec::new();
+        let got = create_with_replicas(&[3, 1], "S", |n| {
+            tried.push(n);
+            std::future::ready(if n == 3 {
+                Err("insufficient resources")
+            } else {
+                Ok(())
+            })
+        })
+        .await;
+        assert_eq!((got, tried), (Ok(1), vec![3, 1]));
+        let got =
+            create_with_replicas(&[3, 1], "S", |_| std::future::ready(Ok::<_, String>(()))).await;
+        assert_eq!(got, Ok(3), "three when the cluster can");
+        let got = create_with_replicas(&[5], "S", |_| std::future::ready(Err::<(), _>("no"))).await;
+        assert_eq!(got, Err("no".to_string()), "bus.replicas set: no fallback");
+    }
 
     #[test]
     fn stream_names() {

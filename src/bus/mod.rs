@@ -46,8 +46,9 @@ use crate::events::Event;
 use crate::state::Shared;
 
 pub use jetstream::{
-    context as jetstream_context, ensure_stream, replicas, stream_subject, valid_stream_name,
-    EnsureError, Ensured, DEFAULT_STREAM, DEFAULT_STREAM_MAX_AGE, DUPLICATE_WINDOW,
+    context as jetstream_context, create_with_replicas, ensure_stream, replica_candidates,
+    stream_subject, valid_stream_name, EnsureError, Ensured, DEFAULT_STREAM,
+    DEFAULT_STREAM_MAX_AGE, DUPLICATE_WINDOW,
 };
 pub use status::{ask_all, render_table, status_command};
 

@@ -295,8 +295,15 @@ fn cluster_lines(out: &mut String, c: &Value) {
         s(&c["size"]),
         s(&c["lease_s"]),
     );
+    if let Some(r) = c["replicas"].as_u64() {
+        let _ = write!(
+            l,
+            ", {r} cop{} of its bucket",
+            if r == 1 { "y" } else { "ies" }
+        );
+    }
     if c["fenced"] == true {
-        l.push_str("  FENCED: players held");
+        l.push_str("  FENCED: relaying nothing");
     }
     if c["problem"].is_string() {
         let _ = write!(l, "  ({})", s(&c["problem"]));

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
+use tracing::{info, warn};
 
 /// The key that holds the active backend.
 pub const ACTIVE: &str = "active";
@@ -73,6 +74,15 @@ pub struct Member {
     /// When it was written (RFC 3339), for people; liveness is measured
     /// by each reader's own clock (see `lease.rs`).
     pub time: String,
+    /// The process that writes it: random at its start, carried over an
+    /// upgrade (empty from an older holdfast). Two processes renewing one
+    /// key are two instances with the same `bus.instance` (`join.rs`).
+    #[serde(default)]
+    pub boot: String,
+    /// Its `[[backends]]` names in preference order (empty from an older
+    /// holdfast): instances must agree on it (`join.rs`).
+    #[serde(default)]
+    pub order: Vec<String>,
 }
 
 /// What a compare-and-set on `active` did.
@@ -88,6 +98,7 @@ pub enum Cas {
 pub struct Kv {
     store: Store,
     op_timeout: Duration,
+    replicas: usize,
 }
 
 type Res<T> = Result<T, String>;
@@ -108,8 +119,18 @@ async fn within<T, E: std::fmt::Display>(
 }
 
 impl Kv {
-    /// Opens the bucket, creating it if it does not exist.
-    pub async fn open(js: &Context, name: &str, replicas: usize, op_timeout: Duration) -> Res<Kv> {
+    /// Opens the bucket, creating it if it does not exist with the first
+    /// replica count of `replicas` the JetStream cluster takes
+    /// ([`crate::bus::replica_candidates`]). An existing bucket with fewer
+    /// copies than the first count is given more if the cluster can (a
+    /// bucket made with one copy by an older holdfast behind
+    /// `no_advertise` nodes, say).
+    pub async fn open(
+        js: &Context,
+        name: &str,
+        replicas: &[usize],
+        op_timeout: Duration,
+    ) -> Res<Kv> {
         let bucket = bucket_name(name);
         let store = match within(op_timeout, "open the bucket", js.get_key_value(&bucket)).await {
             Ok(s) => s,
@@ -125,7 +146,6 @@ impl Kv {
                     subjects: vec![format!("$KV.{bucket}.>")],
                     max_messages_per_subject: HISTORY,
                     storage: StorageType::File,
-                    num_replicas: replicas.max(1),
                     allow_rollup: true,
                     deny_delete: true,
                     deny_purge: false,
@@ -137,11 +157,16 @@ impl Kv {
                 };
                 // Another instance may create it at the same moment: then
                 // it exists, and opening it works.
-                let made = within(
-                    op_timeout,
-                    "create the bucket",
-                    js.get_or_create_stream(cfg),
-                )
+                let made = crate::bus::create_with_replicas(replicas, &cfg.name, |n| {
+                    within(
+                        op_timeout,
+                        "create the bucket",
+                        js.get_or_create_stream(StreamConfig {
+                            num_replicas: n,
+                            ..cfg.clone()
+                        }),
+                    )
+                })
                 .await;
                 match within(op_timeout, "open the bucket", js.get_key_value(&bucket)).await {
                     Ok(s) => s,
@@ -149,7 +174,45 @@ impl Kv {
                 }
             }
         };
-        Ok(Kv { store, op_timeout })
+        let mut kv = Kv {
+            replicas: store.stream.cached_info().config.num_replicas.max(1),
+            store,
+            op_timeout,
+        };
+        if let Some(&want) = replicas.first() {
+            if kv.replicas < want {
+                kv.more_replicas(js, want).await;
+            }
+        }
+        Ok(kv)
+    }
+
+    /// Asks for `want` copies of an existing bucket; keeps what it has if
+    /// the cluster cannot (with a warning).
+    async fn more_replicas(&mut self, js: &Context, want: usize) {
+        let mut cfg = self.store.stream.cached_info().config.clone();
+        let name = cfg.name.clone();
+        cfg.num_replicas = want;
+        match within(
+            self.op_timeout,
+            "add copies of the bucket",
+            js.update_stream(cfg),
+        )
+        .await
+        {
+            Ok(info) => {
+                info!(stream = %name, from = self.replicas, to = info.config.num_replicas, "cluster: the bucket has more copies now");
+                self.replicas = info.config.num_replicas.max(1);
+            }
+            Err(e) => {
+                warn!(stream = %name, replicas = self.replicas, wanted = want, error = %e, "cluster: the bucket keeps fewer copies than wanted");
+            }
+        }
+    }
+
+    /// How many copies of the bucket JetStream keeps.
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// `active` and its revision (the term), if it exists.

@@ -186,6 +186,8 @@ mod tests {
             term,
             backends: BTreeMap::new(),
             time: String::new(),
+            boot: String::new(),
+            order: Vec::new(),
         }
     }
 

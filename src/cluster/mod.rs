@@ -11,10 +11,14 @@
 //!   revision is the **term**: two instances proposing at once cannot both
 //!   win, and everyone can tell an old choice from a new one.
 //! - **Leases**: every instance renews `member.<instance>` every
-//!   `bus.lease / 3`, with the term it follows and what its probes see. An
-//!   instance that could not renew for a lease stops relaying and holds its
-//!   players ([`crate::state::PoolState::fenced`]): it no longer knows the
-//!   cluster's choice, so it does not act on an old one. Leases are timed
+//!   `bus.lease / 3`, with the term it follows, what its probes see, its
+//!   process id and its backends' order. An instance that could not renew
+//!   for a lease stops relaying ([`crate::state::PoolState::fenced`]): it
+//!   no longer knows the cluster's choice, so it does not act on an old
+//!   one. Its players are *paused* (`session::pause`): their game
+//!   connections stay open and logged in, the game's output is kept and
+//!   their input queued; under the same term they go on, and only if the
+//!   cluster moved do they leave for its new backend. Leases are timed
 //!   on each reader's own clock (`lease.rs` says why that is safe without
 //!   per-key TTLs, which nats-server 2.9 lacks).
 //! - **Quorum and epochs** (Redis Sentinel): an automatic failover or
@@ -37,12 +41,14 @@
 //!
 //! | file | its one job |
 //! | --- | --- |
-//! | `kv.rs` | the bucket, its keys and values, calls with timeouts |
+//! | `kv.rs` | the bucket, its keys and values, calls with timeouts; its replicas |
+//! | `join.rs` | start-up checks: no second process with this name, one backend order (no I/O) |
 //! | `lease.rs` | this instance's lease; others' leases as seen from here; the fencing rule |
 //! | `quorum.rs` | when an automatic move may be proposed (no I/O) |
 //! | `node.rs` | the task: renew, read, follow, propose, fence |
 //! | `watchdog.rs` | fences on time when the lease runs out mid-round |
 
+mod join;
 mod kv;
 mod lease;
 mod node;
@@ -77,13 +83,15 @@ pub struct Status {
     pub active: Option<String>,
     /// Who wrote it.
     pub proposer: Option<String>,
-    /// This instance holds its players (no lease, or waiting for the
-    /// others to follow a new term).
+    /// This instance relays nothing (no lease: its players are paused; or
+    /// waiting for the others to follow a new term).
     pub fenced: bool,
     /// Seconds since this instance's last stored renewal.
     pub lease_age_s: Option<f64>,
     /// The last error talking to the bucket, while it lasts.
     pub problem: Option<String>,
+    /// How many copies of the bucket JetStream keeps (once opened).
+    pub replicas: Option<usize>,
     /// Every member, by instance name.
     pub members: Vec<MemberStatus>,
     /// The value of `active` this instance follows (for an upgrade).
@@ -92,7 +100,17 @@ pub struct Status {
     /// When this instance's last stored renewal started (for an upgrade).
     #[serde(skip)]
     pub lease_ok: Option<Instant>,
+    /// This process's id in its member value (for an upgrade).
+    #[serde(skip)]
+    pub boot: String,
 }
+
+/// The cluster would not let this instance start (`join.rs`): another
+/// process runs as the same `bus.instance`, or the members disagree on
+/// the backends' order.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// What an upgrade carries from the old process's cluster task to the
 /// new one's, so that the new process renews the same member key with the
@@ -111,6 +129,11 @@ pub struct Carried {
     /// the handover are not counted: the new process's idea of the lease
     /// is never later than the old one's).
     pub lease_age_ms: Option<u64>,
+    /// The process id in its member value ([`Member::boot`]): the new
+    /// process writes the same, so nobody takes it for a second instance
+    /// of the same name.
+    #[serde(default)]
+    pub boot: Option<String>,
 }
 
 /// The cluster state an upgrade hands over (`None` without `bus.cluster`
@@ -124,6 +147,7 @@ pub fn carry(shared: &Shared) -> Option<Carried> {
         active: st.active_value.clone(),
         fenced,
         lease_age_ms: st.lease_ok.map(|t| t.elapsed().as_millis() as u64),
+        boot: Some(st.boot.clone()),
     })
 }
 
@@ -172,7 +196,10 @@ pub fn poll_interval(lease: Duration) -> Duration {
 /// Runs the cluster task until shutdown (only with `bus.cluster`).
 /// `requests` carries the moves the failover manager proposes (operator
 /// requests, reloads).
-pub async fn run(shared: Arc<Shared>, requests: mpsc::Receiver<FailoverRequest>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    requests: mpsc::Receiver<FailoverRequest>,
+) -> Result<(), Refused> {
     node::run(shared, requests).await
 }
 
@@ -192,6 +219,7 @@ mod tests {
                 active: None,
                 fenced,
                 lease_age_ms: age,
+                boot: None,
             },
             at,
         }

@@ -7,6 +7,7 @@
 //!
 //! [`PoolState::fenced`]: crate::state::PoolState::fenced
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,9 +15,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::join::{Check, Verdict};
 use super::kv::{Active, Cas, Kv, Member};
 use super::lease::{Lease, Table};
-use super::{poll_interval, quorum, secs, MemberStatus, Status};
+use super::{poll_interval, quorum, secs, MemberStatus, Refused, Status};
 use crate::backend::pool::move_to;
 use crate::bus::rfc3339;
 use crate::config::Cluster;
@@ -29,16 +31,19 @@ fn request_patience(lease: Duration) -> Duration {
     (lease * 3).min(Duration::from_secs(4))
 }
 
-pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<FailoverRequest>) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<FailoverRequest>,
+) -> Result<(), Refused> {
     let cfg = shared.config();
     let Some(cl) = cfg.bus.cluster.clone() else {
-        return;
+        return Ok(());
     };
     let client = match connect(&cfg).await {
         Ok(c) => c,
         Err(e) => {
             error!(error = %format!("{e:#}"), cluster = %cl.name, "the cluster task cannot start; players stay held");
-            return;
+            return Ok(());
         }
     };
     info!(cluster = %cl.name, size = cl.size, lease = ?cl.lease, "cluster: joining");
@@ -51,6 +56,16 @@ pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Failov
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let grace = taken.as_ref().and_then(|t| t.lease_ok());
+    // The same instance going on after an upgrade keeps its process id in
+    // the bucket and is not checked again (`join.rs`).
+    let upgraded = taken.is_some() || shared.handover.upgrades.load(Ordering::Relaxed) > 0;
+    let boot = taken
+        .as_ref()
+        .and_then(|t| t.carried.boot.clone())
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let order: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
+    let check =
+        (!upgraded).then(|| Check::new(&cfg.bus.instance, &boot, order, &cl.name, cl.lease));
     let lease = Lease::new(cl.lease, grace);
     let (term, active) = taken
         .map(|t| (t.carried.term, t.carried.active))
@@ -80,6 +95,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Failov
         last_try: None,
         pending: Vec::new(),
         problem: None,
+        boot,
+        check,
+        refused: None,
+        shared_key: false,
     };
     let mut tick = tokio::time::interval(poll_interval(cl.lease));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,8 +117,14 @@ pub(super) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Failov
             }
         }
         node.round().await;
+        if let Some(why) = node.refused.take() {
+            // Not `leave`: the member key is the other process's.
+            error!(cluster = %cl.name, "cluster: {why}");
+            return Err(Refused(why));
+        }
     }
     node.leave().await;
+    Ok(())
 }
 
 /// A client of its own: the cluster's calls never queue behind events.
@@ -139,6 +164,14 @@ struct Node {
     last_try: Option<Instant>,
     pending: Vec<(FailoverRequest, Instant)>,
     problem: Option<String>,
+    /// This process, in its member value ([`Member::boot`]).
+    boot: String,
+    /// The start-up checks, until they pass (none after an upgrade).
+    check: Option<Check>,
+    /// The start-up checks refused: the instance must not start.
+    refused: Option<String>,
+    /// Another process was seen writing this instance's key (logged once).
+    shared_key: bool,
 }
 
 impl Node {
@@ -172,8 +205,20 @@ impl Node {
             let js = async_nats::jetstream::ContextBuilder::new()
                 .timeout(self.op_timeout())
                 .build(self.client.clone());
-            let replicas = crate::bus::replicas(&self.client);
-            self.kv = Some(Kv::open(&js, &self.cl.name, replicas, self.op_timeout()).await?);
+            let replicas = crate::bus::replica_candidates(&self.client, &self.shared.config().bus);
+            self.kv = Some(Kv::open(&js, &self.cl.name, &replicas, self.op_timeout()).await?);
+        }
+        if let Some(check) = self.check.as_mut() {
+            // Nothing is written before the start-up checks pass.
+            let read = self.kv.as_ref().expect("opened above").members().await?;
+            match check.observe(Instant::now(), &read) {
+                Verdict::Wait => return Ok(()),
+                Verdict::Go => self.check = None,
+                Verdict::Refuse(why) => {
+                    self.refused = Some(why);
+                    return Ok(());
+                }
+            }
         }
         // Without a term yet, the first renewal waits until it is known:
         // a renewal with term 0 would look like a member that has not
@@ -199,6 +244,15 @@ impl Node {
         }
         let read = self.kv.as_ref().expect("opened above").members().await?;
         let now = Instant::now();
+        let theirs = read
+            .iter()
+            .find(|(m, _)| m.instance == self.me && !m.boot.is_empty() && m.boot != self.boot);
+        if let Some((m, _)) = theirs.filter(|_| !self.shared_key) {
+            // Started at the same moment as this one, past the start-up
+            // check: that one refuses; this one says so.
+            error!(cluster = %self.cl.name, other = %m.boot, "cluster: another process writes this instance's member key; bus.instance must differ between instances");
+            self.shared_key = true;
+        }
         self.table.observe(now, read);
         for gone in self.table.long_gone(now) {
             if gone != self.me {
@@ -246,6 +300,14 @@ impl Node {
             term: self.term,
             backends: view.clone(),
             time: rfc3339(SystemTime::now()),
+            boot: self.boot.clone(),
+            order: self
+                .shared
+                .config()
+                .backends
+                .iter()
+                .map(|b| b.name.clone())
+                .collect(),
         };
         if let Err(e) = self.kv.as_ref().ok_or("no bucket")?.renew(&m).await {
             self.published = None;
@@ -303,7 +365,7 @@ impl Node {
             self.joined = false;
             self.fenced_since = Some(now);
             let age = self.lease.age(now).map(secs);
-            warn!(cluster = %self.cl.name, last_renewal_s = ?age, "cluster: lease lost; holding players");
+            warn!(cluster = %self.cl.name, last_renewal_s = ?age, "cluster: lease lost; pausing players (holding those not relaying)");
             self.shared.events.emit(
                 Event::new("cluster.fenced")
                     .with("cluster", self.cl.name.as_str())
@@ -463,9 +525,11 @@ impl Node {
             fenced: self.shared.pool.borrow().fenced,
             lease_age_s: self.lease.age(now).map(secs),
             problem: self.problem.clone(),
+            replicas: self.kv.as_ref().map(Kv::replicas),
             members,
             active_value: self.active.clone(),
             lease_ok: self.lease.last_ok(),
+            boot: self.boot.clone(),
         };
         *self
             .shared

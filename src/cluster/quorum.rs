@@ -131,6 +131,8 @@ mod tests {
             term: 1,
             backends: [("a".to_string(), a), ("b".to_string(), b)].into(),
             time: String::new(),
+            boot: String::new(),
+            order: Vec::new(),
         }
     }
 

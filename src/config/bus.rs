@@ -37,6 +37,10 @@ pub struct Bus {
     pub stream: String,
     /// `bus.stream_max_age` (default [`DEFAULT_STREAM_MAX_AGE`]).
     pub stream_max_age: Duration,
+    /// `bus.replicas`: copies of the events stream and the cluster's
+    /// bucket. `None` (the default): 3 when the server is in a cluster
+    /// (1 if the cluster cannot hold 3), else 1.
+    pub replicas: Option<usize>,
     /// `bus.rpc_allow`: the request methods answered (default: read-only).
     pub rpc_allow: Vec<String>,
     /// `bus.cluster` with `bus.cluster_size` and `bus.lease`: several
@@ -63,6 +67,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// The shortest `bus.lease`: renewals go every third of it, and each has to
 /// reach a JetStream cluster and back.
 pub const MIN_LEASE: Duration = Duration::from_millis(500);
+
+/// The most copies JetStream keeps of a stream (`bus.replicas`).
+pub const MAX_REPLICAS: usize = 5;
 
 /// `bus.stream` when not set.
 pub const DEFAULT_STREAM: &str = "HOLDFAST_EVENTS";
@@ -149,6 +156,21 @@ fn cluster(cx: &Cx<'_>, b: &mut RawBus, jetstream: bool) -> Result<Option<Cluste
 pub(super) fn resolve(cx: &Cx<'_>, mut b: RawBus) -> Result<Bus, ConfigError> {
     let jetstream = b.jetstream.unwrap_or(false);
     let cluster = cluster(cx, &mut b, jetstream)?;
+    let replicas =
+        match b.replicas.take() {
+            None => None,
+            Some(r) if !jetstream => return Err(cx.at(
+                &r,
+                "bus.replicas needs bus.jetstream = true (it counts copies of JetStream streams)",
+            )),
+            Some(r) if !(1..=MAX_REPLICAS as i64).contains(r.get_ref()) => {
+                return Err(cx.at(
+                    &r,
+                    format!("bus.replicas must be 1 to {MAX_REPLICAS} (JetStream's limit)"),
+                ))
+            }
+            Some(r) => Some(*r.get_ref() as usize),
+        };
     let mut servers = Vec::new();
     for s in b.servers.unwrap_or_default() {
         if has_credentials(s.get_ref()) {
@@ -264,6 +286,7 @@ pub(super) fn resolve(cx: &Cx<'_>, mut b: RawBus) -> Result<Bus, ConfigError> {
             "bus.stream_max_age",
             DEFAULT_STREAM_MAX_AGE,
         )?,
+        replicas,
         rpc_allow: match b.rpc_allow {
             None => DEFAULT_RPC_ALLOW.iter().map(|m| m.to_string()).collect(),
             Some(v) => {

@@ -39,6 +39,10 @@ pub struct Notices {
     /// connection (which cannot cross): its game session is kept for it to
     /// resume when it logs in again.
     pub upgrade_reconnect: String,
+    /// Sent when a cluster member lost its lease and pauses the session
+    /// (`bus.cluster`): the game connection is kept, nothing is relayed
+    /// until the lease is back.
+    pub paused: String,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError> {
@@ -143,6 +147,11 @@ pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError
             n.upgrade_reconnect,
             "[holdfast] {game} is moving to a new version of its proxy: connect again and log in as before to carry on where you left off.",
         )?,
+        paused: text(
+            "paused",
+            n.paused,
+            "[holdfast] {game} is paused for a moment: you stay logged in, what you type is kept and sent when it goes on.",
+        )?,
     })
 }
 
@@ -179,6 +188,7 @@ mod tests {
             ("upgraded", &d.upgraded),
             ("busy", &d.busy),
             ("upgrade_reconnect", &d.upgrade_reconnect),
+            ("paused", &d.paused),
         ] {
             let (_, known) = template::NOTICES
                 .iter()
@@ -186,6 +196,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for notices.{key}"));
             template::check_notice(key, text, known).unwrap();
         }
-        assert_eq!(template::NOTICES.len(), 18);
+        assert_eq!(template::NOTICES.len(), 19);
     }
 }

@@ -215,6 +215,7 @@ pub struct RawNotices {
     pub upgraded: Option<Spanned<String>>,
     pub busy: Option<Spanned<String>>,
     pub upgrade_reconnect: Option<Spanned<String>>,
+    pub paused: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -308,6 +309,7 @@ pub struct RawBus {
     pub cluster: Option<Spanned<String>>,
     pub cluster_size: Option<Spanned<i64>>,
     pub lease: Option<Spanned<Dur>>,
+    pub replicas: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

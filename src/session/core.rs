@@ -237,6 +237,9 @@ pub struct Core {
     pub(super) verify_started: Option<Instant>,
     /// The game accepted it; the driver is taking the session over.
     pub(super) verified: Option<super::resume::Verified>,
+    /// Paused by the cluster: the game connection is kept, nothing is
+    /// relayed (see [`super::pause`]).
+    pub(super) paused: Option<super::pause::Pause>,
 }
 
 /// Renders a notice template.
@@ -305,6 +308,7 @@ impl Core {
             verify: None,
             verify_started: None,
             verified: None,
+            paused: None,
         }
     }
 
@@ -401,7 +405,9 @@ impl Core {
             capture,
             watch.and_then(|w| w.deadline),
             watch.and_then(|w| w.resend_at),
-            self.login_deadline,
+            // Not while paused: a player who could not log in then is not
+            // timed out for it (the pause moves the deadline on).
+            self.login_deadline.filter(|_| self.paused.is_none()),
             self.relogin_at.map(|(t, _)| t),
             hold_end,
         ]
@@ -430,7 +436,7 @@ impl Core {
         let mut v = Vec::with_capacity(text.len());
         telnet::escape_iac(text, &mut v);
         self.at_line_start = text.last() == Some(&b'\n');
-        out.push(Action::Player(v));
+        self.game_out(v, out);
     }
 
     /// Bytes for the game, if there is one to take them.
@@ -439,7 +445,9 @@ impl Core {
             return;
         }
         let bytes = Zeroizing::new(std::mem::take(data));
-        if self.game.as_ref().is_some_and(|g| !g.closed) {
+        // Paused: nothing the player sends reaches the game (their lines
+        // are queued before they get here; this is telnet).
+        if self.game.as_ref().is_some_and(|g| !g.closed) && self.paused.is_none() {
             out.push(Action::Game(bytes));
         }
     }
@@ -481,7 +489,10 @@ impl Core {
                 out.push(Action::Game(Zeroizing::new(m)));
             }
         }
-        if self.login_deadline.is_some_and(|t| t <= now) && self.login_deadline_passed(ctx, out) {
+        if self.paused.is_none()
+            && self.login_deadline.is_some_and(|t| t <= now)
+            && self.login_deadline_passed(ctx, out)
+        {
             return;
         }
         if let (Some(t), Some(m), None) = (self.held_since, cfg.outage.max_hold, &self.game) {
@@ -529,6 +540,11 @@ impl Core {
 
     /// The proxy is stopping: the player's notice.
     pub fn shutdown(&mut self, cfg: &Config, out: &mut Actions) {
+        // A paused session's kept output still reaches its player.
+        if let Some(p) = self.paused.take().filter(|p| !p.kept.is_empty()) {
+            out.push(Action::Player(p.kept.into_bytes()));
+            self.at_line_start = true;
+        }
         self.notice(&render(&cfg.notices.stopping, cfg, "", None), out);
     }
 

@@ -214,6 +214,13 @@ pub fn resume(
             return Box::pin(
                 async move {
                     debug!(user = %d.core.user_field(), "detached session taken over");
+                    // Paused by the cluster in the old process: on only if
+                    // the lease is back here (see `carry_on`).
+                    if d.core.paused() {
+                        if let Err(end) = d.pool_changed().await {
+                            return d.after_detached(super::detach::After::End(end)).await;
+                        }
+                    }
                     let after = d.stay_detached(expires).await;
                     d.after_detached(after).await;
                 }
@@ -277,11 +284,17 @@ fn carry_on<P: PlayerTransport>(
             let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
             let first = d.write_player_raw(&unsent, d.write_timeout()).await;
             drop(unsent);
-            let end = match first {
+            let mut r = match first {
                 Ok(()) => d.write_player(&hello, d.write_timeout()).await,
                 Err(end) => Err(end),
             };
-            let end = match end {
+            if r.is_ok() && d.core.paused() {
+                // Paused by the cluster in the old process: this process's
+                // pool says whether the lease is back (the pool changes
+                // the session waits for may have happened already).
+                r = d.pool_changed().await;
+            }
+            let end = match r {
                 Ok(()) => d.run().await,
                 Err(end) => end,
             };

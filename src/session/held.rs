@@ -35,6 +35,8 @@ impl Core {
         let Some(name) = self.game.as_ref().map(|g| g.name.clone()) else {
             return;
         };
+        // A pause ends here: the game's last words reach the player first.
+        self.release(ctx, out);
         if alive {
             if self.game.as_ref().is_some_and(|g| !g.seen_output) && !self.quit_sent {
                 // Not a word, not even the connect screen: a per-address
@@ -59,6 +61,7 @@ impl Core {
         out: &mut Actions,
     ) {
         let cfg = ctx.cfg;
+        self.release(ctx, out);
         let (name, watch) = self
             .game
             .take()
@@ -131,6 +134,9 @@ impl Core {
             }
             if moved && g.name != st.active {
                 info!(from = %g.name, to = %st.active, "moving to another backend");
+                // Paused while the cluster moved: what the old backend
+                // said meanwhile first, then its quit.
+                self.release(ctx, out);
                 if let Some(a) = self.leave_action(cfg) {
                     out.push(a);
                 }
@@ -143,7 +149,11 @@ impl Core {
                 return;
             }
             if st.fenced {
-                self.fence(ctx, out);
+                if self.can_pause(&st.active) {
+                    self.pause(ctx, out);
+                } else {
+                    self.fence(ctx, out);
+                }
                 return;
             }
             if st.is_down(&g.name) && st.view(&g.name).is_some() {
@@ -151,6 +161,15 @@ impl Core {
                 // is still open: a frozen host. Do not wait for TCP to notice.
                 info!(backend = %g.name, "backend marked down; holding the session");
                 self.hold(ctx, "backend_down", st, out);
+            } else if self.paused.is_some() {
+                if g.name == st.active {
+                    self.unpause(ctx, out);
+                } else {
+                    // Not the cluster's backend, and no move said so: do
+                    // not go on there.
+                    self.release(ctx, out);
+                    self.fence(ctx, out);
+                }
             }
             return;
         }
@@ -172,10 +191,12 @@ impl Core {
     }
 
     /// This cluster member is fenced (`PoolState::fenced`: it lost its
-    /// lease, or waits for the others to follow a new term): another
-    /// instance may be moving players elsewhere, so the session leaves the
-    /// game cleanly (its quit command, as for a failover) and is held with
-    /// the offline notice until the fence lifts.
+    /// lease, or waits for the others to follow a new term) and the
+    /// session cannot pause (see [`super::pause`]: it was not relaying on
+    /// the cluster's backend): another instance may be moving players
+    /// elsewhere, so the session leaves the game cleanly (its quit
+    /// command, as for a failover) and is held with the offline notice
+    /// until the fence lifts.
     fn fence(&mut self, ctx: &mut Ctx, out: &mut Actions) {
         let cfg = ctx.cfg;
         let name = self

@@ -20,6 +20,7 @@
 //! | `held` | outages: the probe's verdict, holding, moving, pacing the way back |
 //! | `relogin` | connecting, logging back in, the end of a login watch |
 //! | `lazy` | lazy connect from the cached connect screen; waiting for the game's own |
+//! | `pause` | a fenced cluster member's sessions: paused, kept, then on or moved |
 //! | `busy` | the game refusing holdfast's address: backoff; its announcements of re-logins held back |
 //! | `watch` | reading the game's output to confirm a login |
 //! | `input` | the player's bytes cut into lines and telnet items |
@@ -37,6 +38,7 @@ mod handover;
 mod held;
 pub mod input;
 mod lazy;
+mod pause;
 mod player;
 mod relay;
 mod relogin;
@@ -47,6 +49,8 @@ mod watch;
 
 #[cfg(test)]
 mod busy_tests;
+#[cfg(test)]
+mod pause_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]

@@ -192,7 +192,7 @@ impl Core {
     ) -> Result<(), ()> {
         let cfg = ctx.cfg;
         let quit = self.is_quit(cfg, &line);
-        if !self.relaying() {
+        if !self.relaying() || self.paused.is_some() {
             if quit {
                 self.notice("[holdfast] Goodbye.", out);
                 out.push(Action::Close(End::Quit));

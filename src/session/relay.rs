@@ -30,6 +30,7 @@ impl Core {
             g.seen_output = true;
         }
         if g.closed
+            || self.paused.is_some()
             || g.watch.is_some()
             || g.await_banner
             || g.skip.is_some()
@@ -205,7 +206,7 @@ impl Core {
                 let backend = self.last_backend.clone().unwrap_or_default();
                 warn!(error = %e, backend = %backend, "corrupt compressed stream from the backend");
                 self.at_line_start = line_start_after;
-                out.push(Action::Player(shown));
+                self.game_out(shown, out);
                 self.hold(ctx, "backend_error", pool, out);
                 return data.len();
             }
@@ -225,7 +226,7 @@ impl Core {
         }
         if !shown.is_empty() {
             self.at_line_start = line_start_after;
-            out.push(Action::Player(shown));
+            self.game_out(shown, out);
         }
         if banner_now {
             // The game has the connection: what was typed meanwhile (the

@@ -5,7 +5,8 @@
 //! the credentials, the telnet option memory and negotiation state, the
 //! input splitter's partial line and telnet parser position, the queued
 //! lines, a login watch (with the output it held back), the game's telnet
-//! parser position, and the timers as durations from now. What does not
+//! parser position, a cluster pause with the output it kept, and the
+//! timers as durations from now. What does not
 //! go:
 //!
 //! * The player's MCCP2 zlib stream. The driver ends it cleanly before the
@@ -47,6 +48,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::core::{Actions, Core, Game};
+use super::detach::Playback;
 use super::input::Input;
 use super::transport::PlayerWas;
 use super::watch::Watch;
@@ -320,6 +322,9 @@ struct Out<'a> {
     player: Option<&'a PlayerWas>,
     #[serde(with = "blob", skip_serializing_if = "<[u8]>::is_empty")]
     unsent: &'a [u8],
+    /// Paused by the cluster: since when, and the output kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paused: Option<(Rel, &'a Playback)>,
 }
 
 #[derive(Deserialize)]
@@ -370,6 +375,8 @@ struct In {
     player: Option<PlayerWas>,
     #[serde(default, with = "blob")]
     unsent: Vec<u8>,
+    #[serde(default)]
+    paused: Option<(Rel, Playback)>,
 }
 
 /// Counts bytes, to size the zeroizing buffer before the real write (a
@@ -459,6 +466,7 @@ fn write(
         detached,
         player,
         unsent,
+        paused: core.pause_state().map(|p| (rel(p.since, now), &p.kept)),
     };
     // Counted first, so the zeroizing buffer is the right size at once.
     let (r, tail) = blob::writing(|| {
@@ -569,6 +577,10 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     core.last_backend = v.last_backend;
     core.lazy = v.lazy.map(Into::into);
     core.busy = v.busy.map(|tries| super::core::Busy { tries, told: true });
+    core.paused = v.paused.map(|(since, kept)| super::pause::Pause {
+        since: abs(since, now),
+        kept,
+    });
     Ok(Restored {
         core,
         mccp_was_on: v.mccp_was_on,

@@ -559,43 +559,6 @@ fn playback_keeps_whole_lines_within_bounds() {
     assert!(p.into_bytes().ends_with(b"line 099 of the scene\r\n"));
 }
 
-/// A cluster member that lost its lease (`PoolState::fenced`) leaves the
-/// game cleanly and holds its player, queueing input as for an outage; it
-/// relogs once the fence lifts, on whatever backend the cluster chose.
-#[tokio::test(start_paused = true)]
-async fn a_fenced_instance_holds_and_follows_the_cluster() {
-    let mut t = T::logged_in("[outage]\nqueue_input = true\n");
-    t.pool.fenced = true;
-    let out = t.step(|c, ctx, p, o| c.pool(ctx, p, o));
-    assert!(
-        matches!(&out[0], Action::Leave { quit } if quit == b"QUIT\r\n"),
-        "{out:?}"
-    );
-    assert_eq!(events(&out), ["session.held"]);
-    assert_eq!(player_text(&out), "OFFLINE Test MUSH\r\n");
-    assert_eq!(t.core.phase(), Phase::Held);
-    let out = t.player("say still here\n");
-    assert_eq!(player_text(&out), "QUEUED-INPUT\r\n");
-    // Fenced, nothing connects, however long it lasts (the backend is up).
-    advance(Duration::from_secs(30)).await;
-    let out = t.timer();
-    assert!(
-        !out.iter().any(|a| matches!(a, Action::Connect(_))),
-        "{out:?}"
-    );
-    // The cluster moved to b meanwhile; the fence lifts.
-    t.pool.active = "b".into();
-    t.pool.epoch += 1;
-    t.pool.fenced = false;
-    t.step(|c, ctx, p, o| c.pool(ctx, p, o));
-    let out = reconnect(&mut t).await;
-    assert!(
-        game_text(&out).starts_with("connect Alice pw\r\n"),
-        "{out:?}"
-    );
-    assert_eq!(t.core.backend(), Some("b"));
-}
-
 /// A session that starts on a fenced instance is held, not connected.
 #[tokio::test(start_paused = true)]
 async fn a_session_starting_fenced_waits() {

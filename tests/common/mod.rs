@@ -358,6 +358,12 @@ impl Proxy {
         self.proc.stop("TERM", WAIT).and_then(|st| st.code())
     }
 
+    /// Waits up to `within` for the proxy to exit on its own; returns its
+    /// exit code (`None`: still running, or killed by a signal).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        self.proc.wait_exit(within).and_then(|st| st.code())
+    }
+
     /// SIGKILL: gone without a goodbye.
     pub fn kill(&mut self) {
         if let Some(pid) = self.upgraded.take() {
