@@ -272,6 +272,10 @@ async fn run_upgraded(
                 n += k;
                 batches += 1;
             }
+            Step::Cluster(c) => {
+                upgrade::new::adopt_cluster(&shared, c);
+                inc.took(0).await.map_err(refuse)?;
+            }
             Step::Commit => break,
             Step::Gone => {
                 // It kills this process before it thaws anything, so,

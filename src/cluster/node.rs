@@ -116,7 +116,12 @@ pub(super) async fn run(
                 }
             }
         }
-        node.round().await;
+        {
+            // An upgrade's old process holds this from its last cluster
+            // state to its end (`upgrade::old`).
+            let _round = shared.handover.cluster_round.lock().await;
+            node.round().await;
+        }
         if let Some(why) = node.refused.take() {
             // Not `leave`: the member key is the other process's.
             error!(cluster = %cl.name, "cluster: {why}");

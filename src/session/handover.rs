@@ -174,6 +174,14 @@ impl<P: PlayerTransport> Driver<P> {
     }
 }
 
+/// The pool changed since the session was frozen (the cluster moved, or
+/// fenced this instance, during the handover): the session's watch starts
+/// from the pool as it is now, so it is told at once.
+fn moved_meanwhile(core: &super::core::Core, shared: &Shared) -> bool {
+    let pool = shared.pool.borrow();
+    pool.epoch != core.epoch || pool.fenced
+}
+
 /// Runs a session taken over from an older process (an upgrade): no
 /// `session.open`, no greeting; the player gets `notices.upgraded` (if
 /// set) and the MCCP2 offer again if it had MCCP2, then the session goes
@@ -216,7 +224,7 @@ pub fn resume(
                     debug!(user = %d.core.user_field(), "detached session taken over");
                     // Paused by the cluster in the old process: on only if
                     // the lease is back here (see `carry_on`).
-                    if d.core.paused() {
+                    if d.core.paused() || moved_meanwhile(&d.core, &d.shared) {
                         if let Err(end) = d.pool_changed().await {
                             return d.after_detached(super::detach::After::End(end)).await;
                         }
@@ -288,7 +296,7 @@ fn carry_on<P: PlayerTransport>(
                 Ok(()) => d.write_player(&hello, d.write_timeout()).await,
                 Err(end) => Err(end),
             };
-            if r.is_ok() && d.core.paused() {
+            if r.is_ok() && (d.core.paused() || moved_meanwhile(&d.core, &d.shared)) {
                 // Paused by the cluster in the old process: this process's
                 // pool says whether the lease is back (the pool changes
                 // the session waits for may have happened already).

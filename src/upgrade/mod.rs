@@ -119,6 +119,11 @@ pub const ENV_BATCH: &str = "HOLDFAST_UPGRADE_BATCH";
 /// froze. Read by the new process; never set it in production.
 pub const ENV_ABORT_AFTER: &str = "HOLDFAST_UPGRADE_ABORT_AFTER";
 
+/// For tests only: the new process waits this many milliseconds before
+/// confirming each batch (a long handover, for something to happen
+/// meanwhile). Never set it in production.
+pub const ENV_TOOK_DELAY_MS: &str = "HOLDFAST_UPGRADE_TOOK_DELAY_MS";
+
 /// Where the running binary came from: started again on an upgrade.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -244,6 +249,15 @@ pub struct Handover {
     /// The new process of an upgrade: the old one's cluster state, for the
     /// cluster task to start from (taken once).
     pub cluster: Mutex<Option<crate::cluster::TakenOver>>,
+    /// The cluster task runs a round only while holding this; the old
+    /// process of an upgrade takes it before it sends its last cluster
+    /// state and keeps it past `Commit` ([`Handover::cluster_stopped`]), so
+    /// that nothing here renews the member key or confirms a term for
+    /// sessions the new process owns.
+    pub cluster_round: Arc<tokio::sync::Mutex<()>>,
+    /// Where the old process keeps [`Handover::cluster_round`] after
+    /// `Commit` (never given back).
+    cluster_stopped: Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
     /// TLS and WebSocket handshakes in progress: not sessions yet, so an
     /// upgrade never waits for them ([`Handover::stop_handshakes`]).
     handshakes: TaskTracker,
@@ -262,6 +276,8 @@ impl Default for Handover {
             origin: OnceLock::new(),
             upgrades: AtomicU64::new(0),
             cluster: Mutex::new(None),
+            cluster_round: Arc::default(),
+            cluster_stopped: Mutex::new(None),
             handshakes: TaskTracker::new(),
             handshake_stop: Mutex::new(CancellationToken::new()),
         }
@@ -286,6 +302,12 @@ impl Handover {
             return false;
         }
         self.requests.try_send(r).is_ok()
+    }
+
+    /// The old process, past `Commit`: keeps the cluster task's round
+    /// lock for good (its cluster task is aborted next).
+    pub fn cluster_stopped(&self, round: tokio::sync::OwnedMutexGuard<()>) {
+        *lock(&self.cluster_stopped) = Some(round);
     }
 
     /// Whether an upgrade is under way.

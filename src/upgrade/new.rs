@@ -169,6 +169,9 @@ impl Incoming {
             };
             let (batch, states) = wire::read_batch(&doc).map_err(err)?;
             drop(doc);
+            if let (Some(c), true) = (&batch.cluster, batch.sessions.is_empty()) {
+                return Ok(Step::Cluster(c.clone()));
+            }
             let restored = restore_all(&batch, states, &cfg)?;
             let fds = wire::recv_fds(sock.as_fd(), batch.fd_count()).map_err(err)?;
             check(&batch, restored, fds).map(Step::Batch)
@@ -180,6 +183,12 @@ impl Incoming {
     /// Says `Took`: a batch is readied here. (With
     /// [`super::ENV_ABORT_AFTER`] set, a test's simulated crash.)
     pub async fn took(&self, sessions: usize) -> Result<(), String> {
+        let delay = std::env::var(super::ENV_TOOK_DELAY_MS)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(ms) = delay.filter(|_| sessions > 0) {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let sock = self.sock.clone();
         tokio::task::spawn_blocking(move || wire::send_took(sock.as_fd(), sessions))
             .await
@@ -211,6 +220,9 @@ impl Incoming {
 pub enum Step {
     /// A batch of sessions, checked.
     Batch(Vec<Taken>),
+    /// In a cluster, just before `Commit`: the old process's cluster state
+    /// now (its cluster task stopped), to go on from rather than the head's.
+    Cluster(crate::cluster::Carried),
     /// `Commit`: the old process is stopping; everything is ours.
     Commit,
     /// The old process went away without its commit. It thaws sessions
@@ -354,6 +366,34 @@ pub fn adopt(shared: &Shared, head: &Head) {
         .handover
         .upgrades
         .store(head.upgrades + 1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The old process's cluster state at its end (after the head's): a term
+/// it followed during the handover moves the sessions here too (a new
+/// epoch, as its `failover` did there; the sessions that crossed before it
+/// are still on the old backend), held as it held them (fenced until the
+/// others confirmed the term); the cluster task goes on from this term
+/// and lease.
+pub fn adopt_cluster(shared: &Shared, c: crate::cluster::Carried) {
+    let cfg = shared.config();
+    shared.pool.send_modify(|st| {
+        st.fenced = c.fenced;
+        if let Some(a) = c.active.as_ref().filter(|a| cfg.backend(&a.backend).is_some()) {
+            if st.active != a.backend {
+                tracing::info!(from = %st.active, to = %a.backend, term = c.term, "upgrade: the cluster moved during the handover; following it");
+                st.active = a.backend.clone();
+                st.epoch += 1;
+            }
+        }
+    });
+    *shared
+        .handover
+        .cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(crate::cluster::TakenOver {
+        carried: c,
+        at: tokio::time::Instant::now(),
+    });
 }
 
 /// A taken-over session, ready to run.

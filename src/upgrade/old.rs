@@ -389,12 +389,18 @@ async fn exchange(
     if let Some(sent) = unconfirmed.take() {
         took(sock, deadline, sent).await?;
     }
+    let round = last_cluster_state(shared, sock, deadline).await?;
     // Under systemd the main pid must move before this process exits, or
     // systemd would take the exit for the service's end.
     if let Err(e) = super::notify::sd_notify(&format!("MAINPID={child_pid}\n")) {
         warn!(error = %e, "cannot tell systemd the new main pid");
     }
     blocking(sock, deadline, wire::send_commit).await?;
+    if let Some(round) = round {
+        // Past `Commit` this process confirms no term and renews no lease:
+        // the sessions are the new process's.
+        shared.handover.cluster_stopped(round);
+    }
     info!(
         sessions = n,
         batches,
@@ -405,6 +411,38 @@ async fn exchange(
         "upgrade: handover timings"
     );
     Ok(n)
+}
+
+/// In a cluster: stops the cluster task (it finishes the round under way;
+/// given back if the upgrade fails before `Commit`) and sends its state
+/// now, a term followed during the handover included, for the new process
+/// to start from. The lock is kept past `Commit`.
+async fn last_cluster_state(
+    shared: &Arc<Shared>,
+    sock: &Arc<OwnedFd>,
+    deadline: Instant,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, String> {
+    if shared.config().bus.cluster.is_none() {
+        return Ok(None);
+    }
+    let lock = shared.handover.cluster_round.clone();
+    let round = tokio::time::timeout_at(deadline, lock.lock_owned())
+        .await
+        .map_err(|_| "the cluster task did not stop in time".to_string())?;
+    let Some(cluster) = crate::cluster::carry(shared) else {
+        // Before the cluster task's first round: nothing to go on from.
+        return Ok(Some(round));
+    };
+    let doc = wire::doc(
+        &Batch {
+            sessions: Vec::new(),
+            cluster: Some(cluster),
+        },
+        &[],
+    );
+    blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
+    took(sock, deadline, 0).await?;
+    Ok(Some(round))
 }
 
 /// Reads the new process's `Took` for a batch of `k` sessions.

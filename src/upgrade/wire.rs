@@ -8,6 +8,8 @@
 //!  ┌ old → new   Doc(Batch) + Fds      a batch of sessions: states, then
 //!  │                                   per session the player and game fds
 //!  └ new → old   Took {sessions}       restored and checked, not started
+//! old → new   Doc(Batch{cluster})      in a cluster: its state now (its
+//! new → old   Took {0}                 cluster task stopped); then
 //! old → new   Commit                   the old process is stopping: the
 //!                                      new one starts every session
 //! ```
@@ -174,6 +176,12 @@ impl Head {
 pub struct Batch {
     /// The sessions, in the order their fds are sent.
     pub sessions: Vec<SessionHead>,
+    /// The last batch of an upgrade in a cluster (no sessions): the
+    /// cluster's term, choice and lease when the old process stopped its
+    /// cluster task, just before `Commit` (a term may have changed since
+    /// the head). A process without it ignores it (an empty batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::Carried>,
 }
 
 impl Batch {
@@ -456,7 +464,10 @@ mod tests {
                 len: s.len(),
             })
             .collect();
-        let batch = Batch { sessions };
+        let batch = Batch {
+            sessions,
+            cluster: None,
+        };
         let refs: Vec<&[u8]> = states.iter().map(|s| s.as_slice()).collect();
         let d = doc(&batch, &refs);
         let socks: Vec<UnixStream> = (0..300).map(|_| UnixStream::pair().unwrap().0).collect();
@@ -531,6 +542,7 @@ mod tests {
                 game: Some(GameFd::Tcp),
                 len: 2,
             }],
+            cluster: None,
         };
         assert!(read_batch(&doc(&batch, &[b"{"])).is_err());
         let s = UnixStream::pair().unwrap().0;

@@ -1,0 +1,214 @@
+//! A cluster member stays a member throughout an upgrade (issue 24 item
+//! 3): three real holdfast instances in front of two fakemush backends,
+//! agreeing through a real three-node JetStream cluster; one is upgraded
+//! (SIGUSR2) with a long handover (`HOLDFAST_UPGRADE_TOOK_DELAY_MS`), and
+//! an operator's failover moves the cluster to the standby meanwhile.
+//!
+//! The old process follows the new term while it still owns the sessions;
+//! the new process must start from the cluster's state at `Commit`, not
+//! the one in the handover's head: no line from the upgraded instance's
+//! player reaches the old backend after the first line of the cluster's
+//! players reached the new one (the games' own logs), and the upgraded
+//! member follows the new term.
+
+mod common;
+#[path = "cluster/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use common::bus::*;
+use common::*;
+use harness::*;
+use serde_json::Value;
+
+const ONLINE: &str = "You have been logged back in.";
+const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz", "wizpw")];
+const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
+const LEASE: Duration = Duration::from_secs(2);
+/// How long the upgraded instance's new process waits before confirming
+/// each batch: the handover lasts at least this long.
+const TOOK_DELAY: Duration = Duration::from_secs(4);
+
+fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
+    let bus = bus_toml(
+        &[nats.to_string()],
+        instance,
+        &format!(
+            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}s\"\nrpc_allow = [\"status\", \"failover\"]",
+            LEASE.as_secs()
+        ),
+    );
+    format!(
+        "game = \"Test MUSH\"\n\
+         [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"250ms\"\ntimeout = \"1s\"\n\
+         [client_ip]\nmode = \"command\"\n\
+         [outage]\nqueue_input = true\n\
+         [failover]\nafter = \"1s\"\n\
+         [[backends]]\nname = \"b0\"\naddr = \"{b0}\"\n\
+         [[backends]]\nname = \"b1\"\naddr = \"{b1}\"\n\
+         {bus}"
+    )
+}
+
+async fn status_until(
+    client: &async_nats::Client,
+    instance: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let st = request(client, instance, "status", "{}").await;
+        if f(&st["cluster"]) {
+            return st;
+        }
+        assert!(t0.elapsed() < WAIT, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The players' own lines (not the heartbeat's, not the quit a move
+/// sends) a game logged: (micros, user, line).
+fn lines(g: &Game) -> Vec<(u64, String, String)> {
+    g.events()
+        .iter()
+        .filter(|e| e["t"] == "line")
+        .filter_map(|e| {
+            let user = e["user"].as_str()?;
+            let line = e["line"].as_str()?;
+            (USERS.iter().any(|(u, _)| *u == user) && !line.trim().eq_ignore_ascii_case("QUIT"))
+                .then(|| {
+                    (
+                        e["us"].as_u64().unwrap(),
+                        user.to_string(),
+                        line.to_string(),
+                    )
+                })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_term_during_an_upgrade_reaches_the_new_process() {
+    let dir = TempDir::new("upgrade-cluster");
+    let games = [Game::start(&dir, &[]), Game::start(&dir, &[])];
+    let (b0, b1) = (games[0].addr.to_string(), games[1].addr.to_string());
+    let nodes = js_cluster_alone(&dir);
+    wait_js_ready(&nodes).await;
+    let watch = Watch::start(&nodes[0].url()).await;
+    let delay = TOOK_DELAY.as_millis().to_string();
+    let mut proxies = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let cfg = proxy_config(&b0, &b1, &nodes[i].url(), name);
+        proxies.push(if i == 0 {
+            Proxy::start_with(
+                &dir,
+                &cfg,
+                "holdfast=debug",
+                &[
+                    ("HOLDFAST_UPGRADE_TOOK_DELAY_MS", delay.as_str()),
+                    ("HOLDFAST_UPGRADE_BATCH", "1"),
+                ],
+            )
+        } else {
+            Proxy::start(&dir, &cfg)
+        });
+    }
+    let mut players = Vec::new();
+    for (i, p) in proxies.iter().enumerate() {
+        let (u, pw) = USERS[i];
+        players.push(login(p.addr, u, pw).await);
+    }
+    wait_events(&watch, "cluster.term", 1, WAIT).await;
+    let st = status_until(&watch.client, "hf-b", |c| {
+        c["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["alive"] == true))
+    })
+    .await;
+    let term0 = st["cluster"]["term"].as_u64().unwrap();
+    let [alice, bob, wiz] = &mut players[..] else {
+        unreachable!()
+    };
+
+    // The upgrade starts; Alice's session is frozen for the handover.
+    let old_pid = proxies[0].pid();
+    assert!(common::proc::send_signal(old_pid, "USR2"));
+    let t_signal = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send("say during 0").await;
+
+    // Meanwhile the cluster moves to the standby.
+    let r = request(&watch.client, "hf-b", "failover", r#"{"backend": "b1"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let st = status_until(&watch.client, "hf-b", |c| c["active"] == "b1").await;
+    let term1 = st["cluster"]["term"].as_u64().unwrap();
+    assert!(term1 > term0, "{st:#}");
+    for (i, p) in [&mut *bob, &mut *wiz].into_iter().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b1 {i}")).await;
+        p.expect(&format!("on b1 {i}")).await;
+    }
+    alice.send("say during 1").await;
+    assert!(
+        t_signal.elapsed() < TOOK_DELAY,
+        "the failover came after the handover ({:?}); nothing was tested",
+        t_signal.elapsed()
+    );
+
+    // The handover ends; Alice's session goes on in the new process.
+    tokio::task::block_in_place(|| proxies[0].upgrade_done(old_pid));
+    alice.send("say after").await;
+    for l in ["during 0", "during 1", "after"] {
+        alice.expect(l).await;
+    }
+    // A moment for anything late to reach a game.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let on_b1 = lines(&games[1]);
+    let first_b1 = on_b1
+        .iter()
+        .map(|(us, _, _)| *us)
+        .min()
+        .expect("lines on b1");
+    let late: Vec<_> = lines(&games[0])
+        .into_iter()
+        .filter(|(us, _, _)| *us > first_b1)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "players' lines reached b0 after the first reached b1 (at {first_b1}): {late:#?}\nb1: {on_b1:#?}\n{}",
+        proxies[0].logs()
+    );
+    for l in ["say during 0", "say during 1", "say after"] {
+        let n = on_b1
+            .iter()
+            .filter(|(_, u, x)| u == "Alice" && x == l)
+            .count();
+        assert_eq!(n, 1, "{l:?} on b1: {on_b1:#?}");
+    }
+
+    // The upgraded member follows the new term, unfenced, and the others
+    // see it confirm it.
+    let st = status_until(&watch.client, "hf-a", |c| {
+        c["term"].as_u64() == Some(term1) && c["fenced"] == false
+    })
+    .await;
+    assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
+    assert_eq!(st["upgrades"], 1, "{st:#}");
+    status_until(&watch.client, "hf-c", |c| {
+        c["members"].as_array().is_some_and(|m| {
+            m.iter().any(|m| {
+                m["instance"] == "hf-a" && m["alive"] == true && m["term"].as_u64() == Some(term1)
+            })
+        })
+    })
+    .await;
+    let up = events(&watch, "proxy.upgrade");
+    assert_eq!(up.len(), 1, "{up:#?}");
+    assert_eq!(up[0]["ok"], true, "{up:#?}");
+    for p in &proxies {
+        p.assert_no_passwords();
+    }
+}
