@@ -263,7 +263,10 @@ fn classify(line: &str, name: &str) -> Ev {
                 .and_then(|w| w.parse().ok())
                 .unwrap_or(1),
         )
-    } else if rest.contains("is down right now") {
+    } else if rest.contains("is down right now")
+        || rest.contains("your login will be checked when it is back")
+    {
+        // A resume during an outage waits for the game's own check.
         Ev::Connecting
     } else {
         Ev::OtherNotice
