@@ -1170,7 +1170,7 @@ async fn bench_handover_time_and_stall() {
     let game = Game::start(&dir, &[]);
     let cfg = config_for(
         &[&game],
-        "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_sessions = 20000\nmax_per_ip = 20000\n[limits]\nconn_rate_per_ip = 0.0\nmax_unauthenticated = 20000\n",
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_sessions = 20000\nmax_per_ip = 20000\n[limits]\nconn_rate_per_ip = 0.0\ninput_lines_per_sec = 0.0\nmax_unauthenticated = 20000\n",
     );
     let mut hf = Hf::start(
         &dir,
