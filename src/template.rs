@@ -146,6 +146,7 @@ pub const NOTICES: &[(&str, &[&str])] = &[
     ("busy", &["game", "backend"]),
     ("upgrade_reconnect", &["game"]),
     ("paused", &["game", "backend"]),
+    ("resume_waiting", &["game"]),
 ];
 
 /// Colour and style placeholders every IRC template may use (the relay

@@ -43,6 +43,9 @@ pub struct Notices {
     /// (`bus.cluster`): the game connection is kept, nothing is relayed
     /// until the lease is back.
     pub paused: String,
+    /// Sent when a player logs in to resume a detached session while the
+    /// game is down: the game itself checks the login when it is back.
+    pub resume_waiting: String,
 }
 
 pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError> {
@@ -152,6 +155,11 @@ pub(super) fn resolve(cx: &Cx<'_>, n: RawNotices) -> Result<Notices, ConfigError
             n.paused,
             "[holdfast] {game} is paused for a moment: you stay logged in, what you type is kept and sent when it goes on.",
         )?,
+        resume_waiting: text(
+            "resume_waiting",
+            n.resume_waiting,
+            "[holdfast] {game} is down; your login will be checked when it is back.",
+        )?,
     })
 }
 
@@ -189,6 +197,7 @@ mod tests {
             ("busy", &d.busy),
             ("upgrade_reconnect", &d.upgrade_reconnect),
             ("paused", &d.paused),
+            ("resume_waiting", &d.resume_waiting),
         ] {
             let (_, known) = template::NOTICES
                 .iter()
@@ -196,6 +205,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for notices.{key}"));
             template::check_notice(key, text, known).unwrap();
         }
-        assert_eq!(template::NOTICES.len(), 19);
+        assert_eq!(template::NOTICES.len(), 20);
     }
 }

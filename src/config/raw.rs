@@ -216,6 +216,7 @@ pub struct RawNotices {
     pub busy: Option<Spanned<String>>,
     pub upgrade_reconnect: Option<Spanned<String>>,
     pub paused: Option<Spanned<String>>,
+    pub resume_waiting: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -167,15 +167,7 @@ impl Core {
         if waits && self.busy.is_none() {
             let cfg = ctx.cfg;
             self.queue_line(ctx, line.to_vec(), out);
-            self.notice(
-                &render(
-                    "[holdfast] {game} is down; your login will be checked when it is back.",
-                    cfg,
-                    "",
-                    None,
-                ),
-                out,
-            );
+            self.notice(&render(&cfg.notices.resume_waiting, cfg, "", None), out);
             return;
         }
         self.resume_refused(ctx, line, out);
