@@ -59,6 +59,8 @@ pub mod limiter;
 pub mod listener;
 pub mod login;
 pub mod metrics;
+pub mod ops;
+pub mod pool;
 pub mod quiet;
 pub mod rdns;
 pub mod reload;
@@ -67,6 +69,7 @@ pub mod session;
 pub mod state;
 pub mod telnet;
 pub mod template;
+pub mod transport;
 pub mod upgrade;
 
 use std::sync::Arc;
@@ -94,7 +97,7 @@ pub struct Proxy {
     events_rx: Option<mpsc::Receiver<Event>>,
     failover_rx: mpsc::Receiver<state::FailoverRequest>,
     /// The probes, once started ([`Proxy::start_probes`]).
-    reports: Option<backend::pool::Reports>,
+    reports: Option<pool::Reports>,
 }
 
 impl Proxy {
@@ -125,7 +128,7 @@ impl Proxy {
         inherited: std::collections::HashMap<String, backend::handover::Inherit>,
     ) {
         if self.reports.is_none() {
-            self.reports = Some(backend::pool::start_probes(&self.shared, inherited));
+            self.reports = Some(pool::start_probes(&self.shared, inherited));
         }
     }
 
@@ -200,7 +203,7 @@ impl Proxy {
             Some(a) => match TcpListener::bind(a).await {
                 Ok(l) => Some(l),
                 Err(e) if upgraded && e.kind() == std::io::ErrorKind::AddrInUse => {
-                    tokio::spawn(metrics::http::serve_when_free(shared.clone(), a));
+                    tokio::spawn(ops::http::serve_when_free(shared.clone(), a));
                     None
                 }
                 Err(e) => anyhow::bail!("cannot listen on metrics address {a}: {e}"),
@@ -232,20 +235,20 @@ impl Proxy {
         // probe's is covered by it (see `backend::coverage`).
         let reports = match self.reports {
             Some(r) => r,
-            None => backend::pool::start_probes(&shared, Default::default()),
+            None => pool::start_probes(&shared, Default::default()),
         };
-        let pool_task = tokio::spawn(backend::pool::run(
+        let pool_task = tokio::spawn(pool::run(
             shared.clone(),
             self.failover_rx,
             cluster_tx,
             reports,
         ));
         if let Some(l) = metrics_listener {
-            tokio::spawn(metrics::http::serve(shared.clone(), l));
+            tokio::spawn(ops::http::serve(shared.clone(), l));
         }
         if cfg.metrics.addr.is_some() {
             let s = shared.clone();
-            tokio::spawn(async move { metrics::metrics().follow_pool(s).await });
+            tokio::spawn(ops::follow_pool(s));
         }
         shared
             .events

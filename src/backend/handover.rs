@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use super::connect::BackendStream;
 use super::coverage::{Carried, Coverage};
 use super::health::Inherited;
-use crate::state::Shared;
+use super::probes::Probes;
 
 /// How long the upgrade waits for a probe to park.
 pub const PARK_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
@@ -73,14 +73,8 @@ pub fn dup(s: &BackendStream) -> std::io::Result<Sock> {
 
 /// The old process: parks every probe and returns what goes in the head
 /// document and the descriptors to send after the listeners'.
-pub async fn export(shared: &Shared) -> (Vec<ProbeCarried>, Vec<OwnedFd>) {
-    let probes: Vec<_> = shared
-        .probes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+pub async fn export(probes: &Probes) -> (Vec<ProbeCarried>, Vec<OwnedFd>) {
+    let probes = probes.all();
     let mut carried = Vec::with_capacity(probes.len());
     let mut fds = Vec::new();
     for p in probes {
@@ -112,13 +106,8 @@ pub async fn export(shared: &Shared) -> (Vec<ProbeCarried>, Vec<OwnedFd>) {
 
 /// The old process: ends the parked probes (the new process committed) or
 /// lets them carry on (the upgrade failed).
-pub fn settle(shared: &Shared, committed: bool) {
-    for p in shared
-        .probes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-    {
+pub fn settle(probes: &Probes, committed: bool) {
+    for p in probes.lock().values() {
         p.settle(committed);
     }
 }

@@ -1,5 +1,5 @@
-//! Backends: connecting to them, probing their health, and choosing which
-//! one sessions use.
+//! Backends: connecting to them and probing their health. Choosing which
+//! one sessions use is [`crate::pool`]'s.
 //!
 //! - `connect`: TCP or Unix-socket connections with timeouts and socket options.
 //! - `coverage`: quit, boot or crash: the probe's coverage of the game and
@@ -9,7 +9,7 @@
 //! - `degraded`: the probe's degraded state and login hold-back, without I/O.
 //! - `mssp`: the game's own MSSP (offered? its last answer) and the probe's telnet answers.
 //! - `probe`: the probe's connection: connect screen, login, nonce; its errors.
-//! - `pool`: preference order, the active backend, failover decisions.
+//! - `probes`: every running probe's handle, by backend name.
 
 pub mod connect;
 pub mod coverage;
@@ -17,5 +17,7 @@ pub mod degraded;
 pub mod handover;
 pub mod health;
 pub mod mssp;
-pub mod pool;
 pub mod probe;
+pub mod probes;
+
+pub use probes::Probes;

@@ -155,7 +155,12 @@ pub async fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Event>, stop: Cancellat
     };
     info!(servers = %cfg.bus.servers.join(","), instance = %cfg.bus.instance, "bus: connecting to NATS in the background");
     let stats = Arc::new(BusStats::default());
-    crate::metrics::metrics().watch_bus(stats.clone());
+    let read = stats.clone();
+    crate::metrics::metrics().watch_bus(Arc::new(move || crate::metrics::BusGauges {
+        queued: read.queued.load(std::sync::atomic::Ordering::Relaxed),
+        dropped: read.overflow.load(std::sync::atomic::Ordering::Relaxed)
+            + read.rejected.load(std::sync::atomic::Ordering::Relaxed),
+    }));
     let subjects = Subjects::new(&cfg.bus);
     let rpc_task = tokio::spawn(rpc::serve(
         shared.clone(),

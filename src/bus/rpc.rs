@@ -159,7 +159,7 @@ pub(super) async fn dispatch(
             Ok(a) => announce(shared, &a),
             Err(e) => Err(e),
         },
-        "upgrade" => args(payload, &[]).and_then(|_| crate::upgrade::bus_request(shared)),
+        "upgrade" => args(payload, &[]).and_then(|_| upgrade_request(shared)),
         "reload" => args(payload, &[]).map(|_| match crate::reload::reload(shared) {
             Ok(()) => json!({ "ok": true }),
             Err(e) => json!({ "ok": false, "error": e.to_string() }),
@@ -357,6 +357,25 @@ fn announce(shared: &Shared, a: &Map<String, Value>) -> Result<Value, Value> {
         backend: backend.clone(),
     });
     Ok(json!({ "ok": true, "sessions": targets, "backend": backend }))
+}
+
+/// The bus request `upgrade`: starts one (the outcome is the
+/// `proxy.upgrade` event), or says why not.
+fn upgrade_request(shared: &Shared) -> Result<serde_json::Value, serde_json::Value> {
+    let h = &shared.handover;
+    if h.origin().is_none() {
+        return Err(serde_json::json!({
+            "error": "this process does not know the binary it was started from"
+        }));
+    }
+    if h.request(crate::state::upgrade::Request {
+        reason: "request",
+        reply: None,
+    }) {
+        Ok(serde_json::json!({ "ok": true, "started": true }))
+    } else {
+        Err(serde_json::json!({ "error": "an upgrade is already under way" }))
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 use tracing::{info, warn};
 
+pub use crate::state::cluster::Active;
+
 /// The key that holds the active backend.
 pub const ACTIVE: &str = "active";
 
@@ -45,19 +47,6 @@ pub fn member_key(instance: &str) -> String {
         })
         .collect();
     format!("member.{safe}")
-}
-
-/// The value of `active`; its revision is the term.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Active {
-    /// The backend every instance sends its players to.
-    pub backend: String,
-    /// The instance whose compare-and-set wrote it.
-    pub proposer: String,
-    /// `initial`, `automatic`, `request` or `sighup`.
-    pub reason: String,
-    /// When (RFC 3339), for people reading the bucket.
-    pub time: String,
 }
 
 /// The value of `member.<instance>`: one lease renewal.

@@ -19,10 +19,10 @@ use super::join::{Check, Verdict};
 use super::kv::{Active, Cas, Kv, Member};
 use super::lease::{Lease, Table};
 use super::{poll_interval, quorum, secs, MemberStatus, Refused, Status};
-use crate::backend::pool::move_to;
 use crate::bus::rfc3339;
 use crate::config::Cluster;
 use crate::events::Event;
+use crate::pool::move_to;
 use crate::state::{FailoverRequest, Shared};
 
 /// An operator's move that waits for the fencing rule gives up after three

@@ -1,28 +1,23 @@
 //! The front doors besides plain telnet: telnet over TLS, WebSocket (plain
 //! and over TLS) with the web client page, and MSSP answered by the proxy.
 //!
-//! Each way in is a [`PlayerTransport`](crate::session::PlayerTransport)
+//! Each way in is a [`PlayerTransport`](crate::transport::PlayerTransport)
 //! plus an accept function: the connection is admitted first (so a
 //! handshake counts as a session not logged in), the handshake runs under
 //! `listen.handshake_timeout`, then the session runs as for any player.
 //!
 //! | file | its one job |
 //! | --- | --- |
-//! | `stream` | a TLS stream as a player transport |
 //! | `ws` | the WebSocket handshake, the page at `/`, `X-Forwarded-For` |
-//! | `wsconn` | a WebSocket as a player transport (keepalive, limits, close codes, crossing an upgrade) |
-//! | `gate` | whole messages only to tungstenite, so a WebSocket can cross an upgrade |
-//! | `terminal` | telnet to plain text for the terminal subprotocols |
-//! | `mssp` | the proxy's own MSSP answer |
+//!
+//! The connections themselves (TLS stream, WebSocket, its gate and
+//! terminal adapter) are `crate::transport`'s; the proxy's own MSSP answer
+//! is `crate::session::mssp`.
 
-mod gate;
-pub mod mssp;
-mod stream;
-mod terminal;
 mod ws;
-mod wsconn;
 
-pub use wsconn::{WsConn, WsWas};
+pub use crate::session::mssp;
+pub use crate::transport::{Door, WsConn, WsWas};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,29 +29,6 @@ use crate::backend::connect::tune_tcp;
 use crate::listener::{accept_loop, admit};
 use crate::session;
 use crate::state::Shared;
-
-/// Which way in a listener is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Door {
-    /// Telnet over TLS (`listen.tls_addrs`).
-    Tls,
-    /// WebSocket (`listen.ws_addrs`).
-    Ws,
-    /// WebSocket over TLS (`listen.wss_addrs`).
-    Wss,
-}
-
-impl Door {
-    /// Its name in logs and the ready file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Door::Tls => "tls",
-            Door::Ws => "ws",
-            Door::Wss => "wss",
-        }
-    }
-}
 
 /// A bound front-door listener.
 #[derive(Debug)]
@@ -81,7 +53,7 @@ pub fn addrs(cfg: &crate::config::Config) -> Vec<(Door, SocketAddr)> {
 pub async fn serve(shared: Arc<Shared>, b: Bound) {
     let door = b.door;
     if let Ok(a) = b.listener.local_addr() {
-        mssp::door_bound(door, a.port());
+        crate::session::mssp::door_bound(door, a.port());
     }
     accept_loop(shared, b.listener, move |shared, stream, peer| {
         accept(shared, door, stream, peer)
@@ -170,7 +142,7 @@ async fn handshake(
             Some(Box::pin(session::run(
                 shared.clone(),
                 id,
-                stream::Io::Tls(Box::new(s)),
+                crate::transport::stream::Io::Tls(Box::new(s)),
                 peer,
                 local,
             )))
@@ -181,9 +153,25 @@ async fn handshake(
                 .await
                 .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
                 .ok()?;
-            ws::upgrade(shared, stream::Io::Tls(Box::new(s)), peer, local, id).await
+            ws::upgrade(
+                shared,
+                crate::transport::stream::Io::Tls(Box::new(s)),
+                peer,
+                local,
+                id,
+            )
+            .await
         }
-        (Door::Ws, _) => ws::upgrade(shared, stream::Io::Plain(stream), peer, local, id).await,
+        (Door::Ws, _) => {
+            ws::upgrade(
+                shared,
+                crate::transport::stream::Io::Plain(stream),
+                peer,
+                local,
+                id,
+            )
+            .await
+        }
         (_, None) => None,
     }
 }

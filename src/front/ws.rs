@@ -12,14 +12,14 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info};
 
-use super::gate::Gate;
-use super::stream::Io;
-use super::wsconn::{ws_config, Mode, WsConn, MAX_MESSAGE};
 use super::Run;
 use crate::config::Cidr;
 use crate::listener::admit;
 use crate::session;
 use crate::state::Shared;
+use crate::transport::gate::Gate;
+use crate::transport::stream::Io;
+use crate::transport::wsconn::{ws_config, Mode, WsConn, MAX_MESSAGE};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;

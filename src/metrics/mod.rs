@@ -1,26 +1,29 @@
-//! Prometheus metrics: the series of SPEC "Metrics and health", the small
-//! API the rest of the proxy calls where things happen, and (in [`http`])
-//! the `/metrics`, `/healthz`, `/livez` server.
+//! Prometheus metrics: the series of SPEC "Metrics and health" and the
+//! small API the rest of the proxy calls where things happen. The
+//! `/metrics`, `/healthz`, `/livez` server, and the task that reads the
+//! proxy's shared state at each scrape, are `crate::ops`'s: this module
+//! knows only plain values, so every layer can count.
 //!
 //! Hot-path calls ([`Metrics::bytes`], [`Metrics::connection`]) are one
 //! atomic add on a counter handle fetched once. What is already known
 //! elsewhere (sessions by state, backend up, the bus queue, the process's
-//! RSS) is read when Prometheus scrapes ([`Metrics::refresh`]), so the
+//! RSS) is read when Prometheus scrapes ([`Metrics::refresh`], fed by
+//! `crate::ops`), so the
 //! sessions pay nothing for it. No label carries a player or an address
 //! of a player: listener, backend, state, reason, result, direction and
 //! cluster label values are bounded by the config. Series are registered
-//! in `families.rs`; `pool.rs` follows the pool.
+//! in `families.rs`; `pool.rs` counts the pool's changes.
 //!
 //! One proxy runs per process, so the metrics are process-wide
 //! ([`metrics()`]): any module can count without a handle threaded to it.
 
 mod families;
-pub mod http;
 mod pool;
 mod process;
 
+pub use pool::PoolSeen;
+
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -30,8 +33,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::bus::BusStats;
-use crate::state::{Phase, Shared};
 use families::{BackendL, ClusterL, ListenerL, ProbeL, ReasonL, ResultL, StateL, TransitionL};
 
 /// The process's metrics.
@@ -96,7 +97,40 @@ impl RefusedReason {
 }
 
 /// The states of `holdfast_sessions{state}`.
-const STATES: [&str; 4] = ["login", "relaying", "relogin", "held"];
+pub const STATES: [&str; 4] = ["login", "relaying", "relogin", "held"];
+
+/// What a scrape reads from elsewhere ([`Metrics::refresh`]).
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// Sessions in each of [`STATES`].
+    pub sessions: [u64; 4],
+    /// Events the sessions' sink dropped, since start.
+    pub events_dropped: u64,
+    /// The cluster's gauges (`bus.cluster`, after its first round).
+    pub cluster: Option<ClusterGauges>,
+}
+
+/// The cluster as a scrape sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterGauges {
+    /// `bus.cluster`.
+    pub name: String,
+    /// The term this instance follows.
+    pub term: u64,
+    /// This instance relays nothing.
+    pub fenced: bool,
+    /// Members whose lease runs.
+    pub alive: usize,
+}
+
+/// The bus publisher's counters as a scrape reads them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BusGauges {
+    /// Events waiting in the outage queue.
+    pub queued: u64,
+    /// Events dropped (queue overflow, refused by the server), since start.
+    pub dropped: u64,
+}
 
 /// Every series, and the state needed to turn totals kept elsewhere into
 /// counters.
@@ -137,7 +171,7 @@ struct Seen {
     /// When the players lost their game (the active backend went down).
     outage_since: Option<Instant>,
     /// The publisher's counters, once it runs.
-    bus: Option<Arc<BusStats>>,
+    bus: Option<Arc<dyn Fn() -> BusGauges + Send + Sync>>,
     /// Bus drops already counted.
     bus_dropped: u64,
 }
@@ -215,70 +249,50 @@ impl Metrics {
         self.game_refusals.inc();
     }
 
-    /// The bus publisher's counters, read at each scrape.
-    pub fn watch_bus(&self, stats: Arc<BusStats>) {
-        self.lock().bus = Some(stats);
+    /// The bus publisher's counters, read at each scrape by `read`.
+    pub fn watch_bus(&self, read: Arc<dyn Fn() -> BusGauges + Send + Sync>) {
+        self.lock().bus = Some(read);
     }
 
     // ----- scraping ---------------------------------------------------
 
-    /// Reads the gauges kept elsewhere: sessions by state (one short pass
-    /// over the registry), the bus queue and drops, the process.
-    pub fn refresh(&self, shared: &Shared) {
-        let mut by = [0i64; 4];
-        for s in shared.registry.snapshot() {
-            let i = match (s.user.is_some(), s.phase) {
-                (false, _) => 0,
-                (true, Phase::Relaying) => 1,
-                (true, Phase::Relogin) => 2,
-                (true, Phase::Held) => 3,
-            };
-            by[i] += 1;
-        }
-        for (s, n) in STATES.iter().zip(by) {
+    /// Sets the gauges kept elsewhere, read at a scrape (`crate::ops`):
+    /// sessions by state, the bus queue and drops, the cluster, the process.
+    pub fn refresh(&self, scrape: &Scrape) {
+        for (s, n) in STATES.iter().zip(scrape.sessions) {
             self.sessions
                 .get_or_create(&StateL {
                     state: s.to_string(),
                 })
-                .set(n);
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let mut seen = self.lock();
-        let mut dropped = shared.events.dropped();
-        if let Some(b) = &seen.bus {
-            self.bus_queue.set(
-                b.queued
-                    .load(Ordering::Relaxed)
-                    .try_into()
-                    .unwrap_or(i64::MAX),
-            );
-            dropped += b.overflow.load(Ordering::Relaxed) + b.rejected.load(Ordering::Relaxed);
+        let mut dropped = scrape.events_dropped;
+        if let Some(read) = &seen.bus {
+            let b = read();
+            self.bus_queue.set(b.queued.try_into().unwrap_or(i64::MAX));
+            dropped += b.dropped;
         }
         // Totals kept elsewhere only grow; count what is new.
         self.bus_dropped
             .inc_by(dropped.saturating_sub(seen.bus_dropped));
         seen.bus_dropped = seen.bus_dropped.max(dropped);
         drop(seen);
-        self.refresh_cluster(shared);
+        if let Some(c) = &scrape.cluster {
+            let l = ClusterL {
+                cluster: c.name.clone(),
+            };
+            self.cluster_term
+                .get_or_create(&l)
+                .set(i64::try_from(c.term).unwrap_or(i64::MAX));
+            self.cluster_fenced
+                .get_or_create(&l)
+                .set(i64::from(c.fenced));
+            self.cluster_members_alive
+                .get_or_create(&l)
+                .set(i64::try_from(c.alive).unwrap_or(i64::MAX));
+        }
         self.process.refresh();
-    }
-
-    /// The cluster's gauges (`bus.cluster`), from the cluster task's view
-    /// as of its last round; none before its first round or without it.
-    fn refresh_cluster(&self, shared: &Shared) {
-        let fenced = shared.pool.borrow().fenced;
-        let st = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(st) = st.as_ref() else { return };
-        let l = ClusterL {
-            cluster: st.name.clone(),
-        };
-        self.cluster_term
-            .get_or_create(&l)
-            .set(i64::try_from(st.term).unwrap_or(i64::MAX));
-        self.cluster_fenced.get_or_create(&l).set(i64::from(fenced));
-        let alive = st.members.iter().filter(|m| m.alive).count();
-        self.cluster_members_alive
-            .get_or_create(&l)
-            .set(i64::try_from(alive).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text of every series.

@@ -1,25 +1,11 @@
 //! The metrics' counters, gauges and pool watcher, without a server.
 
 use super::*;
-use crate::state::{BackendView, PoolState};
-use std::time::SystemTime;
-
-fn pool(active: &str, ups: &[(&str, Option<bool>)], epoch: u64) -> PoolState {
-    PoolState {
-        active: active.to_string(),
-        backends: ups
-            .iter()
-            .map(|(n, up)| BackendView {
-                name: n.to_string(),
-                addr: "127.0.0.1:1".to_string(),
-                up: *up,
-                since: SystemTime::now(),
-                reason: String::new(),
-                degraded: None,
-            })
-            .collect(),
+fn pool(active: &str, ups: &[(&str, Option<bool>)], epoch: u64) -> PoolSeen {
+    PoolSeen {
+        backends: ups.iter().map(|(n, up)| (n.to_string(), *up)).collect(),
         epoch,
-        fenced: false,
+        active_down: ups.iter().any(|(n, up)| *n == active && *up == Some(false)),
     }
 }
 

@@ -98,7 +98,7 @@ pub enum Action {
     DropGame,
     /// MSSP for the player, or the game's MSSP to remember (holdfast
     /// answers MSSP itself: `front::mssp`).
-    Mssp(crate::front::mssp::Request),
+    Mssp(super::mssp::Request),
     /// A bus event.
     Emit(Event),
     /// The game refused a connection or login for a per-address limit
@@ -284,7 +284,7 @@ impl Core {
             local,
             input: Input::new(cfg.limits.max_subnegotiation),
             telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp)
-                .with_mssp(crate::front::mssp::answers(cfg)),
+                .with_mssp(super::mssp::answers(cfg)),
             at_line_start: true,
             game: None,
             connecting: false,

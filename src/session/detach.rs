@@ -18,14 +18,14 @@ use tracing::{debug, info};
 use super::core::{Action, Core};
 use super::driver::Driver;
 use super::snapshot::{snapshot_detached, DetachedWas};
-use super::transport::PlayerTransport;
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
 use crate::login::Credentials;
+use crate::state::upgrade::{Ask, Parcel, SessionParcel, Verdict};
 use crate::state::DetachMsg;
 use crate::telnet::{self, TelnetEvent};
-use crate::upgrade::{Ask, Parcel, SessionParcel, Verdict};
+use crate::transport::PlayerTransport;
 
 /// How long a resuming player's task waits for the detached one to answer.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(2);

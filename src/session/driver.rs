@@ -21,12 +21,12 @@ use tracing::{debug, warn};
 
 use super::core::{Action, Actions, Core, Ctx};
 use super::finish::leave;
-use super::transport::PlayerTransport;
 use super::End;
 use crate::backend::connect::{connect, BackendStream};
 use crate::clientip::peer_ip;
 use crate::config::Config;
 use crate::state::{Phase, PoolState, Shared};
+use crate::transport::PlayerTransport;
 
 /// Bytes read from the game per read call, at most. Bulk output (a long
 /// `@dump`, a map) then costs a sixteenth of the system calls and wake-ups
@@ -59,10 +59,10 @@ pub(super) struct Driver<P> {
     pub detached_since: Option<Instant>,
     /// This session's place on the upgrade roll while [`Driver::run`]
     /// runs: a write that waits on a slow reader watches it too.
-    pub freeze: Option<crate::upgrade::Enlisted>,
+    pub freeze: Option<crate::state::upgrade::Enlisted>,
     /// An upgrade's ask that came while a write to the player waited: it
     /// is answered at the top of the loop, once the current step is done.
-    pub asked: Option<crate::upgrade::Ask>,
+    pub asked: Option<crate::state::upgrade::Ask>,
     /// Bytes for the player, as they go on the wire (compressed if MCCP2
     /// is on), not yet written when `asked` came: they cross with the
     /// session's state, or are written first if the upgrade fails.
@@ -441,7 +441,7 @@ impl<P: PlayerTransport> Driver<P> {
                 }
                 Action::DropGame => self.game = None,
                 Action::Mssp(req) => {
-                    use crate::front::mssp;
+                    use super::mssp;
                     let bytes = match req {
                         mssp::Request::Telnet => {
                             mssp::telnet_answer(&mssp::variables(&self.shared))

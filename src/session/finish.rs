@@ -12,10 +12,10 @@ use tracing::{debug, info};
 
 use super::core::Action;
 use super::driver::Driver;
-use super::transport::{CloseWhy, PlayerTransport};
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
+use crate::transport::PlayerTransport;
 
 /// How long a game gets to close after the quit command when a session
 /// leaves it (failover, shutdown).
@@ -69,7 +69,7 @@ impl<P: PlayerTransport> Driver<P> {
             debug!(mccp_in = plain, mccp_out = wire, "player compression");
         }
         if let Some(mut p) = self.player.take() {
-            p.closing(CloseWhy::of(end));
+            p.closing(end.close_why());
             let _ = timeout(FINISH_WRITE, p.shutdown()).await;
         }
         info!(reason = end.as_str(), user = %self.core.user_field(), "session closed");

@@ -24,13 +24,13 @@ use tracing::{debug, info_span, Instrument};
 use super::core::render;
 use super::driver::Driver;
 use super::snapshot::{resume_bytes, snapshot, Restored};
-use super::transport::{PlayerTransport, PlayerWas};
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
+use crate::state::upgrade::GameFd;
+use crate::state::upgrade::{Ask, Parcel, SessionParcel, Verdict};
 use crate::state::Shared;
-use crate::upgrade::wire::GameFd;
-use crate::upgrade::{Ask, Parcel, SessionParcel, Verdict};
+use crate::transport::{PlayerTransport, PlayerWas};
 
 impl<P: PlayerTransport> Driver<P> {
     /// An upgrade asked this session to stop. The player's MCCP2 stream
@@ -244,7 +244,7 @@ pub fn resume(
     match player_was {
         None => carry_on(shared, core, player, game, (mccp_was_on, unsent), span),
         Some(PlayerWas::Ws(was)) => {
-            match crate::front::WsConn::resumed(player, was, cfg.doors.ws_ping_interval) {
+            match crate::transport::WsConn::resumed(player, was, cfg.doors.ws_ping_interval) {
                 Some(ws) => carry_on(shared, core, ws, game, (mccp_was_on, unsent), span),
                 // `resumed` is ready at once; should it not be, the
                 // session goes on as for a link that dropped.

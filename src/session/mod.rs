@@ -38,13 +38,13 @@ mod handover;
 mod held;
 pub mod input;
 mod lazy;
+pub mod mssp;
 mod pause;
 mod player;
 mod relay;
 mod relogin;
 mod resume;
 pub mod snapshot;
-pub mod transport;
 mod watch;
 
 #[cfg(test)]
@@ -67,8 +67,10 @@ pub use self::core::{fmt_duration, Action, Actions, Core, Ctx};
 use crate::clientip::peer_ip;
 use crate::events::Event;
 use crate::state::Shared;
+/// The player's side of a session (moved to [`crate::transport`]).
+pub use crate::transport;
+pub use crate::transport::{CloseWhy, PlayerTransport};
 pub use handover::resume;
-pub use transport::{CloseWhy, PlayerTransport};
 
 /// Why a session ended (the `reason` of `session.close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,19 @@ pub enum End {
 }
 
 impl End {
+    /// The close that ends a session for this end (a WebSocket's code).
+    pub fn close_why(self) -> CloseWhy {
+        match self {
+            End::Quit => CloseWhy::Quit,
+            End::Booted | End::Flood => CloseWhy::Booted,
+            End::LoginTimeout | End::MaxHold => CloseWhy::Timeout,
+            End::Shutdown => CloseWhy::Shutdown,
+            End::PlayerClosed | End::WriteFailed | End::Handover | End::DetachExpired => {
+                CloseWhy::Reconnect
+            }
+        }
+    }
+
     /// The reason string used in events and logs.
     pub fn as_str(self) -> &'static str {
         match self {

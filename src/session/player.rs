@@ -74,7 +74,7 @@ impl Core {
         // MCCP2 stream if the player asked.)
         out.push(Action::Player(to_player));
         if self.telnet.take_mssp_request() {
-            out.push(Action::Mssp(crate::front::mssp::Request::Telnet));
+            out.push(Action::Mssp(super::mssp::Request::Telnet));
         }
         self.flush_game(&mut to_game, out);
     }
@@ -118,12 +118,9 @@ impl Core {
         }
         // A crawler's plain-text MSSP request on the connect screen is
         // answered by holdfast, the game up or down.
-        if self.user.is_none()
-            && crate::front::mssp::is_text_request(&line)
-            && crate::front::mssp::answers(cfg)
-        {
+        if self.user.is_none() && super::mssp::is_text_request(&line) && super::mssp::answers(cfg) {
             self.flush_game(to_game, out);
-            out.push(Action::Mssp(crate::front::mssp::Request::Text));
+            out.push(Action::Mssp(super::mssp::Request::Text));
             return Ok(());
         }
         if self.user.is_none() && cfg.resume.keep.is_some() {

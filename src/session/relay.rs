@@ -196,7 +196,7 @@ impl Core {
             out.push(Action::Game(to_game));
         }
         if let Some(m) = self.telnet.take_game_mssp() {
-            out.push(Action::Mssp(crate::front::mssp::Request::GameSaid(m)));
+            out.push(Action::Mssp(super::mssp::Request::GameSaid(m)));
         }
         let used = match decoded {
             Ok(used) => used,

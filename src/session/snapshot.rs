@@ -50,12 +50,12 @@ use zeroize::Zeroizing;
 use super::core::{Actions, Core, Game};
 use super::detach::Playback;
 use super::input::Input;
-use super::transport::PlayerWas;
 use super::watch::Watch;
 use crate::config::Config;
 use crate::login::Credentials;
 use crate::state::Phase;
 use crate::telnet::{Inbound, Policy};
+use crate::transport::PlayerWas;
 
 /// Version of the snapshot encoding. 3: a binary tail after the JSON
 /// document holds the playback and the unsent output ([`blob`]). 2: a

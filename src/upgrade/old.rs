@@ -101,7 +101,7 @@ impl Acceptors {
 /// everything and this one must stop without a word to anyone.
 pub async fn run(shared: &Arc<Shared>, acc: &mut Acceptors, req: Request) -> bool {
     let h = &shared.handover;
-    h.busy.store(true, std::sync::atomic::Ordering::Release);
+    h.set_busy(true);
     info!(reason = req.reason, "upgrade: starting the new binary");
     let t0 = Instant::now();
     let mut to_version = None;
@@ -130,7 +130,7 @@ pub async fn run(shared: &Arc<Shared>, acc: &mut Acceptors, req: Request) -> boo
             if let Some(tx) = req.reply {
                 let _ = tx.send(Err(e));
             }
-            h.busy.store(false, std::sync::atomic::Ordering::Release);
+            h.set_busy(false);
             false
         }
     }
@@ -248,7 +248,7 @@ async fn attempt(
             for v in parked {
                 let _ = v.send(Verdict::Commit);
             }
-            crate::backend::handover::settle(shared, true);
+            crate::backend::handover::settle(&shared.probes, true);
             Ok(n)
         }
         Err(e) => {
@@ -256,7 +256,7 @@ async fn attempt(
             // before they thaw here (dropping their verdicts).
             kill_and_reap(child).await;
             drop(parked);
-            crate::backend::handover::settle(shared, false);
+            crate::backend::handover::settle(&shared.probes, false);
             Err(e)
         }
     }
@@ -286,7 +286,7 @@ async fn exchange(
     let t0 = Instant::now();
     // The probes stop using their connections before the new process
     // can start probing on them.
-    let (probes, probe_fds) = crate::backend::handover::export(shared).await;
+    let (probes, probe_fds) = crate::backend::handover::export(&shared.probes).await;
     let (mut head, mut listeners) = head(shared, acc)?;
     head.probes = probes;
     listeners.extend(probe_fds);

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::fds::{self, MAX_DATA, MAX_FDS};
+pub use crate::state::upgrade::GameFd;
 
 /// Version of the handover document. 4: sessions' states are snapshot
 /// version 3 (a binary tail holds the playback and a slow write's unsent
@@ -97,15 +98,6 @@ pub struct BackendWas {
     pub up: Option<bool>,
     /// Why (the last probe's word).
     pub reason: String,
-}
-
-/// The game connection of a session, as sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GameFd {
-    /// A TCP connection.
-    Tcp,
-    /// A Unix socket connection.
-    Unix,
 }
 
 /// One session in a batch.

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
-use super::metrics;
+use crate::metrics::metrics;
 use crate::state::Shared;
 
 /// Largest request head (request line and headers) accepted; hyper's
@@ -180,7 +180,7 @@ async fn route(shared: Arc<Shared>, req: &Request<Incoming>) -> Response<Full<By
             // runtime's workers, so no session waits for a scrape.
             let text = tokio::task::spawn_blocking(move || {
                 let m = metrics();
-                m.refresh(&shared);
+                super::scrape(&shared);
                 m.encode()
             })
             .await

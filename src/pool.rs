@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::health::{self, ProbeReport, ReportKind};
+use crate::backend::health::{self, ProbeReport, ReportKind};
 use crate::config::Config;
 use crate::events::Event;
 use crate::state::{BackendView, FailoverRequest, Shared};
@@ -38,11 +38,11 @@ pub struct Reports {
 /// process handed over where it probed the same address.
 pub fn start_probes(
     shared: &Arc<Shared>,
-    mut inherited: HashMap<String, super::handover::Inherit>,
+    mut inherited: HashMap<String, crate::backend::handover::Inherit>,
 ) -> Reports {
     let (tx, rx) = mpsc::channel::<ProbeReport>(256);
     let cfg = shared.config();
-    let mut probes = shared.probes.lock().unwrap_or_else(|e| e.into_inner());
+    let mut probes = shared.probes.lock();
     for b in &cfg.backends {
         if probes.contains_key(&b.name) {
             continue;
@@ -133,12 +133,7 @@ pub async fn run(
         }
         mgr.evaluate();
     }
-    for (_, p) in shared
-        .probes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-    {
+    for (_, p) in shared.probes.lock().drain() {
         p.cancel.cancel();
     }
 }
@@ -175,7 +170,7 @@ impl Manager {
 
     /// Starts probes for new or changed backends and stops removed ones.
     fn sync_probes(&mut self) {
-        let mut probes = self.shared.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut probes = self.shared.probes.lock();
         probes.retain(|name, p| {
             let keep = self.config.backend(name) == Some(&p.backend);
             if !keep {
@@ -274,13 +269,7 @@ impl Manager {
         };
         // A probe cancelled by a reload can still deliver the report of a
         // probe it had started: only the running probe's reports count.
-        let current = self
-            .shared
-            .probes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&r.name)
-            .map(|p| p.generation);
+        let current = self.shared.probes.lock().get(&r.name).map(|p| p.generation);
         if current != Some(r.generation) {
             debug!(backend = %r.name, generation = r.generation, ?current, kind = ?r.kind, "stale probe report dropped");
             return;

@@ -23,8 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::gate::{Gate, TooBig};
 use super::stream::Io;
 use super::terminal::Terminal;
-use crate::session::transport::PlayerWas;
-use crate::session::{CloseWhy, PlayerTransport};
+use super::{CloseWhy, PlayerTransport, PlayerWas};
 
 /// Largest message (and frame) a player may send.
 pub const MAX_MESSAGE: usize = 64 * 1024;

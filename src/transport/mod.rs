@@ -2,7 +2,22 @@
 //! they come, bytes out with back-pressure, a clean close. Plain TCP is
 //! here; another way in (TLS, WebSocket) is another implementation of
 //! [`PlayerTransport`] in a file of its own, and the session core never
-//! knows which one it talks through.
+//! knows which one it talks through. The front doors (`crate::front`)
+//! make these; the sessions (`crate::session`) use them.
+//!
+//! | file | its one job |
+//! | --- | --- |
+//! | `stream` | a TLS stream as a player transport |
+//! | `wsconn` | a WebSocket as a player transport (keepalive, limits, close codes, crossing an upgrade) |
+//! | `gate` | whole messages only to tungstenite, so a WebSocket can cross an upgrade |
+//! | `terminal` | telnet to plain text for the terminal subprotocols |
+
+pub(crate) mod gate;
+pub(crate) mod stream;
+pub(crate) mod terminal;
+pub(crate) mod wsconn;
+
+pub use wsconn::{WsConn, WsWas};
 
 use std::future::Future;
 use std::io;
@@ -12,8 +27,30 @@ use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::End;
 use crate::backend::connect::try_read_drain;
+
+/// Which way in a listener is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Door {
+    /// Telnet over TLS (`listen.tls_addrs`).
+    Tls,
+    /// WebSocket (`listen.ws_addrs`).
+    Ws,
+    /// WebSocket over TLS (`listen.wss_addrs`).
+    Wss,
+}
+
+impl Door {
+    /// Its name in logs and the ready file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Tls => "tls",
+            Door::Ws => "ws",
+            Door::Wss => "wss",
+        }
+    }
+}
 
 /// Bytes read from a TCP player per read call, at most.
 const CLIENT_READ: usize = 4 * 1024;
@@ -98,19 +135,6 @@ pub enum CloseWhy {
 }
 
 impl CloseWhy {
-    /// The close that ends a session for `end`.
-    pub fn of(end: End) -> CloseWhy {
-        match end {
-            End::Quit => CloseWhy::Quit,
-            End::Booted | End::Flood => CloseWhy::Booted,
-            End::LoginTimeout | End::MaxHold => CloseWhy::Timeout,
-            End::Shutdown => CloseWhy::Shutdown,
-            End::PlayerClosed | End::WriteFailed | End::Handover | End::DetachExpired => {
-                CloseWhy::Reconnect
-            }
-        }
-    }
-
     /// The WebSocket close code.
     pub fn code(self) -> u16 {
         match self {
@@ -134,12 +158,12 @@ impl CloseWhy {
 }
 
 /// What a player's connection carries across an upgrade besides its
-/// socket (in the session's state, see [`super::snapshot`]).
+/// socket (in the session's state, see `crate::session::snapshot`).
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlayerWas {
-    /// A plain WebSocket ([`crate::front::WsWas`]).
-    Ws(crate::front::WsWas),
+    /// A plain WebSocket ([`WsWas`]).
+    Ws(WsWas),
 }
 
 impl PlayerTransport for TcpStream {

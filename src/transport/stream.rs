@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::session::PlayerTransport;
+use super::PlayerTransport;
 
 /// Bytes read per call, at most: one TLS record.
 const READ_CHUNK: usize = 16 * 1024;

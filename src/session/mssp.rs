@@ -15,11 +15,11 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::Door;
 use crate::backend::mssp as game;
 use crate::config::{Config, MsspMode};
 use crate::state::Shared;
 use crate::telnet::{opt, write_subnegotiation};
+use crate::transport::Door;
 
 pub use crate::backend::mssp::{parse, Vars, MSSP_VAL, MSSP_VAR};
 

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::*;
-use crate::front::wsconn::{ws_config, MAX_MESSAGE};
+use crate::transport::wsconn::{ws_config, MAX_MESSAGE};
 
 /// A socket that hands out its chunks (`None`: not ready, once), then is
 /// not ready for ever; writes go nowhere.
