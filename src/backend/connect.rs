@@ -2,6 +2,7 @@
 //! socket, behind one stream type.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -176,6 +177,38 @@ impl AsyncWrite for BackendStream {
             BackendStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
+}
+
+/// The kind of a backend connection crossing an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SockKind {
+    /// TCP.
+    Tcp,
+    /// A Unix socket.
+    Unix,
+}
+
+/// A duplicate of a backend connection crossing an upgrade, to be sent.
+#[derive(Debug)]
+pub struct Sock {
+    /// Its kind.
+    pub kind: SockKind,
+    /// The close-on-exec duplicate.
+    pub fd: std::os::fd::OwnedFd,
+}
+
+/// A close-on-exec duplicate of `s`.
+pub fn dup(s: &BackendStream) -> std::io::Result<Sock> {
+    Ok(match s {
+        BackendStream::Tcp(t) => Sock {
+            kind: SockKind::Tcp,
+            fd: t.as_fd().try_clone_to_owned()?,
+        },
+        BackendStream::Unix(u) => Sock {
+            kind: SockKind::Unix,
+            fd: u.as_fd().try_clone_to_owned()?,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -11,37 +11,19 @@
 //! lets them carry on if the upgrade failed.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::connect::BackendStream;
+pub use super::connect::{dup, Sock, SockKind};
 use super::coverage::{Carried, Coverage};
-use super::health::Inherited;
-use super::probes::Probes;
+use super::probes::{Inherited, Probes};
 
 /// How long the upgrade waits for a probe to park.
 pub const PARK_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// The kind of a probe's connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SockKind {
-    /// TCP.
-    Tcp,
-    /// A Unix socket.
-    Unix,
-}
-
-/// A duplicate of a probe's connection, to be sent.
-#[derive(Debug)]
-pub struct Sock {
-    /// Its kind.
-    pub kind: SockKind,
-    /// The close-on-exec duplicate.
-    pub fd: OwnedFd,
-}
 
 /// One probe in the upgrade's head document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,20 +37,6 @@ pub struct ProbeCarried {
     /// The logged-in connection's kind, if one is sent (the descriptors
     /// follow the listeners', in this order).
     pub conn: Option<SockKind>,
-}
-
-/// A close-on-exec duplicate of `s`.
-pub fn dup(s: &BackendStream) -> std::io::Result<Sock> {
-    Ok(match s {
-        BackendStream::Tcp(t) => Sock {
-            kind: SockKind::Tcp,
-            fd: t.as_fd().try_clone_to_owned()?,
-        },
-        BackendStream::Unix(u) => Sock {
-            kind: SockKind::Unix,
-            fd: u.as_fd().try_clone_to_owned()?,
-        },
-    })
 }
 
 /// The old process: parks every probe and returns what goes in the head

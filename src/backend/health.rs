@@ -50,185 +50,26 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::coverage::{Carried, Coverage};
+use super::coverage::Coverage;
 use super::degraded::{Alive, Degraded};
 pub use super::degraded::{DEGRADED_WARN_EVERY, LOGIN_RETRY};
+use super::probe::ProbeConn;
 pub use super::probe::ProbeError;
-use super::probe::{self, LoginOutcome, ProbeConn};
+use super::probes::{CheckRequest, Park, CHECK_QUEUE};
+pub use super::probes::{
+    Inherited, Parked, ProbeHandle, ProbeReport, ReportKind, FIRST_STAMP_WAIT,
+};
 use crate::config::{Backend, Config, Heartbeat};
-use crate::login::render_login;
 use crate::quiet::QuietNames;
-use crate::secret::Secret;
-
-/// Queued immediate-check requests before senders wait.
-const CHECK_QUEUE: usize = 1024;
-
-/// How long a session's connect waits for its backend's probe to stamp
-/// its first connection (only right after holdfast starts: once stamped,
-/// never again). The probe task starts before any player is accepted, so
-/// this is the time it takes to be scheduled, not a network round trip.
-pub const FIRST_STAMP_WAIT: Duration = Duration::from_millis(250);
 
 /// Probe generations, unique in the process.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
-
-/// What a [`ProbeReport`] says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportKind {
-    /// The backend is up.
-    Up,
-    /// The backend is down.
-    Down,
-    /// The backend is up but the probe is degraded (see the module docs).
-    Degraded,
-    /// The probe is no longer degraded.
-    Healthy,
-}
-
-/// A probe's state change, sent to the failover manager.
-#[derive(Debug, Clone)]
-pub struct ProbeReport {
-    /// Backend name.
-    pub name: String,
-    /// The generation of the probe that sent it ([`ProbeHandle::generation`]):
-    /// a report from another generation than the running probe's is stale.
-    pub generation: u64,
-    /// What changed.
-    pub kind: ReportKind,
-    /// Why (for `Down`: the failure; for `Degraded`: what is wrong).
-    pub reason: String,
-}
-
-/// An immediate check: when the caller's game connection was made, when
-/// its close was noticed, and where to answer.
-type CheckRequest = (Instant, Instant, oneshot::Sender<bool>);
-
-/// What a parked probe hands over (see [`ProbeHandle::park`]).
-pub struct Parked {
-    /// Its coverage, relative to the moment it parked.
-    pub coverage: Carried,
-    /// A duplicate of its logged-in connection, if it had one.
-    pub conn: Option<super::handover::Sock>,
-}
-
-/// A request to park, and where the answer goes.
-type Park = oneshot::Sender<Parked>;
-
-/// What a new process takes over for one probe.
-pub struct Inherited {
-    /// The coverage, as of the moment it was taken.
-    pub coverage: Coverage,
-    /// The logged-in connection, if the old probe had one.
-    pub conn: Option<super::connect::BackendStream>,
-}
-
-/// Handle to a running probe.
-#[derive(Clone, Debug)]
-pub struct ProbeHandle {
-    check_tx: mpsc::Sender<CheckRequest>,
-    /// Cancels the probe task.
-    pub cancel: CancellationToken,
-    /// The backend it probes (a changed address needs a new probe).
-    pub backend: Backend,
-    /// This probe's generation, carried by its reports.
-    pub generation: u64,
-    /// The game's connect screen as the probe last saw it (telnet removed),
-    /// kept while `listen.lazy_connect` is on.
-    screen: Arc<std::sync::Mutex<Option<Arc<[u8]>>>>,
-    /// True once the probe stamped its first connection.
-    stamped: watch::Receiver<bool>,
-    /// Parks the probe for an upgrade.
-    park_tx: mpsc::Sender<Park>,
-    /// The parked probe's verdict: true when the new process took over.
-    verdict: Arc<Mutex<Option<oneshot::Sender<bool>>>>,
-}
-
-impl ProbeHandle {
-    /// Waits (at most `limit`) until the probe has stamped its first
-    /// connection: a game connection made after it is covered.
-    pub async fn first_stamp(&self, limit: Duration) {
-        if *self.stamped.borrow() {
-            return;
-        }
-        let t0 = Instant::now();
-        let mut rx = self.stamped.clone();
-        let stamped = tokio::time::timeout(limit, rx.wait_for(|s| *s))
-            .await
-            .is_ok();
-        debug!(backend = %self.backend.name, stamped, waited_us = t0.elapsed().as_micros() as u64,
-            "waited for the probe's first connection");
-    }
-
-    /// Parks the probe for an upgrade: it stops using its connection and
-    /// hands over a duplicate of it with its coverage; while parked it
-    /// answers immediate checks by peeking at the connection. It stays
-    /// parked until [`ProbeHandle::settle`]. `None`: the probe has ended.
-    pub async fn park(&self) -> Option<Parked> {
-        let (tx, rx) = oneshot::channel();
-        self.park_tx.send(tx).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Ends a parked probe (`committed`: the new process owns its
-    /// connection) or lets it carry on.
-    pub fn settle(&self, committed: bool) {
-        let v = self
-            .verdict
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(v) = v {
-            let _ = v.send(committed);
-        }
-    }
-
-    /// Asks for an immediate probe and returns whether the backend answered.
-    /// A failed immediate probe marks the backend down at once, whatever
-    /// `fall` says: a dropped session plus a failed probe is strong evidence.
-    ///
-    /// `since` is when the caller's own connection to the backend was made:
-    /// the answer is "alive" only if the game answers and the probe's
-    /// coverage judges the process the same one the caller was talking to
-    /// (`backend::coverage`): a game restarted meanwhile (a supervisor can
-    /// do that within milliseconds) answers too, but is not the same.
-    pub async fn check_now(&self, since: Instant) -> bool {
-        let (tx, rx) = oneshot::channel();
-        let closed = Instant::now();
-        if self.check_tx.send((since, closed, tx)).await.is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
-    }
-
-    /// The game's connect screen as the probe last saw it, if kept.
-    pub fn screen(&self) -> Option<Arc<[u8]>> {
-        self.screen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The game's connect screen as a player's own connection showed it
-    /// (the player waited at it: nothing was typed before the game went
-    /// quiet). Kept for lazy connect like the probe's: it seeds the cache
-    /// when the probe could not get a screen (the game's places for
-    /// connections at its connect screen were all taken by players) and
-    /// replaces a screen the game has since changed.
-    pub fn seen_screen(&self, text: Arc<[u8]>) {
-        let mut kept = self.screen.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.as_deref() != Some(&text[..]) {
-            debug!(backend = %self.backend.name, bytes = text.len(), "connect screen kept for lazy connect (a player's connection showed it)");
-            *kept = Some(text);
-        }
-    }
-}
 
 /// What a probe starts from besides its backend.
 pub struct Start {
@@ -295,24 +136,26 @@ pub fn spawn(backend: Backend, start: Start) -> ProbeHandle {
     }
 }
 
-struct Probe {
+/// A running probe: the heartbeat task's state (its rounds are
+/// `round.rs`'s).
+pub(super) struct Probe {
     /// See [`ProbeHandle::screen`].
-    screen: Arc<std::sync::Mutex<Option<Arc<[u8]>>>>,
-    backend: Backend,
-    generation: u64,
-    config: watch::Receiver<Arc<Config>>,
-    report: mpsc::Sender<ProbeReport>,
-    cancel: CancellationToken,
-    conn: Option<ProbeConn>,
-    state: Option<bool>,
-    oks: u32,
-    fails: u32,
-    degraded: Degraded,
+    pub(super) screen: Arc<std::sync::Mutex<Option<Arc<[u8]>>>>,
+    pub(super) backend: Backend,
+    pub(super) generation: u64,
+    pub(super) config: watch::Receiver<Arc<Config>>,
+    pub(super) report: mpsc::Sender<ProbeReport>,
+    pub(super) cancel: CancellationToken,
+    pub(super) conn: Option<ProbeConn>,
+    pub(super) state: Option<bool>,
+    pub(super) oks: u32,
+    pub(super) fails: u32,
+    pub(super) degraded: Degraded,
     /// Quit, boot or crash: see `backend::coverage`.
-    coverage: Coverage,
+    pub(super) coverage: Coverage,
     /// Set once the first connection was stamped.
-    stamped: watch::Sender<bool>,
-    quiet: Arc<QuietNames>,
+    pub(super) stamped: watch::Sender<bool>,
+    pub(super) quiet: Arc<QuietNames>,
 }
 
 impl Probe {
@@ -449,13 +292,13 @@ impl Probe {
 
     /// The logged-in connection is gone: a break in coverage, and the game
     /// will announce the heartbeat's logout and next login.
-    fn on_lost(&mut self) {
+    pub(super) fn on_lost(&mut self) {
         self.conn = None;
         self.coverage.lost(Instant::now());
         self.hold_heartbeat_news();
     }
 
-    fn hold_heartbeat_news(&self) {
+    pub(super) fn hold_heartbeat_news(&self) {
         if let Some(user) = self.config.borrow().heartbeat.user.as_deref() {
             self.quiet.hold_always(user);
         }
@@ -581,167 +424,6 @@ impl Probe {
                 .await;
         }
     }
-
-    /// One probe (see [`Probe::probe_inner`]); a probe that found no game
-    /// at all is a break in coverage.
-    async fn probe_once(&mut self) -> Result<Alive, ProbeError> {
-        let r = self.probe_inner().await;
-        if r.is_err() {
-            self.coverage.down(Instant::now());
-        }
-        r
-    }
-
-    /// Ask on the logged-in connection; if it does not answer, replace it
-    /// (fresh connection, connect screen, fresh login).
-    async fn probe_inner(&mut self) -> Result<Alive, ProbeError> {
-        let cfg = self.config.borrow().clone();
-        let hb = &cfg.heartbeat;
-        let Some(user) = hb.user.clone() else {
-            self.conn = None;
-            self.screen(&cfg).await?;
-            return Ok(Alive::ConnectOnly);
-        };
-        if self.degraded.login_held(hb, Instant::now()) {
-            if self.conn.is_some() {
-                self.on_lost();
-            }
-            self.screen(&cfg).await?;
-            return Ok(Alive::LoginHeld);
-        }
-        let mut old = None;
-        if let Some(c) = self.conn.as_mut() {
-            let deadline = Instant::now() + hb.timeout;
-            match probe::ask(c, &cfg.templates.probe, deadline, None, false).await {
-                Ok(_) => {
-                    let now = Instant::now();
-                    if c.proven {
-                        self.coverage.answered(now);
-                    } else {
-                        // A login that was slow to confirm.
-                        c.proven = true;
-                        self.coverage.fresh(c.since, now, None, false);
-                    }
-                    return Ok(Alive::Answered);
-                }
-                Err(ProbeError::NoAnswer) => {
-                    // Still open, so still the same game process: a stuck
-                    // or starved connection, or a frozen game. The connect
-                    // screen of a new connection tells which; the old one
-                    // is kept open until the new one logged in, to prove
-                    // the two overlapped.
-                    debug!(backend = %self.backend.name, "probe connection does not answer; replacing it");
-                    old = self.conn.take();
-                }
-                Err(e) => {
-                    debug!(backend = %self.backend.name, error = %e, "probe connection lost; opening a new one");
-                    self.on_lost();
-                }
-            }
-        }
-        let r = self.fresh(&cfg, &user, old.as_ref()).await;
-        if old.is_some() {
-            // The game announces the old connection's logout.
-            self.hold_heartbeat_news();
-            if !self.conn.as_ref().is_some_and(|c| c.proven) && r.is_ok() {
-                self.coverage.lost(Instant::now());
-            }
-        }
-        r
-    }
-
-    /// Opens a connection and waits for the connect screen. Returns the
-    /// connection and the refusal line the game sent instead, if any.
-    async fn screen(&self, cfg: &Config) -> Result<(ProbeConn, Option<String>), ProbeError> {
-        let allowed = cfg.templates.banner_wait + cfg.heartbeat.timeout;
-        let deadline = Instant::now() + allowed;
-        // `open` stamps the connection before connecting: from here on a
-        // session's game connection is younger than the probe's.
-        self.stamped
-            .send_if_modified(|s| !std::mem::replace(s, true));
-        let mut c = probe::open(&self.backend, cfg, deadline).await?;
-        let mut screen = Vec::new();
-        let keep = cfg.listen.lazy_connect.then_some(&mut screen);
-        let refused =
-            probe::banner(&mut c, deadline, allowed, &cfg.templates.refused, keep).await?;
-        let mut kept = self.screen.lock().unwrap_or_else(|e| e.into_inner());
-        if !cfg.listen.lazy_connect {
-            *kept = None;
-        } else if !screen.is_empty() && kept.as_deref() != Some(&screen[..]) {
-            debug!(backend = %self.backend.name, bytes = screen.len(), "connect screen kept for lazy connect");
-            *kept = Some(screen.into());
-        }
-        Ok((c, refused))
-    }
-
-    /// A fresh probe connection: connect screen, login, first probe (which
-    /// reads the game's identity where the flavor has one). Once the
-    /// connect screen came the game is alive, whatever the login does.
-    /// `old`: the connection it replaces, still open (for the coverage).
-    async fn fresh(
-        &mut self,
-        cfg: &Config,
-        user: &str,
-        old: Option<&ProbeConn>,
-    ) -> Result<Alive, ProbeError> {
-        let (mut c, refused) = self.screen(cfg).await?;
-        if let Some(line) = refused {
-            return Ok(Alive::Refused(line));
-        }
-        let hb = &cfg.heartbeat;
-        let deadline = Instant::now() + hb.timeout;
-        if cfg.templates.sync {
-            if let Err(e) = probe::sync(&mut c, &cfg.templates.probe, deadline).await {
-                return Ok(Alive::Screen(format!("sync: {e}")));
-            }
-        }
-        let pw = hb.password.clone().unwrap_or_else(|| Secret::new(""));
-        let line = render_login(&cfg.templates.login, "connect", user, &pw);
-        // The game tells everyone this login: not news.
-        self.quiet.hold_always(user);
-        if let Err(e) = probe::write(&mut c, &line, deadline).await {
-            return Ok(Alive::Screen(e.to_string()));
-        }
-        let failure = &cfg.templates.login_failure;
-        let t = &cfg.templates;
-        let (confirm, whole_line) = match t.identity.is_empty() {
-            true => (&t.probe, false),
-            false => (&t.identity, true),
-        };
-        match probe::ask(&mut c, confirm, deadline, Some(failure), whole_line).await {
-            Ok(LoginOutcome::Answered(rest)) => {
-                let identity = whole_line.then(|| identity(&rest)).flatten();
-                let overlapped = old.is_some_and(|o| o.still_open());
-                let now = Instant::now();
-                let went_on = self.coverage.fresh(c.since, now, identity, overlapped);
-                debug!(backend = %self.backend.name, coverage_went_on = went_on,
-                    identity = ?self.coverage.identity(), "heartbeat logged in");
-                c.proven = true;
-                self.conn = Some(c);
-                Ok(Alive::Answered)
-            }
-            Ok(LoginOutcome::Rejected(line)) => {
-                if probe::matching_line(line.as_bytes(), &cfg.templates.refused).is_some() {
-                    Ok(Alive::Refused(line))
-                } else {
-                    Ok(Alive::Rejected(line))
-                }
-            }
-            // A slow login is kept: the next probe asks it again.
-            Err(ProbeError::NoAnswer) => {
-                self.conn = Some(c);
-                Ok(Alive::Screen("login not confirmed in time".into()))
-            }
-            Err(e) => Ok(Alive::Screen(e.to_string())),
-        }
-    }
-}
-
-/// The game's identity from the rest of the confirmation line: none if
-/// empty or an error (`#-1 FUNCTION (STARTTIME) NOT FOUND`).
-fn identity(rest: &str) -> Option<String> {
-    let rest = rest.trim();
-    (!rest.is_empty() && !rest.starts_with("#-1")).then(|| rest.to_string())
 }
 
 async fn readable(conn: &Option<ProbeConn>) -> std::io::Result<()> {

@@ -9,7 +9,8 @@
 //! - `degraded`: the probe's degraded state and login hold-back, without I/O.
 //! - `mssp`: the game's own MSSP (offered? its last answer) and the probe's telnet answers.
 //! - `probe`: the probe's connection: connect screen, login, nonce; its errors.
-//! - `probes`: every running probe's handle, by backend name.
+//! - `probes`: a probe's handle, and every running probe's handle by backend name.
+//! - `round`: one probe round: the logged-in check, else a fresh connection and login.
 
 pub mod connect;
 pub mod coverage;
@@ -19,5 +20,6 @@ pub mod health;
 pub mod mssp;
 pub mod probe;
 pub mod probes;
+mod round;
 
 pub use probes::Probes;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use regex::Regex;
 use toml::Spanned;
 
-use super::raw::{Dur, OptDur};
+use super::values::{Dur, OptDur};
 use crate::secret::Secret;
 
 /// A configuration error, printed as `FILE:LINE:COL: message`.

@@ -42,8 +42,8 @@ pub struct RawDoorAddrs {
     pub ws_addrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub wss_addrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub ws_trusted_proxies: Option<Vec<Spanned<String>>>,
-    pub handshake_timeout: Option<super::raw::Dur>,
-    pub ws_ping_interval: Option<super::raw::Dur>,
+    pub handshake_timeout: Option<super::values::Dur>,
+    pub ws_ping_interval: Option<super::values::Dur>,
 }
 
 /// An IP network, `ADDR/BITS`.

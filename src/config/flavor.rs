@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::raw::{ClientIpMode, Flavor};
+use super::values::{ClientIpMode, Flavor};
 
 /// How the game recognises its quit command in one phase (connect screen
 /// or logged in). `[templates] quit_connect` / `quit_logged_in`.

@@ -36,6 +36,7 @@ mod raw;
 mod resume;
 mod summary;
 mod templates;
+mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -59,10 +60,10 @@ pub use listen::Listen;
 pub use metrics::Metrics;
 pub use notices::Notices;
 pub use outage::{Outage, Relogin};
-pub use raw::{ClientIpMode, Flavor};
 pub use resume::{parse_size, Resume};
 pub use summary::summary;
 pub use templates::Templates;
+pub use values::{ClientIpMode, Flavor};
 
 /// The validated configuration the program runs on.
 #[derive(Debug, Clone)]

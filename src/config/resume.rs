@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::cx::{positive_or_off, ConfigError, Cx};
 use super::defaults;
-use super::raw::OptDur;
+use super::values::OptDur;
 
 /// `[resume]` as written.
 #[derive(Debug, Deserialize, Default)]
