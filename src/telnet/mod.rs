@@ -34,6 +34,8 @@
 //! | `inbound` | a backend's bytes, MCCP2 undone, into events |
 //! | `outbound` | the player's stream, with the proxy's own MCCP2 |
 //! | `policy` | who answers each negotiation |
+//! | `policy/options` | what each side said, per option and axis |
+//! | `policy/mssp` | holdfast's own MSSP, when it answers that itself |
 //! | `memory` | the player's answers, replayed to later backends |
 
 mod encode;
