@@ -20,7 +20,8 @@
 //! | `conn` | one connection at a time: reconnects, sending at the paced rate |
 //! | `conn/incoming` | what the server says: CAP, SASL, nick fallback, joins, commands |
 //! | `outbox` | notices waiting (bounded, outlives connections) and the rate limit |
-//! | `relay` | event memory: instances, vanish, UPs waiting for restores |
+//! | `relay` | event memory: instances, presence, vanish, logins, summaries |
+//! | `relay/updown` | a backend's DOWN and UP; an UP waiting for restores |
 //! | `summary` | burst windows |
 //! | `format` | templates, defaults, colours |
 //! | `commands` | `!status`, `!failover`, `!announce` |

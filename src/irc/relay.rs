@@ -4,6 +4,9 @@
 //!
 //! No I/O and no clock of its own: every call takes `now`, so the tests
 //! drive it through hours of events in microseconds.
+//!
+//! A backend's DOWN and UP, and the UP's wait for restored players, are
+//! in `updown` beside this file.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -15,15 +18,9 @@ use super::format::{self, Formats, Vars};
 use super::outbox::{Notice, Prio};
 use super::summary::{Bucket, Summariser};
 use crate::config::Irc;
+use updown::PendingUp;
+pub use updown::{FLAP_ALLOWANCE, RESTORE_MAX, RESTORE_QUIET};
 
-/// An UP waits at most this long for `session.restored` events before it
-/// is posted with the count so far.
-pub const RESTORE_MAX: Duration = Duration::from_secs(20);
-/// An UP is posted once no `session.restored` came for this long.
-pub const RESTORE_QUIET: Duration = Duration::from_secs(3);
-/// Backend UP/DOWN lines posted per backend per summary window before the
-/// rest is summed up as flapping.
-pub const FLAP_ALLOWANCE: u32 = 4;
 /// Names shown in a login summary.
 const SUMMARY_NAMES: usize = 10;
 
@@ -36,17 +33,6 @@ pub enum Key {
     Logouts(String),
     /// One backend's ups and downs.
     Backend(String, String),
-}
-
-/// An UP that waits for its players to be restored.
-#[derive(Debug)]
-struct PendingUp {
-    vars: Vars,
-    time: OffsetDateTime,
-    expected: Option<u64>,
-    restored: u64,
-    started: Instant,
-    last: Instant,
 }
 
 #[derive(Debug)]
@@ -229,92 +215,10 @@ impl Relay {
         let mut v = self.base_vars(&name, &game, t, wall);
         match kind.as_str() {
             "backend.down" | "backend.up" => {
-                // A new state change for this instance settles a waiting UP.
-                self.flush_up(&name, &mut out);
-                let backend = s(ev, "backend");
                 let down = kind == "backend.down";
-                let inst = self.instances.get_mut(&name).expect("touched above");
-                let recovered = inst.down.remove(&backend);
-                if down {
-                    inst.down.insert(backend.clone());
-                } else if !recovered && ev["down_for_s"].is_null() {
-                    // The proxy's first probe found it up: nothing recovered.
-                    return out;
-                }
-                // A backend that is not the active one: its state matters
-                // to operators, but the game is not down.
-                let standby = inst.active.as_ref().is_some_and(|a| *a != backend);
-                let key = Key::Backend(name.clone(), backend.clone());
-                if let Some(b) = self.summary.offer(&key, FLAP_ALLOWANCE, now) {
-                    b.add(None, t);
-                    if down {
-                        b.downs += 1;
-                    } else {
-                        b.ups += 1;
-                    }
-                    b.state = if down { "DOWN" } else { "UP" }.into();
-                    return out;
-                }
-                for k in ["backend", "addr", "reason"] {
-                    v.insert(k, s(ev, k));
-                }
-                if standby {
-                    let kind = if down { "standby_down" } else { "standby_up" };
-                    out.push(Notice {
-                        text: self.formats.render(kind, &v),
-                        prio: Prio::High,
-                        time: t,
-                    });
-                    return out;
-                }
-                let inst = self.instances.get_mut(&name).expect("touched above");
-                if down {
-                    let held = ev["held"].as_u64();
-                    if let Some(h) = held {
-                        inst.held.insert(backend, h);
-                    }
-                    v.insert("held", held.map(|h| h.to_string()).unwrap_or("?".into()));
-                    v.insert(
-                        "players",
-                        held.map(format::players).unwrap_or("? players".into()),
-                    );
-                    out.push(Notice {
-                        text: self.formats.render("down", &v),
-                        prio: Prio::High,
-                        time: t,
-                    });
-                } else {
-                    let down_for = ev["down_for_s"].as_f64().unwrap_or(0.0).max(0.0);
-                    v.insert(
-                        "downtime",
-                        format::duration(Duration::from_secs_f64(down_for)),
-                    );
-                    // The proxy may say how many it is restoring; else the
-                    // DOWN told us how many were held.
-                    let expected = ev["held"].as_u64().or_else(|| inst.held.remove(&backend));
-                    inst.pending_up = Some(PendingUp {
-                        vars: v,
-                        time: t,
-                        expected,
-                        restored: 0,
-                        started: now,
-                        last: now,
-                    });
-                    if expected == Some(0) {
-                        self.flush_up(&name, &mut out);
-                    }
-                }
+                out.extend(self.on_backend(&name, down, ev, v, t, now));
             }
-            "session.restored" => {
-                let inst = self.instances.get_mut(&name).expect("touched above");
-                if let Some(p) = inst.pending_up.as_mut() {
-                    p.restored += 1;
-                    p.last = now;
-                    if p.expected.is_some_and(|e| p.restored >= e) {
-                        self.flush_up(&name, &mut out);
-                    }
-                }
-            }
+            "session.restored" => self.on_restored(&name, now, &mut out),
             "failover" => {
                 let to = s(ev, "to");
                 if !to.is_empty() {
@@ -385,26 +289,6 @@ impl Relay {
         out
     }
 
-    fn flush_up(&mut self, name: &str, out: &mut Vec<Notice>) {
-        let Some(inst) = self.instances.get_mut(name) else {
-            return;
-        };
-        let Some(mut p) = inst.pending_up.take() else {
-            return;
-        };
-        let players = match p.expected {
-            Some(e) if p.restored < e => format!("{} of {}", p.restored, format::players(e)),
-            _ => format::players(p.restored),
-        };
-        p.vars.insert("restored", p.restored.to_string());
-        p.vars.insert("players", players);
-        out.push(Notice {
-            text: self.formats.render("up", &p.vars),
-            prio: Prio::High,
-            time: p.time,
-        });
-    }
-
     /// The NATS connection went up or down. While it is down nobody can
     /// vanish (the silence is ours); when it is back everyone starts afresh.
     pub fn on_bus(&mut self, up: bool, now: Instant) {
@@ -425,12 +309,8 @@ impl Relay {
         let ready: Vec<String> = self
             .instances
             .iter()
-            .filter_map(|(n, i)| {
-                let p = i.pending_up.as_ref()?;
-                let quiet = now.saturating_duration_since(p.last) >= RESTORE_QUIET;
-                let max = now.saturating_duration_since(p.started) >= RESTORE_MAX;
-                (quiet || max).then(|| n.clone())
-            })
+            .filter(|(_, i)| i.pending_up.as_ref().is_some_and(|p| p.due(now)))
+            .map(|(n, _)| n.clone())
             .collect();
         for n in ready {
             self.flush_up(&n, &mut out);
@@ -509,3 +389,4 @@ impl Relay {
 
 #[cfg(test)]
 mod tests;
+mod updown;

@@ -23,7 +23,22 @@
 //!   [`Outbound`] encodes the player's stream (the proxy's own MCCP2).
 //! * [`Policy`] decides who answers each negotiation: the player once, the
 //!   proxy for every later backend, from [`memory::Memory`].
+//!
+//! # Layout
+//!
+//! | module | its one job |
+//! | --- | --- |
+//! | `parser` | bytes in, [`TelnetEvent`]s out (no I/O, subnegotiations capped) |
+//! | `encode` | IAC escaping, negotiations, subnegotiations, commands out |
+//! | `mccp` | MCCP2/MCCP3 zlib streams, inflation bounded per call |
+//! | `inbound` | a backend's bytes, MCCP2 undone, into events |
+//! | `outbound` | the player's stream, with the proxy's own MCCP2 |
+//! | `policy` | who answers each negotiation |
+//! | `policy/options` | what each side said, per option and axis |
+//! | `policy/mssp` | holdfast's own MSSP, when it answers that itself |
+//! | `memory` | the player's answers, replayed to later backends |
 
+mod encode;
 mod inbound;
 pub mod mccp;
 pub mod memory;
@@ -31,6 +46,7 @@ mod outbound;
 mod parser;
 mod policy;
 
+pub use encode::{escape_iac, write_command, write_negotiation, write_subnegotiation};
 pub use inbound::Inbound;
 pub use outbound::Outbound;
 pub use parser::*;

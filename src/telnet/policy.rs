@@ -27,158 +27,17 @@
 //!
 //! Bytes in, bytes out: every method appends what to send to each side to
 //! caller-owned buffers (plain bytes; the session compresses for the player).
+//!
+//! Beside this file: `options` keeps what each side said per option,
+//! `mssp` is holdfast's own MSSP when it answers that itself.
 
 use super::memory::Memory;
 use super::outbound::Outbound;
 use super::{opt, write_negotiation, write_subnegotiation, Verb};
+use options::{Axis, OptMap, Options, Said};
 
 /// MCCP v1 ("COMPRESS"), obsolete; refused so it can never be passed on.
 pub const COMPRESS1: u8 = 85;
-
-/// Which side of the connection performs an option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Axis {
-    /// The player's side performs it (NAWS, TTYPE): the player says
-    /// WILL/WONT, the game DO/DONT.
-    Player,
-    /// The game's side performs it (EOR, GMCP, MCCP2, ECHO): the game says
-    /// WILL/WONT, the player DO/DONT.
-    Game,
-}
-
-impl Axis {
-    /// The axis and yes/no of a verb sent by the player (or by the proxy
-    /// on the player's behalf).
-    fn of_player(v: Verb) -> (Axis, bool) {
-        match v {
-            Verb::Will => (Axis::Player, true),
-            Verb::Wont => (Axis::Player, false),
-            Verb::Do => (Axis::Game, true),
-            Verb::Dont => (Axis::Game, false),
-        }
-    }
-
-    /// The axis and yes/no of a verb sent by the game (or by the proxy in
-    /// the game's place).
-    fn of_game(v: Verb) -> (Axis, bool) {
-        match v {
-            Verb::Do => (Axis::Player, true),
-            Verb::Dont => (Axis::Player, false),
-            Verb::Will => (Axis::Game, true),
-            Verb::Wont => (Axis::Game, false),
-        }
-    }
-
-    /// The verb the player's side uses on this axis.
-    fn player_verb(self, yes: bool) -> Verb {
-        match (self, yes) {
-            (Axis::Player, true) => Verb::Will,
-            (Axis::Player, false) => Verb::Wont,
-            (Axis::Game, true) => Verb::Do,
-            (Axis::Game, false) => Verb::Dont,
-        }
-    }
-
-    /// The verb the game's side uses on this axis.
-    fn game_verb(self, yes: bool) -> Verb {
-        match (self, yes) {
-            (Axis::Player, true) => Verb::Do,
-            (Axis::Player, false) => Verb::Dont,
-            (Axis::Game, true) => Verb::Will,
-            (Axis::Game, false) => Verb::Wont,
-        }
-    }
-}
-
-/// One side's word on one option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-enum Said {
-    /// Nothing yet.
-    #[default]
-    Nothing,
-    /// No (WONT / DONT).
-    No,
-    /// Yes (WILL / DO) and settled.
-    Yes,
-    /// Yes asked for, answer pending (toward the backend only).
-    Asked,
-}
-
-impl Said {
-    fn from(yes: bool) -> Said {
-        if yes {
-            Said::Yes
-        } else {
-            Said::No
-        }
-    }
-}
-
-/// Per option state for one axis.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-struct Options {
-    /// What the player said (its last WILL/WONT or DO/DONT).
-    player: OptMap<Said>,
-    /// What was last sent to the player on this axis (by the game through
-    /// the proxy, or by the proxy).
-    told_player: OptMap<Said>,
-    /// What was last sent to the current backend on the player's behalf.
-    told_backend: OptMap<Said>,
-    /// The backend's question was passed to the player; its answer is due.
-    awaiting_player: OptMap<bool>,
-}
-
-/// A value per option number, indexed like a `[T; 256]` but holding only
-/// the options that were ever touched (a session negotiates a handful).
-/// Eight full arrays cost 2 KiB in every session, most of an idle one.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct OptMap<T: 'static> {
-    set: Vec<(u8, T)>,
-}
-
-impl<T> Default for OptMap<T> {
-    fn default() -> Self {
-        OptMap { set: Vec::new() }
-    }
-}
-
-/// What an option nobody touched reads as.
-trait Untouched: Clone + 'static {
-    const NONE: &'static Self;
-}
-
-impl Untouched for Said {
-    const NONE: &'static Said = &Said::Nothing;
-}
-
-impl Untouched for bool {
-    const NONE: &'static bool = &false;
-}
-
-impl<T: Untouched> std::ops::Index<usize> for OptMap<T> {
-    type Output = T;
-    fn index(&self, o: usize) -> &T {
-        self.set
-            .iter()
-            .find(|(k, _)| usize::from(*k) == o)
-            .map_or(T::NONE, |(_, v)| v)
-    }
-}
-
-impl<T: Untouched> std::ops::IndexMut<usize> for OptMap<T> {
-    fn index_mut(&mut self, o: usize) -> &mut T {
-        // Option numbers are bytes: every caller indexes with one.
-        let k = u8::try_from(o).expect("telnet option numbers fit in a byte");
-        let i = match self.set.iter().position(|(x, _)| *x == k) {
-            Some(i) => i,
-            None => {
-                self.set.push((k, T::NONE.clone()));
-                self.set.len() - 1
-            }
-        };
-        &mut self.set[i].1
-    }
-}
 
 /// Telnet state of one session: the player's side, the current backend's
 /// side, the player's remembered answers and the player's output stream.
@@ -200,7 +59,7 @@ pub struct Policy {
     /// written out: an upgrade ends it first and offers MCCP2 again.
     #[serde(skip)]
     pub out: Outbound,
-    /// holdfast answers MSSP itself (see `front::mssp`).
+    /// holdfast answers MSSP itself (see `front::mssp` and `mssp.rs` here).
     mssp: bool,
     /// The player asked for MSSP (`IAC DO MSSP`) since the last look.
     mssp_asked: bool,
@@ -227,25 +86,6 @@ impl Policy {
         }
     }
 
-    /// holdfast answers MSSP itself: offered in the greeting, the player's
-    /// `DO MSSP` reported by [`take_mssp`](Self::take_mssp), the game's
-    /// offer accepted by the proxy and its answer kept for the proxy, not
-    /// passed to the player.
-    pub fn with_mssp(mut self, on: bool) -> Self {
-        self.mssp = on;
-        self
-    }
-
-    /// Whether the player asked for MSSP since the last call.
-    pub fn take_mssp_request(&mut self) -> bool {
-        std::mem::take(&mut self.mssp_asked)
-    }
-
-    /// The game's MSSP answer, if one came since the last call.
-    pub fn take_game_mssp(&mut self) -> Option<Vec<u8>> {
-        self.game_mssp.take()
-    }
-
     fn axis(&mut self, a: Axis) -> &mut Options {
         &mut self.axes[a as usize]
     }
@@ -256,9 +96,7 @@ impl Policy {
             write_negotiation(Verb::Will, opt::MCCP2, to_player);
             self.axis(Axis::Game).told_player[opt::MCCP2 as usize] = Said::Yes;
         }
-        if self.mssp {
-            write_negotiation(Verb::Will, opt::MSSP, to_player);
-        }
+        self.mssp_greet(to_player);
     }
 
     /// The player's MCCP2 stream was ended (its zlib state cannot cross to
@@ -327,12 +165,7 @@ impl Policy {
     ) {
         let (ax, yes) = Axis::of_player(verb);
         let o = option as usize;
-        if option == opt::MSSP && self.mssp {
-            // holdfast's own MSSP: a DO is a request for its answer.
-            self.mssp_asked |= verb == Verb::Do;
-            if verb == Verb::Will {
-                write_negotiation(Verb::Dont, option, to_player);
-            }
+        if option == opt::MSSP && self.mssp_from_player(verb, to_player) {
             return;
         }
         if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
@@ -402,15 +235,7 @@ impl Policy {
     ) {
         let (ax, yes) = Axis::of_game(verb);
         let o = option as usize;
-        if option == opt::MSSP && self.mssp {
-            // The proxy asks the game for its MSSP, for itself.
-            let s = self.axis(ax);
-            if verb == Verb::Will && s.told_backend[o] != Said::Yes {
-                s.told_backend[o] = Said::Yes;
-                write_negotiation(Verb::Do, option, to_backend);
-            } else if verb == Verb::Do {
-                write_negotiation(Verb::Wont, option, to_backend);
-            }
+        if option == opt::MSSP && self.mssp_from_backend(verb, to_backend) {
             return;
         }
         if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
@@ -496,8 +321,7 @@ impl Policy {
         if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
             return;
         }
-        if option == opt::MSSP && self.mssp {
-            self.game_mssp = Some(data.to_vec());
+        if option == opt::MSSP && self.mssp_from_backend_sub(data) {
             return;
         }
         let o = option as usize;
@@ -514,5 +338,7 @@ impl Policy {
     }
 }
 
+mod mssp;
+mod options;
 #[cfg(test)]
 mod tests;
