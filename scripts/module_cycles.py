@@ -1,46 +1,64 @@
 #!/usr/bin/env python3
-"""Import cycles between holdfast's modules (issue 12).
+"""Imports between holdfast's modules run one way only (issue 26).
 
-cargo-modules 0.27 stops at a trait impl on a foreign type (our
-PlayerTransport for tokio's TcpStream), so this reads the sources: every
-`crate::a::b...` path in a file is an edge from that file's module to the
-deepest module of the path that is a file, and the strongly connected
-components with more than one member are the cycles. A module and its own
-submodules (`config` and `config::bus`) are folded into one node at the
-given depth. Usage: scripts/module_cycles.py [DEPTH] (default 1: top-level
-modules; 2: `backend::health` level). Exit 1 when a cycle exists.
+Reads the sources (cargo-modules stops at a trait impl on a foreign type,
+our PlayerTransport for tokio's TcpStream): every `crate::a::b...` path in
+a file, and every item of a `use crate::{...}` group, is an edge from that
+file's module to the deepest module of the path that is a file. A module
+and its submodules (`config` and `config::bus`) are one node at the given
+depth. Test files (`tests.rs`, `*_tests.rs`) and inline `mod tests` are
+left out: a test may use anything.
+
+Then two checks:
+  - cycles: the strongly connected components with more than one member;
+  - layers (depth 1 only): the layer order written in `src/lib.rs`'s
+    "Layers" section (lines `//! N. `a`, `b` ...`); every module must be in
+    exactly one layer, and every import must go to a strictly lower one.
+
+Usage: scripts/module_cycles.py [DEPTH] [--edges]
+(DEPTH default 1: top-level modules; 2: `backend::health` level; --edges
+prints every edge). Exit 1 when a cycle exists or a layer rule is broken.
 """
 import os, re, sys
 from collections import defaultdict
 
-depth = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-root = os.path.join(os.path.dirname(__file__), "..", "src")
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+show_edges = "--edges" in sys.argv
+depth = int(args[0]) if args else 1
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.join(here, "..", "src")
 mods = {}
 for dp, _, fs in os.walk(root):
     for f in fs:
-        if not f.endswith(".rs"):
+        if not f.endswith(".rs") or f == "tests.rs" or f.endswith("_tests.rs"):
             continue
         rel = os.path.relpath(os.path.join(dp, f), root)[:-3].split(os.sep)
+        if "tests" in rel[:-1]:
+            continue
         if rel[-1] == "mod":
             rel = rel[:-1]
         if rel in (["lib"], ["main"]):
             continue
         mods[tuple(rel)] = os.path.join(dp, f)
 
+
 def node(path):
     return "::".join(path[:depth])
+
 
 known = set(mods)
 edges = defaultdict(set)
 for m, f in mods.items():
     text = open(f).read()
-    # Drop test modules: a test may use anything.
-    text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
+    text = re.split(r"#\[cfg\(test\)\]\s*mod tests\s*\{", text)[0]
     # Comments and doc links are not dependencies.
     text = re.sub(r"//[^\n]*", "", text)
     src = node(m)
-    for p in re.findall(r"crate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text):
-        parts = p.split("::")
+    paths = re.findall(r"crate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text)
+    for grp in re.findall(r"use crate::\{([^}]*)\}", text):
+        paths += [item.strip() for item in grp.split(",") if item.strip()]
+    for p in paths:
+        parts = [x for x in p.replace("{", "").split("::") if x]
         best = None
         for i in range(len(parts), 0, -1):
             if tuple(parts[:i]) in known:
@@ -51,39 +69,89 @@ for m, f in mods.items():
         dst = node(best)
         if dst != src:
             edges[src].add(dst)
-    # `use crate::{a, b::c}` groups
-    for grp in re.findall(r"use crate::\{([^}]*)\}", text):
-        for item in grp.split(","):
-            parts = item.strip().split("::")
-            if parts and tuple(parts[:1]) in known:
-                dst = node(parts[:max(1, min(depth, len(parts)))]) if tuple(parts[:depth]) in known else node(parts[:1])
-                if dst != src:
-                    edges[src].add(dst)
+
+nodes = sorted({node(m) for m in mods})
+if show_edges:
+    for a in nodes:
+        print(a, "->", ", ".join(sorted(edges[a])) or "(nothing)")
 
 # Tarjan
 index, low, on, stack, out, n = {}, {}, set(), [], [], [0]
+
+
 def strong(v):
-    index[v] = low[v] = n[0]; n[0] += 1; stack.append(v); on.add(v)
+    index[v] = low[v] = n[0]
+    n[0] += 1
+    stack.append(v)
+    on.add(v)
     for w in edges[v]:
         if w not in index:
-            strong(w); low[v] = min(low[v], low[w])
+            strong(w)
+            low[v] = min(low[v], low[w])
         elif w in on:
             low[v] = min(low[v], index[w])
     if low[v] == index[v]:
         comp = []
         while True:
-            w = stack.pop(); on.discard(w); comp.append(w)
-            if w == v: break
+            w = stack.pop()
+            on.discard(w)
+            comp.append(w)
+            if w == v:
+                break
         if len(comp) > 1:
             out.append(sorted(comp))
+
+
 sys.setrecursionlimit(10000)
-for v in sorted({node(m) for m in mods}):
+for v in nodes:
     if v not in index:
         strong(v)
-if out:
-    for c in out:
-        print("cycle:", " <-> ".join(c))
-        for a in c:
-            print("   ", a, "->", ", ".join(sorted(x for x in edges[a] if x in c)))
-    sys.exit(1)
-print(f"no import cycle between modules at depth {depth} ({len({node(m) for m in mods})} modules)")
+bad = False
+for c in out:
+    bad = True
+    print("cycle:", " <-> ".join(c))
+    for a in c:
+        print("   ", a, "->", ", ".join(sorted(x for x in edges[a] if x in c)))
+
+if depth == 1:
+    lib = open(os.path.join(root, "lib.rs")).read()
+    sect = lib.split("//! # Layers", 1)
+    if len(sect) < 2:
+        print("src/lib.rs has no '# Layers' section")
+        sys.exit(1)
+    layer = {}
+    for line in sect[1].split("\n")[1:]:
+        if not line.startswith("//!"):
+            break
+        mm = re.match(r"//!\s*(\d+)\.\s*(.*)", line)
+        if not mm:
+            continue
+        names = re.findall(r"`([a-z_]+)`", mm.group(2).split("—")[0].split(" - ")[0])
+        for name in names:
+            if name in layer:
+                print(f"lib.rs: `{name}` is in layers {layer[name]} and {mm.group(1)}")
+                bad = True
+            layer[name] = int(mm.group(1))
+    for v in nodes:
+        if v not in layer:
+            print(f"lib.rs: module `{v}` is in no layer")
+            bad = True
+    for v in layer:
+        if v not in nodes:
+            print(f"lib.rs: layer lists `{v}`, which is not a module")
+            bad = True
+    up = 0
+    for a in nodes:
+        for b in sorted(edges[a]):
+            if a in layer and b in layer and layer[b] >= layer[a]:
+                up += 1
+                print(f"layer rule: `{a}` (layer {layer[a]}) imports `{b}` (layer {layer[b]})")
+                bad = True
+    if not bad:
+        print(
+            f"no import cycle between modules; {len(nodes)} modules in "
+            f"{len(set(layer.values()))} layers, every import runs down"
+        )
+elif not bad:
+    print(f"no import cycle between modules at depth {depth} ({len(nodes)} modules)")
+sys.exit(1 if bad else 0)

@@ -15,21 +15,23 @@
 //! | `template` | the `{name}` template grammar and each template's placeholders, shared by `config` (checks) and `irc` (renders); imports nothing |
 //! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
 //! | `listener` | accept loop: limits, backoff on accept errors, spawn sessions |
-//! | `front` | TLS and WebSocket players, the web client page, MSSP |
-//! | `session` | one player: relaying, held, re-login (a state machine) |
+//! | `front` | the TLS and WebSocket doors: handshakes, the web client page |
+//! | `transport` | a player's connection as a session sees it: TCP, TLS, WebSocket (its gate, the terminal adapter), what crosses an upgrade |
+//! | `session` | one player: relaying, held, re-login, resume, pause (a core without I/O and its driver); holdfast's MSSP answer |
 //! | `telnet` | telnet parser (bytes in, events out, no I/O), MCCP streams, the negotiation policy that answers new backends for the player |
 //! | `login` | `connect` line capture, login/marker templates, nonces, quit detection per flavor |
 //! | `clientip` | the player's real address: `@remotehost`, PROXY v1/v2, PennMUSH |
 //! | `backend::connect` | TCP / Unix connections to a backend |
-//! | `backend::health` | one heartbeat probe task per backend: up, down, degraded |
+//! | `backend::health` | one heartbeat probe task per backend: up, down, degraded (`round`: one probe) |
+//! | `backend::probes` | a probe's handle, and every probe's handle by backend name |
 //! | `backend::coverage` | quit, boot or crash: the probe's coverage of the game process and its judgement, no I/O |
 //! | `backend::handover` | the probes' connections and coverage across an upgrade |
 //! | `backend::degraded` | the probe's degraded state (rejected login, refused address), no I/O |
 //! | `backend::mssp` | the game's own MSSP: whether it offers it, its last answer, the probe's telnet answers |
 //! | `backend::probe` | the probe's connection (connect screen, login, nonce) and its typed errors |
-//! | `backend::pool` | preference order, active backend, failover decisions |
+//! | `pool` | preference order, active backend, failover decisions |
 //! | `cluster` | `bus.cluster`: many instances agree on the active backend (JetStream KV, leases, quorum, fencing) |
-//! | `state` | what the tasks share: config, pool view, session registry |
+//! | `state` | the handles the tasks share: config, pool view, session registry, detached sessions, the sessions' side of an upgrade, the cluster's view |
 //! | `limiter` | token bucket that spreads re-logins out (slowed by the game's refusals) |
 //! | `quiet` | names being logged back in, whose announcements are held back |
 //! | `events` | event values and the never-blocking sink sessions emit into |
@@ -38,7 +40,32 @@
 //! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |
 //! | `upgrade` | `SIGUSR2`: hand every socket and session to a new binary |
-//! | `metrics` | Prometheus series, the API that counts, `/metrics` `/healthz` `/livez` |
+//! | `metrics` | Prometheus series and the API that counts (plain values only) |
+//! | `ops` | `/metrics` `/healthz` `/livez`, and the gauges read from the shared state at a scrape |
+//!
+//! # Layers
+//!
+//! Every module imports only modules of lower layers; `lib.rs` and
+//! `main.rs` wire them. `scripts/module_cycles.py` checks it (in CI), so
+//! an import that runs back up, and with it an import circle, fails the
+//! build. A service owns its state and hands out a small handle (the
+//! probes' `backend::Probes`, the registry, the detach index, the sessions'
+//! side of an upgrade); the handles the tasks share live in `state`, above
+//! the probes and below everything that uses them.
+//!
+//! 1. `secret`, `template`, `events`, `limiter`, `quiet`, `rdns`, `telnet` — plain leaves: nothing of holdfast
+//! 2. `config` — the file, checked
+//! 3. `login`, `clientip`, `metrics` — templates, addresses, counters
+//! 4. `backend` — connections to the game, the probes and their handles
+//! 5. `state` — the shared handles
+//! 6. `reload`, `pool` — a new config; which backend is active
+//! 7. `bus` — NATS events and requests
+//! 8. `cluster`, `irc`, `ops` — what runs on the bus or beside it
+//! 9. `transport` — a player's connection
+//! 10. `session` — one player
+//! 11. `listener` — accepting players
+//! 12. `front` — the TLS and WebSocket doors
+//! 13. `upgrade` — handing everything to a new process
 //!
 //! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
 //! hand it already-bound listeners (tests bind `127.0.0.1:0`), and cancel its
