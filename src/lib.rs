@@ -291,7 +291,7 @@ impl Proxy {
                 info!(addr = %a, door = b.door.as_str(), "listening");
             }
         }
-        let mut acceptors = upgrade::old::Acceptors::start(&shared, listeners, doors)?;
+        let mut acceptors = upgrade::acceptors::Acceptors::start(&shared, listeners, doors)?;
         info!(game = %cfg.game, backends = cfg.backends.len(), preferred = %cfg.preferred().name, "holdfast running");
         let mut upgrades = shared.handover.take_requests();
         let mut cluster_task = cluster_task;

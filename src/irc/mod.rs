@@ -71,6 +71,22 @@ const EVENTS: usize = 256;
 /// How long acking one JetStream event may take.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The IRC side's task went away: at a stop that is the stop itself (it
+/// follows the same token and may end first), not an error.
+fn side_stopped(shutdown: &CancellationToken) -> anyhow::Result<()> {
+    stopped_or(shutdown, "the IRC side stopped")
+}
+
+/// `Ok` when the relay is stopping (what ended did so because of it), else
+/// the error `what`.
+fn stopped_or(shutdown: &CancellationToken, what: &str) -> anyhow::Result<()> {
+    if shutdown.is_cancelled() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{what}"))
+    }
+}
+
 /// `holdfast irc`: runs until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Some(irc) = cfg.irc.clone() else {
@@ -153,14 +169,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     acks = m.ack.map(|(msg, _)| msg);
                     out
                 }
-                None => break Err(anyhow::anyhow!("the event feed ended")),
+                None => break stopped_or(&shutdown, "the event feed ended"),
             },
             m = presence.next() => match m {
                 Some(m) => match serde_json::from_slice(&m.payload) {
                     Ok(v) => relay.on_presence(&v, Instant::now(), time::OffsetDateTime::now_utc()),
                     Err(_) => Vec::new(),
                 },
-                None => break Err(anyhow::anyhow!("the NATS presence subscription ended")),
+                None => break stopped_or(&shutdown, "the NATS presence subscription ended"),
             },
             c = cmd_rx.recv() => {
                 if let Some(c) = c {
@@ -187,13 +203,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             // The IRC side drains this channel into its outbox at once,
             // connected or not, so this wait is short.
             if to_irc.send(m).await.is_err() {
-                break 'main Err(anyhow::anyhow!("the IRC side stopped"));
+                break 'main side_stopped(&shutdown);
             }
         }
         let summary = backlog.due(Instant::now(), drained, time::OffsetDateTime::now_utc());
         if let Some(n) = summary {
             if to_irc.send(ToIrc::Missed(n)).await.is_err() {
-                break 'main Err(anyhow::anyhow!("the IRC side stopped"));
+                break 'main side_stopped(&shutdown);
             }
         }
         if let Some(m) = acks {

@@ -9,8 +9,8 @@
 //! not, and exits 1). The old one stops accepting and sends the listeners
 //! and its view of the pool; the new one checks them and says `Ready`.
 //!
-//! Then the sessions go **in batches** ([`old::BATCH`] sessions, at most
-//! [`old::BATCH_BYTES`] of state): the old process asks a batch of
+//! Then the sessions go **in batches** ([`batch::BATCH`] sessions, at most
+//! [`batch::BATCH_BYTES`] of state): the old process asks a batch of
 //! sessions to stop at a clean point ([`Enlisted`], [`Ask`]), sends their
 //! states and duplicates of their sockets; the new process reads them
 //! back, checks them, readies their tasks **without starting them** and
@@ -77,11 +77,17 @@
 //! | file | its one job |
 //! | --- | --- |
 //! | `fds` | `SCM_RIGHTS` with rustix, descriptor checks |
-//! | `wire` | the messages and the documents |
+//! | `wire` | the messages: framing, descriptors |
+//! | `doc` | the documents: head and batches, their format |
+//! | `acceptors` | the accept loops: stopped, handed over, or started again |
 //! | `old` | the old process: spawn, batches, commit, or kill and thaw |
+//! | `batch` | the old process's batches: their size, the answers collected, a batch packed |
 //! | `new` | the new process: check, take over batch by batch, confirm |
 //! | `notify` | `--ready-file` and systemd's `NOTIFY_SOCKET` |
 
+pub mod acceptors;
+mod batch;
+pub mod doc;
 pub mod fds;
 pub mod new;
 pub mod notify;
@@ -100,7 +106,7 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// The environment variable that tells a starting holdfast that its stdin
 /// is the upgrade socket.
 pub const ENV: &str = "HOLDFAST_UPGRADE";
-/// For tests and benchmarks: sessions per batch ([`old::BATCH`] unless
+/// For tests and benchmarks: sessions per batch ([`batch::BATCH`] unless
 /// set; read by the old process).
 pub const ENV_BATCH: &str = "HOLDFAST_UPGRADE_BATCH";
 /// For tests only: the new process aborts (as a crash would) 200 ms after

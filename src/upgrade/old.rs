@@ -10,92 +10,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
-use zeroize::Zeroizing;
 
-use super::wire::{self, BackendWas, Batch, Head, Msg, SessionHead};
-use super::{fds, unix_now, Parcel, Request, Verdict, DEADLINE, ENV};
+use super::acceptors::Acceptors;
+use super::batch::{batch_size, collect, pack, split, BATCH_BYTES};
+use super::wire::{self, BackendWas, Batch, Head, Msg};
+use super::{fds, Parcel, Request, Verdict, DEADLINE, ENV};
 use crate::events::Event;
-use crate::front::{Bound, Door};
 use crate::state::Shared;
 
 /// How often the handover looks again for sessions not yet on the roll.
 const FREEZE_POLL: Duration = Duration::from_millis(5);
-
-/// The accept loops (telnet and the front doors), and duplicates of their
-/// listening sockets so they can be stopped, handed over, or started
-/// again.
-pub struct Acceptors {
-    fds: Vec<(Option<Door>, OwnedFd)>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-fn serve(shared: &Arc<Shared>, door: Option<Door>, l: TcpListener) -> JoinHandle<()> {
-    match door {
-        None => tokio::spawn(crate::listener::serve(shared.clone(), l)),
-        Some(door) => tokio::spawn(crate::front::serve(
-            shared.clone(),
-            Bound { door, listener: l },
-        )),
-    }
-}
-
-impl Acceptors {
-    /// Starts an accept loop on each listener and front door.
-    pub fn start(
-        shared: &Arc<Shared>,
-        listeners: Vec<TcpListener>,
-        doors: Vec<Bound>,
-    ) -> std::io::Result<Acceptors> {
-        let all: Vec<(Option<Door>, TcpListener)> = listeners
-            .into_iter()
-            .map(|l| (None, l))
-            .chain(doors.into_iter().map(|b| (Some(b.door), b.listener)))
-            .collect();
-        let mut fds = Vec::with_capacity(all.len());
-        for (d, l) in &all {
-            fds.push((*d, l.as_fd().try_clone_to_owned()?));
-        }
-        let tasks = all.into_iter().map(|(d, l)| serve(shared, d, l)).collect();
-        Ok(Acceptors { fds, tasks })
-    }
-
-    /// Stops accepting (new connections wait in the kernel's queue).
-    pub async fn stop(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-
-    /// Accepts again, after a failed upgrade.
-    fn restart(&mut self, shared: &Arc<Shared>) {
-        if !self.tasks.is_empty() {
-            return;
-        }
-        for (door, fd) in &self.fds {
-            let l = fd
-                .try_clone()
-                .map(std::net::TcpListener::from)
-                .and_then(TcpListener::from_std);
-            match l {
-                Ok(l) => self.tasks.push(serve(shared, *door, l)),
-                Err(e) => warn!(error = %e, "cannot accept again on a listener"),
-            }
-        }
-    }
-
-    /// Waits for every accept loop to end (at shutdown).
-    pub async fn join(&mut self) {
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
-        }
-    }
-}
 
 /// Carries out one upgrade request. Returns true when the new process owns
 /// everything and this one must stop without a word to anyone.
@@ -159,46 +86,6 @@ async fn blocking<T: Send + 'static>(
         }
         _ => format!("upgrade socket: {e}"),
     })
-}
-
-/// Sessions a batch carries: at most two descriptors each, so a batch's
-/// descriptors go in two `SCM_RIGHTS` messages. A session is frozen only
-/// for its own batch's round trip, so the smaller the batch the shorter
-/// the stall; the larger, the fewer round trips.
-pub const BATCH: usize = 200;
-
-/// The most state bytes a batch carries (at least one session goes): a
-/// detached session with its full playback is hundreds of KiB.
-pub const BATCH_BYTES: usize = 8 << 20;
-
-/// Cuts frozen sessions into batches of at most [`BATCH_BYTES`] of state
-/// (a larger state goes alone).
-fn split(frozen: Vec<Parcel>) -> Vec<Vec<Parcel>> {
-    let mut out: Vec<Vec<Parcel>> = Vec::new();
-    let mut size = 0;
-    for p in frozen {
-        let len = p.content.as_ref().map_or(0, |c| c.state.len());
-        match out.last_mut() {
-            Some(last) if size + len <= BATCH_BYTES => {
-                size += len;
-                last.push(p);
-            }
-            _ => {
-                size = len;
-                out.push(vec![p]);
-            }
-        }
-    }
-    out
-}
-
-/// The batch size: [`BATCH`], or [`super::ENV_BATCH`] if set (1 to
-/// [`BATCH`]).
-fn batch_size() -> usize {
-    std::env::var(super::ENV_BATCH)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(BATCH, |n: usize| n.clamp(1, BATCH))
 }
 
 /// Kills the new process and waits until it is gone (so that nothing it
@@ -462,71 +349,6 @@ fn unexpected(m: Msg) -> String {
         Msg::Error(e) => format!("the new process refused: {e}"),
         m => format!("unexpected {m:?} from the new process"),
     }
-}
-
-/// How long a batch waits for its slowest sessions before it goes without
-/// them (they join a later batch): one session busy writing to a player
-/// who stopped reading must not keep the others of its batch stopped.
-const STRAGGLER_WAIT: Duration = Duration::from_millis(50);
-
-/// Takes the answers of the sessions asked (one that ended meanwhile drops
-/// its answer and is left out) that come within [`STRAGGLER_WAIT`]; the
-/// others stay in `waiting`. A session that cannot cross fails the upgrade
-/// with its reason, and so does one that has not answered by `deadline`.
-async fn collect(
-    waiting: &mut Vec<oneshot::Receiver<Parcel>>,
-    deadline: Instant,
-) -> Result<Vec<Parcel>, String> {
-    let until = (Instant::now() + STRAGGLER_WAIT).min(deadline);
-    let mut got = Vec::with_capacity(waiting.len());
-    let mut slow = Vec::new();
-    for mut a in waiting.drain(..) {
-        match tokio::time::timeout_at(until, &mut a).await {
-            Ok(Ok(p)) => got.push(p),
-            Ok(Err(_)) => {}
-            Err(_) => slow.push(a),
-        }
-    }
-    *waiting = slow;
-    if !waiting.is_empty() && Instant::now() >= deadline {
-        return Err(format!("{} sessions did not stop in time", waiting.len()));
-    }
-    if let Some(e) = got.iter().find_map(|p| p.content.as_ref().err()) {
-        return Err(e.clone());
-    }
-    Ok(got)
-}
-
-/// A batch's document and descriptors; its verdicts go to `parked`.
-fn pack(
-    connected: &HashMap<u64, u64>,
-    frozen: Vec<Parcel>,
-    parked: &mut Vec<oneshot::Sender<Verdict>>,
-) -> (Zeroizing<Vec<u8>>, Vec<OwnedFd>) {
-    let mut batch = Batch::default();
-    let mut states = Vec::with_capacity(frozen.len());
-    let mut fds = Vec::with_capacity(2 * frozen.len());
-    for p in frozen {
-        parked.push(p.verdict);
-        let Ok(c) = p.content else {
-            continue; // `collect` let none through
-        };
-        batch.sessions.push(SessionHead {
-            id: p.id,
-            connected: connected.get(&p.id).copied().unwrap_or_else(unix_now),
-            detached: c.player_fd.is_none(),
-            game: c.game,
-            len: c.state.len(),
-        });
-        states.push(c.state);
-        fds.extend(c.player_fd);
-        fds.extend(c.game_fd);
-    }
-    let doc = wire::doc(
-        &batch,
-        &states.iter().map(|s| s.as_slice()).collect::<Vec<_>>(),
-    );
-    (doc, fds)
 }
 
 /// Sends descriptors (then closes these duplicates).

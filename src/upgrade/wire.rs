@@ -26,26 +26,17 @@
 //! change takes a new [`FORMAT`].
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::doc::{bad, json};
+pub use super::doc::{
+    doc, read_batch, read_head, BackendWas, Batch, Head, SessionHead, FORMAT, OLDEST_FORMAT,
+};
 use super::fds::{self, MAX_DATA, MAX_FDS};
 pub use crate::state::upgrade::GameFd;
-
-/// Version of the handover document. 4: sessions' states are snapshot
-/// version 3 (a binary tail holds the playback and a slow write's unsent
-/// output), and the new process starts nothing before `Commit` (an old
-/// process of format 3 works with it as it is). 3: sessions' states may
-/// carry their player connection's own state (a plain WebSocket's), which
-/// an older process would not understand.
-pub const FORMAT: u32 = 4;
-/// The oldest format read: 3 is 4 with JSON-only states (still read) and
-/// a new process that relayed each batch at once (this one waits for
-/// `Commit` either way), so an upgrade from it needs no restart.
-pub const OLDEST_FORMAT: u32 = 3;
 
 const HELLO: u8 = b'H';
 const ERROR: u8 = b'E';
@@ -87,115 +78,11 @@ struct TookBody {
     sessions: usize,
 }
 
-/// One backend's health as the old process saw it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackendWas {
-    /// Backend name.
-    pub name: String,
-    /// Its address, as configured then.
-    pub addr: String,
-    /// Up, down, or not probed yet.
-    pub up: Option<bool>,
-    /// Why (the last probe's word).
-    pub reason: String,
-}
-
-/// One session in a batch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionHead {
-    /// Session id.
-    pub id: u64,
-    /// Unix time the player connected.
-    pub connected: u64,
-    /// Detached (its player's link had dropped): no player socket.
-    #[serde(default)]
-    pub detached: bool,
-    /// Its game connection, if it has one (sent after the player's).
-    pub game: Option<GameFd>,
-    /// Length of its state in the batch's tail.
-    pub len: usize,
-}
-
-/// The first document: what the old process knew besides the sessions.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Head {
-    /// [`FORMAT`].
-    pub format: u32,
-    /// The old process's version.
-    pub from_version: String,
-    /// Upgrades before this one.
-    pub upgrades: u64,
-    /// The next session id to hand out.
-    pub next_id: u64,
-    /// The active backend.
-    pub active: String,
-    /// The pool's failover epoch.
-    pub epoch: u64,
-    /// Every backend's health.
-    pub backends: Vec<BackendWas>,
-    /// The listening sockets (their front door, none for telnet) and
-    /// addresses, in the order their fds are sent.
-    pub listeners: Vec<(Option<crate::front::Door>, SocketAddr)>,
-    /// The per-address connection-rate buckets not full: address, tokens.
-    #[serde(default)]
-    pub conn_rate: Vec<(std::net::IpAddr, f64)>,
-    /// The cluster's term, choice and this instance's lease (`bus.cluster`).
-    #[serde(default)]
-    pub cluster: Option<crate::cluster::Carried>,
-    /// When the proxy first started (UNIX seconds), for `uptime_s` and
-    /// MSSP `UPTIME` to count on through upgrades. Added without a new
-    /// [`FORMAT`]: an older process leaves it out (the new one counts
-    /// from its own start) and ignores it.
-    #[serde(default)]
-    pub started: Option<u64>,
-    /// The heartbeat probes: coverage and logged-in connection (its
-    /// descriptor follows the listeners'), so the game sees no heartbeat
-    /// logout and login and the new process judges boots from the start.
-    /// An older process leaves it out (the new one probes afresh).
-    #[serde(default)]
-    pub probes: Vec<crate::backend::handover::ProbeCarried>,
-}
-
-impl Head {
-    /// Descriptors that follow the head: the listeners', then the probes'.
-    pub fn fd_count(&self) -> usize {
-        self.listeners.len() + self.probes.iter().filter(|p| p.conn.is_some()).count()
-    }
-}
-
-/// A batch of sessions (their states follow it in the document).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Batch {
-    /// The sessions, in the order their fds are sent.
-    pub sessions: Vec<SessionHead>,
-    /// The last batch of an upgrade in a cluster (no sessions): the
-    /// cluster's term, choice and lease when the old process stopped its
-    /// cluster task, just before `Commit` (a term may have changed since
-    /// the head). A process without it ignores it (an empty batch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<crate::cluster::Carried>,
-}
-
-impl Batch {
-    /// Descriptors that follow the document.
-    pub fn fd_count(&self) -> usize {
-        self.sessions
-            .iter()
-            .map(|s| usize::from(!s.detached) + usize::from(s.game.is_some()))
-            .sum::<usize>()
-    }
-}
-
 fn send_tagged(sock: BorrowedFd<'_>, tag: u8, body: &[u8]) -> io::Result<()> {
     let mut m = Vec::with_capacity(body.len() + 1);
     m.push(tag);
     m.extend_from_slice(body);
     fds::send(sock, &m, &[])
-}
-
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
-    // Plain structs of strings and numbers always serialise.
-    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// Sends `Hello`.
@@ -257,23 +144,6 @@ pub fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
         _ => return Err(bad("unexpected message")),
     };
     Ok(Some(m))
-}
-
-fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("upgrade: {what}"))
-}
-
-/// Builds a document: the head, then each session's state in order.
-pub fn doc<T: Serialize>(head: &T, states: &[&[u8]]) -> Zeroizing<Vec<u8>> {
-    let h = json(head);
-    let total = 4 + h.len() + states.iter().map(|s| s.len()).sum::<usize>();
-    let mut d = Zeroizing::new(Vec::with_capacity(total));
-    d.extend_from_slice(&u32::try_from(h.len()).unwrap_or(u32::MAX).to_be_bytes());
-    d.extend_from_slice(&h);
-    for s in states {
-        d.extend_from_slice(s);
-    }
-    d
 }
 
 /// Sends a document (its descriptors follow with [`send_fds`]).
@@ -347,49 +217,6 @@ pub fn recv_next(sock: BorrowedFd<'_>) -> io::Result<Next> {
     Ok(Next::Doc(doc))
 }
 
-/// The JSON head of a document, and where the states start.
-fn split_head<T: serde::de::DeserializeOwned>(doc: &[u8]) -> io::Result<(T, usize)> {
-    let hl = doc
-        .get(..4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(|| bad("short document"))?;
-    let h = doc.get(4..4 + hl).ok_or_else(|| bad("short document"))?;
-    let head = serde_json::from_slice(h).map_err(|e| bad(&format!("document head: {e}")))?;
-    Ok((head, 4 + hl))
-}
-
-/// Reads the first document ([`Head`]); any other format is refused.
-pub fn read_head(doc: &[u8]) -> io::Result<Head> {
-    let (head, end): (Head, usize) = split_head(doc)?;
-    if !(OLDEST_FORMAT..=FORMAT).contains(&head.format) {
-        return Err(bad(&format!(
-            "handover format {} (this holdfast reads {OLDEST_FORMAT} to {FORMAT})",
-            head.format
-        )));
-    }
-    if end != doc.len() {
-        return Err(bad("trailing bytes in the document"));
-    }
-    Ok(head)
-}
-
-/// Reads a batch document: the batch and each session's state.
-pub fn read_batch(doc: &[u8]) -> io::Result<(Batch, Vec<Zeroizing<Vec<u8>>>)> {
-    let (batch, mut pos): (Batch, usize) = split_head(doc)?;
-    let mut states = Vec::with_capacity(batch.sessions.len());
-    for s in &batch.sessions {
-        let b = doc
-            .get(pos..pos + s.len)
-            .ok_or_else(|| bad("short document"))?;
-        states.push(Zeroizing::new(b.to_vec()));
-        pos += s.len;
-    }
-    if pos != doc.len() {
-        return Err(bad("trailing bytes in the document"));
-    }
-    Ok((batch, states))
-}
-
 /// Reads exactly `want` descriptors (sent after the document).
 pub fn recv_fds(sock: BorrowedFd<'_>, want: usize) -> io::Result<Vec<OwnedFd>> {
     let mut buf = Vec::new();
@@ -408,138 +235,5 @@ pub fn recv_fds(sock: BorrowedFd<'_>, want: usize) -> io::Result<Vec<OwnedFd>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixStream;
-    use std::time::Duration;
-
-    fn head() -> Head {
-        Head {
-            format: FORMAT,
-            from_version: "0.0.1".into(),
-            upgrades: 2,
-            next_id: 9,
-            active: "a".into(),
-            epoch: 3,
-            backends: Vec::new(),
-            listeners: Vec::new(),
-            conn_rate: Vec::new(),
-            cluster: None,
-            started: Some(1_700_000_000),
-            probes: Vec::new(),
-        }
-    }
-
-    fn expect_doc(n: Next) -> Zeroizing<Vec<u8>> {
-        match n {
-            Next::Doc(d) => d,
-            _ => panic!("expected a document"),
-        }
-    }
-
-    #[test]
-    fn the_head_then_a_large_batch_and_its_descriptors_cross() {
-        let (a, b) = fds::pair().unwrap();
-        fds::set_timeout(b.as_fd(), Duration::from_secs(5)).unwrap();
-        let states: Vec<Vec<u8>> = (0..300u32)
-            .map(|i| format!("state {i} {}", "x".repeat(500)).into_bytes())
-            .collect();
-        let sessions = states
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SessionHead {
-                id: i as u64,
-                connected: 0,
-                detached: false,
-                game: None,
-                len: s.len(),
-            })
-            .collect();
-        let batch = Batch {
-            sessions,
-            cluster: None,
-        };
-        let refs: Vec<&[u8]> = states.iter().map(|s| s.as_slice()).collect();
-        let d = doc(&batch, &refs);
-        let socks: Vec<UnixStream> = (0..300).map(|_| UnixStream::pair().unwrap().0).collect();
-        let fd_refs: Vec<BorrowedFd> = socks.iter().map(|s| s.as_fd()).collect();
-        let t = std::thread::spawn(move || {
-            let h = read_head(&expect_doc(recv_next(b.as_fd()).unwrap())).unwrap();
-            let (batch, states) = read_batch(&expect_doc(recv_next(b.as_fd()).unwrap())).unwrap();
-            let fds = recv_fds(b.as_fd(), batch.fd_count()).unwrap();
-            let commit = matches!(recv_next(b.as_fd()).unwrap(), Next::Commit);
-            let gone = matches!(recv_next(b.as_fd()).unwrap(), Next::Gone);
-            (h, states, fds.len(), commit, gone)
-        });
-        send_doc(a.as_fd(), &doc(&head(), &[])).unwrap();
-        send_doc(a.as_fd(), &d).unwrap();
-        send_fds(a.as_fd(), &fd_refs).unwrap();
-        send_commit(a.as_fd()).unwrap();
-        drop(a);
-        let (h2, s2, n, commit, gone) = t.join().unwrap();
-        assert_eq!(h2.next_id, 9);
-        assert_eq!(n, 300);
-        assert_eq!(s2.len(), 300);
-        assert_eq!(s2[299].as_slice(), states[299].as_slice());
-        assert!(commit && gone);
-    }
-
-    #[test]
-    fn a_head_of_another_format_is_refused() {
-        let mut h = head();
-        h.format = FORMAT + 1;
-        let e = read_head(&doc(&h, &[])).unwrap_err();
-        assert!(e.to_string().contains("handover format"), "{e}");
-        h.format = OLDEST_FORMAT - 1;
-        assert!(read_head(&doc(&h, &[])).is_err());
-        // The format before this one is read.
-        h.format = OLDEST_FORMAT;
-        assert_eq!(read_head(&doc(&h, &[])).unwrap().format, OLDEST_FORMAT);
-        // A batch is not a head.
-        assert!(read_head(&doc(&Batch::default(), &[])).is_err());
-    }
-
-    #[test]
-    fn control_messages_and_the_other_side_leaving() {
-        let (a, b) = fds::pair().unwrap();
-        send_hello(a.as_fd(), "1.2.3").unwrap();
-        send_error(a.as_fd(), "config.toml:3:1: bad").unwrap();
-        send_ready(a.as_fd()).unwrap();
-        send_took(a.as_fd(), 5).unwrap();
-        send_commit(a.as_fd()).unwrap();
-        drop(a);
-        assert!(
-            matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Hello { version }) if version == "1.2.3")
-        );
-        assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Error(e)) if e.contains(":3:1")));
-        assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Ready)));
-        assert!(matches!(
-            recv_msg(b.as_fd()).unwrap(),
-            Some(Msg::Took { sessions: 5 })
-        ));
-        assert!(matches!(recv_msg(b.as_fd()).unwrap(), Some(Msg::Commit)));
-        assert!(recv_msg(b.as_fd()).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_short_batch_or_too_few_descriptors_is_an_error() {
-        let (a, b) = fds::pair().unwrap();
-        fds::set_timeout(b.as_fd(), Duration::from_secs(5)).unwrap();
-        let batch = Batch {
-            sessions: vec![SessionHead {
-                id: 1,
-                connected: 0,
-                detached: false,
-                game: Some(GameFd::Tcp),
-                len: 2,
-            }],
-            cluster: None,
-        };
-        assert!(read_batch(&doc(&batch, &[b"{"])).is_err());
-        let s = UnixStream::pair().unwrap().0;
-        send_fds(a.as_fd(), &[s.as_fd()]).unwrap();
-        drop(a);
-        assert!(recv_fds(b.as_fd(), batch.fd_count()).is_err());
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;
