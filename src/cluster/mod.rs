@@ -45,13 +45,15 @@
 //! | `join.rs` | start-up checks: no second process with this name, one backend order (no I/O) |
 //! | `lease.rs` | this instance's lease; others' leases as seen from here; the fencing rule |
 //! | `quorum.rs` | when an automatic move may be proposed (no I/O) |
-//! | `node.rs` | the task: renew, read, follow, propose, fence |
+//! | `node.rs` | the task: renew, read, follow, fence |
+//! | `propose.rs` | proposing a move: requests, quorum, compare-and-set, the new term |
 //! | `watchdog.rs` | fences on time when the lease runs out mid-round |
 
 mod join;
 mod kv;
 mod lease;
 mod node;
+mod propose;
 mod quorum;
 mod watchdog;
 

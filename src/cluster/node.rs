@@ -25,11 +25,6 @@ use crate::events::Event;
 use crate::pool::move_to;
 use crate::state::{FailoverRequest, Shared};
 
-/// An operator's move that waits for the fencing rule gives up after three
-/// leases, and within the 5 s the `failover` request waits for an answer.
-fn request_patience(lease: Duration) -> Duration {
-    (lease * 3).min(Duration::from_secs(4))
-}
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -144,39 +139,39 @@ async fn connect(cfg: &crate::config::Config) -> anyhow::Result<async_nats::Clie
     Ok(opts.connect(servers).await?)
 }
 
-struct Node {
-    me: String,
-    shared: Arc<Shared>,
-    client: async_nats::Client,
-    kv: Option<Kv>,
-    table: Table,
-    lease: Lease,
-    deadline_tx: watch::Sender<Option<Instant>>,
-    cl: Cluster,
+pub(super) struct Node {
+    pub(super) me: String,
+    pub(super) shared: Arc<Shared>,
+    pub(super) client: async_nats::Client,
+    pub(super) kv: Option<Kv>,
+    pub(super) table: Table,
+    pub(super) lease: Lease,
+    pub(super) deadline_tx: watch::Sender<Option<Instant>>,
+    pub(super) cl: Cluster,
     /// The term this instance follows (0: none yet).
-    term: u64,
-    active: Option<Active>,
+    pub(super) term: u64,
+    pub(super) active: Option<Active>,
     /// A full round went through since the lease was last lost.
-    joined: bool,
+    pub(super) joined: bool,
     /// Moved to a new term: waiting for the others to confirm it.
-    settling: Option<u64>,
+    pub(super) settling: Option<u64>,
     /// The cluster's backend is not in this instance's config.
-    unknown: bool,
+    pub(super) unknown: bool,
     /// When the lease was lost (for `cluster.fenced` / `cluster.rejoined`).
-    fenced_since: Option<Instant>,
+    pub(super) fenced_since: Option<Instant>,
     /// The view and term last stored.
-    published: Option<(std::collections::BTreeMap<String, Option<bool>>, u64)>,
-    last_try: Option<Instant>,
-    pending: Vec<(FailoverRequest, Instant)>,
-    problem: Option<String>,
+    pub(super) published: Option<(std::collections::BTreeMap<String, Option<bool>>, u64)>,
+    pub(super) last_try: Option<Instant>,
+    pub(super) pending: Vec<(FailoverRequest, Instant)>,
+    pub(super) problem: Option<String>,
     /// This process, in its member value ([`Member::boot`]).
-    boot: String,
+    pub(super) boot: String,
     /// The start-up checks, until they pass (none after an upgrade).
-    check: Option<Check>,
+    pub(super) check: Option<Check>,
     /// The start-up checks refused: the instance must not start.
-    refused: Option<String>,
+    pub(super) refused: Option<String>,
     /// Another process was seen writing this instance's key (logged once).
-    shared_key: bool,
+    pub(super) shared_key: bool,
 }
 
 impl Node {
@@ -276,7 +271,7 @@ impl Node {
         self.cl.lease / 4
     }
 
-    fn value(&self, backend: &str, reason: &str) -> Active {
+    pub(super) fn value(&self, backend: &str, reason: &str) -> Active {
         Active {
             backend: backend.to_string(),
             proposer: self.me.clone(),
@@ -287,7 +282,7 @@ impl Node {
 
     /// Stores this instance's member value when due (every lease / 3, or
     /// its view or term changed), or now with `force`.
-    async fn renew(&mut self, force: bool) -> Result<(), String> {
+    pub(super) async fn renew(&mut self, force: bool) -> Result<(), String> {
         let view = quorum::view_of(&self.shared.pool.borrow());
         let now = Instant::now();
         // After a failed renewal (`published` cleared) retry at every
@@ -325,7 +320,7 @@ impl Node {
     }
 
     /// A new term: move the sessions (held until the others confirm it).
-    fn follow(&mut self, a: Active, term: u64) {
+    pub(super) fn follow(&mut self, a: Active, term: u64) {
         info!(cluster = %self.cl.name, term, active = %a.backend, proposer = %a.proposer, reason = %a.reason, "cluster: new term");
         self.term = term;
         self.active = Some(a);
@@ -407,104 +402,6 @@ impl Node {
             st.fenced = f;
             changed
         });
-    }
-
-    /// Operator moves first, then the automatic rule.
-    async fn propose(&mut self) {
-        let now = Instant::now();
-        let settled = self.table.settled(&self.me, self.term, now);
-        let pending = std::mem::take(&mut self.pending);
-        for (r, at) in pending {
-            if !settled || self.kv.is_none() {
-                if now.duration_since(at) > request_patience(self.cl.lease) {
-                    let who = self.table.waiting_for(&self.me, self.term, now).join(", ");
-                    let _ = r.reply.send(Err(format!(
-                        "the cluster did not settle: {who} neither confirmed term {} nor let its lease run out",
-                        self.term
-                    )));
-                } else {
-                    self.pending.push((r, at));
-                }
-                continue;
-            }
-            if self.cas(&r.backend, r.reason, None).await {
-                let _ = r.reply.send(Ok(()));
-            } else if now.duration_since(at) > request_patience(self.cl.lease) {
-                let _ = r
-                    .reply
-                    .send(Err("the cluster's choice kept changing; try again".into()));
-            } else {
-                self.pending.push((r, at));
-            }
-        }
-        if !self.pending.is_empty() || !settled {
-            return;
-        }
-        let pool = self.shared.pool.borrow().clone();
-        let mine = quorum::view_of(&pool);
-        let others: Vec<&Member> = self.table.live_others(&self.me, now).collect();
-        let cfg = self.shared.config();
-        let want = quorum::automatic(&cfg, &pool, &mine, &others, self.cl.size, SystemTime::now());
-        if let Some((to, votes)) = want {
-            info!(cluster = %self.cl.name, to = %to, votes, "cluster: proposing a failover");
-            self.cas(&to, "automatic", Some(votes)).await;
-        }
-    }
-
-    /// Compare-and-set `active` to `to` on the current term. True if the
-    /// cluster's backend is `to` afterwards.
-    async fn cas(&mut self, to: &str, reason: &str, votes: Option<usize>) -> bool {
-        if self.active.as_ref().is_some_and(|a| a.backend == to) {
-            return true;
-        }
-        let Some(kv) = self.kv.as_ref() else {
-            return false;
-        };
-        let a = self.value(to, reason);
-        match kv.cas_active(&a, self.term).await {
-            Ok(Cas::Won(term)) => {
-                let prev = self.active.as_ref().map(|a| a.backend.clone());
-                self.emit_term(&a, term, prev, votes);
-                self.follow(a, term);
-                let _ = self.renew(true).await;
-                true
-            }
-            Ok(Cas::Lost) => {
-                info!(cluster = %self.cl.name, to, term = self.term, "cluster: another instance changed the term first");
-                false
-            }
-            Err(e) => {
-                warn!(cluster = %self.cl.name, to, error = %e, "cluster: proposal failed");
-                false
-            }
-        }
-    }
-
-    fn emit_term(&self, a: &Active, term: u64, previous: Option<String>, votes: Option<usize>) {
-        self.shared.events.emit(
-            Event::new("cluster.term")
-                .with("cluster", self.cl.name.as_str())
-                .with("term", term)
-                .with("active", a.backend.as_str())
-                .with_opt("previous", previous)
-                .with("proposer", a.proposer.as_str())
-                .with("reason", a.reason.as_str())
-                .with_opt("votes", votes.map(|v| v as u64))
-                .with("size", self.cl.size as u64),
-        );
-    }
-
-    fn refuse_requests(&mut self) {
-        for (r, _) in self.pending.drain(..) {
-            if self.active.as_ref().is_some_and(|a| a.backend == r.backend) {
-                let _ = r.reply.send(Ok(()));
-                continue;
-            }
-            let _ = r.reply.send(Err(format!(
-                "this instance holds no lease in cluster {:?} (it cannot reach the bus): it cannot move the cluster",
-                self.cl.name
-            )));
-        }
     }
 
     fn publish_status(&self) {
