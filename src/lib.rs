@@ -40,6 +40,7 @@
 //! | `rdns` | reverse DNS for PennMUSH's header, cached, never waited for |
 //! | `secret` | passwords that never print and are wiped on drop |
 //! | `upgrade` | `SIGUSR2`: hand every socket and session to a new binary |
+//! | `signals` | SIGHUP reloads, SIGUSR2 upgrades, SIGTERM/SIGINT stop; held during a handover |
 //! | `metrics` | Prometheus series and the API that counts (plain values only) |
 //! | `ops` | `/metrics` `/healthz` `/livez`, and the gauges read from the shared state at a scrape |
 //!
@@ -66,6 +67,7 @@
 //! 11. `listener` — accepting players
 //! 12. `front` — the TLS and WebSocket doors
 //! 13. `upgrade` — handing everything to a new process
+//! 14. `signals` — what SIGHUP, SIGUSR2, SIGTERM and SIGINT do
 //!
 //! The library's entry point is [`Proxy`]: build it from a [`config::Config`],
 //! hand it already-bound listeners (tests bind `127.0.0.1:0`), and cancel its
@@ -93,6 +95,7 @@ pub mod rdns;
 pub mod reload;
 pub mod secret;
 pub mod session;
+pub mod signals;
 pub mod state;
 pub mod telnet;
 pub mod template;

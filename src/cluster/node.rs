@@ -25,7 +25,6 @@ use crate::events::Event;
 use crate::pool::move_to;
 use crate::state::{FailoverRequest, Shared};
 
-
 pub(super) async fn run(
     shared: Arc<Shared>,
     mut requests: mpsc::Receiver<FailoverRequest>,

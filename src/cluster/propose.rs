@@ -92,7 +92,13 @@ impl Node {
         }
     }
 
-    pub(super) fn emit_term(&self, a: &Active, term: u64, previous: Option<String>, votes: Option<usize>) {
+    pub(super) fn emit_term(
+        &self,
+        a: &Active,
+        term: u64,
+        previous: Option<String>,
+        votes: Option<usize>,
+    ) {
         self.shared.events.emit(
             Event::new("cluster.term")
                 .with("cluster", self.cl.name.as_str())
