@@ -58,7 +58,11 @@ pub async fn hold_signals(mut s: Signals, until: HoldUntil) -> (Signals, Held) {
     let mut held = Held::default();
     loop {
         tokio::select! {
-            _ = until.0.notified() => break,
+            // A signal that is already there is taken before the end of
+            // the handover is. (One the runtime has not read yet when the
+            // commit comes, on a starved machine, is carried out after it
+            // as any other: a reload, a stop, or an upgrade.)
+            biased;
             _ = s.hup.recv() => {
                 info!("SIGHUP during a handover: the reload waits for its commit");
                 held.reload = true;
@@ -72,6 +76,7 @@ pub async fn hold_signals(mut s: Signals, until: HoldUntil) -> (Signals, Held) {
                 info!("SIGINT during a handover: stopping after its commit");
                 held.stop = true;
             }
+            _ = until.0.notified() => break,
         }
     }
     (s, held)

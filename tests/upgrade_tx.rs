@@ -521,13 +521,18 @@ async fn sighup_and_sigusr2_during_a_handover_kill_nobody() {
     hf.upgrade_done(old);
     assert_eq!(hf.pid(), new, "the new process took over");
     let logs = hf.logs();
+    // The SIGHUP was held and carried out after the commit; or, on a
+    // starved machine, the new process's runtime read it only after the
+    // commit and reloaded then as for any SIGHUP. Either way it reloaded
+    // once it owned everything, and nothing was killed.
+    let after = &logs[logs
+        .find("upgrade: took everything over")
+        .expect("commit logged")..];
+    let held = logs.contains("SIGHUP during a handover")
+        && logs.contains("reloading the config (SIGHUP held during the handover)");
     assert!(
-        logs.contains("SIGHUP during a handover"),
-        "the new process saw SIGHUP:\n{logs}"
-    );
-    assert!(
-        logs.contains("reloading the config (SIGHUP held during the handover)"),
-        "{logs}"
+        held || after.contains("SIGHUP: reloading the config"),
+        "the new process reloaded after its commit:\n{logs}"
     );
     for (i, c) in cs.iter_mut().enumerate() {
         c.send(&format!("say p{i}")).await;

@@ -104,22 +104,38 @@ pub struct Request {
 struct Roll {
     next: u64,
     /// Where each one's ask goes, and whether it is detached (no player
-    /// waits on it: it goes first, see [`old`]).
-    map: BTreeMap<u64, (mpsc::Sender<Ask>, bool)>,
+    /// waits on it: it goes first, see `crate::upgrade::old`).
+    map: BTreeMap<u64, (Arc<Slot>, bool)>,
+}
+
+/// Where one session's [`Ask`] is put, and how it is woken. An ask comes
+/// once per upgrade, so this is kept as small as it can be: every idle
+/// session has one (a `mpsc::channel(1)` here cost ~800 bytes a session,
+/// its cache-padded halves and first block).
+#[derive(Default)]
+struct Slot {
+    ask: Mutex<Option<Ask>>,
+    wake: tokio::sync::Notify,
 }
 
 /// A session task's place on the roll: where its [`Ask`] arrives. Leaves
 /// the roll when dropped.
 pub struct Enlisted {
     key: u64,
-    rx: mpsc::Receiver<Ask>,
+    slot: Arc<Slot>,
     roll: Arc<Mutex<Roll>>,
 }
 
 impl Enlisted {
-    /// The next request to stop (cancel-safe).
+    /// The next request to stop. Cancel-safe: the ask waits in the slot
+    /// until a call takes it (a wake-up that finds nothing waits again).
     pub async fn asked(&mut self) -> Option<Ask> {
-        self.rx.recv().await
+        loop {
+            if let Some(a) = lock(&self.slot.ask).take() {
+                return Some(a);
+            }
+            self.slot.wake.notified().await;
+        }
     }
 }
 
@@ -270,14 +286,14 @@ impl Handover {
     }
 
     fn enlist_as(&self, detached: bool) -> Enlisted {
-        let (tx, rx) = mpsc::channel(1);
+        let slot = Arc::new(Slot::default());
         let mut r = lock(&self.roll);
         let key = r.next;
         r.next += 1;
-        r.map.insert(key, (tx, detached));
+        r.map.insert(key, (slot.clone(), detached));
         Enlisted {
             key,
-            rx,
+            slot,
             roll: self.roll.clone(),
         }
     }
@@ -297,7 +313,7 @@ impl Handover {
         let mut next = from;
         let mut out = Vec::with_capacity(n);
         let mut tried = 0;
-        for (k, (tx, detached)) in r.map.range(from..) {
+        for (k, (slot, detached)) in r.map.range(from..) {
             if tried == n {
                 break;
             }
@@ -306,12 +322,19 @@ impl Handover {
                 continue;
             }
             tried += 1;
-            let (ask, answer) = oneshot::channel();
-            // Closed: it just ended. Full: an earlier upgrade's ask is
-            // still unread (the session is stuck writing); it is left out,
-            // the tracker still counts it, and this upgrade waits for it
-            // and fails at its deadline rather than leave it behind.
-            if tx.try_send(ask).is_ok() {
+            // Taken: an earlier upgrade's ask is still unread (the session
+            // is stuck writing); it is left out, the tracker still counts
+            // it, and this upgrade waits for it and fails at its deadline
+            // rather than leave it behind. (A session that ends leaves the
+            // roll under this lock first, so a slot here has its session;
+            // one that ends right after drops the ask with its slot, and
+            // the answer with it.)
+            let mut put = lock(&slot.ask);
+            if put.is_none() {
+                let (ask, answer) = oneshot::channel();
+                *put = Some(ask);
+                drop(put);
+                slot.wake.notify_one();
                 out.push(answer);
             }
         }
