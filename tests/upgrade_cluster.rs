@@ -4,12 +4,13 @@
 //! (SIGUSR2) with a long handover (`HOLDFAST_UPGRADE_TOOK_DELAY_MS`), and
 //! an operator's failover moves the cluster to the standby meanwhile.
 //!
-//! The old process follows the new term while it still owns the sessions;
-//! the new process must start from the cluster's state at `Commit`, not
-//! the one in the handover's head: no line from the upgraded instance's
-//! player reaches the old backend after the first line of the cluster's
-//! players reached the new one (the games' own logs), and the upgraded
-//! member follows the new term.
+//! The old process does not follow (or confirm) the new term while its
+//! frozen sessions are on the old backend; the new process follows it
+//! from the cluster's state at `Commit`, not the one in the handover's
+//! head. The games' own logs show no moment with players logged in on
+//! both backends, and no line from the upgraded instance's player reaches
+//! the old backend after the first line of the cluster's players reached
+//! the new one; the upgraded member follows the new term.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -66,6 +67,28 @@ async fn status_until(
         assert!(t0.elapsed() < WAIT, "{st:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// When each player's game connection was logged in, on one game:
+/// (user, login micros, close micros; `u64::MAX` while still open).
+fn logged_in(g: &Game) -> Vec<(String, u64, u64)> {
+    let ev = g.events();
+    ev.iter()
+        .filter(|e| e["t"] == "login")
+        .filter_map(|e| {
+            let user = e["user"].as_str()?;
+            USERS.iter().any(|(u, _)| *u == user).then_some(())?;
+            let conn = e["conn"].as_u64()?;
+            let start = e["us"].as_u64()?;
+            let end = ev
+                .iter()
+                .filter(|c| c["t"] == "close" && c["conn"].as_u64() == Some(conn))
+                .filter_map(|c| c["us"].as_u64())
+                .min()
+                .unwrap_or(u64::MAX);
+            Some((user.to_string(), start, end))
+        })
+        .collect()
 }
 
 /// The players' own lines (not the heartbeat's, not the quit a move
@@ -145,11 +168,6 @@ async fn a_new_term_during_an_upgrade_reaches_the_new_process() {
     let st = status_until(&watch.client, "hf-b", |c| c["active"] == "b1").await;
     let term1 = st["cluster"]["term"].as_u64().unwrap();
     assert!(term1 > term0, "{st:#}");
-    for (i, p) in [&mut *bob, &mut *wiz].into_iter().enumerate() {
-        p.expect(ONLINE).await;
-        p.send(&format!("say on b1 {i}")).await;
-        p.expect(&format!("on b1 {i}")).await;
-    }
     alice.send("say during 1").await;
     assert!(
         t_signal.elapsed() < TOOK_DELAY,
@@ -157,8 +175,16 @@ async fn a_new_term_during_an_upgrade_reaches_the_new_process() {
         t_signal.elapsed()
     );
 
-    // The handover ends; Alice's session goes on in the new process.
+    // The handover ends; Alice's session goes on in the new process, which
+    // follows the new term. The others connect to the standby only once
+    // it has: the old process, whose frozen sessions were still on b0, did
+    // not confirm the new term for them.
     tokio::task::block_in_place(|| proxies[0].upgrade_done(old_pid));
+    for (i, p) in [&mut *bob, &mut *wiz].into_iter().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say on b1 {i}")).await;
+        p.expect(&format!("on b1 {i}")).await;
+    }
     alice.send("say after").await;
     for l in ["during 0", "during 1", "after"] {
         alice.expect(l).await;
@@ -188,6 +214,32 @@ async fn a_new_term_during_an_upgrade_reaches_the_new_process() {
             .count();
         assert_eq!(n, 1, "{l:?} on b1: {on_b1:#?}");
     }
+    // No moment with players logged in on both backends: every player's
+    // login on b1 comes after every player's connection on b0 closed.
+    let b0 = logged_in(&games[0]);
+    let b1 = logged_in(&games[1]);
+    let b0_end = b0
+        .iter()
+        .map(|(_, _, end)| *end)
+        .max()
+        .expect("logins on b0");
+    let b1_start = b1
+        .iter()
+        .map(|(_, start, _)| *start)
+        .min()
+        .expect("logins on b1");
+    assert!(
+        b0_end <= b1_start,
+        "players on both backends at once: on b0 {b0:#?}\non b1 {b1:#?}\n{}",
+        proxies[0].logs()
+    );
+    assert!(
+        proxies[0]
+            .logs()
+            .contains("cluster: new term during an upgrade's handover"),
+        "the old process saw the new term and left it to the new one:\n{}",
+        proxies[0].logs()
+    );
 
     // The upgraded member follows the new term, unfenced, and the others
     // see it confirm it.

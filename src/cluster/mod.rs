@@ -81,9 +81,15 @@ pub fn carry(shared: &Shared) -> Option<Carried> {
     let fenced = shared.pool.borrow().fenced;
     let st = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
     let st = st.as_ref()?;
+    // A term this process left to the new one (its sessions were frozen):
+    // the new process starts from it, as if this one had followed it.
+    let (term, active) = match &st.deferred {
+        Some((t, a)) => (*t, Some(a.clone())),
+        None => (st.term, st.active_value.clone()),
+    };
     Some(Carried {
-        term: st.term,
-        active: st.active_value.clone(),
+        term,
+        active,
         fenced,
         lease_age_ms: st.lease_ok.map(|t| t.elapsed().as_millis() as u64),
         boot: Some(st.boot.clone()),

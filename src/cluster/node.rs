@@ -93,6 +93,7 @@ pub(super) async fn run(
         check,
         refused: None,
         shared_key: false,
+        deferred: None,
     };
     let mut tick = tokio::time::interval(poll_interval(cl.lease));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -171,6 +172,10 @@ pub(super) struct Node {
     pub(super) refused: Option<String>,
     /// Another process was seen writing this instance's key (logged once).
     pub(super) shared_key: bool,
+    /// A new term seen during an upgrade's handover, not followed: the new
+    /// process follows it (it is carried at the end of the handover), or
+    /// this one does at its next round if the upgrade failed.
+    pub(super) deferred: Option<(u64, Active)>,
 }
 
 impl Node {
@@ -232,6 +237,18 @@ impl Node {
                 if let Cas::Won(term) = kv.cas_active(&a, 0).await? {
                     self.emit_term(&a, term, None, None);
                     self.follow(a, term);
+                }
+            }
+            // The old process of an upgrade, in its handover: its
+            // sessions are frozen on the old backend and cannot move, so
+            // it does not follow (its renewals keep the old term, and the
+            // others wait for this instance as the fencing rule says). The
+            // new process follows from its first round after `Commit`; a
+            // failed upgrade follows here at the next round.
+            Some((a, term)) if term > self.term && self.shared.handover.busy() => {
+                if self.deferred.as_ref().map(|(t, _)| *t) != Some(term) {
+                    info!(cluster = %self.cl.name, term, active = %a.backend, "cluster: new term during an upgrade's handover; followed once it ends");
+                    self.deferred = Some((term, a));
                 }
             }
             // A replica that lags may answer with an older revision.
@@ -321,6 +338,7 @@ impl Node {
     /// A new term: move the sessions (held until the others confirm it).
     pub(super) fn follow(&mut self, a: Active, term: u64) {
         info!(cluster = %self.cl.name, term, active = %a.backend, proposer = %a.proposer, reason = %a.reason, "cluster: new term");
+        self.deferred = None;
         self.term = term;
         self.active = Some(a);
         self.reconcile();
@@ -431,6 +449,7 @@ impl Node {
             active_value: self.active.clone(),
             lease_ok: self.lease.last_ok(),
             boot: self.boot.clone(),
+            deferred: self.deferred.clone(),
         };
         *self
             .shared

@@ -57,6 +57,10 @@ pub struct Status {
     /// This process's id in its member value (for an upgrade).
     #[serde(skip)]
     pub boot: String,
+    /// A newer term seen during an upgrade's handover and left to the new
+    /// process: its term and value (for an upgrade).
+    #[serde(skip)]
+    pub deferred: Option<(u64, Active)>,
 }
 
 /// What an upgrade carries from the old process's cluster task to the
