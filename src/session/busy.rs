@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use tracing::info;
 
-use super::core::{render, Action, Actions, Busy, Core, Ctx};
+use super::action::{Action, Actions, Ctx};
+use super::core::{render, Busy, Core};
 use crate::config::Config;
 use crate::state::Phase;
 

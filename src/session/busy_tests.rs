@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::{advance, Instant};
 
-use super::core::Action;
+use super::action::Action;
 use super::tests::{closed, game_text, player_text, reconnect, T};
 use crate::state::Phase;
 
@@ -31,7 +31,7 @@ async fn next(t: &mut T) -> Actions {
     t.timer()
 }
 
-use super::core::Actions;
+use super::action::Actions;
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_first_connection_backs_off_and_tells_the_player_once() {

@@ -11,11 +11,13 @@
 //! [`Core::alive`] before anything else happens to the session, so the
 //! core never sees two things at once. This is the shape of quinn-proto's
 //! connection and rustls' `read_tls`/`process_new_packets`/`write_tls`.
+//! [`Ctx`] and [`Action`] are in [`super::action`].
 //!
 //! The transitions live in files of their own: [`super::relay`] (the
 //! game's output, login confirmation), [`super::held`] (outages, holding,
 //! moving between backends), [`super::relogin`] (connecting, logging back
-//! in, the end of a login watch).
+//! in, the end of a login watch), [`super::timer`] (deadlines), and the
+//! rest named in [`super`]'s table.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,109 +25,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::debug;
 use zeroize::Zeroizing;
 
+use super::action::{Action, Actions, Ctx};
 use super::input::{Input, Item};
+use super::playback::Playback;
 use super::watch::Watch;
 use super::End;
 use crate::config::Config;
-use crate::events::Event;
 use crate::limiter::Bucket1;
-use crate::login::{self, Credentials};
+use crate::login::Credentials;
 use crate::state::{Announcement, Phase, PoolState};
 use crate::telnet;
-
-/// What the core needs from the world for one step.
-pub struct Ctx<'a> {
-    /// The live configuration.
-    pub cfg: &'a Config,
-    /// The time of the event.
-    pub now: Instant,
-    /// Reserves the next re-login slot (shared pacing plus jitter). Tests
-    /// pass a closure that returns `now`.
-    pub relogin_slot: &'a mut dyn FnMut() -> Instant,
-    /// Whether the game's connect/disconnect announcements about this
-    /// player name are held back (holdfast is logging that player back in:
-    /// see [`Action::Quiet`]). `None`: nobody is being restored.
-    pub quiet: Option<&'a dyn Fn(&str) -> bool>,
-}
-
-/// Something the driver must do, in the order pushed.
-#[derive(Debug)]
-pub enum Action {
-    /// Bytes for the player (telnet-escaped, before the player's MCCP2):
-    /// the game's output.
-    Player(Vec<u8>),
-    /// A notice of holdfast's own for the player (not kept for a player
-    /// who is away: see [`super::detach`]).
-    Notice(Vec<u8>),
-    /// The player typed a login while not logged in: if a detached session
-    /// of that name exists, call [`Core::resume_verify`] with the line (the
-    /// game is asked), else [`Core::resume_refused`].
-    TryResume {
-        /// The login.
-        creds: Credentials,
-        /// The line as typed (it holds the password: wiped on drop).
-        line: Zeroizing<Vec<u8>>,
-    },
-    /// The game accepted a login that may take a detached session over
-    /// (see [`Core::resume_verify`]): take the most recent live one of that
-    /// name over (then [`Core::resumed_with`]), or, with none left, call
-    /// [`Core::verified_unclaimed`].
-    Resume,
-    /// Bytes for the game connection (may hold a password: wiped on drop).
-    Game(Zeroizing<Vec<u8>>),
-    /// Open a connection to this backend, then call [`Core::connected`] or
-    /// [`Core::connect_failed`].
-    Connect(String),
-    /// Ask the backend's heartbeat whether the game is alive, counting only
-    /// an answer from a probe connection older than `since`; then call
-    /// [`Core::alive`].
-    AskAlive {
-        /// The backend.
-        backend: String,
-        /// When the session's connection to it was made.
-        since: Instant,
-    },
-    /// End the game connection cleanly: send `quit`, discard the game's
-    /// goodbye, close.
-    Leave {
-        /// The game's quit command line.
-        quit: Vec<u8>,
-    },
-    /// Drop the game connection without a word (the game is gone).
-    DropGame,
-    /// MSSP for the player, or the game's MSSP to remember (holdfast
-    /// answers MSSP itself: `front::mssp`).
-    Mssp(super::mssp::Request),
-    /// A bus event.
-    Emit(Event),
-    /// The game refused a connection or login for a per-address limit
-    /// (holdfast's address): slow the shared re-login pacer down.
-    Refused,
-    /// Hold back the game's announcements about player `name` from every
-    /// session for `for_` (it is being logged back in).
-    Quiet {
-        /// The player's name.
-        name: String,
-        /// For how long from now.
-        for_: Duration,
-    },
-    /// The game's connect screen as this connection showed it (telnet
-    /// removed), for the connect-screen cache of lazy connect.
-    ScreenSeen {
-        /// The backend that showed it.
-        backend: String,
-        /// The screen's text.
-        text: Arc<[u8]>,
-    },
-    /// End the session.
-    Close(End),
-}
-
-/// The pushed actions of one step.
-pub type Actions = Vec<Action>;
 
 /// The game side of a session, as the core knows it.
 #[derive(Debug)]
@@ -173,6 +84,29 @@ pub(super) struct Busy {
     pub tries: u32,
     /// The player was told.
     pub told: bool,
+}
+
+/// A paused session's state (plain data: it crosses an upgrade; see
+/// [`super::pause`]).
+#[derive(Debug)]
+pub(super) struct Pause {
+    /// When the pause began.
+    pub since: Instant,
+    /// The game's output meanwhile, for the player.
+    pub kept: Playback,
+}
+
+/// A login the game accepted while a detached session of that name was
+/// kept: what the driver needs to take it over, or to carry on with it as
+/// an ordinary login (see [`super::resume`]).
+#[derive(Debug)]
+pub(super) struct Verified {
+    /// The credentials the game accepted.
+    pub creds: Credentials,
+    /// The game's hidden answer (shown only if nothing is taken over).
+    pub held: Vec<u8>,
+    /// How long the game took to accept it.
+    pub took: Duration,
 }
 
 /// One player's session state.
@@ -236,10 +170,10 @@ pub struct Core {
     /// When that login went to the game.
     pub(super) verify_started: Option<Instant>,
     /// The game accepted it; the driver is taking the session over.
-    pub(super) verified: Option<super::resume::Verified>,
+    pub(super) verified: Option<Verified>,
     /// Paused by the cluster: the game connection is kept, nothing is
     /// relayed (see [`super::pause`]).
-    pub(super) paused: Option<super::pause::Pause>,
+    pub(super) paused: Option<Pause>,
 }
 
 /// Renders a notice template.
@@ -383,39 +317,6 @@ impl Core {
         self.enter_held(ctx, false);
     }
 
-    /// The earliest time [`Core::timer`] has something to do.
-    pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
-        let hold_end = match (self.held_since, cfg.outage.max_hold) {
-            (Some(t), Some(m)) if self.game.is_none() => Some(t + m),
-            _ => None,
-        };
-        let watch = self.game.as_ref().and_then(|g| g.watch.as_deref());
-        let banner = self
-            .game
-            .as_ref()
-            .filter(|g| g.await_banner && !g.closed)
-            .map(|g| g.connected_at + cfg.templates.banner_wait + cfg.heartbeat.timeout);
-        let capture = self
-            .game
-            .as_ref()
-            .and_then(|g| g.capture.as_ref())
-            .map(|c| c.until);
-        [
-            banner,
-            capture,
-            watch.and_then(|w| w.deadline),
-            watch.and_then(|w| w.resend_at),
-            // Not while paused: a player who could not log in then is not
-            // timed out for it (the pause moves the deadline on).
-            self.login_deadline.filter(|_| self.paused.is_none()),
-            self.relogin_at.map(|(t, _)| t),
-            hold_end,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
     /// Sends a notice on a line of its own.
     pub(super) fn notice(&mut self, text: &str, out: &mut Actions) {
         let mut v = Vec::with_capacity(text.len() + 4);
@@ -469,73 +370,6 @@ impl Core {
     /// The player's connection ended.
     pub fn player_closed(&mut self, out: &mut Actions) {
         out.push(Action::Close(End::PlayerClosed));
-    }
-
-    /// A timer fired (see [`Core::next_deadline`]).
-    pub fn timer(&mut self, ctx: &mut Ctx, pool: &PoolState, out: &mut Actions) {
-        let now = ctx.now;
-        let cfg = ctx.cfg;
-        if self.watch_expired(now) {
-            self.login_timed_out(ctx, out);
-        }
-        self.banner_overdue(ctx, out);
-        self.capture_done(now, out);
-        if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
-            if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
-                // Not admitted yet (or the marker was dropped): again.
-                debug!("re-login: marker not back yet; sending it again");
-                w.resend_at = Some(now + login::SYNC_RESEND);
-                let m = login::render_nonce(&cfg.templates.marker, &w.nonce);
-                out.push(Action::Game(Zeroizing::new(m)));
-            }
-        }
-        if self.paused.is_none()
-            && self.login_deadline.is_some_and(|t| t <= now)
-            && self.login_deadline_passed(ctx, out)
-        {
-            return;
-        }
-        if let (Some(t), Some(m), None) = (self.held_since, cfg.outage.max_hold, &self.game) {
-            if t + m <= now {
-                let msg = render(&cfg.notices.max_hold, cfg, "", Some(now - t));
-                self.notice(&msg, out);
-                out.push(Action::Close(End::MaxHold));
-                return;
-            }
-        }
-        if self.relogin_at.is_some_and(|(t, _)| t <= now) {
-            self.relogin_due(ctx, pool, out);
-        }
-    }
-
-    fn watch_expired(&self, now: Instant) -> bool {
-        self.game
-            .as_ref()
-            .and_then(|g| g.watch.as_ref())
-            .and_then(|w| w.deadline)
-            .is_some_and(|d| d <= now)
-    }
-
-    /// `login_timeout` ran out. A player whose login may have worked (the
-    /// game answered it with something other than a failure) is never
-    /// closed on a guess: the marker is sent once more and the deadline
-    /// extended. Returns true when the session ends.
-    fn login_deadline_passed(&mut self, ctx: &mut Ctx, out: &mut Actions) -> bool {
-        let cfg = ctx.cfg;
-        if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
-            if w.late && w.may_have_worked() && !w.remarked {
-                w.remarked = true;
-                w.nonce = login::new_nonce();
-                let m = login::render_nonce(&cfg.templates.marker, &w.nonce);
-                debug!("login timeout with a login in doubt: asking the game again");
-                out.push(Action::Game(Zeroizing::new(m)));
-                self.login_deadline = Some(ctx.now + cfg.templates.login_confirm_timeout);
-                return false;
-            }
-        }
-        self.notice(&render(&cfg.notices.login_timeout, cfg, "", None), out);
-        out.push(Action::Close(End::LoginTimeout));
-        true
     }
 
     /// The proxy is stopping: the player's notice.

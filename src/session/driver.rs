@@ -1,7 +1,8 @@
 //! The session driver: owns the player's transport and the game
 //! connection, waits on both (and on the pool, announcements, timers and
 //! shutdown) in one `select!`, feeds what happened to the [`Core`] and
-//! carries out the [`Action`]s it returns, in order.
+//! carries out the [`Action`](super::Action)s it returns, in order
+//! ([`super::apply`]; the writes themselves are in [`super::write`]).
 //!
 //! Writes to the player happen before the next event is looked at, so the
 //! game's output always reaches the player before anything that follows it
@@ -14,18 +15,15 @@ use std::task::Poll;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
-use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, warn};
+use tokio::time::{sleep_until, Instant};
 
-use super::core::{Action, Actions, Core, Ctx};
-use super::finish::leave;
+use super::action::Actions;
+use super::core::Core;
 use super::End;
-use crate::backend::connect::{connect, BackendStream};
-use crate::clientip::peer_ip;
+use crate::backend::connect::BackendStream;
 use crate::config::Config;
-use crate::state::{Phase, PoolState, Shared};
+use crate::state::{Phase, Shared};
 use crate::transport::PlayerTransport;
 
 /// Bytes read from the game per read call, at most. Bulk output (a long
@@ -39,8 +37,6 @@ const BACKEND_READ: usize = 512 * 1024;
 /// per-thread cache; one of [`BACKEND_READ`] costs a trip to the arena
 /// (taken and given back on every read).
 const BACKEND_FIRST_READ: usize = 16 * 1024;
-/// Grace for an immediate probe beyond `interval + timeout`.
-const CHECK_GRACE: Duration = Duration::from_secs(1);
 
 /// One session's sockets around its core.
 pub(super) struct Driver<P> {
@@ -54,7 +50,7 @@ pub(super) struct Driver<P> {
     /// The core was started (a session taken over in an upgrade is).
     pub started: bool,
     /// While detached: the game's output kept for the player.
-    pub playback: Option<super::detach::Playback>,
+    pub playback: Option<super::playback::Playback>,
     /// When the player's link dropped.
     pub detached_since: Option<Instant>,
     /// This session's place on the upgrade roll while [`Driver::run`]
@@ -69,7 +65,7 @@ pub(super) struct Driver<P> {
     pub unsent: Vec<u8>,
     /// The game output being read mentions a name held always (the
     /// heartbeat's): its lines are checked for announcements.
-    quiet_mention: bool,
+    pub(super) quiet_mention: bool,
 }
 
 async fn sleep_opt(t: Option<Instant>) {
@@ -88,15 +84,6 @@ pub(super) fn game_readable(
     })
 }
 
-/// A write to the player failed (`None`: it wrote nothing, closed).
-fn write_failed(e: Option<io::Error>) -> End {
-    match e {
-        Some(e) => debug!(error = %e, "write to player failed"),
-        None => debug!("write to player failed: closed"),
-    }
-    End::WriteFailed
-}
-
 /// Reads what the game sent into `buf`: [`BACKEND_FIRST_READ`] bytes, and
 /// only when those filled it (bulk output) up to [`BACKEND_READ`] more.
 fn read_game(g: &BackendStream, buf: &mut Vec<u8>) -> io::Result<usize> {
@@ -113,7 +100,7 @@ fn read_game(g: &BackendStream, buf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// The next re-login slot: the shared pacer plus this session's jitter.
-fn relogin_slot(shared: &Shared, cfg: &Config) -> Instant {
+pub(super) fn relogin_slot(shared: &Shared, cfg: &Config) -> Instant {
     let at = shared.relogin_limiter.reserve();
     let jitter = cfg.relogin.jitter;
     if jitter.is_zero() {
@@ -123,25 +110,25 @@ fn relogin_slot(shared: &Shared, cfg: &Config) -> Instant {
     }
 }
 
-/// Runs one step of the core with a fresh [`Ctx`] and carries out what it
-/// pushed. `$f` gets `(core, ctx, pool, out)`.
+/// Runs one step of the core with a fresh [`Ctx`](super::Ctx) and carries
+/// out what it pushed. `$f` gets `(core, ctx, pool, out)`.
 macro_rules! step {
     ($d:expr, |$core:ident, $ctx:ident, $pool:ident, $out:ident| $body:expr) => {{
         let cfg = $d.shared.config();
-        let mut out: Actions = Vec::new();
+        let mut out: $crate::session::Actions = Vec::new();
         {
             let shared = &$d.shared;
-            let mut slot = || relogin_slot(shared, &cfg);
+            let mut slot = || $crate::session::driver::relogin_slot(shared, &cfg);
             let quiet = |name: &str| shared.quiet.contains(name);
-            let mut ctx = Ctx {
+            let mut ctx = $crate::session::Ctx {
                 cfg: &cfg,
-                now: Instant::now(),
+                now: ::tokio::time::Instant::now(),
                 relogin_slot: &mut slot,
                 quiet: (shared.quiet.active() || $d.quiet_mention)
                     .then_some(&quiet as &dyn Fn(&str) -> bool),
             };
             let pool_guard = shared.pool.borrow();
-            let $pool: &PoolState = &pool_guard;
+            let $pool: &$crate::state::PoolState = &pool_guard;
             let $core = &mut $d.core;
             let $ctx = &mut ctx;
             let $out = &mut out;
@@ -150,6 +137,9 @@ macro_rules! step {
         Box::pin($d.apply(out)).await
     }};
 }
+// Also used where actions are carried out (`apply`, `write`): the macro
+// names what it uses by full path, so it expands the same there.
+pub(super) use step;
 
 impl<P: PlayerTransport> Driver<P> {
     pub fn new(shared: Arc<Shared>, core: Core, player: P) -> Self {
@@ -384,260 +374,8 @@ impl<P: PlayerTransport> Driver<P> {
         self.shared.config.borrow().limits.write_timeout
     }
 
-    /// Carries out `actions` in order; the answers to questions are fed
-    /// back to the core and their actions carried out first.
-    async fn apply(&mut self, actions: Actions) -> Result<(), End> {
-        // The registry first: a player who reads a reply to their login
-        // may act on it at once (another connection that counts on a
-        // place for a session not logged in).
-        self.publish();
-        // A player who quits leaves for real: the game's "has
-        // disconnected." about them is shown to the others even while
-        // their re-login's announcements are still held back. Before the
-        // quit command is written, so the game cannot answer it first.
-        if self.core.quit_sent {
-            if let Some(user) = self.core.user() {
-                self.shared.quiet.release(user);
-            }
-        }
-        let r = self.apply_inner(actions).await;
-        self.publish();
-        r
-    }
-
-    async fn apply_inner(&mut self, actions: Actions) -> Result<(), End> {
-        for a in actions {
-            match a {
-                Action::Player(bytes) => match self.playback.as_mut() {
-                    Some(p) => p.record(&bytes),
-                    None => self.write_player(&bytes, self.write_timeout()).await?,
-                },
-                // Notices are for a player who is there to read them.
-                Action::Notice(bytes) if self.playback.is_none() => {
-                    self.write_player(&bytes, self.write_timeout()).await?
-                }
-                Action::Notice(_) => {}
-                Action::TryResume { creds, line } => {
-                    Box::pin(self.try_resume(creds, &line)).await?;
-                    step!(self, |core, ctx, _pool, out| core.resume_settled(ctx, out))?
-                }
-                Action::Resume => Box::pin(self.take_over_verified()).await?,
-                Action::Game(bytes) => self.write_game(&bytes).await?,
-                Action::Connect(backend) => Box::pin(self.connect(backend)).await?,
-                Action::AskAlive { backend, since } => {
-                    let cfg = self.shared.config();
-                    let grace = cfg.heartbeat.interval + cfg.heartbeat.timeout + CHECK_GRACE;
-                    let alive = match self.shared.probe(&backend) {
-                        Some(p) => timeout(grace, p.check_now(since)).await.unwrap_or(false),
-                        None => false,
-                    };
-                    step!(self, |core, ctx, pool, out| core
-                        .alive(ctx, alive, pool, out))?;
-                }
-                Action::Leave { quit } => {
-                    if let Some(g) = self.game.take() {
-                        leave(g, &quit).await;
-                    }
-                }
-                Action::DropGame => self.game = None,
-                Action::Mssp(req) => {
-                    use super::mssp;
-                    let bytes = match req {
-                        mssp::Request::Telnet => {
-                            mssp::telnet_answer(&mssp::variables(&self.shared))
-                        }
-                        mssp::Request::Text => mssp::text_answer(&mssp::variables(&self.shared)),
-                        mssp::Request::GameSaid(d) => {
-                            mssp::game_said(&d);
-                            continue;
-                        }
-                    };
-                    self.write_player(&bytes, self.write_timeout()).await?
-                }
-                Action::Emit(ev) => self.shared.events.emit(ev),
-                Action::Refused => self.shared.relogin_limiter.slow_down(),
-                Action::Quiet { name, for_ } => self.shared.quiet.hold(&name, for_),
-                Action::ScreenSeen { backend, text } => {
-                    if let Some(p) = self.shared.probe(&backend) {
-                        p.seen_screen(text);
-                    }
-                }
-                Action::Close(end) => return Err(end),
-            }
-        }
-        Ok(())
-    }
-
-    async fn connect(&mut self, backend: String) -> Result<(), End> {
-        let cfg = self.shared.config();
-        let Some(b) = cfg.backend(&backend).cloned() else {
-            return step!(self, |core, ctx, pool, out| core.connect_failed(
-                ctx,
-                &pool.active,
-                out
-            ));
-        };
-        if let Some(p) = self.shared.probe(&b.name) {
-            // Right after holdfast starts: let the probe stamp its first
-            // connection, so that this one is covered by it.
-            p.first_stamp(crate::backend::health::FIRST_STAMP_WAIT)
-                .await;
-        }
-        match connect(&b.addr, b.connect_timeout).await {
-            Ok(s) => {
-                self.game = Some(s);
-                let host = if cfg.client_ip.reverse_dns {
-                    self.shared.rdns.cached(peer_ip(&self.core.peer))
-                } else {
-                    None
-                };
-                step!(self, |core, ctx, _pool, out| core.connected(
-                    ctx,
-                    &backend,
-                    host.as_deref(),
-                    out
-                ))
-            }
-            Err(e) => {
-                debug!(backend = %b.name, error = %e, "connect failed");
-                if let Some(p) = self.shared.probe(&b.name) {
-                    // Let the probe find out (in the background) so the pool
-                    // learns of the outage without waiting for the interval.
-                    tokio::spawn(async move {
-                        p.check_now(Instant::now()).await;
-                    });
-                }
-                step!(self, |core, ctx, pool, out| core.connect_failed(
-                    ctx,
-                    &pool.active,
-                    out
-                ))
-            }
-        }
-    }
-
-    pub(super) async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
-        // telnet: compressed if the player took the proxy's MCCP2.
-        let data = self.core.telnet.out.encode(data);
-        self.write_player_raw(&data, limit).await
-    }
-
-    /// Writes bytes as they go on the wire. While an upgrade's ask waits
-    /// for this session (`unsent` is not empty) they are kept with the
-    /// unsent ones instead; a write that has to wait on a slow reader
-    /// gives way to an upgrade's ask, keeping what it had not written yet
-    /// (so a player who reads just fast enough never holds an upgrade).
-    pub(super) async fn write_player_raw(
-        &mut self,
-        data: &[u8],
-        limit: Duration,
-    ) -> Result<(), End> {
-        let Some(player) = self.player.as_mut() else {
-            return Ok(());
-        };
-        if data.is_empty() {
-            return Ok(());
-        }
-        if !self.unsent.is_empty() {
-            self.unsent.extend_from_slice(data);
-            return Ok(());
-        }
-        let shutdown = &self.shared.shutdown;
-        if !player.partial_writes() {
-            let mut write = std::pin::pin!(timeout(limit, player.write_all(data)));
-            // Most writes finish at once; only one that has to wait also
-            // watches for shutdown (registering with the token locks it,
-            // and every session shares it), so a player who stopped
-            // reading cannot keep a stopping proxy past its grace.
-            let r = match futures::poll!(write.as_mut()) {
-                Poll::Ready(r) => r,
-                Poll::Pending if shutdown.is_cancelled() => return Err(End::Shutdown),
-                Poll::Pending => tokio::select! {
-                    r = write => r,
-                    _ = shutdown.cancelled() => return Err(End::Shutdown),
-                },
-            };
-            return match r {
-                Ok(Ok(())) => {
-                    crate::metrics::metrics()
-                        .bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(write_failed(Some(e))),
-                Err(_) => {
-                    warn!(timeout = ?limit, "player stopped reading; dropping the session");
-                    Err(End::WriteFailed)
-                }
-            };
-        }
-        // Partial writes (plain TCP): as above, and a write that has to
-        // wait gives way to an upgrade's ask too.
-        let mut pos = 0;
-        while pos < data.len() {
-            match futures::poll!(std::pin::pin!(player.write_some(&data[pos..]))) {
-                Poll::Ready(Ok(0)) => return Err(write_failed(None)),
-                Poll::Ready(Ok(n)) => pos += n,
-                Poll::Ready(Err(e)) => return Err(write_failed(Some(e))),
-                Poll::Pending => break,
-            }
-        }
-        let until = Instant::now() + limit;
-        while pos < data.len() {
-            if shutdown.is_cancelled() {
-                return Err(End::Shutdown);
-            }
-            // Every branch is cancel-safe: `write_some` of a connection
-            // with partial writes writes nothing when it is not ready.
-            let r = tokio::select! {
-                r = player.write_some(&data[pos..]) => r,
-                _ = sleep_until(until) => {
-                    warn!(timeout = ?limit, "player stopped reading; dropping the session");
-                    return Err(End::WriteFailed);
-                }
-                _ = shutdown.cancelled() => return Err(End::Shutdown),
-                Some(ask) = async {
-                    match self.freeze.as_mut() {
-                        Some(f) => f.asked().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    self.asked = Some(ask);
-                    self.unsent.extend_from_slice(&data[pos..]);
-                    crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, pos as u64);
-                    return Ok(());
-                }
-            };
-            match r {
-                Ok(0) => return Err(write_failed(None)),
-                Ok(n) => pos += n,
-                Err(e) => return Err(write_failed(Some(e))),
-            }
-        }
-        crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
-        Ok(())
-    }
-
-    async fn write_game(&mut self, data: &[u8]) -> Result<(), End> {
-        let Some(g) = self.game.as_mut() else {
-            return Ok(());
-        };
-        let t = self.shared.config.borrow().limits.write_timeout;
-        match timeout(t, g.write_all(data)).await {
-            Ok(Ok(())) => Ok(()),
-            // The read side will see the close and decide; nothing to do here.
-            Ok(Err(e)) => {
-                debug!(error = %e, "write to backend failed");
-                Ok(())
-            }
-            Err(_) => {
-                warn!("backend stopped reading; treating it as gone");
-                step!(self, |core, _ctx, _pool, out| core.game_closed(out))
-            }
-        }
-    }
-
     /// Tells the registry what changed.
-    fn publish(&mut self) {
+    pub(super) fn publish(&mut self) {
         let c = &self.core;
         let (phase, user, backend) = &self.published;
         if *phase == c.phase() && user.as_deref() == c.user() && backend.as_deref() == c.backend() {

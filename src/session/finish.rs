@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 use tracing::{debug, info};
 
-use super::core::Action;
+use super::action::Action;
 use super::driver::Driver;
 use super::End;
 use crate::backend::connect::BackendStream;

@@ -105,7 +105,7 @@ impl<P: PlayerTransport> Driver<P> {
         debug!("player told to reconnect; the session crosses detached");
         let now = Instant::now();
         self.detached_since = Some(now);
-        self.playback = Some(super::detach::Playback::new(
+        self.playback = Some(super::playback::Playback::new(
             cfg.resume.playback_lines,
             cfg.resume.playback_bytes,
         ));

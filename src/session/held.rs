@@ -3,7 +3,8 @@
 
 use tracing::{debug, info};
 
-use super::core::{render, Action, Actions, Core, Ctx};
+use super::action::{Action, Actions, Ctx};
+use super::core::{render, Core};
 use super::End;
 use crate::events::Event;
 use crate::state::{Phase, PoolState};

@@ -23,7 +23,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::core::{Action, Actions, Core, Ctx, Game};
+use super::action::{Action, Actions, Ctx};
+use super::core::{Core, Game};
 use crate::state::{Phase, PoolState};
 
 impl Core {

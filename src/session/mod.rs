@@ -13,7 +13,9 @@
 //!
 //! | file | its one job |
 //! | --- | --- |
-//! | `core` | the session as plain data; timers, notices, announcements ([`Core`], [`Action`]) |
+//! | `core` | the session as plain data: its parts, notices, announcements ([`Core`]) |
+//! | `action` | what the core is given for a step and what it asks of the driver ([`Ctx`], [`Action`]) |
+//! | `timer` | the session's deadlines: the next one, and what happens when one passes |
 //! | `player` | the player's lines: flood limit, spoof filter, quit and login capture, the queue |
 //! | `resume` | which sessions are kept for a dropped player, and taking one over |
 //! | `relay` | the game's output on its way to the player |
@@ -24,15 +26,25 @@
 //! | `busy` | the game refusing holdfast's address: backoff; its announcements of re-logins held back |
 //! | `watch` | reading the game's output to confirm a login |
 //! | `input` | the player's bytes cut into lines and telnet items |
-//! | `driver` | the sockets, one `select!`, actions carried out in order |
+//! | `mssp` | MSSP answered by holdfast itself, also while the game is down |
+//! | `playback` | the game's output kept, bounded, for a player who is away or paused |
+//! | `driver` | the sockets, one `select!`, each event fed to the core |
+//! | `apply` | the core's actions carried out in order |
+//! | `write` | writes to the player and the game: timeouts, slow readers, an upgrade's ask |
 //! | `finish` | how a session ends: owed quits, last notices, the close event |
-//! | `transport` | the player's connection as the driver sees it |
-//! | `detach` | a session kept for a player whose link dropped; the playback; resuming |
+//! | `detach` | a session kept for a player whose link dropped; resuming |
+//! | `handover` | a session's part in an upgrade: stopping at a clean point, starting again |
+//! | `snapshot` | a session's state written out and read back for an upgrade |
+//! | `encoding` | how that state's fields are written: byte strings in its tail, times, credentials |
+//! | `transport` | the player's connection as the driver sees it (re-exported from [`crate::transport`]) |
 
+mod action;
+mod apply;
 mod busy;
 pub mod core;
 pub mod detach;
 mod driver;
+mod encoding;
 mod finish;
 mod handover;
 mod held;
@@ -40,12 +52,15 @@ pub mod input;
 mod lazy;
 pub mod mssp;
 mod pause;
+pub mod playback;
 mod player;
 mod relay;
 mod relogin;
 mod resume;
 pub mod snapshot;
+mod timer;
 mod watch;
+mod write;
 
 #[cfg(test)]
 mod busy_tests;
@@ -63,7 +78,8 @@ use std::sync::Arc;
 
 use tracing::{info, info_span, Instrument};
 
-pub use self::core::{fmt_duration, Action, Actions, Core, Ctx};
+pub use self::action::{Action, Actions, Ctx};
+pub use self::core::{fmt_duration, Core};
 use crate::clientip::peer_ip;
 use crate::events::Event;
 use crate::state::Shared;

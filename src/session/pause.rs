@@ -28,21 +28,12 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tracing::info;
 
-use super::core::{render, Action, Actions, Core, Ctx};
-use super::detach::Playback;
+use super::action::{Action, Actions, Ctx};
+use super::core::{render, Core, Pause};
+use super::playback::Playback;
 use crate::events::Event;
-
-/// A paused session's state (plain data: it crosses an upgrade).
-#[derive(Debug)]
-pub struct Pause {
-    /// When the pause began.
-    pub since: Instant,
-    /// The game's output meanwhile, for the player.
-    pub kept: Playback,
-}
 
 impl Core {
     /// Whether the session is paused (its game connection open, nothing

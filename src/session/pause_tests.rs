@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::advance;
 
-use super::core::Action;
+use super::action::Action;
 use super::tests::{closed, events, game_text, player_text, reconnect, T};
 use super::End;
 use crate::state::Phase;

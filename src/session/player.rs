@@ -5,7 +5,8 @@
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
-use super::core::{render, Action, Actions, Core, Ctx, Game};
+use super::action::{Action, Actions, Ctx};
+use super::core::{render, Core, Game};
 use super::input::Item;
 use super::watch::{Kind, Watch};
 use super::End;

@@ -4,7 +4,8 @@
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
-use super::core::{Action, Actions, Capture, Core, Ctx, Game};
+use super::action::{Action, Actions, Ctx};
+use super::core::{Capture, Core, Game};
 use super::watch::Outcome;
 use crate::backend::probe;
 use crate::login;

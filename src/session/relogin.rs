@@ -5,7 +5,8 @@
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use super::core::{render, Action, Actions, Core, Ctx, Game};
+use super::action::{Action, Actions, Ctx};
+use super::core::{render, Core, Game};
 use super::watch::{Kind, Watch};
 use crate::events::Event;
 use crate::metrics::ReloginResult;
@@ -169,7 +170,7 @@ impl Core {
                     .take()
                     .map(|t| ctx.now.saturating_duration_since(t))
                     .unwrap_or_default();
-                self.verified = Some(super::resume::Verified { creds, held, took });
+                self.verified = Some(super::core::Verified { creds, held, took });
                 out.push(Action::Resume);
             }
         }

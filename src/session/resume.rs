@@ -15,24 +15,12 @@ use std::time::Duration;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use super::core::{fmt_duration, render, Action, Actions, Core, Ctx};
+use super::action::{Action, Actions, Ctx};
+use super::core::{fmt_duration, render, Core};
 use super::End;
 use crate::config::Config;
 use crate::events::Event;
 use crate::login::Credentials;
-
-/// A login the game accepted while a detached session of that name was
-/// kept: what the driver needs to take it over, or to carry on with it as
-/// an ordinary login.
-#[derive(Debug)]
-pub struct Verified {
-    /// The credentials the game accepted.
-    pub creds: Credentials,
-    /// The game's hidden answer (shown only if nothing is taken over).
-    pub held: Vec<u8>,
-    /// How long the game took to accept it.
-    pub took: Duration,
-}
 
 impl Core {
     /// Whether a session that ended with `end` is kept for its player

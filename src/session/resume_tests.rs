@@ -2,7 +2,7 @@
 //! goes to the game with its answer hidden; the game's yes asks the driver
 //! to take the detached session over, its no is shown as it is.
 
-use super::core::Action;
+use super::action::Action;
 use super::tests::{game_text, player_text, T};
 
 /// A login typed while a detached session has that name: the driver

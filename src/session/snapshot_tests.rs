@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::{advance, Instant};
 
-use super::core::{Action, Actions, Core, Ctx};
+use super::action::{Action, Actions, Ctx};
+use super::core::Core;
 use super::snapshot::{
     restore, resume_bytes, snapshot, snapshot_detached, DetachedWas, SnapError, MAGIC,
 };
@@ -335,7 +336,7 @@ async fn other_versions_and_garbage_are_refused() {
 #[tokio::test(start_paused = true)]
 async fn the_playback_and_unsent_output_cross_as_bytes() {
     let t = T::logged_in();
-    let mut pb = super::detach::Playback::new(100_000, 256 * 1024);
+    let mut pb = super::playback::Playback::new(100_000, 256 * 1024);
     let line: Vec<u8> = (0..78)
         .map(|i| b'!' + (i % 90) as u8)
         .chain(*b"\r\n")

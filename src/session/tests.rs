@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::{advance, Instant};
 
-use super::core::{Action, Actions, Core, Ctx};
+use super::action::{Action, Actions, Ctx};
+use super::core::Core;
 use super::End;
 use crate::config::Config;
 use crate::state::{BackendView, Phase, PoolState};
@@ -541,7 +542,7 @@ async fn adopt_keeps_the_game_and_takes_the_new_player() {
 
 #[test]
 fn playback_keeps_whole_lines_within_bounds() {
-    use super::detach::Playback;
+    use super::playback::Playback;
     let mut p = Playback::new(3, 1024);
     // Split reads, telnet in between, a prompt ended by GA.
     p.record(b"one\r\ntw");

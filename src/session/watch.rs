@@ -40,12 +40,12 @@ const PARTIAL_MAX: usize = 8 * 1024;
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// The player's own login; credentials kept if it works.
-    First(#[serde(with = "super::snapshot::creds")] Credentials),
+    First(#[serde(with = "super::encoding::creds")] Credentials),
     /// An automatic re-login; output hidden.
     Relogin,
     /// The player's own login, which takes a detached session of that name
     /// over if the game accepts it; output hidden until then.
-    Verify(#[serde(with = "super::snapshot::creds")] Credentials),
+    Verify(#[serde(with = "super::encoding::creds")] Credentials),
 }
 
 /// The outcome of feeding output to a [`Watch`].
@@ -72,7 +72,7 @@ pub struct Watch {
     /// Whether the marker command was sent.
     pub marker_sent: bool,
     /// Give up at this time (`None` once late: still watching, no limit).
-    #[serde(with = "super::snapshot::instant_opt")]
+    #[serde(with = "super::encoding::instant_opt")]
     pub deadline: Option<Instant>,
     /// This watch confirms an automatic re-login (its kind may have become
     /// [`Kind::First`] when it went late and the output was shown).
@@ -85,7 +85,7 @@ pub struct Watch {
     /// Syncing: waiting for the first marker before sending the login.
     pub syncing: bool,
     /// While syncing: when to send the marker again.
-    #[serde(with = "super::snapshot::instant_opt")]
+    #[serde(with = "super::encoding::instant_opt")]
     pub resend_at: Option<Instant>,
     partial: Vec<u8>,
     transcript: Vec<u8>,
