@@ -212,7 +212,7 @@ async fn proxy_v1_and_v2_headers_are_exact() {
         let proxy = Proxy::start(&dir, &cfg);
         let mut c = Client::connect_from(proxy.addr, "127.0.0.2").await;
         c.expect("Welcome to a raw game").await;
-        let cport = c.stream.local_addr().unwrap().port();
+        let cport = c.stream().local_addr().unwrap().port();
         // Probe connections (no heartbeat user: connect-only) carry a
         // header too; find the player's by its source port.
         let header = loop {

@@ -8,6 +8,7 @@ mod conn;
 use std::process::Command;
 use std::time::Duration;
 
+use common::certs::make_cert;
 use common::*;
 use conn::*;
 

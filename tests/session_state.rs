@@ -100,7 +100,7 @@ async fn drain(c: &mut Client, n: u64, within: Duration) -> u64 {
     let mut got = 0u64;
     let t0 = Instant::now();
     while got < n && t0.elapsed() < within {
-        match tokio::time::timeout(Duration::from_secs(1), c.stream.read(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_secs(1), c.stream().read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(k)) => got += k as u64,
             Err(_) if got > 0 => break,
