@@ -494,6 +494,30 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
     s
 }
 
+/// `config` (from [`config_for`] with `first` and `second`) reordered: the
+/// second game (still named `b1`) is listed first, so it is preferred.
+pub fn prefer_second(config: &str, first: &Game, second: &Game) -> String {
+    config
+        .replace(&format!("addr = \"{}\"", first.addr), "addr = \"FIRST\"")
+        .replace(
+            &format!("addr = \"{}\"", second.addr),
+            &format!("addr = \"{}\"", first.addr),
+        )
+        .replace("addr = \"FIRST\"", &format!("addr = \"{}\"", second.addr))
+        .replace("name = \"b0\"", "name = \"X\"")
+        .replace("name = \"b1\"", "name = \"b0\"")
+        .replace("name = \"X\"", "name = \"b1\"")
+}
+
+/// Runs `holdfast check -c config` and waits for it.
+pub fn holdfast_check(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 /// Kills a child process started outside [`proc::Proc`] (if still ours) and
 /// waits for it, so no zombie or stray server outlives a test.
 pub fn reap(child: &mut Option<Child>) {
