@@ -24,13 +24,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
-# Bound the whole run: re-exec under timeout(1), which signals the whole
-# process group; the EXIT trap below then cleans up.
-if [ -z "${HF_EVENNIA_INNER:-}" ]; then
-  export HF_EVENNIA_INNER=1
-  exec timeout -k 20 "${EVENNIA_TIME_LIMIT:-900}" "$0" "$@"
-fi
+# Bound the whole run.
+run_bounded HF_EVENNIA_INNER "${EVENNIA_TIME_LIMIT:-900}" "$0" "$@"
 
 EV=$ROOT/target/evennia
 VENV=$EV/venv
@@ -46,168 +44,22 @@ P2_PASS=p2-Secret-0816
 ADMIN_USER=admin
 ADMIN_PASS=ad-Secret-1234
 
-FAILS=0
-T0=$(date +%s.%N)
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
-info() { echo "     $*"; }
-die() { fail "$*"; exit 1; }
-
-PIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [ -n "${PLAYER_FD_OPEN:-}" ] && exec 4>&-
-  [ -n "${PLAYER2_FD_OPEN:-}" ] && exec 5>&-
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  if [ -d "$GAME/server" ]; then
-    for f in "$GAME/server/server.pid" "$GAME/server/portal.pid"; do
-      # Only a process that is ours: its command line names this game dir.
-      [ -s "$f" ] && grep -qF "$GAME/server" "/proc/$(cat "$f")/cmdline" 2>/dev/null &&
-        kill -9 "$(cat "$f")" 2>/dev/null
-    done
-  fi
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  if [ "$rc" -ne 0 ] || [ "$FAILS" -ne 0 ]; then
-    echo "logs in $RUN (holdfast.log, player.log, evennia logs in $GAME/server/logs)"
-    [ -f "$RUN/holdfast.log" ] && { echo "--- holdfast.log (tail)"; tail -n 40 "$RUN/holdfast.log"; }
-    [ -f "$RUN/player.log" ] && { echo "--- player.log (tail)"; tail -n 40 "$RUN/player.log"; }
-  fi
-  echo "total $(since "$T0")"
-  [ "$rc" -eq 0 ] && [ "$FAILS" -ne 0 ] && rc=1
-  exit "$rc"
+LOGS_NOTE="logs in $RUN (holdfast.log, player.log, evennia logs in $GAME/server/logs)"
+LOG_TAIL=40
+stop_game() {
+  local f
+  [ -d "$GAME/server" ] || return 0
+  for f in "$GAME/server/server.pid" "$GAME/server/portal.pid"; do
+    # Only a process that is ours: its command line names this game dir.
+    [ -s "$f" ] && grep -qF "$GAME/server" "/proc/$(cat "$f")/cmdline" 2>/dev/null &&
+      kill -9 "$(cat "$f")" 2>/dev/null
+  done
 }
-trap cleanup EXIT
-trap 'fail "interrupted or over EVENNIA_TIME_LIMIT"; exit 124' INT TERM
-
-rm -rf "$RUN"
-mkdir -p "$RUN"
+start_run EVENNIA_TIME_LIMIT
 
 # ---------------------------------------------------------------- helpers
 
-# A line-mode telnet player: refuses every telnet option, logs what it
-# receives (ANSI colours stripped) to LOG, sends the lines it reads on
-# stdin, and writes "<<EOF>>" when the server closes the connection.
-cat >"$RUN/player.py" <<'PY'
-import os, re, select, socket, sys, time
-host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
-ansi = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
-s = socket.create_connection((host, port), timeout=10)
-s.setblocking(False)
-out = open(log, "ab", buffering=0)
-raw = open(log + ".raw", "ab", buffering=0)
-state, opt_verb, pend = 0, 0, b""
-def telnet(data):
-    """Strips telnet; answers DO/WILL with WONT/DONT."""
-    global state, opt_verb
-    text, reply = bytearray(), bytearray()
-    for b in data:
-        if state == 0:
-            if b == IAC: state = 1
-            else: text.append(b)
-        elif state == 1:
-            if b == IAC: text.append(IAC); state = 0
-            elif b in (DO, DONT, WILL, WONT): opt_verb = b; state = 2
-            elif b == SB: state = 3
-            else: state = 0
-        elif state == 2:
-            if opt_verb == DO: reply += bytes([IAC, WONT, b])
-            elif opt_verb == WILL: reply += bytes([IAC, DONT, b])
-            state = 0
-        elif state == 3:
-            if b == IAC: state = 4
-        elif state == 4:
-            state = 0 if b == SE else 3
-    return bytes(text), bytes(reply)
-stdin_open = True
-while True:
-    fds = [s] + ([sys.stdin] if stdin_open else [])
-    r, _, _ = select.select(fds, [], [], 1.0)
-    if s in r:
-        try:
-            d = s.recv(65536)
-        except BlockingIOError:
-            d = None
-        except OSError:
-            d = b""
-        if d == b"":
-            out.write(b"\n<<EOF>>\n"); break
-        if d:
-            raw.write(d)
-            text, reply = telnet(d)
-            if reply:
-                s.setblocking(True); s.sendall(reply); s.setblocking(False)
-            pend += text
-            # strip colours only on whole escape sequences
-            cut = pend.rfind(b"\x1b")
-            keep = b""
-            if cut != -1 and not re.match(rb"\x1b\[[0-9;?]*[A-Za-z]", pend[cut:]):
-                pend, keep = pend[:cut], pend[cut:]
-            out.write(ansi.sub(b"", pend).replace(b"\r", b""))
-            pend = keep
-    if stdin_open and sys.stdin in r:
-        line = sys.stdin.readline()
-        if not line:
-            stdin_open = False
-            continue
-        s.setblocking(True); s.sendall(line.rstrip("\n").encode() + b"\r\n"); s.setblocking(False)
-PY
-
-# One-shot session straight to Evennia: sends each argument as a line,
-# waiting for output to settle in between; prints what came back.
-cat >"$RUN/direct.py" <<'PY'
-import re, socket, sys, time
-port = int(sys.argv[1]); cmds = sys.argv[2:]
-s = socket.create_connection(("127.0.0.1", port), timeout=10); s.settimeout(0.2)
-def drain(quiet, limit):
-    buf, last, end = b"", time.time(), time.time() + limit
-    while time.time() < end and time.time() - last < quiet:
-        try:
-            d = s.recv(65536)
-            if not d: break
-            buf += d; last = time.time()
-        except socket.timeout: pass
-    return buf
-def clean(b):
-    b = re.sub(rb"\xff[\xfb-\xfe].|\xff\xfa.*?\xff\xf0|\xff[\xf0-\xf9]", b"", b, flags=re.S)
-    return re.sub(rb"\x1b\[[0-9;]*m", b"", b).replace(b"\r", b"").decode("utf-8", "replace")
-sys.stdout.write(clean(drain(1.0, 8)))
-for c in cmds:
-    s.sendall(c.encode() + b"\r\n")
-    sys.stdout.write(">>> " + c + "\n" + clean(drain(1.0, 8)))
-PY
-
-# Free ports on 127.0.0.1 (bound at once so they differ).
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-# wait_for FILE FROM_LINE TIMEOUT_S FIXED_STRING: true once FILE, from line
-# FROM_LINE on, contains the string.
-wait_for() {
-  local file=$1 from=$2 secs=$3 pat=$4 end
-  end=$(($(date +%s) + secs))
-  while [ "$(date +%s)" -le "$end" ]; do
-    if tail -n +"$from" "$file" 2>/dev/null | grep -qF -- "$pat"; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-count_from() { tail -n +"$2" "$1" | grep -cF -- "$3" || true; }
-# The number of the next line FILE will get (for wait_for's FROM_LINE).
-lines() { echo $(($(wc -l <"$1") + 1)); }
-# The first line from FROM_LINE on containing the string (for reporting).
-line_with() { tail -n +"$2" "$1" | grep -F -m1 -- "$3" || true; }
+write_helpers 1.0 8
 
 evennia() { (cd "$GAME" && "$VENV/bin/evennia" "$@"); }
 # A process that exists and is not a zombie.
@@ -340,27 +192,15 @@ mode = "none"
 EOF
 HF_EVENNIA_HB_PASS=$HB_PASS "$HF" check -c "$RUN/holdfast.toml" >"$RUN/check.log" 2>&1 || { cat "$RUN/check.log"; die "holdfast: check"; }
 t=$(now)
-HF_EVENNIA_HB_PASS=$HB_PASS RUST_LOG=${RUST_LOG:-holdfast=debug} \
-  "$HF" run -c "$RUN/holdfast.toml" --ready-file "$RUN/ready" 2>"$RUN/holdfast.log" &
-PIDS+=($!)
-HF_PID=$!
-for _ in $(seq 100); do [ -s "$RUN/ready" ] && break; sleep 0.1; done
-[ -s "$RUN/ready" ] || die "holdfast: no ready file"
-HF_ADDR=$(head -n1 "$RUN/ready")
-HF_PORT=${HF_ADDR##*:}
+HF_EVENNIA_HB_PASS=$HB_PASS start_holdfast
 wait_for "$RUN/holdfast.log" 1 20 "backend up" || die "holdfast: heartbeat never saw Evennia up"
 pass "holdfast: listening on $HF_ADDR, heartbeat '$HB_USER' up ($(since "$t"))"
 
 # ---------------------------------------------------------------- 4. player
 
 PL=$RUN/player.log
-: >"$PL"
-mkfifo "$RUN/player.in"
-python3 "$RUN/player.py" 127.0.0.1 "$HF_PORT" "$PL" <"$RUN/player.in" &
-PIDS+=($!)
-PLAYER_PID=$!
-exec 4>"$RUN/player.in"
-PLAYER_FD_OPEN=1
+start_player 4 player
+PLAYER_PID=${PIDS[-1]}
 send() { printf '%s\n' "$1" >&4; }
 player_alive() { kill -0 "$PLAYER_PID" 2>/dev/null && ! grep -qF "<<EOF>>" "$PL"; }
 
@@ -436,13 +276,8 @@ sleep 1
 # A second player, so that two re-logins reach Evennia's Portal within its
 # 1/MAX_CONNECTION_RATE window after the restart.
 P2=$RUN/player2.log
-: >"$P2"
-mkfifo "$RUN/player2.in"
-python3 "$RUN/player.py" 127.0.0.1 "$HF_PORT" "$P2" <"$RUN/player2.in" &
-PIDS+=($!)
-PLAYER2_PID=$!
-exec 5>"$RUN/player2.in"
-PLAYER2_FD_OPEN=1
+start_player 5 player2
+PLAYER2_PID=${PIDS[-1]}
 send2() { printf '%s\n' "$1" >&5; }
 player2_alive() { kill -0 "$PLAYER2_PID" 2>/dev/null && ! grep -qF "<<EOF>>" "$P2"; }
 wait_for "$P2" 1 30 "connect <username> <password>" || die "player2: no connect screen"

@@ -27,6 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 SERVER=${1:-}
 case "$SERVER" in
@@ -43,10 +45,7 @@ case "$SRC_ARG" in
 *) [ -d "$SRC_ARG" ] || { echo "$0: $SRC_ARG is neither a directory nor a git URL" >&2; exit 2; } ;;
 esac
 
-if [ -z "${HF_REALMUSH_INNER:-}" ]; then
-  export HF_REALMUSH_INNER=1
-  exec timeout -k 20 "${REALMUSH_TIME_LIMIT:-1800}" "$0" "$@"
-fi
+run_bounded HF_REALMUSH_INNER "${REALMUSH_TIME_LIMIT:-1800}" "$0" "$@"
 
 W=$ROOT/target/$SERVER
 SRC=$W/src
@@ -55,138 +54,12 @@ HF=$ROOT/target/release/holdfast
 HB_PASS=Hb-Secret-4711
 PL_PASS=Pl-Secret-0815
 
-FAILS=0
-T0=$(date +%s.%N)
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
-die() { fail "$*"; exit 1; }
-
-PIDS=()
 GAME_PID=
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [ -n "${PLAYER_FD_OPEN:-}" ] && exec 4>&-
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  # Only the game this script started (its pid file, its binary).
-  [ -n "$GAME_PID" ] && kill -9 "$GAME_PID" 2>/dev/null
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  if [ "$rc" -ne 0 ] || [ "$FAILS" -ne 0 ]; then
-    echo "logs in $RUN"
-    [ -f "$RUN/holdfast.log" ] && { echo "--- holdfast.log (tail)"; tail -n 30 "$RUN/holdfast.log"; }
-    [ -f "$RUN/player.log" ] && { echo "--- player.log (tail)"; tail -n 30 "$RUN/player.log"; }
-  fi
-  echo "total $(since "$T0")"
-  [ "$rc" -eq 0 ] && [ "$FAILS" -ne 0 ] && rc=1
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'fail "interrupted or over REALMUSH_TIME_LIMIT"; exit 124' INT TERM
-rm -rf "$RUN"
-mkdir -p "$RUN"
+# Only the game this script started (its pid file, its binary).
+stop_game() { [ -z "$GAME_PID" ] || kill -9 "$GAME_PID" 2>/dev/null; }
+start_run REALMUSH_TIME_LIMIT
+write_helpers 3.0 10
 
-# A line-mode player: refuses telnet options, logs what it receives,
-# sends the lines it reads on stdin, writes "<<EOF>>" when closed.
-cat >"$RUN/player.py" <<'PY'
-import os, re, select, socket, sys
-host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
-s = socket.create_connection((host, port), timeout=10)
-s.setblocking(False)
-out = open(log, "ab", buffering=0)
-state, verb = 0, 0
-def telnet(data):
-    global state, verb
-    text, reply = bytearray(), bytearray()
-    for b in data:
-        if state == 0:
-            if b == IAC: state = 1
-            else: text.append(b)
-        elif state == 1:
-            if b == IAC: text.append(IAC); state = 0
-            elif b in (DO, DONT, WILL, WONT): verb = b; state = 2
-            elif b == SB: state = 3
-            else: state = 0
-        elif state == 2:
-            if verb == DO: reply += bytes([IAC, WONT, b])
-            elif verb == WILL: reply += bytes([IAC, DONT, b])
-            state = 0
-        elif state == 3:
-            if b == IAC: state = 4
-        elif state == 4:
-            state = 0 if b == SE else 3
-    return bytes(text), bytes(reply)
-# stdin is read with os.read, not readline: readline buffers every line a
-# read brought, and select() does not see the ones left in that buffer.
-stdin_open, pending = True, b""
-while True:
-    r, _, _ = select.select([s] + ([sys.stdin] if stdin_open else []), [], [], 1.0)
-    if s in r:
-        try:
-            d = s.recv(65536)
-        except BlockingIOError:
-            d = None
-        except OSError:
-            d = b""
-        if d == b"":
-            out.write(b"\n<<EOF>>\n"); break
-        if d:
-            text, reply = telnet(d)
-            if reply:
-                s.setblocking(True); s.sendall(reply); s.setblocking(False)
-            out.write(re.sub(rb"\x1b\[[0-9;]*m", b"", text).replace(b"\r", b""))
-    if stdin_open and sys.stdin in r:
-        chunk = os.read(sys.stdin.fileno(), 65536)
-        if not chunk:
-            stdin_open = False; continue
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        s.setblocking(True)
-        for line in lines:
-            s.sendall(line + b"\r\n")
-        s.setblocking(False)
-PY
-
-# Straight to the game: sends each argument as a line once output settles.
-cat >"$RUN/direct.py" <<'PY'
-import re, socket, sys, time
-port = int(sys.argv[1]); cmds = sys.argv[2:]
-s = socket.create_connection(("127.0.0.1", port), timeout=10); s.settimeout(0.2)
-def drain(quiet, limit):
-    buf, last, end = b"", time.time(), time.time() + limit
-    while time.time() < end and time.time() - last < quiet:
-        try:
-            d = s.recv(65536)
-            if not d: break
-            buf += d; last = time.time()
-        except socket.timeout: pass
-    return buf
-def clean(b):
-    b = re.sub(rb"\xff[\xfb-\xfe].|\xff\xfa.*?\xff\xf0|\xff[\xf0-\xf9]", b"", b, flags=re.S)
-    return re.sub(rb"\x1b\[[0-9;]*m", b"", b).replace(b"\r", b"").decode("utf-8", "replace")
-sys.stdout.write(clean(drain(3.0, 10)))
-for c in cmds:
-    s.sendall(c.encode() + b"\r\n")
-    sys.stdout.write(">>> " + c + "\n" + clean(drain(1.0, 8)))
-PY
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() {
-  local file=$1 from=$2 secs=$3 pat=$4 end
-  end=$(($(date +%s) + secs))
-  while [ "$(date +%s)" -le "$end" ]; do
-    tail -n +"$from" "$file" 2>/dev/null | grep -qF -- "$pat" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-lines() { echo $(($(wc -l <"$1") + 1)); }
-count_from() { tail -n +"$2" "$1" | grep -cF -- "$3" || true; }
 # Until the game shows a connect screen on PORT.
 wait_game() {
   local end=$(($(date +%s) + $1))
@@ -232,7 +105,7 @@ fi
 
 # ---------------------------------------------------------------- 2. game
 
-PORT=$(free_port)
+PORT=$(free_ports 1)
 case "$SERVER" in
 tinymux)
   GAME=$SRC/mux/game
@@ -313,25 +186,14 @@ EOF
 if [ -n "${REALMUSH_HF_CONF:-}" ]; then printf '\n%s\n' "$REALMUSH_HF_CONF" >>"$RUN/holdfast.toml"; fi
 HF_REALMUSH_HB_PASS=$HB_PASS "$HF" check -c "$RUN/holdfast.toml" >"$RUN/check.log" 2>&1 || { cat "$RUN/check.log"; die "holdfast check"; }
 grep -q "holdfast's address" "$RUN/check.log" && pass "check: says the game sees holdfast's address"
-HF_REALMUSH_HB_PASS=$HB_PASS RUST_LOG=${RUST_LOG:-holdfast=debug} \
-  "$HF" run -c "$RUN/holdfast.toml" --ready-file "$RUN/ready" 2>"$RUN/holdfast.log" &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$RUN/ready" ] && break; sleep 0.1; done
-[ -s "$RUN/ready" ] || die "holdfast: no ready file"
-HF_PORT=$(head -n1 "$RUN/ready")
-HF_PORT=${HF_PORT##*:}
+HF_REALMUSH_HB_PASS=$HB_PASS start_holdfast
 wait_for "$RUN/holdfast.log" 1 30 "backend up" || die "holdfast: heartbeat never saw $SERVER up"
 pass "holdfast: heartbeat up"
 
 # ---------------------------------------------------------------- 4. player
 
 PL=$RUN/player.log
-: >"$PL"
-mkfifo "$RUN/player.in"
-python3 "$RUN/player.py" 127.0.0.1 "$HF_PORT" "$PL" <"$RUN/player.in" &
-PIDS+=($!)
-exec 4>"$RUN/player.in"
-PLAYER_FD_OPEN=1
+start_player 4 player
 send() { printf '%s\n' "$1" >&4; }
 
 wait_for "$PL" 1 30 "connect" || die "player: no connect screen through holdfast"

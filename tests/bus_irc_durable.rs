@@ -11,7 +11,7 @@ use common::bus::connect;
 use common::irc_watch::{RelayProc, Watcher};
 use common::nats::{js_cluster, NatsServer};
 use common::ngircd::Ngircd;
-use common::{config_for, Client, Game, Proxy, TempDir, WAIT};
+use common::{config_for, Client, Expect, Game, Proxy, TempDir, WAIT};
 use serde_json::json;
 
 const CHAN: &str = "#mymush";

@@ -63,32 +63,6 @@ async fn wait_stream(url: &str, what: &str, pred: impl Fn(&[Msg]) -> bool) -> Ve
     }
 }
 
-/// Waits until JetStream in the cluster can create streams (its meta
-/// leader is elected).
-async fn wait_js_ready(nodes: &[NatsServer]) {
-    let t0 = Instant::now();
-    let js = jetstream::new(connect(&nodes[0].url()).await);
-    loop {
-        let r = js
-            .create_stream(jetstream::stream::Config {
-                name: "READY".into(),
-                subjects: vec!["ready.probe".into()],
-                num_replicas: nodes.len(),
-                ..Default::default()
-            })
-            .await;
-        if r.is_ok() {
-            js.delete_stream("READY").await.unwrap();
-            return;
-        }
-        assert!(
-            t0.elapsed() < WAIT * 3,
-            "JetStream cluster not ready: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn bob_closes(m: &[Msg]) -> usize {
     m.iter()
         .filter(|m| m.kind() == "session.close" && m.json["user"] == "Bob")

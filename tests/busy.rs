@@ -5,35 +5,16 @@
 //! holdfast. Real holdfast, real fakemush.
 
 mod common;
+#[path = "busy/support.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use support::*;
 
 const ONLINE: &str = "You have been logged back in.";
 const BUSY: &str = "is busy; holdfast will connect you in a moment.";
-
-/// `--user` arguments for `n` players `p01`… (password `pw`) and the
-/// heartbeat.
-fn users(n: usize) -> Vec<String> {
-    let mut v: Vec<String> = (1..=n)
-        .flat_map(|i| ["--user".to_string(), format!("p{i:02}:pw")])
-        .collect();
-    v.extend(["--user".into(), "heartbeat:hbpass:wizard".into()]);
-    v
-}
-
-/// A TinyMUX-flavoured holdfast (TinyMUX's refusal texts; no client
-/// address, so the game sees every player at holdfast's address) with room
-/// for many players from one address.
-fn mux_config(game: &Game, extra_listen: &str) -> String {
-    config_for(
-        &[game],
-        &format!(
-            "flavor = \"tinymux\"\n[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 100\n{extra_listen}\n"
-        ),
-    )
-}
 
 /// Logs `n` players in at once, each as soon as it sees a connect screen;
 /// returns the clients, logged in.
@@ -83,10 +64,7 @@ async fn wait_up(proxy: &Proxy) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_players_at_a_two_preauth_game_all_get_in_with_lazy_connect() {
     let dir = TempDir::new("busy-lazy");
-    let mut args = vec!["--max-preauth".to_string(), "2".into()];
-    args.extend(users(6));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let game = Game::start(&dir, &args);
+    let game = two_preauth_game(&dir, 6);
     let proxy = Proxy::start(&dir, &mux_config(&game, ""));
     wait_up(&proxy).await;
     proxy.wait_log("connect screen kept for lazy connect").await;
@@ -119,15 +97,7 @@ async fn six_players_at_a_two_preauth_game_all_get_in_with_lazy_connect() {
         assert!(c.text.matches(BUSY).count() <= 1, "{}", c.text);
     }
     assert_eq!(count(&game, "login") - logins_before, 6);
-    for i in 1..=6 {
-        let name = format!("p{i:02}");
-        let n = game
-            .events()
-            .iter()
-            .filter(|e| e["t"] == "login" && e["user"] == name.as_str())
-            .count();
-        assert_eq!(n, 1, "{name} logged in {n} times");
-    }
+    assert_each_logged_in_once(&game, 6);
     let refused = game
         .events()
         .iter()
@@ -143,10 +113,7 @@ async fn six_players_at_a_two_preauth_game_all_get_in_with_lazy_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_players_at_a_two_preauth_game_all_get_in_by_retrying() {
     let dir = TempDir::new("busy-retry");
-    let mut args = vec!["--max-preauth".to_string(), "2".into()];
-    args.extend(users(6));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let game = Game::start(&dir, &args);
+    let game = two_preauth_game(&dir, 6);
     let proxy = Proxy::start(
         &dir,
         &mux_config(
@@ -200,15 +167,7 @@ async fn six_players_at_a_two_preauth_game_all_get_in_by_retrying() {
         counted, refused,
         "each refusal the game logged, counted once"
     );
-    for i in 1..=6 {
-        let name = format!("p{i:02}");
-        let n = game
-            .events()
-            .iter()
-            .filter(|e| e["t"] == "login" && e["user"] == name.as_str())
-            .count();
-        assert_eq!(n, 1, "{name} logged in {n} times");
-    }
+    assert_each_logged_in_once(&game, 6);
 }
 
 /// The proxy's `/metrics` text.
@@ -268,14 +227,7 @@ async fn restore_through_conn_rate(window: u32) {
         .filter(|e| e["t"] == "refused" && e["why"] == "rate")
         .count();
     assert!(refused > 0, "the connection rate was never met");
-    for i in 1..=25 {
-        let name = format!("p{i:02}");
-        let n = ev
-            .iter()
-            .filter(|e| e["t"] == "login" && e["user"] == name.as_str())
-            .count();
-        assert_eq!(n, 1, "{name} logged in {n} times");
-    }
+    assert_each_logged_in_once(&game, 25);
     eprintln!(
         "restore of 25 through --conn-rate 20/{window}: {:.1} s, {refused} connection(s) refused by the game",
         took.as_secs_f64()
@@ -344,10 +296,7 @@ async fn a_restore_does_not_announce_the_restored_to_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_and_a_command_in_one_packet_arrive_in_order() {
     let dir = TempDir::new("busy-one-packet");
-    let mut args = users(3);
-    args.extend(["--max-preauth".to_string(), "2".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let game = Game::start(&dir, &args);
+    let game = two_preauth_game(&dir, 3);
     let proxy = Proxy::start(&dir, &mux_config(&game, ""));
     wait_up(&proxy).await;
     proxy.wait_log("connect screen kept for lazy connect").await;

@@ -26,39 +26,19 @@ use harness::*;
 use serde_json::Value;
 
 const OFFLINE: &str = "Test MUSH is down. Your connection is being held";
-const ONLINE: &str = "You have been logged back in.";
-const PAUSED: &str = "Test MUSH is paused for a moment";
-const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz", "wizpw")];
-const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
 const LEASE: Duration = Duration::from_secs(2);
-const AFTER: Duration = Duration::from_secs(1);
+const AFTER: Duration = FAILOVER_AFTER;
 
 fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
-    let bus = bus_toml(
-        &[nats.to_string()],
+    member_config(
+        b0,
+        b1,
+        nats,
         instance,
-        &format!(
-            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}s\"\nrpc_allow = [\"status\", \"failover\"]",
-            LEASE.as_secs()
-        ),
-    );
-    format!(
-        "game = \"Test MUSH\"\n\
-         [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"250ms\"\ntimeout = \"1s\"\n\
-         [client_ip]\nmode = \"command\"\n\
-         [outage]\nqueue_input = true\n\
-         [failover]\nafter = \"{}s\"\n\
-         [metrics]\naddr = \"127.0.0.1:0\"\n\
-         {}{bus}",
-        AFTER.as_secs(),
-        backends(&[("b0", b0), ("b1", b1)])
+        LEASE,
+        &["status", "failover"],
+        "[metrics]\naddr = \"127.0.0.1:0\"\n",
     )
-}
-
-fn backends(list: &[(&str, &str)]) -> String {
-    list.iter()
-        .map(|(n, a)| format!("[[backends]]\nname = \"{n}\"\naddr = \"{a}\"\n"))
-        .collect()
 }
 
 /// Everything one scenario runs.
@@ -104,6 +84,26 @@ async fn setup(dir: &TempDir, games: [Game; 2], b0_of: impl Fn(usize) -> String)
         players,
         watch,
     }
+}
+
+/// Every player is told they are logged back in (after a move) and
+/// plays on: `say TAG i` comes back.
+async fn moved_and_playing(s: &mut Setup, tag: &str) {
+    for (i, p) in s.players.iter_mut().enumerate() {
+        p.expect(ONLINE).await;
+        p.send(&format!("say {tag} {i}")).await;
+        p.expect(&format!("{tag} {i}")).await;
+    }
+}
+
+/// When the last player (not the heartbeat) logged in on `g`, in µs.
+fn last_player_login_us(g: &Game) -> u64 {
+    g.events()
+        .iter()
+        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
+        .filter_map(|e| e["us"].as_u64())
+        .max()
+        .unwrap()
 }
 
 fn two_games(dir: &TempDir) -> [Game; 2] {
@@ -158,11 +158,7 @@ async fn primary_dies_for_everyone_and_every_instance_moves() {
         );
         assert_eq!(e["term"], t["term"], "{e}");
     }
-    for (i, p) in s.players.iter_mut().enumerate() {
-        p.expect(ONLINE).await;
-        p.send(&format!("say moved {i}")).await;
-        p.expect(&format!("moved {i}")).await;
-    }
+    moved_and_playing(&mut s, "moved").await;
     for (u, _) in USERS {
         assert!(logged_in(&s.games[1], u), "{u} on b1");
     }
@@ -176,13 +172,7 @@ async fn primary_dies_for_everyone_and_every_instance_moves() {
         .map(|e| ms_of(e["time"].as_str().unwrap()))
         .max()
         .unwrap();
-    let last_login_us = s.games[1]
-        .events()
-        .iter()
-        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
-        .filter_map(|e| e["us"].as_u64())
-        .max()
-        .unwrap();
+    let last_login_us = last_player_login_us(&s.games[1]);
     eprintln!(
         "FIGURE cluster failover: kill->term {} ms; term->last instance moved {} ms; term->last player on b1 {} ms; kill->test saw all 3 failover events {:?} (lease {:?}, failover.after {:?})",
         term_ms - killed as i128 / 1000,
@@ -246,7 +236,13 @@ async fn an_instance_cut_off_from_nats_pauses_then_goes_on() {
         gauge(&s.proxies[other], "holdfast_cluster_fenced").await,
         Some(0.0)
     );
-    gauge_becomes(&s.proxies[other], "holdfast_cluster_members_alive", 2.0).await;
+    gauge_becomes(
+        &s.proxies[other],
+        "holdfast_cluster_members_alive",
+        2.0,
+        WAIT,
+    )
+    .await;
     // Its input is queued; the game sees none of it yet.
     s.players[v].send("say while fenced").await;
     // The others play on, on b0; the paused player hears nothing yet.
@@ -272,8 +268,14 @@ async fn an_instance_cut_off_from_nats_pauses_then_goes_on() {
     let fenced = wait_events(&watch, "cluster.fenced", 1, WAIT).await;
     assert_eq!(fenced[0]["instance"], name, "{fenced:?}");
     let back = wait_events(&watch, "cluster.rejoined", 1, WAIT).await;
-    gauge_becomes(&s.proxies[v], "holdfast_cluster_fenced", 0.0).await;
-    gauge_becomes(&s.proxies[other], "holdfast_cluster_members_alive", 3.0).await;
+    gauge_becomes(&s.proxies[v], "holdfast_cluster_fenced", 0.0, WAIT).await;
+    gauge_becomes(
+        &s.proxies[other],
+        "holdfast_cluster_members_alive",
+        3.0,
+        WAIT,
+    )
+    .await;
     assert_eq!(
         (back[0]["instance"].as_str(), back[0]["active"].as_str()),
         (Some(name), Some("b0"))
@@ -318,24 +320,8 @@ async fn an_instance_cut_off_from_nats_pauses_then_goes_on() {
 
 /// A node that does not lead the bucket's stream (the last such).
 async fn victim(s: &Setup) -> usize {
-    let js = async_nats::jetstream::new(connect(&s.nodes[0].url()).await);
-    let t0 = Instant::now();
-    loop {
-        let leader = match js.get_stream("KV_holdfast_cluster_test").await {
-            Ok(mut st) => st
-                .info()
-                .await
-                .ok()
-                .and_then(|i| i.cluster.clone())
-                .and_then(|c| c.leader),
-            Err(_) => None,
-        };
-        if let Some(l) = leader {
-            return (0..3).rev().find(|i| l != format!("n{i}")).unwrap();
-        }
-        assert!(t0.elapsed() < WAIT, "the bucket's stream has no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let leader = bucket_leader(&s.nodes).await;
+    (0..3).rev().find(|&i| i != leader).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +399,7 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
     let mut s = setup(&dir, games, |_| b0.clone()).await;
     wait_events(&s.watch, "cluster.term", 1, WAIT).await;
     // Its view is as of its last read of the bucket (every lease / 8).
-    let st = status_until(&s.watch.client, "hf-b", |c| {
+    let st = status_until(&s.watch.client, "hf-b", WAIT, |c| {
         c["members"].as_array().is_some_and(|m| m.len() == 3)
     })
     .await;
@@ -473,32 +459,22 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         .map(|e| ms_of(e["time"].as_str().unwrap()))
         .max()
         .unwrap();
-    for (i, p) in s.players.iter_mut().enumerate() {
-        p.expect(ONLINE).await;
-        p.send(&format!("say on b1 {i}")).await;
-        p.expect(&format!("on b1 {i}")).await;
-    }
+    moved_and_playing(&mut s, "on b1").await;
     for (u, _) in USERS {
         assert!(logged_in(&s.games[1], u), "{u} on b1");
     }
     // Everyone left b0 before anyone logged in on b1.
     assert_one_backend_at_a_time(&s.games, None);
-    let last_login_us = s.games[1]
-        .events()
-        .iter()
-        .filter(|e| e["t"] == "login" && e["user"] != "heartbeat")
-        .filter_map(|e| e["us"].as_u64())
-        .max()
-        .unwrap();
+    let last_login_us = last_player_login_us(&s.games[1]);
     eprintln!(
         "FIGURE cluster failover request: term->last instance moved {} ms; term->last player on b1 {} ms",
         last_move - term_ms,
         last_login_us as i128 / 1000 - term_ms
     );
-    let st = status_until(&s.watch.client, "hf-c", |c| c["active"] == "b1").await;
+    let st = status_until(&s.watch.client, "hf-c", WAIT, |c| c["active"] == "b1").await;
     let term1 = st["cluster"]["term"].as_f64().unwrap();
     assert!(term1 > term0, "{st:#}");
-    gauge_becomes(&s.proxies[2], "holdfast_cluster_term", term1).await;
+    gauge_becomes(&s.proxies[2], "holdfast_cluster_term", term1, WAIT).await;
     let moved = events(&s.watch, "failover").len();
 
     // A reload that reorders one instance's backends moves the cluster
@@ -532,67 +508,13 @@ async fn a_failover_request_to_one_instance_moves_them_all() {
         events(&s.watch, "cluster.term").last().unwrap()["proposer"],
         "hf-c"
     );
-    for (i, p) in s.players.iter_mut().enumerate() {
-        p.expect(ONLINE).await;
-        p.send(&format!("say on b0 again {i}")).await;
-        p.expect(&format!("on b0 again {i}")).await;
-    }
+    moved_and_playing(&mut s, "on b0 again").await;
     assert_one_backend_at_a_time(&s.games, None);
     assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
     assert_eq!(st["cluster"]["proposer"], "hf-a", "{st:#}");
     // The table `holdfast status` prints.
     let table = holdfast::bus::render_table(&[st]);
     assert!(table.contains("cluster test: active b1"), "{table}");
-}
-
-/// One gauge of cluster `test` from `proxy`'s `/metrics` (`None`: absent).
-async fn gauge(proxy: &Proxy, name: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(proxy.metrics_addr().await)
-        .await
-        .unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(WAIT, c.read_to_string(&mut body))
-        .await
-        .expect("metrics answered")
-        .unwrap();
-    let prefix = format!("{name}{{cluster=\"test\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().parse().unwrap())
-}
-
-/// Scrapes until gauge `name` of `proxy` is `want`.
-async fn gauge_becomes(proxy: &Proxy, name: &str, want: f64) {
-    let t0 = Instant::now();
-    loop {
-        let got = gauge(proxy, name).await;
-        if got == Some(want) {
-            return;
-        }
-        assert!(t0.elapsed() < WAIT, "{name} is {got:?}, not {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Asks `instance` for its status until its `cluster` part satisfies `f`.
-async fn status_until(
-    client: &async_nats::Client,
-    instance: &str,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let st = request(client, instance, "status", "{}").await;
-        if f(&st["cluster"]) {
-            return st;
-        }
-        assert!(t0.elapsed() < WAIT, "{st:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A SIGUSR2 upgrade of one member: its players keep their connections and
@@ -608,7 +530,7 @@ async fn an_upgraded_instance_stays_the_same_member() {
     let b0 = games[0].addr.to_string();
     let mut s = setup(&dir, games, |_| b0.clone()).await;
     wait_events(&s.watch, "cluster.term", 1, WAIT).await;
-    let st = status_until(&s.watch.client, "hf-b", |c| {
+    let st = status_until(&s.watch.client, "hf-b", WAIT, |c| {
         c["members"]
             .as_array()
             .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["alive"] == true))
@@ -658,7 +580,7 @@ async fn an_upgraded_instance_stays_the_same_member() {
         p.expect(&format!("after {i}")).await;
     }
     // The others see it alive, renewed lately, on the same term.
-    let st = status_until(&s.watch.client, "hf-b", |c| c["term"] == term).await;
+    let st = status_until(&s.watch.client, "hf-b", WAIT, |c| c["term"] == term).await;
     let a = st["cluster"]["members"]
         .as_array()
         .unwrap()
@@ -734,11 +656,7 @@ async fn an_upgraded_instance_stays_the_same_member() {
     let mut who: Vec<&str> = fo.iter().map(|e| e["instance"].as_str().unwrap()).collect();
     who.sort();
     assert_eq!(who, NAMES, "{fo:#?}");
-    for (i, p) in s.players.iter_mut().enumerate() {
-        p.expect(ONLINE).await;
-        p.send(&format!("say on b1 {i}")).await;
-        p.expect(&format!("on b1 {i}")).await;
-    }
+    moved_and_playing(&mut s, "on b1").await;
     for (u, _) in USERS {
         assert!(logged_in(&s.games[1], u), "{u} on b1");
     }

@@ -17,41 +17,26 @@
 
 mod common;
 #[path = "cluster/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 
 use std::time::{Duration, Instant};
 
 use common::bus::*;
-use common::nats::*;
 use common::*;
 use harness::*;
 use serde_json::Value;
 
-const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
-const PAUSED: &str = "Test MUSH is paused for a moment";
-
 fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str, lease: Duration) -> String {
-    let bus = bus_toml(
-        &[nats.to_string()],
+    member_config(
+        b0,
+        b1,
+        nats,
         instance,
-        &format!(
-            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}ms\"\nrpc_allow = [\"status\"]",
-            lease.as_millis()
-        ),
-    );
-    format!(
-        "game = \"Test MUSH\"\n\
-         [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"250ms\"\ntimeout = \"1s\"\n\
-         [client_ip]\nmode = \"command\"\n\
-         [outage]\nqueue_input = true\n\
-         [failover]\nafter = \"1s\"\n\
-         [metrics]\naddr = \"127.0.0.1:0\"\n\
+        lease,
+        &["status"],
+        "[metrics]\naddr = \"127.0.0.1:0\"\n\
          [listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n\
-         [limits]\nconn_rate_per_ip = 1000.0\nconn_burst_per_ip = 1000\n\
-         [[backends]]\nname = \"b0\"\naddr = \"{b0}\"\n\
-         [[backends]]\nname = \"b1\"\naddr = \"{b1}\"\n\
-         {bus}"
+         [limits]\nconn_rate_per_ip = 1000.0\nconn_burst_per_ip = 1000\n",
     )
 }
 
@@ -91,55 +76,6 @@ fn game(dir: &TempDir, per: usize) -> Game {
 
 fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
-}
-
-/// One gauge of cluster `test` from `proxy`'s `/metrics` (`None`: absent).
-async fn gauge(proxy: &Proxy, name: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(proxy.metrics_addr().await)
-        .await
-        .unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(WAIT, c.read_to_string(&mut body))
-        .await
-        .expect("metrics answered")
-        .unwrap();
-    body.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("cluster=\"test\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-async fn gauge_becomes(proxy: &Proxy, name: &str, want: f64, within: Duration) {
-    let t0 = Instant::now();
-    loop {
-        let got = gauge(proxy, name).await;
-        if got == Some(want) {
-            return;
-        }
-        assert!(t0.elapsed() < within, "{name} is {got:?}, not {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Asks `instance` for its status until its `cluster` part satisfies `f`.
-async fn status_until(
-    client: &async_nats::Client,
-    instance: &str,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let st = request(client, instance, "status", "{}").await;
-        if f(&st["cluster"]) {
-            return st;
-        }
-        assert!(t0.elapsed() < WAIT * 2, "{st:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Logs in every player of every instance, a few at a time.
@@ -319,28 +255,6 @@ async fn a_nats_outage_longer_than_the_lease_logs_nobody_out() {
     }
 }
 
-/// The node that leads the cluster's bucket (`None` while there is none).
-async fn bucket_leader(nodes: &[NatsServer]) -> usize {
-    let js = async_nats::jetstream::new(connect(&nodes[0].url()).await);
-    let t0 = Instant::now();
-    loop {
-        let leader = match js.get_stream("KV_holdfast_cluster_test").await {
-            Ok(mut st) => st
-                .info()
-                .await
-                .ok()
-                .and_then(|i| i.cluster.clone())
-                .and_then(|c| c.leader),
-            Err(_) => None,
-        };
-        if let Some(l) = leader {
-            return (0..3).find(|i| l == format!("n{i}")).unwrap();
-        }
-        assert!(t0.elapsed() < WAIT, "the bucket's stream has no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_node_that_holds_the_bucket_leaves_the_others_relaying() {
     // Above the time JetStream takes to elect a new leader for the bucket
@@ -376,7 +290,7 @@ async fn killing_the_node_that_holds_the_bucket_leaves_the_others_relaying() {
         .into_iter()
         .flatten()
         .collect();
-    let st = status_until(&watch.client, "hf-a", |c| {
+    let st = status_until(&watch.client, "hf-a", WAIT * 2, |c| {
         c["members"].as_array().is_some_and(|m| m.len() == 3)
     })
     .await;
@@ -447,12 +361,10 @@ async fn a_second_process_with_a_running_instance_name_is_refused() {
     assert!(logs.contains("own bus.instance"), "{logs}");
 
     // The backends in another order: refused too.
-    let both = |x: &str, y: &str| {
-        let (ax, ay) = if x == "b0" { (&b0, &b1) } else { (&b1, &b0) };
-        format!("[[backends]]\nname = \"{x}\"\naddr = \"{ax}\"\n[[backends]]\nname = \"{y}\"\naddr = \"{ay}\"\n")
-    };
-    let reversed = proxy_config(&b0, &b1, &nodes[2].url(), "hf-b", lease)
-        .replace(&both("b0", "b1"), &both("b1", "b0"));
+    let reversed = proxy_config(&b0, &b1, &nodes[2].url(), "hf-b", lease).replace(
+        &backends(&[("b0", &b0), ("b1", &b1)]),
+        &backends(&[("b1", &b1), ("b0", &b0)]),
+    );
     assert!(reversed.find("name = \"b1\"") < reversed.find("name = \"b0\""));
     let mut other = Proxy::start(&dir, &reversed);
     let code = other.wait_exit(lease * 2 + WAIT);

@@ -212,7 +212,7 @@ async fn proxy_v1_and_v2_headers_are_exact() {
         let proxy = Proxy::start(&dir, &cfg);
         let mut c = Client::connect_from(proxy.addr, "127.0.0.2").await;
         c.expect("Welcome to a raw game").await;
-        let cport = c.stream.local_addr().unwrap().port();
+        let cport = c.stream().local_addr().unwrap().port();
         // Probe connections (no heartbeat user: connect-only) carry a
         // header too; find the player's by its source port.
         let header = loop {
@@ -261,11 +261,7 @@ fn check_reports_errors_with_positions() {
     for (i, (text, pos, msg)) in cases.iter().enumerate() {
         let f = dir.path(&format!("c{i}.toml"));
         std::fs::write(&f, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(["check", "-c"])
-            .arg(&f)
-            .output()
-            .unwrap();
+        let out = holdfast_check(&f);
         assert_eq!(out.status.code(), Some(1), "case {i}");
         let err = String::from_utf8_lossy(&out.stderr);
         let want = format!("{}:{pos}: ", f.display());
@@ -305,11 +301,7 @@ fn check_warns_about_world_readable_passwords() {
     let f = dir.path("c.toml");
     std::fs::write(&f, "[heartbeat]\nuser = \"hb\"\npassword = \"pw\"\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n").unwrap();
     let run = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(["check", "-c"])
-            .arg(&f)
-            .output()
-            .unwrap();
+        let out = holdfast_check(&f);
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

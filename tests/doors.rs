@@ -5,9 +5,9 @@ mod common;
 #[path = "doors/conn.rs"]
 mod conn;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::certs::make_cert;
 use common::*;
 use conn::*;
 
@@ -154,11 +154,7 @@ async fn a_stalled_tls_handshake_is_closed_and_not_counted_after() {
 }
 
 fn check(config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["check", "-c"])
-        .arg(config)
-        .output()
-        .unwrap();
+    let out = holdfast_check(config);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -22,6 +22,7 @@ mod conn;
 
 use std::time::{Duration, Instant};
 
+use common::certs::make_cert;
 use common::*;
 use conn::*;
 

@@ -297,11 +297,7 @@ fn check_says_the_game_sees_holdfasts_address() {
             format!("flavor = \"{flavor}\"\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n"),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(["check", "-c"])
-            .arg(&f)
-            .output()
-            .unwrap();
+        let out = holdfast_check(&f);
         assert!(out.status.success(), "{flavor}");
         let summary = String::from_utf8_lossy(&out.stdout);
         assert_eq!(

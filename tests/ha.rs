@@ -238,16 +238,7 @@ async fn sighup_reorder_moves_everyone() {
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     let mut bob = Client::login(proxy.addr, "Bob", "bobpw").await;
     // Reorder: second is now preferred.
-    let cfg2 = cfg1
-        .replace(&format!("addr = \"{}\"", first.addr), "addr = \"FIRST\"")
-        .replace(
-            &format!("addr = \"{}\"", second.addr),
-            &format!("addr = \"{}\"", first.addr),
-        )
-        .replace("addr = \"FIRST\"", &format!("addr = \"{}\"", second.addr))
-        .replace("name = \"b0\"", "name = \"X\"")
-        .replace("name = \"b1\"", "name = \"b0\"")
-        .replace("name = \"X\"", "name = \"b1\"");
+    let cfg2 = prefer_second(&cfg1, &first, &second);
     proxy.rewrite(&cfg2);
     proxy.sighup();
     alice.expect("Moving you to b1").await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::irc_watch::{RelayProc, Watcher};
 use common::nats::NatsServer;
 use common::ngircd::Ngircd;
-use common::{config_for, Client, Game, Proxy, TempDir};
+use common::{config_for, Client, Expect, Game, Proxy, TempDir};
 
 const CHAN: &str = "#mymush";
 const BOT: &str = "holdfast";

@@ -12,32 +12,13 @@ use common::*;
 /// The last line of fakemush's connect screen.
 const SCREEN_END: &str = "Use \"connect <name> <password>\" to connect.";
 
-/// The game's logins of `user`.
-fn logins(game: &Game, user: &str) -> usize {
-    game.events()
-        .into_iter()
-        .filter(|e| e["t"] == "login" && e["user"] == user)
-        .count()
-}
-
-/// Logs in with `line` and waits until the proxy knows the login.
-async fn login_with(proxy: &Proxy, line: &str) -> Client {
-    let mut c = Client::connect(proxy.addr).await;
-    c.expect("connect").await;
-    c.send(line).await;
-    c.expect("Last connect was from").await;
-    c.send("think login-settled").await;
-    c.expect("login-settled").await;
-    c
-}
-
 /// Kills and restarts the game; `c` must be logged back in.
 async fn restart_and_expect_relogin(game: &mut Game, c: &mut Client, user: &str) {
-    let before = logins(game, user);
+    let before = game.logins(user).len();
     game.kill();
     game.restart();
     c.expect("You have been logged back in").await;
-    assert_eq!(logins(game, user), before + 1);
+    assert_eq!(game.logins(user).len(), before + 1);
     c.send("think still me").await;
     c.expect("still me").await;
 }
@@ -59,7 +40,7 @@ async fn a_character_without_a_password_is_logged_back_in() {
         );
         let extra = format!("flavor = \"{flavor}\"\n[client_ip]\nmode = \"command\"\n");
         let proxy = Proxy::start(&dir, &config_for(&[&game], &extra));
-        let mut one = login_with(&proxy, "connect One").await;
+        let mut one = Client::login_with(proxy.addr, "connect One").await;
         proxy.wait_log("user=One").await;
         restart_and_expect_relogin(&mut game, &mut one, "One").await;
         assert!(
@@ -76,7 +57,7 @@ async fn a_player_who_entered_with_create_is_logged_back_in() {
     let accounts = dir.path("accounts");
     let mut game = Game::start(&dir, &["--accounts", accounts.to_str().unwrap()]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
-    let mut newbie = login_with(&proxy, "create Newbie newbiepw").await;
+    let mut newbie = Client::login_with(proxy.addr, "create Newbie newbiepw").await;
     proxy.wait_log("user=Newbie").await;
     restart_and_expect_relogin(&mut game, &mut newbie, "Newbie").await;
     // Logged back in with `connect`, not by creating it again.

@@ -118,7 +118,7 @@ async fn crawlers_get_an_answer_while_the_game_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_listener_is_advertised_as_tls_and_ssl() {
     let dir = TempDir::new("mssp-default-tls");
-    conn::make_cert(&dir, "a");
+    certs::make_cert(&dir, "a");
     let game = Game::start(&dir, &["--mssp-penn"]);
     let proxy = Proxy::start(
         &dir,

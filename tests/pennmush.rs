@@ -124,11 +124,7 @@ fn check_rejects_bad_socket_paths() {
             format!("[[backends]]\nname = \"p\"\naddr = \"unix:{addr}\"\n"),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(["check", "-c"])
-            .arg(&f)
-            .output()
-            .unwrap();
+        let out = holdfast_check(&f);
         assert_eq!(out.status.code(), Some(1));
         let text = String::from_utf8_lossy(&out.stdout);
         let want = format!("{}:3:8: ", f.display());

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Client, TempDir};
+use common::{Client, Expect, TempDir};
 
 /// Upper bound for anything the quick start waits for (under CI load).
 const SLOW: Duration = Duration::from_secs(30);

@@ -10,24 +10,6 @@ use common::*;
 
 const RESUMED: &str = "Your session was kept while you were away";
 
-/// The game's connection ids of `user`'s logins, in order.
-fn logins(game: &Game, user: &str) -> Vec<serde_json::Value> {
-    game.events()
-        .into_iter()
-        .filter(|e| e["t"] == "login" && e["user"] == user)
-        .map(|e| e["conn"].clone())
-        .collect()
-}
-
-/// Resets the player's connection (SO_LINGER 0: an RST, as a dropped
-/// mobile link or a crashed client gives).
-fn reset(c: Client) {
-    socket2::SockRef::from(&c.stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(c);
-}
-
 #[tokio::test]
 async fn dropped_player_resumes_with_what_was_said() {
     let dir = TempDir::new("resume");
@@ -35,7 +17,7 @@ async fn dropped_player_resumes_with_what_was_said() {
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     let mut bob = Client::login(proxy.addr, "Bob", "bobpw").await;
-    reset(alice);
+    alice.reset();
     proxy.wait_log("session detached").await;
     for i in 0..5 {
         bob.send(&format!("say line {i} of the scene")).await;
@@ -57,7 +39,7 @@ async fn dropped_player_resumes_with_what_was_said() {
     alice.send("say I'm back").await;
     bob.expect("Alice says, \"I'm back\"").await;
     // The game saw one login more: its check of the password (issue 23).
-    assert_eq!(logins(&game, "Alice").len(), 2, "the game's check");
+    assert_eq!(game.logins("Alice").len(), 2, "the game's check");
     assert!(
         !alice.text.contains("Last connect"),
         "no second login screen: {}",
@@ -72,7 +54,7 @@ async fn a_wrong_password_is_an_ordinary_failed_login() {
     let game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
-    reset(alice);
+    alice.reset();
     proxy.wait_log("session detached").await;
     let mut mallory = Client::connect_from(proxy.addr, "127.0.0.3").await;
     mallory.expect("connect").await;
@@ -88,7 +70,7 @@ async fn a_wrong_password_is_an_ordinary_failed_login() {
     alice.send("connect Alice alicepw").await;
     alice.expect(RESUMED).await;
     // The failed attempt was no login; the game's check of hers was.
-    assert_eq!(logins(&game, "Alice").len(), 2);
+    assert_eq!(game.logins("Alice").len(), 2);
 }
 
 #[tokio::test]
@@ -97,8 +79,8 @@ async fn an_expired_detached_session_quits_the_game() {
     let game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], "[resume]\nkeep = \"1s\"\n"));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
-    let conn = logins(&game, "Alice")[0].clone();
-    reset(alice);
+    let conn = game.logins("Alice")[0].clone();
+    alice.reset();
     game.wait_event("Alice quit when her session expired", |e| {
         e["t"] == "close" && e["conn"] == conn && e["why"] == "quit"
     })
@@ -112,8 +94,8 @@ async fn resume_off_closes_the_game_session_as_before() {
     let game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], "[resume]\nkeep = \"off\"\n"));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
-    let conn = logins(&game, "Alice")[0].clone();
-    reset(alice);
+    let conn = game.logins("Alice")[0].clone();
+    alice.reset();
     game.wait_event("Alice's game connection closed", |e| {
         e["t"] == "close" && e["conn"] == conn
     })
@@ -127,13 +109,13 @@ async fn a_detached_player_survives_a_game_restart_and_resumes() {
     let mut game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
-    reset(alice);
+    alice.reset();
     proxy.wait_log("session detached").await;
     game.kill();
     game.restart();
     // Logged back in while away, invisibly: a second login at the game.
     let t0 = Instant::now();
-    while logins(&game, "Alice").len() < 2 {
+    while game.logins("Alice").len() < 2 {
         assert!(t0.elapsed() < WAIT, "Alice was not logged back in");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -160,7 +142,7 @@ async fn playback_is_bounded() {
     );
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     alice.send("spam 10485760").await;
-    reset(alice);
+    alice.reset();
     proxy.wait_log("session detached").await;
     let pid = proxy.pid();
     // Wait until the game has sent it all (its connection goes quiet).
@@ -196,8 +178,8 @@ async fn sigterm_quits_detached_sessions_cleanly() {
     let game = Game::start(&dir, &[]);
     let mut proxy = Proxy::start(&dir, &config_for(&[&game], ""));
     let alice = Client::login(proxy.addr, "Alice", "alicepw").await;
-    let conn = logins(&game, "Alice")[0].clone();
-    reset(alice);
+    let conn = game.logins("Alice")[0].clone();
+    alice.reset();
     proxy.wait_log("session detached").await;
     let code = tokio::task::spawn_blocking(move || proxy.stop())
         .await

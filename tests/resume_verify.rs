@@ -12,23 +12,6 @@ use common::*;
 const RESUMED: &str = "Your session was kept while you were away";
 const BAD_LOGIN: &str = "Either that player does not exist, or has a different password.";
 
-/// The game's connection ids of `user`'s logins, in order.
-fn logins(game: &Game, user: &str) -> Vec<serde_json::Value> {
-    game.events()
-        .into_iter()
-        .filter(|e| e["t"] == "login" && e["user"] == user)
-        .map(|e| e["conn"].clone())
-        .collect()
-}
-
-/// Resets the player's connection (an RST, as a dropped mobile link).
-fn reset(c: Client) {
-    socket2::SockRef::from(&c.stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(c);
-}
-
 /// Waits until the proxy's log holds `needle` `n` times.
 async fn wait_log_count(proxy: &Proxy, needle: &str, n: usize) {
     let t0 = Instant::now();
@@ -36,18 +19,6 @@ async fn wait_log_count(proxy: &Proxy, needle: &str, n: usize) {
         assert!(t0.elapsed() < WAIT, "{needle:?} fewer than {n} times");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Logs in (the forms [`Client::login`] does not type) and waits until
-/// the proxy knows the login.
-async fn login_with(proxy: &Proxy, line: &str) -> Client {
-    let mut c = Client::connect(proxy.addr).await;
-    c.expect("connect").await;
-    c.send(line).await;
-    c.expect("Last connect was from").await;
-    c.send("think login-settled").await;
-    c.expect("login-settled").await;
-    c
 }
 
 #[tokio::test]
@@ -62,7 +33,7 @@ async fn after_a_password_change_the_old_password_does_not_resume() {
     let bob_from = bob.text.len();
     alice.send("@password alicepw=brand-new-secret").await;
     alice.expect("Password changed.").await;
-    reset(alice);
+    alice.reset();
     proxy.wait_log("session detached").await;
 
     // The game no longer takes the old password, and neither does holdfast:
@@ -74,7 +45,7 @@ async fn after_a_password_change_the_old_password_does_not_resume() {
     old.collect_for(Duration::from_millis(300)).await;
     assert!(!old.text.contains(RESUMED), "{}", old.text);
     assert!(!old.text.contains("[holdfast]"), "{}", old.text);
-    assert_eq!(logins(&game, "Alice").len(), 1);
+    assert_eq!(game.logins("Alice").len(), 1);
 
     // The new password resumes; what that costs.
     let mut alice = Client::connect_from(proxy.addr, "127.0.0.2").await;
@@ -87,7 +58,7 @@ async fn after_a_password_change_the_old_password_does_not_resume() {
     alice.expect("still me").await;
     assert!(!alice.text.contains("Last connect"), "{}", alice.text);
     // What the game saw: one login more (the check) and its clean quit.
-    let seen = logins(&game, "Alice");
+    let seen = game.logins("Alice");
     assert_eq!(seen.len(), 2, "{seen:?}");
     let check = seen[1].clone();
     game.wait_event("the check's connection quit", |e| {
@@ -113,7 +84,7 @@ async fn after_a_password_change_the_old_password_does_not_resume() {
     game.kill();
     game.restart();
     alice.expect("You have been logged back in").await;
-    assert_eq!(logins(&game, "Alice").len(), 3);
+    assert_eq!(game.logins("Alice").len(), 3);
     assert!(!proxy.logs().contains("re-login failed"));
     proxy.assert_no_passwords();
 }
@@ -123,7 +94,7 @@ async fn a_guest_login_is_never_kept_nor_resumed() {
     let dir = TempDir::new("rvguest");
     let game = Game::start(&dir, &[]);
     let proxy = Proxy::start(&dir, &config_for(&[&game], "[resume]\nnever = [\"b?b\"]\n"));
-    let g1 = login_with(&proxy, "connect guest guest").await;
+    let g1 = Client::login_with(proxy.addr, "connect guest guest").await;
     let first = game
         .events()
         .into_iter()
@@ -131,14 +102,14 @@ async fn a_guest_login_is_never_kept_nor_resumed() {
         .expect("the guest's login");
     assert_eq!(first["user"], "Guest1");
     let conn = first["conn"].clone();
-    reset(g1);
+    g1.reset();
     // Its game session ends with the link, as without holdfast; nothing
     // is kept for a stranger.
     game.wait_event("the guest's link closed", |e| {
         e["t"] == "close" && e["conn"] == conn
     })
     .await;
-    let g2 = login_with(&proxy, "connect guest guest").await;
+    let g2 = Client::login_with(proxy.addr, "connect guest guest").await;
     assert!(!g2.text.contains(RESUMED), "{}", g2.text);
     // A fresh guest character: the game saw a second guest login.
     let guests = game
@@ -149,8 +120,8 @@ async fn a_guest_login_is_never_kept_nor_resumed() {
     assert_eq!(guests, 2);
     // A `resume.never` pattern: the same for Bob.
     let bob = Client::login(proxy.addr, "Bob", "bobpw").await;
-    let conn = logins(&game, "Bob")[0].clone();
-    reset(bob);
+    let conn = game.logins("Bob")[0].clone();
+    bob.reset();
     game.wait_event("Bob's link closed", |e| {
         e["t"] == "close" && e["conn"] == conn
     })
@@ -174,16 +145,16 @@ async fn the_owner_resumes_past_a_stale_entry_under_the_same_name() {
     c2.expect_closed().await;
     let new = Client::login(proxy.addr, "Alice", "newpw").await;
     // Both links drop, the old one last: two detached sessions.
-    reset(new);
+    new.reset();
     wait_log_count(&proxy, "session detached", 1).await;
-    reset(old);
+    old.reset();
     wait_log_count(&proxy, "session detached", 2).await;
     // A restart: the old one's re-login fails (stale), the new one's works.
     game.kill();
     game.restart();
     wait_log_count(&proxy, "re-login failed", 1).await;
     let t0 = Instant::now();
-    while logins(&game, "Alice").len() < 4 {
+    while game.logins("Alice").len() < 4 {
         assert!(
             t0.elapsed() < WAIT,
             "the kept session was not logged back in"
@@ -210,7 +181,7 @@ async fn at_a_pennmush_too() {
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     alice.send("@password alicepw=brand-new-secret").await;
     alice.expect("You have changed your password.").await;
-    reset(alice);
+    alice.reset();
     proxy.wait_log("session detached").await;
     let mut old = Client::connect(proxy.addr).await;
     old.expect("connect").await;

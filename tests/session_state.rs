@@ -30,16 +30,7 @@ async fn sighup_to_a_down_backend_moves_nobody() {
     second.kill();
     proxy.wait_log("backend down").await;
     // Reorder: the dead second game is now preferred.
-    let cfg2 = cfg1
-        .replace(&format!("addr = \"{}\"", first.addr), "addr = \"FIRST\"")
-        .replace(
-            &format!("addr = \"{}\"", second.addr),
-            &format!("addr = \"{}\"", first.addr),
-        )
-        .replace("addr = \"FIRST\"", &format!("addr = \"{}\"", second.addr))
-        .replace("name = \"b0\"", "name = \"X\"")
-        .replace("name = \"b1\"", "name = \"b0\"")
-        .replace("name = \"X\"", "name = \"b1\"");
+    let cfg2 = prefer_second(&cfg1, &first, &second);
     proxy.rewrite(&cfg2);
     proxy.sighup();
     proxy
@@ -100,7 +91,7 @@ async fn drain(c: &mut Client, n: u64, within: Duration) -> u64 {
     let mut got = 0u64;
     let t0 = Instant::now();
     while got < n && t0.elapsed() < within {
-        match tokio::time::timeout(Duration::from_secs(1), c.stream.read(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_secs(1), c.stream().read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(k)) => got += k as u64,
             Err(_) if got > 0 => break,

@@ -4,22 +4,15 @@
 //! screen (TinyMUX's `max_preauth_sitecons`). Real holdfast, real fakemush.
 
 mod common;
+#[path = "busy/support.rs"]
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// `--user` arguments for `n` players `p01`… (password `pw`) and the
-/// heartbeat.
-fn users(n: usize) -> Vec<String> {
-    let mut v: Vec<String> = (1..=n)
-        .flat_map(|i| ["--user".to_string(), format!("p{i:02}:pw")])
-        .collect();
-    v.extend(["--user".into(), "heartbeat:hbpass:wizard".into()]);
-    v
-}
+use support::*;
 
 /// Six players connect within the first 100 ms after holdfast starts,
 /// before its heartbeat has the game's connect screen. Those who get the
@@ -30,17 +23,8 @@ fn users(n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_players_in_the_first_100ms_all_see_the_screen_and_log_in() {
     let dir = TempDir::new("startup-busy");
-    let mut args = vec!["--max-preauth".to_string(), "2".into()];
-    args.extend(users(6));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let game = Game::start(&dir, &args);
-    let proxy = Proxy::start(
-        &dir,
-        &config_for(
-            &[&game],
-            "flavor = \"tinymux\"\n[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 100\n",
-        ),
-    );
+    let game = two_preauth_game(&dir, 6);
+    let proxy = Proxy::start(&dir, &mux_config(&game, ""));
     let t0 = Instant::now();
     let clients = futures::future::join_all((0..6).map(|_| Client::connect(proxy.addr))).await;
     // About 5 ms here; a loaded CI machine may take longer, which only
@@ -103,13 +87,8 @@ async fn six_players_in_the_first_100ms_all_see_the_screen_and_log_in() {
             e["t"] == "login" && e["user"] == name.as_str()
         })
         .await;
-        let n = game
-            .events()
-            .iter()
-            .filter(|e| e["t"] == "login" && e["user"] == name.as_str())
-            .count();
-        assert_eq!(n, 1, "{name} logged in {n} times");
     }
+    assert_each_logged_in_once(&game, 6);
 }
 
 /// Two players logged back in after a game restart; one quits a moment

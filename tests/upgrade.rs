@@ -6,8 +6,12 @@
 
 mod common;
 // The TLS and WebSocket clients of the front-door tests.
+#[path = "upgrade/bench.rs"]
+mod bench;
 #[path = "doors/conn.rs"]
 mod conn;
+#[path = "upgrade/mccp.rs"]
+mod mccp;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
@@ -15,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::{print_handover_lines, Pingers};
 use common::*;
+use mccp::MccpPlayer;
 
 /// Limits out of the way of 50 players from one address.
 const ROOMY: &str = "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n[limits]\nconn_rate_per_ip = 0.0\n[outage]\nqueue_input = true\n";
@@ -29,26 +35,6 @@ struct Hf {
     ready: PathBuf,
     stderr: PathBuf,
     config: PathBuf,
-}
-
-fn kill(pid: u32, sig: &str) -> bool {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie child is not serving: look at its state too.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
 }
 
 fn ready_pid(s: &str) -> Option<u32> {
@@ -103,6 +89,11 @@ impl Hf {
         }
     }
 
+    /// [`Hf::start`] with this crate's binary.
+    fn run(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Hf {
+        Self::start(dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), config, env)
+    }
+
     /// A front door's address, from the ready file (`door addr` lines).
     fn door(&self, door: &str) -> SocketAddr {
         let s = std::fs::read_to_string(&self.ready).unwrap();
@@ -118,19 +109,11 @@ impl Hf {
     }
 
     fn wait_log(&self, needle: &str, times: usize) {
-        let t0 = Instant::now();
-        while self.logs().matches(needle).count() < times {
-            assert!(
-                t0.elapsed() < WAIT * 3,
-                "never logged {needle:?} {times}x:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_logged(&self.stderr, needle, times, WAIT * 3);
     }
 
     fn usr2(&self) {
-        assert!(kill(self.pid, "USR2"), "kill -USR2");
+        assert!(proc::send_signal(self.pid, "USR2"), "kill -USR2");
     }
 
     /// Waits for the ready file to name a new pid; the old process (our
@@ -163,20 +146,20 @@ impl Hf {
             // A later generation is not our child (its exit status is its
             // parent's, long gone): it must be gone.
             None => {
-                while alive(old) {
+                while proc::alive(old) {
                     assert!(t0.elapsed() < WAIT, "the old process did not exit");
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
         }
-        assert!(alive(new));
+        assert!(proc::alive(new));
     }
 }
 
 impl Drop for Hf {
     fn drop(&mut self) {
         if self.child.as_ref().map(Child::id) != Some(self.pid) {
-            kill(self.pid, "KILL");
+            proc::send_signal(self.pid, "KILL");
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -221,12 +204,7 @@ fn players() -> usize {
 async fn sigusr2_hands_every_player_over_without_a_drop() {
     let dir = TempDir::new("upgrade");
     let game = Game::start(&dir, &[]);
-    let mut hf = Hf::start(
-        &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &config_for(&[&game], ROOMY),
-        &[],
-    );
+    let mut hf = Hf::run(&dir, &config_for(&[&game], ROOMY), &[]);
     let n = players();
     let n_in = n * 4 / 5;
     let mut ins = Vec::new();
@@ -343,12 +321,7 @@ async fn held_and_mid_relogin_sessions_cross_and_log_in_once() {
     let extra = format!(
         "{ROOMY}[relogin]\nrate = 3.0\nburst = 1\njitter = \"0s\"\n[notices]\noffline = \"GAME-DOWN\"\nonline = \"GAME-BACK\"\n"
     );
-    let mut hf = Hf::start(
-        &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &config_for(&[&game], &extra),
-        &[],
-    );
+    let mut hf = Hf::run(&dir, &config_for(&[&game], &extra), &[]);
     const N: usize = 9;
     let mut cs = Vec::new();
     for _ in 0..N {
@@ -481,9 +454,8 @@ async fn a_failing_new_binary_or_config_leaves_the_old_one_serving() {
 async fn a_new_process_that_crashes_mid_handover_leaves_everyone_with_the_old_one() {
     let dir = TempDir::new("upgrade-crash");
     let game = Game::start(&dir, &[]);
-    let mut hf = Hf::start(
+    let mut hf = Hf::run(
         &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
         &config_for(&[&game], ROOMY),
         &[
             ("HOLDFAST_UPGRADE_BATCH", "10"),
@@ -551,18 +523,10 @@ async fn a_new_process_that_crashes_mid_handover_leaves_everyone_with_the_old_on
 async fn a_detached_session_crosses_and_resumes_in_the_new_process() {
     let dir = TempDir::new("upgrade-detached");
     let game = Game::start(&dir, &[]);
-    let mut hf = Hf::start(
-        &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &config_for(&[&game], ROOMY),
-        &[],
-    );
+    let mut hf = Hf::run(&dir, &config_for(&[&game], ROOMY), &[]);
     let alice = Client::login(hf.addr, "Alice", "alicepw").await;
     let mut bob = Client::login(hf.addr, "Bob", "bobpw").await;
-    socket2::SockRef::from(&alice.stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(alice);
+    alice.reset();
     hf.wait_log("session detached", 1);
     for i in 0..3 {
         bob.send(&format!("say line {i}")).await;
@@ -607,10 +571,7 @@ async fn a_detached_session_crosses_and_resumes_in_the_new_process() {
 async fn the_connection_rate_limit_carries_over() {
     let dir = TempDir::new("upgrade-rate");
     let game = Game::start(&dir, &[]);
-    let mut hf = Hf::start(
-        &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &config_for(
+    let mut hf = Hf::run(&dir, &config_for(
             &[&game],
             "[listen]\naddrs = [\"127.0.0.1:0\"]\n[limits]\nconn_rate_per_ip = 0.05\nconn_burst_per_ip = 2\n",
         ),
@@ -642,7 +603,8 @@ async fn the_connection_rate_limit_carries_over() {
 /// front doors keep their ports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_wss_players_reconnect_and_resume_after_an_upgrade() {
-    use conn::{make_cert, tls_connect, ws_player, wss_player, Conn};
+    use certs::make_cert;
+    use conn::{tls_connect, ws_player, wss_player};
     let dir = TempDir::new("upgrade-doors");
     make_cert(&dir, "a");
     let game = Game::start(&dir, &[]);
@@ -656,7 +618,7 @@ async fn tls_and_wss_players_reconnect_and_resume_after_an_upgrade() {
             dir.path("a.key").display().to_string(),
         ),
     );
-    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut hf = Hf::run(&dir, &cfg, &[]);
     let (tls_addr, ws_addr, wss_addr) = (hf.door("tls"), hf.door("ws"), hf.door("wss"));
     let (w, _) = tls_connect(&dir, tls_addr, "127.0.0.2").await;
     let mut alice = Conn::new(w);
@@ -754,7 +716,7 @@ async fn websocket_players_cross_an_upgrade_on_every_subprotocol() {
         "[listen]\naddrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n\
          [limits]\nconn_rate_per_ip = 0.0\n",
     );
-    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut hf = Hf::run(&dir, &cfg, &[]);
     let ws_addr = hf.door("ws");
     let mut ps = Vec::new();
     for i in 0..9 {
@@ -834,7 +796,7 @@ async fn a_websocket_message_cut_by_an_upgrade_arrives_once() {
         &[&game],
         "[listen]\naddrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\n",
     );
-    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut hf = Hf::run(&dir, &cfg, &[]);
     let ws_addr = hf.door("ws");
     let mut ps = Vec::new();
     let mut cut = Vec::new();
@@ -917,10 +879,7 @@ async fn a_websocket_message_cut_by_an_upgrade_arrives_once() {
 async fn probes_failing_right_after_an_upgrade_do_not_mark_the_backend_down() {
     let dir = TempDir::new("upgrade-probe");
     let game = Game::start(&dir, &[]);
-    let mut hf = Hf::start(
-        &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &config_for(
+    let mut hf = Hf::run(&dir, &config_for(
             &[&game],
             &format!(
                 "{ROOMY}[heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nfall = 4\n[templates]\nbanner_wait = \"200ms\"\n"
@@ -960,12 +919,7 @@ async fn a_session_stuck_writing_does_not_hold_up_its_batch() {
         "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_per_ip = 1000\n\
          [limits]\nconn_rate_per_ip = 0.0\nwrite_timeout = \"4s\"\ninput_lines_per_sec = 100000\ninput_burst = 100000\n",
     );
-    let mut hf = Hf::start(
-        &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &cfg,
-        &[("HOLDFAST_UPGRADE_BATCH", "4")],
-    );
+    let mut hf = Hf::run(&dir, &cfg, &[("HOLDFAST_UPGRADE_BATCH", "4")]);
     // The stuck player: a small receive buffer, logged in, then it asks
     // for far more output than the buffers hold and stops reading.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -1011,9 +965,8 @@ async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     let sock_path = dir.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
-    let mut hf = Hf::start(
+    let mut hf = Hf::run(
         &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
         &config_for(&[&game], ROOMY),
         &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
     );
@@ -1037,116 +990,6 @@ async fn systemd_is_told_ready_and_then_the_new_main_pid() {
     a.expect("You say, \"notified\"").await;
 }
 
-/// A player that takes the proxy's MCCP2 offer (every time it is made)
-/// and inflates what comes: a stream that ends mid-way or garbage after it
-/// would fail the decode or the text checks.
-struct MccpPlayer {
-    stream: tokio::net::TcpStream,
-    /// Decoded bytes, telnet included.
-    plain: Vec<u8>,
-    z: Option<flate2::Decompress>,
-    /// Compressed streams started and cleanly ended.
-    started: usize,
-    ended: usize,
-    offers_taken: usize,
-}
-
-const MCCP_START: &[u8] = b"\xff\xfa\x56\xff\xf0";
-const MCCP_OFFER: &[u8] = b"\xff\xfb\x56";
-
-impl MccpPlayer {
-    async fn login(addr: SocketAddr) -> MccpPlayer {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut p = MccpPlayer {
-            stream,
-            plain: Vec::new(),
-            z: None,
-            started: 0,
-            ended: 0,
-            offers_taken: 0,
-        };
-        p.until("connect").await;
-        p.send("connect Alice alicepw").await;
-        p.until("Last connect was from").await;
-        p
-    }
-
-    async fn send(&mut self, line: &str) {
-        use tokio::io::AsyncWriteExt;
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    fn text(&self) -> String {
-        strip_telnet(&self.plain)
-    }
-
-    fn decode(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            match &mut self.z {
-                None => {
-                    // Plain: up to a compression start (never split by the
-                    // proxy: it sends it at the end of a write).
-                    match data.windows(MCCP_START.len()).position(|w| w == MCCP_START) {
-                        Some(i) => {
-                            self.plain.extend_from_slice(&data[..i]);
-                            data = &data[i + MCCP_START.len()..];
-                            self.z = Some(flate2::Decompress::new(true));
-                            self.started += 1;
-                        }
-                        None => {
-                            self.plain.extend_from_slice(data);
-                            data = &[];
-                        }
-                    }
-                }
-                Some(z) => {
-                    let mut out = vec![0u8; 64 * 1024];
-                    let before = (z.total_in(), z.total_out());
-                    let st = z
-                        .decompress(data, &mut out, flate2::FlushDecompress::Sync)
-                        .expect("a clean zlib stream");
-                    let used = (z.total_in() - before.0) as usize;
-                    let made = (z.total_out() - before.1) as usize;
-                    self.plain.extend_from_slice(&out[..made]);
-                    data = &data[used..];
-                    if st == flate2::Status::StreamEnd {
-                        self.z = None;
-                        self.ended += 1;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads (answering each MCCP2 offer) until `needle` is in the text.
-    async fn until(&mut self, needle: &str) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let t0 = Instant::now();
-        let mut buf = vec![0u8; 16 * 1024];
-        while !self.text().contains(needle) {
-            let left = (WAIT * 2).saturating_sub(t0.elapsed());
-            let n = tokio::time::timeout(left, self.stream.read(&mut buf))
-                .await
-                .unwrap_or_else(|_| panic!("no {needle:?}; got:\n{}", self.text()))
-                .unwrap();
-            assert!(n > 0, "closed; got:\n{}", self.text());
-            self.decode(&buf[..n]);
-            let offers = self
-                .plain
-                .windows(MCCP_OFFER.len())
-                .filter(|w| *w == MCCP_OFFER)
-                .count();
-            while self.offers_taken < offers {
-                self.offers_taken += 1;
-                self.stream.write_all(b"\xff\xfd\x56").await.unwrap();
-            }
-        }
-    }
-}
-
 /// Figures, not a check (no timing is asserted): the handover time for
 /// `HOLDFAST_UPGRADE_SESSIONS` sessions (default 2000; idle, at the
 /// connect screen, each with its game connection) and the longest relay
@@ -1158,8 +1001,6 @@ impl MccpPlayer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_handover_time_and_stall() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let n: usize = std::env::var("HOLDFAST_UPGRADE_SESSIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1182,30 +1023,9 @@ async fn bench_handover_time_and_stall() {
     let idle_n = n.saturating_sub(PINGERS);
     // The pingers first: the roll is in the order sessions started, so
     // they stop in the first batch and wait longest (until `Commit`).
-    let stop = Arc::new(AtomicBool::new(false));
-    let measure = Arc::new(AtomicBool::new(false));
-    let mut pingers = Vec::new();
-    for i in 0..PINGERS {
-        let mut c = Client::login(hf.addr, "Alice", "alicepw").await;
-        let stop = stop.clone();
-        let measure = measure.clone();
-        pingers.push(tokio::spawn(async move {
-            let mut worst = Duration::ZERO;
-            let mut k = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let counts = measure.load(Ordering::Relaxed);
-                c.send(&format!("think ping-{i}-{k}")).await;
-                c.expect_within(&format!("ping-{i}-{k}\r\n"), Duration::from_secs(30))
-                    .await;
-                if counts {
-                    worst = worst.max(t.elapsed());
-                    k += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (worst, k)
-        }));
+    let mut pingers = Pingers::new(Duration::from_secs(30));
+    for _ in 0..PINGERS {
+        pingers.add(Client::login(hf.addr, "Alice", "alicepw").await);
     }
     let t0 = Instant::now();
     let mut idle = Vec::with_capacity(idle_n);
@@ -1225,7 +1045,7 @@ async fn bench_handover_time_and_stall() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("{idle_n} idle sessions up in {:?}", t0.elapsed());
-    measure.store(true, Ordering::Relaxed);
+    pingers.measure();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t_up = Instant::now();
     hf.usr2();
@@ -1233,23 +1053,8 @@ async fn bench_handover_time_and_stall() {
     tokio::task::block_in_place(|| hf.wait_upgraded());
     let to_ready = t_up.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut worst = Duration::ZERO;
-    let mut pings = 0;
-    for p in pingers {
-        let (w, k) = p.await.unwrap();
-        worst = worst.max(w);
-        pings += k;
-    }
-    let logs = hf.logs();
-    for l in logs.lines().filter(|l| {
-        l.contains("handover timings")
-            || l.contains("handed over; stopping")
-            || l.contains("upgrade: took everything over")
-            || l.contains("took everything over")
-    }) {
-        println!("{l}");
-    }
+    let (worst, pings) = pingers.stop().await;
+    print_handover_lines(&hf.logs());
     println!(
         "sessions {n}: SIGUSR2 to the new pid in the ready file {to_ready:?}; longest round trip of {pings} pings by {PINGERS} players around it: {worst:?}"
     );
@@ -1286,7 +1091,7 @@ async fn bus_request_upgrades_and_the_new_process_reports_it() {
             "rpc_allow = [\"status\", \"sessions\", \"upgrade\"]"
         )
     );
-    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut hf = Hf::run(&dir, &cfg, &[]);
     let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
     let c = &watch.client;
     let st = request(c, "hf1", "status", "").await;
@@ -1322,7 +1127,7 @@ async fn uptime_counts_on_through_an_upgrade() {
         config_for(&[&game], ROOMY),
         bus_toml(&[nats.url()], "hf1", "rpc_allow = [\"status\"]")
     );
-    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut hf = Hf::run(&dir, &cfg, &[]);
     let mssp_uptime = |addr| async move {
         let mut c = Client::connect(addr).await;
         c.send("MSSP-REQUEST").await;
@@ -1375,7 +1180,7 @@ async fn the_metrics_endpoint_on_a_fixed_port_survives_an_upgrade() {
         config_for(&[&game], ROOMY),
         common::bus::bus_toml(&[nats.url()], "hf1", "")
     );
-    let mut hf = Hf::start(&dir, Path::new(env!("CARGO_BIN_EXE_holdfast")), &cfg, &[]);
+    let mut hf = Hf::run(&dir, &cfg, &[]);
     let mut a = Client::login(hf.addr, "Alice", "alicepw").await;
     let livez = || async move {
         let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -1402,7 +1207,7 @@ async fn the_metrics_endpoint_on_a_fixed_port_survives_an_upgrade() {
     }
     a.send("say still here").await;
     a.expect("You say, \"still here\"").await;
-    assert!(alive(hf.pid), "the new process runs:\n{}", hf.logs());
+    assert!(proc::alive(hf.pid), "the new process runs:\n{}", hf.logs());
 }
 
 #[tokio::test]
@@ -1436,12 +1241,7 @@ fn fd_count(pid: u32) -> usize {
 async fn repeated_upgrades_leak_no_descriptors() {
     let dir = TempDir::new("upgrade-fds");
     let game = Game::start(&dir, &[]);
-    let mut hf = Hf::start(
-        &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &config_for(&[&game], ROOMY),
-        &[],
-    );
+    let mut hf = Hf::run(&dir, &config_for(&[&game], ROOMY), &[]);
     let mut cs = Vec::new();
     for _ in 0..5 {
         cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
@@ -1451,10 +1251,7 @@ async fn repeated_upgrades_leak_no_descriptors() {
     let mut idle = Client::connect(hf.addr).await;
     idle.expect("connect").await;
     let gone = Client::login(hf.addr, "Bob", "bobpw").await;
-    socket2::SockRef::from(&gone.stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(gone);
+    gone.reset();
     hf.wait_log("session detached", 1);
     let before = fd_count(hf.pid);
     assert!(before > 10, "{before}");
@@ -1503,9 +1300,8 @@ async fn repeated_upgrades_leak_no_descriptors() {
 async fn a_lazy_session_crosses_and_connects_on_its_first_line() {
     let dir = TempDir::new("upgrade-lazy");
     let game = Game::start(&dir, &[]);
-    let mut hf = Hf::start(
+    let mut hf = Hf::run(
         &dir,
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
         &config_for(&[&game], &format!("flavor = \"tinymux\"\n{ROOMY}")),
         &[],
     );

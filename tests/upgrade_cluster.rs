@@ -14,7 +14,6 @@
 
 mod common;
 #[path = "cluster/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 
 use std::time::{Duration, Instant};
@@ -22,51 +21,14 @@ use std::time::{Duration, Instant};
 use common::bus::*;
 use common::*;
 use harness::*;
-use serde_json::Value;
 
-const ONLINE: &str = "You have been logged back in.";
-const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz", "wizpw")];
-const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
 const LEASE: Duration = Duration::from_secs(2);
 /// How long the upgraded instance's new process waits before confirming
 /// each batch: the handover lasts at least this long.
 const TOOK_DELAY: Duration = Duration::from_secs(4);
 
 fn proxy_config(b0: &str, b1: &str, nats: &str, instance: &str) -> String {
-    let bus = bus_toml(
-        &[nats.to_string()],
-        instance,
-        &format!(
-            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}s\"\nrpc_allow = [\"status\", \"failover\"]",
-            LEASE.as_secs()
-        ),
-    );
-    format!(
-        "game = \"Test MUSH\"\n\
-         [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"250ms\"\ntimeout = \"1s\"\n\
-         [client_ip]\nmode = \"command\"\n\
-         [outage]\nqueue_input = true\n\
-         [failover]\nafter = \"1s\"\n\
-         [[backends]]\nname = \"b0\"\naddr = \"{b0}\"\n\
-         [[backends]]\nname = \"b1\"\naddr = \"{b1}\"\n\
-         {bus}"
-    )
-}
-
-async fn status_until(
-    client: &async_nats::Client,
-    instance: &str,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let st = request(client, instance, "status", "{}").await;
-        if f(&st["cluster"]) {
-            return st;
-        }
-        assert!(t0.elapsed() < WAIT, "{st:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    member_config(b0, b1, nats, instance, LEASE, &["status", "failover"], "")
 }
 
 /// When each player's game connection was logged in, on one game:
@@ -144,7 +106,7 @@ async fn a_new_term_during_an_upgrade_reaches_the_new_process() {
         players.push(login(p.addr, u, pw).await);
     }
     wait_events(&watch, "cluster.term", 1, WAIT).await;
-    let st = status_until(&watch.client, "hf-b", |c| {
+    let st = status_until(&watch.client, "hf-b", WAIT, |c| {
         c["members"]
             .as_array()
             .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["alive"] == true))
@@ -165,7 +127,7 @@ async fn a_new_term_during_an_upgrade_reaches_the_new_process() {
     // Meanwhile the cluster moves to the standby.
     let r = request(&watch.client, "hf-b", "failover", r#"{"backend": "b1"}"#).await;
     assert_eq!(r["ok"], true, "{r}");
-    let st = status_until(&watch.client, "hf-b", |c| c["active"] == "b1").await;
+    let st = status_until(&watch.client, "hf-b", WAIT, |c| c["active"] == "b1").await;
     let term1 = st["cluster"]["term"].as_u64().unwrap();
     assert!(term1 > term0, "{st:#}");
     alice.send("say during 1").await;
@@ -243,13 +205,13 @@ async fn a_new_term_during_an_upgrade_reaches_the_new_process() {
 
     // The upgraded member follows the new term, unfenced, and the others
     // see it confirm it.
-    let st = status_until(&watch.client, "hf-a", |c| {
+    let st = status_until(&watch.client, "hf-a", WAIT, |c| {
         c["term"].as_u64() == Some(term1) && c["fenced"] == false
     })
     .await;
     assert_eq!(st["cluster"]["active"], "b1", "{st:#}");
     assert_eq!(st["upgrades"], 1, "{st:#}");
-    status_until(&watch.client, "hf-c", |c| {
+    status_until(&watch.client, "hf-c", WAIT, |c| {
         c["members"].as_array().is_some_and(|m| {
             m.iter().any(|m| {
                 m["instance"] == "hf-a" && m["alive"] == true && m["term"].as_u64() == Some(term1)

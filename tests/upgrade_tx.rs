@@ -8,16 +8,22 @@
 //! `HOLDFAST_BIN` runs these against another build (to see them fail on
 //! an older one); by default they run this crate's binary.
 
+#[path = "upgrade/bench.rs"]
+mod bench;
 mod common;
 #[path = "doors/conn.rs"]
 mod conn;
+#[path = "upgrade/mccp.rs"]
+mod mccp;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use bench::{print_handover_lines, Pingers};
 use common::*;
+use mccp::MccpPlayer;
 
 /// Limits out of the way of many players from one address.
 const ROOMY: &str =
@@ -26,19 +32,6 @@ const ROOMY: &str =
 /// Starts the proxy (the binary of `HOLDFAST_BIN` if set) at debug level.
 fn start(dir: &TempDir, cfg: &str, env: &[(&str, &str)]) -> Proxy {
     Proxy::start_with(dir, cfg, "holdfast=debug", env)
-}
-
-/// Waits until the proxy's log holds `needle` `times` times.
-fn wait_log_n(p: &Proxy, needle: &str, times: usize, within: Duration) {
-    let t0 = Instant::now();
-    while p.logs().matches(needle).count() < times {
-        assert!(
-            t0.elapsed() < within,
-            "never logged {needle:?} {times}x:\n{}",
-            p.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Waits until the log holds any of `needles`.
@@ -61,131 +54,6 @@ fn children(pid: u32) -> Vec<u32> {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect()
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
-}
-
-// ----- a player with MCCP2 ---------------------------------------------
-
-const MCCP_START: &[u8] = b"\xff\xfa\x56\xff\xf0";
-const MCCP_OFFER: &[u8] = b"\xff\xfb\x56";
-
-/// A player that takes every MCCP2 offer and inflates what comes: a
-/// plain byte inside a compressed stream fails its decode.
-struct MccpPlayer {
-    stream: tokio::net::TcpStream,
-    plain: Vec<u8>,
-    z: Option<flate2::Decompress>,
-    offers_taken: usize,
-    /// The first decode error, if any.
-    broken: Option<String>,
-}
-
-impl MccpPlayer {
-    async fn login(addr: SocketAddr) -> MccpPlayer {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut p = MccpPlayer {
-            stream,
-            plain: Vec::new(),
-            z: None,
-            offers_taken: 0,
-            broken: None,
-        };
-        p.until("connect").await;
-        p.send("connect Alice alicepw").await;
-        p.until("Last connect was from").await;
-        p
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    fn text(&self) -> String {
-        strip_telnet(&self.plain)
-    }
-
-    fn decode(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && self.broken.is_none() {
-            match &mut self.z {
-                None => match data.windows(MCCP_START.len()).position(|w| w == MCCP_START) {
-                    Some(i) => {
-                        self.plain.extend_from_slice(&data[..i]);
-                        data = &data[i + MCCP_START.len()..];
-                        self.z = Some(flate2::Decompress::new(true));
-                    }
-                    None => {
-                        self.plain.extend_from_slice(data);
-                        data = &[];
-                    }
-                },
-                Some(z) => {
-                    let mut out = vec![0u8; 64 * 1024];
-                    let before = (z.total_in(), z.total_out());
-                    match z.decompress(data, &mut out, flate2::FlushDecompress::Sync) {
-                        Ok(st) => {
-                            let used = (z.total_in() - before.0) as usize;
-                            let made = (z.total_out() - before.1) as usize;
-                            self.plain.extend_from_slice(&out[..made]);
-                            data = &data[used..];
-                            if st == flate2::Status::StreamEnd {
-                                self.z = None;
-                            }
-                        }
-                        Err(e) => self.broken = Some(e.to_string()),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads for up to `within` (answering each MCCP2 offer) or until
-    /// `needle`, if given, is in the text.
-    async fn read_for(&mut self, needle: Option<&str>, within: Duration) {
-        let t0 = Instant::now();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            if needle.is_some_and(|n| self.text().contains(n)) || self.broken.is_some() {
-                return;
-            }
-            let Some(left) = within.checked_sub(t0.elapsed()) else {
-                return;
-            };
-            let n = match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
-                Err(_) => return,
-                Ok(r) => r.unwrap(),
-            };
-            assert!(n > 0, "closed; got:\n{}", self.text());
-            self.decode(&buf[..n]);
-            let offers = self
-                .plain
-                .windows(MCCP_OFFER.len())
-                .filter(|w| *w == MCCP_OFFER)
-                .count();
-            while self.offers_taken < offers {
-                self.offers_taken += 1;
-                self.stream.write_all(b"\xff\xfd\x56").await.unwrap();
-            }
-        }
-    }
-
-    async fn until(&mut self, needle: &str) {
-        self.read_for(Some(needle), WAIT * 2).await;
-        assert!(self.broken.is_none(), "stream broken: {:?}", self.broken);
-        assert!(
-            self.text().contains(needle),
-            "no {needle:?}; got:\n{}",
-            self.text()
-        );
-    }
 }
 
 /// Every `You say, "..."` a player saw, in order.
@@ -237,7 +105,7 @@ async fn killed_after(after: usize) {
         c.expect(&format!("You say, \"p{i} before\"")).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    signal(pid, "USR2");
+    proc::send_signal(pid, "USR2");
     // The window: the first batch is with the new process (which may, on
     // a build that relays before its commit, already run it).
     wait_log_any(&hf, &["upgrade: batch taken", "session taken over"]);
@@ -246,7 +114,7 @@ async fn killed_after(after: usize) {
     for z in zs.iter_mut() {
         z.read_for(None, Duration::from_millis(150)).await;
     }
-    wait_log_n(&hf, "upgrade failed; carrying on", 1, WAIT * 2);
+    hf.wait_log_n("upgrade failed; carrying on", 1, WAIT * 2);
     assert!(hf.logs().contains("aborting on purpose"), "{}", hf.logs());
     assert_eq!(hf.pid(), pid, "the old process serves");
     partial.send("say next").await;
@@ -321,7 +189,7 @@ async fn killed_after_all_but_one_batch_every_stream_goes_on_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_handshakes_never_hold_an_upgrade() {
     let dir = TempDir::new("upgrade-tx-handshakes");
-    conn::make_cert(&dir, "a");
+    certs::make_cert(&dir, "a");
     let game = Game::start(&dir, &[]);
     let cfg = config_for(
         &[&game],
@@ -443,7 +311,7 @@ async fn a_slow_reader_neither_holds_nor_fails_an_upgrade() {
             seen.extend_from_slice(&small[..k]);
             tokio::time::sleep(Duration::from_millis(50)).await;
             if usr2_at.is_none() && t0.elapsed() > Duration::from_millis(700) {
-                signal(old, "USR2");
+                proc::send_signal(old, "USR2");
                 usr2_at = Some(Instant::now());
             }
             // Done once the ready file names the new process.
@@ -496,7 +364,7 @@ async fn sighup_and_sigusr2_during_a_handover_kill_nobody() {
         cs.push(Client::login(hf.addr, "Alice", "alicepw").await);
     }
     let old = hf.pid();
-    signal(old, "USR2");
+    proc::send_signal(old, "USR2");
     // The new process exists and the handover is under way.
     let t0 = Instant::now();
     let new = loop {
@@ -515,9 +383,9 @@ async fn sighup_and_sigusr2_during_a_handover_kill_nobody() {
         std::thread::sleep(Duration::from_millis(1));
     }
     for pid in [old, new] {
-        signal(pid, "HUP");
+        proc::send_signal(pid, "HUP");
     }
-    signal(new, "USR2");
+    proc::send_signal(new, "USR2");
     hf.upgrade_done(old);
     assert_eq!(hf.pid(), new, "the new process took over");
     let logs = hf.logs();
@@ -579,7 +447,7 @@ async fn session_ids_stay_unique_across_twenty_upgrades() {
         // upgrade begins (its request comes after `SIGUSR2`).
         let tcp = tokio::net::TcpStream::connect(ws).await.unwrap();
         let old = hf.pid();
-        signal(old, "USR2");
+        proc::send_signal(old, "USR2");
         tokio::time::sleep(Duration::from_millis(150)).await;
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut req = format!("ws://{ws}/").into_client_request().unwrap();
@@ -648,8 +516,6 @@ async fn session_ids_stay_unique_across_twenty_upgrades() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_detached_sessions_at_full_playback() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let n: usize = std::env::var("HOLDFAST_UPGRADE_DETACHED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -665,28 +531,9 @@ async fn bench_detached_sessions_at_full_playback() {
     );
     let mut hf = Proxy::start_with(&dir, &cfg, "holdfast=info", &[]);
     const PINGERS: usize = 20;
-    let stop = Arc::new(AtomicBool::new(false));
-    let measure = Arc::new(AtomicBool::new(false));
-    let mut pingers = Vec::new();
-    for i in 0..PINGERS {
-        let mut c = Client::login(hf.addr, "Wiz", "wizpw").await;
-        let (stop, measure) = (stop.clone(), measure.clone());
-        pingers.push(tokio::spawn(async move {
-            let (mut worst, mut k) = (Duration::ZERO, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let counts = measure.load(Ordering::Relaxed);
-                c.send(&format!("think ping-{i}-{k}")).await;
-                c.expect_within(&format!("ping-{i}-{k}\r\n"), Duration::from_secs(60))
-                    .await;
-                if counts {
-                    worst = worst.max(t.elapsed());
-                    k += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (worst, k)
-        }));
+    let mut pingers = Pingers::new(Duration::from_secs(60));
+    for _ in 0..PINGERS {
+        pingers.add(Client::login(hf.addr, "Wiz", "wizpw").await);
     }
     // All log in first (a login would resume a detached session of the
     // same name); then each asks for 300 KB of output and closes its side
@@ -698,32 +545,20 @@ async fn bench_detached_sessions_at_full_playback() {
     }
     for c in gone.iter_mut() {
         c.send("spam 300000").await;
-        c.stream.shutdown().await.unwrap();
+        c.stream().shutdown().await.unwrap();
     }
-    wait_log_n(&hf, "session detached", n, Duration::from_secs(300));
+    hf.wait_log_n("session detached", n, Duration::from_secs(300));
     // The playbacks fill (the game's output is read and kept).
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!("{n} detached sessions up in {:?}", t0.elapsed());
-    measure.store(true, Ordering::Relaxed);
+    pingers.measure();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t_up = Instant::now();
     tokio::task::block_in_place(|| hf.upgrade());
     let to_ready = t_up.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut worst, mut pings) = (Duration::ZERO, 0);
-    for p in pingers {
-        let (w, k) = p.await.unwrap();
-        worst = worst.max(w);
-        pings += k;
-    }
-    for l in hf.logs().lines().filter(|l| {
-        l.contains("handover timings")
-            || l.contains("handed over; stopping")
-            || l.contains("upgrade: took everything over")
-    }) {
-        println!("{l}");
-    }
+    let (worst, pings) = pingers.stop().await;
+    print_handover_lines(&hf.logs());
     println!(
         "detached {n}: SIGUSR2 to the new pid in the ready file {to_ready:?}; longest round trip of {pings} pings by {PINGERS} players around it: {worst:?}"
     );

@@ -126,7 +126,7 @@ async fn web_client_logs_in_shows_notices_across_a_restart_and_reconnects() {
         assert!(t0.elapsed() < BROWSER_WAIT, "no upgrade:\n{}", proxy.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    while alive(old) {
+    while proc::alive(old) {
         assert!(t0.elapsed() < BROWSER_WAIT, "the old process did not exit");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -143,7 +143,7 @@ async fn web_client_logs_in_shows_notices_across_a_restart_and_reconnects() {
     let ws_addr = proxy.door("ws");
     signal(new, "KILL");
     let t0 = Instant::now();
-    while alive(new) {
+    while proc::alive(new) {
         assert!(t0.elapsed() < BROWSER_WAIT, "the new process did not stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -38,13 +38,6 @@ fn ws_config(game: &Game) -> String {
     )
 }
 
-fn logins(game: &Game, user: &str) -> usize {
-    game.events()
-        .iter()
-        .filter(|e| e["t"] == "login" && e["user"] == user)
-        .count()
-}
-
 /// A TCP relay in front of holdfast's WebSocket door whose connections
 /// can be cut (the player's network going away) while the browser and
 /// holdfast both keep running.
@@ -154,7 +147,7 @@ async fn quit_closes_the_page_for_good() {
     b.wait_for("#out .local", "[connection closed: you quit.")
         .await;
     stays_closed(&mut b, "closed: you quit").await;
-    assert_eq!(logins(&game, "Alice"), 1, "the game saw a second login");
+    assert_eq!(game.logins("Alice").len(), 1, "the game saw a second login");
     proxy.assert_no_passwords();
 }
 
@@ -178,7 +171,7 @@ async fn boot_closes_the_page_for_good() {
     )
     .await;
     stays_closed(&mut b, "closed: the game closed the connection").await;
-    assert_eq!(logins(&game, "Alice"), 1, "the game saw a second login");
+    assert_eq!(game.logins("Alice").len(), 1, "the game saw a second login");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +196,7 @@ async fn a_lost_link_reconnects_and_resumes() {
     // of the password on the new connection (a resume needs the game's
     // own yes, issue 23), and no third.
     assert_eq!(
-        logins(&game, "Alice"),
+        game.logins("Alice").len(),
         2,
         "the first login and the game's check"
     );

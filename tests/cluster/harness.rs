@@ -1,6 +1,7 @@
-//! The cluster tests' harness: a TCP relay that can be cut, a NATS
-//! cluster whose nodes do not advertise each other, and the checks on the
-//! games' logs.
+//! The cluster tests' harness: a member's config, a TCP relay that can be
+//! cut, a NATS cluster whose nodes do not advertise each other, the
+//! members' metrics and status, and the checks on the games' logs.
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,56 @@ use tokio_util::sync::CancellationToken;
 use crate::common::bus::*;
 use crate::common::nats::*;
 use crate::common::*;
+
+/// The members' instance names; member `i` reaches NATS through node `i`.
+pub const NAMES: [&str; 3] = ["hf-a", "hf-b", "hf-c"];
+/// One player for each member.
+pub const USERS: [(&str, &str); 3] = [("Alice", "alicepw"), ("Bob", "bobpw"), ("Wiz", "wizpw")];
+pub const ONLINE: &str = "You have been logged back in.";
+pub const PAUSED: &str = "Test MUSH is paused for a moment";
+/// `failover.after` in [`member_config`].
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(1);
+
+/// A member's config: backends b0 and b1 in that order, fast probes,
+/// input queued during an outage, failover after [`FAILOVER_AFTER`], and
+/// the bus on `nats` as `instance` in cluster `test` of three with `lease`
+/// and `rpc_allow`. `sections` (whole TOML sections) come before the
+/// backends.
+pub fn member_config(
+    b0: &str,
+    b1: &str,
+    nats: &str,
+    instance: &str,
+    lease: Duration,
+    rpc_allow: &[&str],
+    sections: &str,
+) -> String {
+    let bus = bus_toml(
+        &[nats.to_string()],
+        instance,
+        &format!(
+            "jetstream = true\ncluster = \"test\"\ncluster_size = 3\nlease = \"{}ms\"\nrpc_allow = {rpc_allow:?}",
+            lease.as_millis()
+        ),
+    );
+    format!(
+        "game = \"Test MUSH\"\n\
+         [heartbeat]\nuser = \"heartbeat\"\npassword = \"hbpass\"\ninterval = \"250ms\"\ntimeout = \"1s\"\n\
+         [client_ip]\nmode = \"command\"\n\
+         [outage]\nqueue_input = true\n\
+         [failover]\nafter = \"{}s\"\n\
+         {sections}{}{bus}",
+        FAILOVER_AFTER.as_secs(),
+        backends(&[("b0", b0), ("b1", b1)])
+    )
+}
+
+/// `[[backends]]` sections, in order.
+pub fn backends(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(n, a)| format!("[[backends]]\nname = \"{n}\"\naddr = \"{a}\"\n"))
+        .collect()
+}
 
 /// A TCP forwarder that can be cut: cutting closes every connection
 /// through it and refuses new ones (accepted, then closed at once).
@@ -84,35 +135,87 @@ impl Drop for Relay {
     }
 }
 
+/// One gauge of cluster `test` from `proxy`'s `/metrics` (`None`: absent).
+pub async fn gauge(proxy: &Proxy, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(proxy.metrics_addr().await)
+        .await
+        .unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(WAIT, c.read_to_string(&mut body))
+        .await
+        .expect("metrics answered")
+        .unwrap();
+    let prefix = format!("{name}{{cluster=\"test\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Scrapes until gauge `name` of `proxy` is `want`, for up to `within`.
+pub async fn gauge_becomes(proxy: &Proxy, name: &str, want: f64, within: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let got = gauge(proxy, name).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(t0.elapsed() < within, "{name} is {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asks `instance` for its status until its `cluster` part satisfies `f`,
+/// for up to `within`.
+pub async fn status_until(
+    client: &async_nats::Client,
+    instance: &str,
+    within: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let st = request(client, instance, "status", "{}").await;
+        if f(&st["cluster"]) {
+            return st;
+        }
+        assert!(t0.elapsed() < within, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node (`n{i}`) that leads the cluster's bucket, once there is one.
+pub async fn bucket_leader(nodes: &[NatsServer]) -> usize {
+    let js = async_nats::jetstream::new(connect(&nodes[0].url()).await);
+    let t0 = Instant::now();
+    loop {
+        let leader = match js.get_stream("KV_holdfast_cluster_test").await {
+            Ok(mut st) => st
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.cluster.clone())
+                .and_then(|c| c.leader),
+            Err(_) => None,
+        };
+        if let Some(l) = leader {
+            return (0..nodes.len())
+                .find(|i| l == format!("n{i}"))
+                .unwrap_or_else(|| panic!("the bucket's leader {l} is none of the nodes"));
+        }
+        assert!(t0.elapsed() < WAIT, "the bucket's stream has no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `js_cluster(dir, 3)`, but the nodes do not tell clients about each
 /// other (`--no_advertise`): a client of one node stays cut off when that
 /// node dies, instead of moving to another.
 pub fn js_cluster_alone(dir: &TempDir) -> Vec<NatsServer> {
     js_cluster_with(dir, 3, &["--no_advertise"])
-}
-
-pub async fn wait_js_ready(nodes: &[NatsServer]) {
-    let t0 = Instant::now();
-    let js = async_nats::jetstream::new(connect(&nodes[0].url()).await);
-    loop {
-        let r = js
-            .create_stream(async_nats::jetstream::stream::Config {
-                name: "READY".into(),
-                subjects: vec!["ready.probe".into()],
-                num_replicas: nodes.len(),
-                ..Default::default()
-            })
-            .await;
-        if r.is_ok() {
-            let _ = js.delete_stream("READY").await;
-            return;
-        }
-        assert!(
-            t0.elapsed() < WAIT * 3,
-            "JetStream cluster not ready: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Logs in once the game's banner is there: an instance holds new

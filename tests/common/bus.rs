@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::Value;
 
+use super::nats::NatsServer;
 use super::WAIT;
 
 /// Subject prefix the bus tests use.
@@ -56,6 +57,32 @@ pub async fn connect_with(url: &str, opts: async_nats::ConnectOptions) -> async_
         .await
         .expect("connect to nats-server in time")
         .expect("connect to nats-server")
+}
+
+/// Waits until JetStream in the cluster of `nodes` can create streams
+/// replicated on all of them (its meta leader is elected).
+pub async fn wait_js_ready(nodes: &[NatsServer]) {
+    let t0 = Instant::now();
+    let js = jetstream::new(connect(&nodes[0].url()).await);
+    loop {
+        let r = js
+            .create_stream(jetstream::stream::Config {
+                name: "READY".into(),
+                subjects: vec!["ready.probe".into()],
+                num_replicas: nodes.len(),
+                ..Default::default()
+            })
+            .await;
+        if r.is_ok() {
+            let _ = js.delete_stream("READY").await;
+            return;
+        }
+        assert!(
+            t0.elapsed() < WAIT * 3,
+            "JetStream cluster not ready: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Records every message on a subject (through one server).

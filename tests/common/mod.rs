@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 pub mod bus;
+pub mod certs;
 pub mod irc_watch;
 pub mod nats;
 pub mod ngircd;
+pub mod player;
 pub mod proc;
 
 use std::io::{BufRead, BufReader};
@@ -16,10 +18,10 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+// Not every test uses every one.
+#[allow(unused_imports)]
+pub use player::{Client, Conn, Expect, PlainWire, Wire};
 use proc::Proc;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
 /// Default wait for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -76,26 +78,24 @@ impl Game {
 
     /// Starts a game on a given address (e.g. where another one was).
     pub fn start_on(dir: &TempDir, addr: SocketAddr, extra: &[&str]) -> Game {
-        let mut g = Game {
-            proc: None,
-            addr,
-            unix: None,
-            log: dir.path(&format!("game-{}.log", rand_tag())),
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            dir: dir.0.clone(),
-            starts: 0,
-            spawned: std::time::UNIX_EPOCH,
-        };
-        g.spawn();
-        g
+        Self::spawned(dir, addr, None, extra)
     }
 
     /// Starts a game listening on a Unix socket at `path` only.
     pub fn start_unix(dir: &TempDir, path: &Path, extra: &[&str]) -> Game {
+        Self::spawned(
+            dir,
+            "127.0.0.1:0".parse().unwrap(),
+            Some(path.to_owned()),
+            extra,
+        )
+    }
+
+    fn spawned(dir: &TempDir, addr: SocketAddr, unix: Option<PathBuf>, extra: &[&str]) -> Game {
         let mut g = Game {
             proc: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            unix: Some(path.to_owned()),
+            addr,
+            unix,
             log: dir.path(&format!("game-{}.log", rand_tag())),
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir: dir.0.clone(),
@@ -196,6 +196,15 @@ impl Game {
             || format!("log: {:#?}", self.events()),
         )
         .await
+    }
+
+    /// The connection ids of `user`'s logins, in order.
+    pub fn logins(&self, user: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["t"] == "login" && e["user"] == user)
+            .map(|e| e["conn"].clone())
+            .collect()
     }
 
     /// Lines the game received from logged-in user `user`.
@@ -408,6 +417,12 @@ impl Proxy {
         .await
     }
 
+    /// Waits, blocking the thread, until the log holds `needle` `times`
+    /// times.
+    pub fn wait_log_n(&self, needle: &str, times: usize, within: Duration) {
+        wait_logged(&self.stderr, needle, times, within);
+    }
+
     /// Waits until the log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
         proc::until(
@@ -426,6 +441,23 @@ impl Drop for Proxy {
         if let Some(pid) = self.upgraded {
             proc::send_signal(pid, "KILL");
         }
+    }
+}
+
+/// Waits, blocking the thread, until the log file `log` holds `needle`
+/// `times` times; panics with the log after `within`.
+pub fn wait_logged(log: &Path, needle: &str, times: usize, within: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let logs = std::fs::read_to_string(log).unwrap_or_default();
+        if logs.matches(needle).count() >= times {
+            return;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "never logged {needle:?} {times}x:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -462,168 +494,36 @@ pub fn config_for(games: &[&Game], extra: &str) -> String {
     s
 }
 
+/// `config` (from [`config_for`] with `first` and `second`) reordered: the
+/// second game (still named `b1`) is listed first, so it is preferred.
+pub fn prefer_second(config: &str, first: &Game, second: &Game) -> String {
+    config
+        .replace(&format!("addr = \"{}\"", first.addr), "addr = \"FIRST\"")
+        .replace(
+            &format!("addr = \"{}\"", second.addr),
+            &format!("addr = \"{}\"", first.addr),
+        )
+        .replace("addr = \"FIRST\"", &format!("addr = \"{}\"", second.addr))
+        .replace("name = \"b0\"", "name = \"X\"")
+        .replace("name = \"b1\"", "name = \"b0\"")
+        .replace("name = \"X\"", "name = \"b1\"")
+}
+
+/// Runs `holdfast check -c config` and waits for it.
+pub fn holdfast_check(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 /// Kills a child process started outside [`proc::Proc`] (if still ours) and
 /// waits for it, so no zombie or stray server outlives a test.
 pub fn reap(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
         let _ = c.wait();
-    }
-}
-
-// ----- a player --------------------------------------------------------
-
-/// A player's connection, with everything received kept (telnet removed
-/// in `text`, raw in `raw`).
-pub struct Client {
-    pub stream: TcpStream,
-    pub raw: Vec<u8>,
-    pub text: String,
-    /// How much of `raw` has been turned into `text` (a telnet sequence cut
-    /// by a read waits for the next one).
-    stripped: usize,
-    /// Position in `text` up to which `expect` has matched.
-    pub pos: usize,
-    pub closed: bool,
-}
-
-impl Client {
-    pub async fn connect(addr: SocketAddr) -> Client {
-        Self::connect_from(addr, "127.0.0.1").await
-    }
-
-    /// Connects from a chosen loopback address (e.g. 127.0.0.2).
-    pub async fn connect_from(addr: SocketAddr, from: &str) -> Client {
-        let sock = TcpSocket::new_v4().unwrap();
-        sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-        let stream = sock.connect(addr).await.expect("connect to proxy");
-        Client {
-            stream,
-            raw: Vec::new(),
-            text: String::new(),
-            stripped: 0,
-            pos: 0,
-            closed: false,
-        }
-    }
-
-    /// Connects from a chosen local address of either family (e.g. an
-    /// IPv6 address added to `lo` in a test's network namespace).
-    pub async fn connect_bound(addr: SocketAddr, from: std::net::IpAddr) -> Client {
-        let sock = match from {
-            std::net::IpAddr::V4(_) => TcpSocket::new_v4(),
-            std::net::IpAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .unwrap();
-        sock.bind(SocketAddr::new(from, 0)).unwrap();
-        let stream = sock.connect(addr).await.expect("connect to proxy");
-        Client {
-            stream,
-            raw: Vec::new(),
-            text: String::new(),
-            stripped: 0,
-            pos: 0,
-            closed: false,
-        }
-    }
-
-    pub async fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .expect("send to proxy");
-    }
-
-    pub async fn send_raw(&mut self, b: &[u8]) {
-        self.stream.write_all(b).await.expect("send to proxy");
-    }
-
-    async fn read_some(&mut self, until: Instant) -> bool {
-        let mut buf = [0u8; 16384];
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.closed = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                self.raw.extend_from_slice(&buf[..n]);
-                // Only the new bytes: re-stripping everything on every read
-                // made tests with lots of output quadratic.
-                let (plain, used) = strip_telnet_partial(&self.raw[self.stripped..]);
-                self.stripped += used;
-                self.text.push_str(&String::from_utf8_lossy(&plain));
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Waits up to `within` for `needle` after the last match; returns the
-    /// text between.
-    pub async fn expect_within(&mut self, needle: &str, within: Duration) -> String {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(i) = self.text[self.pos..].find(needle) {
-                let seen = self.text[self.pos..self.pos + i + needle.len()].to_string();
-                self.pos += i + needle.len();
-                return seen;
-            }
-            if self.closed || Instant::now() >= until {
-                panic!(
-                    "did not see {needle:?} within {within:?} (closed: {}); after last match:\n{}",
-                    self.closed,
-                    &self.text[self.pos..]
-                );
-            }
-            self.read_some(until).await;
-        }
-    }
-
-    pub async fn expect(&mut self, needle: &str) -> String {
-        self.expect_within(needle, WAIT).await
-    }
-
-    /// Reads for `d` and returns whatever new text arrived (not consumed).
-    pub async fn collect_for(&mut self, d: Duration) -> String {
-        let until = Instant::now() + d;
-        while Instant::now() < until && !self.closed {
-            self.read_some(until).await;
-        }
-        self.text[self.pos..].to_string()
-    }
-
-    /// Waits for the proxy to close the connection.
-    pub async fn expect_closed(&mut self) {
-        let until = Instant::now() + WAIT;
-        while !self.closed {
-            assert!(
-                Instant::now() < until,
-                "connection not closed; text:\n{}",
-                &self.text[self.pos..]
-            );
-            self.read_some(until).await;
-        }
-    }
-
-    /// Asserts the connection stays open for `d`.
-    pub async fn expect_open_for(&mut self, d: Duration) {
-        self.collect_for(d).await;
-        assert!(!self.closed, "connection closed; text:\n{}", self.text);
-    }
-
-    /// Connects through the proxy and logs in as `user`.
-    pub async fn login(addr: SocketAddr, user: &str, pass: &str) -> Client {
-        let mut c = Client::connect(addr).await;
-        c.expect("connect").await;
-        c.send(&format!("connect {user} {pass}")).await;
-        c.expect("Last connect was from").await;
-        // The proxy confirms a login with a marker it sends right after the
-        // game's first answer; a command sent now is answered after that
-        // marker, so once its answer is here the proxy knows the login.
-        c.send("think login-settled").await;
-        c.expect("login-settled").await;
-        c
     }
 }
 
@@ -666,32 +566,8 @@ pub fn strip_telnet_partial(b: &[u8]) -> (Vec<u8>, usize) {
     (out, i)
 }
 
-/// Removes telnet sequences from a byte stream (for matching text).
+/// Removes telnet sequences from a byte stream (for matching text); an
+/// unfinished one at the end is left out.
 pub fn strip_telnet(b: &[u8]) -> String {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == 255 && i + 1 < b.len() {
-            match b[i + 1] {
-                255 => {
-                    out.push(255);
-                    i += 2;
-                }
-                250 => {
-                    // Skip to IAC SE.
-                    let mut j = i + 2;
-                    while j + 1 < b.len() && !(b[j] == 255 && b[j + 1] == 240) {
-                        j += 1;
-                    }
-                    i = j + 2;
-                }
-                251..=254 => i += 3,
-                _ => i += 2,
-            }
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&strip_telnet_partial(b).0).into_owned()
 }

@@ -1,248 +1,29 @@
-//! A player over any way in (TLS, WebSocket): everything received kept,
-//! telnet removed in `text`, with the same `expect` helpers as the plain
-//! client in `common`.
+//! The ways in besides plain TCP, as [`Wire`]s for `common`'s [`Conn`]
+//! (TLS, WebSocket, WebSocket over TLS), trusting the test CA of
+//! `common::certs`.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
-use crate::common::{strip_telnet_partial, TempDir, WAIT};
-
-/// One way of carrying the player's bytes.
-pub trait Wire {
-    /// The next bytes from the proxy; `None` when closed.
-    fn recv(&mut self) -> impl Future<Output = Option<Vec<u8>>>;
-    /// Sends bytes (a line, with its CRLF).
-    fn send_bytes(&mut self, b: &[u8]) -> impl Future<Output = ()>;
-}
+use crate::common::player::read_chunk;
+use crate::common::{Conn, TempDir, Wire};
 
 /// Telnet over TLS.
 pub struct TlsWire(pub tokio_rustls::client::TlsStream<TcpStream>);
 
 impl Wire for TlsWire {
     async fn recv(&mut self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 65536];
-        match self.0.read(&mut buf).await {
-            Ok(0) | Err(_) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some(buf)
-            }
-        }
+        read_chunk(&mut self.0).await
     }
     async fn send_bytes(&mut self, b: &[u8]) {
         self.0.write_all(b).await.expect("send over TLS");
         self.0.flush().await.expect("flush TLS");
     }
-}
-
-/// Plain telnet over TCP.
-pub struct PlainWire(pub TcpStream);
-
-impl Wire for PlainWire {
-    async fn recv(&mut self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 65536];
-        match self.0.read(&mut buf).await {
-            Ok(0) | Err(_) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some(buf)
-            }
-        }
-    }
-    async fn send_bytes(&mut self, b: &[u8]) {
-        self.0.write_all(b).await.expect("send over TCP");
-    }
-}
-
-/// A player's connection over a [`Wire`].
-pub struct Conn<W> {
-    pub w: W,
-    pub raw: Vec<u8>,
-    pub text: String,
-    stripped: usize,
-    pub pos: usize,
-    pub closed: bool,
-}
-
-impl<W: Wire> Conn<W> {
-    pub fn new(w: W) -> Self {
-        Conn {
-            w,
-            raw: Vec::new(),
-            text: String::new(),
-            stripped: 0,
-            pos: 0,
-            closed: false,
-        }
-    }
-
-    pub async fn send(&mut self, line: &str) {
-        self.w.send_bytes(format!("{line}\r\n").as_bytes()).await;
-    }
-
-    async fn read_some(&mut self, until: Instant) {
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.w.recv()).await {
-            Ok(None) => self.closed = true,
-            Ok(Some(b)) => {
-                self.raw.extend_from_slice(&b);
-                let (plain, used) = strip_telnet_partial(&self.raw[self.stripped..]);
-                self.stripped += used;
-                self.text.push_str(&String::from_utf8_lossy(&plain));
-            }
-            Err(_) => {}
-        }
-    }
-
-    pub async fn expect_within(&mut self, needle: &str, within: Duration) -> String {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(i) = self.text[self.pos..].find(needle) {
-                let seen = self.text[self.pos..self.pos + i + needle.len()].to_string();
-                self.pos += i + needle.len();
-                return seen;
-            }
-            if self.closed || Instant::now() >= until {
-                panic!(
-                    "did not see {needle:?} within {within:?} (closed: {}); after last match:\n{}",
-                    self.closed,
-                    &self.text[self.pos..]
-                );
-            }
-            self.read_some(until).await;
-        }
-    }
-
-    pub async fn expect(&mut self, needle: &str) -> String {
-        self.expect_within(needle, WAIT).await
-    }
-
-    pub async fn expect_open_for(&mut self, d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until && !self.closed {
-            self.read_some(until).await;
-        }
-        assert!(!self.closed, "connection closed; text:\n{}", self.text);
-    }
-
-    pub async fn expect_closed(&mut self) {
-        let until = Instant::now() + WAIT;
-        while !self.closed {
-            assert!(
-                Instant::now() < until,
-                "not closed:\n{}",
-                &self.text[self.pos..]
-            );
-            self.read_some(until).await;
-        }
-    }
-
-    /// Logs in as `user` on the connect screen and waits until the proxy
-    /// knows it.
-    pub async fn login(&mut self, user: &str, pass: &str) {
-        self.expect("connect").await;
-        self.send(&format!("connect {user} {pass}")).await;
-        self.expect("Last connect was from").await;
-        self.send("think login-settled").await;
-        self.expect("login-settled").await;
-    }
-}
-
-/// Runs openssl in `dir`.
-pub fn openssl(dir: &TempDir, args: &[&str]) {
-    let st = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(&dir.0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(st.success(), "openssl {args:?}");
-}
-
-/// Makes a test CA (`ca.pem`) once per directory.
-pub fn make_ca(dir: &TempDir) {
-    if dir.path("ca.pem").exists() {
-        return;
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=holdfast test CA",
-        ],
-    );
-    std::fs::write(
-        dir.path("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-}
-
-/// Makes `NAME.pem` and `NAME.key`, a server certificate for 127.0.0.1
-/// signed by the test CA.
-pub fn make_cert(dir: &TempDir, name: &str) {
-    make_ca(dir);
-    let key = format!("{name}.key");
-    let csr = format!("{name}.csr");
-    let pem = format!("{name}.pem");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
 }
 
 /// The DER of the first certificate in a PEM file.

@@ -11,7 +11,7 @@ use holdfast::telnet::{self, opt, Parser, TelnetEvent, Verb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{strip_telnet, WAIT};
+use crate::common::{strip_telnet, Expect, WAIT};
 
 /// What the client says yes to.
 #[derive(Clone)]
@@ -88,13 +88,6 @@ impl Player {
         self.stream.write_all(b).await.expect("send to proxy");
     }
 
-    pub async fn send(&mut self, line: &str) {
-        let mut b = Vec::new();
-        telnet::escape_iac(line.as_bytes(), &mut b);
-        b.extend_from_slice(b"\r\n");
-        self.send_raw(&b).await;
-    }
-
     pub async fn send_gmcp(&mut self, msg: &str) {
         let mut b = Vec::new();
         telnet::write_subnegotiation(opt::GMCP, msg.as_bytes(), &mut b);
@@ -104,27 +97,6 @@ impl Player {
     /// How many times `g` was received.
     pub fn count(&self, g: &Got) -> usize {
         self.got.iter().filter(|x| *x == g).count()
-    }
-
-    /// Reads once (until `until`); answers what needs answering.
-    async fn read_some(&mut self, until: Instant) -> bool {
-        let mut buf = [0u8; 16384];
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.closed = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                self.wire.extend_from_slice(&buf[..n]);
-                let reply = self.decode(&buf[..n]);
-                if !reply.is_empty() {
-                    self.send_raw(&reply).await;
-                }
-                true
-            }
-            Err(_) => false,
-        }
     }
 
     /// Undoes MCCP2, parses, collects; returns what to answer.
@@ -261,26 +233,6 @@ impl Player {
         }
     }
 
-    /// Waits for `needle` in the text after the last match.
-    pub async fn expect(&mut self, needle: &str) -> String {
-        let until = Instant::now() + WAIT;
-        loop {
-            if let Some(i) = self.text[self.pos..].find(needle) {
-                let seen = self.text[self.pos..self.pos + i + needle.len()].to_string();
-                self.pos += i + needle.len();
-                return seen;
-            }
-            if self.closed || Instant::now() >= until {
-                panic!(
-                    "did not see {needle:?} (closed: {}); after last match:\n{}",
-                    self.closed,
-                    &self.text[self.pos..]
-                );
-            }
-            self.read_some(until).await;
-        }
-    }
-
     /// Waits until the decoded telnet stream satisfies `pred`.
     pub async fn expect_plain(&mut self, what: &str, pred: impl Fn(&[u8]) -> bool) {
         let until = Instant::now() + WAIT;
@@ -313,6 +265,44 @@ impl Player {
         p.send(&format!("connect {user} {pw}")).await;
         p.expect("Last connect was from").await;
         p
+    }
+}
+
+impl Expect for Player {
+    fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn pos_mut(&mut self) -> &mut usize {
+        &mut self.pos
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Reads once (until `until`); answers what needs answering.
+    async fn read_some(&mut self, until: Instant) {
+        let mut buf = [0u8; 16384];
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => self.closed = true,
+            Ok(Ok(n)) => {
+                self.wire.extend_from_slice(&buf[..n]);
+                let reply = self.decode(&buf[..n]);
+                if !reply.is_empty() {
+                    self.send_raw(&reply).await;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        let mut b = Vec::new();
+        telnet::escape_iac(line.as_bytes(), &mut b);
+        b.extend_from_slice(b"\r\n");
+        self.send_raw(&b).await;
     }
 }
 
