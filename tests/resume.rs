@@ -128,6 +128,19 @@ async fn a_detached_player_survives_a_game_restart_and_resumes() {
     assert!(!alice.text.contains("is down"), "{}", alice.text);
 }
 
+/// Whether every loopback TCP connection to or from `port` has nothing
+/// queued in the kernel, either way (`/proc/net/tcp`).
+fn tcp_queues_empty(port: u16) -> bool {
+    let t = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let hex = format!(":{port:04X}");
+    t.lines().skip(1).all(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let ours = f.get(1).is_some_and(|a| a.ends_with(&hex))
+            || f.get(2).is_some_and(|a| a.ends_with(&hex));
+        !ours || f.get(4) == Some(&"00000000:00000000")
+    })
+}
+
 /// The playback is bounded: 10 MiB of output while away keeps at most
 /// `playback_bytes`, and the player is told how much was dropped.
 #[tokio::test]
@@ -142,19 +155,28 @@ async fn playback_is_bounded() {
     );
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;
     alice.send("spam 10485760").await;
+    // (A reset discards what the proxy has not read yet.)
+    game.wait_event("the game read the spam command", |e| {
+        e["t"] == "line" && e["line"] == "spam 10485760"
+    })
+    .await;
     alice.reset();
     proxy.wait_log("session detached").await;
-    let pid = proxy.pid();
-    // Wait until the game has sent it all (its connection goes quiet).
-    let mut last = String::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-        if now == last {
-            break;
-        }
-        last = now;
+    // Wait until the game has written the whole spam, and the proxy has
+    // read it (the kernel's queues on the game's port are empty): a pause
+    // in the stream on a loaded machine is not its end.
+    game.wait_event("the game wrote the spam", |e| e["t"] == "spam_done")
+        .await;
+    let port = game.addr.port();
+    let t0 = std::time::Instant::now();
+    while !tcp_queues_empty(port) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the proxy stopped reading"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let pid = proxy.pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let rss = status
         .lines()
@@ -167,7 +189,10 @@ async fn playback_is_bounded() {
     alice.send("connect Alice alicepw").await;
     alice.expect(RESUMED).await;
     alice.expect("older line(s) did not fit").await;
-    let kept = alice.collect_for(Duration::from_millis(500)).await;
+    // The playback, up to the answer to a command typed after it (the
+    // spam was over before the resume).
+    alice.send("echo SPAM-DONE").await;
+    let kept = alice.expect("SPAM-DONE").await;
     assert!(kept.len() <= 70 * 1024, "kept {} bytes", kept.len());
     assert!(kept.len() >= 32 * 1024, "kept {} bytes", kept.len());
 }

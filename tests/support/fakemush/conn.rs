@@ -265,8 +265,13 @@ where
             m = rx.recv() => match m {
                 Some(Out::Close(why)) => break why,
                 Some(o) => {
+                    let spam = matches!(o, Out::Spam(_));
                     if w.out(o).await.is_err() {
                         break "eof";
+                    }
+                    if spam {
+                        // Every byte is with the kernel (tests wait for it).
+                        game.log.ev("spam_done", &[("conn", V::N(id))]);
                     }
                 }
                 None => break "eof",
