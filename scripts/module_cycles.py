@@ -15,16 +15,21 @@ Then two checks:
     "Layers" section (lines `//! N. `a`, `b` ...`); every module must be in
     exactly one layer, and every import must go to a strictly lower one.
 
-Usage: scripts/module_cycles.py [DEPTH] [--edges]
+Usage: scripts/module_cycles.py [DEPTH] [--edges] [--files]
 (DEPTH default 1: top-level modules; 2: `backend::health` level; --edges
-prints every edge). Exit 1 when a cycle exists or a layer rule is broken.
+prints every edge). --files: each file its own node, and `super::` and
+`self::` paths count too; edges between a module and its own parent or
+children (`mod.rs` and its files) are left out: circles between the
+sibling files of a module (CI runs it too). Exit 1 when a cycle exists or a layer
+rule is broken.
 """
 import os, re, sys
 from collections import defaultdict
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 show_edges = "--edges" in sys.argv
-depth = int(args[0]) if args else 1
+files = "--files" in sys.argv
+depth = 99 if files else (int(args[0]) if args else 1)
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.join(here, "..", "src")
 mods = {}
@@ -57,6 +62,21 @@ for m, f in mods.items():
     paths = re.findall(r"crate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text)
     for grp in re.findall(r"use crate::\{([^}]*)\}", text):
         paths += [item.strip() for item in grp.split(",") if item.strip()]
+    if files:
+        # Relative paths, made absolute: `super::` is the parent module,
+        # `self::` and a child's bare name this one.
+        parent = list(m[:-1])
+        rel = re.findall(r"\bsuper::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text)
+        for grp in re.findall(r"use super::\{([^}]*)\}", text):
+            rel += [i.strip() for i in grp.split(",") if i.strip()]
+        paths += ["::".join(parent + r.split("::")) for r in rel]
+        own = re.findall(r"\bself::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text)
+        # A parent's private `use child::...` (not `pub use`).
+        own += re.findall(r"(?m)^\s*use ((?:[a-z_][a-z0-9_]*::)+[A-Za-z_{][^;]*);", text)
+        for o in own:
+            head = o.split("::")[0]
+            if tuple(list(m) + [head]) in known:
+                paths.append("::".join(list(m) + [x for x in o.replace("{", "").split("::") if x]))
     for p in paths:
         parts = [x for x in p.replace("{", "").split("::") if x]
         best = None
@@ -67,6 +87,10 @@ for m, f in mods.items():
         if best is None:
             continue
         dst = node(best)
+        if files and (dst.startswith(src + "::") or src.startswith(dst + "::")):
+            # A module and its own parent or child (`mod.rs` and its
+            # files) are one room: only circles between siblings count.
+            continue
         if dst != src:
             edges[src].add(dst)
 
@@ -153,5 +177,5 @@ if depth == 1:
             f"{len(set(layer.values()))} layers, every import runs down"
         )
 elif not bad:
-    print(f"no import cycle between modules at depth {depth} ({len(nodes)} modules)")
+    print(f"no import cycle between modules at depth {depth} ({len(nodes)} modules)" if not files else f"no import circle between the files of a module ({len(nodes)} files)")
 sys.exit(1 if bad else 0)
