@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Chaos soak (issue 8): hundreds of players log in through holdfast and keep
-# sending numbered lines while the games behind it are killed, frozen,
-# stopped and restarted, failovers and SIGHUP reloads are triggered and
-# nats-server is killed and restarted. At the end every line is accounted
-# for from the games' logs, every player must still be connected and logged
-# in, and the proxy's memory, fds and sessions must be back where they were.
+# Chaos soak (issue 8): hundreds of players (telnet and WebSocket, some
+# with MCCP2) log in through holdfast and keep sending numbered lines while
+# the games behind it are killed, frozen, stopped and restarted, failovers
+# and SIGHUP reloads are triggered, holdfast is upgraded (SIGUSR2; some
+# upgrades' new process dies mid-handover) and nats-server is killed and
+# restarted. At the end every line is accounted for from the games' logs,
+# every player must still be connected and logged in, and the proxy's
+# memory, fds and sessions must be back where they were.
 #
 #   scripts/soak.sh [--minutes N] [--players N] [--seed S] [other holdfast-soak options]
 #
 # Prints a summary table; writes target/soak/summary.json (and the logs of
-# every process next to it). Exit status 0 = pass.
+# every process next to it). Exit status 0 = pass. docs/soak.md says more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
         --minutes) minutes="$2"; shift 2 ;;
         --players) players="$2"; shift 2 ;;
         -h|--help)
-            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
             exit 0 ;;
         *) extra+=("$1"); shift ;;
     esac

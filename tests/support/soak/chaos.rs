@@ -3,9 +3,11 @@
 //! re-login storm, kill past `failover.after`, SIGSTOP/SIGCONT, SIGTERM,
 //! the game's own `@shutdown`, SIGHUP reloads that toggle
 //! `outage.queue_input`, reorder the backends or are invalid, failovers and
-//! announcements requested over the bus), and a second thread that kills
-//! and restarts nats-server. Every disruptive act is recorded with
-//! its time so the report can tell which lines a backend took down with it.
+//! announcements requested over the bus), upgrades of the proxy, upgrades
+//! whose new process dies in the middle of the handover, and a second
+//! thread that kills and restarts nats-server. Every disruptive act is
+//! recorded with its time so the report can tell which lines a backend
+//! took down with it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::procs::{now_us, Game, Nats};
+use crate::procs::{now_us, Failure, Game, Nats};
 use crate::proxylog;
 
 /// How long the driver waits for the proxy to report something it caused
@@ -58,6 +60,8 @@ pub struct ConfigFile {
     pub nats: String,
     /// `failover.after`, seconds.
     pub failover_after: u64,
+    /// Open a WebSocket door (`listen.ws_addrs`).
+    pub ws: bool,
 }
 
 impl ConfigFile {
@@ -69,7 +73,7 @@ game = "Soak MUSH"
 
 [listen]
 addrs = ["127.0.0.1:0"]
-max_sessions = 10000
+{ws}max_sessions = 10000
 max_per_ip = 1000
 login_timeout = "10m"
 
@@ -99,6 +103,11 @@ instance = "soak-1"
 rpc_allow = ["status", "sessions", "failover", "announce"]
 "#,
             after = self.failover_after,
+            ws = if self.ws {
+                "ws_addrs = [\"127.0.0.1:0\"]\n"
+            } else {
+                ""
+            },
             queue = self.queue_input,
             nats = self.nats,
         );
@@ -158,6 +167,9 @@ pub struct Counts {
     pub upgrades_in_relogin: u64,
     /// SIGUSR2 to the new pid in the ready file, the longest, ms.
     pub upgrade_longest_ms: u64,
+    /// Upgrades whose new process died mid-handover, the old one carrying
+    /// on as it must (confirmed by its log, its pid and its ready file).
+    pub kill_new: Vec<KillNew>,
     /// Episode kinds, by name.
     pub by_kind: BTreeMap<String, u64>,
     /// Things that did not go as planned (a failover that never came...).
@@ -169,6 +181,25 @@ impl Counts {
     pub fn kills(&self) -> u64 {
         self.kills_active + self.kills_standby
     }
+}
+
+/// One upgrade whose new process was made to die in the handover.
+#[derive(Debug, Clone, Serialize)]
+pub struct KillNew {
+    /// `abort` (`HOLDFAST_UPGRADE_ABORT_AFTER`) or `sigkill` (by the soak).
+    pub how: String,
+    /// After how many confirmed batches it was to die.
+    pub after: usize,
+    /// Batches it confirmed, by its log.
+    pub batches: usize,
+    /// The fewest batches the handover could have had (players / batch).
+    pub of_at_least: usize,
+    /// The new process's pid.
+    pub pid: u32,
+    /// `SIGUSR2` to the old process's "carrying on", ms.
+    pub ms: u64,
+    /// The old process's reason.
+    pub error: String,
 }
 
 /// The game-chaos thread's state.
@@ -184,8 +215,15 @@ pub struct Chaos {
     pub events: Vec<ChaosEvent>,
     /// Kills per minute the driver keeps up at least.
     pub kill_pace: f64,
+    /// Kill-the-new-process episodes started (confirmed or not).
+    pub kill_new_tried: u64,
     /// Upgrades per minute the driver keeps up at least.
     pub upgrade_pace: f64,
+    /// Upgrades whose new process dies mid-handover, per minute at least.
+    pub kill_new_pace: f64,
+    /// The fewest batches an upgrade hands the sessions over in: every
+    /// player has a session, so at least players / batch size.
+    pub batches_min: usize,
 }
 
 fn secs(rng: &mut StdRng, a: f64, b: f64) -> Duration {
@@ -280,6 +318,10 @@ impl Chaos {
             if (self.counts.upgrades as f64) < minutes * self.upgrade_pace {
                 // Every other one in a re-login storm.
                 self.upgrade_episode(self.counts.upgrades % 2 == 1);
+            } else if self.kill_new_tried < (minutes * self.kill_new_pace).ceil() as u64
+                && self.batches_min >= 3
+            {
+                self.kill_new_episode();
             } else {
                 self.episode(behind);
             }
@@ -337,6 +379,80 @@ impl Chaos {
                 );
             }
             Err(e) => self.problem(format!("upgrade: {e}")),
+        }
+    }
+
+    /// An upgrade whose new process dies in the middle of the handover,
+    /// after some batches of sessions were handed to it. In turn: it
+    /// aborts after the first batch; the soak SIGKILLs it after a random
+    /// number of batches (each confirmed 250 ms late, so the kill lands
+    /// between two); it aborts after two; it aborts after all but one of
+    /// the fewest batches there can be. The old process must kill it,
+    /// thaw every session and carry on: no line lost or sent twice, every
+    /// MCCP2 stream intact, nobody dropped (the players' own checks and
+    /// the accounting at the end).
+    fn kill_new_episode(&mut self) {
+        for i in 0..self.games.len() {
+            self.restart(i);
+        }
+        self.kill_new_tried += 1;
+        self.counts.episodes += 1;
+        let n = self.batches_min;
+        let how = match self.kill_new_tried % 4 {
+            1 => Failure::Abort { after: 1 },
+            2 => Failure::Kill {
+                after: self.rng.random_range(1..=n - 2),
+                delay_ms: 250,
+            },
+            3 => Failure::Abort { after: 2 },
+            _ => Failure::Abort { after: n - 1 },
+        };
+        let (name, after) = match how {
+            Failure::Abort { after } => ("abort", after),
+            Failure::Kill { after, .. } => ("sigkill", after),
+        };
+        let kind = "upgrade-kill-new";
+        *self.counts.by_kind.entry(kind.to_string()).or_default() += 1;
+        eprintln!(
+            "soak: episode {} {kind}: {name} after {after} of at least {n} batches (pid {})",
+            self.counts.episodes,
+            self.proxy.pid()
+        );
+        let t = now_us();
+        match self.proxy.upgrade_failing(how) {
+            Ok(f) => {
+                self.record(kind, None, t);
+                eprintln!(
+                    "soak: the new process {} died after {} batches; the old one {} carries on after {} ms ({})",
+                    f.new_pid,
+                    f.batches,
+                    self.proxy.pid(),
+                    f.took.as_millis(),
+                    f.error
+                );
+                // A SIGKILL may land a batch late on a busy machine; an
+                // abort comes exactly after its batch.
+                let exact = matches!(how, Failure::Abort { .. });
+                if f.batches < after || (exact && f.batches != after) {
+                    self.problem(format!(
+                        "the new process {} was to die after {after} batches, its log shows {}",
+                        f.new_pid, f.batches
+                    ));
+                }
+                self.counts.kill_new.push(KillNew {
+                    how: name.into(),
+                    after,
+                    batches: f.batches,
+                    of_at_least: n,
+                    pid: f.new_pid,
+                    ms: f.took.as_millis() as u64,
+                    error: f.error,
+                });
+            }
+            Err(e) => {
+                self.record(kind, None, t);
+                self.problem(format!("{kind} ({name} after {after}): {e}"));
+            }
         }
     }
 

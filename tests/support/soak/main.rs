@@ -1,27 +1,32 @@
 //! holdfast-soak: the chaos soak (issue 8). Run it with `scripts/soak.sh`.
 //!
-//! Hundreds of simulated players log in through a real holdfast and keep
-//! sending numbered lines stop-and-wait (see `player.rs`) while a driver
-//! kills, freezes, stops and restarts the two fakemush games behind it,
-//! forces failovers, reloads the config, and kills nats-server (see
+//! Hundreds of simulated players log in through a real holdfast (by telnet
+//! or WebSocket, some with MCCP2) and keep sending numbered lines
+//! stop-and-wait (see `player.rs`) while a driver kills, freezes, stops
+//! and restarts the two fakemush games behind it, forces failovers,
+//! reloads the config, upgrades the proxy (some upgrades with a new
+//! process that dies mid-handover) and kills nats-server (see
 //! `chaos.rs`). At the end every player must still be connected and logged
 //! in, every line must be accounted for from the games' own logs (see
 //! `report.rs`), and the proxy's memory, fds and sessions must be back
 //! where they started. Prints a summary table and writes `summary.json`.
 //!
 //! Layout: `procs.rs` (processes, /proc), `player.rs` (one player),
-//! `chaos.rs` (the driver), `proxylog.rs` (follows holdfast's JSON log),
-//! `bus.rs` (events and requests over NATS), `report.rs` (accounting and
-//! the table).
+//! `link.rs` (its connection: telnet or WebSocket, MCCP2), `chaos.rs` (the
+//! driver), `proxylog.rs` (follows holdfast's JSON log), `bus.rs` (events
+//! and requests over NATS), `report.rs` (accounting), `summary.rs` (what
+//! `summary.json` holds, and the table).
 
 #![forbid(unsafe_code)]
 
 mod bus;
 mod chaos;
+mod link;
 mod player;
 mod procs;
 mod proxylog;
 mod report;
+mod summary;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -31,15 +36,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
-use serde::Serialize;
 
 use chaos::{Chaos, ConfigFile, Counts};
+use link::Door;
 use player::{Control, Phase};
 use procs::{proc_stat, Game, Nats, ProcStat, Proxy};
+use summary::{render, Peaks, Sample, Summary};
 
 const USAGE: &str = "usage: holdfast-soak [--minutes M] [--players N] [--seed S] [--dir DIR]
        [--think-ms MIN-MAX] [--failover-after SECS] [--kill-pace PER_MIN]
-       [--upgrade-pace PER_MIN] [--link-drops PERCENT] [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
+       [--upgrade-pace PER_MIN] [--kill-new-pace PER_MIN] [--upgrade-batch N]
+       [--link-drops PERCENT] [--ws PERCENT] [--mccp PERCENT] [--split PERCENT]
+       [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
 
 /// How long all players get to log in at the start.
 const LOGIN_WAIT: Duration = Duration::from_secs(180);
@@ -60,8 +68,20 @@ struct Args {
     kill_pace: f64,
     /// Upgrades (SIGUSR2) per minute the driver keeps up at least.
     upgrade_pace: f64,
+    /// Upgrades per minute whose new process dies mid-handover.
+    kill_new_pace: f64,
+    /// Sessions per upgrade batch (`HOLDFAST_UPGRADE_BATCH`); 0: players / 6.
+    upgrade_batch: usize,
     /// Share of players who drop their own link now and then and resume.
     link_drops: f64,
+    /// Share of players who come in by WebSocket (spread over its three
+    /// framings).
+    ws: f64,
+    /// Share of the telnet-speaking players (telnet, WebSocket telnet) who
+    /// take MCCP2.
+    mccp: f64,
+    /// Share of the telnet-speaking players who type lines in two pieces.
+    split: f64,
     holdfast: PathBuf,
     fakemush: PathBuf,
     nats: PathBuf,
@@ -81,7 +101,12 @@ fn parse_args() -> Result<Args, String> {
         failover_after: 4,
         kill_pace: 2.6,
         upgrade_pace: 1.5,
+        kill_new_pace: 0.5,
+        upgrade_batch: 0,
         link_drops: 15.0,
+        ws: 30.0,
+        mccp: 25.0,
+        split: 20.0,
         holdfast: here.join("holdfast"),
         fakemush: here.join("fakemush"),
         nats: PathBuf::from("/usr/sbin/nats-server"),
@@ -111,7 +136,12 @@ fn parse_args() -> Result<Args, String> {
             "--failover-after" => a.failover_after = v.parse().map_err(|e| bad(&e))?,
             "--kill-pace" => a.kill_pace = v.parse().map_err(|e| bad(&e))?,
             "--upgrade-pace" => a.upgrade_pace = v.parse().map_err(|e| bad(&e))?,
+            "--kill-new-pace" => a.kill_new_pace = v.parse().map_err(|e| bad(&e))?,
+            "--upgrade-batch" => a.upgrade_batch = v.parse().map_err(|e| bad(&e))?,
             "--link-drops" => a.link_drops = v.parse().map_err(|e| bad(&e))?,
+            "--ws" => a.ws = v.parse().map_err(|e| bad(&e))?,
+            "--mccp" => a.mccp = v.parse().map_err(|e| bad(&e))?,
+            "--split" => a.split = v.parse().map_err(|e| bad(&e))?,
             "--holdfast" => a.holdfast = v.into(),
             "--fakemush" => a.fakemush = v.into(),
             "--nats-server" => a.nats = v.into(),
@@ -120,6 +150,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.players == 0 || a.players > 60_000 || a.minutes <= 0.0 {
         return Err(format!("bad --players or --minutes\n{USAGE}"));
+    }
+    if a.upgrade_batch == 0 {
+        a.upgrade_batch = a.players.div_ceil(6).clamp(1, 200);
     }
     Ok(a)
 }
@@ -142,22 +175,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// Peak values seen by the sampler.
-#[derive(Default, Clone, Copy, Serialize)]
-struct Peaks {
-    rss_kib: u64,
-    fds: u64,
-    threads: u64,
+/// Whether the `i`-th of many gets a share of `pct` percent, spread evenly.
+fn share(i: usize, pct: f64) -> bool {
+    pct > 0.0 && (i as f64 * pct / 100.0).floor() != ((i + 1) as f64 * pct / 100.0).floor()
 }
 
-/// The proxy every 10 s during the chaos.
-#[derive(Clone, Copy, Serialize)]
-struct Sample {
-    t_s: u64,
-    rss_kib: u64,
-    fds: u64,
-    sessions: i64,
-    held: u64,
+/// A fixed shuffle of `0..n` (a different one for each `salt`): the rank
+/// of each index. Shares taken with [`share`] on ranks fall on unrelated
+/// players.
+fn shuffle(n: usize, salt: u64) -> Vec<usize> {
+    // splitmix64: a good enough hash of (index, salt).
+    let hash = |i: usize| {
+        let mut z = (i as u64 ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| hash(i));
+    let mut rank = vec![0; n];
+    for (r, i) in order.into_iter().enumerate() {
+        rank[i] = r;
+    }
+    rank
 }
 
 /// Polls `cond` every 100 ms for at most `limit`.
@@ -174,47 +215,6 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 fn stat(pid: u32) -> Result<ProcStat, String> {
     proc_stat(pid).ok_or_else(|| "holdfast is gone (no /proc entry)".to_string())
-}
-
-/// Everything `summary.json` holds.
-#[derive(Serialize)]
-struct Summary {
-    pass: bool,
-    failures: Vec<String>,
-    seed: u64,
-    players: usize,
-    chaos_seconds: f64,
-    counts: Counts,
-    nats_kills: u64,
-    nats_terms: u64,
-    proxy: proxylog::ProxyLog,
-    lines: report::Lines,
-    drops: u64,
-    logged_in_at_end: u64,
-    quit_closed: u64,
-    notices: player::Seen,
-    anomalies: u64,
-    idle_before: ProcStat,
-    start: ProcStat,
-    peak: Peaks,
-    fin: ProcStat,
-    idle_after: ProcStat,
-    sessions_open_after_quit: i64,
-    proxy_exit: Option<i32>,
-    game_starts: std::collections::HashMap<String, u64>,
-    bus_seen: bus::Seen,
-    bus_missed: u64,
-    status_start: serde_json::Value,
-    status_end: serde_json::Value,
-    status_after_quit: serde_json::Value,
-    announce_missing: u64,
-    announce_repeated: u64,
-    /// Players who drop their own link now and then.
-    link_drop_players: usize,
-    link_drops: u64,
-    resumed: u64,
-    playback_dropped: u64,
-    timeline: Vec<Sample>,
 }
 
 fn run(a: Args) -> Result<bool, String> {
@@ -247,6 +247,34 @@ fn run(a: Args) -> Result<bool, String> {
             .map(|(i, n)| format!("{n}:{}", pass_of(i))),
     );
 
+    // Who comes in how: spread evenly over the players, and over each
+    // other (so some WebSocket players drop their links, some MCCP2 players
+    // type in pieces, ...).
+    let mut doors: Vec<(Door, bool, bool)> = (0..a.players)
+        .map(|_| (Door::Telnet, false, false))
+        .collect();
+    let rank = shuffle(a.players, 1);
+    let mut ws_k = 0;
+    for (d, &r) in doors.iter_mut().zip(&rank) {
+        if share(r, a.ws) {
+            d.0 = Door::WS[ws_k % Door::WS.len()];
+            ws_k += 1;
+        }
+    }
+    let tel: Vec<usize> = (0..a.players).filter(|&i| doors[i].0.telnet()).collect();
+    let (mccp_rank, split_rank) = (shuffle(tel.len(), 2), shuffle(tel.len(), 3));
+    for (k, &i) in tel.iter().enumerate() {
+        doors[i].1 = share(mccp_rank[k], a.mccp);
+        doors[i].2 = share(split_rank[k], a.split);
+    }
+    let batches_min = a.players.div_ceil(a.upgrade_batch);
+    if batches_min < 3 && a.kill_new_pace > 0.0 {
+        eprintln!(
+            "soak: {} players in batches of {} make {batches_min} batches: too few to kill a new process between two; no such episodes",
+            a.players, a.upgrade_batch
+        );
+    }
+
     let alpha = Game::start(&a.fakemush, &a.dir, "alpha", users.clone())?;
     let beta = Game::start(&a.fakemush, &a.dir, "beta", users)?;
     let nats = Nats::start(&a.nats, &a.dir)?;
@@ -260,6 +288,7 @@ fn run(a: Args) -> Result<bool, String> {
         ],
         nats: nats.url(),
         failover_after: a.failover_after,
+        ws: doors.iter().any(|d| d.0.ws()),
     };
     cfg.write()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -269,7 +298,7 @@ fn run(a: Args) -> Result<bool, String> {
         .map_err(|e| format!("runtime: {e}"))?;
     // Subscribed before the proxy starts, so it sees every event from #1.
     let bus = rt.block_on(bus::Bus::start(&nats.url()))?;
-    let mut proxy = Proxy::start(&a.holdfast, &a.dir, &cfg.path)?;
+    let mut proxy = Proxy::start(&a.holdfast, &a.dir, &cfg.path, a.upgrade_batch)?;
     let up = proxy.upgrader();
     let log: proxylog::Shared = Arc::new(Mutex::new(proxylog::ProxyLog {
         active: "alpha".into(),
@@ -292,10 +321,20 @@ fn run(a: Args) -> Result<bool, String> {
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Run);
     let mut handles = Vec::new();
     for (i, name) in names.iter().enumerate() {
+        let (door, mccp, split) = doors[i];
         let spec = player::Spec {
             name: name.clone(),
             pass: pass_of(i),
-            proxy: proxy.addr,
+            proxy: if door.ws() {
+                proxy
+                    .ws_addr
+                    .ok_or("no WebSocket address in the ready file")?
+            } else {
+                proxy.addr
+            },
+            door,
+            mccp,
+            split,
             src: Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8),
             think_ms: a.think,
             answer_timeout: Duration::from_secs(30),
@@ -400,6 +439,9 @@ fn run(a: Args) -> Result<bool, String> {
         counts: Counts::default(),
         events: Vec::new(),
         kill_pace: a.kill_pace,
+        kill_new_pace: a.kill_new_pace,
+        kill_new_tried: 0,
+        batches_min,
     };
     let chaos_thread = std::thread::spawn(move || driver.run(deadline, chaos_start));
     let driver = chaos_thread
@@ -625,6 +667,99 @@ fn run(a: Args) -> Result<bool, String> {
         announce_missing == 0 && announce_repeated == 0,
         format!("announcements: {announce_missing} missed, {announce_repeated} repeated"),
     );
+    // WebSocket and MCCP2 players, accounted for apart (they are in the
+    // totals above too).
+    let of = |f: &dyn Fn(&player::Report) -> bool| -> Vec<player::Report> {
+        reports.iter().filter(|r| f(r)).cloned().collect()
+    };
+    let ws_reports = of(&|r| r.door.ws());
+    let ws_lines = report::classify(&ws_reports, &logs, &events);
+    let mccp_reports = of(&|r| r.mccp);
+    let mccp_lines = report::classify(&mccp_reports, &logs, &events);
+    // The lines typed while a new process was dying: each player's lines
+    // sent between a SIGUSR2 that was to fail and the old process's
+    // "carrying on" (in the totals above too).
+    let windows: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e.kind == "upgrade-kill-new")
+        .map(|e| (e.start_us, e.end_us))
+        .collect();
+    let in_windows: Vec<player::Report> = reports
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.lines.retain(|l| {
+                windows
+                    .iter()
+                    .any(|&(a, b)| a <= l.sent_us && l.sent_us <= b)
+            });
+            r
+        })
+        .collect();
+    let kill_new_lines = report::classify(&in_windows, &logs, &events);
+    let mut door_counts = std::collections::BTreeMap::new();
+    for r in &reports {
+        *door_counts.entry(r.door.name().to_string()).or_insert(0) += 1;
+    }
+    let mccp_streams: u64 = mccp_reports.iter().map(|r| u64::from(r.mccp_streams)).sum();
+    let mccp_ends: u64 = mccp_reports.iter().map(|r| u64::from(r.mccp_ends)).sum();
+    let mccp_errors = reports.iter().filter(|r| r.mccp_error.is_some()).count() as u64;
+    let mccp_never = mccp_reports.iter().filter(|r| r.mccp_streams == 0).count();
+    check(
+        mccp_errors == 0,
+        format!("{mccp_errors} players' MCCP2 stream broken"),
+    );
+    check(
+        mccp_never == 0,
+        format!("{mccp_never} MCCP2 players never got a compressed stream"),
+    );
+    let ws_seen: u64 = proxy_log.ws_sessions.values().sum();
+    check(
+        ws_seen >= ws_reports.len() as u64,
+        format!(
+            "{} WebSocket players, {ws_seen} WebSocket sessions in the proxy log",
+            ws_reports.len()
+        ),
+    );
+    for (what, l) in [
+        ("WebSocket", &ws_lines),
+        ("MCCP2", &mccp_lines),
+        ("kill-new-process window", &kill_new_lines),
+    ] {
+        check(
+            l.lost == 0 && l.duplicate == 0 && l.out_of_order == 0 && l.not_as_player == 0,
+            format!(
+                "{what} players' lines: {} lost, {} duplicate, {} out of order, {} not as the player",
+                l.lost, l.duplicate, l.out_of_order, l.not_as_player
+            ),
+        );
+    }
+    // Upgrades whose new process died mid-handover: as many as the pace
+    // asks for (whole episodes), and the proxy's own log agrees on every
+    // upgrade, the ones that went through and the ones that failed.
+    let want_kill_new = if batches_min >= 3 {
+        (chaos_seconds / 60.0 * a.kill_new_pace).floor() as usize
+    } else {
+        0
+    };
+    check(
+        counts.kill_new.len() >= want_kill_new,
+        format!(
+            "{} upgrades with the new process killed mid-handover, {want_kill_new} wanted",
+            counts.kill_new.len()
+        ),
+    );
+    check(
+        proxy_log.upgrades_failed == counts.kill_new.len() as u64
+            && proxy_log.upgrades_ok == counts.upgrades,
+        format!(
+            "the proxy logged {} upgrades handed over and {} failed; the driver made {} and killed {}",
+            proxy_log.upgrades_ok,
+            proxy_log.upgrades_failed,
+            counts.upgrades,
+            counts.kill_new.len()
+        ),
+    );
     let pass = failures.is_empty();
 
     let summary = Summary {
@@ -662,6 +797,19 @@ fn run(a: Args) -> Result<bool, String> {
         link_drops,
         resumed,
         playback_dropped,
+        connect_retries: reports.iter().map(|r| u64::from(r.connect_retries)).sum(),
+        upgrade_batch: a.upgrade_batch,
+        upgrade_batches_min: batches_min,
+        doors: door_counts,
+        ws_players: ws_reports.len(),
+        ws_lines,
+        mccp_players: mccp_reports.len(),
+        mccp_streams,
+        mccp_ends,
+        mccp_errors,
+        mccp_lines,
+        split_players: reports.iter().filter(|r| r.split).count(),
+        kill_new_lines,
         timeline: timeline.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     let mut summary = summary;
@@ -695,225 +843,4 @@ fn status(rt: &tokio::runtime::Runtime, bus: &bus::Bus) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(500));
     }
     serde_json::Value::Null
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn render(s: &Summary) -> String {
-    let c = &s.counts;
-    let l = &s.lines;
-    let p = &s.proxy;
-    let f = |k: &str| p.failovers.get(k).copied().unwrap_or(0);
-    let ev = |k: &str| s.status_after_quit["events"][k].as_u64().unwrap_or(0);
-    let lost_by: Vec<String> = l
-        .in_flight_lost_by
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let mut row = |k: &str, v: String| rows.push((k.to_string(), v));
-    row(
-        "players / chaos time",
-        format!("{} / {:.0} s (seed {})", s.players, s.chaos_seconds, s.seed),
-    );
-    row("chaos episodes", c.episodes.to_string());
-    row(
-        "backend kills (SIGKILL)",
-        format!(
-            "{} (active {}, standby {}; {} in a re-login storm, {} past failover.after)",
-            c.kills(),
-            c.kills_active,
-            c.kills_standby,
-            c.kills_in_relogin,
-            c.kills_past_failover
-        ),
-    );
-    row(
-        "clean stops",
-        format!("SIGTERM {}, @shutdown {}", c.terms, c.game_shutdowns),
-    );
-    row(
-        "freezes (SIGSTOP/SIGCONT)",
-        format!(
-            "{} (short {}, detected {}, past failover.after {})",
-            c.freezes_short + c.freezes_detected + c.freezes_past_failover,
-            c.freezes_short,
-            c.freezes_detected,
-            c.freezes_past_failover
-        ),
-    );
-    row(
-        "failovers (proxy log)",
-        format!(
-            "{} (automatic {}, SIGHUP {}, bus request {})",
-            p.failovers.values().sum::<u64>(),
-            f("automatic"),
-            f("sighup"),
-            f("request")
-        ),
-    );
-    row(
-        "upgrades (SIGUSR2)",
-        format!(
-            "{} ({} in a re-login storm; longest SIGUSR2 to new pid {} ms)",
-            c.upgrades, c.upgrades_in_relogin, c.upgrade_longest_ms
-        ),
-    );
-    row(
-        "reloads (SIGHUP)",
-        format!(
-            "{} ok, {} refused (queue_input toggles {}, reorders {}, broken files {})",
-            p.reloads_ok, p.reloads_failed, c.reloads_toggle, c.reloads_reorder, c.reloads_invalid
-        ),
-    );
-    row(
-        "nats-server kills / restarts",
-        format!(
-            "{} (SIGKILL {}, SIGTERM {})",
-            s.nats_kills + s.nats_terms,
-            s.nats_kills,
-            s.nats_terms
-        ),
-    );
-    row(
-        "bus requests",
-        format!(
-            "failover {} ok, announce {} ok, {} unanswered (NATS away)",
-            c.bus_failovers,
-            c.announced.len(),
-            c.bus_requests_failed
-        ),
-    );
-    row(
-        "bus events seen by a subscriber",
-        format!(
-            "{} distinct, {} repeats, {} missed while it reconnected; proxy dropped {}",
-            s.bus_seen.unique,
-            s.bus_seen.repeats,
-            s.bus_missed,
-            ev("dropped_channel") + ev("dropped_overflow")
-        ),
-    );
-    row(
-        "holds / re-logins (proxy log)",
-        format!(
-            "{} / {} ({} re-logins failed)",
-            p.holds, p.relogins, p.relogins_failed
-        ),
-    );
-    row(
-        "notices seen by players",
-        format!(
-            "offline {}, online {}, moving {}, game shutdown {}",
-            s.notices.offline, s.notices.online, s.notices.moving, s.notices.game_shutdown
-        ),
-    );
-    row(
-        "announcements missed / repeated",
-        format!("{} / {}", s.announce_missing, s.announce_repeated),
-    );
-    row("lines sent", l.sent.to_string());
-    row("  delivered (echoed)", l.delivered.to_string());
-    row(
-        "  queued while held, delivered after",
-        l.queued_delivered.to_string(),
-    );
-    row(
-        "  answered while held (not sent)",
-        l.answered_held.to_string(),
-    );
-    row("  queue full (not kept)", l.queue_full.to_string());
-    row(
-        "  in flight at a crash: delivered",
-        l.in_flight_delivered.to_string(),
-    );
-    row(
-        "  in flight at a crash: died with the backend",
-        format!("{} ({})", l.in_flight_lost_with_backend, lost_by.join(", ")),
-    );
-    row("  timed out, delivered", l.timed_out_delivered.to_string());
-    row("  queued, too old to send", l.stale.to_string());
-    row(
-        "  late from a thawed host",
-        l.late_from_thawed_host.to_string(),
-    );
-    row("lost lines", l.lost.to_string());
-    row("duplicate lines", l.duplicate.to_string());
-    row("out-of-order lines", l.out_of_order.to_string());
-    row(
-        "lines not logged as the player",
-        l.not_as_player.to_string(),
-    );
-    row("connection drops", s.drops.to_string());
-    row(
-        "player link drops / resumed",
-        format!(
-            "{} / {} ({} players; {} playback lines not kept)",
-            s.link_drops, s.resumed, s.link_drop_players, s.playback_dropped
-        ),
-    );
-    row(
-        "logged in at the end",
-        format!("{}/{}", s.logged_in_at_end, s.players),
-    );
-    row(
-        "closed cleanly after QUIT",
-        format!("{}/{}", s.quit_closed, s.players),
-    );
-    row("player anomalies", s.anomalies.to_string());
-    row(
-        "RSS start / peak / final",
-        format!(
-            "{} / {} / {}",
-            mib(s.start.rss_kib),
-            mib(s.peak.rss_kib),
-            mib(s.fin.rss_kib)
-        ),
-    );
-    row(
-        "fds start / final (players on)",
-        format!("{} / {}", s.start.fds, s.fin.fds),
-    );
-    row(
-        "fds idle before / after (no players)",
-        format!("{} / {}", s.idle_before.fds, s.idle_after.fds),
-    );
-    row(
-        "RSS idle before / after",
-        format!(
-            "{} / {}",
-            mib(s.idle_before.rss_kib),
-            mib(s.idle_after.rss_kib)
-        ),
-    );
-    row(
-        "threads start / final",
-        format!("{} / {}", s.start.threads, s.fin.threads),
-    );
-    row(
-        "sessions (bus status) start / end / after QUIT",
-        format!(
-            "{} / {} / {}",
-            s.status_start["sessions"]["total"],
-            s.status_end["sessions"]["total"],
-            s.status_after_quit["sessions"]["total"]
-        ),
-    );
-    row(
-        "holdfast exit on SIGTERM",
-        s.proxy_exit
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "killed".into()),
-    );
-    row(
-        "result",
-        if s.pass {
-            "PASS".into()
-        } else {
-            format!("FAIL: {}", s.failures.join("; "))
-        },
-    );
-    report::table(&rows)
 }

@@ -17,8 +17,12 @@
 //! So at most one line per player is ever in flight, and the backend logs
 //! say exactly what happened to each. A connection that closes before the
 //! soak tells the player to leave is a drop.
+//!
+//! A player comes in by telnet or by WebSocket (on one of its three
+//! framings), may take MCCP2 (its zlib stream must decode throughout), and
+//! may type each line in two pieces a moment apart (holdfast holds the
+//! partial line meanwhile, across an upgrade too); see `link.rs`.
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,12 +30,10 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
+use crate::link::{Decoder, Door, Link};
 use crate::procs::now_us;
 
 /// How long the first login may take (the proxy and game are up then).
@@ -46,6 +48,8 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// After the online notice, how long a line queued during the re-login
 /// may take to be echoed before the grace ends.
 const ONLINE_GRACE: Duration = Duration::from_secs(2);
+/// How many times a WebSocket player tries to connect again in a row.
+const CONNECT_TRIES: u32 = 5;
 /// Anomalies kept per player (the count is kept beyond that).
 const ANOMALIES_KEPT: usize = 20;
 
@@ -161,6 +165,20 @@ pub struct Report {
     pub resumed: u32,
     /// Playback lines holdfast said it could not keep.
     pub playback_dropped: u32,
+    /// The door it came in by.
+    pub door: Door,
+    /// It takes MCCP2.
+    pub mccp: bool,
+    /// MCCP2 streams started / ended cleanly (all its connections).
+    pub mccp_streams: u32,
+    pub mccp_ends: u32,
+    /// Why its MCCP2 stream could not be decoded, if that happened.
+    pub mccp_error: Option<String>,
+    /// It types its lines in two pieces.
+    pub split: bool,
+    /// WebSocket handshakes closed under it (an upgrade began) and tried
+    /// again.
+    pub connect_retries: u32,
 }
 
 /// Who this player is and how it behaves.
@@ -168,7 +186,13 @@ pub struct Report {
 pub struct Spec {
     pub name: String,
     pub pass: String,
+    /// Where it connects (the door's address).
     pub proxy: SocketAddr,
+    pub door: Door,
+    /// Takes MCCP2 when offered (telnet doors only).
+    pub mccp: bool,
+    /// Types each numbered line in two pieces, 10 to 80 ms apart.
+    pub split: bool,
     pub src: Ipv4Addr,
     /// Pause between a line's answer and the next line, ms (min, max).
     pub think_ms: (u64, u64),
@@ -273,77 +297,11 @@ fn classify(line: &str, name: &str) -> Ev {
     }
 }
 
-/// Splits holdfast's output into text lines, dropping telnet commands.
-struct Reader {
-    rd: OwnedReadHalf,
-    lines: VecDeque<String>,
-    cur: Vec<u8>,
-    tel: u8,
-}
-
-// Telnet parser states.
-const T_DATA: u8 = 0;
-const T_IAC: u8 = 1;
-const T_OPT: u8 = 2;
-const T_SB: u8 = 3;
-const T_SB_IAC: u8 = 4;
-
-impl Reader {
-    fn feed(&mut self, data: &[u8]) {
-        for &b in data {
-            self.tel = match (self.tel, b) {
-                (T_DATA, 255) => T_IAC,
-                (T_DATA, b'\n') => {
-                    let l = String::from_utf8_lossy(&self.cur);
-                    self.lines.push_back(l.trim_end_matches('\r').to_string());
-                    self.cur.clear();
-                    T_DATA
-                }
-                (T_DATA, b) => {
-                    if self.cur.len() < 64 * 1024 {
-                        self.cur.push(b);
-                    }
-                    T_DATA
-                }
-                (T_IAC, 255) => {
-                    self.cur.push(255);
-                    T_DATA
-                }
-                (T_IAC, 250) => T_SB,
-                (T_IAC, 251..=254) => T_OPT,
-                (T_IAC, _) => T_DATA,
-                (T_OPT, _) => T_DATA,
-                (T_SB, 255) => T_SB_IAC,
-                (T_SB, _) => T_SB,
-                (T_SB_IAC, 240) => T_DATA,
-                (T_SB_IAC, _) => T_SB,
-                _ => T_DATA,
-            };
-        }
-    }
-
-    /// The next line; Err when the connection closed. Cancel-safe: the
-    /// only await is the socket read, which loses nothing when dropped.
-    async fn next(&mut self) -> Result<String, String> {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            if let Some(l) = self.lines.pop_front() {
-                return Ok(l);
-            }
-            match self.rd.read(&mut buf).await {
-                Ok(0) => return Err("closed by holdfast".into()),
-                Ok(n) => self.feed(&buf[..n]),
-                Err(e) => return Err(format!("read: {e}")),
-            }
-        }
-    }
-}
-
 struct Player {
     spec: Spec,
     ctl: Arc<Control>,
-    rd: Reader,
-    wr: OwnedWriteHalf,
+    link: Link,
+    dec: Decoder,
     rep: Report,
     /// Index into `rep.lines` of the outstanding numbered line.
     outstanding: Option<usize>,
@@ -384,16 +342,19 @@ pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase
         link_drops: 0,
         resumed: 0,
         playback_dropped: 0,
+        door: spec.door,
+        mccp: spec.mccp,
+        mccp_streams: 0,
+        mccp_ends: 0,
+        mccp_error: None,
+        split: spec.split,
+        connect_retries: 0,
     };
-    let stream = async {
-        let sock = TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::from((spec.src, 0)))?;
-        sock.connect(spec.proxy).await
-    };
-    let stream = match tokio::time::timeout(LOGIN_TIMEOUT, stream).await {
-        Ok(Ok(s)) => s,
+    let link = Link::connect(spec.door, spec.src, spec.proxy);
+    let link = match tokio::time::timeout(LOGIN_TIMEOUT, link).await {
+        Ok(Ok(l)) => l,
         Ok(Err(e)) => {
-            rep.dropped = Some(format!("connect: {e}"));
+            rep.dropped = Some(e);
             ctl.dropped.fetch_add(1, Ordering::Relaxed);
             return rep;
         }
@@ -403,18 +364,13 @@ pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase
             return rep;
         }
     };
-    let (rd, wr) = stream.into_split();
     let rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let dec = Decoder::new(spec.mccp);
     let mut p = Player {
         spec,
         ctl: ctl.clone(),
-        rd: Reader {
-            rd,
-            lines: VecDeque::new(),
-            cur: Vec::new(),
-            tel: T_DATA,
-        },
-        wr,
+        link,
+        dec,
         rep,
         outstanding: None,
         final_out: None,
@@ -447,6 +403,7 @@ pub async fn run(spec: Spec, ctl: Arc<Control>, mut phase: watch::Receiver<Phase
     if !p.finish_counted {
         ctl.finished.fetch_add(1, Ordering::Relaxed);
     }
+    p.count_mccp();
     p.rep
 }
 
@@ -458,22 +415,78 @@ impl Player {
         }
     }
 
-    async fn send(&mut self, line: &str) -> Result<(), String> {
-        let data = format!("{line}\r\n");
-        match tokio::time::timeout(Duration::from_secs(60), self.wr.write_all(data.as_bytes()))
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write: {e}")),
+    async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        match tokio::time::timeout(Duration::from_secs(60), self.link.write(data)).await {
+            Ok(r) => r,
             Err(_) => Err("write timed out (holdfast stopped reading)".into()),
         }
     }
 
+    async fn send(&mut self, line: &str) -> Result<(), String> {
+        self.write(format!("{line}\r\n").as_bytes()).await
+    }
+
+    /// A numbered line: in one piece, or (a splitting player on a telnet
+    /// door) in two, 10 to 80 ms apart, cut at a random point.
+    async fn send_numbered(&mut self, line: &str) -> Result<(), String> {
+        if !(self.spec.split && self.spec.door.telnet()) {
+            return self.send(line).await;
+        }
+        let cut = self.rng.random_range(1..line.len());
+        let pause = Duration::from_millis(self.rng.random_range(10..=80));
+        self.write(&line.as_bytes()[..cut]).await?;
+        tokio::time::sleep(pause).await;
+        self.write(format!("{}\r\n", &line[cut..]).as_bytes()).await
+    }
+
+    /// Writes the telnet answers the decoder has queued.
+    async fn flush_replies(&mut self) -> Result<(), String> {
+        if self.dec.replies.is_empty() {
+            return Ok(());
+        }
+        let r = std::mem::take(&mut self.dec.replies);
+        self.write(&r).await
+    }
+
+    /// The next line from holdfast, or None when telnet answers wait to be
+    /// written (the caller writes them and asks again). Cancel-safe: the
+    /// only await is one read of the link, which loses nothing when
+    /// dropped; what it read is decoded before the next await.
+    async fn next(&mut self) -> Result<Option<String>, String> {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if let Some(l) = self.dec.lines.pop_front() {
+                return Ok(Some(l));
+            }
+            if !self.dec.replies.is_empty() {
+                return Ok(None);
+            }
+            let data = self.link.read(&mut buf).await?;
+            if let Err(e) = self.dec.feed(&data) {
+                self.anomaly(e.clone());
+                self.rep.mccp_error.get_or_insert(e.clone());
+                return Err(e);
+            }
+        }
+    }
+
+    /// Adds this connection's MCCP2 figures to the report.
+    fn count_mccp(&mut self) {
+        self.rep.mccp_streams += std::mem::take(&mut self.dec.streams);
+        self.rep.mccp_ends += std::mem::take(&mut self.dec.ends);
+    }
+
     /// Waits for a line until `until`; Ok(None) at the deadline.
     async fn line_until(&mut self, until: Instant) -> Result<Option<String>, String> {
-        tokio::select! {
-            l = self.rd.next() => l.map(Some),
-            _ = sleep_until(until) => Ok(None),
+        loop {
+            self.flush_replies().await?;
+            tokio::select! {
+                l = self.next() => match l? {
+                    Some(l) => return Ok(Some(l)),
+                    None => continue,
+                },
+                _ = sleep_until(until) => return Ok(None),
+            }
         }
     }
 
@@ -581,7 +594,7 @@ impl Player {
                         });
                         self.outstanding = Some(self.rep.lines.len() - 1);
                         self.ctl.sent.fetch_add(1, Ordering::Relaxed);
-                        self.send(&format!("echo S:{name}:{n}")).await?;
+                        self.send_numbered(&format!("echo S:{name}:{n}")).await?;
                     }
                 }
                 Phase::Finish => {
@@ -621,10 +634,12 @@ impl Player {
             if let (Some(fd), false) = (final_deadline, self.finish_counted) {
                 until = until.min(fd);
             }
+            self.flush_replies().await?;
             tokio::select! {
-                l = self.rd.next() => {
-                    let l = l?;
-                    self.on_line(&l).await?;
+                l = self.next() => {
+                    if let Some(l) = l? {
+                        self.on_line(&l).await?;
+                    }
                 }
                 // Cancel-safe: a watch change is not consumed by losing.
                 _ = phase.changed() => {}
@@ -816,7 +831,7 @@ impl Player {
         self.ctl.sent.fetch_add(1, Ordering::Relaxed);
         let delay = self.rng.random_range(300..=1500u64);
         self.send(&format!("later {delay} S:{name}:{n}")).await?;
-        let _ = self.wr.shutdown().await;
+        self.link.drop_link().await;
         self.rep.link_drops += 1;
         self.ctl.link_drops.fetch_add(1, Ordering::Relaxed);
         // What holdfast wrote before it saw the close is read as usual.
@@ -827,24 +842,9 @@ impl Player {
         // Away for a moment, then back with the same login.
         let away = self.rng.random_range(200..=3000u64);
         tokio::time::sleep(Duration::from_millis(away)).await;
-        let stream = async {
-            let sock = TcpSocket::new_v4()?;
-            sock.bind(SocketAddr::from((self.spec.src, 0)))?;
-            sock.connect(self.spec.proxy).await
-        };
-        let stream = match tokio::time::timeout(LOGIN_TIMEOUT, stream).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("reconnect: {e}")),
-            Err(_) => return Err("reconnect timed out".into()),
-        };
-        let (rd, wr) = stream.into_split();
-        self.rd = Reader {
-            rd,
-            lines: VecDeque::new(),
-            cur: Vec::new(),
-            tel: T_DATA,
-        };
-        self.wr = wr;
+        self.link = self.reconnect().await?;
+        self.count_mccp();
+        self.dec = Decoder::new(self.spec.mccp);
         self.send(&format!("connect {} {}", name, self.spec.pass))
             .await?;
         let until = Instant::now() + LOGIN_TIMEOUT;
@@ -867,6 +867,29 @@ impl Player {
         }
         self.schedule_drop();
         Ok(())
+    }
+
+    /// Connects again after a link drop. A WebSocket handshake that an
+    /// upgrade begins under is closed by holdfast (no client holds an
+    /// upgrade); the client connects again, as the web client does.
+    async fn reconnect(&mut self) -> Result<Link, String> {
+        let until = Instant::now() + LOGIN_TIMEOUT;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let link = Link::connect(self.spec.door, self.spec.src, self.spec.proxy);
+            let e = match tokio::time::timeout_at(until, link).await {
+                Ok(Ok(l)) => return Ok(l),
+                Ok(Err(e)) => e,
+                Err(_) => return Err("reconnect timed out".into()),
+            };
+            let retry = self.spec.door.ws() && e.starts_with("WebSocket handshake");
+            if !retry || attempt >= CONNECT_TRIES {
+                return Err(format!("reconnect: {e}"));
+            }
+            self.rep.connect_retries += 1;
+            tokio::time::sleep(Duration::from_millis(self.rng.random_range(100..=500))).await;
+        }
     }
 
     /// QUIT; holdfast must close the connection (that is not a drop).

@@ -333,9 +333,20 @@ impl Drop for Nats {
 /// The holdfast process under test. Its pid changes with each upgrade
 /// (`SIGUSR2`): the new process rewrites the ready file, which the soak
 /// follows ([`Upgrader`]).
+///
+/// It is started through a small bash script in the soak's directory
+/// ([`LAUNCHER`]) that `exec`s the real binary under the script's own name
+/// (`exec -a`). holdfast upgrades by starting the path it was started from
+/// again, so every new process of an upgrade goes through the script too,
+/// and reads its environment afresh there: the soak sets the test-only
+/// `HOLDFAST_UPGRADE_*` variables for one upgrade only (a file the script
+/// reads, [`Upgrader::upgrade_failing`]) and every other upgrade runs as
+/// usual.
 pub struct Proxy {
-    /// Where players connect.
+    /// Where telnet players connect.
     pub addr: SocketAddr,
+    /// Where WebSocket players connect (`listen.ws_addrs`), if configured.
+    pub ws_addr: Option<SocketAddr>,
     /// Its JSON log (stderr; every generation writes to the same file).
     pub log: PathBuf,
     up: Upgrader,
@@ -348,8 +359,65 @@ pub struct Upgrader {
     pid: Arc<AtomicU32>,
     ready: PathBuf,
     log: PathBuf,
+    /// The environment file the launcher reads (present for one upgrade).
+    next_env: PathBuf,
     /// The first generation, our child until it hands over.
     child: Arc<Mutex<Option<Child>>>,
+}
+
+/// The launcher script's name in the soak's directory.
+pub const LAUNCHER: &str = "holdfast-launcher";
+/// The file the launcher sources, if present, before it starts holdfast.
+const NEXT_ENV: &str = "next-upgrade.env";
+/// The proxy's log filter. A failing upgrade's new process also logs the
+/// upgrade's steps (`upgrade: batch taken` is at debug level).
+const RUST_LOG: &str = "holdfast=info,async_nats=warn";
+const RUST_LOG_UPGRADE: &str = "holdfast=info,holdfast::upgrade=debug,async_nats=warn";
+
+/// How a failing upgrade fails.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    /// The new process aborts (`HOLDFAST_UPGRADE_ABORT_AFTER`) 200 ms after
+    /// confirming this many batches.
+    Abort { after: usize },
+    /// The new process confirms each batch `delay_ms` late
+    /// (`HOLDFAST_UPGRADE_TOOK_DELAY_MS`) and the soak SIGKILLs it once it
+    /// has confirmed `after` batches.
+    Kill { after: usize, delay_ms: u64 },
+}
+
+/// What a failed upgrade looked like.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// The new process's pid.
+    pub new_pid: u32,
+    /// Batches it confirmed (from its log).
+    pub batches: usize,
+    /// `SIGUSR2` to the old process's `upgrade failed; carrying on`.
+    pub took: Duration,
+    /// The old process's reason.
+    pub error: String,
+}
+
+/// The processes whose parent is `pid` (from /proc: the kernel here may
+/// not have `/proc/PID/task/TID/children`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                // "pid (comm) state ppid ...": comm may hold anything, so
+                // split after its last ')'.
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|pp| pp.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
 }
 
 fn ready_pid(s: &str) -> Option<u32> {
@@ -382,6 +450,14 @@ impl Upgrader {
         let old = self.pid();
         let t0 = Instant::now();
         signal(old, "USR2")?;
+        self.follow(old, t0)
+    }
+
+    /// After `SIGUSR2` to `old` at `t0`: waits for the ready file to name
+    /// a new pid, serves it from now on, and waits for the old process to
+    /// be gone (exit 0 when it is our child). Returns how long the new pid
+    /// took to appear.
+    fn follow(&self, old: u32, t0: Instant) -> Result<Duration, String> {
         let new = loop {
             let s = std::fs::read_to_string(&self.ready).unwrap_or_default();
             if let Some(p) = ready_pid(&s).filter(|p| *p != old) {
@@ -416,6 +492,123 @@ impl Upgrader {
         Ok(took)
     }
 
+    /// The proxy's log from byte `off` on.
+    fn log_since(&self, off: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            if f.seek(SeekFrom::Start(off)).is_ok() {
+                let _ = f.read_to_string(&mut s);
+            }
+        }
+        s
+    }
+
+    /// An upgrade that must fail: the new process is made to die in the
+    /// middle of the handover (`how`), and the old one must carry on with
+    /// every session: it logs `upgrade failed; carrying on`, still serves
+    /// (same pid in the ready file) and has reaped the new one. Errors say
+    /// what went otherwise.
+    pub fn upgrade_failing(&self, how: Failure) -> Result<Failed, String> {
+        let old = self.pid();
+        let var = match how {
+            Failure::Abort { after } => format!("HOLDFAST_UPGRADE_ABORT_AFTER={after}"),
+            Failure::Kill { delay_ms, .. } => format!("HOLDFAST_UPGRADE_TOOK_DELAY_MS={delay_ms}"),
+        };
+        let env = format!("export {var}\nexport RUST_LOG='{RUST_LOG_UPGRADE}'\n");
+        std::fs::write(&self.next_env, env).map_err(|e| format!("{NEXT_ENV}: {e}"))?;
+        let r = self.fail_one(old, how);
+        // For this upgrade only (the launcher has read it by now, or the
+        // upgrade never started one).
+        let _ = std::fs::remove_file(&self.next_env);
+        r
+    }
+
+    fn fail_one(&self, old: u32, how: Failure) -> Result<Failed, String> {
+        const FAILED: &str = "upgrade failed; carrying on";
+        const HANDED: &str = "upgrade: handed over; stopping";
+        const TAKEN: &str = "upgrade: batch taken";
+        let off = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let t0 = Instant::now();
+        signal(old, "USR2")?;
+        // The new process (the launcher, then holdfast in the same pid).
+        let new_pid = loop {
+            if let Some(p) = children_of(old).into_iter().next() {
+                break p;
+            }
+            if t0.elapsed() > START_TIMEOUT {
+                return Err(format!("no new process after SIGUSR2 to {old}"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if let Failure::Kill { after, .. } = how {
+            loop {
+                let log = self.log_since(off);
+                if log.contains(FAILED) {
+                    return Err(format!(
+                        "the upgrade failed before {after} batches were taken"
+                    ));
+                }
+                if log.contains(HANDED) {
+                    let followed = self.follow(old, t0).err().unwrap_or_default();
+                    return Err(format!(
+                        "the upgrade went through before {after} batches were taken {followed}"
+                    ));
+                }
+                if log.matches(TAKEN).count() >= after {
+                    break;
+                }
+                if t0.elapsed() > START_TIMEOUT {
+                    return Err(format!("the new process never took {after} batches"));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // The next batch is confirmed `delay_ms` later at the soonest.
+            signal(new_pid, "KILL")?;
+        }
+        let line = loop {
+            let log = self.log_since(off);
+            if log.contains(HANDED) {
+                // Wrong, but the soak goes on with the process that
+                // serves now (and says so).
+                let followed = self.follow(old, t0).err().unwrap_or_default();
+                return Err(format!(
+                    "the upgrade went through (new pid {new_pid}) though it was to fail {followed}"
+                ));
+            }
+            if let Some(l) = log.lines().find(|l| l.contains(FAILED)) {
+                break l.to_string();
+            }
+            if t0.elapsed() > START_TIMEOUT {
+                return Err(format!(
+                    "the old process {old} never said the upgrade failed"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = t0.elapsed();
+        let batches = self.log_since(off).matches(TAKEN).count();
+        let error = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["fields"]["error"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let s = std::fs::read_to_string(&self.ready).unwrap_or_default();
+        if ready_pid(&s) != Some(old) || !alive(old) {
+            return Err(format!(
+                "the old holdfast {old} does not serve after a failed upgrade (ready file: {s:?})"
+            ));
+        }
+        if alive(new_pid) {
+            return Err(format!("the failed new holdfast {new_pid} still runs"));
+        }
+        Ok(Failed {
+            new_pid,
+            batches,
+            took,
+            error,
+        })
+    }
+
     /// SIGTERM to the pid serving now and wait (bounded): the exit code of
     /// our child, or, for a later generation (not our child), 0 if it is
     /// gone and logged its clean stop; None if it had to be killed.
@@ -443,19 +636,48 @@ impl Upgrader {
     }
 }
 
+/// Writes the launcher: bash, so that `exec -a` keeps the script's path
+/// as holdfast's `argv[0]` (the path an upgrade starts again).
+fn write_launcher(path: &Path, bin: &Path, next_env: &Path, batch: usize) -> Result<(), String> {
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let text = format!(
+        "#!/bin/bash\n\
+         # Written by holdfast-soak. Starts holdfast under this script's name,\n\
+         # so that an upgrade (SIGUSR2) starts this script again; the soak\n\
+         # sets test-only variables for one upgrade in {NEXT_ENV}.\n\
+         unset HOLDFAST_UPGRADE_ABORT_AFTER HOLDFAST_UPGRADE_TOOK_DELAY_MS\n\
+         export RUST_LOG='{RUST_LOG}'\n\
+         export HOLDFAST_UPGRADE_BATCH={batch}\n\
+         ulimit -c 0\n\
+         if [ -f {env} ]; then . {env}; fi\n\
+         exec -a \"$0\" {bin} \"$@\"\n",
+        env = q(next_env),
+        bin = q(bin),
+    );
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
 impl Proxy {
-    /// Starts `holdfast run -c config` with JSON logs at info level.
-    pub fn start(bin: &Path, dir: &Path, config: &Path) -> Result<Proxy, String> {
+    /// Starts `holdfast run -c config` with JSON logs at info level,
+    /// through the launcher; `batch` sessions per upgrade batch.
+    pub fn start(bin: &Path, dir: &Path, config: &Path, batch: usize) -> Result<Proxy, String> {
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
         let ready = dir.join("ready-holdfast");
         let _ = std::fs::remove_file(&ready);
         let log = dir.join("holdfast.jsonl");
         let err = std::fs::File::create(&log).map_err(|e| format!("holdfast log: {e}"))?;
-        let mut child = Command::new(bin)
+        let launcher = abs(&dir.join(LAUNCHER))?;
+        let next_env = abs(&dir.join(NEXT_ENV))?;
+        let _ = std::fs::remove_file(&next_env);
+        write_launcher(&launcher, &abs(bin)?, &next_env, batch)?;
+        let mut child = Command::new(&launcher)
             .args(["--log-format", "json", "run", "-c"])
             .arg(config)
             .arg("--ready-file")
             .arg(&ready)
-            .env("RUST_LOG", "holdfast=info,async_nats=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -468,13 +690,21 @@ impl Proxy {
             .unwrap_or_default()
             .parse()
             .map_err(|e| format!("holdfast ready file {s:?}: {e}"))?;
+        let ws_addr = s
+            .lines()
+            .find_map(|l| l.strip_prefix("ws "))
+            .map(|a| a.trim().parse())
+            .transpose()
+            .map_err(|e| format!("holdfast ready file {s:?}: {e}"))?;
         Ok(Proxy {
             addr,
+            ws_addr,
             log: log.clone(),
             up: Upgrader {
                 pid: Arc::new(AtomicU32::new(child.id())),
                 ready,
                 log,
+                next_env,
                 child: Arc::new(Mutex::new(Some(child))),
             },
         })

@@ -38,6 +38,14 @@ pub struct ProxyLog {
     pub relogins_failed: u64,
     /// Sessions moved by a failover.
     pub moves: u64,
+    /// Upgrades the old process handed over (`upgrade: handed over`).
+    pub upgrades_ok: u64,
+    /// Upgrades that failed, the old process carrying on.
+    pub upgrades_failed: u64,
+    /// New processes that aborted on purpose (`HOLDFAST_UPGRADE_ABORT_AFTER`).
+    pub upgrade_aborts: u64,
+    /// WebSocket sessions opened (`WebSocket session`), by subprotocol.
+    pub ws_sessions: BTreeMap<String, u64>,
     /// WARN and ERROR lines, by message.
     pub warnings: BTreeMap<String, u64>,
     /// Lines that were not JSON (panics, for instance).
@@ -92,6 +100,10 @@ impl ProxyLog {
             "logged back in" => self.relogins += 1,
             "re-login failed" => self.relogins_failed += 1,
             "moving to another backend" => self.moves += 1,
+            "upgrade: handed over; stopping" => self.upgrades_ok += 1,
+            "upgrade failed; carrying on" => self.upgrades_failed += 1,
+            m if m.starts_with("upgrade: aborting on purpose") => self.upgrade_aborts += 1,
+            "WebSocket session" => *self.ws_sessions.entry(s("protocol")).or_default() += 1,
             _ => {}
         }
         let level = v["level"].as_str().unwrap_or("");
