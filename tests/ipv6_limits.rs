@@ -107,7 +107,15 @@ async fn addresses_of_one_ipv6_64_share_one_per_ip_allowance() {
     let mut d = Client::connect_bound(to, ip(NEIGHBOUR)).await;
     d.expect("connect <name>").await;
 
-    // The game was told each player's own address, not the group's.
+    // The game was told each player's own address, not the group's (the
+    // proxy tells it as the connection starts; the game may log it after
+    // the screen reached the player).
+    for want in [HOUSE[0], HOUSE[1], NEIGHBOUR] {
+        game.wait_event(&format!("the game told {want}"), |e| {
+            e["t"] == "remotehost" && e["ip"] == want
+        })
+        .await;
+    }
     let told: Vec<String> = game
         .events()
         .iter()
