@@ -1,5 +1,5 @@
 //! The failover manager: owns the probes, turns their reports into the
-//! [`PoolState`] every session watches, and decides which backend is active.
+//! [`PoolState`](crate::state::PoolState) every session watches, and decides which backend is active.
 //!
 //! Rules (SPEC "Failover"): the first backend is preferred and is active
 //! while it is up. If the active backend has been down for `failover.after`
@@ -9,7 +9,7 @@
 //! everyone to the new one (manual failover), as does a `failover` request.
 //!
 //! In a cluster (`bus.cluster`) this instance does not choose alone: the
-//! manager still runs the probes and keeps [`PoolState`] up to date, but
+//! manager still runs the probes and keeps [`PoolState`](crate::state::PoolState) up to date, but
 //! every move goes through `crate::cluster`, which proposes it to the other
 //! instances and calls [`move_to`] when the cluster agreed.
 
