@@ -111,7 +111,7 @@ pub(super) fn relogin_slot(shared: &Shared, cfg: &Config) -> Instant {
 }
 
 /// Runs one step of the core with a fresh [`Ctx`](super::Ctx) and carries
-/// out what it pushed. `$f` gets `(core, ctx, pool, out)`.
+/// out what it pushed. `$body` runs with `(core, ctx, pool, out)` named as the closure-like head says.
 macro_rules! step {
     ($d:expr, |$core:ident, $ctx:ident, $pool:ident, $out:ident| $body:expr) => {{
         let cfg = $d.shared.config();

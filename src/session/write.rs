@@ -25,6 +25,9 @@ fn write_failed(e: Option<io::Error>) -> End {
 }
 
 impl<P: PlayerTransport> Driver<P> {
+    /// Writes text for the player, compressed when the player took the
+    /// proxy's MCCP2 (see [`Driver::write_player_raw`] for how a slow
+    /// reader is handled), within `limit`.
     pub(super) async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
         // telnet: compressed if the player took the proxy's MCCP2.
         let data = self.core.telnet.out.encode(data);
