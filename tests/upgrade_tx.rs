@@ -233,6 +233,7 @@ async fn unfinished_handshakes_never_hold_an_upgrade() {
     let late = tokio::net::TcpStream::connect(ws).await.unwrap();
     let hf = upgrade.await.unwrap();
     let took = t0.elapsed();
+    eprintln!("unfinished handshakes at each door: the upgrade took {took:?}");
     assert!(
         took < Duration::from_secs(5),
         "the upgrade took {took:?}:\n{}",
@@ -327,6 +328,7 @@ async fn a_slow_reader_neither_holds_nor_fails_an_upgrade() {
         }
     };
     let took = reader.await;
+    eprintln!("a slow reader: the upgrade waited {took:?} for it");
     assert!(
         took < Duration::from_secs(5),
         "the upgrade waited {took:?} for the slow reader:\n{}",
