@@ -69,9 +69,10 @@ pub struct Status {
 /// the term) and holds the lease only as long as the old one did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Carried {
-    /// The term the old process followed.
+    /// The term the old process followed, or a newer one it saw during
+    /// the handover and left to the new process ([`Status::deferred`]).
     pub term: u64,
-    /// Its value of `active`.
+    /// That term's value of `active`.
     pub active: Option<Active>,
     /// The old process was fenced.
     pub fenced: bool,

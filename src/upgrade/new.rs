@@ -369,11 +369,11 @@ pub fn adopt(shared: &Shared, head: &Head) {
 }
 
 /// The old process's cluster state at its end (after the head's): a term
-/// it followed during the handover moves the sessions here too (a new
-/// epoch, as its `failover` did there; the sessions that crossed before it
-/// are still on the old backend), held as it held them (fenced until the
-/// others confirmed the term); the cluster task goes on from this term
-/// and lease.
+/// it saw during the handover and left to this process (its frozen
+/// sessions could not move) moves the sessions here (a new epoch, as a
+/// `failover` does; every session that crossed is still on the old
+/// backend), fenced as the old process was; the cluster task goes on from
+/// this term and lease.
 pub fn adopt_cluster(shared: &Shared, c: crate::cluster::Carried) {
     let cfg = shared.config();
     shared.pool.send_modify(|st| {

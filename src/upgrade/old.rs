@@ -302,8 +302,9 @@ async fn exchange(
 
 /// In a cluster: stops the cluster task (it finishes the round under way;
 /// given back if the upgrade fails before `Commit`) and sends its state
-/// now, a term followed during the handover included, for the new process
-/// to start from. The lock is kept past `Commit`.
+/// now, a term seen but left unfollowed during the handover included
+/// (`cluster::carry`), for the new process to start from. The lock is
+/// kept past `Commit`.
 async fn last_cluster_state(
     shared: &Arc<Shared>,
     sock: &Arc<OwnedFd>,
