@@ -22,6 +22,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use common::bus::*;
+use common::nats::NatsServer;
 use common::*;
 use harness::*;
 use serde_json::Value;
@@ -45,6 +46,29 @@ fn env_or(key: &str, dflt: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(dflt)
+}
+
+/// One instance per name in `NAMES`, each on its own node, with `g` first
+/// and `spare` second.
+fn start_members(
+    dir: &TempDir,
+    g: &Game,
+    spare: &Game,
+    nodes: &[NatsServer],
+    lease: Duration,
+) -> Vec<Proxy> {
+    let mut proxies = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let cfg = proxy_config(
+            &g.addr.to_string(),
+            &spare.addr.to_string(),
+            &nodes[i].url(),
+            name,
+            lease,
+        );
+        proxies.push(Proxy::start(dir, &cfg));
+    }
+    proxies
 }
 
 /// Player `k` of instance `i`.
@@ -107,17 +131,7 @@ async fn a_nats_outage_longer_than_the_lease_logs_nobody_out() {
     let spare = Game::start(&dir, &[]);
     let nodes = js_cluster_alone(&dir);
     wait_js_ready(&nodes).await;
-    let mut proxies = Vec::new();
-    for (i, name) in NAMES.iter().enumerate() {
-        let cfg = proxy_config(
-            &g.addr.to_string(),
-            &spare.addr.to_string(),
-            &nodes[i].url(),
-            name,
-            lease,
-        );
-        proxies.push(Proxy::start(&dir, &cfg));
-    }
+    let proxies = start_members(&dir, &g, &spare, &nodes, lease);
     let mut players = log_in_all(&proxies, per).await;
     let mut speaker = Client::connect(g.addr).await;
     speaker.expect("Welcome to FakeMUSH").await;
@@ -269,17 +283,7 @@ async fn killing_the_node_that_holds_the_bucket_leaves_the_others_relaying() {
     let nodes = js_cluster_alone(&dir);
     wait_js_ready(&nodes).await;
     let watch = Watch::start(&nodes[0].url()).await;
-    let mut proxies = Vec::new();
-    for (i, name) in NAMES.iter().enumerate() {
-        let cfg = proxy_config(
-            &g.addr.to_string(),
-            &spare.addr.to_string(),
-            &nodes[i].url(),
-            name,
-            lease,
-        );
-        proxies.push(Proxy::start(&dir, &cfg));
-    }
+    let proxies = start_members(&dir, &g, &spare, &nodes, lease);
     // Each joins once it has seen the others renew (every lease / 3, 10 s
     // here: longer than a login waits).
     for p in &proxies {

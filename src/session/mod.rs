@@ -65,7 +65,17 @@ mod write;
 #[cfg(test)]
 mod busy_tests;
 #[cfg(test)]
+mod detach_tests;
+#[cfg(test)]
+mod held_tests;
+#[cfg(test)]
+mod login_tests;
+#[cfg(test)]
 mod pause_tests;
+#[cfg(test)]
+mod relay_tests;
+#[cfg(test)]
+mod relogin_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]

@@ -15,6 +15,18 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::*;
 
+/// A player's WebSocket over loopback: the client's end, and holdfast's
+/// [`WsConn`] in `mode`.
+async fn connected(mode: Mode) -> (WebSocketStream<TcpStream>, WsConn) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server, _) = l.accept().await.unwrap();
+    let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+    let gate = Gate::new(Io::Plain(server), Vec::new(), MAX_MESSAGE);
+    let ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config())).await;
+    (client, WsConn::new(ws, mode, Duration::from_secs(60)))
+}
+
 async fn read_line(conn: &mut WsConn) -> Vec<u8> {
     let mut buf = Vec::new();
     let r = tokio::time::timeout(
@@ -35,13 +47,7 @@ async fn recv(client: &mut WebSocketStream<TcpStream>) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_websocket_crosses_with_its_unfinished_message_and_terminal_state() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-    let (server, _) = l.accept().await.unwrap();
-    let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-    let gate = Gate::new(Io::Plain(server), Vec::new(), MAX_MESSAGE);
-    let ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config())).await;
-    let mut conn = WsConn::new(ws, Mode::Terminal, Duration::from_secs(60));
+    let (mut client, mut conn) = connected(Mode::Terminal).await;
 
     client
         .send(Message::binary(b"look\n".to_vec()))
@@ -99,13 +105,7 @@ async fn the_close_frame_says_why_the_session_ended() {
         // Not told: connect again.
         (None, 4001, "reconnect"),
     ] {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (server, _) = l.accept().await.unwrap();
-        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-        let gate = Gate::new(Io::Plain(server), Vec::new(), MAX_MESSAGE);
-        let ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config())).await;
-        let mut conn = WsConn::new(ws, Mode::Telnet, Duration::from_secs(60));
+        let (mut client, mut conn) = connected(Mode::Telnet).await;
         if let Some(w) = why {
             conn.closing(w);
         }
