@@ -75,6 +75,17 @@ async fn sleep_opt(t: Option<Instant>) {
     }
 }
 
+/// An upgrade's ask to this session, while it is on the roll; never
+/// otherwise. Cancel-safe, as [`Enlisted::asked`](crate::state::upgrade::Enlisted::asked) is.
+pub(super) async fn next_ask(
+    freeze: &mut Option<crate::state::upgrade::Enlisted>,
+) -> Option<crate::state::upgrade::Ask> {
+    match freeze.as_mut() {
+        Some(f) => f.asked().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(super) fn game_readable(
     g: &Option<BackendStream>,
 ) -> impl std::future::Future<Output = io::Result<()>> + '_ {
@@ -248,12 +259,7 @@ impl<P: PlayerTransport> Driver<P> {
                 _ = sleep_opt(deadline) => self.timer_fired().await,
                 // An upgrade: every event before it was carried out in
                 // full, so this is a clean point to stop (see `handover`).
-                Some(ask) = async {
-                    match self.freeze.as_mut() {
-                        Some(f) => f.asked().await,
-                        None => std::future::pending().await,
-                    }
-                } => self.hand_over(ask).await,
+                Some(ask) = next_ask(&mut self.freeze) => self.hand_over(ask).await,
             };
             if let Err(end) = r {
                 return end;
