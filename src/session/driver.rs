@@ -206,10 +206,7 @@ impl<P: PlayerTransport> Driver<P> {
         tokio::pin!(shutdown);
         if !self.started {
             self.started = true;
-            let screen = self
-                .shared
-                .probe(&self.shared.pool.borrow().active)
-                .and_then(|p| p.screen());
+            let screen = self.active_screen();
             if let Err(e) = step!(self, |core, ctx, pool, out| core
                 .start_with_screen(ctx, pool, screen, out))
             {
@@ -280,15 +277,20 @@ impl<P: PlayerTransport> Driver<P> {
         if !self.core.wants_screen() {
             return Ok(());
         }
-        let screen = self
-            .shared
-            .probe(&self.shared.pool.borrow().active)
-            .and_then(|p| p.screen());
+        let screen = self.active_screen();
         if screen.is_none() {
             return Ok(());
         }
         step!(self, |core, ctx, pool, out| core
             .screen_cached(ctx, pool, screen, out))
+    }
+
+    /// The heartbeat's copy of the active backend's connect screen, if
+    /// it has one.
+    fn active_screen(&self) -> Option<Arc<[u8]>> {
+        self.shared
+            .probe(&self.shared.pool.borrow().active)
+            .and_then(|p| p.screen())
     }
 
     pub(super) async fn announced(&mut self, a: &crate::state::Announcement) -> Result<(), End> {
