@@ -29,6 +29,7 @@ use crate::backend::connect::tune_tcp;
 use crate::listener::{accept_loop, admit};
 use crate::session;
 use crate::state::Shared;
+use crate::transport::stream::Io;
 
 /// A bound front-door listener.
 #[derive(Debug)]
@@ -53,7 +54,7 @@ pub fn addrs(cfg: &crate::config::Config) -> Vec<(Door, SocketAddr)> {
 pub async fn serve(shared: Arc<Shared>, b: Bound) {
     let door = b.door;
     if let Ok(a) = b.listener.local_addr() {
-        crate::session::mssp::door_bound(door, a.port());
+        mssp::door_bound(door, a.port());
     }
     accept_loop(shared, b.listener, move |shared, stream, peer| {
         accept(shared, door, stream, peer)
@@ -142,7 +143,7 @@ async fn handshake(
             Some(Box::pin(session::run(
                 shared.clone(),
                 id,
-                crate::transport::stream::Io::Tls(Box::new(s)),
+                Io::Tls(Box::new(s)),
                 peer,
                 local,
             )))
@@ -153,25 +154,9 @@ async fn handshake(
                 .await
                 .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
                 .ok()?;
-            ws::upgrade(
-                shared,
-                crate::transport::stream::Io::Tls(Box::new(s)),
-                peer,
-                local,
-                id,
-            )
-            .await
+            ws::upgrade(shared, Io::Tls(Box::new(s)), peer, local, id).await
         }
-        (Door::Ws, _) => {
-            ws::upgrade(
-                shared,
-                crate::transport::stream::Io::Plain(stream),
-                peer,
-                local,
-                id,
-            )
-            .await
-        }
+        (Door::Ws, _) => ws::upgrade(shared, Io::Plain(stream), peer, local, id).await,
         (_, None) => None,
     }
 }

@@ -33,6 +33,18 @@ async fn next(t: &mut T) -> Actions {
 
 use super::action::Actions;
 
+/// The game connection opens, shows its connect screen and lets Alice in:
+/// the player sees the welcome alone (the screen was shown already), and
+/// the line typed meanwhile reaches the game once.
+fn screen_then_welcome(t: &mut T) {
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    let mut bytes = SCREEN.to_vec();
+    bytes.extend_from_slice(b"Welcome, Alice!\r\n");
+    let out = t.game_bytes(&bytes);
+    assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
+    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refused_first_connection_backs_off_and_tells_the_player_once() {
     let mut t = T::new(MUX);
@@ -187,12 +199,7 @@ async fn lazy_connect_falls_back_without_a_cached_screen_and_survives_a_snapshot
     t.core = super::snapshot::restore(&bytes, &t.cfg).unwrap().core;
     let out = t.player("connect Alice pw\n");
     assert_eq!(connects(&out), 1);
-    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
-    let mut screen = SCREEN.to_vec();
-    screen.extend_from_slice(b"Welcome, Alice!\r\n");
-    let out = t.game_bytes(&screen);
-    assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
-    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+    screen_then_welcome(&mut t);
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,12 +227,7 @@ async fn a_refused_lazy_connection_still_hides_the_screen_on_the_next_try() {
     assert!(player_text(&out).contains("is busy"));
     let out = next(&mut t).await;
     assert_eq!(connects(&out), 1);
-    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
-    let mut bytes = SCREEN.to_vec();
-    bytes.extend_from_slice(b"Welcome, Alice!\r\n");
-    let out = t.game_bytes(&bytes);
-    assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
-    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+    screen_then_welcome(&mut t);
 }
 
 /// A client that sends its login and first command in one packet, with
@@ -318,12 +320,7 @@ async fn a_session_refused_before_the_screen_was_known_takes_it_at_once() {
     assert!(out.is_empty(), "{out:?}");
     let out = t.player("connect Alice pw\n");
     assert_eq!(connects(&out), 1);
-    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
-    let mut bytes = SCREEN.to_vec();
-    bytes.extend_from_slice(b"Welcome, Alice!\r\n");
-    let out = t.game_bytes(&bytes);
-    assert_eq!(player_text(&out), "Welcome, Alice!\r\n");
-    assert_eq!(game_text(&out), "connect Alice pw\r\n");
+    screen_then_welcome(&mut t);
 }
 
 /// A line typed while refused opens the connection as soon as the screen

@@ -261,6 +261,15 @@ impl Core {
         self.last_backend.as_deref()
     }
 
+    /// The name of the backend of the game connection, or `""` without
+    /// one (for logs, events and notices).
+    pub(super) fn game_name(&self) -> String {
+        self.game
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default()
+    }
+
     /// Whether the core expects a game connection to exist.
     pub fn has_game(&self) -> bool {
         self.game.is_some()

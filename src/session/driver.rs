@@ -75,6 +75,17 @@ async fn sleep_opt(t: Option<Instant>) {
     }
 }
 
+/// An upgrade's ask to this session, while it is on the roll; never
+/// otherwise. Cancel-safe, as [`Enlisted::asked`](crate::state::upgrade::Enlisted::asked) is.
+pub(super) async fn next_ask(
+    freeze: &mut Option<crate::state::upgrade::Enlisted>,
+) -> Option<crate::state::upgrade::Ask> {
+    match freeze.as_mut() {
+        Some(f) => f.asked().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(super) fn game_readable(
     g: &Option<BackendStream>,
 ) -> impl std::future::Future<Output = io::Result<()>> + '_ {
@@ -195,10 +206,7 @@ impl<P: PlayerTransport> Driver<P> {
         tokio::pin!(shutdown);
         if !self.started {
             self.started = true;
-            let screen = self
-                .shared
-                .probe(&self.shared.pool.borrow().active)
-                .and_then(|p| p.screen());
+            let screen = self.active_screen();
             if let Err(e) = step!(self, |core, ctx, pool, out| core
                 .start_with_screen(ctx, pool, screen, out))
             {
@@ -248,12 +256,7 @@ impl<P: PlayerTransport> Driver<P> {
                 _ = sleep_opt(deadline) => self.timer_fired().await,
                 // An upgrade: every event before it was carried out in
                 // full, so this is a clean point to stop (see `handover`).
-                Some(ask) = async {
-                    match self.freeze.as_mut() {
-                        Some(f) => f.asked().await,
-                        None => std::future::pending().await,
-                    }
-                } => self.hand_over(ask).await,
+                Some(ask) = next_ask(&mut self.freeze) => self.hand_over(ask).await,
             };
             if let Err(end) = r {
                 return end;
@@ -274,15 +277,20 @@ impl<P: PlayerTransport> Driver<P> {
         if !self.core.wants_screen() {
             return Ok(());
         }
-        let screen = self
-            .shared
-            .probe(&self.shared.pool.borrow().active)
-            .and_then(|p| p.screen());
+        let screen = self.active_screen();
         if screen.is_none() {
             return Ok(());
         }
         step!(self, |core, ctx, pool, out| core
             .screen_cached(ctx, pool, screen, out))
+    }
+
+    /// The heartbeat's copy of the active backend's connect screen, if
+    /// it has one.
+    fn active_screen(&self) -> Option<Arc<[u8]>> {
+        self.shared
+            .probe(&self.shared.pool.borrow().active)
+            .and_then(|p| p.screen())
     }
 
     pub(super) async fn announced(&mut self, a: &crate::state::Announcement) -> Result<(), End> {

@@ -200,11 +200,7 @@ impl Core {
     /// until the fence lifts.
     fn fence(&mut self, ctx: &mut Ctx, out: &mut Actions) {
         let cfg = ctx.cfg;
-        let name = self
-            .game
-            .as_ref()
-            .map(|g| g.name.clone())
-            .unwrap_or_default();
+        let name = self.game_name();
         info!(backend = %name, "fenced from the cluster; holding the session");
         if let Some(a) = self.leave_action(cfg) {
             out.push(a);

@@ -60,11 +60,7 @@ impl Core {
             return;
         }
         let cfg = ctx.cfg;
-        let name = self
-            .game
-            .as_ref()
-            .map(|g| g.name.clone())
-            .unwrap_or_default();
+        let name = self.game_name();
         info!(backend = %name, "fenced from the cluster; pausing the session");
         self.paused = Some(Pause {
             since: ctx.now,
@@ -115,11 +111,7 @@ impl Core {
         let Some((took, kept, dropped)) = self.release(ctx, out) else {
             return;
         };
-        let name = self
-            .game
-            .as_ref()
-            .map(|g| g.name.clone())
-            .unwrap_or_default();
+        let name = self.game_name();
         info!(backend = %name, paused = ?took, kept, "cluster lease back; the session goes on");
         out.push(Action::Emit(
             Event::new("session.unpaused")

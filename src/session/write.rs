@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, warn};
 
-use super::driver::{step, Driver};
+use super::driver::{next_ask, step, Driver};
 use super::End;
 use crate::transport::PlayerTransport;
 
@@ -107,12 +107,7 @@ impl<P: PlayerTransport> Driver<P> {
                     return Err(End::WriteFailed);
                 }
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
-                Some(ask) = async {
-                    match self.freeze.as_mut() {
-                        Some(f) => f.asked().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                Some(ask) = next_ask(&mut self.freeze) => {
                     self.asked = Some(ask);
                     self.unsent.extend_from_slice(&data[pos..]);
                     crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, pos as u64);
