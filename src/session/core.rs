@@ -170,10 +170,10 @@ pub struct Core {
     /// When that login went to the game.
     pub(super) verify_started: Option<Instant>,
     /// The game accepted it; the driver is taking the session over.
-    pub(super) verified: Option<Verified>,
+    pub(super) verified: Option<Box<Verified>>,
     /// Paused by the cluster: the game connection is kept, nothing is
     /// relayed (see [`super::pause`]).
-    pub(super) paused: Option<Pause>,
+    pub(super) paused: Option<Box<Pause>>,
 }
 
 /// Renders a notice template.

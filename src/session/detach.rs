@@ -64,10 +64,10 @@ impl<P: PlayerTransport> Driver<P> {
         self.detached_since = Some(since);
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();
-        self.playback = Some(Playback::new(
+        self.playback = Some(Box::new(Playback::new(
             cfg.resume.playback_lines,
             cfg.resume.playback_bytes,
-        ));
+        )));
         // The player's connection is over (closed, reset, or not read):
         // let it go now rather than when the session ends.
         if let Some(mut p) = self.player.take() {
@@ -207,11 +207,14 @@ impl<P: PlayerTransport> Driver<P> {
                 .detached_since
                 .map_or(0, |t| now.duration_since(t).as_millis() as u64),
             left_ms: expires.saturating_duration_since(now).as_millis() as u64,
-            playback: self.playback.take().unwrap_or_else(|| Playback::new(1, 1)),
+            playback: self
+                .playback
+                .take()
+                .map_or_else(|| Playback::new(1, 1), |p| *p),
             why: why.map(str::to_string),
         };
         let content = self.detached_parcel(&d);
-        self.playback = Some(d.playback);
+        self.playback = Some(Box::new(d.playback));
         let (verdict, rx) = oneshot::channel();
         let parcel = Parcel {
             id: self.core.id,
@@ -242,7 +245,10 @@ impl<P: PlayerTransport> Driver<P> {
         let id = self.core.id;
         self.shared.registry.remove(id);
         self.shared.detached.remove(id);
-        let playback = self.playback.take().unwrap_or_else(|| Playback::new(1, 1));
+        let playback = self
+            .playback
+            .take()
+            .map_or_else(|| Playback::new(1, 1), |p| *p);
         let h = Handover {
             core: self.core,
             game: self.game.take(),

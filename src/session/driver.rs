@@ -50,7 +50,8 @@ pub(super) struct Driver<P> {
     /// The core was started (a session taken over in an upgrade is).
     pub started: bool,
     /// While detached: the game's output kept for the player.
-    pub playback: Option<super::playback::Playback>,
+    /// Boxed: only a detached session has one.
+    pub playback: Option<Box<super::playback::Playback>>,
     /// When the player's link dropped.
     pub detached_since: Option<Instant>,
     /// This session's place on the upgrade roll while [`Driver::run`]

@@ -105,10 +105,10 @@ impl<P: PlayerTransport> Driver<P> {
         debug!("player told to reconnect; the session crosses detached");
         let now = Instant::now();
         self.detached_since = Some(now);
-        self.playback = Some(super::playback::Playback::new(
+        self.playback = Some(Box::new(super::playback::Playback::new(
             cfg.resume.playback_lines,
             cfg.resume.playback_bytes,
-        ));
+        )));
         let expires = now + cfg.resume.keep.unwrap_or_default();
         if let Err(End::Handover) = self.hand_over_detached(ask, expires, Some("upgrade")).await {
             return Err(End::Handover);
@@ -209,7 +209,7 @@ pub fn resume(
             let now = Instant::now();
             let away = Duration::from_millis(was.away_ms);
             d.detached_since = Some(now.checked_sub(away).unwrap_or(now));
-            d.playback = Some(was.playback);
+            d.playback = Some(Box::new(was.playback));
             let expires = now + Duration::from_millis(was.left_ms);
             if let Some(why) = &was.why {
                 d.shared.events.emit(

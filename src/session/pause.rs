@@ -44,7 +44,7 @@ impl Core {
 
     /// The pause, for a snapshot.
     pub(super) fn pause_state(&self) -> Option<&Pause> {
-        self.paused.as_ref()
+        self.paused.as_deref()
     }
 
     /// Whether a fence pauses this session rather than holding it: it
@@ -62,10 +62,10 @@ impl Core {
         let cfg = ctx.cfg;
         let name = self.game_name();
         info!(backend = %name, "fenced from the cluster; pausing the session");
-        self.paused = Some(Pause {
+        self.paused = Some(Box::new(Pause {
             since: ctx.now,
             kept: Playback::new(cfg.resume.playback_lines, cfg.resume.playback_bytes),
-        });
+        }));
         out.push(Action::Emit(
             Event::new("session.paused")
                 .with("session", self.id)

@@ -170,7 +170,7 @@ impl Core {
                     .take()
                     .map(|t| ctx.now.saturating_duration_since(t))
                     .unwrap_or_default();
-                self.verified = Some(super::core::Verified { creds, held, took });
+                self.verified = Some(Box::new(super::core::Verified { creds, held, took }));
                 out.push(Action::Resume);
             }
         }

@@ -410,9 +410,11 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     core.last_backend = v.last_backend;
     core.lazy = v.lazy.map(Into::into);
     core.busy = v.busy.map(|tries| super::core::Busy { tries, told: true });
-    core.paused = v.paused.map(|(since, kept)| super::core::Pause {
-        since: abs(since, now),
-        kept,
+    core.paused = v.paused.map(|(since, kept)| {
+        Box::new(super::core::Pause {
+            since: abs(since, now),
+            kept,
+        })
     });
     Ok(Restored {
         core,
