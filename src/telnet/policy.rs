@@ -34,7 +34,7 @@
 use super::memory::Memory;
 use super::outbound::Outbound;
 use super::{opt, write_negotiation, write_subnegotiation, Verb};
-use options::{Axis, OptMap, Options, Said};
+use options::{Axis, Options, Said};
 
 /// MCCP v1 ("COMPRESS"), obsolete; refused so it can never be passed on.
 pub const COMPRESS1: u8 = 85;
@@ -94,7 +94,7 @@ impl Policy {
     pub fn greet(&mut self, to_player: &mut Vec<u8>) {
         if self.player_mccp {
             write_negotiation(Verb::Will, opt::MCCP2, to_player);
-            self.axis(Axis::Game).told_player[opt::MCCP2 as usize] = Said::Yes;
+            self.axis(Axis::Game).at(opt::MCCP2 as usize).told_player = Said::Yes;
         }
         self.mssp_greet(to_player);
     }
@@ -106,9 +106,9 @@ impl Policy {
         if !self.player_mccp {
             return;
         }
-        self.axis(Axis::Game).player[opt::MCCP2 as usize] = Said::Nothing;
+        self.axis(Axis::Game).at(opt::MCCP2 as usize).player = Said::Nothing;
         write_negotiation(Verb::Will, opt::MCCP2, to_player);
-        self.axis(Axis::Game).told_player[opt::MCCP2 as usize] = Said::Yes;
+        self.axis(Axis::Game).at(opt::MCCP2 as usize).told_player = Said::Yes;
     }
 
     /// A new backend connection starts: nothing is agreed with it yet.
@@ -117,8 +117,7 @@ impl Policy {
         self.first_backend = self.backends_seen == 1;
         self.ttype_asked = 0;
         for a in &mut self.axes {
-            a.told_backend = OptMap::default();
-            a.awaiting_player = OptMap::default();
+            a.forget_backend();
         }
     }
 
@@ -128,15 +127,17 @@ impl Policy {
     /// game should hear now: the new window size if the game takes NAWS.
     pub fn adopt_player_side(&mut self, new: Policy) -> Vec<u8> {
         for (mine, theirs) in self.axes.iter_mut().zip(new.axes) {
-            mine.player = theirs.player;
-            mine.told_player = theirs.told_player;
-            mine.awaiting_player = OptMap::default();
+            mine.adopt_player_side(&theirs);
         }
         self.memory = new.memory;
         self.out = new.out;
         self.player_mccp = new.player_mccp;
         let mut to_backend = Vec::new();
-        if self.axes[Axis::Player as usize].told_backend[opt::NAWS as usize] == Said::Yes {
+        if self.axes[Axis::Player as usize]
+            .get(opt::NAWS as usize)
+            .told_backend
+            == Said::Yes
+        {
             self.memory.on_agreed(opt::NAWS, &mut to_backend);
         }
         to_backend
@@ -145,7 +146,10 @@ impl Policy {
     /// True if holdfast agreed to MCCP2 from the current backend (the only
     /// case in which its compressed stream is inflated).
     pub fn backend_mccp_agreed(&self) -> bool {
-        self.axes[Axis::Game as usize].told_backend[opt::MCCP2 as usize] == Said::Yes
+        self.axes[Axis::Game as usize]
+            .get(opt::MCCP2 as usize)
+            .told_backend
+            == Said::Yes
     }
 
     /// True if the player's stream to the proxy is compressed (or about to).
@@ -175,30 +179,30 @@ impl Policy {
                 } else {
                     self.out.stop();
                 }
-                self.axis(ax).player[o] = Said::from(yes);
+                self.axis(ax).at(o).player = Said::from(yes);
             } else if yes {
                 // Never offered: refused (every time, as RFC 1143 wants).
-                self.axis(ax).told_player[o] = Said::No;
+                self.axis(ax).at(o).told_player = Said::No;
                 write_negotiation(ax.game_verb(false), option, to_player);
             }
             return;
         }
         let s = self.axis(ax);
-        s.player[o] = Said::from(yes);
-        if option == opt::ECHO || std::mem::take(&mut s.awaiting_player[o]) {
+        s.at(o).player = Said::from(yes);
+        if option == opt::ECHO || std::mem::take(&mut s.at(o).awaiting_player) {
             // An answer to the backend's question (or ECHO, always relayed).
-            s.told_backend[o] = Said::from(yes);
+            s.at(o).told_backend = Said::from(yes);
             write_negotiation(verb, option, to_backend);
             return;
         }
-        match (s.told_backend[o], yes) {
+        match (s.get(o).told_backend, yes) {
             (Said::Yes | Said::Asked, true) | (Said::No | Said::Nothing, false) => {}
             (Said::No | Said::Nothing, true) => {
-                s.told_backend[o] = Said::Asked;
+                s.at(o).told_backend = Said::Asked;
                 write_negotiation(verb, option, to_backend);
             }
             (Said::Yes | Said::Asked, false) => {
-                s.told_backend[o] = Said::No;
+                s.at(o).told_backend = Said::No;
                 write_negotiation(verb, option, to_backend);
             }
         }
@@ -214,8 +218,8 @@ impl Policy {
         let o = option as usize;
         let on = |s: Said| matches!(s, Said::Yes | Said::Asked);
         let (p, g) = (
-            self.axes[Axis::Player as usize].told_backend[o],
-            self.axes[Axis::Game as usize].told_backend[o],
+            self.axes[Axis::Player as usize].get(o).told_backend,
+            self.axes[Axis::Game as usize].get(o).told_backend,
         );
         let refused = !on(p) && !on(g) && (p == Said::No || g == Said::No);
         if !refused {
@@ -241,29 +245,29 @@ impl Policy {
         if matches!(option, opt::MCCP2 | opt::MCCP3 | COMPRESS1) {
             let accept = yes && self.backend_mccp && (ax, option) == (Axis::Game, opt::MCCP2);
             let s = self.axis(ax);
-            let on = s.told_backend[o] == Said::Yes;
+            let on = s.get(o).told_backend == Said::Yes;
             // Refusals are repeated, agreements never (RFC 1143).
             if (yes && !(accept && on)) || (!yes && on) {
-                s.told_backend[o] = Said::from(accept);
+                s.at(o).told_backend = Said::from(accept);
                 write_negotiation(ax.player_verb(accept), option, to_backend);
             }
             return;
         }
         if option == opt::ECHO {
             let s = self.axis(ax);
-            s.told_player[o] = Said::from(yes);
-            s.awaiting_player[o] = true;
+            s.at(o).told_player = Said::from(yes);
+            s.at(o).awaiting_player = true;
             write_negotiation(verb, option, to_player);
             return;
         }
         let first = self.first_backend;
         let s = &mut self.axes[ax as usize];
-        match (s.told_backend[o], yes) {
+        match (s.get(o).told_backend, yes) {
             // The answer to a request the player started.
             (Said::Asked, _) => {
-                s.told_backend[o] = Said::from(yes);
-                if s.player[o] == Said::Yes && s.told_player[o] != Said::from(yes) {
-                    s.told_player[o] = Said::from(yes);
+                s.at(o).told_backend = Said::from(yes);
+                if s.get(o).player == Said::Yes && s.get(o).told_player != Said::from(yes) {
+                    s.at(o).told_player = Said::from(yes);
                     write_negotiation(verb, option, to_player);
                 }
             }
@@ -272,36 +276,37 @@ impl Policy {
             // The backend turns it off: acknowledge; the player is not
             // bothered (its data for the option is held back from now on).
             (Said::Yes, false) => {
-                s.told_backend[o] = Said::No;
+                s.at(o).told_backend = Said::No;
                 write_negotiation(ax.player_verb(false), option, to_backend);
             }
             (Said::No | Said::Nothing, false) => {
-                s.told_backend[o] = Said::No;
-                if std::mem::take(&mut s.awaiting_player[o]) && s.told_player[o] == Said::Yes {
+                s.at(o).told_backend = Said::No;
+                if std::mem::take(&mut s.at(o).awaiting_player) && s.get(o).told_player == Said::Yes
+                {
                     // It withdrew a question the player has not answered.
-                    s.told_player[o] = Said::No;
+                    s.at(o).told_player = Said::No;
                     write_negotiation(verb, option, to_player);
                 }
             }
             // A question.
-            (Said::No | Said::Nothing, true) => match s.player[o] {
+            (Said::No | Said::Nothing, true) => match s.get(o).player {
                 Said::Yes => {
-                    s.told_backend[o] = Said::Yes;
+                    s.at(o).told_backend = Said::Yes;
                     write_negotiation(ax.player_verb(true), option, to_backend);
-                    if s.told_player[o] != Said::Yes {
+                    if s.get(o).told_player != Said::Yes {
                         // The player's own earlier offer, agreed at last.
-                        s.told_player[o] = Said::Yes;
+                        s.at(o).told_player = Said::Yes;
                         write_negotiation(verb, option, to_player);
                     }
                     self.memory.on_agreed(option, to_backend);
                 }
                 Said::Nothing | Said::Asked if first => {
-                    s.awaiting_player[o] = true;
-                    s.told_player[o] = Said::Yes;
+                    s.at(o).awaiting_player = true;
+                    s.at(o).told_player = Said::Yes;
                     write_negotiation(verb, option, to_player);
                 }
                 Said::No | Said::Nothing | Said::Asked => {
-                    s.told_backend[o] = Said::No;
+                    s.at(o).told_backend = Said::No;
                     write_negotiation(ax.player_verb(false), option, to_backend);
                 }
             },
@@ -325,7 +330,7 @@ impl Policy {
             return;
         }
         let o = option as usize;
-        let agreed = self.axes.iter().any(|a| a.told_backend[o] == Said::Yes);
+        let agreed = self.axes.iter().any(|a| a.get(o).told_backend == Said::Yes);
         if !self.first_backend
             && agreed
             && self

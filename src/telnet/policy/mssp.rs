@@ -61,8 +61,8 @@ impl Policy {
         let (ax, _) = Axis::of_game(verb);
         let o = opt::MSSP as usize;
         let s = self.axis(ax);
-        if verb == Verb::Will && s.told_backend[o] != Said::Yes {
-            s.told_backend[o] = Said::Yes;
+        if verb == Verb::Will && s.get(o).told_backend != Said::Yes {
+            s.at(o).told_backend = Said::Yes;
             write_negotiation(Verb::Do, opt::MSSP, to_backend);
         } else if verb == Verb::Do {
             write_negotiation(Verb::Wont, opt::MSSP, to_backend);

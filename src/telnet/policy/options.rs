@@ -86,68 +86,157 @@ impl Said {
     }
 }
 
-/// Per option state for one axis.
+/// Per option state for one axis: one small entry per option ever
+/// touched (a session negotiates a handful), all four columns together.
+/// Four separate maps per axis cost 192 bytes in every session and up to
+/// eight small allocations; this is 24 and one.
+///
+/// It crosses an upgrade in the shape it always had (four maps, see
+/// [`Wire`]), so either side of an upgrade reads the other's.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Wire", into = "Wire")]
 pub(super) struct Options {
+    set: Vec<Entry>,
+}
+
+/// One option's state on one axis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Entry {
+    option: u8,
     /// What the player said (its last WILL/WONT or DO/DONT).
-    pub(super) player: OptMap<Said>,
+    pub(super) player: Said,
     /// What was last sent to the player on this axis (by the game through
     /// the proxy, or by the proxy).
-    pub(super) told_player: OptMap<Said>,
+    pub(super) told_player: Said,
     /// What was last sent to the current backend on the player's behalf.
-    pub(super) told_backend: OptMap<Said>,
+    pub(super) told_backend: Said,
     /// The backend's question was passed to the player; its answer is due.
-    pub(super) awaiting_player: OptMap<bool>,
+    pub(super) awaiting_player: bool,
 }
 
-/// A value per option number, indexed like a `[T; 256]` but holding only
-/// the options that were ever touched (a session negotiates a handful).
-/// Eight full arrays cost 2 KiB in every session, most of an idle one.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(super) struct OptMap<T: 'static> {
-    set: Vec<(u8, T)>,
-}
-
-impl<T> Default for OptMap<T> {
-    fn default() -> Self {
-        OptMap { set: Vec::new() }
+impl Entry {
+    fn untouched(self) -> bool {
+        Entry {
+            option: self.option,
+            ..Entry::default()
+        } == self
     }
 }
 
-/// What an option nobody touched reads as.
-trait Untouched: Clone + 'static {
-    const NONE: &'static Self;
-}
-
-impl Untouched for Said {
-    const NONE: &'static Said = &Said::Nothing;
-}
-
-impl Untouched for bool {
-    const NONE: &'static bool = &false;
-}
-
-impl<T: Untouched> std::ops::Index<usize> for OptMap<T> {
-    type Output = T;
-    fn index(&self, o: usize) -> &T {
+impl Options {
+    /// Option `o` as it stands (all `Nothing` if never touched).
+    pub(super) fn get(&self, o: usize) -> Entry {
         self.set
             .iter()
-            .find(|(k, _)| usize::from(*k) == o)
-            .map_or(T::NONE, |(_, v)| v)
+            .find(|e| usize::from(e.option) == o)
+            .copied()
+            .unwrap_or_default()
     }
-}
 
-impl<T: Untouched> std::ops::IndexMut<usize> for OptMap<T> {
-    fn index_mut(&mut self, o: usize) -> &mut T {
+    /// Option `o`, to change it (added if never touched).
+    pub(super) fn at(&mut self, o: usize) -> &mut Entry {
         // Option numbers are bytes: every caller indexes with one.
-        let k = u8::try_from(o).expect("telnet option numbers fit in a byte");
-        let i = match self.set.iter().position(|(x, _)| *x == k) {
+        let option = u8::try_from(o).expect("telnet option numbers fit in a byte");
+        let i = match self.set.iter().position(|e| e.option == option) {
             Some(i) => i,
             None => {
-                self.set.push((k, T::NONE.clone()));
+                self.set.push(Entry {
+                    option,
+                    ..Entry::default()
+                });
                 self.set.len() - 1
             }
         };
-        &mut self.set[i].1
+        &mut self.set[i]
+    }
+
+    /// A new backend connection: nothing told to it, nothing awaited.
+    pub(super) fn forget_backend(&mut self) {
+        for e in &mut self.set {
+            e.told_backend = Said::Nothing;
+            e.awaiting_player = false;
+        }
+        self.prune();
+    }
+
+    /// The player's side from `theirs` (a resumed session's new
+    /// connection); what was told to the backend stays, nothing awaited.
+    pub(super) fn adopt_player_side(&mut self, theirs: &Options) {
+        for e in &mut self.set {
+            let t = theirs.get(usize::from(e.option));
+            e.player = t.player;
+            e.told_player = t.told_player;
+            e.awaiting_player = false;
+        }
+        for t in &theirs.set {
+            if !self.set.iter().any(|e| e.option == t.option) {
+                self.set.push(Entry {
+                    awaiting_player: false,
+                    told_backend: Said::Nothing,
+                    ..*t
+                });
+            }
+        }
+        self.prune();
+    }
+
+    fn prune(&mut self) {
+        self.set.retain(|e| !e.untouched());
+    }
+}
+
+/// [`Options`] as an upgrade carries it: four maps of option to value.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wire {
+    player: OptMap<Said>,
+    told_player: OptMap<Said>,
+    told_backend: OptMap<Said>,
+    awaiting_player: OptMap<bool>,
+}
+
+/// The pairs of one column whose value is not the untouched one.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OptMap<T> {
+    set: Vec<(u8, T)>,
+}
+
+impl From<Options> for Wire {
+    fn from(o: Options) -> Wire {
+        fn column<T: PartialEq + Default>(o: &Options, f: impl Fn(&Entry) -> T) -> OptMap<T> {
+            OptMap {
+                set: o
+                    .set
+                    .iter()
+                    .map(|e| (e.option, f(e)))
+                    .filter(|(_, v)| *v != T::default())
+                    .collect(),
+            }
+        }
+        Wire {
+            player: column(&o, |e| e.player),
+            told_player: column(&o, |e| e.told_player),
+            told_backend: column(&o, |e| e.told_backend),
+            awaiting_player: column(&o, |e| e.awaiting_player),
+        }
+    }
+}
+
+impl From<Wire> for Options {
+    fn from(w: Wire) -> Options {
+        let mut o = Options::default();
+        for (k, v) in w.player.set {
+            o.at(k.into()).player = v;
+        }
+        for (k, v) in w.told_player.set {
+            o.at(k.into()).told_player = v;
+        }
+        for (k, v) in w.told_backend.set {
+            o.at(k.into()).told_backend = v;
+        }
+        for (k, v) in w.awaiting_player.set {
+            o.at(k.into()).awaiting_player = v;
+        }
+        o.prune();
+        o
     }
 }

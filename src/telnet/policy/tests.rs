@@ -430,21 +430,48 @@ proptest! {
 }
 
 #[test]
-fn option_map_reads_untouched_options_as_nothing() {
-    let mut m: OptMap<Said> = OptMap::default();
-    assert_eq!(m[31], Said::Nothing);
-    m[31] = Said::Yes;
-    m[255] = Said::No;
-    m[0] = Said::Asked;
+fn options_read_untouched_as_nothing() {
+    let mut m = Options::default();
+    assert_eq!(m.get(31).player, Said::Nothing);
+    m.at(31).player = Said::Yes;
+    m.at(255).told_backend = Said::No;
+    m.at(0).told_player = Said::Asked;
     assert_eq!(
-        (m[31], m[255], m[0], m[1]),
-        (Said::Yes, Said::No, Said::Asked, Said::Nothing)
+        (
+            m.get(31).player,
+            m.get(255).told_backend,
+            m.get(0).told_player
+        ),
+        (Said::Yes, Said::No, Said::Asked)
     );
-    m[31] = Said::No;
-    assert_eq!(m[31], Said::No);
-    let mut b: OptMap<bool> = OptMap::default();
-    assert!(!std::mem::take(&mut b[86]));
-    b[86] = true;
-    assert!(std::mem::take(&mut b[86]));
-    assert!(!b[86]);
+    assert_eq!(m.get(1), options::Entry::default());
+    m.at(31).player = Said::No;
+    assert_eq!(m.get(31).player, Said::No);
+    assert!(!std::mem::take(&mut m.at(86).awaiting_player));
+    m.at(86).awaiting_player = true;
+    assert!(std::mem::take(&mut m.at(86).awaiting_player));
+    assert!(!m.get(86).awaiting_player);
+}
+
+/// An upgrade carries the options as four maps, the shape the previous
+/// release wrote: both ways give the same state back.
+#[test]
+fn options_cross_an_upgrade_in_the_previous_shape() {
+    let old = r#"{"player":{"set":[[24,"Yes"],[31,"Nothing"]]},"told_player":{"set":[[86,"Yes"]]},"told_backend":{"set":[[31,"Asked"],[24,"Yes"]]},"awaiting_player":{"set":[[24,true]]}}"#;
+    let o: Options = serde_json::from_str(old).expect("previous shape");
+    assert_eq!(o.get(24).player, Said::Yes);
+    assert_eq!(o.get(24).told_backend, Said::Yes);
+    assert!(o.get(24).awaiting_player);
+    assert_eq!(o.get(31).told_backend, Said::Asked);
+    assert_eq!(o.get(31).player, Said::Nothing);
+    assert_eq!(o.get(86).told_player, Said::Yes);
+    let again: Options =
+        serde_json::from_str(&serde_json::to_string(&o).expect("write")).expect("read");
+    for k in 0..=255 {
+        assert_eq!(o.get(k), again.get(k), "option {k}");
+    }
+    let v: serde_json::Value = serde_json::to_value(&o).expect("value");
+    for column in ["player", "told_player", "told_backend", "awaiting_player"] {
+        assert!(v[column]["set"].is_array(), "{column} in {v}");
+    }
 }
