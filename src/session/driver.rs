@@ -8,15 +8,16 @@
 //! game's output always reaches the player before anything that follows it
 //! (half-close: the game's last words arrive before a decision is made).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::broadcast;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::action::Actions;
 use super::core::Core;
@@ -67,24 +68,45 @@ pub(super) struct Driver<P> {
     /// The game output being read mentions a name held always (the
     /// heartbeat's): its lines are checked for announcements.
     pub(super) quiet_mention: bool,
+    /// The core's next deadline, while it has one (see [`set_timer`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
-async fn sleep_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => sleep_until(t).await,
-        None => std::future::pending().await,
+/// The session's timer, set to `t`: one `Sleep`, boxed, kept and reset in
+/// place while the session has a deadline (not a new one on every turn of
+/// the loop, and no room for one in the task of a session without).
+fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, t: Option<Instant>) {
+    match (t, timer.as_mut()) {
+        (None, _) => *timer = None,
+        (Some(t), Some(s)) => {
+            if s.deadline() != t {
+                s.as_mut().reset(t);
+            }
+        }
+        (Some(t), None) => *timer = Some(Box::pin(sleep_until(t))),
     }
+}
+
+/// The timer fired (never, without one).
+fn timer_due<'a>(
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
+) -> impl std::future::Future<Output = ()> + 'a {
+    poll_fn(move |cx| match timer.as_mut() {
+        Some(s) => s.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
 }
 
 /// An upgrade's ask to this session, while it is on the roll; never
-/// otherwise. Cancel-safe, as [`Enlisted::asked`](crate::state::upgrade::Enlisted::asked) is.
-pub(super) async fn next_ask(
+/// otherwise. Cancel-safe, as [`Enlisted::asked`](crate::state::upgrade::Enlisted::asked) is,
+/// and a poll with nothing of its own to keep.
+pub(super) fn next_ask(
     freeze: &mut Option<crate::state::upgrade::Enlisted>,
-) -> Option<crate::state::upgrade::Ask> {
-    match freeze.as_mut() {
-        Some(f) => f.asked().await,
-        None => std::future::pending().await,
-    }
+) -> impl std::future::Future<Output = Option<crate::state::upgrade::Ask>> + '_ {
+    poll_fn(move |cx| match freeze.as_mut() {
+        Some(f) => f.poll_asked(cx),
+        None => Poll::Pending,
+    })
 }
 
 pub(super) fn game_readable(
@@ -176,6 +198,7 @@ impl<P: PlayerTransport> Driver<P> {
             asked: None,
             unsent: Vec::new(),
             quiet_mention: false,
+            timer: None,
         }
     }
 
@@ -219,12 +242,13 @@ impl<P: PlayerTransport> Driver<P> {
             // An upgrade asked while a write waited: the step that wrote
             // is done, so this is a clean point (see `handover`).
             if let Some(ask) = self.asked.take() {
-                if let Err(end) = self.hand_over(ask).await {
+                if let Err(end) = Box::pin(self.hand_over(ask)).await {
                     return end;
                 }
                 continue;
             }
             let deadline = self.core.next_deadline(&self.shared.config.borrow());
+            set_timer(&mut self.timer, deadline);
             // Not `biased`: a player who floods input must not starve the
             // game's output (or the other way round); tokio polls the
             // branches in random order.
@@ -254,10 +278,11 @@ impl<P: PlayerTransport> Driver<P> {
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
                 },
-                _ = sleep_opt(deadline) => self.timer_fired().await,
+                () = timer_due(&mut self.timer) => self.timer_fired().await,
                 // An upgrade: every event before it was carried out in
                 // full, so this is a clean point to stop (see `handover`).
-                Some(ask) = next_ask(&mut self.freeze) => self.hand_over(ask).await,
+                // Boxed: once per upgrade, it need not take room in every task.
+                Some(ask) = next_ask(&mut self.freeze) => Box::pin(self.hand_over(ask)).await,
             };
             if let Err(end) = r {
                 return end;

@@ -50,6 +50,38 @@ impl<P: PlayerTransport> Driver<P> {
         if data.is_empty() {
             return Ok(());
         }
+        // Most writes finish at once: that path keeps nothing across a
+        // wait, so the room for a wait (its timer, the shutdown and ask
+        // futures, ~600 bytes) is boxed, taken only by a write that waits,
+        // instead of kept in every session's task.
+        let mut pos = 0;
+        if self.unsent.is_empty() && player.partial_writes() {
+            while pos < data.len() {
+                match player.try_write_some(&data[pos..]) {
+                    Some(Ok(0)) => return Err(write_failed(None)),
+                    Some(Ok(n)) => pos += n,
+                    Some(Err(e)) => return Err(write_failed(Some(e))),
+                    None => break,
+                }
+            }
+            if pos > 0 {
+                crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, pos as u64);
+            }
+            if pos == data.len() {
+                return Ok(());
+            }
+        }
+        Box::pin(self.write_player_wait(&data[pos..], limit)).await
+    }
+
+    /// [`Driver::write_player_raw`] that may wait on the player.
+    async fn write_player_wait(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
+        let Some(player) = self.player.as_mut() else {
+            return Ok(());
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
         if !self.unsent.is_empty() {
             self.unsent.extend_from_slice(data);
             return Ok(());

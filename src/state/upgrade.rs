@@ -112,10 +112,13 @@ struct Roll {
 /// once per upgrade, so this is kept as small as it can be: every idle
 /// session has one (a `mpsc::channel(1)` here cost ~800 bytes a session,
 /// its cache-padded halves and first block).
+/// The session polls it in its one `select!` with no future of its own
+/// (an `AtomicWaker`, not a `Notify` whose wait is a ~100-byte future in
+/// every session's task).
 #[derive(Default)]
 struct Slot {
     ask: Mutex<Option<Ask>>,
-    wake: tokio::sync::Notify,
+    wake: futures::task::AtomicWaker,
 }
 
 /// A session task's place on the roll: where its [`Ask`] arrives. Leaves
@@ -130,11 +133,19 @@ impl Enlisted {
     /// The next request to stop. Cancel-safe: the ask waits in the slot
     /// until a call takes it (a wake-up that finds nothing waits again).
     pub async fn asked(&mut self) -> Option<Ask> {
-        loop {
-            if let Some(a) = lock(&self.slot.ask).take() {
-                return Some(a);
-            }
-            self.slot.wake.notified().await;
+        std::future::poll_fn(|cx| self.poll_asked(cx)).await
+    }
+
+    /// [`Enlisted::asked`] as a poll: ready with the ask once there is one.
+    pub fn poll_asked(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Ask>> {
+        if let Some(a) = lock(&self.slot.ask).take() {
+            return std::task::Poll::Ready(Some(a));
+        }
+        self.slot.wake.register(cx.waker());
+        // An ask put in between the look and the registration.
+        match lock(&self.slot.ask).take() {
+            Some(a) => std::task::Poll::Ready(Some(a)),
+            None => std::task::Poll::Pending,
         }
     }
 }
@@ -334,7 +345,7 @@ impl Handover {
                 let (ask, answer) = oneshot::channel();
                 *put = Some(ask);
                 drop(put);
-                slot.wake.notify_one();
+                slot.wake.wake();
                 out.push(answer);
             }
         }

@@ -86,6 +86,14 @@ pub trait PlayerTransport: Send + 'static {
         false
     }
 
+    /// Writes what the connection takes now, without waiting: `None` when
+    /// it takes nothing now (or cannot say without waiting: any transport
+    /// without [`partial_writes`](Self::partial_writes)).
+    fn try_write_some(&mut self, data: &[u8]) -> Option<io::Result<usize>> {
+        let _ = data;
+        None
+    }
+
     /// Ends the stream in the player's direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
 
@@ -206,6 +214,13 @@ impl PlayerTransport for TcpStream {
 
     fn partial_writes(&self) -> bool {
         true
+    }
+
+    fn try_write_some(&mut self, data: &[u8]) -> Option<io::Result<usize>> {
+        match self.try_write(data) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
     }
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {

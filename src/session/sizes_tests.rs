@@ -1,0 +1,58 @@
+//! What a session's task keeps between events, in bytes (issue 25): the
+//! driver and the futures its loop waits in. An idle session's memory is
+//! mostly its task, and a future keeps room for every future it awaits
+//! inline, so a wait that only some sessions ever do (a write to a slow
+//! reader, an upgrade) is boxed and the loop's own waits are polls.
+//! Prints the rows docs/benchmarks.md gives
+//! (`cargo test --lib session::sizes_tests -- --nocapture`).
+
+use std::mem::size_of_val;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::core::Core;
+use super::driver::{next_ask, Driver};
+use crate::config::Config;
+use crate::state::Shared;
+
+#[tokio::test]
+async fn a_sessions_task_keeps_no_room_for_rare_waits() {
+    let cfg = Config::parse(
+        &std::env::temp_dir().join("sizes.toml"),
+        "[[backends]]\nname = \"game\"\naddr = \"127.0.0.1:4201\"\n",
+    )
+    .expect("config");
+    let shared = Arc::new(Shared::new(
+        cfg.clone(),
+        crate::events::EventSink::disabled(),
+        tokio::sync::mpsc::channel(1).0,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let peer: std::net::SocketAddr = "127.0.0.1:5555".parse().expect("addr");
+    let core = Core::new(1, peer, peer, &cfg, 0);
+    let mut d: Driver<tokio::net::TcpStream> = Driver::without_player(shared, core);
+    let driver = size_of_val(&d);
+    let run = size_of_val(&d.run());
+    let game_read = size_of_val(&d.on_game_readable(Ok(())));
+    let write = size_of_val(&d.write_player_raw(b"x", Duration::from_secs(1)));
+    let ask = size_of_val(&next_ask(&mut d.freeze));
+    let rows = [
+        ("driver (core, sockets, what the registry was told)", driver),
+        ("  core (session::Core)", std::mem::size_of::<Core>()),
+        ("the loop's future (`Driver::run`)", run),
+        ("  a read of the game's output and its write", game_read),
+        ("  a write to the player that finishes at once", write),
+        ("  waiting for an upgrade's ask", ask),
+    ];
+    println!("\n| part | bytes |\n| --- | ---: |");
+    for (what, n) in rows {
+        println!("| {what} | {n} |");
+    }
+    // Bounds with room to spare over today's (debug and release alike):
+    // the point is that a wait for a slow reader (~600 bytes: its timer,
+    // shutdown and ask) or an upgrade (~1 KiB) stays out of every task.
+    assert!(write <= 128, "the write's fast path keeps {write} bytes");
+    assert!(ask <= 16, "waiting for an ask keeps {ask} bytes");
+    assert!(run <= 640, "the loop's future is {run} bytes");
+    assert!(driver <= 1400, "the driver is {driver} bytes");
+}
