@@ -81,6 +81,8 @@ mod resume_tests;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
+mod tail_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
