@@ -112,9 +112,8 @@ impl QuietNames {
             return false;
         }
         let g = self.always.read().unwrap_or_else(|e| e.into_inner());
-        g.iter().any(|n| {
-            n.len() > rest.len() && n.as_bytes()[..rest.len()].eq_ignore_ascii_case(rest)
-        })
+        g.iter()
+            .any(|n| n.len() > rest.len() && n.as_bytes()[..rest.len()].eq_ignore_ascii_case(rest))
     }
 
     /// Whether any name may be held now.

@@ -53,7 +53,10 @@ async fn other_lines_cut_by_a_read_come_whole_and_in_order() {
 async fn a_prompt_with_ga_goes_at_once() {
     let mut t = quiet();
     let out = t.game_bytes(b"Bob says, \"hi\"\r\nHP 10> \xff\xf9");
-    assert_eq!(player_text(&out), "Bob says, \"hi\"\r\nHP 10> \u{fffd}\u{fffd}");
+    assert_eq!(
+        player_text(&out),
+        "Bob says, \"hi\"\r\nHP 10> \u{fffd}\u{fffd}"
+    );
     let bytes: Vec<u8> = out
         .iter()
         .filter_map(|a| match a {
@@ -125,7 +128,10 @@ async fn the_last_partial_line_comes_before_a_close_is_decided() {
     t.game("Goodbye, Ali");
     let out = t.step(|c, _, _, o| c.game_closed(o));
     assert_eq!(player_text(&out), "Goodbye, Ali");
-    assert!(matches!(out.last(), Some(Action::AskAlive { .. })), "{out:?}");
+    assert!(
+        matches!(out.last(), Some(Action::AskAlive { .. })),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -175,7 +181,9 @@ async fn a_relogin_read_that_cuts_an_announcement() {
     let out = reconnect(&mut t).await;
     let login = game_text(&out);
     let nonce = login.lines().nth(1).unwrap().trim_start_matches("think ");
-    let out = t.game(&format!("MOTD\r\n{nonce}\r\nCarol says, \"back\"\r\nBob has con"));
+    let out = t.game(&format!(
+        "MOTD\r\n{nonce}\r\nCarol says, \"back\"\r\nBob has con"
+    ));
     assert_eq!(player_text(&out), "ONLINE a\r\nCarol says, \"back\"\r\n");
     let out = t.game("nected.\r\n");
     assert_eq!(player_text(&out), "");

@@ -63,10 +63,17 @@ pub struct Config {
     pub limits: Limits,
     /// Offer MSSP (`--mssp`).
     pub mssp: bool,
+    /// `--split-announce MS`: "X has connected." goes out in two writes,
+    /// cut after "has con", this long apart (a busy server's output cut by
+    /// its socket buffer or a slow link), so it reaches holdfast in two
+    /// reads.
+    pub split_announce: Option<std::time::Duration>,
 }
 
 pub enum Out {
     Bytes(Vec<u8>),
+    /// The first bytes, a pause, then the rest (`--split-announce`).
+    Split(Vec<u8>, std::time::Duration, Vec<u8>),
     StartMccp,
     Spam(u64),
     /// Starts MCCP2 whether or not it was agreed, then `n` bytes of spam
@@ -112,6 +119,27 @@ pub struct Game {
     /// Set by `@shutdown`: new connections are refused from then on, as a
     /// real MUSH stops accepting before it closes its players' connections.
     pub stopping: AtomicBool,
+}
+
+/// An announcement line: as [`send_line`], or cut in two writes with
+/// `--split-announce`.
+pub fn send_announcement(
+    tx: &UnboundedSender<Out>,
+    text: &str,
+    split: Option<std::time::Duration>,
+) {
+    let cut = text.find(" has con").map(|i| i + " has con".len());
+    match (split, cut) {
+        (Some(pause), Some(at)) => {
+            let (a, b) = text.split_at(at);
+            let _ = tx.send(Out::Split(
+                a.as_bytes().to_vec(),
+                pause,
+                format!("{b}\r\n").into_bytes(),
+            ));
+        }
+        _ => send_line(tx, text),
+    }
 }
 
 pub fn send_line(tx: &UnboundedSender<Out>, text: &str) {
