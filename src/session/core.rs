@@ -263,8 +263,12 @@ impl Core {
         }
     }
 
-    /// The phase, for the registry.
+    /// The phase, for the registry: [`Phase::Paused`] while the cluster
+    /// pauses the session (its own phase stays what it was).
     pub fn phase(&self) -> Phase {
+        if self.paused.is_some() {
+            return Phase::Paused;
+        }
         self.phase
     }
 

@@ -155,6 +155,11 @@ impl Core {
                 return;
             }
             if st.fenced {
+                if self.quit_sent && self.paused.is_none() {
+                    // The player quit: the game's goodbye and close are
+                    // all that is left, and they go to the player.
+                    return;
+                }
                 if self.can_pause(&st.active) {
                     self.pause(ctx, out);
                 } else {

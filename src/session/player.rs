@@ -182,6 +182,18 @@ impl Core {
     ) -> Result<(), ()> {
         let cfg = ctx.cfg;
         let quit = self.is_quit(cfg, &line);
+        if quit && self.paused.is_some() && self.game.as_ref().is_some_and(|g| !g.closed) {
+            // A paused player who quits leaves on purpose: the game hears
+            // it, as after any quit (a logout uses nothing of the game's,
+            // wherever the cluster goes: the same as the quit a paused
+            // session sends when the cluster moved). What the game said
+            // meanwhile reaches the player first; the lines queued while
+            // paused are not sent.
+            self.release(ctx, out);
+            self.queue.clear();
+            self.send_line(ctx, line, to_game, out);
+            return Ok(());
+        }
         if !self.relaying() || self.paused.is_some() {
             if quit {
                 self.notice("[holdfast] Goodbye.", out);
