@@ -79,6 +79,8 @@ mod relogin_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
+mod screen_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 mod tail_tests;

@@ -1,6 +1,7 @@
 //! The game's output on its way to the player: telnet answered by the
 //! policy, MCCP2 undone, a login being confirmed watched line by line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -86,6 +87,9 @@ impl Core {
         // The first text instead of a connect screen was a refusal.
         let mut refusal = false;
         let mut banner_now = false;
+        // The cached connect screen the player got, when this connection's
+        // screen turned out to differ from it.
+        let mut changed: Option<Arc<[u8]>> = None;
         // Where the player's line will stand once `shown` is written (which
         // happens last, see below).
         let mut line_start_after = self.at_line_start;
@@ -153,6 +157,11 @@ impl Core {
                         let n = rest.iter().zip(d).take_while(|(a, b)| a == b).count();
                         *pos += n;
                         d = &d[n..];
+                        if !d.is_empty() && *pos < s.len() {
+                            // Not the screen the player got: the game's
+                            // screen changed since the copy was taken.
+                            changed = Some(s.clone());
+                        }
                         if !d.is_empty() || *pos == s.len() {
                             *skip = None;
                         }
@@ -224,6 +233,12 @@ impl Core {
         // output (a test, a client trigger) finds the session logged in.
         if !to_game.is_empty() {
             out.push(Action::Game(to_game));
+        }
+        if let Some(shown) = changed {
+            out.push(Action::ScreenChanged {
+                backend: self.game_name(),
+                shown,
+            });
         }
         if let Some(m) = self.telnet.take_game_mssp() {
             out.push(Action::Mssp(super::mssp::Request::GameSaid(m)));
