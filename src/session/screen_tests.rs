@@ -18,7 +18,10 @@ fn lazy() -> T {
     let out = t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
     assert!(player_text(&out).contains("Welcome to the test game."));
     let out = t.player("connect Alice pw\n");
-    assert!(out.iter().any(|a| matches!(a, Action::Connect(_))), "{out:?}");
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
     t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
     t
 }

@@ -68,6 +68,11 @@ pub struct Config {
     /// its socket buffer or a slow link), so it reaches holdfast in two
     /// reads.
     pub split_announce: Option<std::time::Duration>,
+    /// `--screen-file FILE`: the connect screen's middle lines, read from
+    /// FILE for every new connection (so a test can change the screen at
+    /// run time, as a game's admin edits its connect text); absent or
+    /// unreadable: the usual text.
+    pub screen_file: Option<String>,
 }
 
 pub enum Out {
@@ -201,8 +206,17 @@ impl Game {
     pub fn connect_screen(&self) -> String {
         let title = format!("Welcome to FakeMUSH ({} flavor)", self.cfg.flavor.name());
         let rule = "=".repeat(title.len());
+        let middle = self
+            .cfg
+            .screen_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| t.lines().map(|l| format!("{l}\r\n")).collect::<String>())
+            .unwrap_or_else(|| {
+                "A scripted game server for holdfast tests. Nothing here is real.\r\n".into()
+            });
         format!(
-            "{title}\r\n{rule}\r\nA scripted game server for holdfast tests. Nothing here is real.\r\n\r\n\
+            "{title}\r\n{rule}\r\n{middle}\r\n\
              Use \"WHO\" to see who is on, and \"QUIT\" to leave.\r\n\
              Use \"connect <name> <password>\" to connect.\r\n"
         )

@@ -42,7 +42,7 @@ const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-f
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
        [--trust IP]... [--log FILE] [--mccp] [--mssp] [--pennmush-socket-header] [--motd TEXT]
        [--quit-case any|mux|exact] [--quota N] [--max-preauth N] [--conn-rate N/SECS]
-       [--login-fail-limit N/SECS] [--banner-delay MS] [--split-announce MS]
+       [--login-fail-limit N/SECS] [--banner-delay MS] [--split-announce MS] [--screen-file FILE]
        [--demo] [--accounts FILE]
 (see limits.rs for what the six limit options do)";
 
@@ -110,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             limits: limits::Limits::default(),
             mssp: false,
             split_announce: None,
+            screen_file: None,
         },
     };
     let mut trust_given = false;
@@ -183,6 +184,7 @@ fn parse_args() -> Result<Args, String> {
                 a.cfg.limits.banner_delay = Some(Duration::from_millis(ms));
             }
             "--mssp" => a.cfg.mssp = true,
+            "--screen-file" => a.cfg.screen_file = Some(val()?),
             "--split-announce" => {
                 let v = val()?;
                 let ms: u64 = v
