@@ -105,6 +105,8 @@ impl Core {
                     dropped = self.flood_drops,
                     "disconnecting a flooding player"
                 );
+                // The game's last partial line is theirs all the same.
+                self.flush_tail(out);
                 out.push(Action::Close(End::Flood));
                 return Err(());
             }
