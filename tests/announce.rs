@@ -108,8 +108,19 @@ async fn the_same_through_a_compressed_game_stream() {
 /// restored: its reconnection after a wizard boots it is never shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeats_announcement_cut_in_two_reads_is_held_back() {
+    heartbeat_cut(&[]).await;
+}
+
+/// The same cut inside the name (`heartb` | `eat has connected.`): the
+/// first read does not name the heartbeat, but ends in the start of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeats_announcement_cut_inside_its_name_is_held_back() {
+    heartbeat_cut(&["--split-at", "6"]).await;
+}
+
+async fn heartbeat_cut(extra: &[&str]) {
     let dir = TempDir::new("announce-heartbeat");
-    let game = game(&dir, &[]);
+    let game = game(&dir, extra);
     let proxy = Proxy::start(&dir, &config(&game, ""));
     proxy.wait_log("backend up").await;
     let mut alice = Client::login(proxy.addr, "Alice", "alicepw").await;

@@ -274,7 +274,7 @@ impl Game {
         let msg = format!("{name} has connected.");
         for (oid, o) in &st.sess {
             if *oid != c.id && o.player.is_some() {
-                send_announcement(&o.tx, &msg, self.cfg.split_announce);
+                send_announcement(&o.tx, &msg, self.cfg.split_announce, self.cfg.split_at);
             }
         }
     }

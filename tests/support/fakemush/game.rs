@@ -68,6 +68,9 @@ pub struct Config {
     /// its socket buffer or a slow link), so it reaches holdfast in two
     /// reads.
     pub split_announce: Option<std::time::Duration>,
+    /// `--split-at N`: cut announcements after their first N bytes
+    /// instead (`heartb` | `eat has connected.`).
+    pub split_at: Option<usize>,
     /// `--screen-file FILE`: the connect screen's middle lines, read from
     /// FILE for every new connection (so a test can change the screen at
     /// run time, as a game's admin edits its connect text); absent or
@@ -132,8 +135,12 @@ pub fn send_announcement(
     tx: &UnboundedSender<Out>,
     text: &str,
     split: Option<std::time::Duration>,
+    at: Option<usize>,
 ) {
-    let cut = text.find(" has con").map(|i| i + " has con".len());
+    let cut = match at {
+        Some(n) => text.is_char_boundary(n).then_some(n),
+        None => text.find(" has con").map(|i| i + " has con".len()),
+    };
     match (split, cut) {
         (Some(pause), Some(at)) => {
             let (a, b) = text.split_at(at);

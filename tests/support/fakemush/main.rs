@@ -42,7 +42,7 @@ const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-f
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
        [--trust IP]... [--log FILE] [--mccp] [--mssp] [--pennmush-socket-header] [--motd TEXT]
        [--quit-case any|mux|exact] [--quota N] [--max-preauth N] [--conn-rate N/SECS]
-       [--login-fail-limit N/SECS] [--banner-delay MS] [--split-announce MS] [--screen-file FILE]
+       [--login-fail-limit N/SECS] [--banner-delay MS] [--split-announce MS] [--split-at N] [--screen-file FILE]
        [--demo] [--accounts FILE]
 (see limits.rs for what the six limit options do)";
 
@@ -111,6 +111,7 @@ fn parse_args() -> Result<Args, String> {
             mssp: false,
             split_announce: None,
             screen_file: None,
+            split_at: None,
         },
     };
     let mut trust_given = false;
@@ -185,6 +186,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--mssp" => a.cfg.mssp = true,
             "--screen-file" => a.cfg.screen_file = Some(val()?),
+            "--split-at" => {
+                let v = val()?;
+                a.cfg.split_at = Some(v.parse().map_err(|_| format!("bad --split-at {v:?}"))?);
+            }
             "--split-announce" => {
                 let v = val()?;
                 let ms: u64 = v
