@@ -379,7 +379,7 @@ impl Core {
         }
     }
 
-    /// Whether a partial line of the game's is held back ([`Tail`]): the
+    /// Whether a partial line of the game's is held back (a `Tail`): the
     /// next read's lines are checked too, to find the rest of it.
     pub fn holds_tail(&self) -> bool {
         self.game.as_ref().is_some_and(|g| g.tail.is_some())

@@ -1,5 +1,9 @@
 //! The game's output on its way to the player: telnet answered by the
-//! policy, MCCP2 undone, a login being confirmed watched line by line.
+//! policy, MCCP2 undone, a login being confirmed watched line by line,
+//! announcements about players being logged back in held back (a line cut
+//! by the end of a read waits for its rest: [`Tail`]), and a lazy
+//! session's cached connect screen hidden as far as the game repeats it
+//! (and found out of date where it does not: [`Action::ScreenChanged`]).
 
 use std::sync::Arc;
 use std::time::Duration;
