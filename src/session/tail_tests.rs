@@ -188,3 +188,29 @@ async fn a_relogin_read_that_cuts_an_announcement() {
     let out = t.game("nected.\r\n");
     assert_eq!(player_text(&out), "");
 }
+
+/// A player coming back to a detached session: the kept output first,
+/// the partial line held back (newer) after it, whole with its rest.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_player_gets_the_partial_line_after_the_kept_output() {
+    let mut old = quiet();
+    old.game("Carol is typ");
+    let new = T::started("");
+    let fresh = new.core;
+    let out = old.step(move |c, ctx, _, o| {
+        c.adopt(
+            ctx,
+            fresh,
+            Duration::from_secs(5),
+            b"kept line\r\n".to_vec(),
+            1,
+            0,
+            o,
+        )
+    });
+    let shown = player_text(&out);
+    assert!(shown.ends_with("kept line\r\n"), "{shown:?}");
+    assert!(!shown.contains("Carol"), "{shown:?}");
+    let out = old.game("ing.\r\n");
+    assert_eq!(player_text(&out), "Carol is typing.\r\n");
+}
