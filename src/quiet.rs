@@ -22,6 +22,8 @@ use tokio::time::Instant;
 
 /// Entries kept before expired ones are pruned.
 const PRUNE_AT: usize = 256;
+/// The longest end of a read [`QuietNames::may_begin_always`] looks at.
+const MAY_BEGIN_MAX: usize = 256;
 
 /// Player names (lower-cased) and until when they are held.
 #[derive(Debug)]
@@ -90,6 +92,30 @@ impl QuietNames {
         g.iter().any(|n| mentions(buf, n.as_bytes()))
     }
 
+    /// Whether `buf` ends in what may be the start of an announcement about
+    /// a name held always, cut by the end of the read: after its last
+    /// newline, leading blanks and ANSI colour codes, the rest is a
+    /// beginning of that name (`heartb`, any case), as every preset's
+    /// announcements start with the name. The session then holds that
+    /// partial line back for its rest, as it does while any name is held.
+    pub fn may_begin_always(&self, buf: &[u8]) -> bool {
+        let last = match memchr::memrchr(b'\n', buf) {
+            Some(i) => &buf[i + 1..],
+            None => buf,
+        };
+        // Cheap for the usual read, which ends with a newline.
+        if last.is_empty() || last.len() > MAY_BEGIN_MAX {
+            return false;
+        }
+        let rest = skip_blanks_and_ansi(last);
+        if rest.is_empty() {
+            return false;
+        }
+        let g = self.always.read().unwrap_or_else(|e| e.into_inner());
+        g.iter()
+            .any(|n| n.len() > rest.len() && n.as_bytes()[..rest.len()].eq_ignore_ascii_case(rest))
+    }
+
     /// Whether any name may be held now.
     pub fn active(&self) -> bool {
         let until = self.until_ms.load(Ordering::Acquire);
@@ -111,6 +137,22 @@ impl QuietNames {
         self.lock()
             .get(&name.to_lowercase())
             .is_some_and(|t| *t > now)
+    }
+}
+
+/// `s` without its leading blanks and ANSI escape sequences (`ESC [ ...
+/// final`), as an announcement is matched (trimmed, colour removed).
+fn skip_blanks_and_ansi(mut s: &[u8]) -> &[u8] {
+    loop {
+        match s {
+            [b' ' | b'\t' | b'\r', rest @ ..] => s = rest,
+            [0x1b, b'[', rest @ ..] => match rest.iter().position(|b| (0x40..=0x7e).contains(b)) {
+                Some(i) => s = &rest[i + 1..],
+                // Cut inside the escape itself: nothing to compare yet.
+                None => return &[],
+            },
+            _ => return s,
+        }
     }
 }
 
@@ -146,6 +188,31 @@ mod tests {
         assert!(q.mentions_always(b"heartbeat"));
         assert!(!q.mentions_always(b"heartbea"));
         assert!(q.contains("heartBeat") && !q.active());
+    }
+
+    #[test]
+    fn a_read_that_ends_in_the_start_of_a_name_held_always_is_seen() {
+        let q = QuietNames::default();
+        assert!(!q.may_begin_always(b"heartb"));
+        q.hold_always("heartbeat");
+        for yes in [
+            &b"heartb"[..],
+            b"Alice says, hi\r\nHeart",
+            b"hi\r\n  \x1b[1mh",
+        ] {
+            assert!(q.may_begin_always(yes), "{yes:?}");
+        }
+        for no in [
+            &b"heartb\r\n"[..],
+            b"hi\r\n",
+            b"hi\r\nhearty",
+            // The whole name is `mentions_always`'s.
+            b"heartbeat",
+            b"hi\r\n\x1b[1",
+            b"",
+        ] {
+            assert!(!q.may_begin_always(no), "{no:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

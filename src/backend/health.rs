@@ -140,7 +140,7 @@ pub fn spawn(backend: Backend, start: Start) -> ProbeHandle {
 /// `round.rs`'s).
 pub(super) struct Probe {
     /// See [`ProbeHandle::screen`].
-    pub(super) screen: Arc<std::sync::Mutex<Option<Arc<[u8]>>>>,
+    pub(super) screen: Arc<std::sync::Mutex<super::probes::ScreenCache>>,
     pub(super) backend: Backend,
     pub(super) generation: u64,
     pub(super) config: watch::Receiver<Arc<Config>>,

@@ -26,6 +26,42 @@ pub(super) const CHECK_QUEUE: usize = 1024;
 /// this is the time it takes to be scheduled, not a network round trip.
 pub const FIRST_STAMP_WAIT: Duration = Duration::from_millis(250);
 
+/// A cached connect screen found changed is dropped at most once in this
+/// long per backend ([`ProbeHandle::screen_changed`]): a screen with
+/// something in it that changes all the time (a player count, the time)
+/// differs from every copy, and would otherwise cost every other new
+/// player a game connection at the connect screen.
+pub const SCREEN_DROP_EVERY: Duration = Duration::from_secs(30);
+
+/// The connect screen kept for lazy connect (see [`ProbeHandle::screen`]).
+#[derive(Debug, Default)]
+pub struct ScreenCache {
+    /// The screen (telnet removed), if known.
+    pub(super) kept: Option<Arc<[u8]>>,
+    /// When a copy was last dropped for being out of date.
+    pub(super) dropped_at: Option<Instant>,
+}
+
+impl ScreenCache {
+    /// Drops the copy if it is still `shown` and none was dropped in the
+    /// last [`SCREEN_DROP_EVERY`]; returns whether it did.
+    fn drop_if_kept(&mut self, shown: &[u8], now: Instant) -> bool {
+        if self.kept.as_deref() != Some(shown) {
+            // Replaced meanwhile (or dropped already).
+            return false;
+        }
+        if self
+            .dropped_at
+            .is_some_and(|t| now.saturating_duration_since(t) < SCREEN_DROP_EVERY)
+        {
+            return false;
+        }
+        self.kept = None;
+        self.dropped_at = Some(now);
+        true
+    }
+}
+
 /// What a [`ProbeReport`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportKind {
@@ -88,7 +124,7 @@ pub struct ProbeHandle {
     pub generation: u64,
     /// The game's connect screen as the probe last saw it (telnet removed),
     /// kept while `listen.lazy_connect` is on.
-    pub(super) screen: Arc<std::sync::Mutex<Option<Arc<[u8]>>>>,
+    pub(super) screen: Arc<std::sync::Mutex<ScreenCache>>,
     /// True once the probe stamped its first connection.
     pub(super) stamped: watch::Receiver<bool>,
     /// Parks the probe for an upgrade.
@@ -159,6 +195,7 @@ impl ProbeHandle {
         self.screen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .kept
             .clone()
     }
 
@@ -169,11 +206,30 @@ impl ProbeHandle {
     /// connections at its connect screen were all taken by players) and
     /// replaces a screen the game has since changed.
     pub fn seen_screen(&self, text: Arc<[u8]>) {
-        let mut kept = self.screen.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.as_deref() != Some(&text[..]) {
+        let mut c = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+        if c.kept.as_deref() != Some(&text[..]) {
             debug!(backend = %self.backend.name, bytes = text.len(), "connect screen kept for lazy connect (a player's connection showed it)");
-            *kept = Some(text);
+            c.kept = Some(text);
         }
+    }
+
+    /// A lazy session's game connection showed a connect screen that is
+    /// not `shown`, the copy its player got: the game's screen changed.
+    /// The copy is dropped if it is still the one kept (so the next new
+    /// player connects at once, and the connection that waits at the
+    /// game's screen keeps the new one: [`ProbeHandle::seen_screen`]),
+    /// but at most once in [`SCREEN_DROP_EVERY`]: a screen that changes
+    /// all the time is refreshed that often, not at every player. Returns
+    /// whether it was dropped.
+    pub fn screen_changed(&self, shown: &[u8], now: Instant) -> bool {
+        let mut c = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = c.drop_if_kept(shown, now);
+        if dropped {
+            tracing::info!(backend = %self.backend.name, "the game's connect screen changed; the cached copy is dropped until it is seen again");
+        } else {
+            debug!(backend = %self.backend.name, "the game's connect screen differs from a copy; not dropped (replaced meanwhile, or dropped less than {SCREEN_DROP_EVERY:?} ago)");
+        }
+        dropped
     }
 }
 
@@ -199,5 +255,31 @@ impl Probes {
     /// Every probe, in no order.
     pub fn all(&self) -> Vec<ProbeHandle> {
         self.lock().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_screen_is_dropped_at_most_once_in_a_while() {
+        let t0 = Instant::now();
+        let old: Arc<[u8]> = Arc::from(&b"Welcome! 3 players online.\r\n"[..]);
+        let mut c = ScreenCache {
+            kept: Some(old.clone()),
+            dropped_at: None,
+        };
+        assert!(!c.drop_if_kept(b"another copy", t0), "not the one kept");
+        assert!(c.drop_if_kept(&old, t0));
+        assert!(c.kept.is_none());
+        assert!(!c.drop_if_kept(&old, t0), "gone already");
+        // Seen again (a player count that changes all the time): kept for
+        // the next players until the wait is over.
+        let new: Arc<[u8]> = Arc::from(&b"Welcome! 4 players online.\r\n"[..]);
+        c.kept = Some(new.clone());
+        assert!(!c.drop_if_kept(&new, t0 + SCREEN_DROP_EVERY / 2));
+        assert!(c.kept.is_some());
+        assert!(c.drop_if_kept(&new, t0 + SCREEN_DROP_EVERY));
     }
 }

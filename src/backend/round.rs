@@ -96,12 +96,12 @@ impl Probe {
         let keep = cfg.listen.lazy_connect.then_some(&mut screen);
         let refused =
             probe::banner(&mut c, deadline, allowed, &cfg.templates.refused, keep).await?;
-        let mut kept = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.screen.lock().unwrap_or_else(|e| e.into_inner());
         if !cfg.listen.lazy_connect {
-            *kept = None;
-        } else if !screen.is_empty() && kept.as_deref() != Some(&screen[..]) {
+            cache.kept = None;
+        } else if !screen.is_empty() && cache.kept.as_deref() != Some(&screen[..]) {
             debug!(backend = %self.backend.name, bytes = screen.len(), "connect screen kept for lazy connect");
-            *kept = Some(screen.into());
+            cache.kept = Some(screen.into());
         }
         Ok((c, refused))
     }

@@ -203,7 +203,12 @@ pub(super) fn status(shared: &Shared, client: &Client, stats: &BusStats) -> Valu
         "uptime_s": shared.uptime().as_secs(),
         "active": pool.active,
         "backends": backends,
-        "sessions": { "total": total, "logged_in": logged_in, "held": held },
+        "sessions": {
+            "total": total,
+            "logged_in": logged_in,
+            "held": held,
+            "paused": shared.registry.paused(),
+        },
         "events": {
             // Dropped because the publisher's channel was full.
             "dropped_channel": shared.events.dropped(),

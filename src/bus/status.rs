@@ -166,6 +166,18 @@ fn version(r: &Value) -> String {
     }
 }
 
+/// The held sessions, and the paused ones if any (`3 (2 paused)`).
+fn held(sessions: &Value) -> String {
+    let held = match &sessions["held"] {
+        Value::Null => "-".to_string(),
+        v => v.to_string(),
+    };
+    match sessions["paused"].as_u64() {
+        Some(n) if n > 0 => format!("{held} ({n} paused)"),
+        _ => held,
+    }
+}
+
 /// The human table `holdfast status` prints for `status` replies.
 pub fn render_table(replies: &[Value]) -> String {
     let s = |v: &Value| match v {
@@ -212,7 +224,7 @@ pub fn render_table(replies: &[Value]) -> String {
             s(&r["active"]),
             s(&r["sessions"]["total"]),
             s(&r["sessions"]["logged_in"]),
-            s(&r["sessions"]["held"]),
+            held(&r["sessions"]),
             s(&ev["queued"]),
             dropped.to_string(),
         ]);
@@ -402,6 +414,9 @@ mod tests {
             "0.1.0"
         );
         assert_eq!(version(&json!({"version": "0.1.0"})), "0.1.0");
+        assert_eq!(held(&json!({"held": 2, "paused": 0})), "2");
+        assert_eq!(held(&json!({"held": 0, "paused": 3})), "0 (3 paused)");
+        assert_eq!(held(&json!({"held": 1})), "1");
         assert_eq!(
             version(&json!({"version": "0.2.0", "upgrades": 3})),
             "0.2.0 (3 upgrades)"

@@ -97,13 +97,13 @@ impl RefusedReason {
 }
 
 /// The states of `holdfast_sessions{state}`.
-pub const STATES: [&str; 4] = ["login", "relaying", "relogin", "held"];
+pub const STATES: [&str; 5] = ["login", "relaying", "relogin", "held", "paused"];
 
 /// What a scrape reads from elsewhere ([`Metrics::refresh`]).
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     /// Sessions in each of [`STATES`].
-    pub sessions: [u64; 4],
+    pub sessions: [u64; 5],
     /// Events the sessions' sink dropped, since start.
     pub events_dropped: u64,
     /// The cluster's gauges (`bus.cluster`, after its first round).

@@ -97,6 +97,16 @@ pub enum Action {
         /// The screen's text.
         text: Arc<[u8]>,
     },
+    /// A lazy session's game connection showed a connect screen other
+    /// than the cached copy its player got: the game's screen changed, the
+    /// copy is out of date (the probe drops it: see
+    /// `ProbeHandle::screen_changed`).
+    ScreenChanged {
+        /// The backend whose screen changed.
+        backend: String,
+        /// The copy the player got.
+        shown: Arc<[u8]>,
+    },
     /// End the session.
     Close(End),
 }

@@ -99,6 +99,11 @@ impl<P: PlayerTransport> Driver<P> {
                         p.seen_screen(text);
                     }
                 }
+                Action::ScreenChanged { backend, shown } => {
+                    if let Some(p) = self.shared.probe(&backend) {
+                        p.screen_changed(&shown, Instant::now());
+                    }
+                }
                 Action::Close(end) => return Err(end),
             }
         }

@@ -60,6 +60,7 @@ impl Core {
     /// a backoff (then through the re-login pacer).
     pub(super) fn refused(&mut self, ctx: &mut Ctx, why: &str, out: &mut Actions) {
         let cfg = ctx.cfg;
+        self.flush_tail(out);
         let (backend, skip) = self
             .game
             .take()

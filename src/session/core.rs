@@ -64,6 +64,23 @@ pub(super) struct Game {
     /// The game's own connect screen as it arrives, until the game is
     /// quiet (then [`Action::ScreenSeen`]) or the player types.
     pub capture: Option<Capture>,
+    /// A partial line held back while lines are checked for announcements
+    /// (boxed: only there between two reads, and rarely).
+    pub tail: Option<Box<Tail>>,
+}
+
+/// The end of the game's output when it stopped mid-line while lines were
+/// being checked for announcements ([`Ctx::quiet`]): the rest of the line
+/// is awaited so that "Alice has con" | "nected." is checked as one line.
+/// It goes out before anything that follows it (a telnet command, a
+/// notice, the next text) and by [`Tail::until`] at the latest (see
+/// `relay::TAIL_WAIT`), and never holds more than `relay::TAIL_MAX` bytes.
+#[derive(Debug)]
+pub(super) struct Tail {
+    /// The text, telnet removed and not escaped.
+    pub text: Vec<u8>,
+    /// Shown by then, complete or not.
+    pub until: Instant,
 }
 
 /// A connect screen being read off a player's game connection (see
@@ -246,8 +263,12 @@ impl Core {
         }
     }
 
-    /// The phase, for the registry.
+    /// The phase, for the registry: [`Phase::Paused`] while the cluster
+    /// pauses the session (its own phase stays what it was).
     pub fn phase(&self) -> Phase {
+        if self.paused.is_some() {
+            return Phase::Paused;
+        }
         self.phase
     }
 
@@ -326,8 +347,10 @@ impl Core {
         self.enter_held(ctx, false);
     }
 
-    /// Sends a notice on a line of its own.
+    /// Sends a notice on a line of its own (after any partial line of the
+    /// game's held back: see [`Tail`]).
     pub(super) fn notice(&mut self, text: &str, out: &mut Actions) {
+        self.flush_tail(out);
         let mut v = Vec::with_capacity(text.len() + 4);
         if !self.at_line_start {
             v.extend_from_slice(b"\r\n");
@@ -338,11 +361,31 @@ impl Core {
         out.push(Action::Notice(v));
     }
 
-    /// Game text (telnet-free) for the player.
+    /// Game text (telnet-free) for the player, after any partial line held
+    /// back before it (see [`Tail`]).
     pub(super) fn write_out(&mut self, text: &[u8], out: &mut Actions) {
         if text.is_empty() {
             return;
         }
+        self.flush_tail(out);
+        self.write_text(text, out);
+    }
+
+    /// The partial line of the game's held back ([`Tail`]), if any, goes
+    /// out now (to the player, or to the pause's record).
+    pub(super) fn flush_tail(&mut self, out: &mut Actions) {
+        if let Some(t) = self.game.as_mut().and_then(|g| g.tail.take()) {
+            self.write_text(&t.text, out);
+        }
+    }
+
+    /// Whether a partial line of the game's is held back (a `Tail`): the
+    /// next read's lines are checked too, to find the rest of it.
+    pub fn holds_tail(&self) -> bool {
+        self.game.as_ref().is_some_and(|g| g.tail.is_some())
+    }
+
+    fn write_text(&mut self, text: &[u8], out: &mut Actions) {
         let mut v = Vec::with_capacity(text.len());
         telnet::escape_iac(text, &mut v);
         self.at_line_start = text.last() == Some(&b'\n');
@@ -383,6 +426,9 @@ impl Core {
 
     /// The proxy is stopping: the player's notice.
     pub fn shutdown(&mut self, cfg: &Config, out: &mut Actions) {
+        // The game's last partial line first (into the kept output if
+        // paused: it came after it).
+        self.flush_tail(out);
         // A paused session's kept output still reaches its player.
         if let Some(p) = self.paused.take().filter(|p| !p.kept.is_empty()) {
             out.push(Action::Player(p.kept.into_bytes()));

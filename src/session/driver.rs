@@ -66,7 +66,8 @@ pub(super) struct Driver<P> {
     /// session's state, or are written first if the upgrade fails.
     pub unsent: Vec<u8>,
     /// The game output being read mentions a name held always (the
-    /// heartbeat's): its lines are checked for announcements.
+    /// heartbeat's), may begin one, or ends a line held back from the
+    /// last read: its lines are checked for announcements.
     pub(super) quiet_mention: bool,
     /// The core's next deadline, while it has one (see [`set_timer`]).
     timer: Option<Pin<Box<Sleep>>>,
@@ -365,7 +366,13 @@ impl<P: PlayerTransport> Driver<P> {
                 match read_game(g, &mut buf) {
                     Ok(0) => true,
                     Ok(_) => {
-                        self.quiet_mention = self.shared.quiet.mentions_always(&buf);
+                        // A partial line held back (or one that may begin
+                        // the heartbeat's announcement) is checked with
+                        // its rest.
+                        let q = &self.shared.quiet;
+                        self.quiet_mention = self.core.holds_tail()
+                            || q.mentions_always(&buf)
+                            || q.may_begin_always(&buf);
                         if !self.shared.quiet.active()
                             && !self.quiet_mention
                             && self.core.game_passthrough(&buf)

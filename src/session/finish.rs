@@ -40,8 +40,9 @@ impl<P: PlayerTransport> Driver<P> {
             }
         } else if end == End::Shutdown {
             let mut out = Vec::new();
-            let leaving = self.core.leave_action(&cfg);
+            // The notice first: it brings the game's last partial line.
             self.core.shutdown(&cfg, &mut out);
+            let leaving = self.core.leave_action(&cfg);
             let notice: Vec<u8> = out
                 .into_iter()
                 .filter_map(|a| match a {

@@ -14,12 +14,15 @@ impl Core {
     /// the heartbeat: the player quit or was booted if the game is alive,
     /// else the game went away and the player is held.
     pub fn game_closed(&mut self, out: &mut Actions) {
+        if self.game.as_ref().is_none_or(|g| g.closed) {
+            return;
+        }
+        // The game's last words, to the last partial line, before anything
+        // is decided.
+        self.flush_tail(out);
         let Some(g) = self.game.as_mut() else {
             return;
         };
-        if g.closed {
-            return;
-        }
         g.closed = true;
         if self.quit_sent {
             out.push(Action::Close(End::Quit));
@@ -62,6 +65,7 @@ impl Core {
         out: &mut Actions,
     ) {
         let cfg = ctx.cfg;
+        self.flush_tail(out);
         self.release(ctx, out);
         let (name, watch) = self
             .game
@@ -137,6 +141,7 @@ impl Core {
                 info!(from = %g.name, to = %st.active, "moving to another backend");
                 // Paused while the cluster moved: what the old backend
                 // said meanwhile first, then its quit.
+                self.flush_tail(out);
                 self.release(ctx, out);
                 if let Some(a) = self.leave_action(cfg) {
                     out.push(a);
@@ -150,6 +155,11 @@ impl Core {
                 return;
             }
             if st.fenced {
+                if self.quit_sent && self.paused.is_none() {
+                    // The player quit: the game's goodbye and close are
+                    // all that is left, and they go to the player.
+                    return;
+                }
                 if self.can_pause(&st.active) {
                     self.pause(ctx, out);
                 } else {
@@ -202,6 +212,7 @@ impl Core {
         let cfg = ctx.cfg;
         let name = self.game_name();
         info!(backend = %name, "fenced from the cluster; holding the session");
+        self.flush_tail(out);
         if let Some(a) = self.leave_action(cfg) {
             out.push(a);
         }

@@ -16,7 +16,12 @@
 //! player's connection showed it while the player waited at it
 //! ([`Core::capture_done`]): at holdfast's start the players who got in
 //! can hold every place the game has for connections at its connect
-//! screen, the heartbeat's included, and the others get that copy.
+//! screen, the heartbeat's included, and the others get that copy. A lazy
+//! session whose game connection shows another screen than the copy
+//! reports it ([`Action::ScreenChanged`], from `relay`): the copy is
+//! dropped (at most once in a while, for screens that change all the
+//! time), and the next connection that waits at the game's screen keeps
+//! the new one.
 
 use std::sync::Arc;
 

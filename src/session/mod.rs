@@ -79,9 +79,13 @@ mod relogin_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
+mod screen_tests;
+#[cfg(test)]
 mod sizes_tests;
 #[cfg(test)]
 mod snapshot_tests;
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;
 

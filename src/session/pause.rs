@@ -62,6 +62,8 @@ impl Core {
         let cfg = ctx.cfg;
         let name = self.game_name();
         info!(backend = %name, "fenced from the cluster; pausing the session");
+        // What came before the pause goes to the player, not to the record.
+        self.flush_tail(out);
         self.paused = Some(Box::new(Pause {
             since: ctx.now,
             kept: Playback::new(cfg.resume.playback_lines, cfg.resume.playback_bytes),

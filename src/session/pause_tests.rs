@@ -32,7 +32,8 @@ fn paused(extra: &str) -> T {
     );
     assert!(t.core.paused());
     assert!(t.core.has_game());
-    assert_eq!(t.core.phase(), Phase::Relaying);
+    // `status` and `sessions` show it paused, not relaying.
+    assert_eq!(t.core.phase(), Phase::Paused);
     // The fast path is off: every byte goes through the core.
     assert!(!t.core.game_passthrough(b"Bob says, \"one\"\r\n"));
     let out = t.game("Bob says, \"one\"\r\nBob says, \"two\"\r\n");
@@ -75,6 +76,7 @@ async fn a_pause_under_the_same_term_goes_on() {
     );
     assert_eq!(game_text(&out), "say while paused\r\n");
     assert!(!t.core.paused());
+    assert_eq!(t.core.phase(), Phase::Relaying);
     assert_eq!(t.core.queued(), 0);
     // And on as before.
     assert!(t.core.game_passthrough(b"x\r\n"));
@@ -216,4 +218,37 @@ async fn a_pause_crosses_a_snapshot() {
         "Bob says, \"one\"\r\nBob says, \"two\"\r\n"
     );
     assert_eq!(game_text(&out), "say while paused\r\n");
+}
+
+/// A paused player who types the quit command leaves on purpose: the kept
+/// output first, then the game gets the quit (not the queued lines), and
+/// the session ends once the game closes, as after any quit.
+#[tokio::test(start_paused = true)]
+async fn a_paused_player_who_quits_is_logged_out_at_the_game() {
+    let mut t = paused(QUEUE);
+    let out = t.player("QUIT\n");
+    assert_eq!(closed(&out), None, "{out:?}");
+    assert_eq!(
+        player_text(&out),
+        "Bob says, \"one\"\r\nBob says, \"two\"\r\n"
+    );
+    assert_eq!(game_text(&out), "QUIT\r\n", "not the queued line: {out:?}");
+    assert!(!t.core.paused());
+    let out = t.game("Goodbye. Come back soon!\r\n");
+    assert_eq!(player_text(&out), "Goodbye. Come back soon!\r\n");
+    let out = t.step(|c, _, _, o| c.game_closed(o));
+    assert_eq!(closed(&out), Some(End::Quit));
+}
+
+/// The fence still on when the game says goodbye: the session is leaving,
+/// it does not pause again.
+#[tokio::test(start_paused = true)]
+async fn a_paused_player_who_quit_is_not_paused_again() {
+    let mut t = paused(QUEUE);
+    t.player("QUIT\n");
+    let out = t.step(|c, ctx, p, o| c.pool(ctx, p, o));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!t.core.paused());
+    let out = t.game("Goodbye. Come back soon!\r\n");
+    assert_eq!(player_text(&out), "Goodbye. Come back soon!\r\n");
 }

@@ -105,6 +105,8 @@ impl Core {
                     dropped = self.flood_drops,
                     "disconnecting a flooding player"
                 );
+                // The game's last partial line is theirs all the same.
+                self.flush_tail(out);
                 out.push(Action::Close(End::Flood));
                 return Err(());
             }
@@ -182,6 +184,18 @@ impl Core {
     ) -> Result<(), ()> {
         let cfg = ctx.cfg;
         let quit = self.is_quit(cfg, &line);
+        if quit && self.paused.is_some() && self.game.as_ref().is_some_and(|g| !g.closed) {
+            // A paused player who quits leaves on purpose: the game hears
+            // it, as after any quit (a logout uses nothing of the game's,
+            // wherever the cluster goes: the same as the quit a paused
+            // session sends when the cluster moved). What the game said
+            // meanwhile reaches the player first; the lines queued while
+            // paused are not sent.
+            self.release(ctx, out);
+            self.queue.clear();
+            self.send_line(ctx, line, to_game, out);
+            return Ok(());
+        }
         if !self.relaying() || self.paused.is_some() {
             if quit {
                 self.notice("[holdfast] Goodbye.", out);

@@ -1,11 +1,19 @@
 //! The game's output on its way to the player: telnet answered by the
-//! policy, MCCP2 undone, a login being confirmed watched line by line.
+//! policy, MCCP2 undone, a login being confirmed watched line by line,
+//! announcements about players being logged back in held back (a line cut
+//! by the end of a read waits for its rest: [`Tail`]), and a lazy
+//! session's cached connect screen hidden as far as the game repeats it
+//! (and found out of date where it does not: [`Action::ScreenChanged`]).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
-use super::core::{Capture, Core, Game};
+use super::core::{Capture, Core, Game, Tail};
 use super::watch::Outcome;
 use crate::backend::probe;
 use crate::login;
@@ -16,6 +24,16 @@ use crate::telnet::{self, TelnetEvent};
 /// they are written to the player and the rest is looked at: a zlib bomb
 /// costs this much memory at a time, not what it inflates to.
 pub const INFLATE_BUDGET: usize = 256 * 1024;
+/// The longest partial line held back for the rest of it while lines are
+/// checked for announcements ([`Tail`]); a longer one is no announcement
+/// and goes out at once.
+pub const TAIL_MAX: usize = 256;
+/// How long a partial line held back ([`Tail`]) waits for the rest of it
+/// before it goes out as it is: a prompt with neither newline nor GA/EOR
+/// is that much late while names are held back. The rest of a line a game
+/// writes in two pieces comes within a millisecond or two, even from a
+/// busy game or a loaded host.
+pub const TAIL_WAIT: Duration = Duration::from_millis(50);
 
 impl Core {
     /// Whether `data` from the game can go to the player exactly as it is:
@@ -36,6 +54,7 @@ impl Core {
             || g.await_banner
             || g.skip.is_some()
             || g.capture.is_some()
+            || g.tail.is_some()
             || !g.parser.is_idle()
             || memchr::memchr(telnet::IAC, data).is_some()
         {
@@ -72,9 +91,16 @@ impl Core {
         // The first text instead of a connect screen was a refusal.
         let mut refusal = false;
         let mut banner_now = false;
+        // The cached connect screen the player got, when this connection's
+        // screen turned out to differ from it.
+        let mut changed: Option<Arc<[u8]>> = None;
         // Where the player's line will stand once `shown` is written (which
         // happens last, see below).
         let mut line_start_after = self.at_line_start;
+        // The partial line this read leaves (see `Tail`): kept apart until
+        // this read's output is out, so that a notice this read brings
+        // (a login decided) cannot go out before the text that came first.
+        let mut next_tail = None;
         let decoded = {
             let at_line_start = &mut line_start_after;
             let policy = &mut self.telnet;
@@ -90,8 +116,14 @@ impl Core {
                 await_banner,
                 skip,
                 capture,
+                tail,
                 ..
             } = g;
+            let mut tails = Tails {
+                held: tail,
+                next: &mut next_tail,
+                now,
+            };
             let was_compressed = parser.compressed();
             let r = parser.feed_bounded(data, allow_mccp, INFLATE_BUDGET, |ev| match ev {
                 TelnetEvent::Data(mut d) => {
@@ -129,6 +161,11 @@ impl Core {
                         let n = rest.iter().zip(d).take_while(|(a, b)| a == b).count();
                         *pos += n;
                         d = &d[n..];
+                        if !d.is_empty() && *pos < s.len() {
+                            // Not the screen the player got: the game's
+                            // screen changed since the copy was taken.
+                            changed = Some(s.clone());
+                        }
                         if !d.is_empty() || *pos == s.len() {
                             *skip = None;
                         }
@@ -157,14 +194,17 @@ impl Core {
                                 to_game
                                     .extend_from_slice(&login::render_nonce(&t.marker, &w.nonce));
                             }
-                            show(cfg, quiet, &plain, &mut shown, at_line_start);
+                            show(cfg, quiet, &plain, &mut shown, at_line_start, &mut tails);
                             outcome = o;
                             d = &d[used..];
                         }
                     }
-                    show(cfg, quiet, d, &mut shown, at_line_start);
+                    show(cfg, quiet, d, &mut shown, at_line_start, &mut tails);
                 }
                 TelnetEvent::Command(c) => {
+                    // A prompt's GA/EOR, or any command: what came before
+                    // it goes first, as it is.
+                    tails.flush(&mut shown, at_line_start);
                     let hiding =
                         matches!(watch, Some(w) if w.hiding()) && outcome == Outcome::Pending;
                     if !hiding {
@@ -176,9 +216,11 @@ impl Core {
                 }
                 // telnet: the policy answers what the player already did.
                 TelnetEvent::Negotiation { verb, option } => {
+                    tails.flush(&mut shown, at_line_start);
                     policy.from_backend(verb, option, &mut to_game, &mut shown)
                 }
                 TelnetEvent::Subnegotiation { option, data } => {
+                    tails.flush(&mut shown, at_line_start);
                     policy.from_backend_sub(option, data, &mut to_game, &mut shown)
                 }
             });
@@ -196,6 +238,12 @@ impl Core {
         if !to_game.is_empty() {
             out.push(Action::Game(to_game));
         }
+        if let Some(shown) = changed {
+            out.push(Action::ScreenChanged {
+                backend: self.game_name(),
+                shown,
+            });
+        }
         if let Some(m) = self.telnet.take_game_mssp() {
             out.push(Action::Mssp(super::mssp::Request::GameSaid(m)));
         }
@@ -206,6 +254,10 @@ impl Core {
                 // what decoded before it is delivered.
                 let backend = self.last_backend.clone().unwrap_or_default();
                 warn!(error = %e, backend = %backend, "corrupt compressed stream from the backend");
+                if let Some(t) = next_tail.take() {
+                    telnet::escape_iac(&t.text, &mut shown);
+                    line_start_after = false;
+                }
                 self.at_line_start = line_start_after;
                 self.game_out(shown, out);
                 self.hold(ctx, "backend_error", pool, out);
@@ -229,6 +281,12 @@ impl Core {
             self.at_line_start = line_start_after;
             self.game_out(shown, out);
         }
+        if let Some(t) = next_tail {
+            match self.game.as_mut() {
+                Some(g) => g.tail = Some(t),
+                None => self.write_out(&t.text, out),
+            }
+        }
         if banner_now {
             // The game has the connection: what was typed meanwhile (the
             // line that opened a lazy connection) goes now, and what the
@@ -243,27 +301,77 @@ impl Core {
     }
 }
 
+/// Where a partial line of shown text waits for the rest of it ([`Tail`]):
+/// the one the game connection holds from an earlier read, and the one
+/// this read leaves.
+struct Tails<'a> {
+    held: &'a mut Option<Box<Tail>>,
+    next: &'a mut Option<Box<Tail>>,
+    now: Instant,
+}
+
+impl Tails<'_> {
+    /// The partial line waiting, if any.
+    fn take(&mut self) -> Option<Box<Tail>> {
+        self.next.take().or_else(|| self.held.take())
+    }
+
+    /// The partial line waiting goes out, before what follows it.
+    fn flush(&mut self, shown: &mut Vec<u8>, at_line_start: &mut bool) {
+        if let Some(t) = self.take() {
+            telnet::escape_iac(&t.text, shown);
+            *at_line_start = false;
+        }
+    }
+}
+
 /// Game text for the player: line by line when names are held, holding
 /// back the game's announcements about them (players being logged back in,
 /// the heartbeat; see `busy` and `quiet`), whether it came while a login
-/// was being confirmed or not.
+/// was being confirmed or not. A line cut by the end of a read waits for
+/// its rest ([`Tail`]), so it is checked whole.
 fn show(
     cfg: &crate::config::Config,
     quiet: Option<&dyn Fn(&str) -> bool>,
     d: &[u8],
     shown: &mut Vec<u8>,
     at_line_start: &mut bool,
+    tails: &mut Tails<'_>,
 ) {
     if d.is_empty() {
         return;
     }
     let Some(q) = quiet else {
+        tails.flush(shown, at_line_start);
         telnet::escape_iac(d, shown);
         *at_line_start = d.last() == Some(&b'\n');
         return;
     };
+    let prev = tails.take();
+    let joined;
+    let d = match &prev {
+        Some(t) => {
+            joined = [&t.text[..], d].concat();
+            &joined[..]
+        }
+        None => d,
+    };
     for l in d.split_inclusive(|b| *b == b'\n') {
-        if l.last() == Some(&b'\n') && Core::quiet_line(cfg, q, l) {
+        if l.last() == Some(&b'\n') {
+            if Core::quiet_line(cfg, q, l) {
+                continue;
+            }
+        } else if l.len() <= TAIL_MAX {
+            // The last piece, cut by the read: it waits for its rest. A
+            // line that goes on and on is shown by the first piece's time.
+            let until = match &prev {
+                Some(t) if l.len() == d.len() => t.until,
+                _ => tails.now + TAIL_WAIT,
+            };
+            *tails.next = Some(Box::new(Tail {
+                text: l.to_vec(),
+                until,
+            }));
             continue;
         }
         telnet::escape_iac(l, shown);

@@ -90,6 +90,7 @@ impl Core {
             await_banner: !relogin,
             skip,
             capture: None,
+            tail: None,
         });
         self.last_backend = Some(backend.to_string());
         out.push(Action::Game(first));

@@ -121,6 +121,10 @@ impl Core {
             out.push(Action::Game(Zeroizing::new(to_game)));
         }
         let cfg = ctx.cfg;
+        // A partial line held back is the newest of the game's output: it
+        // goes on waiting for its rest after the kept output, not before
+        // the notices.
+        let tail = self.game.as_mut().and_then(|g| g.tail.take());
         let msg = render(&cfg.notices.resumed, cfg, "", None)
             .replace("{missed}", &missed.to_string())
             .replace("{away}", &fmt_duration(away));
@@ -134,6 +138,9 @@ impl Core {
         if let Some(&last) = playback.last() {
             self.at_line_start = last == b'\n';
             out.push(Action::Player(playback));
+        }
+        if let Some(g) = self.game.as_mut() {
+            g.tail = tail;
         }
         if self.game.is_none() {
             let backend = self.last_backend.clone().unwrap_or_default();

@@ -5,7 +5,8 @@
 //! the credentials, the telnet option memory and negotiation state, the
 //! input splitter's partial line and telnet parser position, the queued
 //! lines, a login watch (with the output it held back), the game's telnet
-//! parser position, a cluster pause with the output it kept, and the
+//! parser position and a partial line held back for its rest, a cluster
+//! pause with the output it kept, and the
 //! timers as durations from now. What does not
 //! go:
 //!
@@ -119,6 +120,9 @@ struct GameOut<'a> {
     watch: Option<&'a Watch>,
     connected_at: Rel,
     closed: bool,
+    /// A partial line held back for its rest (`core::Tail`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tail: Option<&'a [u8]>,
 }
 
 #[derive(Serialize)]
@@ -173,6 +177,8 @@ struct GameIn {
     watch: Option<Box<Watch>>,
     connected_at: Rel,
     closed: bool,
+    #[serde(default)]
+    tail: Option<Vec<u8>>,
 }
 
 /// The snapshot read back (its `v` was checked through [`Version`]).
@@ -277,6 +283,7 @@ fn write(
             watch: g.watch.as_deref(),
             connected_at: rel(g.connected_at, now),
             closed: g.closed,
+            tail: g.tail.as_ref().map(|t| &t.text[..]),
         }),
         connecting: core.connecting,
         user: core.user.as_deref(),
@@ -392,6 +399,13 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         // A screen being read when the process changed is read again by
         // the next connection that shows one.
         capture: None,
+        // Its rest may be in the game's socket: it gets the usual wait.
+        tail: g.tail.map(|text| {
+            Box::new(super::core::Tail {
+                text,
+                until: now + super::relay::TAIL_WAIT,
+            })
+        }),
     });
     core.connecting = v.connecting;
     core.user = v.user;

@@ -1,7 +1,8 @@
 //! The session's deadlines: the earliest one, for the driver to sleep
 //! until, and what happens when one passes (a login watch or the
 //! `login_timeout` running out, a connect screen overdue, a re-login
-//! marker sent again, the end of `outage.max_hold`, a re-login due).
+//! marker sent again, the end of `outage.max_hold`, a re-login due, a
+//! partial line held back shown as it is).
 
 use tokio::time::Instant;
 use tracing::debug;
@@ -32,9 +33,15 @@ impl Core {
             .as_ref()
             .and_then(|g| g.capture.as_ref())
             .map(|c| c.until);
+        let tail = self
+            .game
+            .as_ref()
+            .and_then(|g| g.tail.as_ref())
+            .map(|t| t.until);
         [
             banner,
             capture,
+            tail,
             watch.and_then(|w| w.deadline),
             watch.and_then(|w| w.resend_at),
             // Not while paused: a player who could not log in then is not
@@ -57,6 +64,15 @@ impl Core {
         }
         self.banner_overdue(ctx, out);
         self.capture_done(now, out);
+        if self
+            .game
+            .as_ref()
+            .and_then(|g| g.tail.as_ref())
+            .is_some_and(|t| t.until <= now)
+        {
+            // The rest of the line did not come: shown as it is.
+            self.flush_tail(out);
+        }
         if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
             if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
                 // Not admitted yet (or the marker was dropped): again.

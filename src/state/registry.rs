@@ -19,6 +19,11 @@ pub enum Phase {
     Relogin,
     /// No backend: the player is being held.
     Held,
+    /// Connected and logged in, but a cluster member that lost its lease
+    /// relays nothing meanwhile (the game's output is kept, the player's
+    /// lines queued). Only what the registry shows: a session's own phase
+    /// stays `Relaying` while paused.
+    Paused,
 }
 
 /// One session as the registry knows it.
@@ -266,6 +271,15 @@ impl Registry {
             .filter(|s| s.phase == Phase::Held)
             .count();
         (total, total - g.unauthenticated, held)
+    }
+
+    /// Sessions paused by the cluster ([`Phase::Paused`]).
+    pub fn paused(&self) -> usize {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| s.phase == Phase::Paused)
+            .count()
     }
 
     /// Detached sessions (kept for a player whose link dropped).

@@ -117,7 +117,10 @@ impl Game {
     /// Starts the process; it binds `addr` itself (port 0 the first time,
     /// then the port it got) and says where it listens on stderr.
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fakemush"));
+        // `FAKEMUSH_BIN`: another build, as `HOLDFAST_BIN` for holdfast.
+        let bin = std::env::var("FAKEMUSH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fakemush").to_string());
+        let mut cmd = Command::new(bin);
         match &self.unix {
             Some(p) => cmd.arg("--unix").arg(p),
             None => cmd.arg("--listen").arg(self.addr.to_string()),

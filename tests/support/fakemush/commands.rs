@@ -1,7 +1,7 @@
 //! Command processing: everything a connection can type, before and after
 //! login. Runs synchronously under the game lock.
 
-use crate::game::send_line;
+use crate::game::{send_announcement, send_line};
 use crate::game::{Flavor, Game, Out, State};
 use crate::jlog::V;
 use crate::telnet::{self, GA, IAC, OPT_GMCP};
@@ -274,7 +274,7 @@ impl Game {
         let msg = format!("{name} has connected.");
         for (oid, o) in &st.sess {
             if *oid != c.id && o.player.is_some() {
-                send_line(&o.tx, &msg);
+                send_announcement(&o.tx, &msg, self.cfg.split_announce, self.cfg.split_at);
             }
         }
     }
@@ -471,6 +471,17 @@ impl Game {
             }
             "prompt" => {
                 let _ = c.tx.send(Out::Bytes(vec![b'>', b' ', IAC, GA]));
+            }
+            // `bare <text>`: <text> with neither newline nor GA (a prompt
+            // as some servers write it).
+            "bare" => {
+                let _ = c.tx.send(Out::Bytes(c.rest.as_bytes().to_vec()));
+            }
+            // `bareclose <text>`: <text> with no newline, then the
+            // connection closes (a game's last words cut short).
+            "bareclose" => {
+                let _ = c.tx.send(Out::Bytes(c.rest.as_bytes().to_vec()));
+                let _ = c.tx.send(Out::Close("bareclose"));
             }
             "gmcp" => {
                 let pkt = telnet::subneg(OPT_GMCP, c.rest.as_bytes());

@@ -59,6 +59,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     async fn out(&mut self, o: Out) -> std::io::Result<()> {
         match o {
             Out::Bytes(b) => self.put(&b).await,
+            Out::Split(a, pause, b) => {
+                self.put(&a).await?;
+                self.w.flush().await?;
+                tokio::time::sleep(pause).await;
+                self.put(&b).await
+            }
             Out::StartMccp => {
                 if self.z.is_none() {
                     self.w

@@ -63,10 +63,25 @@ pub struct Config {
     pub limits: Limits,
     /// Offer MSSP (`--mssp`).
     pub mssp: bool,
+    /// `--split-announce MS`: "X has connected." goes out in two writes,
+    /// cut after "has con", this long apart (a busy server's output cut by
+    /// its socket buffer or a slow link), so it reaches holdfast in two
+    /// reads.
+    pub split_announce: Option<std::time::Duration>,
+    /// `--split-at N`: cut announcements after their first N bytes
+    /// instead (`heartb` | `eat has connected.`).
+    pub split_at: Option<usize>,
+    /// `--screen-file FILE`: the connect screen's middle lines, read from
+    /// FILE for every new connection (so a test can change the screen at
+    /// run time, as a game's admin edits its connect text); absent or
+    /// unreadable: the usual text.
+    pub screen_file: Option<String>,
 }
 
 pub enum Out {
     Bytes(Vec<u8>),
+    /// The first bytes, a pause, then the rest (`--split-announce`).
+    Split(Vec<u8>, std::time::Duration, Vec<u8>),
     StartMccp,
     Spam(u64),
     /// Starts MCCP2 whether or not it was agreed, then `n` bytes of spam
@@ -112,6 +127,31 @@ pub struct Game {
     /// Set by `@shutdown`: new connections are refused from then on, as a
     /// real MUSH stops accepting before it closes its players' connections.
     pub stopping: AtomicBool,
+}
+
+/// An announcement line: as [`send_line`], or cut in two writes with
+/// `--split-announce`.
+pub fn send_announcement(
+    tx: &UnboundedSender<Out>,
+    text: &str,
+    split: Option<std::time::Duration>,
+    at: Option<usize>,
+) {
+    let cut = match at {
+        Some(n) => text.is_char_boundary(n).then_some(n),
+        None => text.find(" has con").map(|i| i + " has con".len()),
+    };
+    match (split, cut) {
+        (Some(pause), Some(at)) => {
+            let (a, b) = text.split_at(at);
+            let _ = tx.send(Out::Split(
+                a.as_bytes().to_vec(),
+                pause,
+                format!("{b}\r\n").into_bytes(),
+            ));
+        }
+        _ => send_line(tx, text),
+    }
 }
 
 pub fn send_line(tx: &UnboundedSender<Out>, text: &str) {
@@ -173,8 +213,17 @@ impl Game {
     pub fn connect_screen(&self) -> String {
         let title = format!("Welcome to FakeMUSH ({} flavor)", self.cfg.flavor.name());
         let rule = "=".repeat(title.len());
+        let middle = self
+            .cfg
+            .screen_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| t.lines().map(|l| format!("{l}\r\n")).collect::<String>())
+            .unwrap_or_else(|| {
+                "A scripted game server for holdfast tests. Nothing here is real.\r\n".into()
+            });
         format!(
-            "{title}\r\n{rule}\r\nA scripted game server for holdfast tests. Nothing here is real.\r\n\r\n\
+            "{title}\r\n{rule}\r\n{middle}\r\n\
              Use \"WHO\" to see who is on, and \"QUIT\" to leave.\r\n\
              Use \"connect <name> <password>\" to connect.\r\n"
         )

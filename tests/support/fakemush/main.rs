@@ -42,7 +42,8 @@ const USAGE: &str = "usage: fakemush [--listen ADDR]... [--unix PATH] [--ready-f
        [--flavor tinymush|pennmush|evennia|plain] [--user NAME:PASS[:wizard]]...
        [--trust IP]... [--log FILE] [--mccp] [--mssp] [--pennmush-socket-header] [--motd TEXT]
        [--quit-case any|mux|exact] [--quota N] [--max-preauth N] [--conn-rate N/SECS]
-       [--login-fail-limit N/SECS] [--banner-delay MS] [--demo] [--accounts FILE]
+       [--login-fail-limit N/SECS] [--banner-delay MS] [--split-announce MS] [--split-at N] [--screen-file FILE]
+       [--demo] [--accounts FILE]
 (see limits.rs for what the six limit options do)";
 
 /// `--help`: the usage, the accounts, and what the demo is.
@@ -108,6 +109,9 @@ fn parse_args() -> Result<Args, String> {
             penn_header: false,
             limits: limits::Limits::default(),
             mssp: false,
+            split_announce: None,
+            screen_file: None,
+            split_at: None,
         },
     };
     let mut trust_given = false;
@@ -181,6 +185,18 @@ fn parse_args() -> Result<Args, String> {
                 a.cfg.limits.banner_delay = Some(Duration::from_millis(ms));
             }
             "--mssp" => a.cfg.mssp = true,
+            "--screen-file" => a.cfg.screen_file = Some(val()?),
+            "--split-at" => {
+                let v = val()?;
+                a.cfg.split_at = Some(v.parse().map_err(|_| format!("bad --split-at {v:?}"))?);
+            }
+            "--split-announce" => {
+                let v = val()?;
+                let ms: u64 = v
+                    .parse()
+                    .map_err(|_| format!("bad --split-announce {v:?}"))?;
+                a.cfg.split_announce = Some(Duration::from_millis(ms));
+            }
             "--mssp-penn" => mssp::enable(),
             "--pennmush-socket-header" => a.cfg.penn_header = true,
             "-h" | "--help" => {
