@@ -241,6 +241,9 @@ impl Proxy {
             None => None,
         };
         front::mssp::mark_start(shared.started_unix());
+        // Sessions hear of pool changes and the stop through their slot on
+        // the upgrade roll, rung from here.
+        tokio::spawn(shared.clone().ring_on_news());
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();

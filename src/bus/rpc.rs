@@ -356,8 +356,7 @@ fn announce(shared: &Shared, a: &Map<String, Value>) -> Result<Value, Value> {
         })
         .count();
     info!(backend = ?backend, sessions = targets, "announcement");
-    // No receivers (no sessions) is not an error.
-    let _ = shared.announce.send(Announcement {
+    shared.announce(Announcement {
         text: text.into(),
         backend: backend.clone(),
     });

@@ -23,7 +23,7 @@ use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
 use crate::login::Credentials;
-use crate::state::upgrade::{Ask, Parcel, SessionParcel, Verdict};
+use crate::state::upgrade::{Ask, Parcel, SessionParcel, Verdict, Wake};
 use crate::state::DetachMsg;
 use crate::transport::PlayerTransport;
 
@@ -129,13 +129,16 @@ impl<P: PlayerTransport> Driver<P> {
         expires: Instant,
         rx: &mut mpsc::Receiver<DetachMsg>,
     ) -> After {
+        // On the roll before the first look at the pool, the announcements
+        // (kept for the player, see `Core::announce`) and the shutdown
+        // token: rung for any news after it (see `Driver::news`).
+        let mut freeze = Some(self.shared.handover.enlist_detached());
         let mut pool_rx = self.shared.pool.subscribe();
         pool_rx.borrow_and_update();
-        // Announcements are kept for the player (see `Core::announce`).
-        let mut announce_rx = self.shared.announce.subscribe();
-        let shutdown = self.shared.shutdown.clone().cancelled_owned();
-        tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.enlist_detached();
+        let mut read = self.shared.announcements.last();
+        if self.shared.shutdown.is_cancelled() {
+            return After::End(End::Shutdown);
+        }
         loop {
             let deadline = self
                 .core
@@ -143,19 +146,12 @@ impl<P: PlayerTransport> Driver<P> {
                 .map_or(expires, |d| d.min(expires));
             // Cancel-safe branches only (see `Driver::run`).
             let r: Result<(), End> = tokio::select! {
-                _ = &mut shutdown => Err(End::Shutdown),
                 r = super::driver::game_readable(&self.game) => self.on_game_readable(r).await,
-                Ok(()) = pool_rx.changed() => {
-                    pool_rx.borrow_and_update();
-                    self.pool_changed().await
-                }
-                // An upgrade: the session, its playback and its time left
-                // cross to the new process.
-                Some(ask) = freeze.asked() => self.hand_over_detached(ask, expires, None).await,
-                a = announce_rx.recv() => match a {
-                    Ok(a) => self.announced(&a).await,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => Err(End::Shutdown),
+                w = super::driver::next_wake(&mut freeze) => match w {
+                    Wake::News => self.news(&mut pool_rx, &mut read).await,
+                    // An upgrade: the session, its playback and its time
+                    // left cross to the new process.
+                    Wake::Ask(ask) => self.hand_over_detached(ask, expires, None).await,
                 },
                 m = rx.recv() => match m {
                     Some(DetachMsg::Takeover { reply }) => {

@@ -16,7 +16,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::broadcast;
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::action::Actions;
@@ -24,6 +23,7 @@ use super::core::Core;
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::config::Config;
+use crate::state::upgrade::Wake;
 use crate::state::{Phase, Shared};
 use crate::transport::PlayerTransport;
 
@@ -94,6 +94,17 @@ fn timer_due<'a>(
 ) -> impl std::future::Future<Output = ()> + 'a {
     poll_fn(move |cx| match timer.as_mut() {
         Some(s) => s.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+}
+
+/// What wakes a session on the roll: an upgrade's ask or news for every
+/// session ([`Wake`]); never, off the roll. Cancel-safe.
+pub(super) fn next_wake(
+    freeze: &mut Option<crate::state::upgrade::Enlisted>,
+) -> impl Future<Output = Wake> + '_ {
+    poll_fn(move |cx| match freeze.as_mut() {
+        Some(f) => f.poll_wake(cx),
         None => Poll::Pending,
     })
 }
@@ -221,14 +232,16 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     async fn run_enlisted(&mut self) -> End {
+        // The pool, the announcements and the shutdown token are looked at
+        // when the session is rung (`Wake::News`, see `Shared::ring_on_news`),
+        // not each waited on: it is on the roll from `run`, so it misses no
+        // news after this look.
         let mut pool_rx = self.shared.pool.subscribe();
         pool_rx.borrow_and_update();
-        let mut announce_rx = self.shared.announce.subscribe();
-        // Registered once for the whole session rather than on every turn
-        // of the loop (each registration locks the token, which every
-        // session shares).
-        let shutdown = self.shared.shutdown.clone().cancelled_owned();
-        tokio::pin!(shutdown);
+        let mut read = self.shared.announcements.last();
+        if self.shared.shutdown.is_cancelled() {
+            return End::Shutdown;
+        }
         if !self.started {
             self.started = true;
             let screen = self.active_screen();
@@ -254,9 +267,8 @@ impl<P: PlayerTransport> Driver<P> {
             // game's output (or the other way round); tokio polls the
             // branches in random order.
             let r: Result<(), End> = tokio::select! {
-                _ = &mut shutdown => Err(End::Shutdown),
-                // Every branch is cancel-safe: readiness and channel
-                // receives consume nothing when they lose the race, and
+                // Every branch is cancel-safe: readiness and the slot's
+                // wake consume nothing when they lose the race, and
                 // `poll_read` reads only once it is ready.
                 r = poll_fn(|cx| match self.player.as_mut() {
                     Some(p) => p.poll_read(cx, &mut pbuf),
@@ -270,25 +282,40 @@ impl<P: PlayerTransport> Driver<P> {
                     }
                 },
                 r = game_readable(&self.game) => self.on_game_readable(r).await,
-                Ok(()) = pool_rx.changed() => {
-                    pool_rx.borrow_and_update();
-                    self.pool_changed().await
-                }
-                a = announce_rx.recv() => match a {
-                    Ok(a) => self.announced(&a).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
-                    Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
-                },
                 () = timer_due(&mut self.timer) => self.timer_fired().await,
-                // An upgrade: every event before it was carried out in
-                // full, so this is a clean point to stop (see `handover`).
-                // Boxed: once per upgrade, it need not take room in every task.
-                Some(ask) = next_ask(&mut self.freeze) => Box::pin(self.hand_over(ask)).await,
+                w = next_wake(&mut self.freeze) => match w {
+                    Wake::News => self.news(&mut pool_rx, &mut read).await,
+                    // An upgrade: every event before it was carried out in
+                    // full, so this is a clean point to stop (see
+                    // `handover`). Boxed: once per upgrade, it need not
+                    // take room in every task.
+                    Wake::Ask(ask) => Box::pin(self.hand_over(ask)).await,
+                },
             };
             if let Err(end) = r {
                 return end;
             }
         }
+    }
+
+    /// Rung: the proxy stopping, the pool changed, announcements after the
+    /// last one `read`.
+    pub(super) async fn news(
+        &mut self,
+        pool_rx: &mut tokio::sync::watch::Receiver<crate::state::PoolState>,
+        read: &mut u64,
+    ) -> Result<(), End> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(End::Shutdown);
+        }
+        if pool_rx.has_changed().unwrap_or(false) {
+            pool_rx.borrow_and_update();
+            self.pool_changed().await?;
+        }
+        for a in self.shared.announcements.since(read) {
+            self.announced(&a).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn pool_changed(&mut self) -> Result<(), End> {

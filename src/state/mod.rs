@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +17,7 @@ mod registry;
 pub mod upgrade;
 
 pub use detach::{DetachIndex, DetachMsg};
-pub use pool::{Announcement, BackendView, FailoverRequest, PoolState};
+pub use pool::{Announcement, BackendView, Bulletin, FailoverRequest, PoolState};
 pub use registry::{Phase, Refusal, Registry, SessionInfo};
 pub use upgrade::Handover;
 
@@ -41,8 +41,8 @@ pub struct Shared {
     pub detached: DetachIndex,
     /// Events toward the bus.
     pub events: EventSink,
-    /// Notices for every player.
-    pub announce: broadcast::Sender<Announcement>,
+    /// Notices for every player ([`Shared::announce`]).
+    pub announcements: Bulletin,
     /// Operator failover requests, to the failover manager.
     pub failover_tx: mpsc::Sender<FailoverRequest>,
     /// Spreads re-logins out.
@@ -76,6 +76,39 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// An announcement for every session (or those on its backend): each
+    /// reads it when rung.
+    pub fn announce(&self, a: Announcement) {
+        self.announcements.post(a);
+        self.handover.ring();
+    }
+
+    /// Rings every session ([`Handover::ring`]) when the pool changes and
+    /// when the proxy stops, for as long as the proxy runs; once at the
+    /// start too, for sessions that started before it (taken over in an
+    /// upgrade). Sessions read the pool and the shutdown token then, rather
+    /// than each keep a wait on them.
+    pub async fn ring_on_news(self: Arc<Self>) {
+        let mut pool_rx = self.pool.subscribe();
+        let stop = self.shutdown.clone();
+        let mut stopped = false;
+        self.handover.ring();
+        loop {
+            tokio::select! {
+                r = pool_rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    self.handover.ring();
+                }
+                () = stop.cancelled(), if !stopped => {
+                    stopped = true;
+                    self.handover.ring();
+                }
+            }
+        }
+    }
+
     /// When the proxy first started: upgrades do not change it.
     pub fn started(&self) -> SystemTime {
         *self.first_start.lock().unwrap_or_else(|e| e.into_inner())
@@ -139,7 +172,7 @@ impl Shared {
             registry,
             detached: DetachIndex::default(),
             events,
-            announce: broadcast::channel(16).0,
+            announcements: Bulletin::default(),
             failover_tx,
             relogin_limiter: limiter,
             quiet: Arc::default(),

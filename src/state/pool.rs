@@ -78,6 +78,58 @@ pub struct Announcement {
     pub backend: Option<String>,
 }
 
+/// Announcements a session that falls this far behind misses (the oldest
+/// go first), as a broadcast channel of this size would drop them.
+const BULLETIN_KEEP: usize = 16;
+
+/// The operator's recent announcements, numbered, for each session to
+/// read when it is rung ([`super::Shared::announce`]): a session reads the
+/// ones after the last it read, from when it started.
+#[derive(Debug, Default)]
+pub struct Bulletin {
+    posted: std::sync::Mutex<(u64, std::collections::VecDeque<(u64, Announcement)>)>,
+}
+
+impl Bulletin {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (u64, std::collections::VecDeque<(u64, Announcement)>)> {
+        self.posted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The number of the last announcement (0: none yet).
+    pub fn last(&self) -> u64 {
+        self.lock().0
+    }
+
+    /// Posts an announcement.
+    pub fn post(&self, a: Announcement) {
+        let mut g = self.lock();
+        g.0 += 1;
+        let n = g.0;
+        if g.1.len() == BULLETIN_KEEP {
+            g.1.pop_front();
+        }
+        g.1.push_back((n, a));
+    }
+
+    /// The announcements after number `seen` (at most the last
+    /// [`BULLETIN_KEEP`]), and `seen` moved past them.
+    pub fn since(&self, seen: &mut u64) -> Vec<Announcement> {
+        let g = self.lock();
+        if g.0 == *seen {
+            return Vec::new();
+        }
+        let out =
+            g.1.iter()
+                .filter(|(n, _)| *n > *seen)
+                .map(|(_, a)| a.clone())
+                .collect();
+        *seen = g.0;
+        out
+    }
+}
+
 /// An operator's request to move every session to a backend.
 #[derive(Debug)]
 pub struct FailoverRequest {

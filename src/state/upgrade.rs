@@ -115,10 +115,26 @@ struct Roll {
 /// The session polls it in its one `select!` with no future of its own
 /// (an `AtomicWaker`, not a `Notify` whose wait is a ~100-byte future in
 /// every session's task).
+///
+/// The roll is every session task, so the slot is also how news for every
+/// session reaches it ([`Handover::ring`]): the pool changed, an
+/// announcement, the proxy stopping. The session then looks at each; a
+/// watch, a broadcast and a cancellation future per session would cost
+/// ~260 bytes in every task.
 #[derive(Default)]
 struct Slot {
     ask: Mutex<Option<Ask>>,
+    rung: AtomicBool,
     wake: futures::task::AtomicWaker,
+}
+
+/// What woke a session on the roll.
+pub enum Wake {
+    /// An upgrade's ask.
+    Ask(Ask),
+    /// News for every session ([`Handover::ring`]): look at the pool, the
+    /// announcements and the shutdown token.
+    News,
 }
 
 /// A session task's place on the roll: where its [`Ask`] arrives. Leaves
@@ -137,6 +153,7 @@ impl Enlisted {
     }
 
     /// [`Enlisted::asked`] as a poll: ready with the ask once there is one.
+    /// News is left for [`Enlisted::poll_wake`].
     pub fn poll_asked(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Ask>> {
         if let Some(a) = lock(&self.slot.ask).take() {
             return std::task::Poll::Ready(Some(a));
@@ -145,6 +162,25 @@ impl Enlisted {
         // An ask put in between the look and the registration.
         match lock(&self.slot.ask).take() {
             Some(a) => std::task::Poll::Ready(Some(a)),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    /// An ask, or news for every session (the first wins; the other waits
+    /// for the next poll). Cancel-safe.
+    pub fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Wake> {
+        let look = |s: &Slot| {
+            if let Some(a) = lock(&s.ask).take() {
+                return Some(Wake::Ask(a));
+            }
+            s.rung.swap(false, Ordering::AcqRel).then_some(Wake::News)
+        };
+        if let Some(w) = look(&self.slot) {
+            return std::task::Poll::Ready(w);
+        }
+        self.slot.wake.register(cx.waker());
+        match look(&self.slot) {
+            Some(w) => std::task::Poll::Ready(w),
             None => std::task::Poll::Pending,
         }
     }
@@ -294,6 +330,17 @@ impl Handover {
     /// A detached session enlists while it is kept for its player.
     pub fn enlist_detached(&self) -> Enlisted {
         self.enlist_as(true)
+    }
+
+    /// Wakes every session on the roll to look at what they share (the
+    /// pool, the announcements, the shutdown token): call after changing
+    /// it. Sessions enlist before their first look, so none misses news
+    /// that comes after it.
+    pub fn ring(&self) {
+        for (slot, _) in lock(&self.roll).map.values() {
+            slot.rung.store(true, Ordering::Release);
+            slot.wake.wake();
+        }
     }
 
     fn enlist_as(&self, detached: bool) -> Enlisted {
