@@ -10,7 +10,7 @@ use tokio::time::{timeout, Instant};
 use tracing::debug;
 
 use super::action::{Action, Actions};
-use super::driver::{step, Driver};
+use super::driver::{next_ask, step, Driver};
 use super::finish::leave;
 use super::End;
 use crate::backend::connect::connect;
@@ -114,13 +114,30 @@ impl<P: PlayerTransport> Driver<P> {
                 out
             ));
         };
-        if let Some(p) = self.shared.probe(&b.name) {
-            // Right after holdfast starts: let the probe stamp its first
-            // connection, so that this one is covered by it.
-            p.first_stamp(crate::backend::health::FIRST_STAMP_WAIT)
-                .await;
-        }
-        match connect(&b.addr, b.connect_timeout).await {
+        let probe = self.shared.probe(&b.name);
+        let opened = async {
+            if let Some(p) = &probe {
+                // Right after holdfast starts: let the probe stamp its
+                // first connection, so that this one is covered by it.
+                p.first_stamp(crate::backend::health::FIRST_STAMP_WAIT)
+                    .await;
+            }
+            connect(&b.addr, b.connect_timeout).await
+        };
+        // A connect may wait up to `connect_timeout` (a game that does not
+        // answer): it gives way to an upgrade's ask. The connection being
+        // opened is dropped (nothing was sent on it) and the core goes back
+        // to "about to connect", due at once, in whichever process carries
+        // on. Cancel-safe: the ask waits in its slot until taken.
+        let r = tokio::select! {
+            r = opened => r,
+            Some(ask) = next_ask(&mut self.freeze) => {
+                debug!(backend = %b.name, "connect given up for an upgrade; tried again after it");
+                self.asked = Some(ask);
+                return step!(self, |core, ctx, _pool, _out| core.connect_interrupted(ctx));
+            }
+        };
+        match r {
             Ok(s) => {
                 self.game = Some(s);
                 let host = if cfg.client_ip.reverse_dns {

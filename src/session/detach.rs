@@ -129,14 +129,35 @@ impl<P: PlayerTransport> Driver<P> {
         expires: Instant,
         rx: &mut mpsc::Receiver<DetachMsg>,
     ) -> After {
+        // On `self.freeze` (not a local) so that a connect during a
+        // re-login gives way to an upgrade's ask too (see `apply`).
+        self.freeze = Some(self.shared.handover.enlist_detached());
+        let after = self.detached_turns(expires, rx).await;
+        self.freeze = None;
+        self.asked = None;
+        after
+    }
+
+    async fn detached_turns(
+        &mut self,
+        expires: Instant,
+        rx: &mut mpsc::Receiver<DetachMsg>,
+    ) -> After {
         let mut pool_rx = self.shared.pool.subscribe();
         pool_rx.borrow_and_update();
         // Announcements are kept for the player (see `Core::announce`).
         let mut announce_rx = self.shared.announce.subscribe();
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let mut freeze = self.shared.handover.enlist_detached();
         loop {
+            // An ask that came while a connect was under way: the step
+            // is done, so this is a clean point.
+            if let Some(ask) = self.asked.take() {
+                if let Err(end) = self.hand_over_detached(ask, expires, None).await {
+                    return After::End(end);
+                }
+                continue;
+            }
             let deadline = self
                 .core
                 .next_deadline(&self.shared.config.borrow())
@@ -151,7 +172,7 @@ impl<P: PlayerTransport> Driver<P> {
                 }
                 // An upgrade: the session, its playback and its time left
                 // cross to the new process.
-                Some(ask) = freeze.asked() => self.hand_over_detached(ask, expires, None).await,
+                Some(ask) = super::driver::next_ask(&mut self.freeze) => self.hand_over_detached(ask, expires, None).await,
                 a = announce_rx.recv() => match a {
                     Ok(a) => self.announced(&a).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),

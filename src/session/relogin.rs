@@ -132,6 +132,18 @@ impl Core {
         self.relogin_at = Some((ctx.now + ctx.cfg.heartbeat.interval, false));
     }
 
+    /// The connection asked for by [`Action::Connect`] was given up before
+    /// it opened or failed (an upgrade asked the session to stop: a connect
+    /// can take up to `connect_timeout`). Nothing was sent on it; the
+    /// session is as it was before it asked, with the try due at once, in
+    /// whichever process carries on (its re-login time is in the state
+    /// that crosses).
+    pub fn connect_interrupted(&mut self, ctx: &mut Ctx) {
+        self.connecting = false;
+        // Already through the pacer: this was its slot.
+        self.relogin_at = Some((ctx.now, true));
+    }
+
     /// The watch's marker came back or a success line was seen.
     pub(super) fn login_confirmed(&mut self, ctx: &mut Ctx, out: &mut Actions) {
         let Some(mut w) = self.game.as_mut().and_then(|g| g.watch.take()) else {

@@ -379,3 +379,61 @@ async fn the_playback_and_unsent_output_cross_as_bytes() {
     let cut = wrap(&doc, &unsent[..10]);
     assert!(matches!(restore(&cut, &t.cfg), Err(SnapError::Decode(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_given_up_for_an_upgrade_crosses_and_is_made_at_once() {
+    let cfg = Config::parse(Path::new("t.toml"), CFG).unwrap();
+    let mut t = T::new();
+    // A fresh session whose first connect is still under way.
+    t.core = Core::new(8, "127.0.0.9:5001".parse().unwrap(), t.core.local, &cfg, 0);
+    let out = t.step(|c, ctx, p, o| c.start(ctx, p, o));
+    assert!(out.iter().any(|a| matches!(a, Action::Connect(_))));
+    let out = t.player(b"connect Alice pw\n");
+    assert!(game_bytes(&out).is_empty(), "queued until connected");
+    // The upgrade's ask: the connect is dropped, the state crosses.
+    t.step(|c, ctx, _, _| c.connect_interrupted(ctx));
+    t.cross();
+    assert!(!t.core.has_game());
+    let d = t.core.next_deadline(&t.cfg).expect("a try at once");
+    assert!(d <= Instant::now());
+    let out = t.step(|c, ctx, p, o| c.timer(ctx, p, o));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Connect(b) if b == "a")),
+        "{out:?}"
+    );
+    assert!(player_bytes(&out).is_empty(), "no notice: {out:?}");
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    // The queued login goes once the connect screen came, once.
+    let out = t.game(b"Welcome to the test game.\r\n");
+    assert_eq!(game_bytes(&out), b"connect Alice pw\r\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_given_up_while_the_game_went_down_holds_the_session() {
+    let mut t = T::new();
+    t.core = Core::new(
+        9,
+        "127.0.0.9:5002".parse().unwrap(),
+        t.core.local,
+        &t.cfg,
+        0,
+    );
+    t.step(|c, ctx, p, o| c.start(ctx, p, o));
+    t.step(|c, ctx, _, _| c.connect_interrupted(ctx));
+    t.cross();
+    t.pool.backends[0].up = Some(false);
+    let out = t.step(|c, ctx, p, o| c.timer(ctx, p, o));
+    assert!(!out.iter().any(|a| matches!(a, Action::Connect(_))));
+    // Back up: the pool brings it back as any held session.
+    t.pool.backends[0].up = Some(true);
+    let out = t.step(|c, ctx, p, o| c.pool(ctx, p, o));
+    assert!(!out.iter().any(|a| matches!(a, Action::Connect(_))));
+    let d = t.core.next_deadline(&t.cfg).expect("a paced try");
+    advance(d.saturating_duration_since(Instant::now())).await;
+    let out = t.step(|c, ctx, p, o| c.timer(ctx, p, o));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
+}

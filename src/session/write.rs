@@ -35,8 +35,8 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     /// Writes bytes as they go on the wire. While an upgrade's ask waits
-    /// for this session (`unsent` is not empty) they are kept with the
-    /// unsent ones instead; a write that has to wait on a slow reader
+    /// for this session (`asked` is set, or `unsent` is not empty) they
+    /// are kept with the unsent ones instead; a write that has to wait on a slow reader
     /// gives way to an upgrade's ask, keeping what it had not written yet
     /// (so a player who reads just fast enough never holds an upgrade).
     pub(super) async fn write_player_raw(
@@ -50,7 +50,7 @@ impl<P: PlayerTransport> Driver<P> {
         if data.is_empty() {
             return Ok(());
         }
-        if !self.unsent.is_empty() {
+        if !self.unsent.is_empty() || self.asked.is_some() {
             self.unsent.extend_from_slice(data);
             return Ok(());
         }
