@@ -140,3 +140,82 @@ async fn a_connect_to_a_silent_game_does_not_hold_an_upgrade() {
     alice.expect("You say, \"across\"").await;
     assert_eq!(game.logins("Alice").len(), 1, "one login");
 }
+
+/// Config with every front door, TLS from `dir`'s certificate `a`.
+fn doors_config(dir: &TempDir, game: &Game, extra: &str) -> String {
+    certs::make_cert(dir, "a");
+    config_for(
+        &[game],
+        &format!(
+            "[listen]\naddrs = [\"127.0.0.1:0\"]\ntls_addrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\n\
+             wss_addrs = [\"127.0.0.1:0\"]\nhandshake_timeout = \"30s\"\nmax_per_ip = 1000\n\
+             [tls]\ncert_file = {:?}\nkey_file = {:?}\n{extra}",
+            dir.path("a.pem").display().to_string(),
+            dir.path("a.key").display().to_string(),
+        ),
+    )
+}
+
+/// Reads until the peer closes (or `WAIT`).
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    out
+}
+
+/// A WebSocket client whose HTTP request is not finished when `SIGUSR2`
+/// comes gets `503 Service Unavailable` with `Retry-After: 1` and
+/// `Connection: close`, and connects again to the new process; a TLS
+/// client whose ClientHello is not finished gets a fatal TLS alert
+/// (`internal_error`) rather than a bare close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_closed_by_an_upgrade_are_told_to_come_back() {
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new("upgrade-giveway-503");
+    let game = Game::start(&dir, &[]);
+    let hf = start(&dir, &doors_config(&dir, &game, ""));
+    let mut half_ws = tokio::net::TcpStream::connect(hf.door("ws")).await.unwrap();
+    half_ws
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    let mut half_tls = tokio::net::TcpStream::connect(hf.door("tls"))
+        .await
+        .unwrap();
+    half_tls
+        .write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hf = tokio::task::spawn_blocking(move || {
+        let mut hf = hf;
+        hf.upgrade();
+        hf
+    })
+    .await
+    .unwrap();
+    let answer = read_to_close(&mut half_ws).await;
+    let answer = String::from_utf8_lossy(&answer);
+    eprintln!("the unfinished WebSocket request got:\n{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer:?}"
+    );
+    let head = answer.to_ascii_lowercase();
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{answer:?}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{answer:?}");
+    let alert = read_to_close(&mut half_tls).await;
+    assert_eq!(
+        alert,
+        [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50],
+        "a fatal internal_error alert"
+    );
+    // It comes back: the new process serves it.
+    let (mut ws, _) =
+        conn::ws_player(hf.door("ws"), "127.0.0.1", &["telnet.mudstandards.org"], &[]).await;
+    ws.login("Alice", "alicepw").await;
+    ws.send("say back").await;
+    ws.expect("You say, \"back\"").await;
+    let _ = hf;
+}
