@@ -212,10 +212,369 @@ async fn handshakes_closed_by_an_upgrade_are_told_to_come_back() {
         "a fatal internal_error alert"
     );
     // It comes back: the new process serves it.
-    let (mut ws, _) =
-        conn::ws_player(hf.door("ws"), "127.0.0.1", &["telnet.mudstandards.org"], &[]).await;
+    let (mut ws, _) = conn::ws_player(
+        hf.door("ws"),
+        "127.0.0.1",
+        &["telnet.mudstandards.org"],
+        &[],
+    )
+    .await;
     ws.login("Alice", "alicepw").await;
     ws.send("say back").await;
     ws.expect("You say, \"back\"").await;
     let _ = hf;
+}
+
+// ----- slow TLS and WebSocket readers -----------------------------------
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A client socket that reads 2 KiB every 50 ms (about 40 KB/s) until
+/// `fast` is set: a player who reads just fast enough never to hit a
+/// `write_timeout` of a minute.
+struct Slow {
+    inner: tokio::net::TcpStream,
+    fast: Arc<AtomicBool>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Slow {
+    /// Connects with a small receive buffer, so the kernel holds little.
+    fn connect(addr: SocketAddr, fast: Arc<AtomicBool>) -> Slow {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        Slow {
+            inner: tokio::net::TcpStream::from_std(sock.into()).unwrap(),
+            fast,
+            wait: None,
+        }
+    }
+}
+
+impl AsyncRead for Slow {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let s = self.get_mut();
+        if s.fast.load(Ordering::Relaxed) {
+            return Pin::new(&mut s.inner).poll_read(cx, buf);
+        }
+        if let Some(w) = s.wait.as_mut() {
+            std::task::ready!(std::future::Future::poll(w.as_mut(), cx));
+            s.wait = None;
+        }
+        let mut chunk = [0u8; 2048];
+        let n = chunk.len().min(buf.remaining());
+        let mut rb = ReadBuf::new(&mut chunk[..n]);
+        std::task::ready!(Pin::new(&mut s.inner).poll_read(cx, &mut rb))?;
+        buf.put_slice(rb.filled());
+        s.wait = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Slow {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A slow player over TLS or a plain WebSocket (telnet subprotocol).
+enum SlowPlayer {
+    Tls(Box<tokio_rustls::client::TlsStream<Slow>>),
+    Ws(Box<tokio_tungstenite::WebSocketStream<Slow>>),
+}
+
+impl SlowPlayer {
+    async fn tls(dir: &TempDir, addr: SocketAddr, fast: Arc<AtomicBool>) -> SlowPlayer {
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let s = tokio_rustls::TlsConnector::from(conn::client_config(dir))
+            .connect(name, Slow::connect(addr, fast))
+            .await
+            .expect("TLS handshake");
+        SlowPlayer::Tls(Box::new(s))
+    }
+
+    async fn ws(addr: SocketAddr, fast: Arc<AtomicBool>) -> SlowPlayer {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "telnet.mudstandards.org".parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::client_async(req, Slow::connect(addr, fast))
+            .await
+            .expect("WebSocket handshake");
+        SlowPlayer::Ws(Box::new(ws))
+    }
+
+    async fn send(&mut self, line: &str) {
+        let line = format!("{line}\r\n");
+        match self {
+            SlowPlayer::Tls(s) => {
+                use tokio::io::AsyncWriteExt;
+                s.write_all(line.as_bytes()).await.unwrap();
+                s.flush().await.unwrap();
+            }
+            SlowPlayer::Ws(w) => {
+                use futures::SinkExt;
+                w.send(tokio_tungstenite::tungstenite::Message::binary(
+                    line.into_bytes(),
+                ))
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    /// The next bytes, `None` once the connection is over.
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            SlowPlayer::Tls(s) => common::player::read_chunk(s.as_mut()).await,
+            SlowPlayer::Ws(w) => {
+                use futures::StreamExt;
+                use tokio_tungstenite::tungstenite::Message;
+                loop {
+                    match w.next().await? {
+                        Ok(Message::Binary(b)) => return Some(b.to_vec()),
+                        Ok(Message::Close(_)) | Err(_) => return None,
+                        Ok(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until `needle` shows in what came after `from`.
+    async fn read_until(&mut self, seen: &mut Vec<u8>, needle: &str) {
+        let mut from = 0;
+        while !String::from_utf8_lossy(&seen[from..]).contains(needle) {
+            from = seen.len().saturating_sub(needle.len());
+            let b = tokio::time::timeout(WAIT * 3, self.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?}"))
+                .unwrap_or_else(|| panic!("closed before {needle:?}"));
+            seen.extend_from_slice(&b);
+        }
+    }
+}
+
+/// Where `needle` first is in `hay` (bytes: telnet is not UTF-8).
+fn find(hay: &[u8], needle: &str) -> Option<usize> {
+    hay.windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+}
+
+/// What fakemush's `spam n` sends (80-byte lines, 819 to a pattern).
+fn spam_expected(n: usize) -> Vec<u8> {
+    let mut chunk = Vec::new();
+    for i in 0..819 {
+        for j in 0..78 {
+            chunk.push(b'!' + ((i * 7 + j) % 94) as u8);
+        }
+        chunk.extend_from_slice(b"\r\n");
+    }
+    assert_eq!(n % chunk.len(), 0, "whole patterns only");
+    chunk.repeat(n / chunk.len())
+}
+
+/// The player asks for `spam` bytes and reads slowly; `SIGUSR2` after
+/// 700 ms. Returns how long the upgrade took from the signal, with the
+/// player reading slowly all along, and what the player got after
+/// `START-MARK`; the player reads fast from then on.
+async fn slow_reader_through_an_upgrade(
+    hf: &mut Proxy,
+    p: &mut SlowPlayer,
+    fast: &AtomicBool,
+    spam: usize,
+) -> (Duration, Vec<u8>) {
+    let mut seen = Vec::new();
+    p.send("connect Bob bobpw").await;
+    p.read_until(&mut seen, "Last connect").await;
+    p.send("echo START-MARK").await;
+    p.read_until(&mut seen, "START-MARK\r\n").await;
+    let start = find(&seen, "START-MARK\r\n").unwrap() + 12;
+    let mut body = seen.split_off(start);
+    p.send(&format!("spam {spam}")).await;
+    p.send("echo END-MARK").await;
+    let t0 = Instant::now();
+    let old = hf.pid();
+    let mut usr2_at: Option<Instant> = None;
+    let took = loop {
+        match tokio::time::timeout(Duration::from_millis(200), p.recv()).await {
+            Ok(Some(b)) => body.extend_from_slice(&b),
+            // Dropped for the upgrade (a TLS link): the rest is read below.
+            Ok(None) => {}
+            Err(_) => {}
+        }
+        if usr2_at.is_none() && t0.elapsed() > Duration::from_millis(700) {
+            assert!(
+                body.len() < spam / 2,
+                "the player read too fast for the test"
+            );
+            proc::send_signal(old, "USR2");
+            usr2_at = Some(Instant::now());
+        }
+        let ready = std::fs::read_to_string(&hf.ready).unwrap_or_default();
+        if !ready.contains(&format!("pid {old}\n")) && ready.contains("pid ") {
+            break usr2_at.unwrap().elapsed();
+        }
+        assert!(
+            usr2_at.is_none_or(|t| t.elapsed() < Duration::from_secs(15)),
+            "no upgrade while the slow player read:\n{}",
+            hf.logs()
+        );
+    };
+    fast.store(true, Ordering::Relaxed);
+    hf.upgrade_done(old);
+    (took, body)
+}
+
+fn giveway_config(dir: &TempDir, game: &Game) -> String {
+    doors_config(
+        dir,
+        game,
+        "[limits]\nconn_rate_per_ip = 0.0\nwrite_timeout = \"60s\"\n\
+         [resume]\nplayback_lines = 1000000\nplayback_bytes = \"64MiB\"\n",
+    )
+}
+
+/// A plain WebSocket player who reads slowly, in the middle of a large
+/// output: the upgrade does not wait for the write; the frames not yet
+/// written cross with the connection and the output arrives once, whole
+/// and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_websocket_reader_neither_holds_nor_fails_an_upgrade() {
+    let dir = TempDir::new("upgrade-giveway-slow-ws");
+    let game = Game::start(&dir, &[]);
+    let mut hf = start(&dir, &giveway_config(&dir, &game));
+    let fast = Arc::new(AtomicBool::new(false));
+    let mut p = SlowPlayer::ws(hf.door("ws"), fast.clone()).await;
+    // Far more than the kernel's buffers hold, so that a write waits.
+    const SPAM: usize = 512 * 65520;
+    let (took, mut body) = slow_reader_through_an_upgrade(&mut hf, &mut p, &fast, SPAM).await;
+    eprintln!("a slow WebSocket reader: the upgrade waited {took:?} for it");
+    assert!(
+        took < Duration::from_secs(5),
+        "the upgrade waited {took:?} for the slow reader:\n{}",
+        hf.logs()
+    );
+    p.read_until(&mut body, "END-MARK").await;
+    let end = find(&body, "END-MARK").unwrap();
+    assert!(
+        body[..end] == spam_expected(SPAM)[..],
+        "the output arrived once, whole and in order ({} bytes of {SPAM})",
+        end
+    );
+    p.send("say after").await;
+    let mut rest = Vec::new();
+    p.read_until(&mut rest, "You say, \"after\"").await;
+}
+
+/// A TLS player (telnet over TLS) who reads slowly, in the middle of a
+/// large output: the upgrade does not wait for the write; the link, which
+/// cannot cross, is dropped as a failed link would be, and the resume
+/// replays what holdfast had not handed to TLS yet: no byte twice, in
+/// order, and at most what TLS itself held lost with the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tls_reader_neither_holds_nor_fails_an_upgrade() {
+    let dir = TempDir::new("upgrade-giveway-slow-tls");
+    let game = Game::start(&dir, &[]);
+    let mut hf = start(&dir, &giveway_config(&dir, &game));
+    let fast = Arc::new(AtomicBool::new(false));
+    let mut p = SlowPlayer::tls(&dir, hf.door("tls"), fast.clone()).await;
+    // More than the kernel's buffers hold (a few MB on loopback), so that
+    // a write waits; all of it fits in the playback.
+    const SPAM: usize = 128 * 65520;
+    let (took, mut before) = slow_reader_through_an_upgrade(&mut hf, &mut p, &fast, SPAM).await;
+    eprintln!("a slow TLS reader: the upgrade waited {took:?} for it");
+    assert!(
+        took < Duration::from_secs(5),
+        "the upgrade waited {took:?} for the slow reader:\n{}",
+        hf.logs()
+    );
+    // What the kernel still had for it, then the close.
+    while let Ok(Some(b)) = tokio::time::timeout(WAIT, p.recv()).await {
+        before.extend_from_slice(&b);
+    }
+    let expected = spam_expected(SPAM);
+    assert!(
+        !String::from_utf8_lossy(&before).contains("END-MARK"),
+        "the link was dropped before the end:\n{}",
+        hf.logs()
+    );
+    assert!(
+        before[..] == expected[..before.len()],
+        "what came before the drop is the start of the output"
+    );
+    // It resumes, and gets the rest.
+    let mut again = conn::tls_connect(&dir, hf.door("tls"), "127.0.0.1").await.0;
+    let mut seen = Vec::new();
+    loop {
+        let b = tokio::time::timeout(WAIT, again.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&b);
+        if String::from_utf8_lossy(&seen).contains("connect") {
+            break;
+        }
+    }
+    again.send_bytes(b"connect Bob bobpw\r\n").await;
+    let mut kept = Vec::new();
+    loop {
+        let b = tokio::time::timeout(WAIT * 3, again.recv())
+            .await
+            .expect("the kept output")
+            .expect("open");
+        kept.extend_from_slice(&b);
+        if String::from_utf8_lossy(&kept).contains("END-MARK") {
+            break;
+        }
+    }
+    let notice = find(&kept, "line(s) follow.\r\n")
+        .unwrap_or_else(|| panic!("no resume notice: {:?}", String::from_utf8_lossy(&kept)))
+        + "line(s) follow.\r\n".len();
+    let end = find(&kept, "END-MARK").unwrap();
+    let replay = &kept[notice..end];
+    let lost = SPAM as i64 - (before.len() + replay.len()) as i64;
+    eprintln!(
+        "a slow TLS reader: {} bytes before the drop, {} replayed, {lost} lost with the link",
+        before.len(),
+        replay.len()
+    );
+    assert!(lost >= 0, "{} bytes twice", -lost);
+    assert!(
+        lost <= 96 * 1024,
+        "{lost} bytes lost: more than TLS's own buffer"
+    );
+    let tail = &expected[SPAM - replay.len()..];
+    if let Some(i) = (0..replay.len()).find(|&i| replay[i] != tail[i]) {
+        panic!(
+            "the replay is not the end of the output: at {i} of {}: {:?} where {:?}",
+            replay.len(),
+            String::from_utf8_lossy(&replay[i.saturating_sub(100)..(i + 100).min(replay.len())]),
+            String::from_utf8_lossy(&tail[i.saturating_sub(100)..(i + 100).min(tail.len())]),
+        );
+    }
 }

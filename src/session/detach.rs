@@ -64,10 +64,13 @@ impl<P: PlayerTransport> Driver<P> {
         self.detached_since = Some(since);
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();
-        self.playback = Some(Playback::new(
-            cfg.resume.playback_lines,
-            cfg.resume.playback_bytes,
-        ));
+        // Begun already when an upgrade that failed dropped the link.
+        if self.playback.is_none() {
+            self.playback = Some(Playback::new(
+                cfg.resume.playback_lines,
+                cfg.resume.playback_bytes,
+            ));
+        }
         // The player's connection is over (closed, reset, or not read):
         // let it go now rather than when the session ends.
         if let Some(mut p) = self.player.take() {
