@@ -105,6 +105,16 @@ impl<P: PlayerTransport> Driver<P> {
         Ok(())
     }
 
+    /// A connect given up for an upgrade (see `connect`) is made again:
+    /// at the top of a session's loop, in the process that carries on.
+    pub(super) async fn connect_again(&mut self) -> Result<(), End> {
+        if !self.core.connect_pending() {
+            return Ok(());
+        }
+        step!(self, |core, ctx, pool, out| core
+            .connect_again(ctx, pool, out))
+    }
+
     async fn connect(&mut self, backend: String) -> Result<(), End> {
         let cfg = self.shared.config();
         let Some(b) = cfg.backend(&backend).cloned() else {
@@ -126,15 +136,16 @@ impl<P: PlayerTransport> Driver<P> {
         };
         // A connect may wait up to `connect_timeout` (a game that does not
         // answer): it gives way to an upgrade's ask. The connection being
-        // opened is dropped (nothing was sent on it) and the core goes back
-        // to "about to connect", due at once, in whichever process carries
-        // on. Cancel-safe: the ask waits in its slot until taken.
+        // opened is dropped (nothing was sent on it); the core still waits
+        // for its answer (`Core::connect_pending`), so whichever process
+        // carries on asks for it again at once (`Driver::connect_again`).
+        // Cancel-safe: the ask waits in its slot until taken.
         let r = tokio::select! {
             r = opened => r,
             Some(ask) = next_ask(&mut self.freeze) => {
                 debug!(backend = %b.name, "connect given up for an upgrade; tried again after it");
                 self.asked = Some(ask);
-                return step!(self, |core, ctx, _pool, _out| core.connect_interrupted(ctx));
+                return Ok(());
             }
         };
         match r {

@@ -161,6 +161,9 @@ impl<P: PlayerTransport> Driver<P> {
                 }
                 continue;
             }
+            if let Err(end) = self.connect_again().await {
+                return After::End(end);
+            }
             let deadline = self
                 .core
                 .next_deadline(&self.shared.config.borrow())

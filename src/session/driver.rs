@@ -231,6 +231,9 @@ impl<P: PlayerTransport> Driver<P> {
                 }
                 continue;
             }
+            if let Err(end) = self.connect_again().await {
+                return end;
+            }
             let deadline = self.core.next_deadline(&self.shared.config.borrow());
             // Not `biased`: a player who floods input must not starve the
             // game's output (or the other way round); tokio polls the

@@ -233,12 +233,6 @@ impl Core {
             return;
         }
         if !pool.active_usable() {
-            if self.lazy.is_some() && !self.queue.is_empty() {
-                // A lazy session's first line waits for a connection that
-                // was given up (see `connect_interrupted`) and the game
-                // is down now: held as if that connection had failed.
-                self.connect_failed(ctx, &pool.active, out);
-            }
             return;
         }
         if !paced {
