@@ -89,8 +89,9 @@ impl<P: PlayerTransport> Driver<P> {
     /// way to this ask) is not waited for: the connection is dropped as it
     /// is, without the notice, as a link that failed. The output it had
     /// not handed to the connection yet is the first thing in the
-    /// playback its resume replays (with MCCP2, or over a WebSocket, the
-    /// whole of the write or message that had not all gone).
+    /// playback its resume replays (with MCCP2 the whole of the write that
+    /// had not all gone; over a WebSocket the whole message whose frame
+    /// had not all gone: its client could use none of it).
     async fn leave_for_upgrade(&mut self, ask: Ask) -> Result<(), End> {
         let cfg = self.shared.config();
         let keep = self.can_detach(End::PlayerClosed);

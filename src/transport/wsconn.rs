@@ -261,9 +261,8 @@ impl PlayerTransport for WsConn {
         Pin::new(&mut self.ws)
             .start_send(msg)
             .map_err(io::Error::other)?;
-        // One frame a message (tungstenite does not split what it sends),
-        // its payload last: whatever of the frame the gate still holds,
-        // up to the payload's length, is the payload's end.
+        // Where its frame (one a message: tungstenite does not split what
+        // it sends) ends in the gate's count.
         self.sending = payload.map(|p| (p, self.ws.get_ref().taken()));
         Ok(())
     }
@@ -274,18 +273,15 @@ impl PlayerTransport for WsConn {
         Poll::Ready(r.map_err(io::Error::other))
     }
 
-    /// The end of the last message's payload that the gate had not
-    /// handed to TLS yet (frames queued after it, a pong, are not
-    /// counted).
+    /// The last message, whole, if the gate had not handed all of its
+    /// frame to TLS yet (frames queued after it, a pong, do not count): a
+    /// WebSocket client uses nothing of a frame it does not get whole, so
+    /// the part that went is no use to the player either.
     fn undelivered(&mut self) -> Vec<u8> {
-        let Some((payload, end)) = self.sending.take() else {
-            return Vec::new();
-        };
-        let left = end.saturating_sub(self.ws.get_ref().sent());
-        let k = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(payload.len());
-        payload[payload.len() - k..].to_vec()
+        match self.sending.take() {
+            Some((payload, end)) if end > self.ws.get_ref().sent() => payload,
+            _ => Vec::new(),
+        }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
