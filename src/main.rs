@@ -262,17 +262,25 @@ async fn run_upgraded(
     // Built but not started: nothing is read or written before the
     // commit.
     let mut taken = Vec::new();
+    // A batch read and checked, to be registered and confirmed.
+    let mut pending = None;
     loop {
-        match inc.next(&cfg).await.map_err(refuse)? {
-            Step::Batch(sessions) => {
-                let k = sessions.len();
-                let ready =
-                    upgrade::new::prepare(&shared, sessions).map_err(|e| refuse(e.to_string()))?;
-                taken.extend(ready);
-                inc.took(k).await.map_err(refuse)?;
-                n += k;
-                batches += 1;
-            }
+        // The next batch is read and checked on a blocking thread while
+        // this one is registered here (two cores at work, not one after
+        // the other); it is confirmed only once registered, as before.
+        let next = inc.next(&cfg);
+        if let Some(sessions) = pending.take() {
+            let sessions: Vec<upgrade::new::Taken> = sessions;
+            let k = sessions.len();
+            let ready =
+                upgrade::new::prepare(&shared, sessions).map_err(|e| refuse(e.to_string()))?;
+            taken.extend(ready);
+            inc.took(k).await.map_err(refuse)?;
+            n += k;
+            batches += 1;
+        }
+        match next.await.map_err(refuse)? {
+            Step::Batch(sessions) => pending = Some(sessions),
             Step::Cluster(c) => {
                 upgrade::new::adopt_cluster(&shared, c);
                 inc.took(0).await.map_err(refuse)?;

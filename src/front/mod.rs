@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::backend::connect::tune_tcp;
@@ -88,8 +89,14 @@ fn accept(shared: &Arc<Shared>, door: Door, stream: TcpStream, peer: SocketAddr)
     // Not on the sessions' tracker: an upgrade never waits for a
     // handshake; it closes the ones in progress (see `upgrade`).
     shared.handover.spawn_handshake(move |stop| async move {
+        // Biased: when an upgrade begins, the handshake is polled first,
+        // so that where it can it tells its client to come back (a 503
+        // with `Retry-After` for an HTTP request not answered yet, a TLS
+        // alert for a ClientHello not complete yet); anywhere else it is
+        // closed.
         let r = tokio::select! {
-            r = tokio::time::timeout(limit, handshake(&sh, door, stream, peer, id)) => r,
+            biased;
+            r = tokio::time::timeout(limit, handshake(&sh, door, stream, peer, id, &stop)) => r,
             _ = stop.cancelled() => {
                 debug!(%peer, door = door.as_str(), "handshake closed: an upgrade began");
                 Ok(None)
@@ -124,6 +131,7 @@ async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     id: Option<u64>,
+    stop: &CancellationToken,
 ) -> Option<Run> {
     let local = stream.local_addr().ok()?;
     let cfg = shared.config();
@@ -133,11 +141,7 @@ async fn handshake(
     };
     match (door, tls) {
         (Door::Tls, Some(server)) => {
-            let s = tokio_rustls::TlsAcceptor::from(server)
-                .accept(stream)
-                .await
-                .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
-                .ok()?;
+            let s = tls_accept(server, stream, peer, stop).await?;
             let id = id?;
             info!(%peer, "TLS session");
             Some(Box::pin(session::run(
@@ -149,14 +153,51 @@ async fn handshake(
             )))
         }
         (Door::Wss, Some(server)) => {
-            let s = tokio_rustls::TlsAcceptor::from(server)
-                .accept(stream)
-                .await
-                .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
-                .ok()?;
-            ws::upgrade(shared, Io::Tls(Box::new(s)), peer, local, id).await
+            let s = tls_accept(server, stream, peer, stop).await?;
+            ws::upgrade(shared, Io::Tls(Box::new(s)), peer, local, id, stop).await
         }
-        (Door::Ws, _) => ws::upgrade(shared, Io::Plain(stream), peer, local, id).await,
+        (Door::Ws, _) => ws::upgrade(shared, Io::Plain(stream), peer, local, id, stop).await,
         (_, None) => None,
     }
+}
+
+/// A fatal `internal_error` alert as a plaintext TLS record: what a
+/// server may send before its first handshake message.
+const TLS_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
+
+/// The TLS handshake. An upgrade that begins while the ClientHello is not
+/// complete yet (an idle connection, half a ClientHello: nothing sent to
+/// the client yet) answers with a plaintext alert before the close, so
+/// the client reports an error from the server rather than a lost
+/// connection; later (the server's flight sent, the client's Finished
+/// awaited: a round trip) the connection is just closed.
+async fn tls_accept(
+    server: Arc<tokio_rustls::rustls::ServerConfig>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: &CancellationToken,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let hello = tokio_rustls::LazyConfigAcceptor::new(
+        tokio_rustls::rustls::server::Acceptor::default(),
+        stream,
+    );
+    tokio::pin!(hello);
+    let start = tokio::select! {
+        biased;
+        _ = stop.cancelled() => {
+            if let Some(io) = hello.as_mut().take_io() {
+                // A fresh socket's buffer takes 7 bytes at once.
+                let _ = io.try_write(&TLS_ALERT);
+            }
+            return None;
+        }
+        r = &mut hello => r
+            .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
+            .ok()?,
+    };
+    start
+        .into_stream(server)
+        .await
+        .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
+        .ok()
 }

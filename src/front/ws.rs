@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::Run;
@@ -144,8 +145,13 @@ fn real_ip(peer: IpAddr, forwarded: &[String], trusted: &[Cidr]) -> IpAddr {
 }
 
 async fn respond(io: &mut Io, status: &str, ctype: &str, body: &str) {
+    respond_with(io, status, "", ctype, body).await
+}
+
+/// [`respond`] with `extra` header lines (each ending in CRLF).
+async fn respond_with(io: &mut Io, status: &str, extra: &str, ctype: &str, body: &str) {
     let r = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -163,6 +169,7 @@ pub(super) async fn upgrade(
     peer: SocketAddr,
     local: SocketAddr,
     id: Option<u64>,
+    stop: &CancellationToken,
 ) -> Option<Run> {
     let mut buf = Vec::with_capacity(1024);
     let (head, used) = loop {
@@ -180,7 +187,26 @@ pub(super) async fn upgrade(
             return None;
         }
         let mut chunk = [0u8; 1024];
-        let n = io.read(&mut chunk).await.ok()?;
+        // An upgrade began before the request was complete: this process
+        // will not serve it; the client is told to come back in a second
+        // (the new process accepts by then, or this one again if the
+        // upgrade failed). Cancel-safe: a read that loses reads nothing.
+        let n = tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                debug!(%peer, "WebSocket request not finished when an upgrade began: 503");
+                respond_with(
+                    &mut io,
+                    "503 Service Unavailable",
+                    "Retry-After: 1\r\n",
+                    "text/plain",
+                    "holdfast is upgrading; connect again\n",
+                )
+                .await;
+                return None;
+            }
+            r = io.read(&mut chunk) => r.ok()?,
+        };
         if n == 0 {
             return None;
         }

@@ -10,7 +10,7 @@ use tokio::time::{timeout, Instant};
 use tracing::debug;
 
 use super::action::{Action, Actions};
-use super::driver::{step, Driver};
+use super::driver::{next_ask, step, Driver};
 use super::finish::leave;
 use super::End;
 use crate::backend::connect::connect;
@@ -110,6 +110,16 @@ impl<P: PlayerTransport> Driver<P> {
         Ok(())
     }
 
+    /// A connect given up for an upgrade (see `connect`) is made again:
+    /// at the top of a session's loop, in the process that carries on.
+    pub(super) async fn connect_again(&mut self) -> Result<(), End> {
+        if !self.core.connect_pending() {
+            return Ok(());
+        }
+        step!(self, |core, ctx, pool, out| core
+            .connect_again(ctx, pool, out))
+    }
+
     async fn connect(&mut self, backend: String) -> Result<(), End> {
         let cfg = self.shared.config();
         let Some(b) = cfg.backend(&backend).cloned() else {
@@ -119,13 +129,31 @@ impl<P: PlayerTransport> Driver<P> {
                 out
             ));
         };
-        if let Some(p) = self.shared.probe(&b.name) {
-            // Right after holdfast starts: let the probe stamp its first
-            // connection, so that this one is covered by it.
-            p.first_stamp(crate::backend::health::FIRST_STAMP_WAIT)
-                .await;
-        }
-        match connect(&b.addr, b.connect_timeout).await {
+        let probe = self.shared.probe(&b.name);
+        let opened = async {
+            if let Some(p) = &probe {
+                // Right after holdfast starts: let the probe stamp its
+                // first connection, so that this one is covered by it.
+                p.first_stamp(crate::backend::health::FIRST_STAMP_WAIT)
+                    .await;
+            }
+            connect(&b.addr, b.connect_timeout).await
+        };
+        // A connect may wait up to `connect_timeout` (a game that does not
+        // answer): it gives way to an upgrade's ask. The connection being
+        // opened is dropped (nothing was sent on it); the core still waits
+        // for its answer (`Core::connect_pending`), so whichever process
+        // carries on asks for it again at once (`Driver::connect_again`).
+        // Cancel-safe: the ask waits in its slot until taken.
+        let r = tokio::select! {
+            r = opened => r,
+            Some(ask) = next_ask(&mut self.freeze) => {
+                debug!(backend = %b.name, "connect given up for an upgrade; tried again after it");
+                self.asked = Some(ask);
+                return Ok(());
+            }
+        };
+        match r {
             Ok(s) => {
                 self.game = Some(s);
                 let host = if cfg.client_ip.reverse_dns {

@@ -64,10 +64,13 @@ impl<P: PlayerTransport> Driver<P> {
         self.detached_since = Some(since);
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();
-        self.playback = Some(Box::new(Playback::new(
-            cfg.resume.playback_lines,
-            cfg.resume.playback_bytes,
-        )));
+        // Begun already when an upgrade that failed dropped the link.
+        if self.playback.is_none() {
+            self.playback = Some(Box::new(Playback::new(
+                cfg.resume.playback_lines,
+                cfg.resume.playback_bytes,
+            )));
+        }
         // The player's connection is over (closed, reset, or not read):
         // let it go now rather than when the session ends.
         if let Some(mut p) = self.player.take() {
@@ -129,10 +132,23 @@ impl<P: PlayerTransport> Driver<P> {
         expires: Instant,
         rx: &mut mpsc::Receiver<DetachMsg>,
     ) -> After {
-        // On the roll before the first look at the pool, the announcements
-        // (kept for the player, see `Core::announce`) and the shutdown
-        // token: rung for any news after it (see `Driver::news`).
-        let mut freeze = Some(self.shared.handover.enlist_detached());
+        // On `self.freeze` (not a local) so that a connect during a
+        // re-login gives way to an upgrade's ask too (see `apply`). On the
+        // roll before the first look at the pool, the announcements (kept
+        // for the player, see `Core::announce`) and the shutdown token:
+        // rung for any news after it (see `Driver::news`).
+        self.freeze = Some(self.shared.handover.enlist_detached());
+        let after = self.detached_turns(expires, rx).await;
+        self.freeze = None;
+        self.asked = None;
+        after
+    }
+
+    async fn detached_turns(
+        &mut self,
+        expires: Instant,
+        rx: &mut mpsc::Receiver<DetachMsg>,
+    ) -> After {
         let mut pool_rx = self.shared.pool.subscribe();
         pool_rx.borrow_and_update();
         let mut read = self.shared.announcements.last();
@@ -140,6 +156,17 @@ impl<P: PlayerTransport> Driver<P> {
             return After::End(End::Shutdown);
         }
         loop {
+            // An ask that came while a connect was under way: the step
+            // is done, so this is a clean point.
+            if let Some(ask) = self.asked.take() {
+                if let Err(end) = self.hand_over_detached(ask, expires, None).await {
+                    return After::End(end);
+                }
+                continue;
+            }
+            if let Err(end) = self.connect_again().await {
+                return After::End(end);
+            }
             let deadline = self
                 .core
                 .next_deadline(&self.shared.config.borrow())
@@ -147,7 +174,7 @@ impl<P: PlayerTransport> Driver<P> {
             // Cancel-safe branches only (see `Driver::run`).
             let r: Result<(), End> = tokio::select! {
                 r = super::driver::game_readable(&self.game) => self.on_game_readable(r).await,
-                w = super::driver::next_wake(&mut freeze) => match w {
+                w = super::driver::next_wake(&mut self.freeze) => match w {
                     Wake::News => self.news(&mut pool_rx, &mut read).await,
                     // An upgrade: the session, its playback and its time
                     // left cross to the new process.

@@ -65,6 +65,11 @@ pub(super) struct Driver<P> {
     /// is on), not yet written when `asked` came: they cross with the
     /// session's state, or are written first if the upgrade fails.
     pub unsent: Vec<u8>,
+    /// A write gave way to `asked` (the player reads slowly).
+    pub gave_way: bool,
+    /// With MCCP2 on a connection that cannot cross: the text behind
+    /// `unsent` (compressed, it cannot be kept for a playback).
+    pub unsent_text: Vec<u8>,
     /// The game output being read mentions a name held always (the
     /// heartbeat's), may begin one, or ends a line held back from the
     /// last read: its lines are checked for announcements.
@@ -209,6 +214,8 @@ impl<P: PlayerTransport> Driver<P> {
             freeze: None,
             asked: None,
             unsent: Vec::new(),
+            gave_way: false,
+            unsent_text: Vec::new(),
             quiet_mention: false,
             timer: None,
         }
@@ -224,6 +231,7 @@ impl<P: PlayerTransport> Driver<P> {
         // before anything else this session still writes.
         self.freeze = None;
         self.asked = None;
+        self.gave_way = false;
         let unsent = std::mem::take(&mut self.unsent);
         if !unsent.is_empty() {
             let _ = self.write_player_raw(&unsent, self.write_timeout()).await;
@@ -260,6 +268,9 @@ impl<P: PlayerTransport> Driver<P> {
                     return end;
                 }
                 continue;
+            }
+            if let Err(end) = self.connect_again().await {
+                return end;
             }
             let deadline = self.core.next_deadline(&self.shared.config.borrow());
             set_timer(&mut self.timer, deadline);

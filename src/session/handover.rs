@@ -84,19 +84,50 @@ impl<P: PlayerTransport> Driver<P> {
     /// resume in the new process; otherwise the session ends here as if the
     /// player had closed (its game hears `QUIT` as usual). If the upgrade
     /// fails, it is detached here as any dropped link.
+    ///
+    /// A player who reads too slowly for a write to finish (the write gave
+    /// way to this ask) is not waited for: the connection is dropped as it
+    /// is, without the notice, as a link that failed. The output it had
+    /// not handed to the connection yet is the first thing in the
+    /// playback its resume replays (with MCCP2 the whole of the write that
+    /// had not all gone; over a WebSocket the whole message whose frame
+    /// had not all gone: its client could use none of it).
     async fn leave_for_upgrade(&mut self, ask: Ask) -> Result<(), End> {
         let cfg = self.shared.config();
         let keep = self.can_detach(End::PlayerClosed);
-        let text = render(
-            &cfg.notices.upgrade_reconnect,
-            &cfg,
-            self.core.backend().unwrap_or(""),
-            None,
-        );
-        let bye = resume_bytes(&mut self.core, false, &text);
-        let _ = self.write_player(&bye, Duration::from_secs(1)).await;
-        if let Some(mut p) = self.player.take() {
-            let _ = tokio::time::timeout(Duration::from_millis(100), p.shutdown()).await;
+        let slow = std::mem::take(&mut self.gave_way);
+        let unsent = std::mem::take(&mut self.unsent);
+        let unsent_text = std::mem::take(&mut self.unsent_text);
+        let mut missed = Vec::new();
+        if slow {
+            // Compressed (MCCP2), the bytes left say nothing: the text of
+            // the writes they came from instead.
+            let undelivered = self.player.as_mut().map(|p| p.undelivered());
+            if unsent_text.is_empty() {
+                missed = undelivered.unwrap_or_default();
+                missed.extend_from_slice(&unsent);
+            } else {
+                missed = unsent_text;
+            }
+            debug!(
+                bytes = missed.len(),
+                "a slow reader's link is dropped for the upgrade"
+            );
+            self.player = None;
+        } else {
+            // Bytes held back for the ask (a connect gave way to it).
+            let _ = self.write_player_raw(&unsent, Duration::from_secs(1)).await;
+            let text = render(
+                &cfg.notices.upgrade_reconnect,
+                &cfg,
+                self.core.backend().unwrap_or(""),
+                None,
+            );
+            let bye = resume_bytes(&mut self.core, false, &text);
+            let _ = self.write_player(&bye, Duration::from_secs(1)).await;
+            if let Some(mut p) = self.player.take() {
+                let _ = tokio::time::timeout(Duration::from_millis(100), p.shutdown()).await;
+            }
         }
         if !keep {
             // The ask is dropped: the upgrade waits for this session to end.
@@ -105,15 +136,16 @@ impl<P: PlayerTransport> Driver<P> {
         debug!("player told to reconnect; the session crosses detached");
         let now = Instant::now();
         self.detached_since = Some(now);
-        self.playback = Some(Box::new(super::playback::Playback::new(
-            cfg.resume.playback_lines,
-            cfg.resume.playback_bytes,
-        )));
+        let mut playback =
+            super::playback::Playback::new(cfg.resume.playback_lines, cfg.resume.playback_bytes);
+        playback.record(&missed);
+        self.playback = Some(Box::new(playback));
         let expires = now + cfg.resume.keep.unwrap_or_default();
         if let Err(End::Handover) = self.hand_over_detached(ask, expires, Some("upgrade")).await {
             return Err(End::Handover);
         }
-        self.playback = None;
+        // The upgrade failed: detached here as any dropped link, with the
+        // playback begun (see `detached`).
         self.detached_since = None;
         Err(End::PlayerClosed)
     }
@@ -123,6 +155,10 @@ impl<P: PlayerTransport> Driver<P> {
     /// commit): first the output a slow write had not got out, then the
     /// MCCP2 offer again if the stream was ended for it.
     async fn thaw(&mut self, mccp: bool) -> Result<(), End> {
+        self.gave_way = false;
+        let limit = self.write_timeout();
+        // What the connection still holds (a WebSocket's frames) goes first.
+        self.drain_player(Instant::now() + limit, limit).await?;
         let unsent = std::mem::take(&mut self.unsent);
         self.write_player_raw(&unsent, self.write_timeout()).await?;
         if mccp {
@@ -290,7 +326,12 @@ fn carry_on<P: PlayerTransport>(
         async move {
             debug!(user = %d.core.user_field(), "session taken over");
             let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
-            let first = d.write_player_raw(&unsent, d.write_timeout()).await;
+            let limit = d.write_timeout();
+            // Frames a WebSocket had not got out first, then the rest.
+            let mut first = d.drain_player(Instant::now() + limit, limit).await;
+            if first.is_ok() {
+                first = d.write_player_raw(&unsent, limit).await;
+            }
             drop(unsent);
             let mut r = match first {
                 Ok(()) => d.write_player(&hello, d.write_timeout()).await,

@@ -10,7 +10,7 @@ use super::core::{render, Core, Game};
 use super::watch::{Kind, Watch};
 use crate::events::Event;
 use crate::metrics::ReloginResult;
-use crate::state::Phase;
+use crate::state::{Phase, PoolState};
 use crate::{clientip, login, telnet};
 
 impl Core {
@@ -131,6 +131,28 @@ impl Core {
             self.first_contact_failed(ctx, active, out);
         }
         self.relogin_at = Some((ctx.now + ctx.cfg.heartbeat.interval, false));
+    }
+
+    /// Whether an [`Action::Connect`] is still unanswered between two
+    /// steps: the driver gave that connection up (an upgrade asked the
+    /// session to stop; a connect can take up to `connect_timeout`) and
+    /// must ask for it again ([`Core::connect_again`]). The state crosses
+    /// an upgrade that way, so lines typed meanwhile are queued for the
+    /// game as during any connect.
+    pub fn connect_pending(&self) -> bool {
+        self.connecting
+    }
+
+    /// The connection given up (see [`Core::connect_pending`]) is asked for
+    /// again, to the active backend (the pool may have moved meanwhile);
+    /// with none usable it failed, as a connect that failed does.
+    pub fn connect_again(&mut self, ctx: &mut Ctx, pool: &PoolState, out: &mut Actions) {
+        if pool.active_usable() {
+            self.connecting = true;
+            out.push(Action::Connect(pool.active.clone()));
+        } else {
+            self.connect_failed(ctx, &pool.active, out);
+        }
     }
 
     /// The watch's marker came back or a success line was seen.

@@ -379,3 +379,60 @@ async fn the_playback_and_unsent_output_cross_as_bytes() {
     let cut = wrap(&doc, &unsent[..10]);
     assert!(matches!(restore(&cut, &t.cfg), Err(SnapError::Decode(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_given_up_for_an_upgrade_crosses_and_is_made_at_once() {
+    let cfg = Config::parse(Path::new("t.toml"), CFG).unwrap();
+    let mut t = T::new();
+    // A fresh session whose first connect is still under way when the
+    // upgrade asks: the driver drops it, the core still waits for it.
+    t.core = Core::new(8, "127.0.0.9:5001".parse().unwrap(), t.core.local, &cfg, 0);
+    let out = t.step(|c, ctx, p, o| c.start(ctx, p, o));
+    assert!(out.iter().any(|a| matches!(a, Action::Connect(_))));
+    t.cross();
+    assert!(t.core.connect_pending());
+    // A line typed meanwhile waits for the game, as during any connect.
+    let out = t.player(b"connect Alice pw\n");
+    assert!(game_bytes(&out).is_empty(), "queued until connected");
+    assert!(player_bytes(&out).is_empty(), "no notice: {out:?}");
+    let out = t.step(|c, ctx, p, o| c.connect_again(ctx, p, o));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Connect(b) if b == "a")),
+        "{out:?}"
+    );
+    t.step(|c, ctx, _, o| c.connected(ctx, "a", None, o));
+    assert!(!t.core.connect_pending());
+    // The queued login goes once the connect screen came, once.
+    let out = t.game(b"Welcome to the test game.\r\n");
+    assert_eq!(game_bytes(&out), b"connect Alice pw\r\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_given_up_while_the_game_went_down_holds_the_session() {
+    let mut t = T::new();
+    t.core = Core::new(
+        9,
+        "127.0.0.9:5002".parse().unwrap(),
+        t.core.local,
+        &t.cfg,
+        0,
+    );
+    t.step(|c, ctx, p, o| c.start(ctx, p, o));
+    t.cross();
+    t.pool.backends[0].up = Some(false);
+    let out = t.step(|c, ctx, p, o| c.connect_again(ctx, p, o));
+    assert!(!out.iter().any(|a| matches!(a, Action::Connect(_))));
+    assert!(!t.core.connect_pending());
+    assert_eq!(t.core.phase(), Phase::Held);
+    // Back up: the pool brings it back as any held session.
+    t.pool.backends[0].up = Some(true);
+    t.step(|c, ctx, p, o| c.pool(ctx, p, o));
+    let d = t.core.next_deadline(&t.cfg).expect("a paced try");
+    advance(d.saturating_duration_since(Instant::now())).await;
+    let out = t.step(|c, ctx, p, o| c.timer(ctx, p, o));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
+}

@@ -30,13 +30,24 @@ impl<P: PlayerTransport> Driver<P> {
     /// reader is handled), within `limit`.
     pub(super) async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
         // telnet: compressed if the player took the proxy's MCCP2.
-        let data = self.core.telnet.out.encode(data);
-        self.write_player_raw(&data, limit).await
+        let compressed = self.core.telnet.out.compressing();
+        let wire = self.core.telnet.out.encode(data);
+        let before = (self.unsent.len(), self.gave_way);
+        let r = self.write_player_raw(&wire, limit).await;
+        if compressed
+            && (self.unsent.len(), self.gave_way) != before
+            && self.player.as_ref().is_some_and(|p| p.socket().is_none())
+        {
+            // Kept for a playback if this connection is dropped for the
+            // upgrade (see `handover`): the text, not its compressed form.
+            self.unsent_text.extend_from_slice(data);
+        }
+        r
     }
 
     /// Writes bytes as they go on the wire. While an upgrade's ask waits
-    /// for this session (`unsent` is not empty) they are kept with the
-    /// unsent ones instead; a write that has to wait on a slow reader
+    /// for this session (`asked` is set, or `unsent` is not empty, or a
+    /// write gave way) they are kept with the unsent ones instead; a write that has to wait on a slow reader
     /// gives way to an upgrade's ask, keeping what it had not written yet
     /// (so a player who reads just fast enough never holds an upgrade).
     pub(super) async fn write_player_raw(
@@ -55,7 +66,7 @@ impl<P: PlayerTransport> Driver<P> {
         // futures, ~600 bytes) is boxed, taken only by a write that waits,
         // instead of kept in every session's task.
         let mut pos = 0;
-        if self.unsent.is_empty() && player.partial_writes() {
+        if self.unsent.is_empty() && self.asked.is_none() && !self.gave_way {
             while pos < data.len() {
                 match player.try_write_some(&data[pos..]) {
                     Some(Ok(0)) => return Err(write_failed(None)),
@@ -82,9 +93,17 @@ impl<P: PlayerTransport> Driver<P> {
         if data.is_empty() {
             return Ok(());
         }
-        if !self.unsent.is_empty() {
+        if !self.unsent.is_empty() || self.asked.is_some() || self.gave_way {
             self.unsent.extend_from_slice(data);
             return Ok(());
+        }
+        if player.queued_writes() {
+            // Queued whole (a WebSocket's frames, in its gate); the drain
+            // gives way to an upgrade's ask, and what the socket has not
+            // taken stays queued: it crosses with the connection.
+            player.queue(data).map_err(|e| write_failed(Some(e)))?;
+            crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
+            return self.drain_player(Instant::now() + limit, limit).await;
         }
         let shutdown = &self.shared.shutdown;
         if !player.partial_writes() {
@@ -114,8 +133,8 @@ impl<P: PlayerTransport> Driver<P> {
                 }
             };
         }
-        // Partial writes (plain TCP): as above, and a write that has to
-        // wait gives way to an upgrade's ask too.
+        // Partial writes (plain TCP, TLS): as above, and a write that has
+        // to wait gives way to an upgrade's ask too.
         let mut pos = 0;
         while pos < data.len() {
             match futures::poll!(std::pin::pin!(player.write_some(&data[pos..]))) {
@@ -140,7 +159,9 @@ impl<P: PlayerTransport> Driver<P> {
                 }
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
                 Some(ask) = next_ask(&mut self.freeze) => {
+                    debug!(unsent = data.len() - pos, "a write to a slow reader gives way to an upgrade");
                     self.asked = Some(ask);
+                    self.gave_way = true;
                     self.unsent.extend_from_slice(&data[pos..]);
                     crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, pos as u64);
                     return Ok(());
@@ -153,7 +174,48 @@ impl<P: PlayerTransport> Driver<P> {
             }
         }
         crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
-        Ok(())
+        // What the connection took and still holds (TLS records).
+        self.drain_player(until, limit).await
+    }
+
+    /// Waits until what the player's connection holds (queued WebSocket
+    /// frames, TLS records) is on its way, by `until` (`limit` is for the
+    /// log), giving way to an upgrade's ask: what is left stays held by
+    /// the connection, and the write counts as done.
+    pub(super) async fn drain_player(
+        &mut self,
+        until: Instant,
+        limit: Duration,
+    ) -> Result<(), End> {
+        let Some(player) = self.player.as_mut() else {
+            return Ok(());
+        };
+        let r = match futures::poll!(std::future::poll_fn(|cx| player.poll_drain(cx))) {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                let shutdown = &self.shared.shutdown;
+                if shutdown.is_cancelled() {
+                    return Err(End::Shutdown);
+                }
+                // Cancel-safe: a drain that loses writes nothing more and
+                // keeps what it holds; the ask waits in its slot.
+                tokio::select! {
+                    r = std::future::poll_fn(|cx| player.poll_drain(cx)) => r,
+                    _ = sleep_until(until) => {
+                        warn!(timeout = ?limit, "player stopped reading; dropping the session");
+                        return Err(End::WriteFailed);
+                    }
+                    _ = shutdown.cancelled() => return Err(End::Shutdown),
+                    Some(ask) = next_ask(&mut self.freeze) => {
+                        debug!("a drain to a slow reader gives way to an upgrade");
+                        self.asked = Some(ask);
+                        self.gave_way = true;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        r.map_err(|e| write_failed(Some(e)))
     }
 
     pub(super) async fn write_game(&mut self, data: &[u8]) -> Result<(), End> {

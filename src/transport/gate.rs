@@ -181,6 +181,14 @@ pub struct Gate<S> {
     eof: bool,
     /// A unit was too big (sticky).
     too_big: bool,
+    /// Bytes tungstenite wrote that the socket has not taken yet (from
+    /// `out_pos` on): the gate takes every write whole, so whatever of a
+    /// frame has not gone is here, where an upgrade can take it
+    /// ([`Gate::unsent`]), never inside tungstenite.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Bytes taken by writes, ever.
+    taken: u64,
 }
 
 impl<S> Gate<S> {
@@ -197,7 +205,33 @@ impl<S> Gate<S> {
             open: false,
             eof: false,
             too_big: false,
+            out: Vec::new(),
+            out_pos: 0,
+            taken: 0,
         }
+    }
+
+    /// How many bytes writes have given the gate, ever.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// How many of those the socket has taken.
+    pub fn sent(&self) -> u64 {
+        self.taken - self.unsent().len() as u64
+    }
+
+    /// A gate that first writes `unsent` (frames an older process had not
+    /// got out, see [`Gate::unsent`]).
+    pub fn with_unsent(mut self, unsent: Vec<u8>) -> Self {
+        self.out = unsent;
+        self.out_pos = 0;
+        self
+    }
+
+    /// Frame bytes written to the gate that the socket has not taken yet.
+    pub fn unsent(&self) -> &[u8] {
+        &self.out[self.out_pos..]
     }
 
     /// The socket under the gate.
@@ -318,21 +352,60 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> Gate<S> {
+    /// Writes what the gate holds until the socket would wait.
+    fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_pos..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out_pos += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // Drained: an idle player's gate keeps no buffer.
+        self.out = Vec::new();
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Gate<S> {
+    /// Takes all of `buf`: what the socket does not take now is kept and
+    /// written by the next write or flush. Bounded by the session, which
+    /// queues one message and waits for the flush before the next one.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let g = self.get_mut();
+        g.taken += buf.len() as u64;
+        if g.out_pos == g.out.len() {
+            match Pin::new(&mut g.inner).poll_write(cx, buf) {
+                Poll::Ready(Ok(n)) if n == buf.len() => return Poll::Ready(Ok(n)),
+                Poll::Ready(Ok(n)) => {
+                    g.out.extend_from_slice(&buf[n..]);
+                    return Poll::Ready(Ok(buf.len()));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        g.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let g = self.get_mut();
+        std::task::ready!(g.poll_out(cx))?;
+        Pin::new(&mut g.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let g = self.get_mut();
+        std::task::ready!(g.poll_out(cx))?;
+        Pin::new(&mut g.inner).poll_shutdown(cx)
     }
 }
 

@@ -343,3 +343,46 @@ impl AsyncRead for EndAfter {
         Pin::new(s).poll_read(cx, out)
     }
 }
+
+#[tokio::test]
+async fn writes_are_taken_whole_and_what_is_left_can_cross() {
+    use futures::{Sink, SinkExt, StreamExt};
+    use tokio::io::AsyncReadExt;
+    let (ours, mut theirs) = tokio::io::duplex(1024);
+    let gate = Gate::new(ours, Vec::new(), MAX_MESSAGE);
+    let mut ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config())).await;
+    // Far more than the pipe holds: taken at once, flushed in part.
+    let big = vec![b'x'; 10_000];
+    futures::future::poll_fn(|cx| Pin::new(&mut ws).poll_ready(cx))
+        .await
+        .unwrap();
+    Pin::new(&mut ws)
+        .start_send(Message::binary(big.clone()))
+        .unwrap();
+    let flushed = futures::FutureExt::now_or_never(ws.flush());
+    assert!(flushed.is_none(), "the reader is slow: the flush waits");
+    let left = ws.get_ref().unsent().to_vec();
+    assert_eq!(ws.get_ref().taken(), 10_004, "a header and the payload");
+    assert_eq!(ws.get_ref().sent(), 1024);
+    assert_eq!(left.len(), 10_004 - 1024);
+    // A new gate (another process) goes on with what was left.
+    let mut head = vec![0u8; 1024];
+    theirs.read_exact(&mut head).await.unwrap();
+    let (ours2, theirs2) = tokio::io::duplex(64 * 1024);
+    let gate2 = Gate::new(ours2, Vec::new(), MAX_MESSAGE).with_unsent(left);
+    let mut ws2 = WebSocketStream::from_raw_socket(gate2, Role::Server, Some(ws_config())).await;
+    ws2.flush().await.unwrap();
+    assert!(ws2.get_ref().unsent().is_empty());
+    drop(ws2);
+    // The client reads the message whole, from the two halves.
+    let mut rest = Vec::new();
+    let mut theirs2 = theirs2;
+    theirs2.read_to_end(&mut rest).await.unwrap();
+    head.extend_from_slice(&rest);
+    let joined = Script::of(&[&head]);
+    let mut client = WebSocketStream::from_raw_socket(joined, Role::Client, None).await;
+    match client.next().await {
+        Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], &big[..]),
+        other => panic!("{other:?}"),
+    }
+}

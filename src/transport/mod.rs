@@ -94,6 +94,35 @@ pub trait PlayerTransport: Send + 'static {
         None
     }
 
+    /// Whether writes are queued whole ([`queue`](Self::queue), which never
+    /// waits) and then drained ([`poll_drain`](Self::poll_drain)): a
+    /// WebSocket, whose frames wait in its gate.
+    fn queued_writes(&self) -> bool {
+        false
+    }
+
+    /// Queues all of `data` (see [`queued_writes`](Self::queued_writes)).
+    fn queue(&mut self, data: &[u8]) -> io::Result<()> {
+        let _ = data;
+        Err(io::Error::other("this connection does not queue writes"))
+    }
+
+    /// Writes what was queued, or taken by [`write_some`](Self::write_some)
+    /// and still held by the connection (TLS records), until all of it is
+    /// on its way. Cancel-safe: what is not written stays held.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+
+    /// For a connection that cannot cross an upgrade and is dropped for
+    /// one while its player reads slowly: the bytes given to writes
+    /// (telnet stream, not compressed) whose output has not all been
+    /// handed to the connection, for the player's playback (taken).
+    fn undelivered(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
     /// Ends the stream in the player's direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
 
@@ -111,9 +140,10 @@ pub trait PlayerTransport: Send + 'static {
     }
 
     /// Readies a connection that [`socket`](Self::socket) offers for an
-    /// upgrade: finishes what it had started writing, and returns what
-    /// must cross with the socket for the new process to go on (nothing
-    /// for plain TCP), or why it cannot stop now. Changes nothing the
+    /// upgrade: returns what must cross with the socket for the new
+    /// process to go on (nothing for plain TCP; a WebSocket's message not
+    /// finished yet and its frames not written yet), or why it cannot
+    /// stop now. Never waits on the player. Changes nothing the
     /// connection needs to carry on here if the upgrade fails.
     fn freeze(&mut self) -> impl Future<Output = Result<Option<PlayerWas>, String>> + Send + '_ {
         std::future::ready(Ok(None))

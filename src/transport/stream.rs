@@ -81,6 +81,24 @@ impl PlayerTransport for Io {
         self.flush().await
     }
 
+    /// tokio-rustls takes what rustls's buffer has room for and says how
+    /// much; it is pending only when it took nothing, so a write that
+    /// loses a race took nothing (the rest is flushed by `poll_drain`).
+    fn write_some<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        AsyncWriteExt::write(self, data)
+    }
+
+    fn partial_writes(&self) -> bool {
+        true
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(self), cx)
+    }
+
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         AsyncWriteExt::shutdown(self)
     }

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{Sink, SinkExt, Stream};
+use futures::{Sink, Stream};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -89,6 +89,10 @@ pub struct WsConn {
     /// What the close frame of [`shutdown`](PlayerTransport::shutdown)
     /// says (see [`CloseWhy`]).
     close: CloseWhy,
+    /// Over TLS: the payload of the message queued last and where its
+    /// frame ends in the gate's count, until it is drained (see
+    /// [`PlayerTransport::undelivered`]).
+    sending: Option<(Vec<u8>, u64)>,
 }
 
 impl WsConn {
@@ -103,7 +107,26 @@ impl WsConn {
             ping_every,
             awaiting: false,
             close: CloseWhy::Reconnect,
+            sending: None,
         }
+    }
+
+    /// The message for `data` (telnet stream), if it carries anything.
+    fn message(&mut self, data: &[u8]) -> Option<Message> {
+        Some(match &mut self.term {
+            None => Message::binary(data.to_vec()),
+            Some(t) => {
+                let mut text = String::new();
+                t.outgoing(data, &mut text, &mut self.to_core);
+                if text.is_empty() {
+                    return None;
+                }
+                match self.mode {
+                    Mode::Text => Message::text(text),
+                    _ => Message::binary(text.into_bytes()),
+                }
+            }
+        })
     }
 
     /// Sends a close frame if the socket takes it now (best effort: the
@@ -219,21 +242,46 @@ impl PlayerTransport for WsConn {
     }
 
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        let msg = match &mut self.term {
-            None => Message::binary(data.to_vec()),
-            Some(t) => {
-                let mut text = String::new();
-                t.outgoing(data, &mut text, &mut self.to_core);
-                if text.is_empty() {
-                    return Ok(());
-                }
-                match self.mode {
-                    Mode::Text => Message::text(text),
-                    _ => Message::binary(text.into_bytes()),
-                }
-            }
+        self.queue(data)?;
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
+    }
+
+    fn queued_writes(&self) -> bool {
+        true
+    }
+
+    /// The gate takes every frame whole (see `gate`), so tungstenite never
+    /// holds one back and `start_send` needs no readiness first.
+    fn queue(&mut self, data: &[u8]) -> io::Result<()> {
+        let Some(msg) = self.message(data) else {
+            return Ok(());
         };
-        self.ws.send(msg).await.map_err(io::Error::other)
+        let tls = matches!(self.ws.get_ref().get_ref(), Io::Tls(_));
+        let payload = tls.then(|| msg.clone().into_data().to_vec());
+        Pin::new(&mut self.ws)
+            .start_send(msg)
+            .map_err(io::Error::other)?;
+        // Where its frame (one a message: tungstenite does not split what
+        // it sends) ends in the gate's count.
+        self.sending = payload.map(|p| (p, self.ws.get_ref().taken()));
+        Ok(())
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = std::task::ready!(Pin::new(&mut self.ws).poll_flush(cx));
+        self.sending = None;
+        Poll::Ready(r.map_err(io::Error::other))
+    }
+
+    /// The last message, whole, if the gate had not handed all of its
+    /// frame to TLS yet (frames queued after it, a pong, do not count): a
+    /// WebSocket client uses nothing of a frame it does not get whole, so
+    /// the part that went is no use to the player either.
+    fn undelivered(&mut self) -> Vec<u8> {
+        match self.sending.take() {
+            Some((payload, end)) if end > self.ws.get_ref().sent() => payload,
+            _ => Vec::new(),
+        }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
@@ -257,13 +305,14 @@ impl PlayerTransport for WsConn {
     }
 
     async fn freeze(&mut self) -> Result<Option<PlayerWas>, String> {
-        // A pong or ping it had not finished writing.
+        // A pong tungstenite owes goes into the gate (which takes it
+        // whole); what the socket has not taken of the gate's frames
+        // crosses (a slow reader holds nothing up).
         let flush = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
-        match tokio::time::timeout(FREEZE_FLUSH, flush).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("WebSocket: {e}")),
-            Err(_) => return Err("WebSocket: the player is not reading".into()),
+        if let Some(Err(e)) = futures::FutureExt::now_or_never(flush) {
+            return Err(format!("WebSocket: {e}"));
         }
+        let unsent = self.ws.get_ref().unsent().to_vec();
         // Between two messages tungstenite holds no input (see `gate`).
         let Some(pending) = self.ws.get_ref().parked().map(<[u8]>::to_vec) else {
             return Err("in the middle of a WebSocket message".into());
@@ -280,13 +329,10 @@ impl PlayerTransport for WsConn {
             term: self.term.clone(),
             to_core: self.to_core.clone(),
             awaiting: self.awaiting,
+            unsent,
         })))
     }
 }
-
-/// How long a WebSocket may take to write what it had queued before an
-/// upgrade takes it.
-const FREEZE_FLUSH: Duration = Duration::from_secs(1);
 
 /// A plain WebSocket as it crosses an upgrade with its socket: the
 /// subprotocol, the bytes of a message not finished yet (the gate's), the
@@ -300,6 +346,10 @@ pub struct WsWas {
     term: Option<Box<Terminal>>,
     to_core: Vec<u8>,
     awaiting: bool,
+    /// Frames written to the socket only in part (a slow reader): the new
+    /// process writes them first.
+    #[serde(default)]
+    unsent: Vec<u8>,
 }
 
 impl Drop for WsWas {
@@ -318,7 +368,8 @@ impl WsConn {
             Io::Plain(stream),
             std::mem::take(&mut was.pending),
             MAX_MESSAGE,
-        );
+        )
+        .with_unsent(std::mem::take(&mut was.unsent));
         // Without a handshake this is ready at once.
         let ws = WebSocketStream::from_raw_socket(gate, Role::Server, Some(ws_config()))
             .now_or_never()?;

@@ -156,10 +156,17 @@ impl Incoming {
 
     /// The next batch of sessions (states read back, descriptors checked),
     /// or the end of the handover. On error everything received is closed.
-    pub async fn next(&self, cfg: &Arc<Config>) -> Result<Step, String> {
+    ///
+    /// The reading starts at once, on a blocking thread, before the
+    /// returned future is awaited: the caller registers and confirms the
+    /// batch before meanwhile (the old process sends one batch ahead).
+    pub fn next(
+        &self,
+        cfg: &Arc<Config>,
+    ) -> impl std::future::Future<Output = Result<Step, String>> {
         let sock = self.sock.clone();
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             let err = |e: io::Error| format!("receiving the handover: {e}");
             let doc = match wire::recv_next(sock.as_fd()).map_err(err)? {
                 Next::Doc(d) => d,
@@ -175,9 +182,8 @@ impl Incoming {
             let restored = restore_all(&batch, states, &cfg)?;
             let fds = wire::recv_fds(sock.as_fd(), batch.fd_count()).map_err(err)?;
             check(&batch, restored, fds).map(Step::Batch)
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        });
+        async move { reading.await.map_err(|e| e.to_string())? }
     }
 
     /// Says `Took`: a batch is readied here. (With
