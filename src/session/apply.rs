@@ -27,6 +27,7 @@ impl<P: PlayerTransport> Driver<P> {
         // The registry first: a player who reads a reply to their login
         // may act on it at once (another connection that counts on a
         // place for a session not logged in).
+        self.core.tidy();
         self.publish();
         // A player who quits leaves for real: the game's "has
         // disconnected." about them is shown to the others even while
@@ -38,6 +39,7 @@ impl<P: PlayerTransport> Driver<P> {
             }
         }
         let r = self.apply_inner(actions).await;
+        self.core.tidy();
         self.publish();
         r
     }

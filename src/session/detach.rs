@@ -310,7 +310,7 @@ impl<P: PlayerTransport> Driver<P> {
                 .tracker
                 .spawn(super::finish::leave_owned(g, quit));
         }
-        self.core.verified = None;
+        self.core.clear_verified();
         let queued = self.core.take_queue();
         info!(user = %creds.name, verify_ms = took.as_millis() as u64, "the game accepted the login; resuming");
         self.resume(*h, took).await?;

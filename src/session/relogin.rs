@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
 use super::core::{render, Core, Game};
+use super::rare::Verified;
 use super::watch::{Kind, Watch};
 use crate::events::Event;
 use crate::metrics::ReloginResult;
@@ -76,9 +77,8 @@ impl Core {
         }
         // A lazy session's player has the connect screen already.
         let skip = self
-            .lazy
-            .take()
-            .or_else(|| self.screen_shown.take())
+            .rare_mut_if_any()
+            .and_then(|r| r.lazy.take().or_else(|| r.screen_shown.take()))
             .map(|s| (s, 0));
         self.game = Some(Game {
             name: backend.to_string(),
@@ -97,18 +97,21 @@ impl Core {
         // telnet: nothing is agreed with the new backend yet.
         self.telnet.backend_started();
         self.quit_sent = false;
-        self.relogin_at = None;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.relogin_at = None;
+        }
         debug!(backend, relogin, "connected to backend");
         if relogin {
             self.phase = Phase::Relogin;
             return;
         }
         self.phase = Phase::Relaying;
-        if self.busy.is_none() || self.login_deadline.is_none() {
+        if self.rare().busy.is_none() || self.login_deadline.is_none() {
             // (A retry after a refusal keeps the first connection's limit.)
             self.login_deadline = cfg.listen.login_timeout.map(|t| now + t);
         }
-        if self.held_since.take().is_some() && self.was_held {
+        let held_since = self.rare_mut_if_any().and_then(|r| r.held_since.take());
+        if held_since.is_some() && self.was_held {
             self.was_held = false;
             out.push(Action::Emit(
                 Event::new("session.restored")
@@ -125,12 +128,14 @@ impl Core {
     pub fn connect_failed(&mut self, ctx: &mut Ctx, active: &str, out: &mut Actions) {
         self.connecting = false;
         // A lazy session found the game gone: held like any other.
-        self.lazy = None;
-        if self.phase != Phase::Held || self.held_since.is_none() {
+        if let Some(r) = self.rare_mut_if_any() {
+            r.lazy = None;
+        }
+        if self.phase != Phase::Held || self.rare().held_since.is_none() {
             // The very first contact: the player hears why nothing shows.
             self.first_contact_failed(ctx, active, out);
         }
-        self.relogin_at = Some((ctx.now + ctx.cfg.heartbeat.interval, false));
+        self.rare_mut().relogin_at = Some((ctx.now + ctx.cfg.heartbeat.interval, false));
     }
 
     /// The watch's marker came back or a success line was seen.
@@ -167,11 +172,11 @@ impl Core {
                 // over ([`Core::resumed_with`]), or, with none left to take,
                 // this is an ordinary login ([`Core::verified_unclaimed`]).
                 let took = self
-                    .verify_started
-                    .take()
+                    .rare_mut_if_any()
+                    .and_then(|r| r.verify_started.take())
                     .map(|t| ctx.now.saturating_duration_since(t))
                     .unwrap_or_default();
-                self.verified = Some(Box::new(super::core::Verified { creds, held, took }));
+                self.rare_mut().verified = Some(Box::new(Verified { creds, held, took }));
                 out.push(Action::Resume);
             }
         }
@@ -189,14 +194,19 @@ impl Core {
     fn restored(&mut self, ctx: &mut Ctx, backend: &str, out: &mut Actions) {
         crate::metrics::metrics().relogin(ReloginResult::Ok, self.relogin_took(ctx));
         let cfg = ctx.cfg;
-        self.busy = None;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.busy = None;
+        }
         if let Some(name) = &self.user {
             out.push(Action::Quiet {
                 name: name.clone(),
                 for_: super::busy::QUIET_AFTER,
             });
         }
-        let down = self.held_since.take().map(|t| ctx.now - t);
+        let down = self
+            .rare_mut_if_any()
+            .and_then(|r| r.held_since.take())
+            .map(|t| ctx.now - t);
         info!(user = %self.user_field(), backend, "logged back in");
         self.phase = Phase::Relaying;
         self.login_deadline = None;
@@ -231,7 +241,9 @@ impl Core {
                 // The game's no, shown above as its answer to the login;
                 // the detached session stays for its owner.
                 info!(user = %creds.name, why, "resume refused by the game");
-                self.verify_started = None;
+                if let Some(r) = self.rare_mut_if_any() {
+                    r.verify_started = None;
+                }
                 self.flush_queue(ctx, out);
             }
             Kind::Relogin => self.relogin_failed(ctx, why, out),
@@ -250,10 +262,12 @@ impl Core {
         let cfg = ctx.cfg;
         let backend = self.last_backend.clone().unwrap_or_default();
         warn!(user = %self.user_field(), backend = %backend, why, "re-login failed");
-        self.busy = None;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.busy = None;
+            r.held_since = None;
+        }
         self.creds = None;
         self.user = None;
-        self.held_since = None;
         self.phase = Phase::Relaying;
         self.login_deadline = cfg.listen.login_timeout.map(|t| ctx.now + t);
         self.notice(
@@ -303,7 +317,9 @@ impl Core {
         }
         self.write_out(&held, out);
         if verify {
-            self.verify_started = None;
+            if let Some(r) = self.rare_mut_if_any() {
+                r.verify_started = None;
+            }
             self.flush_queue(ctx, out);
         }
         if relogin {
