@@ -40,8 +40,9 @@ use crate::telnet;
 /// The game side of a session, as the core knows it.
 #[derive(Debug)]
 pub(super) struct Game {
-    /// Backend name.
-    pub name: String,
+    /// Backend name (shared with [`Core::last_backend`]: no copy of its
+    /// own).
+    pub name: Arc<str>,
     /// Telnet events out of the game's bytes, MCCP2 undone.
     pub parser: telnet::Inbound,
     /// Boxed: only there while a login is being confirmed.
@@ -62,7 +63,8 @@ pub(super) struct Game {
     pub skip: Option<(Arc<[u8]>, usize)>,
     /// The game's own connect screen as it arrives, until the game is
     /// quiet (then [`Action::ScreenSeen`]) or the player types.
-    pub capture: Option<Capture>,
+    /// Boxed: only there at the start of a connection.
+    pub capture: Option<Box<Capture>>,
     /// A partial line held back while lines are checked for announcements
     /// (boxed: only there between two reads, and rarely).
     pub tail: Option<Box<Tail>>,
@@ -123,7 +125,7 @@ pub struct Core {
     /// Input rate limit (`limits.input_lines_per_sec`).
     pub(super) input_rate: Bucket1,
     /// The backend the session is on, or was on last (for the registry).
-    pub(super) last_backend: Option<String>,
+    pub(super) last_backend: Option<Arc<str>>,
     /// What only some sessions have, some of the time (see
     /// [`super::rare`]): read through [`Core::rare`], written through
     /// [`Core::rare_mut`].
@@ -235,12 +237,17 @@ impl Core {
         self.last_backend.as_deref()
     }
 
+    /// [`Core::backend`], to share (the registry keeps it).
+    pub fn backend_shared(&self) -> Option<&Arc<str>> {
+        self.last_backend.as_ref()
+    }
+
     /// The name of the backend of the game connection, or `""` without
     /// one (for logs, events and notices).
     pub(super) fn game_name(&self) -> String {
         self.game
             .as_ref()
-            .map(|g| g.name.clone())
+            .map(|g| g.name.to_string())
             .unwrap_or_default()
     }
 
@@ -360,7 +367,7 @@ impl Core {
 
     /// An announcement from the operator.
     pub fn announce(&mut self, a: &Announcement, out: &mut Actions) {
-        let on = self.game.as_ref().map(|g| g.name.as_str());
+        let on = self.game.as_ref().map(|g| &*g.name);
         if a.backend.is_some() && a.backend.as_deref() != on {
             return;
         }

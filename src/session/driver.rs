@@ -46,8 +46,9 @@ pub(super) struct Driver<P> {
     /// `None` once the player's connection is given up (detached).
     pub player: Option<P>,
     pub game: Option<BackendStream>,
-    /// What the registry was last told: phase, user, backend.
-    published: (Phase, Option<String>, Option<String>),
+    /// What the registry was last told: phase, user, backend (shared
+    /// with the registry's entry: no copies of their own).
+    published: (Phase, Option<Arc<str>>, Option<Arc<str>>),
     /// The core was started (a session taken over in an upgrade is).
     pub started: bool,
     /// While detached: the game's output kept for the player.
@@ -424,8 +425,8 @@ impl<P: PlayerTransport> Driver<P> {
         }
         self.published = (
             c.phase(),
-            c.user().map(str::to_string),
-            c.backend().map(str::to_string),
+            c.user().map(Arc::from),
+            c.backend_shared().cloned(),
         );
         let (phase, user, backend) = self.published.clone();
         self.shared.registry.update(c.id, |s| {

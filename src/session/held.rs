@@ -29,7 +29,7 @@ impl Core {
             return;
         }
         out.push(Action::AskAlive {
-            backend: g.name.clone(),
+            backend: g.name.to_string(),
             since: g.connected_at,
         });
     }
@@ -105,7 +105,7 @@ impl Core {
             Event::new("session.held")
                 .with("session", self.id)
                 .with("user", self.user.clone())
-                .with("backend", name.as_str())
+                .with("backend", &*name)
                 .with("reason", why),
         ));
         self.notice(&msg, out);
@@ -138,7 +138,7 @@ impl Core {
             if g.closed {
                 return;
             }
-            if moved && g.name != st.active {
+            if moved && *g.name != *st.active {
                 info!(from = %g.name, to = %st.active, "moving to another backend");
                 // Paused while the cluster moved: what the old backend
                 // said meanwhile first, then its quit.
@@ -174,7 +174,7 @@ impl Core {
                 info!(backend = %g.name, "backend marked down; holding the session");
                 self.hold(ctx, "backend_down", st, out);
             } else if self.rare().paused.is_some() {
-                if g.name == st.active {
+                if *g.name == *st.active {
                     self.unpause(ctx, out);
                 } else {
                     // Not the cluster's backend, and no move said so: do
@@ -190,7 +190,7 @@ impl Core {
         }
         if self.rare().lazy.is_some() {
             // Not connected yet: the first line goes to whatever is active.
-            self.last_backend = Some(st.active.clone());
+            self.last_backend = Some(st.active.as_str().into());
             return;
         }
         if self.rare().busy.is_some() && self.rare().relogin_at.is_some() {

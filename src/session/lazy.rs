@@ -51,7 +51,7 @@ impl Core {
         debug!("lazy connect: the cached connect screen; the game connection waits");
         self.write_out(&s, out);
         self.rare_mut().lazy = Some(s);
-        self.last_backend = Some(pool.active.clone());
+        self.last_backend = Some(pool.active.as_str().into());
         self.phase = Phase::Relaying;
         self.login_deadline = ctx.cfg.listen.login_timeout.map(|t| ctx.now + t);
         true
@@ -124,7 +124,7 @@ impl Core {
         };
         if !c.text.is_empty() {
             out.push(Action::ScreenSeen {
-                backend: g.name.clone(),
+                backend: g.name.to_string(),
                 text: c.text.into(),
             });
         }

@@ -51,7 +51,7 @@ impl Core {
     /// Whether a fence pauses this session rather than holding it: it
     /// relays on the backend the pool names.
     pub(super) fn can_pause(&self, active: &str) -> bool {
-        self.paused() || (self.relaying() && self.game.as_ref().is_some_and(|g| g.name == active))
+        self.paused() || (self.relaying() && self.game.as_ref().is_some_and(|g| *g.name == *active))
     }
 
     /// The cluster fenced this instance: stop relaying, keep the game.

@@ -219,7 +219,7 @@ impl Core {
                 if !self.connecting {
                     debug!(backend = %backend, "lazy connect: the player typed; connecting");
                     self.connecting = true;
-                    out.push(Action::Connect(backend));
+                    out.push(Action::Connect(backend.to_string()));
                 }
             } else if self.game.is_some() || self.connecting || self.rare().busy.is_some() {
                 // Re-login in progress: keep the line for right after it

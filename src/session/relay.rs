@@ -142,10 +142,10 @@ impl Core {
                         banner_now = true;
                         if skip.is_none() && keep_screen {
                             // The game's own screen, for the cache.
-                            *capture = Some(Capture {
+                            *capture = Some(Box::new(Capture {
                                 text: Vec::new(),
                                 until: now,
-                            });
+                            }));
                         }
                     }
                     if let Some(c) = capture.as_mut() {

@@ -2,6 +2,8 @@
 //! preamble, the automatic re-login (hidden output, marker), and what a
 //! confirmed, failed or timed-out login does to the session.
 
+use std::sync::Arc;
+
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
@@ -80,8 +82,15 @@ impl Core {
             .rare_mut_if_any()
             .and_then(|r| r.lazy.take().or_else(|| r.screen_shown.take()))
             .map(|s| (s, 0));
+        // One copy of the name for the connection and the registry's
+        // `last_backend` (usually the one the session had already).
+        let name: Arc<str> = match self.last_backend.take() {
+            Some(b) if *b == *backend => b,
+            _ => backend.into(),
+        };
+        self.last_backend = Some(name.clone());
         self.game = Some(Game {
-            name: backend.to_string(),
+            name,
             parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
             connected_at: now,
@@ -92,7 +101,6 @@ impl Core {
             capture: None,
             tail: None,
         });
-        self.last_backend = Some(backend.to_string());
         out.push(Action::Game(first));
         // telnet: nothing is agreed with the new backend yet.
         self.telnet.backend_started();

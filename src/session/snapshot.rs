@@ -280,7 +280,7 @@ fn write(
         mccp_was_on,
         at_line_start: core.at_line_start,
         game: core.game.as_ref().map(|g| GameOut {
-            name: &g.name,
+            name: &*g.name,
             parser: &g.parser,
             watch: g.watch.as_deref(),
             connected_at: rel(g.connected_at, now),
@@ -390,7 +390,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     core.telnet = v.telnet;
     core.at_line_start = v.at_line_start;
     core.game = v.game.map(|g| Game {
-        name: g.name,
+        name: g.name.into(),
         parser: g.parser,
         watch: g.watch,
         connected_at: abs(g.connected_at, now),
@@ -434,7 +434,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     core.login_deadline = v.login_deadline.map(|r| abs(r, now));
     core.quit_sent = v.quit_sent;
     core.was_held = v.was_held;
-    core.last_backend = v.last_backend;
+    core.last_backend = v.last_backend.map(Into::into);
     *core.rare_mut() = rare;
     core.tidy();
     Ok(Restored {
