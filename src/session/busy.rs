@@ -67,7 +67,7 @@ impl Core {
             .take()
             .map(|g| (g.name, g.skip))
             .unwrap_or_default();
-        if let Some((screen, _)) = skip {
+        if let Some((screen, _)) = skip.map(|s| *s) {
             // The player has the cached screen: the next try hides it too.
             self.rare_mut().screen_shown = Some(screen);
         }

@@ -60,7 +60,8 @@ pub(super) struct Game {
     pub await_banner: bool,
     /// The connect screen the player already got from the cache (lazy
     /// connect) and how much of it this connection has repeated: hidden.
-    pub skip: Option<(Arc<[u8]>, usize)>,
+    /// Boxed: only a lazy session's first connection has one.
+    pub skip: Option<Box<(Arc<[u8]>, usize)>>,
     /// The game's own connect screen as it arrives, until the game is
     /// quiet (then [`Action::ScreenSeen`]) or the player types.
     /// Boxed: only there at the start of a connection.

@@ -155,7 +155,7 @@ impl Core {
                             *capture = None;
                         }
                     }
-                    if let Some((s, pos)) = skip.as_mut() {
+                    if let Some((s, pos)) = skip.as_deref_mut() {
                         // The cached screen the player already has: hidden
                         // as far as this connection repeats it.
                         let rest = &s[*pos..];

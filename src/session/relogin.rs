@@ -81,7 +81,7 @@ impl Core {
         let skip = self
             .rare_mut_if_any()
             .and_then(|r| r.lazy.take().or_else(|| r.screen_shown.take()))
-            .map(|s| (s, 0));
+            .map(|s| Box::new((s, 0)));
         // One copy of the name for the connection and the registry's
         // `last_backend` (usually the one the session had already).
         let name: Arc<str> = match self.last_backend.take() {

@@ -39,6 +39,10 @@ async fn a_sessions_task_keeps_no_room_for_rare_waits() {
     let rows = [
         ("driver (core, sockets, what the registry was told)", driver),
         ("  core (session::Core)", std::mem::size_of::<Core>()),
+        (
+            "  its rare part, boxed while in use (session::rare::Rare)",
+            std::mem::size_of::<super::rare::Rare>(),
+        ),
         ("the loop's future (`Driver::run`)", run),
         ("  a read of the game's output and its write", game_read),
         ("  a write to the player that finishes at once", write),
