@@ -47,12 +47,12 @@ impl<P: PlayerTransport> Driver<P> {
     async fn apply_inner(&mut self, actions: Actions) -> Result<(), End> {
         for a in actions {
             match a {
-                Action::Player(bytes) => match self.playback.as_mut() {
-                    Some(p) => p.record(&bytes),
+                Action::Player(bytes) => match self.away.as_mut() {
+                    Some(a) => a.playback.record(&bytes),
                     None => self.write_player(&bytes, self.write_timeout()).await?,
                 },
                 // Notices are for a player who is there to read them.
-                Action::Notice(bytes) if self.playback.is_none() => {
+                Action::Notice(bytes) if self.away.is_none() => {
                     self.write_player(&bytes, self.write_timeout()).await?
                 }
                 Action::Notice(_) => {}

@@ -104,17 +104,12 @@ impl<P: PlayerTransport> Driver<P> {
         }
         debug!("player told to reconnect; the session crosses detached");
         let now = Instant::now();
-        self.detached_since = Some(now);
-        self.playback = Some(Box::new(super::playback::Playback::new(
-            cfg.resume.playback_lines,
-            cfg.resume.playback_bytes,
-        )));
+        self.away = Some(super::driver::Away::new(now, &cfg));
         let expires = now + cfg.resume.keep.unwrap_or_default();
         if let Err(End::Handover) = self.hand_over_detached(ask, expires, Some("upgrade")).await {
             return Err(End::Handover);
         }
-        self.playback = None;
-        self.detached_since = None;
+        self.away = None;
         Err(End::PlayerClosed)
     }
 
@@ -208,8 +203,10 @@ pub fn resume(
             d.game = game;
             let now = Instant::now();
             let away = Duration::from_millis(was.away_ms);
-            d.detached_since = Some(now.checked_sub(away).unwrap_or(now));
-            d.playback = Some(Box::new(was.playback));
+            d.away = Some(Box::new(super::driver::Away {
+                since: now.checked_sub(away).unwrap_or(now),
+                playback: was.playback,
+            }));
             let expires = now + Duration::from_millis(was.left_ms);
             if let Some(why) = &was.why {
                 d.shared.events.emit(
