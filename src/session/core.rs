@@ -112,7 +112,8 @@ pub struct Core {
     pub(super) game: Option<Game>,
     /// A [`Action::Connect`] is outstanding.
     pub(super) connecting: bool,
-    pub(super) user: Option<String>,
+    /// The logged-in user (shared with the registry's entry).
+    pub(super) user: Option<Arc<str>>,
     pub(super) creds: Option<Credentials>,
     pub(super) phase: Phase,
     /// Close if not logged in by then.
@@ -236,6 +237,11 @@ impl Core {
     /// The backend the session is on (or was on last).
     pub fn backend(&self) -> Option<&str> {
         self.last_backend.as_deref()
+    }
+
+    /// [`Core::user`], to share (the registry keeps it).
+    pub fn user_shared(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
     }
 
     /// [`Core::backend`], to share (the registry keeps it).

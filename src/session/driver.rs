@@ -444,7 +444,7 @@ impl<P: PlayerTransport> Driver<P> {
         }
         self.published = (
             c.phase(),
-            c.user().map(Arc::from),
+            c.user_shared().cloned(),
             c.backend_shared().cloned(),
         );
         let (phase, user, backend) = self.published.clone();

@@ -91,7 +91,7 @@ impl Core {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
             debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
-            self.user = Some(creds.name.clone());
+            self.user = Some(creds.name.as_str().into());
             self.creds = Some(creds);
         }
         let msg = render(&cfg.notices.offline, cfg, &name, None);
@@ -104,7 +104,7 @@ impl Core {
             // SPEC lists `user` for held/restored: null before a login.
             Event::new("session.held")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", &*name)
                 .with("reason", why),
         ));
@@ -221,7 +221,7 @@ impl Core {
         out.push(Action::Emit(
             Event::new("session.held")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", name.as_str())
                 .with("reason", "fenced"),
         ));

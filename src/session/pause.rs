@@ -71,7 +71,7 @@ impl Core {
         out.push(Action::Emit(
             Event::new("session.paused")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", name.as_str()),
         ));
         let msg = render(&cfg.notices.paused, cfg, &name, None);
@@ -118,7 +118,7 @@ impl Core {
         out.push(Action::Emit(
             Event::new("session.unpaused")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", name.as_str())
                 .with("paused_ms", took.as_millis() as u64)
                 .with("kept", kept)

@@ -124,7 +124,7 @@ impl Core {
             out.push(Action::Emit(
                 Event::new("session.restored")
                     .with("session", self.id)
-                    .with("user", self.user.clone())
+                    .with("user", self.user.as_deref())
                     .with("backend", backend),
             ));
         }
@@ -159,7 +159,7 @@ impl Core {
         match w.kind {
             Kind::First(creds) => {
                 self.write_out(&held, out);
-                self.user = Some(creds.name.clone());
+                self.user = Some(creds.name.as_str().into());
                 self.creds = Some(creds);
                 self.login_deadline = None;
                 if relogin {
@@ -170,7 +170,7 @@ impl Core {
                     out.push(Action::Emit(
                         Event::new("session.login")
                             .with("session", self.id)
-                            .with("user", self.user.clone()),
+                            .with("user", self.user.as_deref()),
                     ));
                 }
             }
@@ -207,7 +207,7 @@ impl Core {
         }
         if let Some(name) = &self.user {
             out.push(Action::Quiet {
-                name: name.clone(),
+                name: name.to_string(),
                 for_: super::busy::QUIET_AFTER,
             });
         }
@@ -221,7 +221,7 @@ impl Core {
         out.push(Action::Emit(
             Event::new("session.restored")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", backend),
         ));
         self.notice(&render(&cfg.notices.online, cfg, backend, down), out);

@@ -87,14 +87,14 @@ impl Core {
             return;
         };
         self.write_out(&v.held, out);
-        self.user = Some(v.creds.name.clone());
+        self.user = Some(v.creds.name.as_str().into());
         self.creds = Some(v.creds);
         self.login_deadline = None;
         info!(user = %self.user_field(), "logged in (nothing left to resume)");
         out.push(Action::Emit(
             Event::new("session.login")
                 .with("session", self.id)
-                .with("user", self.user.clone()),
+                .with("user", self.user.as_deref()),
         ));
         self.flush_queue(ctx, out);
     }

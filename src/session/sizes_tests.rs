@@ -58,5 +58,7 @@ async fn a_sessions_task_keeps_no_room_for_rare_waits() {
     assert!(write <= 128, "the write's fast path keeps {write} bytes");
     assert!(ask <= 16, "waiting for an ask keeps {ask} bytes");
     assert!(run <= 640, "the loop's future is {run} bytes");
-    assert!(driver <= 1400, "the driver is {driver} bytes");
+    // What only some sessions use is boxed (`session::rare`, the driver's
+    // `Away`): the core and the driver keep what a relaying session reads.
+    assert!(driver <= 992, "the driver is {driver} bytes");
 }

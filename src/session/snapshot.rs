@@ -410,7 +410,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         }),
     });
     core.connecting = v.connecting;
-    core.user = v.user;
+    core.user = v.user.map(Into::into);
     core.creds = v.creds.map(|c| c.c);
     core.phase = v.phase;
     let rare = Rare {

@@ -413,7 +413,7 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
         shared.registry.restore(SessionInfo {
             id: core.id,
             ip: peer_ip(&core.peer),
-            user: core.user().map(Into::into),
+            user: core.user_shared().cloned(),
             backend: core.backend_shared().cloned(),
             phase: core.phase(),
             connected: t.head.connected,
