@@ -280,7 +280,7 @@ fn write(
         mccp_was_on,
         at_line_start: core.at_line_start,
         game: core.game.as_ref().map(|g| GameOut {
-            name: &*g.name,
+            name: &g.name,
             parser: &g.parser,
             watch: g.watch.as_deref(),
             connected_at: rel(g.connected_at, now),
