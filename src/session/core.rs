@@ -220,6 +220,12 @@ impl Core {
         }
     }
 
+    /// Whether the rarely used part is there (for tests of its life).
+    #[cfg(test)]
+    pub(super) fn has_rare(&self) -> bool {
+        self.rare.is_some()
+    }
+
     /// The phase, for the registry: [`Phase::Paused`] while the cluster
     /// pauses the session (its own phase stays what it was).
     pub fn phase(&self) -> Phase {
