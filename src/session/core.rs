@@ -128,6 +128,10 @@ pub struct Core {
     pub(super) input_rate: Bucket1,
     /// The backend the session is on, or was on last (for the registry).
     pub(super) last_backend: Option<Arc<str>>,
+    /// Lazy connect: the player has the cached connect screen and no game
+    /// connection yet; the first line opens one. (Not in [`Rare`]: every
+    /// silent player of a lazy-connect game has it.)
+    pub(super) lazy: Option<Arc<[u8]>>,
     /// What only some sessions have, some of the time (see
     /// [`super::rare`]): read through [`Core::rare`], written through
     /// [`Core::rare_mut`].
@@ -189,6 +193,7 @@ impl Core {
             was_held: false,
             input_rate: Bucket1::new(cfg.limits.input_burst),
             last_backend: None,
+            lazy: None,
             rare: None,
         }
     }

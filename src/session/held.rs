@@ -188,7 +188,7 @@ impl Core {
         if self.connecting {
             return;
         }
-        if self.rare().lazy.is_some() {
+        if self.lazy.is_some() {
             // Not connected yet: the first line goes to whatever is active.
             self.last_backend = Some(st.active.as_str().into());
             return;

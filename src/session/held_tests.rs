@@ -114,3 +114,19 @@ async fn a_restored_session_keeps_nothing_of_its_hold() {
     t.core.tidy();
     assert!(!t.core.has_rare(), "logged back in: nothing rare is left");
 }
+
+/// A silent player at the cached connect screen (lazy connect) has no
+/// rare part either: what every such session has stays in the core.
+#[tokio::test(start_paused = true)]
+async fn a_silent_player_at_the_cached_screen_has_no_rare_part() {
+    let mut t = T::new("");
+    assert!(t.cfg.listen.lazy_connect);
+    let screen: std::sync::Arc<[u8]> = b"Welcome to the test game.\r\n"[..].into();
+    let out = t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
+    t.core.tidy();
+    assert!(!t.core.has_rare());
+}

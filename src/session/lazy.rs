@@ -50,7 +50,7 @@ impl Core {
         }
         debug!("lazy connect: the cached connect screen; the game connection waits");
         self.write_out(&s, out);
-        self.rare_mut().lazy = Some(s);
+        self.lazy = Some(s);
         self.last_backend = Some(pool.active.as_str().into());
         self.phase = Phase::Relaying;
         self.login_deadline = ctx.cfg.listen.login_timeout.map(|t| ctx.now + t);
@@ -68,7 +68,7 @@ impl Core {
             && self.creds.is_none()
             && self.game.is_none()
             && !self.connecting
-            && self.rare().lazy.is_none()
+            && self.lazy.is_none()
             && self.rare().screen_shown.is_none()
             && self.rare().relogin_at.is_some()
     }

@@ -170,7 +170,7 @@ impl Core {
             return self.resume_refused(ctx, line, out);
         };
         self.rare_mut().verify = Some(Core::resume_key(&creds.name));
-        let waits = self.game.is_none() && !self.connecting && self.rare().lazy.is_none();
+        let waits = self.game.is_none() && !self.connecting && self.lazy.is_none();
         if waits && self.rare().busy.is_none() {
             let cfg = ctx.cfg;
             self.queue_line(ctx, line.to_vec(), out);
@@ -211,7 +211,7 @@ impl Core {
                 out.push(Action::Close(End::Quit));
                 return Err(());
             }
-            let lazy_to = self.rare().lazy.as_ref().and(self.last_backend.clone());
+            let lazy_to = self.lazy.as_ref().and(self.last_backend.clone());
             if let Some(backend) = lazy_to {
                 // Lazy connect: the first line opens the game connection
                 // and goes once its connect screen came.

@@ -1,10 +1,12 @@
 //! What only some sessions have, some of the time: a hold, a re-login
 //! being timed, lines typed meanwhile, a lazy connect, a refusal being
 //! backed off, a login checked for a resume, a pause, a flood. A relaying
-//! session has none of it, so it is one boxed part of [`Core`](super::Core)
+//! session has none of it, and neither has a new one waiting at the
+//! connect screen, so it is one boxed part of [`Core`](super::Core)
 //! (issue 25: every idle session's task keeps the core inline), made on the
 //! first write and dropped once everything in it is back to empty
-//! ([`Rare::is_empty`]).
+//! ([`Rare::is_empty`]). (A lazy connect's screen and the login deadline
+//! stay in the core: every silent player on the connect screen has them.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,9 +30,6 @@ pub(super) struct Rare {
     pub queue: VecDeque<(Instant, Vec<u8>)>,
     /// Lines dropped for flooding since the player was last warned.
     pub flood_drops: u32,
-    /// Lazy connect: the player has the cached connect screen and no game
-    /// connection yet; the first line opens one.
-    pub lazy: Option<Arc<[u8]>>,
     /// Retrying after the game refused holdfast's address.
     pub busy: Option<Busy>,
     /// The cached connect screen a lazy session's player has, kept for the
@@ -61,7 +60,6 @@ impl Rare {
         relogin_at: None,
         queue: VecDeque::new(),
         flood_drops: 0,
-        lazy: None,
         busy: None,
         screen_shown: None,
         after_login: Vec::new(),
@@ -78,7 +76,6 @@ impl Rare {
             relogin_at,
             queue,
             flood_drops,
-            lazy,
             busy,
             screen_shown,
             after_login,
@@ -91,7 +88,6 @@ impl Rare {
             && relogin_at.is_none()
             && queue.is_empty()
             && *flood_drops == 0
-            && lazy.is_none()
             && busy.is_none()
             && screen_shown.is_none()
             && after_login.is_empty()

@@ -79,8 +79,9 @@ impl Core {
         }
         // A lazy session's player has the connect screen already.
         let skip = self
-            .rare_mut_if_any()
-            .and_then(|r| r.lazy.take().or_else(|| r.screen_shown.take()))
+            .lazy
+            .take()
+            .or_else(|| self.rare_mut_if_any().and_then(|r| r.screen_shown.take()))
             .map(|s| Box::new((s, 0)));
         // One copy of the name for the connection and the registry's
         // `last_backend` (usually the one the session had already).
@@ -136,9 +137,7 @@ impl Core {
     pub fn connect_failed(&mut self, ctx: &mut Ctx, active: &str, out: &mut Actions) {
         self.connecting = false;
         // A lazy session found the game gone: held like any other.
-        if let Some(r) = self.rare_mut_if_any() {
-            r.lazy = None;
-        }
+        self.lazy = None;
         if self.phase != Phase::Held || self.rare().held_since.is_none() {
             // The very first contact: the player hears why nothing shows.
             self.first_contact_failed(ctx, active, out);

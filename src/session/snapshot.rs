@@ -303,7 +303,7 @@ fn write(
         epoch: core.epoch,
         was_held: core.was_held,
         last_backend: core.last_backend.as_deref(),
-        lazy: rare.lazy.as_deref(),
+        lazy: core.lazy.as_deref(),
         busy: rare.busy.as_ref().map(|b| b.tries),
         detached,
         player,
@@ -421,7 +421,6 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
             .into_iter()
             .map(|(r, l)| (abs(r, now), l))
             .collect::<VecDeque<_>>(),
-        lazy: v.lazy.map(Into::into),
         busy: v.busy.map(|tries| Busy { tries, told: true }),
         paused: v.paused.map(|(since, kept)| {
             Box::new(Pause {
@@ -435,6 +434,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     core.quit_sent = v.quit_sent;
     core.was_held = v.was_held;
     core.last_backend = v.last_backend.map(Into::into);
+    core.lazy = v.lazy.map(Into::into);
     *core.rare_mut() = rare;
     core.tidy();
     Ok(Restored {
