@@ -27,6 +27,7 @@ impl<P: PlayerTransport> Driver<P> {
         // The registry first: a player who reads a reply to their login
         // may act on it at once (another connection that counts on a
         // place for a session not logged in).
+        self.core.tidy();
         self.publish();
         // A player who quits leaves for real: the game's "has
         // disconnected." about them is shown to the others even while
@@ -38,6 +39,7 @@ impl<P: PlayerTransport> Driver<P> {
             }
         }
         let r = self.apply_inner(actions).await;
+        self.core.tidy();
         self.publish();
         r
     }
@@ -45,12 +47,12 @@ impl<P: PlayerTransport> Driver<P> {
     async fn apply_inner(&mut self, actions: Actions) -> Result<(), End> {
         for a in actions {
             match a {
-                Action::Player(bytes) => match self.playback.as_mut() {
-                    Some(p) => p.record(&bytes),
+                Action::Player(bytes) => match self.away.as_mut() {
+                    Some(a) => a.playback.record(&bytes),
                     None => self.write_player(&bytes, self.write_timeout()).await?,
                 },
                 // Notices are for a player who is there to read them.
-                Action::Notice(bytes) if self.playback.is_none() => {
+                Action::Notice(bytes) if self.away.is_none() => {
                     self.write_player(&bytes, self.write_timeout()).await?
                 }
                 Action::Notice(_) => {}

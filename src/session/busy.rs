@@ -27,7 +27,8 @@ use std::time::Duration;
 use tracing::info;
 
 use super::action::{Action, Actions, Ctx};
-use super::core::{render, Busy, Core};
+use super::core::{render, Core};
+use super::rare::Busy;
 use crate::config::Config;
 use crate::state::Phase;
 
@@ -66,15 +67,15 @@ impl Core {
             .take()
             .map(|g| (g.name, g.skip))
             .unwrap_or_default();
-        if let Some((screen, _)) = skip {
+        if let Some((screen, _)) = skip.map(|s| *s) {
             // The player has the cached screen: the next try hides it too.
-            self.screen_shown = Some(screen);
+            self.rare_mut().screen_shown = Some(screen);
         }
         out.push(Action::DropGame);
         out.push(Action::Refused);
         crate::metrics::metrics().game_refusal();
         self.connecting = false;
-        let b = self.busy.get_or_insert(Busy {
+        let b = self.rare_mut().busy.get_or_insert(Busy {
             tries: 0,
             told: false,
         });
@@ -89,7 +90,7 @@ impl Core {
             self.notice(&render(&cfg.notices.busy, cfg, &backend, None), out);
         }
         self.phase = Phase::Held;
-        self.relogin_at = Some((ctx.now + delay, false));
+        self.rare_mut().relogin_at = Some((ctx.now + delay, false));
     }
 
     /// Whether `line` (one complete line of game output) is an

@@ -19,7 +19,6 @@
 //! in, the end of a login watch), [`super::timer`] (deadlines), and the
 //! rest named in [`super`]'s table.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +27,8 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
-use super::input::{Input, Item};
-use super::playback::Playback;
+use super::input::Input;
+use super::rare::Rare;
 use super::watch::Watch;
 use super::End;
 use crate::config::Config;
@@ -41,8 +40,9 @@ use crate::telnet;
 /// The game side of a session, as the core knows it.
 #[derive(Debug)]
 pub(super) struct Game {
-    /// Backend name.
-    pub name: String,
+    /// Backend name (shared with [`Core::last_backend`]: no copy of its
+    /// own).
+    pub name: Arc<str>,
     /// Telnet events out of the game's bytes, MCCP2 undone.
     pub parser: telnet::Inbound,
     /// Boxed: only there while a login is being confirmed.
@@ -60,10 +60,12 @@ pub(super) struct Game {
     pub await_banner: bool,
     /// The connect screen the player already got from the cache (lazy
     /// connect) and how much of it this connection has repeated: hidden.
-    pub skip: Option<(Arc<[u8]>, usize)>,
+    /// Boxed: only a lazy session's first connection has one.
+    pub skip: Option<Box<(Arc<[u8]>, usize)>>,
     /// The game's own connect screen as it arrives, until the game is
     /// quiet (then [`Action::ScreenSeen`]) or the player types.
-    pub capture: Option<Capture>,
+    /// Boxed: only there at the start of a connection.
+    pub capture: Option<Box<Capture>>,
     /// A partial line held back while lines are checked for announcements
     /// (boxed: only there between two reads, and rarely).
     pub tail: Option<Box<Tail>>,
@@ -93,39 +95,6 @@ pub(super) struct Capture {
     pub until: Instant,
 }
 
-/// A session retrying a connection the game refused for holdfast's
-/// address (see [`super::busy`]).
-#[derive(Debug)]
-pub(super) struct Busy {
-    /// Refusals in a row.
-    pub tries: u32,
-    /// The player was told.
-    pub told: bool,
-}
-
-/// A paused session's state (plain data: it crosses an upgrade; see
-/// [`super::pause`]).
-#[derive(Debug)]
-pub(super) struct Pause {
-    /// When the pause began.
-    pub since: Instant,
-    /// The game's output meanwhile, for the player.
-    pub kept: Playback,
-}
-
-/// A login the game accepted while a detached session of that name was
-/// kept: what the driver needs to take it over, or to carry on with it as
-/// an ordinary login (see [`super::resume`]).
-#[derive(Debug)]
-pub(super) struct Verified {
-    /// The credentials the game accepted.
-    pub creds: Credentials,
-    /// The game's hidden answer (shown only if nothing is taken over).
-    pub held: Vec<u8>,
-    /// How long the game took to accept it.
-    pub took: Duration,
-}
-
 /// One player's session state.
 #[derive(Debug)]
 pub struct Core {
@@ -143,54 +112,30 @@ pub struct Core {
     pub(super) game: Option<Game>,
     /// A [`Action::Connect`] is outstanding.
     pub(super) connecting: bool,
-    pub(super) user: Option<String>,
+    /// The logged-in user (shared with the registry's entry).
+    pub(super) user: Option<Arc<str>>,
     pub(super) creds: Option<Credentials>,
     pub(super) phase: Phase,
-    /// When the current hold began.
-    pub(super) held_since: Option<Instant>,
-    /// When to try connecting again (held), and whether that time already
-    /// went through the re-login pacer.
-    pub(super) relogin_at: Option<(Instant, bool)>,
     /// Close if not logged in by then.
     pub(super) login_deadline: Option<Instant>,
     /// The player sent the quit command to the game.
     pub(super) quit_sent: bool,
-    /// Lines typed while held or during a re-login, with their time.
-    pub(super) queue: VecDeque<(Instant, Vec<u8>)>,
     /// Pool epoch seen last (a change means failover).
     pub(super) epoch: u64,
     /// This session has been held by an outage since it last relayed.
     pub(super) was_held: bool,
     /// Input rate limit (`limits.input_lines_per_sec`).
     pub(super) input_rate: Bucket1,
-    /// Lines dropped for flooding since the player was last warned.
-    pub(super) flood_drops: u32,
     /// The backend the session is on, or was on last (for the registry).
-    pub(super) last_backend: Option<String>,
+    pub(super) last_backend: Option<Arc<str>>,
     /// Lazy connect: the player has the cached connect screen and no game
-    /// connection yet; the first line opens one.
+    /// connection yet; the first line opens one. (Not in [`Rare`]: every
+    /// silent player of a lazy-connect game has it.)
     pub(super) lazy: Option<Arc<[u8]>>,
-    /// Retrying after the game refused holdfast's address.
-    pub(super) busy: Option<Busy>,
-    /// The cached connect screen a lazy session's player has, kept for the
-    /// next try when the game refused the connection it opened.
-    pub(super) screen_shown: Option<Arc<[u8]>>,
-    /// Player input that came in the same read after a login the driver
-    /// is checking against detached sessions ([`Action::TryResume`]): it
-    /// goes on, in order, once that is settled ([`Core::resume_settled`]),
-    /// in whichever session the login ends up in. Always empty between
-    /// steps, so it is not part of a snapshot.
-    pub(super) after_login: Vec<Item>,
-    /// A login of this name (resume key) may take a detached session over:
-    /// the next such login sent to the game is checked ([`Core::resume_verify`]).
-    pub(super) verify: Option<String>,
-    /// When that login went to the game.
-    pub(super) verify_started: Option<Instant>,
-    /// The game accepted it; the driver is taking the session over.
-    pub(super) verified: Option<Box<Verified>>,
-    /// Paused by the cluster: the game connection is kept, nothing is
-    /// relayed (see [`super::pause`]).
-    pub(super) paused: Option<Box<Pause>>,
+    /// What only some sessions have, some of the time (see
+    /// [`super::rare`]): read through [`Core::rare`], written through
+    /// [`Core::rare_mut`].
+    rare: Option<Box<Rare>>,
 }
 
 /// Renders a notice template.
@@ -242,31 +187,54 @@ impl Core {
             user: None,
             creds: None,
             phase: Phase::Held,
-            held_since: None,
-            relogin_at: None,
             login_deadline: None,
             quit_sent: false,
-            queue: VecDeque::new(),
             epoch,
             was_held: false,
             input_rate: Bucket1::new(cfg.limits.input_burst),
-            flood_drops: 0,
             last_backend: None,
             lazy: None,
-            busy: None,
-            screen_shown: None,
-            after_login: Vec::new(),
-            verify: None,
-            verify_started: None,
-            verified: None,
-            paused: None,
+            rare: None,
         }
+    }
+
+    /// The rarely used part of the state ([`super::rare`]); all empty
+    /// without the box.
+    pub(super) fn rare(&self) -> &Rare {
+        static EMPTY: Rare = Rare::EMPTY;
+        self.rare.as_deref().unwrap_or(&EMPTY)
+    }
+
+    /// The rarely used part, to write to: made if there is none yet.
+    /// [`Core::tidy`] drops it once it is all empty again.
+    pub(super) fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The rarely used part, if the session has one: to take or clear
+    /// something, which needs no box made for it.
+    pub(super) fn rare_mut_if_any(&mut self) -> Option<&mut Rare> {
+        self.rare.as_deref_mut()
+    }
+
+    /// Drops the rarely used part once everything in it is empty again
+    /// (the driver calls this after each step).
+    pub fn tidy(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
+    /// Whether the rarely used part is there (for tests of its life).
+    #[cfg(test)]
+    pub(super) fn has_rare(&self) -> bool {
+        self.rare.is_some()
     }
 
     /// The phase, for the registry: [`Phase::Paused`] while the cluster
     /// pauses the session (its own phase stays what it was).
     pub fn phase(&self) -> Phase {
-        if self.paused.is_some() {
+        if self.rare().paused.is_some() {
             return Phase::Paused;
         }
         self.phase
@@ -282,12 +250,22 @@ impl Core {
         self.last_backend.as_deref()
     }
 
+    /// [`Core::user`], to share (the registry keeps it).
+    pub fn user_shared(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
+    /// [`Core::backend`], to share (the registry keeps it).
+    pub fn backend_shared(&self) -> Option<&Arc<str>> {
+        self.last_backend.as_ref()
+    }
+
     /// The name of the backend of the game connection, or `""` without
     /// one (for logs, events and notices).
     pub(super) fn game_name(&self) -> String {
         self.game
             .as_ref()
-            .map(|g| g.name.clone())
+            .map(|g| g.name.to_string())
             .unwrap_or_default()
     }
 
@@ -298,7 +276,7 @@ impl Core {
 
     /// Lines waiting to be sent to the game.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.rare().queue.len()
     }
 
     /// The user, for log fields.
@@ -400,14 +378,14 @@ impl Core {
         let bytes = Zeroizing::new(std::mem::take(data));
         // Paused: nothing the player sends reaches the game (their lines
         // are queued before they get here; this is telnet).
-        if self.game.as_ref().is_some_and(|g| !g.closed) && self.paused.is_none() {
+        if self.game.as_ref().is_some_and(|g| !g.closed) && self.rare().paused.is_none() {
             out.push(Action::Game(bytes));
         }
     }
 
     /// An announcement from the operator.
     pub fn announce(&mut self, a: &Announcement, out: &mut Actions) {
-        let on = self.game.as_ref().map(|g| g.name.as_str());
+        let on = self.game.as_ref().map(|g| &*g.name);
         if a.backend.is_some() && a.backend.as_deref() != on {
             return;
         }
@@ -430,7 +408,11 @@ impl Core {
         // paused: it came after it).
         self.flush_tail(out);
         // A paused session's kept output still reaches its player.
-        if let Some(p) = self.paused.take().filter(|p| !p.kept.is_empty()) {
+        if let Some(p) = self
+            .rare_mut_if_any()
+            .and_then(|r| r.paused.take())
+            .filter(|p| !p.kept.is_empty())
+        {
             out.push(Action::Player(p.kept.into_bytes()));
             self.at_line_start = true;
         }

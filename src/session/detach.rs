@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use super::action::Action;
 use super::core::Core;
-use super::driver::Driver;
+use super::driver::{Away, Driver};
 use super::playback::Playback;
 use super::snapshot::{snapshot_detached, DetachedWas};
 use super::End;
@@ -61,16 +61,13 @@ impl<P: PlayerTransport> Driver<P> {
         let cfg = self.shared.config();
         let keep = cfg.resume.keep.unwrap_or_default();
         let since = Instant::now();
-        self.detached_since = Some(since);
+        match self.away.as_mut() {
+            // Begun already when an upgrade that failed dropped the link.
+            Some(a) => a.since = since,
+            None => self.away = Some(Away::new(since, &cfg)),
+        }
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();
-        // Begun already when an upgrade that failed dropped the link.
-        if self.playback.is_none() {
-            self.playback = Some(Box::new(Playback::new(
-                cfg.resume.playback_lines,
-                cfg.resume.playback_bytes,
-            )));
-        }
         // The player's connection is over (closed, reset, or not read):
         // let it go now rather than when the session ends.
         if let Some(mut p) = self.player.take() {
@@ -225,19 +222,24 @@ impl<P: PlayerTransport> Driver<P> {
             drop(self.core.telnet.out.encode(&[]));
         }
         let now = Instant::now();
+        // The kept output goes into the parcel for a moment, and back.
+        let mut away = self.away.take();
         let d = DetachedWas {
-            away_ms: self
-                .detached_since
-                .map_or(0, |t| now.duration_since(t).as_millis() as u64),
+            away_ms: away
+                .as_ref()
+                .map_or(0, |a| now.duration_since(a.since).as_millis() as u64),
             left_ms: expires.saturating_duration_since(now).as_millis() as u64,
-            playback: self
-                .playback
-                .take()
-                .map_or_else(|| Playback::new(1, 1), |p| *p),
+            playback: away.as_mut().map_or_else(
+                || Playback::new(1, 1),
+                |a| std::mem::replace(&mut a.playback, Playback::new(1, 1)),
+            ),
             why: why.map(str::to_string),
         };
         let content = self.detached_parcel(&d);
-        self.playback = Some(Box::new(d.playback));
+        if let Some(a) = away.as_mut() {
+            a.playback = d.playback;
+        }
+        self.away = away;
         let (verdict, rx) = oneshot::channel();
         let parcel = Parcel {
             id: self.core.id,
@@ -268,15 +270,15 @@ impl<P: PlayerTransport> Driver<P> {
         let id = self.core.id;
         self.shared.registry.remove(id);
         self.shared.detached.remove(id);
-        let playback = self
-            .playback
-            .take()
-            .map_or_else(|| Playback::new(1, 1), |p| *p);
+        let (playback, since) = self.away.take().map_or_else(
+            || (Playback::new(1, 1), Instant::now()),
+            |a| (a.playback, a.since),
+        );
         let h = Handover {
             core: self.core,
             game: self.game.take(),
             playback,
-            since: self.detached_since.unwrap_or_else(Instant::now),
+            since,
         };
         debug!(session = id, "handing the detached session over");
         let _ = reply.send(Some(Box::new(h)));
@@ -333,7 +335,7 @@ impl<P: PlayerTransport> Driver<P> {
                 .tracker
                 .spawn(super::finish::leave_owned(g, quit));
         }
-        self.core.verified = None;
+        self.core.clear_verified();
         let queued = self.core.take_queue();
         info!(user = %creds.name, verify_ms = took.as_millis() as u64, "the game accepted the login; resuming");
         self.resume(*h, took).await?;

@@ -46,15 +46,14 @@ pub(super) struct Driver<P> {
     /// `None` once the player's connection is given up (detached).
     pub player: Option<P>,
     pub game: Option<BackendStream>,
-    /// What the registry was last told: phase, user, backend.
-    published: (Phase, Option<String>, Option<String>),
+    /// What the registry was last told: phase, user, backend (shared
+    /// with the registry's entry: no copies of their own).
+    published: (Phase, Option<Arc<str>>, Option<Arc<str>>),
     /// The core was started (a session taken over in an upgrade is).
     pub started: bool,
-    /// While detached: the game's output kept for the player.
-    /// Boxed: only a detached session has one.
-    pub playback: Option<Box<super::playback::Playback>>,
-    /// When the player's link dropped.
-    pub detached_since: Option<Instant>,
+    /// While detached: since when, and the game's output kept for the
+    /// player. Boxed: only a detached session has one.
+    pub away: Option<Box<Away>>,
     /// This session's place on the upgrade roll while [`Driver::run`]
     /// runs: a write that waits on a slow reader watches it too.
     pub freeze: Option<crate::state::upgrade::Enlisted>,
@@ -76,6 +75,28 @@ pub(super) struct Driver<P> {
     pub(super) quiet_mention: bool,
     /// The core's next deadline, while it has one (see [`set_timer`]).
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// A detached session's player side: when the link dropped, and what the
+/// game said since.
+pub(super) struct Away {
+    /// When the player's link dropped.
+    pub since: Instant,
+    /// The game's output kept for the player.
+    pub playback: super::playback::Playback,
+}
+
+impl Away {
+    /// Away from `since`, keeping as much output as the config says.
+    pub fn new(since: Instant, cfg: &Config) -> Box<Away> {
+        Box::new(Away {
+            since,
+            playback: super::playback::Playback::new(
+                cfg.resume.playback_lines,
+                cfg.resume.playback_bytes,
+            ),
+        })
+    }
 }
 
 /// The session's timer, set to `t`: one `Sleep`, boxed, kept and reset in
@@ -209,8 +230,7 @@ impl<P: PlayerTransport> Driver<P> {
             game: None,
             published: (Phase::Held, None, None),
             started: false,
-            playback: None,
-            detached_since: None,
+            away: None,
             freeze: None,
             asked: None,
             unsent: Vec::new(),
@@ -415,8 +435,8 @@ impl<P: PlayerTransport> Driver<P> {
                             && !self.quiet_mention
                             && self.core.game_passthrough(&buf)
                         {
-                            if let Some(p) = self.playback.as_mut() {
-                                p.record(&buf);
+                            if let Some(a) = self.away.as_mut() {
+                                a.playback.record(&buf);
                                 return Ok(());
                             }
                             return self.write_player(&buf, self.write_timeout()).await;
@@ -462,8 +482,8 @@ impl<P: PlayerTransport> Driver<P> {
         }
         self.published = (
             c.phase(),
-            c.user().map(str::to_string),
-            c.backend().map(str::to_string),
+            c.user_shared().cloned(),
+            c.backend_shared().cloned(),
         );
         let (phase, user, backend) = self.published.clone();
         self.shared.registry.update(c.id, |s| {

@@ -30,7 +30,7 @@ impl<P: PlayerTransport> Driver<P> {
     /// shutdown ends within its grace and the game always gets its quit.
     pub async fn finish(mut self, end: End) {
         let cfg = self.shared.config();
-        if self.playback.take().is_some() {
+        if self.away.take().is_some() {
             // A detached session ends: the game hears QUIT, as from a
             // player who quit.
             if let Some(Action::Leave { quit }) = self.core.leave_action(&cfg) {

@@ -135,18 +135,15 @@ impl<P: PlayerTransport> Driver<P> {
         }
         debug!("player told to reconnect; the session crosses detached");
         let now = Instant::now();
-        self.detached_since = Some(now);
-        let mut playback =
-            super::playback::Playback::new(cfg.resume.playback_lines, cfg.resume.playback_bytes);
-        playback.record(&missed);
-        self.playback = Some(Box::new(playback));
+        let mut away = super::driver::Away::new(now, &cfg);
+        away.playback.record(&missed);
+        self.away = Some(away);
         let expires = now + cfg.resume.keep.unwrap_or_default();
         if let Err(End::Handover) = self.hand_over_detached(ask, expires, Some("upgrade")).await {
             return Err(End::Handover);
         }
         // The upgrade failed: detached here as any dropped link, with the
-        // playback begun (see `detached`).
-        self.detached_since = None;
+        // playback begun (`detached` keeps it and starts the time away).
         Err(End::PlayerClosed)
     }
 
@@ -244,8 +241,10 @@ pub fn resume(
             d.game = game;
             let now = Instant::now();
             let away = Duration::from_millis(was.away_ms);
-            d.detached_since = Some(now.checked_sub(away).unwrap_or(now));
-            d.playback = Some(Box::new(was.playback));
+            d.away = Some(Box::new(super::driver::Away {
+                since: now.checked_sub(away).unwrap_or(now),
+                playback: was.playback,
+            }));
             let expires = now + Duration::from_millis(was.left_ms);
             if let Some(why) = &was.why {
                 d.shared.events.emit(

@@ -29,7 +29,7 @@ impl Core {
             return;
         }
         out.push(Action::AskAlive {
-            backend: g.name.clone(),
+            backend: g.name.to_string(),
             since: g.connected_at,
         });
     }
@@ -83,26 +83,29 @@ impl Core {
                 &creds.password,
             );
             let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
-            self.verify = Some(Core::resume_key(&creds.name));
-            self.verify_started = None;
-            self.queue.push_front((ctx.now, line));
+            let r = self.rare_mut();
+            r.verify = Some(Core::resume_key(&creds.name));
+            r.verify_started = None;
+            r.queue.push_front((ctx.now, line));
         } else if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
             debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
-            self.user = Some(creds.name.clone());
+            self.user = Some(creds.name.as_str().into());
             self.creds = Some(creds);
         }
         let msg = render(&cfg.notices.offline, cfg, &name, None);
         // An outage is news of its own: a later refusal is told again.
-        self.busy = None;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.busy = None;
+        }
         self.enter_held(ctx, true);
         out.push(Action::Emit(
             // SPEC lists `user` for held/restored: null before a login.
             Event::new("session.held")
                 .with("session", self.id)
-                .with("user", self.user.clone())
-                .with("backend", name.as_str())
+                .with("user", self.user.as_deref())
+                .with("backend", &*name)
                 .with("reason", why),
         ));
         self.notice(&msg, out);
@@ -112,7 +115,7 @@ impl Core {
         // supervisor restarts at once does not get every held player in
         // the same instant.
         if pool.active_usable() {
-            self.relogin_at = Some((ctx.now + cfg.heartbeat.interval, false));
+            self.rare_mut().relogin_at = Some((ctx.now + cfg.heartbeat.interval, false));
         }
     }
 
@@ -120,9 +123,7 @@ impl Core {
         self.game = None;
         self.connecting = false;
         self.login_deadline = None;
-        if self.held_since.is_none() {
-            self.held_since = Some(ctx.now);
-        }
+        self.rare_mut().held_since.get_or_insert(ctx.now);
         self.was_held |= outage;
         self.phase = Phase::Held;
     }
@@ -137,7 +138,7 @@ impl Core {
             if g.closed {
                 return;
             }
-            if moved && g.name != st.active {
+            if moved && *g.name != *st.active {
                 info!(from = %g.name, to = %st.active, "moving to another backend");
                 // Paused while the cluster moved: what the old backend
                 // said meanwhile first, then its quit.
@@ -155,7 +156,7 @@ impl Core {
                 return;
             }
             if st.fenced {
-                if self.quit_sent && self.paused.is_none() {
+                if self.quit_sent && self.rare().paused.is_none() {
                     // The player quit: the game's goodbye and close are
                     // all that is left, and they go to the player.
                     return;
@@ -172,8 +173,8 @@ impl Core {
                 // is still open: a frozen host. Do not wait for TCP to notice.
                 info!(backend = %g.name, "backend marked down; holding the session");
                 self.hold(ctx, "backend_down", st, out);
-            } else if self.paused.is_some() {
-                if g.name == st.active {
+            } else if self.rare().paused.is_some() {
+                if *g.name == *st.active {
                     self.unpause(ctx, out);
                 } else {
                     // Not the cluster's backend, and no move said so: do
@@ -189,14 +190,14 @@ impl Core {
         }
         if self.lazy.is_some() {
             // Not connected yet: the first line goes to whatever is active.
-            self.last_backend = Some(st.active.clone());
+            self.last_backend = Some(st.active.as_str().into());
             return;
         }
-        if self.busy.is_some() && self.relogin_at.is_some() {
+        if self.rare().busy.is_some() && self.rare().relogin_at.is_some() {
             // Backing off after a refusal: the backoff stands.
             return;
         }
-        if st.active_usable() && self.relogin_at.is_none_or(|(_, paced)| !paced) {
+        if st.active_usable() && self.rare().relogin_at.is_none_or(|(_, paced)| !paced) {
             self.schedule_relogin(ctx);
         }
     }
@@ -220,7 +221,7 @@ impl Core {
         out.push(Action::Emit(
             Event::new("session.held")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", name.as_str())
                 .with("reason", "fenced"),
         ));
@@ -231,13 +232,13 @@ impl Core {
     /// A paced time to connect again.
     pub(super) fn schedule_relogin(&mut self, ctx: &mut Ctx) {
         let at = (ctx.relogin_slot)();
-        self.relogin_at = Some((at, true));
+        self.rare_mut().relogin_at = Some((at, true));
     }
 
     /// The re-login time came: connect, or take a paced slot first if this
     /// time was a plain retry.
     pub(super) fn relogin_due(&mut self, ctx: &mut Ctx, pool: &PoolState, out: &mut Actions) {
-        let Some((_, paced)) = self.relogin_at.take() else {
+        let Some((_, paced)) = self.rare_mut_if_any().and_then(|r| r.relogin_at.take()) else {
             return;
         };
         if self.game.is_some() || self.connecting {
@@ -248,10 +249,12 @@ impl Core {
         }
         if !paced {
             self.schedule_relogin(ctx);
-            if self.relogin_at.is_some_and(|(t, _)| t > ctx.now) {
+            if self.rare().relogin_at.is_some_and(|(t, _)| t > ctx.now) {
                 return;
             }
-            self.relogin_at = None;
+            if let Some(r) = self.rare_mut_if_any() {
+                r.relogin_at = None;
+            }
         }
         self.connecting = true;
         out.push(Action::Connect(pool.active.clone()));
@@ -260,12 +263,12 @@ impl Core {
     /// Lines typed while held or during a re-login go to the game, through
     /// the same quit and login capture as typed ones.
     pub(super) fn flush_queue(&mut self, ctx: &Ctx, out: &mut Actions) {
-        if self.queue.is_empty() {
+        if self.rare().queue.is_empty() {
             return;
         }
         let mut data = Vec::new();
         let mut stale = 0;
-        while let Some((t, line)) = self.queue.pop_front() {
+        while let Some((t, line)) = self.rare_mut_if_any().and_then(|r| r.queue.pop_front()) {
             if ctx.now.saturating_duration_since(t) > ctx.cfg.outage.queue_max_age {
                 stale += 1;
                 continue;
@@ -294,11 +297,11 @@ impl Core {
     /// Lines queued during a re-login that failed are not sent to a game
     /// that is not logged in (they would be answered by the connect screen).
     pub(super) fn drop_queue(&mut self, out: &mut Actions) {
-        let n = self.queue.len();
-        if n == 0 {
+        let Some(r) = self.rare_mut_if_any().filter(|r| !r.queue.is_empty()) else {
             return;
-        }
-        self.queue.clear();
+        };
+        let n = r.queue.len();
+        r.queue.clear();
         self.notice(
             &format!("[holdfast] {n} line(s) you typed while being logged back in were not sent."),
             out,

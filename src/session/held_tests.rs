@@ -88,3 +88,45 @@ async fn quit_while_held_says_goodbye() {
     assert_eq!(closed(&out), Some(End::Quit));
     assert!(player_text(&out).contains("Goodbye"));
 }
+
+/// What a hold uses (its start, the time of the next try) is in the
+/// session's rare part while it is held, and the part is gone once the
+/// session relays again (issue 25: a relaying session keeps none of it).
+#[tokio::test(start_paused = true)]
+async fn a_restored_session_keeps_nothing_of_its_hold() {
+    let mut t = T::logged_in("");
+    t.core.tidy();
+    assert!(!t.core.has_rare(), "a relaying session has no rare part");
+    t.crash();
+    t.core.tidy();
+    assert!(t.core.has_rare(), "held: since when, and the next try");
+    let out = reconnect(&mut t).await;
+    let marker = game_text(&out);
+    let nonce = marker
+        .lines()
+        .find_map(|l| l.strip_prefix("think "))
+        .expect("the re-login's marker")
+        .to_string();
+    t.game("Welcome back!\r\n");
+    let out = t.game(&format!("{nonce}\r\n"));
+    assert!(player_text(&out).contains("ONLINE a"), "{out:?}");
+    assert_eq!(t.core.phase(), Phase::Relaying);
+    t.core.tidy();
+    assert!(!t.core.has_rare(), "logged back in: nothing rare is left");
+}
+
+/// A silent player at the cached connect screen (lazy connect) has no
+/// rare part either: what every such session has stays in the core.
+#[tokio::test(start_paused = true)]
+async fn a_silent_player_at_the_cached_screen_has_no_rare_part() {
+    let mut t = T::new("");
+    assert!(t.cfg.listen.lazy_connect);
+    let screen: std::sync::Arc<[u8]> = b"Welcome to the test game.\r\n"[..].into();
+    let out = t.step(|c, ctx, p, o| c.start_with_screen(ctx, p, Some(screen), o));
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Connect(_))),
+        "{out:?}"
+    );
+    t.core.tidy();
+    assert!(!t.core.has_rare());
+}

@@ -51,7 +51,7 @@ impl Core {
         debug!("lazy connect: the cached connect screen; the game connection waits");
         self.write_out(&s, out);
         self.lazy = Some(s);
-        self.last_backend = Some(pool.active.clone());
+        self.last_backend = Some(pool.active.as_str().into());
         self.phase = Phase::Relaying;
         self.login_deadline = ctx.cfg.listen.login_timeout.map(|t| ctx.now + t);
         true
@@ -69,8 +69,8 @@ impl Core {
             && self.game.is_none()
             && !self.connecting
             && self.lazy.is_none()
-            && self.screen_shown.is_none()
-            && self.relogin_at.is_some()
+            && self.rare().screen_shown.is_none()
+            && self.rare().relogin_at.is_some()
     }
 
     /// The heartbeat has the active backend's connect screen: a session
@@ -89,18 +89,22 @@ impl Core {
         if !self.wants_screen() {
             return;
         }
-        let relogin_at = self.relogin_at.take();
+        let relogin_at = self.rare_mut_if_any().and_then(|r| r.relogin_at.take());
         if !self.start_lazy(ctx, pool, screen, out) {
-            self.relogin_at = relogin_at;
+            if relogin_at.is_some() {
+                self.rare_mut().relogin_at = relogin_at;
+            }
             return;
         }
         debug!("the connect screen is known now: shown; waiting for the player's first line");
-        self.held_since = None;
-        if let Some(b) = self.busy.as_mut() {
-            // Refusals from here on count afresh (the player was told).
-            b.tries = 0;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.held_since = None;
+            if let Some(b) = r.busy.as_mut() {
+                // Refusals from here on count afresh (the player was told).
+                b.tries = 0;
+            }
         }
-        if !self.queue.is_empty() {
+        if !self.rare().queue.is_empty() {
             self.connecting = true;
             out.push(Action::Connect(pool.active.clone()));
         }
@@ -120,7 +124,7 @@ impl Core {
         };
         if !c.text.is_empty() {
             out.push(Action::ScreenSeen {
-                backend: g.name.clone(),
+                backend: g.name.to_string(),
                 text: c.text.into(),
             });
         }

@@ -14,6 +14,7 @@
 //! | file | its one job |
 //! | --- | --- |
 //! | `core` | the session as plain data: its parts, notices, announcements ([`Core`]) |
+//! | `rare` | the part of the state only some sessions have, some of the time: boxed |
 //! | `action` | what the core is given for a step and what it asks of the driver ([`Ctx`], [`Action`]) |
 //! | `timer` | the session's deadlines: the next one, and what happens when one passes |
 //! | `player` | the player's lines: flood limit, spoof filter, quit and login capture, the queue |
@@ -54,6 +55,7 @@ pub mod mssp;
 mod pause;
 pub mod playback;
 mod player;
+mod rare;
 mod relay;
 mod relogin;
 mod resume;

@@ -31,32 +31,32 @@ use std::time::Duration;
 use tracing::info;
 
 use super::action::{Action, Actions, Ctx};
-use super::core::{render, Core, Pause};
+use super::core::{render, Core};
 use super::playback::Playback;
+use super::rare::Pause;
 use crate::events::Event;
 
 impl Core {
     /// Whether the session is paused (its game connection open, nothing
     /// relayed).
     pub fn paused(&self) -> bool {
-        self.paused.is_some()
+        self.rare().paused.is_some()
     }
 
     /// The pause, for a snapshot.
     pub(super) fn pause_state(&self) -> Option<&Pause> {
-        self.paused.as_deref()
+        self.rare().paused.as_deref()
     }
 
     /// Whether a fence pauses this session rather than holding it: it
     /// relays on the backend the pool names.
     pub(super) fn can_pause(&self, active: &str) -> bool {
-        self.paused.is_some()
-            || (self.relaying() && self.game.as_ref().is_some_and(|g| g.name == active))
+        self.paused() || (self.relaying() && self.game.as_ref().is_some_and(|g| *g.name == *active))
     }
 
     /// The cluster fenced this instance: stop relaying, keep the game.
     pub(super) fn pause(&mut self, ctx: &mut Ctx, out: &mut Actions) {
-        if self.paused.is_some() {
+        if self.paused() {
             return;
         }
         let cfg = ctx.cfg;
@@ -64,14 +64,14 @@ impl Core {
         info!(backend = %name, "fenced from the cluster; pausing the session");
         // What came before the pause goes to the player, not to the record.
         self.flush_tail(out);
-        self.paused = Some(Box::new(Pause {
+        self.rare_mut().paused = Some(Box::new(Pause {
             since: ctx.now,
             kept: Playback::new(cfg.resume.playback_lines, cfg.resume.playback_bytes),
         }));
         out.push(Action::Emit(
             Event::new("session.paused")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", name.as_str()),
         ));
         let msg = render(&cfg.notices.paused, cfg, &name, None);
@@ -81,7 +81,7 @@ impl Core {
     /// The game's output (telnet-escaped, for the player): kept while
     /// paused, else sent.
     pub(super) fn game_out(&mut self, bytes: Vec<u8>, out: &mut Actions) {
-        match self.paused.as_mut() {
+        match self.rare_mut_if_any().and_then(|r| r.paused.as_mut()) {
             Some(p) => p.kept.record(&bytes),
             None => out.push(Action::Player(bytes)),
         }
@@ -91,7 +91,7 @@ impl Core {
     /// player first. Returns how long it lasted and how many lines were
     /// kept and dropped.
     pub(super) fn release(&mut self, ctx: &Ctx, out: &mut Actions) -> Option<(Duration, u64, u64)> {
-        let p = self.paused.take()?;
+        let p = self.rare_mut_if_any()?.paused.take()?;
         let (lines, dropped) = (p.kept.len() as u64, p.kept.dropped);
         if !p.kept.is_empty() {
             let bytes = p.kept.into_bytes();
@@ -118,12 +118,12 @@ impl Core {
         out.push(Action::Emit(
             Event::new("session.unpaused")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", name.as_str())
                 .with("paused_ms", took.as_millis() as u64)
                 .with("kept", kept)
                 .with("dropped", dropped)
-                .with("queued", self.queue.len() as u64),
+                .with("queued", self.queued() as u64),
         ));
         self.flush_queue(ctx, out);
     }

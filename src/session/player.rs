@@ -18,10 +18,10 @@ impl Core {
     pub fn player_data(&mut self, ctx: &mut Ctx, data: &[u8], out: &mut Actions) {
         let mut items = Vec::new();
         self.input.feed(data, ctx.cfg.limits.max_line, &mut items);
-        if !self.after_login.is_empty() {
+        if !self.rare().after_login.is_empty() {
             // (The driver settles a login check within its step, so this
             // does not happen; if it did, the order would still hold.)
-            self.after_login.extend(items);
+            self.rare_mut().after_login.extend(items);
             return;
         }
         self.player_items(ctx, items, out);
@@ -31,7 +31,10 @@ impl Core {
     /// detached session over, or went on as an ordinary line): what the
     /// player sent after it in the same read goes on now, in order.
     pub fn resume_settled(&mut self, ctx: &mut Ctx, out: &mut Actions) {
-        let items = std::mem::take(&mut self.after_login);
+        let items = self
+            .rare_mut_if_any()
+            .map(|r| std::mem::take(&mut r.after_login))
+            .unwrap_or_default();
         if !items.is_empty() {
             self.player_items(ctx, items, out);
         }
@@ -52,7 +55,10 @@ impl Core {
                     if out.len() > before && matches!(out.last(), Some(Action::TryResume { .. })) {
                         // Whether this login resumes a detached session
                         // decides where the rest goes: it waits.
-                        self.after_login.extend(items);
+                        let rest: Vec<Item> = items.collect();
+                        if !rest.is_empty() {
+                            self.rare_mut().after_login.extend(rest);
+                        }
                         break;
                     }
                 }
@@ -94,17 +100,18 @@ impl Core {
         if !self.input_rate.take(l.input_lines_per_sec, l.input_burst) {
             // Over the rate: warn once, drop the excess, and disconnect a
             // player who keeps it up for another burst's worth of lines.
-            self.flood_drops += 1;
-            if self.flood_drops == 1 {
+            let drops = {
+                let r = self.rare_mut();
+                r.flood_drops += 1;
+                r.flood_drops
+            };
+            if drops == 1 {
                 warn!("player is flooding; dropping input");
                 self.flush_game(to_game, out);
                 self.notice(&render(&cfg.notices.flood, cfg, "", None), out);
             }
-            if self.flood_drops > l.input_burst {
-                warn!(
-                    dropped = self.flood_drops,
-                    "disconnecting a flooding player"
-                );
+            if drops > l.input_burst {
+                warn!(dropped = drops, "disconnecting a flooding player");
                 // The game's last partial line is theirs all the same.
                 self.flush_tail(out);
                 out.push(Action::Close(End::Flood));
@@ -112,8 +119,8 @@ impl Core {
             }
             return Ok(());
         }
-        if self.flood_drops > 0 && self.input_rate_recovered(cfg) {
-            self.flood_drops = 0;
+        if self.rare().flood_drops > 0 && self.input_rate_recovered(cfg) {
+            self.rare_mut().flood_drops = 0;
         }
         if clientip::is_spoof(&cfg.client_ip, &line) {
             warn!("dropped a player line that would set the client address");
@@ -162,9 +169,9 @@ impl Core {
         else {
             return self.resume_refused(ctx, line, out);
         };
-        self.verify = Some(Core::resume_key(&creds.name));
+        self.rare_mut().verify = Some(Core::resume_key(&creds.name));
         let waits = self.game.is_none() && !self.connecting && self.lazy.is_none();
-        if waits && self.busy.is_none() {
+        if waits && self.rare().busy.is_none() {
             let cfg = ctx.cfg;
             self.queue_line(ctx, line.to_vec(), out);
             self.notice(&render(&cfg.notices.resume_waiting, cfg, "", None), out);
@@ -184,7 +191,7 @@ impl Core {
     ) -> Result<(), ()> {
         let cfg = ctx.cfg;
         let quit = self.is_quit(cfg, &line);
-        if quit && self.paused.is_some() && self.game.as_ref().is_some_and(|g| !g.closed) {
+        if quit && self.paused() && self.game.as_ref().is_some_and(|g| !g.closed) {
             // A paused player who quits leaves on purpose: the game hears
             // it, as after any quit (a logout uses nothing of the game's,
             // wherever the cluster goes: the same as the quit a paused
@@ -192,11 +199,13 @@ impl Core {
             // meanwhile reaches the player first; the lines queued while
             // paused are not sent.
             self.release(ctx, out);
-            self.queue.clear();
+            if let Some(r) = self.rare_mut_if_any() {
+                r.queue.clear();
+            }
             self.send_line(ctx, line, to_game, out);
             return Ok(());
         }
-        if !self.relaying() || self.paused.is_some() {
+        if !self.relaying() || self.paused() {
             if quit {
                 self.notice("[holdfast] Goodbye.", out);
                 out.push(Action::Close(End::Quit));
@@ -210,9 +219,9 @@ impl Core {
                 if !self.connecting {
                     debug!(backend = %backend, "lazy connect: the player typed; connecting");
                     self.connecting = true;
-                    out.push(Action::Connect(backend));
+                    out.push(Action::Connect(backend.to_string()));
                 }
-            } else if self.game.is_some() || self.connecting || self.busy.is_some() {
+            } else if self.game.is_some() || self.connecting || self.rare().busy.is_some() {
                 // Re-login in progress: keep the line for right after it
                 // (whatever `outage.queue_input` says: the game is back).
                 self.queue_line(ctx, line, out);
@@ -250,8 +259,8 @@ impl Core {
                 // waiting and typed it again, maybe with another name).
                 let free = |g: &&mut Game| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
                 let verify = self
-                    .verify
-                    .take()
+                    .rare_mut_if_any()
+                    .and_then(|r| r.verify.take())
                     .is_some_and(|k| k == Core::resume_key(&creds.name));
                 if let Some(g) = self.game.as_mut().filter(free) {
                     debug!(user = %creds.name, verify, "login attempt");
@@ -269,7 +278,7 @@ impl Core {
                         deadline,
                     )));
                     if verify {
-                        self.verify_started = Some(ctx.now);
+                        self.rare_mut().verify_started = Some(ctx.now);
                         // The game announces this login (and the quit that
                         // follows a resume) to everyone: not news.
                         out.push(Action::Quiet {
@@ -305,13 +314,13 @@ impl Core {
     }
 
     fn queue_line(&mut self, ctx: &Ctx, line: Vec<u8>, out: &mut Actions) {
-        if self.queue.len() >= ctx.cfg.outage.queue_max_lines {
+        if self.queued() >= ctx.cfg.outage.queue_max_lines {
             self.notice(
                 "[holdfast] Too many lines waiting; that one was not kept.",
                 out,
             );
             return;
         }
-        self.queue.push_back((ctx.now, line));
+        self.rare_mut().queue.push_back((ctx.now, line));
     }
 }

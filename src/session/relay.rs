@@ -42,6 +42,7 @@ impl Core {
     /// the whole parse, and the driver writes its read buffer as it is (no
     /// copy). Records where the player's line will stand afterwards.
     pub fn game_passthrough(&mut self, data: &[u8]) -> bool {
+        let paused = self.paused();
         let Some(g) = &mut self.game else {
             return false;
         };
@@ -49,7 +50,7 @@ impl Core {
             g.seen_output = true;
         }
         if g.closed
-            || self.paused.is_some()
+            || paused
             || g.watch.is_some()
             || g.await_banner
             || g.skip.is_some()
@@ -141,10 +142,10 @@ impl Core {
                         banner_now = true;
                         if skip.is_none() && keep_screen {
                             // The game's own screen, for the cache.
-                            *capture = Some(Capture {
+                            *capture = Some(Box::new(Capture {
                                 text: Vec::new(),
                                 until: now,
-                            });
+                            }));
                         }
                     }
                     if let Some(c) = capture.as_mut() {
@@ -154,7 +155,7 @@ impl Core {
                             *capture = None;
                         }
                     }
-                    if let Some((s, pos)) = skip.as_mut() {
+                    if let Some((s, pos)) = skip.as_deref_mut() {
                         // The cached screen the player already has: hidden
                         // as far as this connection repeats it.
                         let rest = &s[*pos..];
@@ -291,10 +292,12 @@ impl Core {
             // The game has the connection: what was typed meanwhile (the
             // line that opened a lazy connection) goes now, and what the
             // game says after it is not its connect screen.
-            if !self.queue.is_empty() {
+            if !self.rare().queue.is_empty() {
                 self.capture_abandoned();
             }
-            self.busy = None;
+            if let Some(r) = self.rare_mut_if_any() {
+                r.busy = None;
+            }
             self.flush_queue(ctx, out);
         }
         used

@@ -2,11 +2,14 @@
 //! preamble, the automatic re-login (hidden output, marker), and what a
 //! confirmed, failed or timed-out login does to the session.
 
+use std::sync::Arc;
+
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
 use super::core::{render, Core, Game};
+use super::rare::Verified;
 use super::watch::{Kind, Watch};
 use crate::events::Event;
 use crate::metrics::ReloginResult;
@@ -78,10 +81,17 @@ impl Core {
         let skip = self
             .lazy
             .take()
-            .or_else(|| self.screen_shown.take())
-            .map(|s| (s, 0));
+            .or_else(|| self.rare_mut_if_any().and_then(|r| r.screen_shown.take()))
+            .map(|s| Box::new((s, 0)));
+        // One copy of the name for the connection and the registry's
+        // `last_backend` (usually the one the session had already).
+        let name: Arc<str> = match self.last_backend.take() {
+            Some(b) if *b == *backend => b,
+            _ => backend.into(),
+        };
+        self.last_backend = Some(name.clone());
         self.game = Some(Game {
-            name: backend.to_string(),
+            name,
             parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
             connected_at: now,
@@ -92,28 +102,30 @@ impl Core {
             capture: None,
             tail: None,
         });
-        self.last_backend = Some(backend.to_string());
         out.push(Action::Game(first));
         // telnet: nothing is agreed with the new backend yet.
         self.telnet.backend_started();
         self.quit_sent = false;
-        self.relogin_at = None;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.relogin_at = None;
+        }
         debug!(backend, relogin, "connected to backend");
         if relogin {
             self.phase = Phase::Relogin;
             return;
         }
         self.phase = Phase::Relaying;
-        if self.busy.is_none() || self.login_deadline.is_none() {
+        if self.rare().busy.is_none() || self.login_deadline.is_none() {
             // (A retry after a refusal keeps the first connection's limit.)
             self.login_deadline = cfg.listen.login_timeout.map(|t| now + t);
         }
-        if self.held_since.take().is_some() && self.was_held {
+        let held_since = self.rare_mut_if_any().and_then(|r| r.held_since.take());
+        if held_since.is_some() && self.was_held {
             self.was_held = false;
             out.push(Action::Emit(
                 Event::new("session.restored")
                     .with("session", self.id)
-                    .with("user", self.user.clone())
+                    .with("user", self.user.as_deref())
                     .with("backend", backend),
             ));
         }
@@ -126,11 +138,11 @@ impl Core {
         self.connecting = false;
         // A lazy session found the game gone: held like any other.
         self.lazy = None;
-        if self.phase != Phase::Held || self.held_since.is_none() {
+        if self.phase != Phase::Held || self.rare().held_since.is_none() {
             // The very first contact: the player hears why nothing shows.
             self.first_contact_failed(ctx, active, out);
         }
-        self.relogin_at = Some((ctx.now + ctx.cfg.heartbeat.interval, false));
+        self.rare_mut().relogin_at = Some((ctx.now + ctx.cfg.heartbeat.interval, false));
     }
 
     /// Whether an [`Action::Connect`] is still unanswered between two
@@ -168,7 +180,7 @@ impl Core {
         match w.kind {
             Kind::First(creds) => {
                 self.write_out(&held, out);
-                self.user = Some(creds.name.clone());
+                self.user = Some(creds.name.as_str().into());
                 self.creds = Some(creds);
                 self.login_deadline = None;
                 if relogin {
@@ -179,7 +191,7 @@ impl Core {
                     out.push(Action::Emit(
                         Event::new("session.login")
                             .with("session", self.id)
-                            .with("user", self.user.clone()),
+                            .with("user", self.user.as_deref()),
                     ));
                 }
             }
@@ -189,11 +201,11 @@ impl Core {
                 // over ([`Core::resumed_with`]), or, with none left to take,
                 // this is an ordinary login ([`Core::verified_unclaimed`]).
                 let took = self
-                    .verify_started
-                    .take()
+                    .rare_mut_if_any()
+                    .and_then(|r| r.verify_started.take())
                     .map(|t| ctx.now.saturating_duration_since(t))
                     .unwrap_or_default();
-                self.verified = Some(Box::new(super::core::Verified { creds, held, took }));
+                self.rare_mut().verified = Some(Box::new(Verified { creds, held, took }));
                 out.push(Action::Resume);
             }
         }
@@ -211,21 +223,26 @@ impl Core {
     fn restored(&mut self, ctx: &mut Ctx, backend: &str, out: &mut Actions) {
         crate::metrics::metrics().relogin(ReloginResult::Ok, self.relogin_took(ctx));
         let cfg = ctx.cfg;
-        self.busy = None;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.busy = None;
+        }
         if let Some(name) = &self.user {
             out.push(Action::Quiet {
-                name: name.clone(),
+                name: name.to_string(),
                 for_: super::busy::QUIET_AFTER,
             });
         }
-        let down = self.held_since.take().map(|t| ctx.now - t);
+        let down = self
+            .rare_mut_if_any()
+            .and_then(|r| r.held_since.take())
+            .map(|t| ctx.now - t);
         info!(user = %self.user_field(), backend, "logged back in");
         self.phase = Phase::Relaying;
         self.login_deadline = None;
         out.push(Action::Emit(
             Event::new("session.restored")
                 .with("session", self.id)
-                .with("user", self.user.clone())
+                .with("user", self.user.as_deref())
                 .with("backend", backend),
         ));
         self.notice(&render(&cfg.notices.online, cfg, backend, down), out);
@@ -253,7 +270,9 @@ impl Core {
                 // The game's no, shown above as its answer to the login;
                 // the detached session stays for its owner.
                 info!(user = %creds.name, why, "resume refused by the game");
-                self.verify_started = None;
+                if let Some(r) = self.rare_mut_if_any() {
+                    r.verify_started = None;
+                }
                 self.flush_queue(ctx, out);
             }
             Kind::Relogin => self.relogin_failed(ctx, why, out),
@@ -272,10 +291,12 @@ impl Core {
         let cfg = ctx.cfg;
         let backend = self.last_backend.clone().unwrap_or_default();
         warn!(user = %self.user_field(), backend = %backend, why, "re-login failed");
-        self.busy = None;
+        if let Some(r) = self.rare_mut_if_any() {
+            r.busy = None;
+            r.held_since = None;
+        }
         self.creds = None;
         self.user = None;
-        self.held_since = None;
         self.phase = Phase::Relaying;
         self.login_deadline = cfg.listen.login_timeout.map(|t| ctx.now + t);
         self.notice(
@@ -325,7 +346,9 @@ impl Core {
         }
         self.write_out(&held, out);
         if verify {
-            self.verify_started = None;
+            if let Some(r) = self.rare_mut_if_any() {
+                r.verify_started = None;
+            }
             self.flush_queue(ctx, out);
         }
         if relogin {

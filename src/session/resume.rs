@@ -39,7 +39,18 @@ impl Core {
     /// The game accepted the login a driver is resuming with: its
     /// credentials, and how long the game took.
     pub fn verified_login(&self) -> Option<(Credentials, Duration)> {
-        self.verified.as_ref().map(|v| (v.creds.clone(), v.took))
+        self.rare()
+            .verified
+            .as_ref()
+            .map(|v| (v.creds.clone(), v.took))
+    }
+
+    /// The verified login was taken over by the driver: nothing more of
+    /// it is needed.
+    pub(super) fn clear_verified(&mut self) {
+        if let Some(r) = self.rare_mut_if_any() {
+            r.verified = None;
+        }
     }
 
     /// The session was taken over with credentials the game accepted just
@@ -53,7 +64,9 @@ impl Core {
         out: &mut Actions,
     ) {
         self.creds = Some(creds);
-        self.queue.extend(queued);
+        if !queued.is_empty() {
+            self.rare_mut().queue.extend(queued);
+        }
         if self.relaying() {
             self.flush_queue(ctx, out);
         }
@@ -61,25 +74,27 @@ impl Core {
 
     /// The lines this session's player typed while a login was checked.
     pub fn take_queue(&mut self) -> std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)> {
-        std::mem::take(&mut self.queue)
+        self.rare_mut_if_any()
+            .map(|r| std::mem::take(&mut r.queue))
+            .unwrap_or_default()
     }
 
     /// The game accepted the login but no detached session was left to
     /// take over (it expired, or another connection took it): an ordinary
     /// login, its answer shown now.
     pub fn verified_unclaimed(&mut self, ctx: &mut Ctx, out: &mut Actions) {
-        let Some(v) = self.verified.take() else {
+        let Some(v) = self.rare_mut_if_any().and_then(|r| r.verified.take()) else {
             return;
         };
         self.write_out(&v.held, out);
-        self.user = Some(v.creds.name.clone());
+        self.user = Some(v.creds.name.as_str().into());
         self.creds = Some(v.creds);
         self.login_deadline = None;
         info!(user = %self.user_field(), "logged in (nothing left to resume)");
         out.push(Action::Emit(
             Event::new("session.login")
                 .with("session", self.id)
-                .with("user", self.user.clone()),
+                .with("user", self.user.as_deref()),
         ));
         self.flush_queue(ctx, out);
     }
@@ -100,22 +115,28 @@ impl Core {
     pub fn adopt(
         &mut self,
         ctx: &Ctx,
-        new: Core,
+        mut new: Core,
         away: std::time::Duration,
         playback: Vec<u8>,
         missed: usize,
         dropped: u64,
         out: &mut Actions,
     ) {
+        // The player side's flood count, and what the player sent after
+        // the login, go to this session.
+        let (flood_drops, after_login) = new
+            .rare_mut_if_any()
+            .map(|r| (r.flood_drops, std::mem::take(&mut r.after_login)))
+            .unwrap_or_default();
         self.id = new.id;
         self.peer = new.peer;
         self.local = new.local;
         self.input = new.input;
         self.input_rate = new.input_rate;
-        self.flood_drops = new.flood_drops;
         self.at_line_start = new.at_line_start;
-        // What the player sent after the login goes to this session.
-        self.after_login = new.after_login;
+        let r = self.rare_mut();
+        r.flood_drops = flood_drops;
+        r.after_login = after_login;
         let to_game = self.telnet.adopt_player_side(new.telnet);
         if !to_game.is_empty() && self.game.as_ref().is_some_and(|g| !g.closed) {
             out.push(Action::Game(Zeroizing::new(to_game)));

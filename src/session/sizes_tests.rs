@@ -39,6 +39,10 @@ async fn a_sessions_task_keeps_no_room_for_rare_waits() {
     let rows = [
         ("driver (core, sockets, what the registry was told)", driver),
         ("  core (session::Core)", std::mem::size_of::<Core>()),
+        (
+            "  its rare part, boxed while in use (session::rare::Rare)",
+            std::mem::size_of::<super::rare::Rare>(),
+        ),
         ("the loop's future (`Driver::run`)", run),
         ("  a read of the game's output and its write", game_read),
         ("  a write to the player that finishes at once", write),
@@ -54,5 +58,7 @@ async fn a_sessions_task_keeps_no_room_for_rare_waits() {
     assert!(write <= 128, "the write's fast path keeps {write} bytes");
     assert!(ask <= 16, "waiting for an ask keeps {ask} bytes");
     assert!(run <= 640, "the loop's future is {run} bytes");
-    assert!(driver <= 1400, "the driver is {driver} bytes");
+    // What only some sessions use is boxed (`session::rare`, the driver's
+    // `Away`): the core and the driver keep what a relaying session reads.
+    assert!(driver <= 1040, "the driver is {driver} bytes");
 }

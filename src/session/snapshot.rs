@@ -53,6 +53,7 @@ use super::core::{Core, Game};
 use super::encoding::{abs, blob, creds, rel, Rel};
 use super::input::Input;
 use super::playback::Playback;
+use super::rare::{Busy, Pause, Rare};
 use super::watch::Watch;
 use crate::config::Config;
 use crate::login::Credentials;
@@ -268,6 +269,7 @@ fn write(
         return Err(SnapError::GameCompressed(core.id));
     }
     let now = Instant::now();
+    let rare = core.rare();
     let out = Out {
         v: VERSION,
         id: core.id,
@@ -289,11 +291,11 @@ fn write(
         user: core.user.as_deref(),
         creds: core.creds.as_ref().map(|c| CredsOut { c }),
         phase: core.phase,
-        held_since: core.held_since.map(|t| rel(t, now)),
-        relogin_at: core.relogin_at.map(|(t, paced)| (rel(t, now), paced)),
+        held_since: rare.held_since.map(|t| rel(t, now)),
+        relogin_at: rare.relogin_at.map(|(t, paced)| (rel(t, now), paced)),
         login_deadline: core.login_deadline.map(|t| rel(t, now)),
         quit_sent: core.quit_sent,
-        queue: core
+        queue: rare
             .queue
             .iter()
             .map(|(t, l)| (rel(*t, now), l.as_slice()))
@@ -302,7 +304,7 @@ fn write(
         was_held: core.was_held,
         last_backend: core.last_backend.as_deref(),
         lazy: core.lazy.as_deref(),
-        busy: core.busy.as_ref().map(|b| b.tries),
+        busy: rare.busy.as_ref().map(|b| b.tries),
         detached,
         player,
         unsent,
@@ -388,7 +390,7 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     core.telnet = v.telnet;
     core.at_line_start = v.at_line_start;
     core.game = v.game.map(|g| Game {
-        name: g.name,
+        name: g.name.into(),
         parser: g.parser,
         watch: g.watch,
         connected_at: abs(g.connected_at, now),
@@ -408,28 +410,33 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         }),
     });
     core.connecting = v.connecting;
-    core.user = v.user;
+    core.user = v.user.map(Into::into);
     core.creds = v.creds.map(|c| c.c);
     core.phase = v.phase;
-    core.held_since = v.held_since.map(|r| abs(r, now));
-    core.relogin_at = v.relogin_at.map(|(r, paced)| (abs(r, now), paced));
+    let rare = Rare {
+        held_since: v.held_since.map(|r| abs(r, now)),
+        relogin_at: v.relogin_at.map(|(r, paced)| (abs(r, now), paced)),
+        queue: v
+            .queue
+            .into_iter()
+            .map(|(r, l)| (abs(r, now), l))
+            .collect::<VecDeque<_>>(),
+        busy: v.busy.map(|tries| Busy { tries, told: true }),
+        paused: v.paused.map(|(since, kept)| {
+            Box::new(Pause {
+                since: abs(since, now),
+                kept,
+            })
+        }),
+        ..Rare::EMPTY
+    };
     core.login_deadline = v.login_deadline.map(|r| abs(r, now));
     core.quit_sent = v.quit_sent;
-    core.queue = v
-        .queue
-        .into_iter()
-        .map(|(r, l)| (abs(r, now), l))
-        .collect::<VecDeque<_>>();
     core.was_held = v.was_held;
-    core.last_backend = v.last_backend;
+    core.last_backend = v.last_backend.map(Into::into);
     core.lazy = v.lazy.map(Into::into);
-    core.busy = v.busy.map(|tries| super::core::Busy { tries, told: true });
-    core.paused = v.paused.map(|(since, kept)| {
-        Box::new(super::core::Pause {
-            since: abs(since, now),
-            kept,
-        })
-    });
+    *core.rare_mut() = rare;
+    core.tidy();
     Ok(Restored {
         core,
         mccp_was_on: v.mccp_was_on,

@@ -18,7 +18,8 @@ use crate::state::PoolState;
 impl Core {
     /// The earliest time [`Core::timer`] has something to do.
     pub fn next_deadline(&self, cfg: &Config) -> Option<Instant> {
-        let hold_end = match (self.held_since, cfg.outage.max_hold) {
+        let rare = self.rare();
+        let hold_end = match (rare.held_since, cfg.outage.max_hold) {
             (Some(t), Some(m)) if self.game.is_none() => Some(t + m),
             _ => None,
         };
@@ -46,8 +47,8 @@ impl Core {
             watch.and_then(|w| w.resend_at),
             // Not while paused: a player who could not log in then is not
             // timed out for it (the pause moves the deadline on).
-            self.login_deadline.filter(|_| self.paused.is_none()),
-            self.relogin_at.map(|(t, _)| t),
+            self.login_deadline.filter(|_| rare.paused.is_none()),
+            rare.relogin_at.map(|(t, _)| t),
             hold_end,
         ]
         .into_iter()
@@ -82,13 +83,14 @@ impl Core {
                 out.push(Action::Game(Zeroizing::new(m)));
             }
         }
-        if self.paused.is_none()
+        if !self.paused()
             && self.login_deadline.is_some_and(|t| t <= now)
             && self.login_deadline_passed(ctx, out)
         {
             return;
         }
-        if let (Some(t), Some(m), None) = (self.held_since, cfg.outage.max_hold, &self.game) {
+        if let (Some(t), Some(m), None) = (self.rare().held_since, cfg.outage.max_hold, &self.game)
+        {
             if t + m <= now {
                 let msg = render(&cfg.notices.max_hold, cfg, "", Some(now - t));
                 self.notice(&msg, out);
@@ -96,7 +98,7 @@ impl Core {
                 return;
             }
         }
-        if self.relogin_at.is_some_and(|(t, _)| t <= now) {
+        if self.rare().relogin_at.is_some_and(|(t, _)| t <= now) {
             self.relogin_due(ctx, pool, out);
         }
     }

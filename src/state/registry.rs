@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -34,10 +34,11 @@ pub struct SessionInfo {
     /// The player's address.
     #[serde(skip)]
     pub ip: IpAddr,
-    /// Logged-in user, if any.
-    pub user: Option<String>,
-    /// Backend the session is on (or was on, when held).
-    pub backend: Option<String>,
+    /// Logged-in user, if any (shared with the session's driver).
+    pub user: Option<Arc<str>>,
+    /// Backend the session is on (or was on, when held); shared with the
+    /// session.
+    pub backend: Option<Arc<str>>,
     /// Current phase.
     pub phase: Phase,
     /// Unix time of the connection.

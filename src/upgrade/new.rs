@@ -419,8 +419,8 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
         shared.registry.restore(SessionInfo {
             id: core.id,
             ip: peer_ip(&core.peer),
-            user: core.user().map(str::to_string),
-            backend: core.backend().map(str::to_string),
+            user: core.user_shared().cloned(),
+            backend: core.backend_shared().cloned(),
             phase: core.phase(),
             connected: t.head.connected,
             detached: t.head.detached,
