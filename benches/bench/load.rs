@@ -218,10 +218,18 @@ pub async fn login_many(
     results.into_iter().collect()
 }
 
-/// `conns` logged-in players each pull `each` bytes at once; returns the
-/// seconds from the first request to the last byte.
-pub async fn bulk_many(addr: SocketAddr, conns: usize, each: u64) -> std::io::Result<f64> {
-    let players = login_many(addr, "bulk", conns).await?;
+/// `conns` logged-in players named `{prefix}{i}` each pull `each` bytes at
+/// once; returns the seconds from the first request to the last byte.
+/// Each run needs names of its own: a player whose link drops is kept for
+/// resume, and the same name logging in again resumes that session (its
+/// screen is the resume's, not the game's answer to a login).
+pub async fn bulk_many(
+    addr: SocketAddr,
+    prefix: &str,
+    conns: usize,
+    each: u64,
+) -> std::io::Result<f64> {
+    let players = login_many(addr, prefix, conns).await?;
     let start = Arc::new(tokio::sync::Barrier::new(conns + 1));
     let mut tasks = Vec::with_capacity(conns);
     for (mut s, pending) in players {
