@@ -359,7 +359,7 @@ fn main() {
                 let secs = rt
                     .block_on(load::bulk_many(
                         p.addr,
-                        &format!("bulk{rep}x"),
+                        &format!("many{rep}x"),
                         params.bulk_conns,
                         params.bulk_each_bytes,
                     ))
