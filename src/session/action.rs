@@ -26,7 +26,19 @@ pub struct Ctx<'a> {
     /// player name are held back (holdfast is logging that player back in:
     /// see [`Action::Quiet`]). `None`: nobody is being restored.
     pub quiet: Option<&'a dyn Fn(&str) -> bool>,
+    /// While lines are checked (`quiet`): whether a line cut by the end of
+    /// a read may still become an announcement, so it waits for its rest
+    /// ([`super::core::Tail`]). `None`: any may. The driver's says yes
+    /// while names are being restored, and for a piece that names or
+    /// begins the name held always (the heartbeat's): a game's output
+    /// checked only to join a piece that came before must not keep every
+    /// later read waiting.
+    pub hold_tail: Option<&'a HoldTail<'a>>,
 }
+
+/// See [`Ctx::hold_tail`]: whether a piece of a line may still become an
+/// announcement.
+pub type HoldTail<'a> = dyn Fn(&[u8]) -> bool + 'a;
 
 /// Something the driver must do, in the order pushed.
 #[derive(Debug)]

@@ -360,6 +360,7 @@ impl<P: PlayerTransport> Driver<P> {
                 now: Instant::now(),
                 relogin_slot: &mut slot,
                 quiet: None,
+                hold_tail: None,
             };
             self.core
                 .adopt(&ctx, new, away, playback, missed, dropped, &mut out);

@@ -192,12 +192,18 @@ macro_rules! step {
             let shared = &$d.shared;
             let mut slot = || $crate::session::driver::relogin_slot(shared, &cfg);
             let quiet = |name: &str| shared.quiet.contains(name);
+            let hold_tail = |piece: &[u8]| {
+                shared.quiet.active()
+                    || shared.quiet.mentions_always(piece)
+                    || shared.quiet.may_begin_always(piece)
+            };
             let mut ctx = $crate::session::Ctx {
                 cfg: &cfg,
                 now: ::tokio::time::Instant::now(),
                 relogin_slot: &mut slot,
                 quiet: (shared.quiet.active() || $d.quiet_mention)
                     .then_some(&quiet as &dyn Fn(&str) -> bool),
+                hold_tail: Some(&hold_tail),
             };
             let pool_guard = shared.pool.borrow();
             let $pool: &$crate::state::PoolState = &pool_guard;

@@ -124,6 +124,7 @@ impl Core {
                 held: tail,
                 next: &mut next_tail,
                 now,
+                may_hold: ctx.hold_tail,
             };
             let was_compressed = parser.compressed();
             let r = parser.feed_bounded(data, allow_mccp, INFLATE_BUDGET, |ev| match ev {
@@ -311,6 +312,8 @@ struct Tails<'a> {
     held: &'a mut Option<Box<Tail>>,
     next: &'a mut Option<Box<Tail>>,
     now: Instant,
+    /// See [`Ctx::hold_tail`].
+    may_hold: Option<&'a super::action::HoldTail<'a>>,
 }
 
 impl Tails<'_> {
@@ -364,7 +367,7 @@ fn show(
             if Core::quiet_line(cfg, q, l) {
                 continue;
             }
-        } else if l.len() <= TAIL_MAX {
+        } else if l.len() <= TAIL_MAX && tails.may_hold.is_none_or(|f| f(l)) {
             // The last piece, cut by the read: it waits for its rest. A
             // line that goes on and on is shown by the first piece's time.
             let until = match &prev {

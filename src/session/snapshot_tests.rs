@@ -79,6 +79,7 @@ impl T {
             now,
             relogin_slot: &mut slot,
             quiet: None,
+            hold_tail: None,
         };
         let mut out = Vec::new();
         f(&mut self.core, &mut ctx, &self.pool, &mut out);

@@ -214,3 +214,24 @@ async fn a_resumed_player_gets_the_partial_line_after_the_kept_output() {
     let out = old.game("ing.\r\n");
     assert_eq!(player_text(&out), "Carol is typing.\r\n");
 }
+
+/// Lines are checked only because a piece that might begin the heartbeat's
+/// announcement waits: the read that brings its rest is checked, and a
+/// piece it leaves that cannot become one goes out at once, so later reads
+/// take the fast path again (before, every read that ended mid-line held
+/// its last piece, and bulk output stayed on the slow path for good).
+#[tokio::test(start_paused = true)]
+async fn only_a_piece_that_may_become_an_announcement_waits() {
+    let mut t = quiet();
+    t.hold_tail = Some(|piece| b"heartbeat"[..piece.len().min(9)].eq_ignore_ascii_case(piece));
+    let out = t.game("x\r\nh");
+    assert_eq!(player_text(&out), "x\r\n");
+    assert!(t.core.holds_tail(), "a piece that begins the name waits");
+    let out = t.game("ello world\r\n!\"#$%&'()*+,-./0123");
+    assert_eq!(player_text(&out), "hello world\r\n!\"#$%&'()*+,-./0123");
+    assert!(
+        !t.core.holds_tail(),
+        "a piece that cannot be one goes at once"
+    );
+    assert!(t.core.game_passthrough(b"456789\r\n"));
+}

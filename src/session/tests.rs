@@ -49,6 +49,8 @@ pub(super) struct T {
     pub slot_delay: Duration,
     /// Names whose announcements are held back (`Ctx::quiet`).
     pub quiet: Vec<String>,
+    /// `Ctx::hold_tail` (`None`: any piece may wait for its rest).
+    pub hold_tail: Option<fn(&[u8]) -> bool>,
 }
 
 pub(super) fn view(name: &str, up: Option<bool>) -> BackendView {
@@ -78,6 +80,7 @@ impl T {
             cfg,
             slot_delay: Duration::ZERO,
             quiet: Vec::new(),
+            hold_tail: None,
         }
     }
 
@@ -95,6 +98,7 @@ impl T {
             now,
             relogin_slot: &mut slot,
             quiet: (!names.is_empty()).then_some(&quiet as &dyn Fn(&str) -> bool),
+            hold_tail: self.hold_tail.as_ref().map(|f| f as &dyn Fn(&[u8]) -> bool),
         };
         let mut out = Vec::new();
         f(&mut self.core, &mut ctx, &self.pool, &mut out);
