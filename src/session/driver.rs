@@ -1,6 +1,8 @@
 //! The session driver: owns the player's transport and the game
-//! connection, waits on both (and on the pool, announcements, timers and
-//! shutdown) in one `select!`, feeds what happened to the [`Core`] and
+//! connection, waits on both, its timer and its slot on the upgrade roll
+//! (an upgrade's ask, or news for every session: the pool, announcements,
+//! the stop; see [`Shared::ring_on_news`]) in one `select!` of polls that
+//! keep nothing of their own, feeds what happened to the [`Core`] and
 //! carries out the [`Action`](super::Action)s it returns, in order
 //! ([`super::apply`]; the writes themselves are in [`super::write`]).
 //!
