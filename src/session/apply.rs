@@ -10,8 +10,9 @@ use tokio::time::{timeout, Instant};
 use tracing::debug;
 
 use super::action::{Action, Actions};
-use super::driver::{next_ask, step, Driver};
+use super::driver::{step, Driver};
 use super::finish::leave;
+use super::wait::next_ask;
 use super::End;
 use crate::backend::connect::connect;
 use crate::clientip::peer_ip;

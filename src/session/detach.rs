@@ -170,8 +170,8 @@ impl<P: PlayerTransport> Driver<P> {
                 .map_or(expires, |d| d.min(expires));
             // Cancel-safe branches only (see `Driver::run`).
             let r: Result<(), End> = tokio::select! {
-                r = super::driver::game_readable(&self.game) => self.on_game_readable(r).await,
-                w = super::driver::next_wake(&mut self.freeze) => match w {
+                r = super::wait::game_readable(&self.game) => self.on_game_readable(r).await,
+                w = super::wait::next_wake(&mut self.freeze) => match w {
                     Wake::News => self.news(&mut pool_rx, &mut read).await,
                     // An upgrade: the session, its playback and its time
                     // left cross to the new process.

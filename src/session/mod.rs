@@ -30,6 +30,7 @@
 //! | `mssp` | MSSP answered by holdfast itself, also while the game is down |
 //! | `playback` | the game's output kept, bounded, for a player who is away or paused |
 //! | `driver` | the sockets, one `select!`, each event fed to the core |
+//! | `wait` | what the loop waits on, as polls that keep nothing in the task |
 //! | `apply` | the core's actions carried out in order |
 //! | `write` | writes to the player and the game: timeouts, slow readers, an upgrade's ask |
 //! | `finish` | how a session ends: owed quits, last notices, the close event |
@@ -61,6 +62,7 @@ mod relogin;
 mod resume;
 pub mod snapshot;
 mod timer;
+mod wait;
 mod watch;
 mod write;
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::core::Core;
-use super::driver::{next_ask, Driver};
+use super::driver::Driver;
+use super::wait::next_ask;
 use crate::config::Config;
 use crate::state::Shared;
 

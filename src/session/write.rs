@@ -11,7 +11,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, warn};
 
-use super::driver::{next_ask, step, Driver};
+use super::driver::{step, Driver};
+use super::wait::next_ask;
 use super::End;
 use crate::transport::PlayerTransport;
 
