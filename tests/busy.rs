@@ -172,14 +172,7 @@ async fn six_players_at_a_two_preauth_game_all_get_in_by_retrying() {
 
 /// The proxy's `/metrics` text.
 async fn metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    String::from_utf8(buf).unwrap()
+    common::scrape::metrics_text(addr).await
 }
 
 fn count(game: &Game, t: &str) -> usize {

@@ -23,22 +23,7 @@ async fn sessions_in(proxy: &Proxy, state: &str) -> Option<f64> {
 
 /// One series (name and labels) from the proxy's `/metrics`.
 async fn metric(proxy: &Proxy, series: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(proxy.metrics_addr().await)
-        .await
-        .unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(WAIT, c.read_to_string(&mut body))
-        .await
-        .expect("metrics answered")
-        .unwrap();
-    let prefix = format!("{series} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().parse().unwrap())
+    common::scrape::series(proxy.metrics_addr().await, series).await
 }
 
 async fn sessions_become(proxy: &Proxy, state: &str, want: f64) {

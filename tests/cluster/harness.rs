@@ -137,22 +137,8 @@ impl Drop for Relay {
 
 /// One gauge of cluster `test` from `proxy`'s `/metrics` (`None`: absent).
 pub async fn gauge(proxy: &Proxy, name: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(proxy.metrics_addr().await)
-        .await
-        .unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(WAIT, c.read_to_string(&mut body))
-        .await
-        .expect("metrics answered")
-        .unwrap();
-    let prefix = format!("{name}{{cluster=\"test\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().parse().unwrap())
+    let series = format!("{name}{{cluster=\"test\"}}");
+    crate::common::scrape::series(proxy.metrics_addr().await, &series).await
 }
 
 /// Scrapes until gauge `name` of `proxy` is `want`, for up to `within`.

@@ -10,6 +10,7 @@ pub mod nats;
 pub mod ngircd;
 pub mod player;
 pub mod proc;
+pub mod scrape;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
