@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use tokio::time::{timeout, Instant};
-use tracing::debug;
 
 use super::action::{Action, Actions};
 use super::driver::{step, Driver};
@@ -151,8 +150,8 @@ impl<P: PlayerTransport> Driver<P> {
         let r = tokio::select! {
             r = opened => r,
             Some(ask) = next_ask(&mut self.freeze) => {
-                debug!(backend = %b.name, "connect given up for an upgrade; tried again after it");
-                self.asked = Some(ask);
+                slog!(debug, self.core, backend = %b.name, "connect given up for an upgrade; tried again after it");
+                self.stopping().asked = Some(ask);
                 return Ok(());
             }
         };
@@ -172,7 +171,7 @@ impl<P: PlayerTransport> Driver<P> {
                 ))
             }
             Err(e) => {
-                debug!(backend = %b.name, error = %e, "connect failed");
+                slog!(debug, self.core, backend = %b.name, error = %e, "connect failed");
                 if let Some(p) = self.shared.probe(&b.name) {
                     // Let the probe find out (in the background) so the pool
                     // learns of the outage without waiting for the interval.

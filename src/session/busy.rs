@@ -24,8 +24,6 @@
 
 use std::time::Duration;
 
-use tracing::info;
-
 use super::action::{Action, Actions, Ctx};
 use super::core::{render, Core};
 use super::rare::Busy;
@@ -84,7 +82,7 @@ impl Core {
         let tell = !b.told;
         b.told = true;
         let delay = backoff(tries, self.id);
-        info!(user = %self.user_field(), backend = %backend, tries, delay = ?delay, why,
+        slog!(info, self, user = %self.user_field(), backend = %backend, tries, delay = ?delay, why,
             "the game refused holdfast's address; trying again");
         if tell {
             self.notice(&render(&cfg.notices.busy, cfg, &backend, None), out);

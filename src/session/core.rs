@@ -109,12 +109,12 @@ pub struct Core {
     pub telnet: telnet::Policy,
     /// The last byte sent to the player ended a line (or a prompt).
     pub(super) at_line_start: bool,
-    pub(super) game: Option<Game>,
+    pub(super) game: Option<Box<Game>>,
     /// A [`Action::Connect`] is outstanding.
     pub(super) connecting: bool,
     /// The logged-in user (shared with the registry's entry).
     pub(super) user: Option<Arc<str>>,
-    pub(super) creds: Option<Credentials>,
+    pub(super) creds: Option<Box<Credentials>>,
     pub(super) phase: Phase,
     /// Close if not logged in by then.
     pub(super) login_deadline: Option<Instant>,

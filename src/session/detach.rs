@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, info};
 
 use super::action::Action;
 use super::core::Core;
@@ -73,7 +72,7 @@ impl<P: PlayerTransport> Driver<P> {
         if let Some(mut p) = self.player.take() {
             let _ = timeout(Duration::from_millis(100), p.shutdown()).await;
         }
-        info!(user = %user, why = why.as_str(), keep = ?keep, "player link dropped; session detached");
+        slog!(info, self.core, user = %user, why = why.as_str(), keep = ?keep, "player link dropped; session detached");
         self.shared.events.emit(
             Event::new("session.detached")
                 .with("session", id)
@@ -137,7 +136,9 @@ impl<P: PlayerTransport> Driver<P> {
         self.freeze = Some(self.shared.handover.enlist_detached());
         let after = self.detached_turns(expires, rx).await;
         self.freeze = None;
-        self.asked = None;
+        if let Some(s) = self.stopping.as_mut() {
+            s.asked = None;
+        }
         after
     }
 
@@ -155,7 +156,7 @@ impl<P: PlayerTransport> Driver<P> {
         loop {
             // An ask that came while a connect was under way: the step
             // is done, so this is a clean point.
-            if let Some(ask) = self.asked.take() {
+            if let Some(ask) = self.take_ask() {
                 if let Err(end) = self.hand_over_detached(ask, expires, None).await {
                     return After::End(end);
                 }
@@ -185,7 +186,7 @@ impl<P: PlayerTransport> Driver<P> {
                         // Stale: its re-login failed while its player was
                         // away (the password changed). The owner, whom the
                         // game just let in, takes another one; this ends.
-                        info!("a stale detached session gives way to its owner");
+                        slog!(info, self.core, "a stale detached session gives way to its owner");
                         let _ = reply.send(None);
                         Err(End::DetachExpired)
                     }
@@ -247,7 +248,7 @@ impl<P: PlayerTransport> Driver<P> {
             verdict,
         };
         if ask.send(parcel).is_ok() && rx.await.ok() == Some(Verdict::Commit) {
-            debug!("handed over (detached)");
+            slog!(debug, self.core, "handed over (detached)");
             return Err(End::Handover);
         }
         Ok(())
@@ -280,7 +281,7 @@ impl<P: PlayerTransport> Driver<P> {
             playback,
             since,
         };
-        debug!(session = id, "handing the detached session over");
+        slog!(debug, h.core, "handing the detached session over");
         let _ = reply.send(Some(Box::new(h)));
     }
 
@@ -337,7 +338,7 @@ impl<P: PlayerTransport> Driver<P> {
         }
         self.core.clear_verified();
         let queued = self.core.take_queue();
-        info!(user = %creds.name, verify_ms = took.as_millis() as u64, "the game accepted the login; resuming");
+        slog!(info, self.core, user = %creds.name, verify_ms = took.as_millis() as u64, "the game accepted the login; resuming");
         self.resume(*h, took).await?;
         self.resumed_with(creds, queued).await
     }
@@ -367,7 +368,7 @@ impl<P: PlayerTransport> Driver<P> {
         }
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();
-        info!(user = %user, away = ?away, missed, dropped, "session resumed");
+        slog!(info, self.core, user = %user, away = ?away, missed, dropped, "session resumed");
         crate::metrics::metrics().resume();
         out.push(Action::Emit(
             Event::new("session.resumed")

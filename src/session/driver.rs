@@ -48,8 +48,24 @@ pub(super) struct Driver<P> {
     /// This session's place on the upgrade roll while [`Driver::run`]
     /// runs: a write that waits on a slow reader watches it too.
     pub freeze: Option<crate::state::upgrade::Enlisted>,
-    /// An upgrade's ask that came while a write to the player waited: it
-    /// is answered at the top of the loop, once the current step is done.
+    /// An upgrade's ask that came while a step was under way, and the
+    /// writes held for it. Boxed: only a session an upgrade stopped in
+    /// the middle of a step has one (see [`Stopping`]).
+    pub stopping: Option<Box<Stopping>>,
+    /// The game output being read mentions a name held always (the
+    /// heartbeat's), may begin one, or ends a line held back from the
+    /// last read: its lines are checked for announcements.
+    pub(super) quiet_mention: bool,
+    /// The core's next deadline, while it has one (see [`set_timer`]).
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// An upgrade's ask that came in the middle of a step (a write to a slow
+/// reader, a connect), and what the player's writes kept for it.
+#[derive(Default)]
+pub(super) struct Stopping {
+    /// The ask: answered at the top of the loop, once the current step
+    /// is done.
     pub asked: Option<crate::state::upgrade::Ask>,
     /// Bytes for the player, as they go on the wire (compressed if MCCP2
     /// is on), not yet written when `asked` came: they cross with the
@@ -60,12 +76,15 @@ pub(super) struct Driver<P> {
     /// With MCCP2 on a connection that cannot cross: the text behind
     /// `unsent` (compressed, it cannot be kept for a playback).
     pub unsent_text: Vec<u8>,
-    /// The game output being read mentions a name held always (the
-    /// heartbeat's), may begin one, or ends a line held back from the
-    /// last read: its lines are checked for announcements.
-    pub(super) quiet_mention: bool,
-    /// The core's next deadline, while it has one (see [`set_timer`]).
-    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stopping {
+    /// Writes to the player go out now: no upgrade's ask is waiting and
+    /// none held any back.
+    pub fn writes_flow(s: &Option<Box<Stopping>>) -> bool {
+        s.as_ref()
+            .is_none_or(|s| s.asked.is_none() && s.unsent.is_empty() && !s.gave_way)
+    }
 }
 
 /// A detached session's player side: when the link dropped, and what the
@@ -157,10 +176,7 @@ impl<P: PlayerTransport> Driver<P> {
             started: false,
             away: None,
             freeze: None,
-            asked: None,
-            unsent: Vec::new(),
-            gave_way: false,
-            unsent_text: Vec::new(),
+            stopping: None,
             quiet_mention: false,
             timer: None,
         }
@@ -175,9 +191,7 @@ impl<P: PlayerTransport> Driver<P> {
         // task to end or enlist again), and the bytes held back for it go
         // before anything else this session still writes.
         self.freeze = None;
-        self.asked = None;
-        self.gave_way = false;
-        let unsent = std::mem::take(&mut self.unsent);
+        let unsent = self.stopping.take().map(|s| s.unsent).unwrap_or_default();
         if !unsent.is_empty() {
             let _ = self.write_player_raw(&unsent, self.write_timeout()).await;
         }
@@ -208,7 +222,7 @@ impl<P: PlayerTransport> Driver<P> {
         loop {
             // An upgrade asked while a write waited: the step that wrote
             // is done, so this is a clean point (see `handover`).
-            if let Some(ask) = self.asked.take() {
+            if let Some(ask) = self.take_ask() {
                 if let Err(end) = Box::pin(self.hand_over(ask)).await {
                     return end;
                 }
@@ -240,7 +254,10 @@ impl<P: PlayerTransport> Driver<P> {
                 r = game_readable(&self.game) => self.on_game_readable(r).await,
                 () = timer_due(&mut self.timer) => self.timer_fired().await,
                 w = next_wake(&mut self.freeze) => match w {
-                    Wake::News => self.news(&mut pool_rx, &mut read).await,
+                    // Boxed: news is rare, and what it awaits (a move,
+                    // the screen, announcements) is the largest wait of
+                    // the loop.
+                    Wake::News => Box::pin(self.news(&mut pool_rx, &mut read)).await,
                     // An upgrade: every event before it was carried out in
                     // full, so this is a clean point to stop (see
                     // `handover`). Boxed: once per upgrade, it need not
@@ -364,26 +381,27 @@ impl<P: PlayerTransport> Driver<P> {
                                 a.playback.record(&buf);
                                 return Ok(());
                             }
-                            return self.write_player(&buf, self.write_timeout()).await;
-                        }
-                        // A step at a time (see `relay::INFLATE_BUDGET`),
-                        // each written before the next, yielding between
-                        // them so one player's flood does not stall others.
-                        let mut pos = 0;
-                        while pos < buf.len() {
-                            let rest = &buf[pos..];
-                            let used;
-                            step!(self, |core, ctx, pool, out| used =
-                                core.game_data(ctx, rest, pool, out))?;
-                            // zlib takes input or gives output on every
-                            // step, so this ends; `used` may be 0 while
-                            // it drains output it already holds.
-                            pos += used.min(rest.len());
-                            if pos < buf.len() {
-                                tokio::task::yield_now().await;
+                            // What the socket takes now, without a
+                            // future: a wait (a slow reader, MCCP2) is
+                            // boxed, and this task keeps no room for it.
+                            if self.core.telnet.out.plain() {
+                                let pos = self.write_player_now(&buf)?;
+                                if pos == buf.len() {
+                                    return Ok(());
+                                }
+                                let rest = &buf[pos..];
+                                return Box::pin(
+                                    self.write_player_wait(rest, self.write_timeout()),
+                                )
+                                .await;
                             }
+                            return Box::pin(self.write_player(&buf, self.write_timeout())).await;
                         }
-                        return Ok(());
+                        // Boxed: this path keeps more across its waits
+                        // than the passthrough above, which most reads
+                        // take; inline, every session's task would keep
+                        // room for it (issue 25).
+                        return Box::pin(self.game_data(&buf)).await;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(_) => true,
@@ -392,6 +410,40 @@ impl<P: PlayerTransport> Driver<P> {
         };
         debug_assert!(closed);
         step!(self, |core, _ctx, _pool, out| core.game_closed(out))
+    }
+
+    /// The game's output through the core: telnet, MCCP2, logins being
+    /// watched, announcements held back.
+    async fn game_data(&mut self, buf: &[u8]) -> Result<(), End> {
+        // A step at a time (see `relay::INFLATE_BUDGET`), each written
+        // before the next, yielding between them so one player's flood
+        // does not stall others.
+        let mut pos = 0;
+        while pos < buf.len() {
+            let rest = &buf[pos..];
+            let used;
+            step!(self, |core, ctx, pool, out| used =
+                core.game_data(ctx, rest, pool, out))?;
+            // zlib takes input or gives output on every step, so this
+            // ends; `used` may be 0 while it drains output it already
+            // holds.
+            pos += used.min(rest.len());
+            if pos < buf.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The upgrade's ask that came in the middle of a step, if one did.
+    pub(super) fn take_ask(&mut self) -> Option<crate::state::upgrade::Ask> {
+        self.stopping.as_mut().and_then(|s| s.asked.take())
+    }
+
+    /// What an upgrade's ask in the middle of a step keeps (made on first
+    /// use).
+    pub(super) fn stopping(&mut self) -> &mut Stopping {
+        self.stopping.get_or_insert_default()
     }
 
     pub(super) fn write_timeout(&self) -> Duration {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
-use tracing::{debug, info};
 
 use super::action::Action;
 use super::driver::Driver;
@@ -67,13 +66,19 @@ impl<P: PlayerTransport> Driver<P> {
         let _ = self.write_player(&[], FINISH_WRITE).await;
         let (plain, wire) = self.core.telnet.out.totals();
         if plain > 0 {
-            debug!(mccp_in = plain, mccp_out = wire, "player compression");
+            slog!(
+                debug,
+                self.core,
+                mccp_in = plain,
+                mccp_out = wire,
+                "player compression"
+            );
         }
         if let Some(mut p) = self.player.take() {
             p.closing(end.close_why());
             let _ = timeout(FINISH_WRITE, p.shutdown()).await;
         }
-        info!(reason = end.as_str(), user = %self.core.user_field(), "session closed");
+        slog!(info, self.core, reason = end.as_str(), user = %self.core.user_field(), "session closed");
         let id = self.core.id;
         self.shared.registry.remove(id);
         self.shared.events.emit(

@@ -19,10 +19,9 @@ use tokio::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tracing::{debug, info_span, Instrument};
 
 use super::core::render;
-use super::driver::Driver;
+use super::driver::{Driver, Stopping};
 use super::snapshot::{resume_bytes, snapshot, Restored};
 use super::End;
 use crate::backend::connect::BackendStream;
@@ -53,7 +52,7 @@ impl<P: PlayerTransport> Driver<P> {
             Some(p) => match Box::pin(p.freeze()).await {
                 Ok(was) => was,
                 Err(why) => {
-                    debug!(%why, "the player's connection cannot stop now");
+                    slog!(debug, self.core, %why, "the player's connection cannot stop now");
                     return self.leave_for_upgrade(ask).await;
                 }
             },
@@ -71,7 +70,7 @@ impl<P: PlayerTransport> Driver<P> {
             return self.thaw(mccp).await;
         }
         if rx.await.ok() == Some(Verdict::Commit) {
-            debug!("handed over");
+            slog!(debug, self.core, "handed over");
             return Err(End::Handover);
         }
         self.thaw(mccp).await
@@ -95,9 +94,12 @@ impl<P: PlayerTransport> Driver<P> {
     async fn leave_for_upgrade(&mut self, ask: Ask) -> Result<(), End> {
         let cfg = self.shared.config();
         let keep = self.can_detach(End::PlayerClosed);
-        let slow = std::mem::take(&mut self.gave_way);
-        let unsent = std::mem::take(&mut self.unsent);
-        let unsent_text = std::mem::take(&mut self.unsent_text);
+        let Stopping {
+            gave_way: slow,
+            unsent,
+            unsent_text,
+            ..
+        } = self.stopping.take().map(|s| *s).unwrap_or_default();
         let mut missed = Vec::new();
         if slow {
             // Compressed (MCCP2), the bytes left say nothing: the text of
@@ -109,7 +111,9 @@ impl<P: PlayerTransport> Driver<P> {
             } else {
                 missed = unsent_text;
             }
-            debug!(
+            slog!(
+                debug,
+                self.core,
                 bytes = missed.len(),
                 "a slow reader's link is dropped for the upgrade"
             );
@@ -133,7 +137,11 @@ impl<P: PlayerTransport> Driver<P> {
             // The ask is dropped: the upgrade waits for this session to end.
             return Err(End::PlayerClosed);
         }
-        debug!("player told to reconnect; the session crosses detached");
+        slog!(
+            debug,
+            self.core,
+            "player told to reconnect; the session crosses detached"
+        );
         let now = Instant::now();
         let mut away = super::driver::Away::new(now, &cfg);
         away.playback.record(&missed);
@@ -152,11 +160,10 @@ impl<P: PlayerTransport> Driver<P> {
     /// commit): first the output a slow write had not got out, then the
     /// MCCP2 offer again if the stream was ended for it.
     async fn thaw(&mut self, mccp: bool) -> Result<(), End> {
-        self.gave_way = false;
+        let unsent = self.stopping.take().map(|s| s.unsent).unwrap_or_default();
         let limit = self.write_timeout();
         // What the connection still holds (a WebSocket's frames) goes first.
         self.drain_player(Instant::now() + limit, limit).await?;
-        let unsent = std::mem::take(&mut self.unsent);
         self.write_player_raw(&unsent, self.write_timeout()).await?;
         if mccp {
             let again = resume_bytes(&mut self.core, true, "");
@@ -189,7 +196,8 @@ impl<P: PlayerTransport> Driver<P> {
 
     /// The state, and close-on-exec duplicates of the sockets to send.
     fn parcel(&self, mccp: bool, player: Option<&PlayerWas>) -> Result<SessionParcel, String> {
-        let state = snapshot(&self.core, mccp, player, &self.unsent).map_err(|e| e.to_string())?;
+        let unsent = self.stopping.as_ref().map_or(&[][..], |s| &s.unsent[..]);
+        let state = snapshot(&self.core, mccp, player, unsent).map_err(|e| e.to_string())?;
         let id = self.core.id;
         let err = |e: std::io::Error| format!("session {id}: {e}");
         let Some(player) = self.player.as_ref().and_then(|p| p.socket()) else {
@@ -233,7 +241,6 @@ pub fn resume(
         player: player_was,
         unsent,
     } = restored;
-    let span = info_span!("session", id = core.id, peer = %core.peer);
     let player = match (player, detached) {
         (None, Some(was)) => {
             let mut d = Driver::<TcpStream>::without_player(shared, core);
@@ -254,21 +261,18 @@ pub fn resume(
                         .with("reason", why.as_str()),
                 );
             }
-            return Box::pin(
-                async move {
-                    debug!(user = %d.core.user_field(), "detached session taken over");
-                    // Paused by the cluster in the old process: on only if
-                    // the lease is back here (see `carry_on`).
-                    if d.core.paused() || moved_meanwhile(&d.core, &d.shared) {
-                        if let Err(end) = d.pool_changed().await {
-                            return d.after_detached(super::detach::After::End(end)).await;
-                        }
+            return Box::pin(async move {
+                slog!(debug, d.core, user = %d.core.user_field(), "detached session taken over");
+                // Paused by the cluster in the old process: on only if
+                // the lease is back here (see `carry_on`).
+                if d.core.paused() || moved_meanwhile(&d.core, &d.shared) {
+                    if let Err(end) = d.pool_changed().await {
+                        return d.after_detached(super::detach::After::End(end)).await;
                     }
-                    let after = d.stay_detached(expires).await;
-                    d.after_detached(after).await;
                 }
-                .instrument(span),
-            );
+                let after = d.stay_detached(expires).await;
+                d.after_detached(after).await;
+            });
         }
         (Some(p), _) => p,
         // `upgrade::new` lets no session without a player or a detached
@@ -277,23 +281,20 @@ pub fn resume(
     };
     let cfg = shared.config();
     match player_was {
-        None => carry_on(shared, core, player, game, (mccp_was_on, unsent), span),
+        None => carry_on(shared, core, player, game, (mccp_was_on, unsent)),
         Some(PlayerWas::Ws(was)) => {
             match crate::transport::WsConn::resumed(player, was, cfg.doors.ws_ping_interval) {
-                Some(ws) => carry_on(shared, core, ws, game, (mccp_was_on, unsent), span),
+                Some(ws) => carry_on(shared, core, ws, game, (mccp_was_on, unsent)),
                 // `resumed` is ready at once; should it not be, the
                 // session goes on as for a link that dropped.
                 None => {
                     let mut d = Driver::<TcpStream>::without_player(shared, core);
                     d.started = true;
                     d.game = game;
-                    Box::pin(
-                        async move {
-                            tracing::warn!("a WebSocket taken over could not be rebuilt");
-                            d.after_run(End::PlayerClosed).await;
-                        }
-                        .instrument(span),
-                    )
+                    Box::pin(async move {
+                        slog!(warn, d.core, "a WebSocket taken over could not be rebuilt");
+                        d.after_run(End::PlayerClosed).await;
+                    })
                 }
             }
         }
@@ -309,7 +310,6 @@ fn carry_on<P: PlayerTransport>(
     player: P,
     game: Option<BackendStream>,
     (mccp_was_on, unsent): (bool, Vec<u8>),
-    span: tracing::Span,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     let cfg = shared.config();
     let notice = render(
@@ -321,33 +321,30 @@ fn carry_on<P: PlayerTransport>(
     let mut d = Driver::new(shared, core, player);
     d.started = true;
     d.game = game;
-    Box::pin(
-        async move {
-            debug!(user = %d.core.user_field(), "session taken over");
-            let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
-            let limit = d.write_timeout();
-            // Frames a WebSocket had not got out first, then the rest.
-            let mut first = d.drain_player(Instant::now() + limit, limit).await;
-            if first.is_ok() {
-                first = d.write_player_raw(&unsent, limit).await;
-            }
-            drop(unsent);
-            let mut r = match first {
-                Ok(()) => d.write_player(&hello, d.write_timeout()).await,
-                Err(end) => Err(end),
-            };
-            if r.is_ok() && (d.core.paused() || moved_meanwhile(&d.core, &d.shared)) {
-                // Paused by the cluster in the old process: this process's
-                // pool says whether the lease is back (the pool changes
-                // the session waits for may have happened already).
-                r = d.pool_changed().await;
-            }
-            let end = match r {
-                Ok(()) => d.run().await,
-                Err(end) => end,
-            };
-            d.after_run(end).await;
+    Box::pin(async move {
+        slog!(debug, d.core, user = %d.core.user_field(), "session taken over");
+        let hello = resume_bytes(&mut d.core, mccp_was_on, &notice);
+        let limit = d.write_timeout();
+        // Frames a WebSocket had not got out first, then the rest.
+        let mut first = d.drain_player(Instant::now() + limit, limit).await;
+        if first.is_ok() {
+            first = d.write_player_raw(&unsent, limit).await;
         }
-        .instrument(span),
-    )
+        drop(unsent);
+        let mut r = match first {
+            Ok(()) => d.write_player(&hello, d.write_timeout()).await,
+            Err(end) => Err(end),
+        };
+        if r.is_ok() && (d.core.paused() || moved_meanwhile(&d.core, &d.shared)) {
+            // Paused by the cluster in the old process: this process's
+            // pool says whether the lease is back (the pool changes
+            // the session waits for may have happened already).
+            r = d.pool_changed().await;
+        }
+        let end = match r {
+            Ok(()) => d.run().await,
+            Err(end) => end,
+        };
+        d.after_run(end).await;
+    })
 }

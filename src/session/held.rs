@@ -1,8 +1,6 @@
 //! Outages: the game connection closing, the probe's verdict, holding the
 //! player, moving between backends and pacing the way back.
 
-use tracing::{debug, info};
-
 use super::action::{Action, Actions, Ctx};
 use super::core::{render, Core};
 use super::End;
@@ -47,11 +45,11 @@ impl Core {
                 // limit (TinyMUX's connection rate), not a boot.
                 return self.refused(ctx, "closed before its connect screen", out);
             }
-            info!(backend = %name, "game closed the connection while alive");
+            slog!(info, self, backend = %name, "game closed the connection while alive");
             out.push(Action::Close(End::Booted));
             return;
         }
-        info!(backend = %name, "backend gone; holding the session");
+        slog!(info, self, backend = %name, "backend gone; holding the session");
         self.hold(ctx, "backend_down", pool, out);
     }
 
@@ -90,9 +88,9 @@ impl Core {
         } else if let Some(creds) = watch.and_then(|w| w.probable_credentials()) {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
-            debug!(user = %creds.name, "keeping an unconfirmed login for re-login");
+            slog!(debug, self, user = %creds.name, "keeping an unconfirmed login for re-login");
             self.user = Some(creds.name.as_str().into());
-            self.creds = Some(creds);
+            self.creds = Some(Box::new(creds));
         }
         let msg = render(&cfg.notices.offline, cfg, &name, None);
         // An outage is news of its own: a later refusal is told again.
@@ -139,7 +137,7 @@ impl Core {
                 return;
             }
             if moved && *g.name != *st.active {
-                info!(from = %g.name, to = %st.active, "moving to another backend");
+                slog!(info, self, from = %g.name, to = %st.active, "moving to another backend");
                 // Paused while the cluster moved: what the old backend
                 // said meanwhile first, then its quit.
                 self.flush_tail(out);
@@ -171,7 +169,7 @@ impl Core {
             if st.is_down(&g.name) && st.view(&g.name).is_some() {
                 // The probe says the backend is gone though our connection
                 // is still open: a frozen host. Do not wait for TCP to notice.
-                info!(backend = %g.name, "backend marked down; holding the session");
+                slog!(info, self, backend = %g.name, "backend marked down; holding the session");
                 self.hold(ctx, "backend_down", st, out);
             } else if self.rare().paused.is_some() {
                 if *g.name == *st.active {
@@ -212,7 +210,7 @@ impl Core {
     fn fence(&mut self, ctx: &mut Ctx, out: &mut Actions) {
         let cfg = ctx.cfg;
         let name = self.game_name();
-        info!(backend = %name, "fenced from the cluster; holding the session");
+        slog!(info, self, backend = %name, "fenced from the cluster; holding the session");
         self.flush_tail(out);
         if let Some(a) = self.leave_action(cfg) {
             out.push(a);

@@ -26,7 +26,6 @@
 use std::sync::Arc;
 
 use tokio::time::Instant;
-use tracing::debug;
 
 use super::action::{Action, Actions, Ctx};
 use super::core::{Core, Game};
@@ -48,7 +47,11 @@ impl Core {
         if !ctx.cfg.listen.lazy_connect || !pool.active_usable() {
             return false;
         }
-        debug!("lazy connect: the cached connect screen; the game connection waits");
+        slog!(
+            debug,
+            self,
+            "lazy connect: the cached connect screen; the game connection waits"
+        );
         self.write_out(&s, out);
         self.lazy = Some(s);
         self.last_backend = Some(pool.active.as_str().into());
@@ -96,7 +99,11 @@ impl Core {
             }
             return;
         }
-        debug!("the connect screen is known now: shown; waiting for the player's first line");
+        slog!(
+            debug,
+            self,
+            "the connect screen is known now: shown; waiting for the player's first line"
+        );
         if let Some(r) = self.rare_mut_if_any() {
             r.held_since = None;
             if let Some(b) = r.busy.as_mut() {
@@ -148,7 +155,11 @@ impl Core {
                 && g.connected_at + cfg.templates.banner_wait + cfg.heartbeat.timeout <= ctx.now
         };
         if let Some(g) = self.game.as_mut().filter(|g| due(g)) {
-            debug!("no connect screen in time; sending the queued lines anyway");
+            slog!(
+                debug,
+                self,
+                "no connect screen in time; sending the queued lines anyway"
+            );
             g.await_banner = false;
             self.flush_queue(ctx, out);
         }

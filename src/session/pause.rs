@@ -28,8 +28,6 @@
 
 use std::time::Duration;
 
-use tracing::info;
-
 use super::action::{Action, Actions, Ctx};
 use super::core::{render, Core};
 use super::playback::Playback;
@@ -61,7 +59,7 @@ impl Core {
         }
         let cfg = ctx.cfg;
         let name = self.game_name();
-        info!(backend = %name, "fenced from the cluster; pausing the session");
+        slog!(info, self, backend = %name, "fenced from the cluster; pausing the session");
         // What came before the pause goes to the player, not to the record.
         self.flush_tail(out);
         self.rare_mut().paused = Some(Box::new(Pause {
@@ -114,7 +112,7 @@ impl Core {
             return;
         };
         let name = self.game_name();
-        info!(backend = %name, paused = ?took, kept, "cluster lease back; the session goes on");
+        slog!(info, self, backend = %name, paused = ?took, kept, "cluster lease back; the session goes on");
         out.push(Action::Emit(
             Event::new("session.unpaused")
                 .with("session", self.id)

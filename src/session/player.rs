@@ -2,7 +2,6 @@
 //! spoof filter, a login that may resume a detached session, quit and login
 //! capture, and the queue while there is no game to take them.
 
-use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
@@ -106,12 +105,17 @@ impl Core {
                 r.flood_drops
             };
             if drops == 1 {
-                warn!("player is flooding; dropping input");
+                slog!(warn, self, "player is flooding; dropping input");
                 self.flush_game(to_game, out);
                 self.notice(&render(&cfg.notices.flood, cfg, "", None), out);
             }
             if drops > l.input_burst {
-                warn!(dropped = drops, "disconnecting a flooding player");
+                slog!(
+                    warn,
+                    self,
+                    dropped = drops,
+                    "disconnecting a flooding player"
+                );
                 // The game's last partial line is theirs all the same.
                 self.flush_tail(out);
                 out.push(Action::Close(End::Flood));
@@ -123,7 +127,11 @@ impl Core {
             self.rare_mut().flood_drops = 0;
         }
         if clientip::is_spoof(&cfg.client_ip, &line) {
-            warn!("dropped a player line that would set the client address");
+            slog!(
+                warn,
+                self,
+                "dropped a player line that would set the client address"
+            );
             return Ok(());
         }
         // A crawler's plain-text MSSP request on the connect screen is
@@ -217,7 +225,7 @@ impl Core {
                 // and goes once its connect screen came.
                 self.queue_line(ctx, line, out);
                 if !self.connecting {
-                    debug!(backend = %backend, "lazy connect: the player typed; connecting");
+                    slog!(debug, self, backend = %backend, "lazy connect: the player typed; connecting");
                     self.connecting = true;
                     out.push(Action::Connect(backend.to_string()));
                 }
@@ -257,13 +265,14 @@ impl Core {
             if let Some((creds, _)) = login::parse_login(&line, forms) {
                 // A new attempt replaces a late watch (the player gave up
                 // waiting and typed it again, maybe with another name).
-                let free = |g: &&mut Game| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
+                let free =
+                    |g: &&mut Box<Game>| g.watch.as_ref().is_none_or(|w| w.late && !w.relogin);
                 let verify = self
                     .rare_mut_if_any()
                     .and_then(|r| r.verify.take())
                     .is_some_and(|k| k == Core::resume_key(&creds.name));
                 if let Some(g) = self.game.as_mut().filter(free) {
-                    debug!(user = %creds.name, verify, "login attempt");
+                    slog!(debug, self, user = %creds.name, verify, "login attempt");
                     let deadline = ctx.now + ctx.cfg.templates.login_confirm_timeout;
                     let name = creds.name.clone();
                     let kind = if verify {

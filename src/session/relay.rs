@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
@@ -119,7 +118,7 @@ impl Core {
                 capture,
                 tail,
                 ..
-            } = g;
+            } = &mut **g;
             let mut tails = Tails {
                 held: tail,
                 next: &mut next_tail,
@@ -181,7 +180,7 @@ impl Core {
                                 w.feed(d, t, &mut plain, &mut send_marker, &mut send_login);
                             if send_login {
                                 // Synced: the game has the connection.
-                                debug!("re-login: marker back; sending the login");
+                                slog!(debug, self, "re-login: marker back; sending the login");
                                 if let Some(c) = creds {
                                     to_game.extend_from_slice(&login::render_login(
                                         &t.login,
@@ -227,7 +226,7 @@ impl Core {
                 }
             });
             if !was_compressed && parser.compressed() {
-                debug!("backend compresses (MCCP2)");
+                slog!(debug, self, "backend compresses (MCCP2)");
             }
             r
         };
@@ -255,7 +254,7 @@ impl Core {
                 // telnet: nothing after a corrupt MCCP stream can be trusted;
                 // what decoded before it is delivered.
                 let backend = self.last_backend.clone().unwrap_or_default();
-                warn!(error = %e, backend = %backend, "corrupt compressed stream from the backend");
+                slog!(warn, self, error = %e, backend = %backend, "corrupt compressed stream from the backend");
                 if let Some(t) = next_tail.take() {
                     telnet::escape_iac(&t.text, &mut shown);
                     line_start_after = false;

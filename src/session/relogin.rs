@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
@@ -90,7 +89,7 @@ impl Core {
             _ => backend.into(),
         };
         self.last_backend = Some(name.clone());
-        self.game = Some(Game {
+        self.game = Some(Box::new(Game {
             name,
             parser: telnet::Inbound::new(cfg.limits.max_subnegotiation),
             watch,
@@ -101,7 +100,7 @@ impl Core {
             skip,
             capture: None,
             tail: None,
-        });
+        }));
         out.push(Action::Game(first));
         // telnet: nothing is agreed with the new backend yet.
         self.telnet.backend_started();
@@ -109,7 +108,7 @@ impl Core {
         if let Some(r) = self.rare_mut_if_any() {
             r.relogin_at = None;
         }
-        debug!(backend, relogin, "connected to backend");
+        slog!(debug, self, backend, relogin, "connected to backend");
         if relogin {
             self.phase = Phase::Relogin;
             return;
@@ -181,13 +180,13 @@ impl Core {
             Kind::First(creds) => {
                 self.write_out(&held, out);
                 self.user = Some(creds.name.as_str().into());
-                self.creds = Some(creds);
+                self.creds = Some(Box::new(creds));
                 self.login_deadline = None;
                 if relogin {
                     // A re-login whose marker came back late.
                     self.restored(ctx, &backend, out);
                 } else {
-                    info!(user = %self.user_field(), backend = %backend, "logged in");
+                    slog!(info, self, user = %self.user_field(), backend = %backend, "logged in");
                     out.push(Action::Emit(
                         Event::new("session.login")
                             .with("session", self.id)
@@ -236,7 +235,7 @@ impl Core {
             .rare_mut_if_any()
             .and_then(|r| r.held_since.take())
             .map(|t| ctx.now - t);
-        info!(user = %self.user_field(), backend, "logged back in");
+        slog!(info, self, user = %self.user_field(), backend, "logged back in");
         self.phase = Phase::Relaying;
         self.login_deadline = None;
         out.push(Action::Emit(
@@ -259,17 +258,17 @@ impl Core {
         self.write_out(&held, out);
         if w.late {
             // The player was already told when it went late.
-            debug!(why, "late login watch ended without a login");
+            slog!(debug, self, why, "late login watch ended without a login");
             return;
         }
         match w.kind {
             Kind::First(creds) => {
-                debug!(user = %creds.name, why, "login not confirmed");
+                slog!(debug, self, user = %creds.name, why, "login not confirmed");
             }
             Kind::Verify(creds) => {
                 // The game's no, shown above as its answer to the login;
                 // the detached session stays for its owner.
-                info!(user = %creds.name, why, "resume refused by the game");
+                slog!(info, self, user = %creds.name, why, "resume refused by the game");
                 if let Some(r) = self.rare_mut_if_any() {
                     r.verify_started = None;
                 }
@@ -290,7 +289,7 @@ impl Core {
         crate::metrics::metrics().relogin(result, self.relogin_took(ctx));
         let cfg = ctx.cfg;
         let backend = self.last_backend.clone().unwrap_or_default();
-        warn!(user = %self.user_field(), backend = %backend, why, "re-login failed");
+        slog!(warn, self, user = %self.user_field(), backend = %backend, why, "re-login failed");
         if let Some(r) = self.rare_mut_if_any() {
             r.busy = None;
             r.held_since = None;
@@ -334,7 +333,7 @@ impl Core {
         let relogin = w.relogin;
         if relogin {
             if let Some(creds) = self.creds.take() {
-                w.kind = Kind::First(creds);
+                w.kind = Kind::First(*creds);
             }
         }
         let verify = matches!(w.kind, Kind::Verify(_));
@@ -354,7 +353,11 @@ impl Core {
         if relogin {
             self.relogin_failed(ctx, "timed out", out);
         } else {
-            debug!("login not confirmed in time; still watching for the marker");
+            slog!(
+                debug,
+                self,
+                "login not confirmed in time; still watching for the marker"
+            );
         }
     }
 }

@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use tracing::info;
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
@@ -63,7 +62,7 @@ impl Core {
         queued: std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)>,
         out: &mut Actions,
     ) {
-        self.creds = Some(creds);
+        self.creds = Some(Box::new(creds));
         if !queued.is_empty() {
             self.rare_mut().queue.extend(queued);
         }
@@ -88,9 +87,9 @@ impl Core {
         };
         self.write_out(&v.held, out);
         self.user = Some(v.creds.name.as_str().into());
-        self.creds = Some(v.creds);
+        self.creds = Some(Box::new(v.creds));
         self.login_deadline = None;
-        info!(user = %self.user_field(), "logged in (nothing left to resume)");
+        slog!(info, self, user = %self.user_field(), "logged in (nothing left to resume)");
         out.push(Action::Emit(
             Event::new("session.login")
                 .with("session", self.id)

@@ -31,13 +31,24 @@ async fn a_sessions_task_keeps_no_room_for_rare_waits() {
     ));
     let peer: std::net::SocketAddr = "127.0.0.1:5555".parse().expect("addr");
     let core = Core::new(1, peer, peer, &cfg, 0);
-    let mut d: Driver<tokio::net::TcpStream> = Driver::without_player(shared, core);
+    let mut d: Driver<tokio::net::TcpStream> = Driver::without_player(shared.clone(), core);
     let driver = size_of_val(&d);
     let run = size_of_val(&d.run());
     let game_read = size_of_val(&d.on_game_readable(Ok(())));
     let write = size_of_val(&d.write_player_raw(b"x", Duration::from_secs(1)));
     let ask = size_of_val(&next_ask(&mut d.freeze));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let player = tokio::net::TcpStream::connect(l.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let task = size_of_val(&super::run(shared.clone(), 2, player, peer, peer));
     let rows = [
+        (
+            "the session's task future (`session::run`: the driver and its loop)",
+            task,
+        ),
         ("driver (core, sockets, what the registry was told)", driver),
         ("  core (session::Core)", std::mem::size_of::<Core>()),
         (
@@ -62,4 +73,13 @@ async fn a_sessions_task_keeps_no_room_for_rare_waits() {
     // What only some sessions use is boxed (`session::rare`, the driver's
     // `Away`): the core and the driver keep what a relaying session reads.
     assert!(driver <= 1040, "the driver is {driver} bytes");
+    // tokio keeps a task in one allocation: the future, ~112 bytes of its
+    // own (header, scheduler, id, tracker token, waker, list links),
+    // padded to 128. Up to 912 bytes of future that is a 1,024-byte cell,
+    // one of jemalloc's size classes; 8 bytes more and it is 1,152 bytes
+    // in a 1,280-byte class (see docs/benchmarks.md, "Idle memory").
+    assert!(
+        task <= 912,
+        "the session's future is {task} bytes: its task no longer fits 1 KiB"
+    );
 }

@@ -389,29 +389,31 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
     core.input = v.input;
     core.telnet = v.telnet;
     core.at_line_start = v.at_line_start;
-    core.game = v.game.map(|g| Game {
-        name: g.name.into(),
-        parser: g.parser,
-        watch: g.watch,
-        connected_at: abs(g.connected_at, now),
-        closed: g.closed,
-        seen_output: true,
-        await_banner: false,
-        skip: None,
-        // A screen being read when the process changed is read again by
-        // the next connection that shows one.
-        capture: None,
-        // Its rest may be in the game's socket: it gets the usual wait.
-        tail: g.tail.map(|text| {
-            Box::new(super::core::Tail {
-                text,
-                until: now + super::relay::TAIL_WAIT,
-            })
-        }),
+    core.game = v.game.map(|g| {
+        Box::new(Game {
+            name: g.name.into(),
+            parser: g.parser,
+            watch: g.watch,
+            connected_at: abs(g.connected_at, now),
+            closed: g.closed,
+            seen_output: true,
+            await_banner: false,
+            skip: None,
+            // A screen being read when the process changed is read again by
+            // the next connection that shows one.
+            capture: None,
+            // Its rest may be in the game's socket: it gets the usual wait.
+            tail: g.tail.map(|text| {
+                Box::new(super::core::Tail {
+                    text,
+                    until: now + super::relay::TAIL_WAIT,
+                })
+            }),
+        })
     });
     core.connecting = v.connecting;
     core.user = v.user.map(Into::into);
-    core.creds = v.creds.map(|c| c.c);
+    core.creds = v.creds.map(|c| Box::new(c.c));
     core.phase = v.phase;
     let rare = Rare {
         held_since: v.held_since.map(|r| abs(r, now)),

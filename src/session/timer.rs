@@ -5,7 +5,6 @@
 //! partial line held back shown as it is).
 
 use tokio::time::Instant;
-use tracing::debug;
 use zeroize::Zeroizing;
 
 use super::action::{Action, Actions, Ctx};
@@ -77,7 +76,11 @@ impl Core {
         if let Some(w) = self.game.as_mut().and_then(|g| g.watch.as_mut()) {
             if w.syncing && w.resend_at.is_some_and(|t| t <= now) {
                 // Not admitted yet (or the marker was dropped): again.
-                debug!("re-login: marker not back yet; sending it again");
+                slog!(
+                    debug,
+                    self,
+                    "re-login: marker not back yet; sending it again"
+                );
                 w.resend_at = Some(now + login::SYNC_RESEND);
                 let m = login::render_nonce(&cfg.templates.marker, &w.nonce);
                 out.push(Action::Game(Zeroizing::new(m)));
@@ -122,7 +125,11 @@ impl Core {
                 w.remarked = true;
                 w.nonce = login::new_nonce();
                 let m = login::render_nonce(&cfg.templates.marker, &w.nonce);
-                debug!("login timeout with a login in doubt: asking the game again");
+                slog!(
+                    debug,
+                    self,
+                    "login timeout with a login in doubt: asking the game again"
+                );
                 out.push(Action::Game(Zeroizing::new(m)));
                 self.login_deadline = Some(ctx.now + cfg.templates.login_confirm_timeout);
                 return false;

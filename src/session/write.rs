@@ -9,18 +9,17 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, warn};
 
-use super::driver::{step, Driver};
+use super::driver::{step, Driver, Stopping};
 use super::wait::next_ask;
 use super::End;
 use crate::transport::PlayerTransport;
 
 /// A write to the player failed (`None`: it wrote nothing, closed).
-fn write_failed(e: Option<io::Error>) -> End {
+fn write_failed(core: &super::Core, e: Option<io::Error>) -> End {
     match e {
-        Some(e) => debug!(error = %e, "write to player failed"),
-        None => debug!("write to player failed: closed"),
+        Some(e) => slog!(debug, core, error = %e, "write to player failed"),
+        None => slog!(debug, core, "write to player failed: closed"),
     }
     End::WriteFailed
 }
@@ -30,18 +29,30 @@ impl<P: PlayerTransport> Driver<P> {
     /// proxy's MCCP2 (see [`Driver::write_player_raw`] for how a slow
     /// reader is handled), within `limit`.
     pub(super) async fn write_player(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
-        // telnet: compressed if the player took the proxy's MCCP2.
+        // telnet: compressed if the player took the proxy's MCCP2. Boxed:
+        // the compressed path keeps more across its wait, and every
+        // session's task would keep room for it (issue 25).
+        if !self.core.telnet.out.plain() {
+            return Box::pin(self.write_player_compressed(data, limit)).await;
+        }
+        self.write_player_raw(data, limit).await
+    }
+
+    /// [`Driver::write_player`] to a player who took MCCP2 (or whose
+    /// stream starts or ends with this write).
+    async fn write_player_compressed(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
         let compressed = self.core.telnet.out.compressing();
         let wire = self.core.telnet.out.encode(data);
-        let before = (self.unsent.len(), self.gave_way);
+        let held = |d: &Self| d.stopping.as_ref().map(|s| (s.unsent.len(), s.gave_way));
+        let before = held(self);
         let r = self.write_player_raw(&wire, limit).await;
         if compressed
-            && (self.unsent.len(), self.gave_way) != before
+            && held(self) != before
             && self.player.as_ref().is_some_and(|p| p.socket().is_none())
         {
             // Kept for a playback if this connection is dropped for the
             // upgrade (see `handover`): the text, not its compressed form.
-            self.unsent_text.extend_from_slice(data);
+            self.stopping().unsent_text.extend_from_slice(data);
         }
         r
     }
@@ -56,53 +67,67 @@ impl<P: PlayerTransport> Driver<P> {
         data: &[u8],
         limit: Duration,
     ) -> Result<(), End> {
-        let Some(player) = self.player.as_mut() else {
-            return Ok(());
-        };
-        if data.is_empty() {
+        let pos = self.write_player_now(data)?;
+        if pos == data.len() {
             return Ok(());
         }
-        // Most writes finish at once: that path keeps nothing across a
-        // wait, so the room for a wait (its timer, the shutdown and ask
-        // futures, ~600 bytes) is boxed, taken only by a write that waits,
-        // instead of kept in every session's task.
+        Box::pin(self.write_player_wait(&data[pos..], limit)).await
+    }
+
+    /// The part of [`Driver::write_player_raw`] that does not wait: writes
+    /// what the player's socket takes now and returns how much of `data`
+    /// is done (all of it when there is no player). Most writes finish
+    /// here: that path keeps nothing across a wait, so the room for a
+    /// wait (its timer, the shutdown and ask futures, ~600 bytes) is
+    /// boxed, taken only by a write that waits, instead of kept in every
+    /// session's task.
+    pub(super) fn write_player_now(&mut self, data: &[u8]) -> Result<usize, End> {
+        let Some(player) = self.player.as_mut() else {
+            return Ok(data.len());
+        };
         let mut pos = 0;
-        if self.unsent.is_empty() && self.asked.is_none() && !self.gave_way {
+        if Stopping::writes_flow(&self.stopping) {
             while pos < data.len() {
                 match player.try_write_some(&data[pos..]) {
-                    Some(Ok(0)) => return Err(write_failed(None)),
+                    Some(Ok(0)) => return Err(write_failed(&self.core, None)),
                     Some(Ok(n)) => pos += n,
-                    Some(Err(e)) => return Err(write_failed(Some(e))),
+                    Some(Err(e)) => return Err(write_failed(&self.core, Some(e))),
                     None => break,
                 }
             }
             if pos > 0 {
                 crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, pos as u64);
             }
-            if pos == data.len() {
-                return Ok(());
-            }
         }
-        Box::pin(self.write_player_wait(&data[pos..], limit)).await
+        Ok(pos)
     }
 
     /// [`Driver::write_player_raw`] that may wait on the player.
-    async fn write_player_wait(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
+    pub(super) async fn write_player_wait(
+        &mut self,
+        data: &[u8],
+        limit: Duration,
+    ) -> Result<(), End> {
         let Some(player) = self.player.as_mut() else {
             return Ok(());
         };
         if data.is_empty() {
             return Ok(());
         }
-        if !self.unsent.is_empty() || self.asked.is_some() || self.gave_way {
-            self.unsent.extend_from_slice(data);
+        if !Stopping::writes_flow(&self.stopping) {
+            self.stopping
+                .get_or_insert_default()
+                .unsent
+                .extend_from_slice(data);
             return Ok(());
         }
         if player.queued_writes() {
             // Queued whole (a WebSocket's frames, in its gate); the drain
             // gives way to an upgrade's ask, and what the socket has not
             // taken stays queued: it crosses with the connection.
-            player.queue(data).map_err(|e| write_failed(Some(e)))?;
+            player
+                .queue(data)
+                .map_err(|e| write_failed(&self.core, Some(e)))?;
             crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
             return self.drain_player(Instant::now() + limit, limit).await;
         }
@@ -127,9 +152,9 @@ impl<P: PlayerTransport> Driver<P> {
                         .bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
                     Ok(())
                 }
-                Ok(Err(e)) => Err(write_failed(Some(e))),
+                Ok(Err(e)) => Err(write_failed(&self.core, Some(e))),
                 Err(_) => {
-                    warn!(timeout = ?limit, "player stopped reading; dropping the session");
+                    slog!(warn, self.core, timeout = ?limit, "player stopped reading; dropping the session");
                     Err(End::WriteFailed)
                 }
             };
@@ -139,9 +164,9 @@ impl<P: PlayerTransport> Driver<P> {
         let mut pos = 0;
         while pos < data.len() {
             match futures::poll!(std::pin::pin!(player.write_some(&data[pos..]))) {
-                Poll::Ready(Ok(0)) => return Err(write_failed(None)),
+                Poll::Ready(Ok(0)) => return Err(write_failed(&self.core, None)),
                 Poll::Ready(Ok(n)) => pos += n,
-                Poll::Ready(Err(e)) => return Err(write_failed(Some(e))),
+                Poll::Ready(Err(e)) => return Err(write_failed(&self.core, Some(e))),
                 Poll::Pending => break,
             }
         }
@@ -155,23 +180,24 @@ impl<P: PlayerTransport> Driver<P> {
             let r = tokio::select! {
                 r = player.write_some(&data[pos..]) => r,
                 _ = sleep_until(until) => {
-                    warn!(timeout = ?limit, "player stopped reading; dropping the session");
+                    slog!(warn, self.core, timeout = ?limit, "player stopped reading; dropping the session");
                     return Err(End::WriteFailed);
                 }
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
                 Some(ask) = next_ask(&mut self.freeze) => {
-                    debug!(unsent = data.len() - pos, "a write to a slow reader gives way to an upgrade");
-                    self.asked = Some(ask);
-                    self.gave_way = true;
-                    self.unsent.extend_from_slice(&data[pos..]);
+                    slog!(debug, self.core, unsent = data.len() - pos, "a write to a slow reader gives way to an upgrade");
+                    let s = self.stopping.get_or_insert_default();
+                    s.asked = Some(ask);
+                    s.gave_way = true;
+                    s.unsent.extend_from_slice(&data[pos..]);
                     crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, pos as u64);
                     return Ok(());
                 }
             };
             match r {
-                Ok(0) => return Err(write_failed(None)),
+                Ok(0) => return Err(write_failed(&self.core, None)),
                 Ok(n) => pos += n,
-                Err(e) => return Err(write_failed(Some(e))),
+                Err(e) => return Err(write_failed(&self.core, Some(e))),
             }
         }
         crate::metrics::metrics().bytes(crate::metrics::Direction::ToPlayer, data.len() as u64);
@@ -203,20 +229,21 @@ impl<P: PlayerTransport> Driver<P> {
                 tokio::select! {
                     r = std::future::poll_fn(|cx| player.poll_drain(cx)) => r,
                     _ = sleep_until(until) => {
-                        warn!(timeout = ?limit, "player stopped reading; dropping the session");
+                        slog!(warn, self.core, timeout = ?limit, "player stopped reading; dropping the session");
                         return Err(End::WriteFailed);
                     }
                     _ = shutdown.cancelled() => return Err(End::Shutdown),
                     Some(ask) = next_ask(&mut self.freeze) => {
-                        debug!("a drain to a slow reader gives way to an upgrade");
-                        self.asked = Some(ask);
-                        self.gave_way = true;
+                        slog!(debug, self.core, "a drain to a slow reader gives way to an upgrade");
+                        let s = self.stopping.get_or_insert_default();
+                        s.asked = Some(ask);
+                        s.gave_way = true;
                         return Ok(());
                     }
                 }
             }
         };
-        r.map_err(|e| write_failed(Some(e)))
+        r.map_err(|e| write_failed(&self.core, Some(e)))
     }
 
     pub(super) async fn write_game(&mut self, data: &[u8]) -> Result<(), End> {
@@ -228,11 +255,15 @@ impl<P: PlayerTransport> Driver<P> {
             Ok(Ok(())) => Ok(()),
             // The read side will see the close and decide; nothing to do here.
             Ok(Err(e)) => {
-                debug!(error = %e, "write to backend failed");
+                slog!(debug, self.core, error = %e, "write to backend failed");
                 Ok(())
             }
             Err(_) => {
-                warn!("backend stopped reading; treating it as gone");
+                slog!(
+                    warn,
+                    self.core,
+                    "backend stopped reading; treating it as gone"
+                );
                 step!(self, |core, _ctx, _pool, out| core.game_closed(out))
             }
         }

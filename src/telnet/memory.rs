@@ -28,9 +28,17 @@ const MAX_TTYPES: usize = 4;
 /// `Core.Supports.*` messages kept; more are not replayed.
 const MAX_SUPPORTS: usize = 16;
 
-/// The player's remembered answers.
+/// The player's remembered answers: boxed once the player said one, so a
+/// session whose client answers nothing (a bare TCP client, a bot) keeps
+/// one pointer, not five empty collections. It crosses an upgrade in the
+/// shape it always had (the five fields).
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Memory {
+#[serde(from = "Answers", into = "Answers")]
+pub struct Memory(Option<Box<Answers>>);
+
+/// The answers themselves.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Answers {
     naws: Option<Vec<u8>>,
     ttypes: Vec<Vec<u8>>,
     charset: Option<Vec<u8>>,
@@ -38,9 +46,54 @@ pub struct Memory {
     gmcp_supports: Vec<Vec<u8>>,
 }
 
+impl From<Answers> for Memory {
+    fn from(a: Answers) -> Memory {
+        Memory((a != Answers::default()).then(|| Box::new(a)))
+    }
+}
+
+impl From<Memory> for Answers {
+    fn from(m: Memory) -> Answers {
+        m.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
 impl Memory {
     /// Notes a subnegotiation the player sent (payload without IAC framing).
     pub fn record(&mut self, option: u8, data: &[u8]) {
+        if matches!(option, opt::NAWS | opt::TTYPE | opt::CHARSET | opt::GMCP) {
+            self.0.get_or_insert_default().record(option, data);
+        }
+    }
+
+    /// The subnegotiations a client sends right after `option` is agreed,
+    /// for a backend that just agreed to it: NAWS the window size, GMCP the
+    /// hello and supports list.
+    pub fn on_agreed(&self, option: u8, out: &mut Vec<u8>) {
+        if let Some(a) = &self.0 {
+            a.on_agreed(option, out);
+        }
+    }
+
+    /// Answers a backend's question (TTYPE SEND, CHARSET REQUEST) from what
+    /// the player said before. `ttype_asked` counts the TTYPE questions on
+    /// this backend connection (MTTS cycles through the answers). Returns
+    /// false when there is nothing to answer with: the player must be asked.
+    pub fn answer(
+        &self,
+        option: u8,
+        data: &[u8],
+        ttype_asked: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|a| a.answer(option, data, ttype_asked, out))
+    }
+}
+
+impl Answers {
+    fn record(&mut self, option: u8, data: &[u8]) {
         match option {
             opt::NAWS if data.len() == 4 => self.naws = Some(data.to_vec()),
             opt::TTYPE if data.first() == Some(&TTYPE_IS) => {
@@ -68,10 +121,7 @@ impl Memory {
         }
     }
 
-    /// The subnegotiations a client sends right after `option` is agreed,
-    /// for a backend that just agreed to it: NAWS the window size, GMCP the
-    /// hello and supports list.
-    pub fn on_agreed(&self, option: u8, out: &mut Vec<u8>) {
+    fn on_agreed(&self, option: u8, out: &mut Vec<u8>) {
         match option {
             opt::NAWS => {
                 if let Some(n) = &self.naws {
@@ -87,17 +137,7 @@ impl Memory {
         }
     }
 
-    /// Answers a backend's question (TTYPE SEND, CHARSET REQUEST) from what
-    /// the player said before. `ttype_asked` counts the TTYPE questions on
-    /// this backend connection (MTTS cycles through the answers). Returns
-    /// false when there is nothing to answer with: the player must be asked.
-    pub fn answer(
-        &self,
-        option: u8,
-        data: &[u8],
-        ttype_asked: &mut usize,
-        out: &mut Vec<u8>,
-    ) -> bool {
+    fn answer(&self, option: u8, data: &[u8], ttype_asked: &mut usize, out: &mut Vec<u8>) -> bool {
         match option {
             opt::TTYPE if data == [TTYPE_SEND] => {
                 let Some(last) = self.ttypes.len().checked_sub(1) else {
@@ -166,6 +206,26 @@ mod tests {
         let mut d = vec![TTYPE_IS];
         d.extend_from_slice(s.as_bytes());
         d
+    }
+
+    #[test]
+    fn memory_crosses_an_upgrade_in_its_old_shape() {
+        let empty = serde_json::to_value(Memory::default()).expect("ser");
+        assert_eq!(
+            empty,
+            serde_json::json!({"naws": null, "ttypes": [], "charset": null,
+                "gmcp_hello": null, "gmcp_supports": []})
+        );
+        let back: Memory = serde_json::from_value(empty).expect("de");
+        assert!(back.0.is_none(), "nothing said: nothing allocated");
+        let mut m = Memory::default();
+        m.record(opt::NAWS, &[0, 80, 0, 24]);
+        let v = serde_json::to_value(&m).expect("ser");
+        assert_eq!(v["naws"], serde_json::json!([0, 80, 0, 24]));
+        let back: Memory = serde_json::from_value(v).expect("de");
+        let mut out = Vec::new();
+        back.on_agreed(opt::NAWS, &mut out);
+        assert_eq!(out, sub(opt::NAWS, &[0, 80, 0, 24]));
     }
 
     #[test]

@@ -61,6 +61,12 @@ impl Outbound {
         }
     }
 
+    /// Bytes go out as they are: no stream running and no switch pending
+    /// (what [`Outbound::encode`] would return borrowed).
+    pub fn plain(&self) -> bool {
+        self.deflater.is_none() && self.pending.is_none()
+    }
+
     /// True when [`encode`](Outbound::encode) has something to write even
     /// for empty input (a switch is pending).
     pub fn has_pending(&self) -> bool {
@@ -76,7 +82,7 @@ impl Outbound {
 
     /// The wire bytes for `plain`, then any pending switch.
     pub fn encode<'a>(&mut self, plain: &'a [u8]) -> Cow<'a, [u8]> {
-        if self.deflater.is_none() && self.pending.is_none() {
+        if self.plain() {
             return Cow::Borrowed(plain);
         }
         let mut out = Vec::with_capacity(plain.len() / 2 + 16);
@@ -131,6 +137,22 @@ mod tests {
         let (plain, p) = inflate(&wire);
         assert_eq!(plain, b"> \xff\xf9", "each write decodes at once");
         assert_eq!(p, Progress::NeedInput);
+    }
+
+    #[test]
+    fn plain_only_with_no_stream_and_no_switch_pending() {
+        let mut o = Outbound::default();
+        assert!(o.plain());
+        o.start();
+        assert!(!o.plain(), "the start marker is still to go");
+        o.encode(b"");
+        assert!(!o.plain());
+        o.stop();
+        // Not compressing any more, but the stream's end is still to go:
+        // a write must go through `encode` (an upgrade ends the stream so).
+        assert!(!o.compressing() && !o.plain());
+        assert!(!o.encode(b"").is_empty());
+        assert!(o.plain());
     }
 
     #[test]
