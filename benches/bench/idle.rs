@@ -44,6 +44,10 @@ pub struct Idle {
     pub logged_kib: f64,
     /// After every connection closed (KiB).
     pub left_kib: f64,
+    /// Anonymous and file-backed RSS before the first connection (KiB).
+    pub before_split: (u64, u64),
+    /// The same after every connection closed.
+    pub left_split: (u64, u64),
     /// Seconds each reading waited for the RSS to settle.
     pub settle_s: Vec<f64>,
 }
@@ -121,6 +125,7 @@ pub async fn measure(pid: u32, addr: SocketAddr, n: usize, label: &str) -> Idle 
     };
     let (before, w) = settled_rss(pid).await;
     r.before_kib = before;
+    r.before_split = procs::rss_split(pid);
     r.settle_s.push(w);
 
     let t0 = Instant::now();
@@ -170,9 +175,11 @@ pub async fn measure(pid: u32, addr: SocketAddr, n: usize, label: &str) -> Idle 
         .await;
     let (left, w) = settled_rss(pid).await;
     r.left_kib = left;
+    r.left_split = procs::rss_split(pid);
     r.settle_s.push(w);
+    let ((ab, fb), (al, fl)) = (r.before_split, r.left_split);
     eprintln!(
-        "idle {label:8} all left: RSS {left:.0} KiB ({:.2}x before)",
+        "idle {label:8} all left: RSS {left:.0} KiB ({:.2}x before; anonymous {ab} -> {al} KiB, file-backed {fb} -> {fl} KiB)",
         r.left_ratio()
     );
     r

@@ -334,6 +334,21 @@ pub fn rss(pid: u32) -> u64 {
     pages * page_size()
 }
 
+/// `pid`'s resident memory split as /proc/PID/status has it (KiB):
+/// anonymous (heap, stacks) and file-backed (the binary's code and data
+/// pages it has touched, and the shared libraries').
+pub fn rss_split(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
 fn page_size() -> u64 {
     // Every Linux this runs on uses 4 KiB pages unless told otherwise;
     // `getconf` tells for sure without unsafe code.

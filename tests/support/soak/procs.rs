@@ -749,6 +749,11 @@ impl Drop for Proxy {
 pub struct ProcStat {
     /// Resident set size, KiB.
     pub rss_kib: u64,
+    /// Of the RSS, anonymous memory (heap, stacks), KiB.
+    pub rss_anon_kib: u64,
+    /// Of the RSS, file-backed pages (the binary's code and data it has
+    /// touched, the shared libraries), KiB.
+    pub rss_file_kib: u64,
     /// Peak resident set size so far (VmHWM), KiB.
     pub hwm_kib: u64,
     /// Open file descriptors.
@@ -770,6 +775,8 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     Some(ProcStat {
         rss_kib: field("VmRSS:")?,
+        rss_anon_kib: field("RssAnon:")?,
+        rss_file_kib: field("RssFile:")?,
         hwm_kib: field("VmHWM:")?,
         threads: field("Threads:")?,
         fds,

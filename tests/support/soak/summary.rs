@@ -342,6 +342,16 @@ pub fn render(s: &Summary) -> String {
         ),
     );
     row(
+        "  of which anonymous / file-backed (code)",
+        format!(
+            "{} / {} before, {} / {} after",
+            mib(s.idle_before.rss_anon_kib),
+            mib(s.idle_before.rss_file_kib),
+            mib(s.idle_after.rss_anon_kib),
+            mib(s.idle_after.rss_file_kib)
+        ),
+    );
+    row(
         "threads start / final",
         format!("{} / {}", s.start.threads, s.fin.threads),
     );
