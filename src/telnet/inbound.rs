@@ -18,9 +18,10 @@ const INFLATE_STEP: usize = 32 * 1024;
 pub struct Inbound {
     parser: Parser,
     /// A zlib stream cannot be written out: an upgrade refuses a session
-    /// whose game compresses (see `session::snapshot`).
+    /// whose game compresses (see `session::snapshot`). Boxed: few games
+    /// compress, and every game connection keeps this.
     #[serde(skip)]
-    inflater: Option<Inflater>,
+    inflater: Option<Box<Inflater>>,
     /// Compressed bytes taken in and plain bytes produced, over all the
     /// zlib streams of this connection.
     totals: (u64, u64),
@@ -148,7 +149,7 @@ impl Inbound {
                     // Only a properly closed `IAC SB 86 IAC SE` starts it
                     // (see `Parser::feed`).
                     if start && parser.is_idle() {
-                        *inflater = Some(Inflater::new());
+                        *inflater = Some(Box::default());
                     }
                 }
             }
