@@ -12,7 +12,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use tracing::warn;
-use zeroize::Zeroizing;
 
 use std::collections::HashMap;
 
@@ -159,7 +158,7 @@ impl Incoming {
     ///
     /// The reading starts at once, on a blocking thread, before the
     /// returned future is awaited: the caller registers and confirms the
-    /// batch before meanwhile (the old process sends one batch ahead).
+    /// batch before meanwhile (the old process sends batches ahead).
     pub fn next(
         &self,
         cfg: &Arc<Config>,
@@ -175,11 +174,11 @@ impl Incoming {
                 Next::Error(e) => return Err(format!("the old process gave up: {e}")),
             };
             let (batch, states) = wire::read_batch(&doc).map_err(err)?;
-            drop(doc);
             if let (Some(c), true) = (&batch.cluster, batch.sessions.is_empty()) {
                 return Ok(Step::Cluster(c.clone()));
             }
             let restored = restore_all(&batch, states, &cfg)?;
+            drop(doc);
             let fds = wire::recv_fds(sock.as_fd(), batch.fd_count()).map_err(err)?;
             check(&batch, restored, fds).map(Step::Batch)
         });
@@ -238,17 +237,13 @@ pub enum Step {
 }
 
 /// Every session's state read back, in order.
-fn restore_all(
-    batch: &Batch,
-    states: Vec<Zeroizing<Vec<u8>>>,
-    cfg: &Config,
-) -> Result<Vec<Restored>, String> {
+fn restore_all(batch: &Batch, states: Vec<&[u8]>, cfg: &Config) -> Result<Vec<Restored>, String> {
     batch
         .sessions
         .iter()
         .zip(states)
         .map(|(s, state)| {
-            let r = restore(&state, cfg).map_err(|e| format!("session {}: {e}", s.id))?;
+            let r = restore(state, cfg).map_err(|e| format!("session {}: {e}", s.id))?;
             if r.core.id != s.id {
                 return Err(format!("session {}: state of session {}", s.id, r.core.id));
             }

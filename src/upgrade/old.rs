@@ -4,7 +4,7 @@
 //! any failure kill the new process, then thaw everything and carry on
 //! (see [`super`] for why that loses no one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::acceptors::Acceptors;
-use super::batch::{batch_size, collect, pack, split, BATCH_BYTES};
+use super::batch::{batch_size, collect, pack, split, AHEAD, BATCH_BYTES};
 use super::wire::{self, BackendWas, Batch, Head, Msg};
 use super::{fds, Parcel, Request, Verdict, DEADLINE, ENV};
 use crate::events::Event;
@@ -204,9 +204,10 @@ async fn exchange(
     // Sessions asked that have not answered yet (slow ones wait here while
     // later batches go).
     let mut waiting: Vec<oneshot::Receiver<Parcel>> = Vec::new();
-    // The batch sent whose `Took` has not been read yet: the next batch is
-    // frozen and sent while the new process reads this one back.
-    let mut unconfirmed: Option<usize> = None;
+    // The batches sent whose `Took` has not been read yet (their sizes, in
+    // order): up to [`AHEAD`] more are frozen and sent while the new
+    // process reads these back and readies them.
+    let mut unconfirmed: VecDeque<usize> = VecDeque::with_capacity(AHEAD + 1);
     let mut sent_bytes = 0usize;
     // Detached sessions go first: no player waits on them, and their
     // states (with the playback) are the large ones; the players' stall
@@ -227,7 +228,7 @@ async fn exchange(
         waiting.extend(asks);
         if waiting.is_empty() && detached_first {
             // The new process is done with them before any player stops.
-            if let Some(sent) = unconfirmed.take() {
+            while let Some(sent) = unconfirmed.pop_front() {
                 took(sock, deadline, sent).await?;
             }
             detached_first = false;
@@ -265,15 +266,18 @@ async fn exchange(
             sent_bytes += doc.len();
             blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
             send_batch(sock, deadline, fds).await?;
-            if let Some(sent) = unconfirmed.replace(k) {
-                took(sock, deadline, sent).await?;
+            unconfirmed.push_back(k);
+            if unconfirmed.len() > AHEAD {
+                if let Some(sent) = unconfirmed.pop_front() {
+                    took(sock, deadline, sent).await?;
+                }
             }
             batches += 1;
         }
         n += k;
         longest = longest.max(t_batch.elapsed());
     }
-    if let Some(sent) = unconfirmed.take() {
+    while let Some(sent) = unconfirmed.pop_front() {
         took(sock, deadline, sent).await?;
     }
     let round = last_cluster_state(shared, sock, deadline).await?;
