@@ -397,17 +397,29 @@ pub fn adopt_cluster(shared: &Shared, c: crate::cluster::Carried) {
     });
 }
 
-/// A taken-over session, ready to run.
-pub type Ready = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A taken-over session, ready to run: registered here, its sockets on
+/// this process's reactor, its state checked.
+pub struct Ready(
+    Box<(
+        Restored,
+        Option<tokio::net::TcpStream>,
+        Option<BackendStream>,
+    )>,
+);
 
-/// Registers every session taken over and builds its task, without
-/// running it: done before the confirmation, so that after the old
-/// process's commit only the spawning is left (the players' stall is
-/// shorter). Nothing is read or written yet. Session ids handed out here
-/// go on past every session taken over (the old process may have
-/// admitted some after it sent the head's `next_id`).
+/// Registers every session taken over and puts its sockets on the
+/// reactor, without running it: done before the confirmation, so that
+/// all that can fail here fails before `Commit` (and the old process
+/// carries on with everyone). Nothing is read or written yet. Session ids
+/// handed out here go on past every session taken over (the old process
+/// may have admitted some after it sent the head's `next_id`).
+///
+/// The session's task itself (its driver, span and future, which cannot
+/// fail to build) is built by [`start`]'s task when it first runs: the
+/// sessions stopped first start first after `Commit`, and building 10,000
+/// tasks is not part of every player's stall.
 pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Ready>> {
-    let mut out: Vec<Ready> = Vec::with_capacity(sessions.len());
+    let mut out = Vec::with_capacity(sessions.len());
     for t in sessions {
         let core = &t.restored.core;
         shared.continue_session_ids(core.id.saturating_add(1));
@@ -428,19 +440,19 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
                 Some(BackendStream::Unix(tokio::net::UnixStream::from_std(g)?))
             }
         };
-        out.push(crate::session::resume(
-            shared.clone(),
-            t.restored,
-            player,
-            game,
-        ));
+        out.push(Ready(Box::new((t.restored, player, game))));
     }
     Ok(out)
 }
 
-/// Starts the sessions (after the old process's commit).
-pub fn start(shared: &Shared, ready: Vec<Ready>) {
-    for f in ready {
-        shared.tracker.spawn(f);
+/// Starts the sessions (after the old process's commit), in the order
+/// they were taken: each task builds its session and runs it.
+pub fn start(shared: &Arc<Shared>, ready: Vec<Ready>) {
+    for Ready(r) in ready {
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            let (restored, player, game) = *r;
+            crate::session::resume(shared2, restored, player, game).await;
+        });
     }
 }
