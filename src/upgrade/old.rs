@@ -4,7 +4,7 @@
 //! any failure kill the new process, then thaw everything and carry on
 //! (see [`super`] for why that loses no one).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -213,14 +213,10 @@ async fn exchange(
     // states (with the playback) are the large ones; the players' stall
     // starts with the first session that has one.
     let mut detached_first = true;
-    let mut asked = std::collections::HashSet::new();
+    let mut asked = HashSet::new();
     loop {
-        let (next, asks) = shared.handover.ask(
-            from,
-            want.saturating_sub(waiting.len()),
-            detached_first,
-            &mut asked,
-        );
+        let n_ask = want.saturating_sub(waiting.len());
+        let (next, asks) = ask(shared, from, n_ask, detached_first, &mut asked).await?;
         from = next;
         if !detached_first && first_freeze.is_none() && !asks.is_empty() {
             first_freeze = Some(Instant::now());
@@ -302,6 +298,31 @@ async fn exchange(
         "upgrade: handover timings"
     );
     Ok(n)
+}
+
+/// Asks up to `n` sessions to stop ([`crate::state::upgrade::Handover::ask`])
+/// from a task on a runtime worker. Each ask wakes its session; woken from
+/// a worker, a session goes on that worker's own run queue, where from
+/// this thread (the runtime's main one, outside the workers) every wake
+/// goes through the shared queue and often a futex: that was two thirds
+/// of this thread's time during a handover, and a batch waits on it.
+async fn ask(
+    shared: &Arc<Shared>,
+    from: u64,
+    n: usize,
+    detached_only: bool,
+    asked: &mut HashSet<u64>,
+) -> Result<(u64, Vec<oneshot::Receiver<Parcel>>), String> {
+    let s = shared.clone();
+    let mut set = std::mem::take(asked);
+    let (r, set) = tokio::spawn(async move {
+        let r = s.handover.ask(from, n, detached_only, &mut set);
+        (r, set)
+    })
+    .await
+    .map_err(|e| format!("asking sessions to stop: {e}"))?;
+    *asked = set;
+    Ok(r)
 }
 
 /// In a cluster: stops the cluster task (it finishes the round under way;
