@@ -259,7 +259,7 @@ async fn run_upgraded(
     inc.ready().await.map_err(refuse)?;
     let t0 = std::time::Instant::now();
     let (mut n, mut batches) = (0, 0);
-    // Built but not started: nothing is read or written before the
+    // Registered but not started: nothing is read or written before the
     // commit.
     let mut taken = Vec::new();
     // A batch read and checked, to be registered and confirmed.

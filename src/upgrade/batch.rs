@@ -20,6 +20,14 @@ use super::{unix_now, Parcel, Verdict};
 /// the stall; the larger, the fewer round trips.
 pub const BATCH: usize = 200;
 
+/// Batches sent ahead of the new process's `Took`: while it reads one
+/// batch back and readies the one before, the old process freezes and
+/// sends the next, so the three steps (freeze and send, read back, ready)
+/// overlap instead of two of them waiting on each other (the first
+/// batch's players are still for the whole handover, so its length is
+/// their stall). The socket's buffer holds back a sender too far ahead.
+pub const AHEAD: usize = 2;
+
 /// The most state bytes a batch carries (at least one session goes): a
 /// detached session with its full playback is hundreds of KiB.
 pub const BATCH_BYTES: usize = 8 << 20;

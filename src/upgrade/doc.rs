@@ -162,15 +162,17 @@ pub fn read_head(doc: &[u8]) -> io::Result<Head> {
     Ok(head)
 }
 
-/// Reads a batch document: the batch and each session's state.
-pub fn read_batch(doc: &[u8]) -> io::Result<(Batch, Vec<Zeroizing<Vec<u8>>>)> {
+/// Reads a batch document: the batch and each session's state (read in
+/// place, not copied out of the zeroizing document).
+pub fn read_batch(doc: &[u8]) -> io::Result<(Batch, Vec<&[u8]>)> {
     let (batch, mut pos): (Batch, usize) = split_head(doc)?;
     let mut states = Vec::with_capacity(batch.sessions.len());
     for s in &batch.sessions {
-        let b = doc
-            .get(pos..pos + s.len)
+        let b = pos
+            .checked_add(s.len)
+            .and_then(|end| doc.get(pos..end))
             .ok_or_else(|| bad("short document"))?;
-        states.push(Zeroizing::new(b.to_vec()));
+        states.push(b);
         pos += s.len;
     }
     if pos != doc.len() {

@@ -51,7 +51,14 @@ pub fn set_timeout(sock: BorrowedFd<'_>, t: Duration) -> io::Result<()> {
 /// Sends one message: `data` (at most [`MAX_DATA`] bytes) with `fds` (at
 /// most [`MAX_FDS`]) attached.
 pub fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    if data.len() > MAX_DATA || fds.len() > MAX_FDS || data.is_empty() {
+    send_parts(sock, &[data], fds)
+}
+
+/// [`send`] with the message's bytes in parts (one message, no copy to
+/// put them together).
+pub fn send_parts(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > MAX_DATA || fds.len() > MAX_FDS || len == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "upgrade message too large or empty",
@@ -64,14 +71,10 @@ pub fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Re
             "descriptors do not fit the control buffer",
         ));
     }
+    let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
     loop {
-        match sendmsg(
-            sock,
-            &[IoSlice::new(data)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
-            Ok(n) if n == data.len() => return Ok(()),
+        match sendmsg(sock, &slices, &mut control, SendFlags::NOSIGNAL) {
+            Ok(n) if n == len => return Ok(()),
             Ok(_) => return Err(io::Error::other("upgrade message sent in part")),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -83,7 +86,8 @@ pub fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Re
 /// bytes) and the descriptors that came with it. `Ok(None)` is the end of
 /// the stream (the other process closed its end or exited).
 pub fn recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Option<Vec<OwnedFd>>> {
-    buf.clear();
+    // Not cleared first: a buffer used before is zeroed only past what it
+    // held (the message overwrites the rest, and is cut to its length).
     buf.resize(MAX_DATA, 0);
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);

@@ -12,7 +12,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use tracing::warn;
-use zeroize::Zeroizing;
 
 use std::collections::HashMap;
 
@@ -159,7 +158,7 @@ impl Incoming {
     ///
     /// The reading starts at once, on a blocking thread, before the
     /// returned future is awaited: the caller registers and confirms the
-    /// batch before meanwhile (the old process sends one batch ahead).
+    /// batch before meanwhile (the old process sends batches ahead).
     pub fn next(
         &self,
         cfg: &Arc<Config>,
@@ -175,11 +174,11 @@ impl Incoming {
                 Next::Error(e) => return Err(format!("the old process gave up: {e}")),
             };
             let (batch, states) = wire::read_batch(&doc).map_err(err)?;
-            drop(doc);
             if let (Some(c), true) = (&batch.cluster, batch.sessions.is_empty()) {
                 return Ok(Step::Cluster(c.clone()));
             }
             let restored = restore_all(&batch, states, &cfg)?;
+            drop(doc);
             let fds = wire::recv_fds(sock.as_fd(), batch.fd_count()).map_err(err)?;
             check(&batch, restored, fds).map(Step::Batch)
         });
@@ -238,17 +237,13 @@ pub enum Step {
 }
 
 /// Every session's state read back, in order.
-fn restore_all(
-    batch: &Batch,
-    states: Vec<Zeroizing<Vec<u8>>>,
-    cfg: &Config,
-) -> Result<Vec<Restored>, String> {
+fn restore_all(batch: &Batch, states: Vec<&[u8]>, cfg: &Config) -> Result<Vec<Restored>, String> {
     batch
         .sessions
         .iter()
         .zip(states)
         .map(|(s, state)| {
-            let r = restore(&state, cfg).map_err(|e| format!("session {}: {e}", s.id))?;
+            let r = restore(state, cfg).map_err(|e| format!("session {}: {e}", s.id))?;
             if r.core.id != s.id {
                 return Err(format!("session {}: state of session {}", s.id, r.core.id));
             }
@@ -402,17 +397,29 @@ pub fn adopt_cluster(shared: &Shared, c: crate::cluster::Carried) {
     });
 }
 
-/// A taken-over session, ready to run.
-pub type Ready = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A taken-over session, ready to run: registered here, its sockets on
+/// this process's reactor, its state checked.
+pub struct Ready(
+    Box<(
+        Restored,
+        Option<tokio::net::TcpStream>,
+        Option<BackendStream>,
+    )>,
+);
 
-/// Registers every session taken over and builds its task, without
-/// running it: done before the confirmation, so that after the old
-/// process's commit only the spawning is left (the players' stall is
-/// shorter). Nothing is read or written yet. Session ids handed out here
-/// go on past every session taken over (the old process may have
-/// admitted some after it sent the head's `next_id`).
+/// Registers every session taken over and puts its sockets on the
+/// reactor, without running it: done before the confirmation, so that
+/// all that can fail here fails before `Commit` (and the old process
+/// carries on with everyone). Nothing is read or written yet. Session ids
+/// handed out here go on past every session taken over (the old process
+/// may have admitted some after it sent the head's `next_id`).
+///
+/// The session's task itself (its driver, span and future, which cannot
+/// fail to build) is built by [`start`]'s task when it first runs: the
+/// sessions stopped first start first after `Commit`, and building 10,000
+/// tasks is not part of every player's stall.
 pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Ready>> {
-    let mut out: Vec<Ready> = Vec::with_capacity(sessions.len());
+    let mut out = Vec::with_capacity(sessions.len());
     for t in sessions {
         let core = &t.restored.core;
         shared.continue_session_ids(core.id.saturating_add(1));
@@ -433,19 +440,19 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
                 Some(BackendStream::Unix(tokio::net::UnixStream::from_std(g)?))
             }
         };
-        out.push(crate::session::resume(
-            shared.clone(),
-            t.restored,
-            player,
-            game,
-        ));
+        out.push(Ready(Box::new((t.restored, player, game))));
     }
     Ok(out)
 }
 
-/// Starts the sessions (after the old process's commit).
-pub fn start(shared: &Shared, ready: Vec<Ready>) {
-    for f in ready {
-        shared.tracker.spawn(f);
+/// Starts the sessions (after the old process's commit), in the order
+/// they were taken: each task builds its session and runs it.
+pub fn start(shared: &Arc<Shared>, ready: Vec<Ready>) {
+    for Ready(r) in ready {
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            let (restored, player, game) = *r;
+            crate::session::resume(shared2, restored, player, game).await;
+        });
     }
 }

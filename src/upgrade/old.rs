@@ -4,7 +4,7 @@
 //! any failure kill the new process, then thaw everything and carry on
 //! (see [`super`] for why that loses no one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::acceptors::Acceptors;
-use super::batch::{batch_size, collect, pack, split, BATCH_BYTES};
+use super::batch::{batch_size, collect, pack, split, AHEAD, BATCH_BYTES};
 use super::wire::{self, BackendWas, Batch, Head, Msg};
 use super::{fds, Parcel, Request, Verdict, DEADLINE, ENV};
 use crate::events::Event;
@@ -204,22 +204,19 @@ async fn exchange(
     // Sessions asked that have not answered yet (slow ones wait here while
     // later batches go).
     let mut waiting: Vec<oneshot::Receiver<Parcel>> = Vec::new();
-    // The batch sent whose `Took` has not been read yet: the next batch is
-    // frozen and sent while the new process reads this one back.
-    let mut unconfirmed: Option<usize> = None;
+    // The batches sent whose `Took` has not been read yet (their sizes, in
+    // order): up to [`AHEAD`] more are frozen and sent while the new
+    // process reads these back and readies them.
+    let mut unconfirmed: VecDeque<usize> = VecDeque::with_capacity(AHEAD + 1);
     let mut sent_bytes = 0usize;
     // Detached sessions go first: no player waits on them, and their
     // states (with the playback) are the large ones; the players' stall
     // starts with the first session that has one.
     let mut detached_first = true;
-    let mut asked = std::collections::HashSet::new();
+    let mut asked = HashSet::new();
     loop {
-        let (next, asks) = shared.handover.ask(
-            from,
-            want.saturating_sub(waiting.len()),
-            detached_first,
-            &mut asked,
-        );
+        let n_ask = want.saturating_sub(waiting.len());
+        let (next, asks) = ask(shared, from, n_ask, detached_first, &mut asked).await?;
         from = next;
         if !detached_first && first_freeze.is_none() && !asks.is_empty() {
             first_freeze = Some(Instant::now());
@@ -227,7 +224,7 @@ async fn exchange(
         waiting.extend(asks);
         if waiting.is_empty() && detached_first {
             // The new process is done with them before any player stops.
-            if let Some(sent) = unconfirmed.take() {
+            while let Some(sent) = unconfirmed.pop_front() {
                 took(sock, deadline, sent).await?;
             }
             detached_first = false;
@@ -265,15 +262,18 @@ async fn exchange(
             sent_bytes += doc.len();
             blocking(sock, deadline, move |s| wire::send_doc(s, &doc)).await?;
             send_batch(sock, deadline, fds).await?;
-            if let Some(sent) = unconfirmed.replace(k) {
-                took(sock, deadline, sent).await?;
+            unconfirmed.push_back(k);
+            if unconfirmed.len() > AHEAD {
+                if let Some(sent) = unconfirmed.pop_front() {
+                    took(sock, deadline, sent).await?;
+                }
             }
             batches += 1;
         }
         n += k;
         longest = longest.max(t_batch.elapsed());
     }
-    if let Some(sent) = unconfirmed.take() {
+    while let Some(sent) = unconfirmed.pop_front() {
         took(sock, deadline, sent).await?;
     }
     let round = last_cluster_state(shared, sock, deadline).await?;
@@ -298,6 +298,31 @@ async fn exchange(
         "upgrade: handover timings"
     );
     Ok(n)
+}
+
+/// Asks up to `n` sessions to stop ([`crate::state::upgrade::Handover::ask`])
+/// from a task on a runtime worker. Each ask wakes its session; woken from
+/// a worker, a session goes on that worker's own run queue, where from
+/// this thread (the runtime's main one, outside the workers) every wake
+/// goes through the shared queue and often a futex: that was two thirds
+/// of this thread's time during a handover, and a batch waits on it.
+async fn ask(
+    shared: &Arc<Shared>,
+    from: u64,
+    n: usize,
+    detached_only: bool,
+    asked: &mut HashSet<u64>,
+) -> Result<(u64, Vec<oneshot::Receiver<Parcel>>), String> {
+    let s = shared.clone();
+    let mut set = std::mem::take(asked);
+    let (r, set) = tokio::spawn(async move {
+        let r = s.handover.ask(from, n, detached_only, &mut set);
+        (r, set)
+    })
+    .await
+    .map_err(|e| format!("asking sessions to stop: {e}"))?;
+    *asked = set;
+    Ok(r)
 }
 
 /// In a cluster: stops the cluster task (it finishes the round under way;

@@ -149,12 +149,9 @@ pub fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
 /// Sends a document (its descriptors follow with [`send_fds`]).
 pub fn send_doc(sock: BorrowedFd<'_>, doc: &[u8]) -> io::Result<()> {
     send_tagged(sock, DOC_SIZE, &(doc.len() as u64).to_be_bytes())?;
-    let mut m = Zeroizing::new(Vec::with_capacity(MAX_DATA));
+    // The tag and the chunk go as two parts of one message: no copy.
     for chunk in doc.chunks(MAX_DATA - 1) {
-        m.clear();
-        m.push(DOC_CHUNK);
-        m.extend_from_slice(chunk);
-        fds::send(sock, &m, &[])?;
+        fds::send_parts(sock, &[&[DOC_CHUNK], chunk], &[])?;
     }
     Ok(())
 }

@@ -57,7 +57,9 @@ fn the_head_then_a_large_batch_and_its_descriptors_cross() {
     let fd_refs: Vec<BorrowedFd> = socks.iter().map(|s| s.as_fd()).collect();
     let t = std::thread::spawn(move || {
         let h = read_head(&expect_doc(recv_next(b.as_fd()).unwrap())).unwrap();
-        let (batch, states) = read_batch(&expect_doc(recv_next(b.as_fd()).unwrap())).unwrap();
+        let d = expect_doc(recv_next(b.as_fd()).unwrap());
+        let (batch, states) = read_batch(&d).unwrap();
+        let states: Vec<Vec<u8>> = states.iter().map(|s| s.to_vec()).collect();
         let fds = recv_fds(b.as_fd(), batch.fd_count()).unwrap();
         let commit = matches!(recv_next(b.as_fd()).unwrap(), Next::Commit);
         let gone = matches!(recv_next(b.as_fd()).unwrap(), Next::Gone);
