@@ -995,7 +995,8 @@ async fn systemd_is_told_ready_and_then_the_new_main_pid() {
 /// connect screen, each with its game connection) and the longest relay
 /// stall 20 logged-in players typing see meanwhile (they started first,
 /// so they stop in the first batch: every session waits from its stop to
-/// the `Commit`). `HOLDFAST_BIN` picks
+/// the `Commit`). `HOLDFAST_UPGRADE_WS` of them come in by the WebSocket
+/// door. `HOLDFAST_BIN` picks
 /// the binary (a release build for real figures); `scripts/upgrade_bench.sh`
 /// runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1007,11 +1008,17 @@ async fn bench_handover_time_and_stall() {
         .unwrap_or(2000);
     let exe =
         std::env::var("HOLDFAST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_holdfast").into());
+    // `HOLDFAST_UPGRADE_WS`: that many of them come in by the WebSocket
+    // door instead (the three subprotocols in turn), not logged in.
+    let ws_n: usize = std::env::var("HOLDFAST_UPGRADE_WS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let dir = TempDir::new("upgrade-bench");
     let game = Game::start(&dir, &[]);
     let cfg = config_for(
         &[&game],
-        "[listen]\naddrs = [\"127.0.0.1:0\"]\nmax_sessions = 20000\nmax_per_ip = 20000\n[limits]\nconn_rate_per_ip = 0.0\ninput_lines_per_sec = 0.0\nmax_unauthenticated = 20000\n",
+        "[listen]\naddrs = [\"127.0.0.1:0\"]\nws_addrs = [\"127.0.0.1:0\"]\nmax_sessions = 20000\nmax_per_ip = 20000\n[limits]\nconn_rate_per_ip = 0.0\ninput_lines_per_sec = 0.0\nmax_unauthenticated = 20000\n",
     );
     let mut hf = Hf::start(
         &dir,
@@ -1020,7 +1027,8 @@ async fn bench_handover_time_and_stall() {
         &[("RUST_LOG", "holdfast=info")],
     );
     const PINGERS: usize = 20;
-    let idle_n = n.saturating_sub(PINGERS);
+    let ws_n = ws_n.min(n.saturating_sub(PINGERS));
+    let idle_n = n.saturating_sub(PINGERS + ws_n);
     // The pingers first: the roll is in the order sessions started, so
     // they stop in the first batch and wait longest (until `Commit`).
     let mut pingers = Pingers::new(Duration::from_secs(30));
@@ -1034,11 +1042,20 @@ async fn bench_handover_time_and_stall() {
         let batch = futures_join(k, hf.addr).await;
         idle.extend(batch);
     }
+    let ws_addr = hf.door("ws");
+    let mut ws = Vec::with_capacity(ws_n);
+    for i in 0..ws_n {
+        ws.push(
+            conn::ws_player(ws_addr, "127.0.0.1", WS_MODES[i % 3], &[])
+                .await
+                .0,
+        );
+    }
     // Every idle session has its game connection.
     let until = Instant::now() + Duration::from_secs(120);
     loop {
         let conns = game.events().iter().filter(|e| e["t"] == "conn").count();
-        if conns > idle_n + PINGERS {
+        if conns > idle_n + PINGERS + ws_n {
             break;
         }
         assert!(Instant::now() < until, "only {conns} game connections");
@@ -1056,9 +1073,10 @@ async fn bench_handover_time_and_stall() {
     let (worst, pings) = pingers.stop().await;
     print_handover_lines(&hf.logs());
     println!(
-        "sessions {n}: SIGUSR2 to the new pid in the ready file {to_ready:?}; longest round trip of {pings} pings by {PINGERS} players around it: {worst:?}"
+        "sessions {n} ({ws_n} WebSocket): SIGUSR2 to the new pid in the ready file {to_ready:?}; longest round trip of {pings} pings by {PINGERS} players around it: {worst:?}"
     );
     drop(idle);
+    drop(ws);
 }
 
 /// Opens `k` player connections at once (not logged in).
