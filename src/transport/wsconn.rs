@@ -31,8 +31,12 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// The tungstenite settings for a player.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        // Allocated up front per session: small, as input is lines.
-        .read_buffer_size(4 * 1024)
+        // Allocated up front per session and kept for its life: small, as
+        // input is lines. Reads come from the gate's buffer, not the
+        // socket, so a small one costs copies, not system calls; a longer
+        // frame grows it (to `MAX_MESSAGE` at most). 512 bytes instead of
+        // 4 KiB: 3.5 KiB less per idle WebSocket player (issue 25).
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
