@@ -381,21 +381,7 @@ impl<P: PlayerTransport> Driver<P> {
                                 a.playback.record(&buf);
                                 return Ok(());
                             }
-                            // What the socket takes now, without a
-                            // future: a wait (a slow reader, MCCP2) is
-                            // boxed, and this task keeps no room for it.
-                            if self.core.telnet.out.plain() {
-                                let pos = self.write_player_now(&buf)?;
-                                if pos == buf.len() {
-                                    return Ok(());
-                                }
-                                let rest = &buf[pos..];
-                                return Box::pin(
-                                    self.write_player_wait(rest, self.write_timeout()),
-                                )
-                                .await;
-                            }
-                            return Box::pin(self.write_player(&buf, self.write_timeout())).await;
+                            return self.write_player(&buf, self.write_timeout()).await;
                         }
                         // Boxed: this path keeps more across its waits
                         // than the passthrough above, which most reads

@@ -35,7 +35,14 @@ impl<P: PlayerTransport> Driver<P> {
         if !self.core.telnet.out.plain() {
             return Box::pin(self.write_player_compressed(data, limit)).await;
         }
-        self.write_player_raw(data, limit).await
+        // `write_player_raw` by hand: what the socket takes now needs no
+        // future and a wait is boxed, so the loop's read of the game
+        // keeps no room for either.
+        let pos = self.write_player_now(data)?;
+        if pos == data.len() {
+            return Ok(());
+        }
+        Box::pin(self.write_player_wait(&data[pos..], limit)).await
     }
 
     /// [`Driver::write_player`] to a player who took MCCP2 (or whose

@@ -414,7 +414,7 @@ pub struct Ready(
 /// handed out here go on past every session taken over (the old process
 /// may have admitted some after it sent the head's `next_id`).
 ///
-/// The session's task itself (its driver, span and future, which cannot
+/// The session's task itself (its driver and future, which cannot
 /// fail to build) is built by [`start`]'s task when it first runs: the
 /// sessions stopped first start first after `Commit`, and building 10,000
 /// tasks is not part of every player's stall.
