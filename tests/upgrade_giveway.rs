@@ -467,8 +467,7 @@ async fn slow_reader_through_an_upgrade(
             proc::send_signal(old, "USR2");
             usr2_at = Some(Instant::now());
         }
-        let ready = std::fs::read_to_string(&hf.ready).unwrap_or_default();
-        if !ready.contains(&format!("pid {old}\n")) && ready.contains("pid ") {
+        if hf.ready_pid().is_some_and(|p| p != old) {
             break usr2_at.unwrap().elapsed();
         }
         assert!(

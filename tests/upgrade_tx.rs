@@ -316,8 +316,7 @@ async fn a_slow_reader_neither_holds_nor_fails_an_upgrade() {
                 usr2_at = Some(Instant::now());
             }
             // Done once the ready file names the new process.
-            let ready = std::fs::read_to_string(&hf.ready).unwrap_or_default();
-            if !ready.contains(&format!("pid {old}\n")) && ready.contains("pid ") {
+            if hf.ready_pid().is_some_and(|p| p != old) {
                 return usr2_at.unwrap().elapsed();
             }
             assert!(

@@ -265,18 +265,23 @@ impl Proxy {
         self.upgrade_done(old);
     }
 
+    /// The pid the ready file names now (the new process's once an
+    /// upgrade wrote it).
+    pub fn ready_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.ready)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("pid "))
+            .and_then(|p| p.trim().parse().ok())
+    }
+
     /// Waits until the ready file names a pid other than `old` (an
     /// upgrade begun by the test), and `old` has exited (0, when it was
     /// our child).
     pub fn upgrade_done(&mut self, old: u32) {
         let t0 = Instant::now();
         let new = loop {
-            let s = std::fs::read_to_string(&self.ready).unwrap_or_default();
-            let pid = s
-                .lines()
-                .find_map(|l| l.strip_prefix("pid "))
-                .and_then(|p| p.trim().parse::<u32>().ok());
-            if let Some(p) = pid.filter(|p| *p != old) {
+            if let Some(p) = self.ready_pid().filter(|p| *p != old) {
                 break p;
             }
             assert!(t0.elapsed() < WAIT * 3, "no upgrade:\n{}", self.logs());
