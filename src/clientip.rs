@@ -105,6 +105,40 @@ pub fn is_spoof(cfg: &ClientIp, line: &[u8]) -> bool {
     line[..word_end].eq_ignore_ascii_case(cfg.command_word.as_bytes())
 }
 
+/// A socket address as a session keeps it: the IP and the port, in 20
+/// bytes instead of a `SocketAddr`'s 32 (a session keeps two, and every
+/// session's task is the memory of an idle player, issue 25). An IPv6
+/// address's flow label and scope are not kept: nothing a session does
+/// with its addresses (logs, `client_ip`, the per-address limits) uses
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Addr {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl Addr {
+    /// As a `SocketAddr`.
+    pub fn get(self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+impl From<SocketAddr> for Addr {
+    fn from(a: SocketAddr) -> Addr {
+        Addr {
+            ip: a.ip(),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// The player's IP as the game should see it: an IPv4-mapped IPv6
 /// address becomes the IPv4 address.
 pub fn peer_ip(peer: &SocketAddr) -> IpAddr {

@@ -97,10 +97,7 @@ pub fn admit(shared: &Shared, peer: std::net::SocketAddr) -> Result<u64, String>
         user: None,
         backend: None,
         phase: Phase::Held,
-        connected: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        connected: crate::state::unix_secs(std::time::SystemTime::now()),
         detached: false,
     };
     match shared.registry.admit(info, &cfg) {

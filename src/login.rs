@@ -3,6 +3,7 @@
 //! templates that log a player back in and confirm it with a nonce.
 
 use std::fmt;
+use std::sync::Arc;
 
 use rand::Rng;
 use zeroize::Zeroizing;
@@ -13,11 +14,13 @@ use crate::secret::Secret;
 /// A player's login, captured from a `connect` line.
 #[derive(Clone)]
 pub struct Credentials {
-    /// The verb the player used (`connect`, `co`, `ch`, `cd`, ...), replayed
-    /// as-is so a wizard who connected dark reconnects dark.
-    pub verb: String,
-    /// The player name (may contain spaces).
-    pub name: String,
+    /// The verb the player used (`connect`, `co`, `ch`, `cd`, ...), in
+    /// lower case, replayed so a wizard who connected dark reconnects
+    /// dark. A piece of [`LOGIN_VERBS`]: nothing of its own to allocate.
+    pub verb: &'static str,
+    /// The player name (may contain spaces). Shared: once logged in, the
+    /// session's user and the registry's entry are this one string.
+    pub name: Arc<str>,
     /// The password.
     pub password: Secret,
 }
@@ -86,6 +89,14 @@ pub fn login_words() -> Vec<String> {
         .collect()
 }
 
+impl LoginVerb {
+    /// `typed` (this verb or its abbreviation, any case) as the piece of
+    /// the word it stands for, in lower case.
+    pub fn as_typed(&'static self, typed: &str) -> &'static str {
+        &self.word[..typed.len().min(self.word.len())]
+    }
+}
+
 /// The login verb `w` is (any case, abbreviations allowed).
 pub fn login_verb(w: &str) -> Option<&'static LoginVerb> {
     let w = w.to_ascii_lowercase();
@@ -146,11 +157,15 @@ pub fn parse_login(line: &[u8], forms: LoginForms) -> Option<(Credentials, bool)
     if name.is_empty() || (pass.is_empty() && need_password) {
         return None;
     }
-    let verb = if v.creates { "connect" } else { verb };
+    let verb = if v.creates {
+        "connect"
+    } else {
+        v.as_typed(verb)
+    };
     Some((
         Credentials {
-            verb: verb.to_string(),
-            name: name.to_string(),
+            verb,
+            name: name.into(),
             password: Secret::new(pass),
         },
         v.creates,
@@ -286,11 +301,16 @@ mod tests {
     fn parses_forms() {
         let c = parse_connect(b"connect Alice alicepw").unwrap();
         assert_eq!(
-            (c.verb.as_str(), c.name.as_str(), c.password.expose()),
+            (c.verb, &*c.name, c.password.expose()),
             ("connect", "Alice", "alicepw")
         );
+        let c = parse_connect(b"CO Alice alicepw").unwrap();
+        assert_eq!(
+            c.verb, "co",
+            "an abbreviation is replayed as typed, in lower case"
+        );
         let c = parse_connect(b"  co \"Big Bob\"  pw2 ").unwrap();
-        assert_eq!((c.name.as_str(), c.password.expose()), ("Big Bob", "pw2"));
+        assert_eq!((&*c.name, c.password.expose()), ("Big Bob", "pw2"));
         for v in ["co", "con", "conn", "CONNECT", "ch", "cd"] {
             assert!(
                 parse_connect(format!("{v} x y").as_bytes()).is_some(),
@@ -319,21 +339,13 @@ mod tests {
         };
         assert!(parse_login(b"connect One", none).is_none());
         let (c, created) = parse_login(b"connect One", all).unwrap();
-        assert_eq!(
-            (c.name.as_str(), c.password.expose(), created),
-            ("One", "", false)
-        );
+        assert_eq!((&*c.name, c.password.expose(), created), ("One", "", false));
         let (c, _) = parse_login(b"co \"Big Bob\"", all).unwrap();
-        assert_eq!(c.name, "Big Bob");
+        assert_eq!(&*c.name, "Big Bob");
         assert!(parse_login(b"create Newbie pw", none).is_none());
         let (c, created) = parse_login(b"create Newbie pw", all).unwrap();
         assert_eq!(
-            (
-                c.verb.as_str(),
-                c.name.as_str(),
-                c.password.expose(),
-                created
-            ),
+            (c.verb, &*c.name, c.password.expose(), created),
             ("connect", "Newbie", "pw", true)
         );
         assert!(parse_login(b"cr Newbie pw", all).unwrap().1);

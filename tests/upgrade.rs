@@ -1346,6 +1346,9 @@ async fn a_lazy_session_crosses_and_connects_on_its_first_line() {
 /// players reconnect) to this one: everyone stays, as the new process
 /// reads format 2. Needs that build: `HOLDFAST_PREVIOUS=/path/to/holdfast
 /// cargo nextest run --test upgrade --run-ignored only from_the_previous`.
+/// `HOLDFAST_NEXT` (default: this build) names the binary upgraded to, so
+/// the same test checks a rollback: `HOLDFAST_PREVIOUS=<this build>
+/// HOLDFAST_NEXT=<an older one>`.
 #[tokio::test]
 #[ignore = "needs HOLDFAST_PREVIOUS, a build of the previous handover format"]
 async fn an_upgrade_from_the_previous_format_keeps_everyone() {
@@ -1360,10 +1363,9 @@ async fn an_upgrade_from_the_previous_format_keeps_everyone() {
     bob.expect("connect").await;
     bob.send_raw(b"conn").await;
     let mark = game.events().len();
-    replace(
-        &exe,
-        &std::fs::read(env!("CARGO_BIN_EXE_holdfast")).unwrap(),
-    );
+    let next = std::env::var("HOLDFAST_NEXT")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_holdfast").to_string());
+    replace(&exe, &std::fs::read(next).unwrap());
     hf.usr2();
     hf.wait_upgraded();
     alice.send("say across formats").await;

@@ -96,8 +96,8 @@ pub enum Action {
     /// Hold back the game's announcements about player `name` from every
     /// session for `for_` (it is being logged back in).
     Quiet {
-        /// The player's name.
-        name: String,
+        /// The player's name (the session's own string).
+        name: Arc<str>,
         /// For how long from now.
         for_: Duration,
     },

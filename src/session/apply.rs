@@ -159,7 +159,7 @@ impl<P: PlayerTransport> Driver<P> {
             Ok(s) => {
                 self.game = Some(s);
                 let host = if cfg.client_ip.reverse_dns {
-                    self.shared.rdns.cached(peer_ip(&self.core.peer))
+                    self.shared.rdns.cached(peer_ip(&self.core.peer.get()))
                 } else {
                     None
                 };

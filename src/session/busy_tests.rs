@@ -119,7 +119,7 @@ async fn a_refused_relogin_keeps_the_player_held_and_logs_in_later() {
     assert!(game_text(&out).contains("connect Alice pw"));
     assert!(out
         .iter()
-        .any(|a| matches!(a, Action::Quiet { name, .. } if name == "Alice")));
+        .any(|a| matches!(a, Action::Quiet { name, .. } if &**name == "Alice")));
     let out = t.game(REFUSED);
     assert!(!player_text(&out).contains("Too many"));
     assert!(player_text(&out).contains("is busy"));

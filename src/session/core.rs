@@ -31,6 +31,7 @@ use super::input::Input;
 use super::rare::Rare;
 use super::watch::Watch;
 use super::End;
+use crate::clientip::Addr;
 use crate::config::Config;
 use crate::limiter::Bucket1;
 use crate::login::Credentials;
@@ -101,9 +102,9 @@ pub struct Core {
     /// Session id.
     pub id: u64,
     /// The player's address.
-    pub peer: SocketAddr,
+    pub peer: Addr,
     /// The proxy address the player connected to.
-    pub local: SocketAddr,
+    pub local: Addr,
     pub(super) input: Input,
     /// Telnet negotiation for both sides and the player's MCCP2 stream.
     pub telnet: telnet::Policy,
@@ -176,8 +177,8 @@ impl Core {
     pub fn new(id: u64, peer: SocketAddr, local: SocketAddr, cfg: &Config, epoch: u64) -> Core {
         Core {
             id,
-            peer,
-            local,
+            peer: peer.into(),
+            local: local.into(),
             input: Input::new(cfg.limits.max_subnegotiation),
             telnet: telnet::Policy::new(cfg.telnet.mccp, cfg.telnet.backend_mccp)
                 .with_mssp(super::mssp::answers(cfg)),

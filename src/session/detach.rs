@@ -102,6 +102,7 @@ impl<P: PlayerTransport> Driver<P> {
     /// link dropped, then finished; nothing at all when the session went
     /// to a new process in an upgrade.
     pub(super) async fn after_run(mut self, mut end: End) {
+        self.leave_roll().await;
         if end == End::Handover {
             return;
         }
@@ -171,7 +172,7 @@ impl<P: PlayerTransport> Driver<P> {
                 .map_or(expires, |d| d.min(expires));
             // Cancel-safe branches only (see `Driver::run`).
             let r: Result<(), End> = tokio::select! {
-                r = super::wait::game_readable(&self.game) => self.on_game_readable(r).await,
+                r = super::wait::game_readable(&self.game) => self.on_game_readable(r.is_err()).await,
                 w = super::wait::next_wake(&mut self.freeze) => match w {
                     Wake::News => self.news(&mut pool_rx, &mut read).await,
                     // An upgrade: the session, its playback and its time

@@ -20,7 +20,7 @@ async fn a_login_line_asks_for_a_detached_session_first() {
         "{out:?}"
     );
     assert!(
-        matches!(&out[1], Action::TryResume { creds, .. } if creds.name == "Alice"),
+        matches!(&out[1], Action::TryResume { creds, .. } if &*creds.name == "Alice"),
         "{out:?}"
     );
     assert_eq!(game_text(&out), "say before\r\n", "{out:?}");

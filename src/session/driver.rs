@@ -30,6 +30,18 @@ use crate::state::upgrade::Wake;
 use crate::state::{Phase, Shared};
 use crate::transport::PlayerTransport;
 
+/// What the loop's `select!` saw (see [`Driver::run`]).
+enum Ev {
+    /// The player's bytes; `None`: the connection closed or failed.
+    Player(Option<Vec<u8>>),
+    /// The game's socket is readable (`false`) or failed (`true`).
+    Game(bool),
+    /// The core's deadline passed.
+    Timer,
+    /// An upgrade's ask, or news for every session.
+    Wake(Wake),
+}
+
 /// One session's sockets around its core.
 pub(super) struct Driver<P> {
     pub shared: Arc<Shared>,
@@ -37,9 +49,11 @@ pub(super) struct Driver<P> {
     /// `None` once the player's connection is given up (detached).
     pub player: Option<P>,
     pub game: Option<BackendStream>,
-    /// What the registry was last told: phase, user, backend (shared
-    /// with the registry's entry: no copies of their own).
-    published: (Phase, Option<Arc<str>>, Option<Arc<str>>),
+    /// What the registry was last told: the phase, and which user and
+    /// backend strings, by address (0: none). The registry's entry holds
+    /// the strings told, so no other string can have that address while
+    /// it does; 24 bytes instead of 40 in every task (issue 25).
+    published: (Phase, usize, usize),
     /// The core was started (a session taken over in an upgrade is).
     pub started: bool,
     /// While detached: since when, and the game's output kept for the
@@ -172,7 +186,7 @@ impl<P: PlayerTransport> Driver<P> {
             core,
             player: None,
             game: None,
-            published: (Phase::Held, None, None),
+            published: (Phase::Held, 0, 0),
             started: false,
             away: None,
             freeze: None,
@@ -182,20 +196,26 @@ impl<P: PlayerTransport> Driver<P> {
         }
     }
 
-    /// Runs the session until it ends; returns why.
-    pub async fn run(&mut self) -> End {
+    /// Runs the session until it ends; returns why. Its end
+    /// ([`Driver::after_run`]) starts with [`Driver::leave_roll`].
+    ///
+    /// Not an `async fn` of its own around the loop's: that would keep
+    /// `self` twice, padded, in every task (24 bytes, issue 25).
+    pub fn run(&mut self) -> impl std::future::Future<Output = End> + Send + '_ {
         self.freeze = Some(self.shared.handover.enlist());
-        let end = self.run_enlisted().await;
-        // Off the roll: a detached session enlists on its own. An ask that
-        // came during the last step is dropped (the upgrade waits for this
-        // task to end or enlist again), and the bytes held back for it go
-        // before anything else this session still writes.
+        self.run_enlisted()
+    }
+
+    /// Off the roll once the loop ended: a detached session enlists on its
+    /// own. An ask that came during the last step is dropped (the upgrade
+    /// waits for this task to end or enlist again), and the bytes held
+    /// back for it go before anything else this session still writes.
+    pub(super) async fn leave_roll(&mut self) {
         self.freeze = None;
         let unsent = self.stopping.take().map(|s| s.unsent).unwrap_or_default();
         if !unsent.is_empty() {
             let _ = self.write_player_raw(&unsent, self.write_timeout()).await;
         }
-        end
     }
 
     async fn run_enlisted(&mut self) -> End {
@@ -218,7 +238,6 @@ impl<P: PlayerTransport> Driver<P> {
                 return e;
             }
         }
-        let mut pbuf = Vec::new();
         loop {
             // An upgrade asked while a write waited: the step that wrote
             // is done, so this is a clean point (see `handover`).
@@ -236,34 +255,47 @@ impl<P: PlayerTransport> Driver<P> {
             // Not `biased`: a player who floods input must not starve the
             // game's output (or the other way round); tokio polls the
             // branches in random order.
-            let r: Result<(), End> = tokio::select! {
+            // What happened, taken out of the `select!` before it is
+            // carried out: the select's output and the player's read
+            // buffer are then not kept across the waits that follow (48
+            // bytes of every task, issue 25).
+            let ev = tokio::select! {
                 // Every branch is cancel-safe: readiness and the slot's
                 // wake consume nothing when they lose the race, and
-                // `poll_read` reads only once it is ready.
+                // `poll_read` reads only once it is ready (the buffer is
+                // empty, with no capacity, while it is not).
                 r = poll_fn(|cx| match self.player.as_mut() {
-                    Some(p) => p.poll_read(cx, &mut pbuf),
-                    None => Poll::Pending,
-                }) => match r {
-                    Ok(0) | Err(_) => Err(End::PlayerClosed),
-                    Ok(_) => {
-                        let data = std::mem::take(&mut pbuf);
-                        crate::metrics::metrics().bytes(crate::metrics::Direction::FromPlayer, data.len() as u64);
-                        step!(self, |core, ctx, _pool, out| core.player_data(ctx, &data, out))
+                    Some(p) => {
+                        let mut buf = Vec::new();
+                        p.poll_read(cx, &mut buf).map(|r| match r {
+                            Ok(0) | Err(_) => None,
+                            Ok(_) => Some(buf),
+                        })
                     }
-                },
-                r = game_readable(&self.game) => self.on_game_readable(r).await,
-                () = timer_due(&mut self.timer) => self.timer_fired().await,
-                w = next_wake(&mut self.freeze) => match w {
-                    // Boxed: news is rare, and what it awaits (a move,
-                    // the screen, announcements) is the largest wait of
-                    // the loop.
-                    Wake::News => Box::pin(self.news(&mut pool_rx, &mut read)).await,
-                    // An upgrade: every event before it was carried out in
-                    // full, so this is a clean point to stop (see
-                    // `handover`). Boxed: once per upgrade, it need not
-                    // take room in every task.
-                    Wake::Ask(ask) => Box::pin(self.hand_over(ask)).await,
-                },
+                    None => Poll::Pending,
+                }) => Ev::Player(r),
+                r = game_readable(&self.game) => Ev::Game(r.is_err()),
+                () = timer_due(&mut self.timer) => Ev::Timer,
+                w = next_wake(&mut self.freeze) => Ev::Wake(w),
+            };
+            let r: Result<(), End> = match ev {
+                Ev::Player(None) => Err(End::PlayerClosed),
+                Ev::Player(Some(data)) => {
+                    crate::metrics::metrics()
+                        .bytes(crate::metrics::Direction::FromPlayer, data.len() as u64);
+                    step!(self, |core, ctx, _pool, out| core
+                        .player_data(ctx, &data, out))
+                }
+                Ev::Game(failed) => self.on_game_readable(failed).await,
+                Ev::Timer => self.timer_fired().await,
+                // Boxed: news is rare, and what it awaits (a move, the
+                // screen, announcements) is the largest wait of the loop.
+                Ev::Wake(Wake::News) => Box::pin(self.news(&mut pool_rx, &mut read)).await,
+                // An upgrade: every event before it was carried out in
+                // full, so this is a clean point to stop (see `handover`).
+                // Boxed: once per upgrade, it need not take room in every
+                // task.
+                Ev::Wake(Wake::Ask(ask)) => Box::pin(self.hand_over(ask)).await,
             };
             if let Err(end) = r {
                 return end;
@@ -325,7 +357,11 @@ impl<P: PlayerTransport> Driver<P> {
     }
 
     pub(super) async fn timer_fired(&mut self) -> Result<(), End> {
-        self.offer_screen().await?;
+        // Boxed, and only when wanted: few timers have a screen to offer,
+        // and inline its wait took room in every task.
+        if self.core.wants_screen() {
+            Box::pin(self.offer_screen()).await?;
+        }
         step!(self, |core, ctx, pool, out| core.timer(ctx, pool, out))
     }
 
@@ -357,45 +393,52 @@ impl<P: PlayerTransport> Driver<P> {
         Box::pin(self.apply(out)).await
     }
 
-    pub(super) async fn on_game_readable(&mut self, r: io::Result<()>) -> Result<(), End> {
-        let closed = match (&r, &self.game) {
-            (Err(_), _) => true,
-            (Ok(()), None) => return Ok(()),
-            (Ok(()), Some(g)) => {
-                let mut buf = Vec::new();
-                match read_game(g, &mut buf) {
-                    Ok(0) => true,
-                    Ok(_) => {
-                        // A partial line held back (or one that may begin
-                        // the heartbeat's announcement) is checked with
-                        // its rest.
-                        let q = &self.shared.quiet;
-                        self.quiet_mention = self.core.holds_tail()
-                            || q.mentions_always(&buf)
-                            || q.may_begin_always(&buf);
-                        if !self.shared.quiet.active()
-                            && !self.quiet_mention
-                            && self.core.game_passthrough(&buf)
-                        {
-                            if let Some(a) = self.away.as_mut() {
-                                a.playback.record(&buf);
-                                return Ok(());
-                            }
-                            return self.write_player(&buf, self.write_timeout()).await;
-                        }
-                        // Boxed: this path keeps more across its waits
-                        // than the passthrough above, which most reads
-                        // take; inline, every session's task would keep
-                        // room for it (issue 25).
-                        return Box::pin(self.game_data(&buf)).await;
-                    }
+    /// The game's socket is readable, or `failed`.
+    pub(super) async fn on_game_readable(&mut self, failed: bool) -> Result<(), End> {
+        // The read's result is decided before any wait, so that it is not
+        // kept across one (it would take room in every task).
+        let mut buf = Vec::new();
+        let closed = failed
+            || match &self.game {
+                None => return Ok(()),
+                Some(g) => match read_game(g, &mut buf) {
+                    Ok(n) => n == 0,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(_) => true,
-                }
+                },
+            };
+        if closed {
+            drop(buf);
+            return step!(self, |core, _ctx, _pool, out| core.game_closed(out));
+        }
+        // A partial line held back (or one that may begin the heartbeat's
+        // announcement) is checked with its rest.
+        let q = &self.shared.quiet;
+        self.quiet_mention =
+            self.core.holds_tail() || q.mentions_always(&buf) || q.may_begin_always(&buf);
+        if !self.shared.quiet.active() && !self.quiet_mention && self.core.game_passthrough(&buf) {
+            if let Some(a) = self.away.as_mut() {
+                a.playback.record(&buf);
+                return Ok(());
             }
-        };
-        debug_assert!(closed);
-        step!(self, |core, _ctx, _pool, out| core.game_closed(out))
+            // `write_player` by hand, each wait boxed: what the socket
+            // takes at once (most reads) needs no future, and the loop
+            // keeps no room for a wait (issue 25).
+            if !self.core.telnet.out.plain() {
+                let limit = self.write_timeout();
+                return Box::pin(self.write_player_compressed(&buf, limit)).await;
+            }
+            let pos = self.write_player_now(&buf)?;
+            if pos == buf.len() {
+                return Ok(());
+            }
+            let limit = self.write_timeout();
+            return Box::pin(self.write_player_wait(&buf[pos..], limit)).await;
+        }
+        // Boxed: this path keeps more across its waits than the
+        // passthrough above, which most reads take; inline, every
+        // session's task would keep room for it (issue 25).
+        Box::pin(self.game_data(&buf)).await
     }
 
     /// The game's output through the core: telnet, MCCP2, logins being
@@ -439,16 +482,20 @@ impl<P: PlayerTransport> Driver<P> {
     /// Tells the registry what changed.
     pub(super) fn publish(&mut self) {
         let c = &self.core;
-        let (phase, user, backend) = &self.published;
-        if *phase == c.phase() && user.as_deref() == c.user() && backend.as_deref() == c.backend() {
+        let now = (
+            c.phase(),
+            address(c.user_shared()),
+            address(c.backend_shared()),
+        );
+        if self.published == now {
             return;
         }
-        self.published = (
+        self.published = now;
+        let (phase, user, backend) = (
             c.phase(),
             c.user_shared().cloned(),
             c.backend_shared().cloned(),
         );
-        let (phase, user, backend) = self.published.clone();
         self.shared.registry.update(c.id, |s| {
             s.phase = phase;
             s.user = user;
@@ -457,4 +504,10 @@ impl<P: PlayerTransport> Driver<P> {
             }
         });
     }
+}
+
+/// A shared string's address, 0 for none: what [`Driver::publish`]
+/// compares.
+fn address(s: Option<&Arc<str>>) -> usize {
+    s.map_or(0, |s| Arc::as_ptr(s).cast::<u8>() as usize)
 }

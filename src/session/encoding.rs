@@ -160,7 +160,7 @@ pub(crate) mod creds {
 
     pub fn serialize<S: Serializer>(c: &Credentials, s: S) -> Result<S::Ok, S::Error> {
         Out {
-            verb: &c.verb,
+            verb: c.verb,
             name: &c.name,
             password: c.password.expose(),
         }
@@ -169,9 +169,12 @@ pub(crate) mod creds {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Credentials, D::Error> {
         let i = In::deserialize(d)?;
+        let verb = crate::login::login_verb(&i.verb)
+            .map(|v| v.as_typed(&i.verb))
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown login verb {:?}", i.verb)))?;
         Ok(Credentials {
-            verb: i.verb,
-            name: i.name,
+            verb,
+            name: i.name.into(),
             password: Secret::new(i.password),
         })
     }

@@ -76,7 +76,7 @@ impl Core {
             // checked again when the game is back (the line waits first).
             let line = crate::login::render_login(
                 &cfg.templates.login,
-                &creds.verb,
+                creds.verb,
                 &creds.name,
                 &creds.password,
             );
@@ -89,7 +89,7 @@ impl Core {
             // The game went away while confirming this player's login: try
             // it on re-login rather than make the player start over.
             slog!(debug, self, user = %creds.name, "keeping an unconfirmed login for re-login");
-            self.user = Some(creds.name.as_str().into());
+            self.user = Some(creds.name.clone());
             self.creds = Some(Box::new(creds));
         }
         let msg = render(&cfg.notices.offline, cfg, &name, None);

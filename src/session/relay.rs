@@ -184,7 +184,7 @@ impl Core {
                                 if let Some(c) = creds {
                                     to_game.extend_from_slice(&login::render_login(
                                         &t.login,
-                                        &c.verb,
+                                        c.verb,
                                         &c.name,
                                         &c.password,
                                     ));
@@ -246,7 +246,7 @@ impl Core {
             });
         }
         if let Some(m) = self.telnet.take_game_mssp() {
-            out.push(Action::Mssp(super::mssp::Request::GameSaid(m)));
+            out.push(Action::Mssp(super::mssp::Request::GameSaid(m.into())));
         }
         let used = match decoded {
             Ok(used) => used,

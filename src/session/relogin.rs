@@ -32,8 +32,8 @@ impl Core {
         self.connecting = false;
         let mut first = Zeroizing::new(clientip::preamble(
             &cfg.client_ip,
-            self.peer,
-            self.local,
+            self.peer.get(),
+            self.local.get(),
             host,
         ));
         let mut watch = None;
@@ -48,12 +48,7 @@ impl Core {
                 now + login::SYNC_RESEND,
             )));
         } else if let Some(c) = &self.creds {
-            first.extend_from_slice(&login::render_login(
-                &t.login,
-                &c.verb,
-                &c.name,
-                &c.password,
-            ));
+            first.extend_from_slice(&login::render_login(&t.login, c.verb, &c.name, &c.password));
             let nonce = login::new_nonce();
             let marker = !t.marker.is_empty();
             if marker {
@@ -179,7 +174,7 @@ impl Core {
         match w.kind {
             Kind::First(creds) => {
                 self.write_out(&held, out);
-                self.user = Some(creds.name.as_str().into());
+                self.user = Some(creds.name.clone());
                 self.creds = Some(Box::new(creds));
                 self.login_deadline = None;
                 if relogin {
@@ -227,7 +222,7 @@ impl Core {
         }
         if let Some(name) = &self.user {
             out.push(Action::Quiet {
-                name: name.to_string(),
+                name: name.clone(),
                 for_: super::busy::QUIET_AFTER,
             });
         }

@@ -86,7 +86,7 @@ impl Core {
             return;
         };
         self.write_out(&v.held, out);
-        self.user = Some(v.creds.name.as_str().into());
+        self.user = Some(v.creds.name.clone());
         self.creds = Some(Box::new(v.creds));
         self.login_deadline = None;
         slog!(info, self, user = %self.user_field(), "logged in (nothing left to resume)");

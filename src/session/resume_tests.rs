@@ -30,7 +30,7 @@ async fn the_games_yes_resumes_and_its_answer_stays_hidden() {
     );
     assert!(out
         .iter()
-        .any(|a| matches!(a, Action::Quiet { name, .. } if name == "Alice")));
+        .any(|a| matches!(a, Action::Quiet { name, .. } if &**name == "Alice")));
     let out = t.game("*** MOTD: hello\r\nLast connect was from x.\r\n");
     assert_eq!(player_text(&out), "", "hidden");
     let nonce = game_text(&out)

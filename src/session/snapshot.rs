@@ -273,8 +273,8 @@ fn write(
     let out = Out {
         v: VERSION,
         id: core.id,
-        peer: core.peer,
-        local: core.local,
+        peer: core.peer.get(),
+        local: core.local.get(),
         input: &core.input,
         telnet: &core.telnet,
         mccp_was_on,
@@ -412,8 +412,12 @@ pub fn restore(bytes: &[u8], cfg: &Config) -> Result<Restored, SnapError> {
         })
     });
     core.connecting = v.connecting;
-    core.user = v.user.map(Into::into);
     core.creds = v.creds.map(|c| Box::new(c.c));
+    // One string for the user and the credentials' name, as a login makes.
+    core.user = v.user.map(|u| match &core.creds {
+        Some(c) if *c.name == *u => c.name.clone(),
+        _ => u.into(),
+    });
     core.phase = v.phase;
     let rare = Rare {
         held_since: v.held_since.map(|r| abs(r, now)),

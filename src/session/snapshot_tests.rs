@@ -387,7 +387,13 @@ async fn a_connect_given_up_for_an_upgrade_crosses_and_is_made_at_once() {
     let mut t = T::new();
     // A fresh session whose first connect is still under way when the
     // upgrade asks: the driver drops it, the core still waits for it.
-    t.core = Core::new(8, "127.0.0.9:5001".parse().unwrap(), t.core.local, &cfg, 0);
+    t.core = Core::new(
+        8,
+        "127.0.0.9:5001".parse().unwrap(),
+        t.core.local.get(),
+        &cfg,
+        0,
+    );
     let out = t.step(|c, ctx, p, o| c.start(ctx, p, o));
     assert!(out.iter().any(|a| matches!(a, Action::Connect(_))));
     t.cross();
@@ -415,7 +421,7 @@ async fn a_connect_given_up_while_the_game_went_down_holds_the_session() {
     t.core = Core::new(
         9,
         "127.0.0.9:5002".parse().unwrap(),
-        t.core.local,
+        t.core.local.get(),
         &t.cfg,
         0,
     );

@@ -47,7 +47,11 @@ impl<P: PlayerTransport> Driver<P> {
 
     /// [`Driver::write_player`] to a player who took MCCP2 (or whose
     /// stream starts or ends with this write).
-    async fn write_player_compressed(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
+    pub(super) async fn write_player_compressed(
+        &mut self,
+        data: &[u8],
+        limit: Duration,
+    ) -> Result<(), End> {
         let compressed = self.core.telnet.out.compressing();
         let wire = self.core.telnet.out.encode(data);
         let held = |d: &Self| d.stopping.as_ref().map(|s| (s.unsent.len(), s.gave_way));

@@ -18,7 +18,7 @@ pub mod upgrade;
 
 pub use detach::{DetachIndex, DetachMsg};
 pub use pool::{Announcement, BackendView, Bulletin, FailoverRequest, PoolState};
-pub use registry::{Phase, Refusal, Registry, SessionInfo};
+pub use registry::{unix_secs, Phase, Refusal, Registry, SessionInfo};
 pub use upgrade::Handover;
 
 use crate::backend::health::ProbeHandle;

@@ -41,10 +41,19 @@ pub struct SessionInfo {
     pub backend: Option<Arc<str>>,
     /// Current phase.
     pub phase: Phase,
-    /// Unix time of the connection.
-    pub connected: u64,
+    /// Unix time of the connection, in seconds (`u32`: until 2106; the
+    /// entry is 64 bytes, one of the allocator's size classes).
+    pub connected: u32,
     /// The player's link dropped; the game session is kept for them.
     pub detached: bool,
+}
+
+/// `t` as a [`SessionInfo::connected`]: Unix seconds, 0 before 1970 and
+/// `u32::MAX` after 2106.
+pub fn unix_secs(t: std::time::SystemTime) -> u32 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
 }
 
 /// All live sessions, plus per-IP counts for the listener's limits.
@@ -67,7 +76,10 @@ impl Default for RegistryInner {
 
 #[derive(Debug)]
 struct RegistryInner {
-    sessions: HashMap<u64, SessionInfo>,
+    /// Boxed: the map's table is sized in powers of two, so an entry
+    /// inline would keep up to twice its 64 bytes per session; a box
+    /// keeps 16 (issue 25).
+    sessions: HashMap<u64, Box<SessionInfo>>,
     /// Sessions per address group ([`crate::config::Limits::ip_group`]:
     /// an IPv4 address, an IPv6 prefix).
     per_ip: HashMap<IpAddr, usize>,
@@ -182,7 +194,7 @@ impl Registry {
         }
         *g.per_ip.entry(group).or_insert(0) += 1;
         g.unauthenticated += 1;
-        g.sessions.insert(info.id, info);
+        g.sessions.insert(info.id, Box::new(info));
         Ok(())
     }
 
@@ -216,7 +228,7 @@ impl Registry {
         if info.user.is_none() {
             g.unauthenticated += 1;
         }
-        g.sessions.insert(info.id, info);
+        g.sessions.insert(info.id, Box::new(info));
     }
 
     /// Updates a session's entry.
@@ -257,7 +269,12 @@ impl Registry {
 
     /// A snapshot of every session, sorted by id.
     pub fn snapshot(&self) -> Vec<SessionInfo> {
-        let mut v: Vec<SessionInfo> = self.lock().sessions.values().cloned().collect();
+        let mut v: Vec<SessionInfo> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|s| (**s).clone())
+            .collect();
         v.sort_by_key(|s| s.id);
         v
     }

@@ -103,9 +103,9 @@ pub struct Request {
 #[derive(Default)]
 struct Roll {
     next: u64,
-    /// Where each one's ask goes, and whether it is detached (no player
-    /// waits on it: it goes first, see `crate::upgrade::old`).
-    map: BTreeMap<u64, (Arc<Slot>, bool)>,
+    /// Where each one's ask goes. Values of one pointer: the map's nodes
+    /// are 192 bytes instead of 320 (issue 25).
+    map: BTreeMap<u64, Arc<Slot>>,
 }
 
 /// Where one session's [`Ask`] is put, and how it is woken. An ask comes
@@ -125,6 +125,9 @@ struct Roll {
 struct Slot {
     ask: Mutex<Option<Ask>>,
     rung: AtomicBool,
+    /// The session is detached (no player waits on it: it goes first,
+    /// see `crate::upgrade::old`). In the padding after `rung`.
+    detached: bool,
     wake: futures::task::AtomicWaker,
 }
 
@@ -337,18 +340,21 @@ impl Handover {
     /// it. Sessions enlist before their first look, so none misses news
     /// that comes after it.
     pub fn ring(&self) {
-        for (slot, _) in lock(&self.roll).map.values() {
+        for slot in lock(&self.roll).map.values() {
             slot.rung.store(true, Ordering::Release);
             slot.wake.wake();
         }
     }
 
     fn enlist_as(&self, detached: bool) -> Enlisted {
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            detached,
+            ..Slot::default()
+        });
         let mut r = lock(&self.roll);
         let key = r.next;
         r.next += 1;
-        r.map.insert(key, (slot.clone(), detached));
+        r.map.insert(key, slot.clone());
         Enlisted {
             key,
             slot,
@@ -371,12 +377,12 @@ impl Handover {
         let mut next = from;
         let mut out = Vec::with_capacity(n);
         let mut tried = 0;
-        for (k, (slot, detached)) in r.map.range(from..) {
+        for (k, slot) in r.map.range(from..) {
             if tried == n {
                 break;
             }
             next = k + 1;
-            if (detached_only && !detached) || !asked.insert(*k) {
+            if (detached_only && !slot.detached) || !asked.insert(*k) {
                 continue;
             }
             tried += 1;
@@ -407,4 +413,36 @@ pub enum GameFd {
     Tcp,
     /// A Unix socket connection.
     Unix,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every session has a slot: with the `Arc`'s counts at most 72
+    /// bytes (the allocator's 80-byte class; `detached` sits in its
+    /// padding), and the roll's map keeps one pointer per session.
+    #[test]
+    fn a_slot_and_its_place_on_the_roll_stay_small() {
+        assert!(
+            std::mem::size_of::<Slot>() <= 56,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+        let h = Handover::default();
+        let kept = h.enlist_detached();
+        let live = h.enlist();
+        let mut asked = std::collections::HashSet::new();
+        // Detached ones first: only `kept` is asked.
+        let (next, answers) = h.ask(0, 10, true, &mut asked);
+        assert_eq!((next, answers.len()), (2, 1));
+        assert!(lock(&kept.slot.ask).is_some() && lock(&live.slot.ask).is_none());
+        let (_, answers) = h.ask(0, 10, false, &mut asked);
+        assert_eq!(answers.len(), 1, "the live one, not `kept` again");
+        drop((kept, live));
+        assert!(
+            lock(&h.roll).map.is_empty(),
+            "a slot leaves the roll when dropped"
+        );
+    }
 }

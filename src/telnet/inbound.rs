@@ -14,7 +14,7 @@ use super::{opt, Parser, TelnetEvent};
 const INFLATE_STEP: usize = 32 * 1024;
 
 /// Decodes one backend connection's bytes into telnet events.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 pub struct Inbound {
     parser: Parser,
     /// A zlib stream cannot be written out: an upgrade refuses a session
@@ -22,9 +22,25 @@ pub struct Inbound {
     /// compress, and every game connection keeps this.
     #[serde(skip)]
     inflater: Option<Box<Inflater>>,
-    /// Compressed bytes taken in and plain bytes produced, over all the
-    /// zlib streams of this connection.
-    totals: (u64, u64),
+}
+
+/// An upgrade writes the shape earlier versions read, with byte totals
+/// nothing used (gone from [`Inbound`]: 16 bytes of every game
+/// connection) as zeros, so a new process can still hand back to an older
+/// one. Reading ignores them.
+impl serde::Serialize for Inbound {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            parser: &'a Parser,
+            totals: (u64, u64),
+        }
+        Wire {
+            parser: &self.parser,
+            totals: (0, 0),
+        }
+        .serialize(s)
+    }
 }
 
 impl Inbound {
@@ -33,7 +49,6 @@ impl Inbound {
         Inbound {
             parser: Parser::new(max_subneg),
             inflater: None,
-            totals: (0, 0),
         }
     }
 
@@ -47,11 +62,6 @@ impl Inbound {
     /// a relay may pass them on without feeding them through.
     pub fn is_idle(&self) -> bool {
         self.inflater.is_none() && self.parser.is_idle()
-    }
-
-    /// Compressed bytes read and plain bytes they gave, for metrics.
-    pub fn totals(&self) -> (u64, u64) {
-        self.totals
     }
 
     /// Decodes all of `input`, calling `on_event` for each event in order,
@@ -89,11 +99,7 @@ impl Inbound {
         budget: usize,
         mut on_event: impl FnMut(TelnetEvent<'_>),
     ) -> Result<usize, MccpError> {
-        let Inbound {
-            parser,
-            inflater,
-            totals,
-        } = self;
+        let Inbound { parser, inflater } = self;
         let mut pos = 0;
         let mut produced = 0usize;
         let mut plain = Vec::new();
@@ -111,8 +117,6 @@ impl Inbound {
                     };
                     pos += used;
                     produced += plain.len();
-                    totals.0 += used as u64;
-                    totals.1 += plain.len() as u64;
                     // A start inside a compressed stream is meaningless:
                     // drop it rather than nest.
                     parser.feed(&plain, |ev| {

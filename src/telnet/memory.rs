@@ -83,7 +83,7 @@ impl Memory {
         &self,
         option: u8,
         data: &[u8],
-        ttype_asked: &mut usize,
+        ttype_asked: &mut u32,
         out: &mut Vec<u8>,
     ) -> bool {
         self.0
@@ -137,15 +137,15 @@ impl Answers {
         }
     }
 
-    fn answer(&self, option: u8, data: &[u8], ttype_asked: &mut usize, out: &mut Vec<u8>) -> bool {
+    fn answer(&self, option: u8, data: &[u8], ttype_asked: &mut u32, out: &mut Vec<u8>) -> bool {
         match option {
             opt::TTYPE if data == [TTYPE_SEND] => {
                 let Some(last) = self.ttypes.len().checked_sub(1) else {
                     return false;
                 };
                 // Past the end of the cycle a client repeats its last answer.
-                let t = &self.ttypes[(*ttype_asked).min(last)];
-                *ttype_asked += 1;
+                let t = &self.ttypes[(*ttype_asked as usize).min(last)];
+                *ttype_asked = ttype_asked.saturating_add(1);
                 let mut v = Vec::with_capacity(t.len() + 1);
                 v.push(TTYPE_IS);
                 v.extend_from_slice(t);

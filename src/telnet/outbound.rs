@@ -26,8 +26,17 @@ enum Switch {
 /// Encodes what the session writes to the player.
 #[derive(Debug, Default)]
 pub struct Outbound {
-    deflater: Option<Deflater>,
+    /// Made when the player first agrees to MCCP2, kept for the ratio:
+    /// boxed, so a session that never compresses keeps 8 bytes for it
+    /// instead of 40 (issue 25).
+    mccp: Option<Box<Mccp>>,
     pending: Option<Switch>,
+}
+
+/// A player's MCCP2: the stream now, and what finished ones did.
+#[derive(Debug, Default)]
+struct Mccp {
+    deflater: Option<Deflater>,
     /// Plain and wire bytes of finished compressed streams, for the ratio.
     done: (u64, u64),
 }
@@ -36,7 +45,7 @@ impl Outbound {
     /// Starts compressing after the current chunk (`IAC SB 86 IAC SE` goes
     /// out plain, then the zlib stream).
     pub fn start(&mut self) {
-        if self.deflater.is_none() {
+        if self.deflater().is_none() {
             self.pending = Some(Switch::Start);
         } else if self.pending == Some(Switch::Stop) {
             self.pending = None;
@@ -45,7 +54,7 @@ impl Outbound {
 
     /// Ends the zlib stream after the current chunk; plain text follows.
     pub fn stop(&mut self) {
-        if self.deflater.is_some() {
+        if self.deflater().is_some() {
             self.pending = Some(Switch::Stop);
         } else if self.pending == Some(Switch::Start) {
             self.pending = None;
@@ -57,14 +66,19 @@ impl Outbound {
         match self.pending {
             Some(Switch::Start) => true,
             Some(Switch::Stop) => false,
-            None => self.deflater.is_some(),
+            None => self.deflater().is_some(),
         }
+    }
+
+    /// The zlib stream running now, if one is.
+    fn deflater(&self) -> Option<&Deflater> {
+        self.mccp.as_ref().and_then(|m| m.deflater.as_ref())
     }
 
     /// Bytes go out as they are: no stream running and no switch pending
     /// (what [`Outbound::encode`] would return borrowed).
     pub fn plain(&self) -> bool {
-        self.deflater.is_none() && self.pending.is_none()
+        self.pending.is_none() && self.deflater().is_none()
     }
 
     /// True when [`encode`](Outbound::encode) has something to write even
@@ -76,8 +90,11 @@ impl Outbound {
     /// Bytes given to the compressor and bytes it produced so far, over
     /// every compressed stream of this connection.
     pub fn totals(&self) -> (u64, u64) {
-        let (i, o) = self.deflater.as_ref().map_or((0, 0), Deflater::totals);
-        (self.done.0 + i, self.done.1 + o)
+        let Some(m) = &self.mccp else {
+            return (0, 0);
+        };
+        let (i, o) = m.deflater.as_ref().map_or((0, 0), Deflater::totals);
+        (m.done.0 + i, m.done.1 + o)
     }
 
     /// The wire bytes for `plain`, then any pending switch.
@@ -86,22 +103,24 @@ impl Outbound {
             return Cow::Borrowed(plain);
         }
         let mut out = Vec::with_capacity(plain.len() / 2 + 16);
-        match &mut self.deflater {
+        match self.mccp.as_mut().and_then(|m| m.deflater.as_mut()) {
             Some(d) => d.compress(plain, &mut out),
             None => out.extend_from_slice(plain),
         }
         match self.pending.take() {
             Some(Switch::Start) => {
                 out.extend_from_slice(&[IAC, SB, opt::MCCP2, IAC, SE]);
-                self.deflater = Some(Deflater::new(LEVEL));
+                self.mccp.get_or_insert_default().deflater = Some(Deflater::new(LEVEL));
             }
             Some(Switch::Stop) => {
-                if let Some(d) = self.deflater.take() {
-                    let (i, o) = d.totals();
-                    let before = out.len();
-                    d.finish(&mut out);
-                    self.done.0 += i;
-                    self.done.1 += o + (out.len() - before) as u64;
+                if let Some(m) = self.mccp.as_mut() {
+                    if let Some(d) = m.deflater.take() {
+                        let (i, o) = d.totals();
+                        let before = out.len();
+                        d.finish(&mut out);
+                        m.done.0 += i;
+                        m.done.1 += o + (out.len() - before) as u64;
+                    }
                 }
             }
             None => {}

@@ -52,9 +52,9 @@ pub struct Policy {
     /// The current backend connection is the session's first: questions
     /// nobody answered yet go to the player.
     first_backend: bool,
-    backends_seen: u64,
+    backends_seen: u32,
     /// TTYPE questions answered on the current backend connection.
-    ttype_asked: usize,
+    ttype_asked: u32,
     /// The player's output encoder (MCCP2). Its zlib stream cannot be
     /// written out: an upgrade ends it first and offers MCCP2 again.
     #[serde(skip)]
@@ -64,7 +64,8 @@ pub struct Policy {
     /// The player asked for MSSP (`IAC DO MSSP`) since the last look.
     mssp_asked: bool,
     /// The game's MSSP answer, not yet looked at.
-    game_mssp: Option<Vec<u8>>,
+    /// (`Box<[u8]>`: 16 bytes in every session instead of 24.)
+    game_mssp: Option<Box<[u8]>>,
 }
 
 impl Policy {
@@ -113,7 +114,7 @@ impl Policy {
 
     /// A new backend connection starts: nothing is agreed with it yet.
     pub fn backend_started(&mut self) {
-        self.backends_seen += 1;
+        self.backends_seen = self.backends_seen.saturating_add(1);
         self.first_backend = self.backends_seen == 1;
         self.ttype_asked = 0;
         for a in &mut self.axes {

@@ -425,11 +425,11 @@ pub fn prepare(shared: &Arc<Shared>, sessions: Vec<Taken>) -> io::Result<Vec<Rea
         shared.continue_session_ids(core.id.saturating_add(1));
         shared.registry.restore(SessionInfo {
             id: core.id,
-            ip: peer_ip(&core.peer),
+            ip: peer_ip(&core.peer.get()),
             user: core.user_shared().cloned(),
             backend: core.backend_shared().cloned(),
             phase: core.phase(),
-            connected: t.head.connected,
+            connected: u32::try_from(t.head.connected).unwrap_or(u32::MAX),
             detached: t.head.detached,
         });
         let player = t.player.map(tokio::net::TcpStream::from_std).transpose()?;

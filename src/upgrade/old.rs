@@ -189,7 +189,7 @@ async fn exchange(
         .registry
         .snapshot()
         .into_iter()
-        .map(|s| (s.id, s.connected))
+        .map(|s| (s.id, u64::from(s.connected)))
         .collect();
     let batch = batch_size();
     // Sessions to ask next: fewer when their states are large (detached

@@ -261,11 +261,17 @@ pub fn assert_one_backend_at_a_time(games: &[Game; 2], killed0: Option<u64>) {
     }
 }
 
+/// The events of `kind` as a consumer takes them: once per `id`. The bus
+/// is at least once: a batch sent on a connection that dropped before the
+/// server confirmed it is sent again on the next (see `bus::publisher`),
+/// and an instance cut off from its NATS node does exactly that.
 pub fn events(w: &Watch, kind: &str) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
     w.events()
         .into_iter()
         .filter(|m| m.kind() == kind)
         .map(|m| m.json)
+        .filter(|e| seen.insert(e["id"].to_string()))
         .collect()
 }
 

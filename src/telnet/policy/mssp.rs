@@ -26,7 +26,7 @@ impl Policy {
     }
 
     /// The game's MSSP answer, if one came since the last call.
-    pub fn take_game_mssp(&mut self) -> Option<Vec<u8>> {
+    pub fn take_game_mssp(&mut self) -> Option<Box<[u8]>> {
         self.game_mssp.take()
     }
 
@@ -76,7 +76,7 @@ impl Policy {
         if !self.mssp {
             return false;
         }
-        self.game_mssp = Some(data.to_vec());
+        self.game_mssp = Some(data.into());
         true
     }
 }

@@ -183,6 +183,31 @@ fn cap_bounds_allocation() {
 }
 
 #[test]
+fn a_long_subneg_split_across_reads_is_not_kept() {
+    // Split, so it is collected in the buffer rather than lent.
+    let mut p = Parser::new(8192);
+    let mut s = vec![IAC, SB, opt::GMCP];
+    s.extend(std::iter::repeat_n(b'g', 4000));
+    s.extend([IAC, SE]);
+    let evs = normalize(parse_chunks(&mut p, &[&s[..100], &s[100..]]));
+    assert_eq!(evs.len(), 1);
+    assert!(matches!(&evs[0], Ev::Sub(o, d) if *o == opt::GMCP && d.len() == 4000));
+    assert_eq!(p.sb_buf.capacity(), 0, "nothing kept after it ended");
+    assert!(p.sb_buf.0.is_none());
+    // Split again: collected again.
+    let evs = parse_chunks(&mut p, &[&[IAC, SB, opt::GMCP, b'a'], &[b'b', IAC, SE]]);
+    assert_eq!(normalize(evs), vec![Ev::Sub(opt::GMCP, b"ab".to_vec())]);
+    assert!(p.sb_buf.0.is_none());
+    // A parser in the middle of one crosses an upgrade with its bytes.
+    p.feed(&[IAC, SB, opt::GMCP, b'x', b'y'], |_| true);
+    let back: Parser = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(back.sb_buf.as_slice(), b"xy");
+    let empty: Parser =
+        serde_json::from_str(&serde_json::to_string(&Parser::new(64)).unwrap()).unwrap();
+    assert!(empty.sb_buf.0.is_none());
+}
+
+#[test]
 fn lenient_iac_inside_subneg() {
     // IAC WILL inside SB ends the SB, then the negotiation is processed.
     let s = b"\xff\xfa\x18\x01abc\xff\xfb\x01rest\xff\xfa\x45x\xff\xf9\xff\xfa\x46\xff\xfa\x45q\xff\xf0";
