@@ -287,7 +287,16 @@ async fn a_command_after_a_resuming_login_goes_to_the_resumed_session() {
         ),
     );
     away.step(move |c, ctx, _, o| {
-        c.adopt(ctx, arrived, Duration::from_secs(5), Vec::new(), 0, 0, o)
+        c.adopt(
+            ctx,
+            arrived,
+            Duration::from_secs(5),
+            Vec::new(),
+            0,
+            0,
+            false,
+            o,
+        )
     });
     let out = away.step(|c, ctx, _, o| c.resume_settled(ctx, o));
     assert_eq!(game_text(&out), "look\r\n");

@@ -39,6 +39,8 @@ pub struct Handover {
     pub playback: Playback,
     /// When the player's link dropped.
     pub since: Instant,
+    /// The player had last been told the game is down ([`Away::told_down`]).
+    pub told_down: bool,
 }
 
 /// How a detached session's time ended.
@@ -60,10 +62,14 @@ impl<P: PlayerTransport> Driver<P> {
         let cfg = self.shared.config();
         let keep = cfg.resume.keep.unwrap_or_default();
         let since = Instant::now();
+        let told_down = self.core.phase != crate::state::Phase::Relaying;
         match self.away.as_mut() {
             // Begun already when an upgrade that failed dropped the link.
-            Some(a) => a.since = since,
-            None => self.away = Some(Away::new(since, &cfg)),
+            Some(a) => {
+                a.since = since;
+                a.told_down = told_down;
+            }
+            None => self.away = Some(Away::new(since, told_down, &cfg)),
         }
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();
@@ -236,6 +242,7 @@ impl<P: PlayerTransport> Driver<P> {
                 |a| std::mem::replace(&mut a.playback, Playback::new(1, 1)),
             ),
             why: why.map(str::to_string),
+            told_down: away.as_ref().is_some_and(|a| a.told_down),
         };
         let content = self.detached_parcel(&d);
         if let Some(a) = away.as_mut() {
@@ -272,15 +279,16 @@ impl<P: PlayerTransport> Driver<P> {
         let id = self.core.id;
         self.shared.registry.remove(id);
         self.shared.detached.remove(id);
-        let (playback, since) = self.away.take().map_or_else(
-            || (Playback::new(1, 1), Instant::now()),
-            |a| (a.playback, a.since),
+        let (playback, since, told_down) = self.away.take().map_or_else(
+            || (Playback::new(1, 1), Instant::now(), false),
+            |a| (a.playback, a.since, a.told_down),
         );
         let h = Handover {
             core: self.core,
             game: self.game.take(),
             playback,
             since,
+            told_down,
         };
         slog!(debug, h.core, "handing the detached session over");
         let _ = reply.send(Some(Box::new(h)));
@@ -364,8 +372,16 @@ impl<P: PlayerTransport> Driver<P> {
                 quiet: None,
                 hold_tail: None,
             };
-            self.core
-                .adopt(&ctx, new, away, playback, missed, dropped, &mut out);
+            self.core.adopt(
+                &ctx,
+                new,
+                away,
+                playback,
+                missed,
+                dropped,
+                h.told_down,
+                &mut out,
+            );
         }
         let id = self.core.id;
         let user = self.core.user().unwrap_or_default().to_string();

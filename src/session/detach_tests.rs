@@ -59,6 +59,7 @@ async fn adopt_keeps_the_game_and_takes_the_new_player() {
             b"line one\r\n".to_vec(),
             1,
             2,
+            false,
             o,
         )
     });
@@ -69,4 +70,36 @@ async fn adopt_keeps_the_game_and_takes_the_new_player() {
     assert_eq!(old.core.id, 7);
     assert_eq!(old.core.user(), Some("Alice"));
     assert!(old.core.has_game());
+}
+
+/// A player whose link dropped while the game was down (the last word
+/// they had was the offline notice) and who comes back once the session
+/// is logged back in is told the game is back: that notice went to nobody
+/// while they were away (the chaos soak found two players waiting for it).
+#[tokio::test(start_paused = true)]
+async fn a_player_who_left_during_an_outage_hears_the_game_is_back() {
+    for told_down in [true, false] {
+        let mut old = T::logged_in("");
+        let fresh = T::started("").core;
+        let out = old.step(move |c, ctx, _, o| {
+            c.adopt(
+                ctx,
+                fresh,
+                Duration::from_secs(12),
+                Vec::new(),
+                0,
+                0,
+                told_down,
+                o,
+            )
+        });
+        let shown = player_text(&out);
+        assert!(shown.contains("[holdfast] Welcome back"), "{shown:?}");
+        assert_eq!(
+            shown.contains("ONLINE a"),
+            told_down,
+            "told_down {told_down}: {shown:?}"
+        );
+        assert!(!shown.contains("OFFLINE"), "{shown:?}");
+    }
 }

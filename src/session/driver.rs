@@ -106,15 +106,20 @@ impl Stopping {
 pub(super) struct Away {
     /// When the player's link dropped.
     pub since: Instant,
+    /// The last the player heard from holdfast was that the game is down
+    /// (the session was held or logging back in when the link dropped):
+    /// a player who comes back once it is up is told so.
+    pub told_down: bool,
     /// The game's output kept for the player.
     pub playback: super::playback::Playback,
 }
 
 impl Away {
     /// Away from `since`, keeping as much output as the config says.
-    pub fn new(since: Instant, cfg: &Config) -> Box<Away> {
+    pub fn new(since: Instant, told_down: bool, cfg: &Config) -> Box<Away> {
         Box::new(Away {
             since,
+            told_down,
             playback: super::playback::Playback::new(
                 cfg.resume.playback_lines,
                 cfg.resume.playback_bytes,

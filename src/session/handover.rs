@@ -143,7 +143,8 @@ impl<P: PlayerTransport> Driver<P> {
             "player told to reconnect; the session crosses detached"
         );
         let now = Instant::now();
-        let mut away = super::driver::Away::new(now, &cfg);
+        let told_down = self.core.phase != crate::state::Phase::Relaying;
+        let mut away = super::driver::Away::new(now, told_down, &cfg);
         away.playback.record(&missed);
         self.away = Some(away);
         let expires = now + cfg.resume.keep.unwrap_or_default();
@@ -250,6 +251,7 @@ pub fn resume(
             let away = Duration::from_millis(was.away_ms);
             d.away = Some(Box::new(super::driver::Away {
                 since: now.checked_sub(away).unwrap_or(now),
+                told_down: was.told_down,
                 playback: was.playback,
             }));
             let expires = now + Duration::from_millis(was.left_ms);

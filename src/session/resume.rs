@@ -109,7 +109,9 @@ impl Core {
     /// login) stays; the player's side comes from `new`. Pushes what the
     /// game should hear (the new window size), the `resumed` notice, the
     /// kept output (`playback`, telnet-escaped; `missed` lines, `dropped`
-    /// more that did not fit), and the offline notice if the game is down.
+    /// more that did not fit), and the offline notice if the game is down
+    /// — or the online notice if it is up and the player left while it was
+    /// down (`told_down`): the notice of its return went to nobody.
     #[allow(clippy::too_many_arguments)]
     pub fn adopt(
         &mut self,
@@ -119,6 +121,7 @@ impl Core {
         playback: Vec<u8>,
         missed: usize,
         dropped: u64,
+        told_down: bool,
         out: &mut Actions,
     ) {
         // The player side's flood count, and what the player sent after
@@ -162,9 +165,11 @@ impl Core {
         if let Some(g) = self.game.as_mut() {
             g.tail = tail;
         }
+        let backend = self.last_backend.clone().unwrap_or_default();
         if self.game.is_none() {
-            let backend = self.last_backend.clone().unwrap_or_default();
             self.notice(&render(&cfg.notices.offline, cfg, &backend, None), out);
+        } else if told_down && self.phase == crate::state::Phase::Relaying {
+            self.notice(&render(&cfg.notices.online, cfg, &backend, None), out);
         }
     }
 

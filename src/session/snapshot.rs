@@ -360,6 +360,10 @@ pub struct DetachedWas {
     /// with this reason.
     #[serde(default)]
     pub why: Option<String>,
+    /// Its player had last been told the game is down (see
+    /// `driver::Away::told_down`); absent from older processes' states.
+    #[serde(default)]
+    pub told_down: bool,
 }
 
 /// Reads a session back from [`snapshot`]'s bytes.

@@ -353,6 +353,7 @@ async fn the_playback_and_unsent_output_cross_as_bytes() {
         left_ms: 60_000,
         playback: pb,
         why: None,
+        told_down: true,
     };
     let bytes = snapshot_detached(&t.core, &d).unwrap();
     // Before version 3 each byte was a JSON number.

@@ -205,6 +205,7 @@ async fn a_resumed_player_gets_the_partial_line_after_the_kept_output() {
             b"kept line\r\n".to_vec(),
             1,
             0,
+            false,
             o,
         )
     });
