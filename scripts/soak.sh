@@ -11,7 +11,8 @@
 #   scripts/soak.sh [--minutes N] [--players N] [--seed S] [other holdfast-soak options]
 #
 # Prints a summary table; writes target/soak/summary.json (and the logs of
-# every process next to it). Exit status 0 = pass. docs/soak.md says more.
+# every process next to it; under $CARGO_TARGET_DIR when that is set, where
+# cargo builds the binaries). Exit status 0 = pass. docs/soak.md says more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
         --minutes) minutes="$2"; shift 2 ;;
         --players) players="$2"; shift 2 ;;
         -h|--help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
             exit 0 ;;
         *) extra+=("$1"); shift ;;
     esac
@@ -45,7 +46,10 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt "$need" ]; then
 fi
 ulimit -n "$( [ "$hard" = unlimited ] && echo "$need" || echo "$hard" )"
 
+# Where cargo puts the binaries: the soak runs the ones it just built, not
+# a stale target/ of this checkout.
+target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --bin holdfast --bin fakemush --bin holdfast-soak
-mkdir -p target/soak
-exec target/release/holdfast-soak --minutes "$minutes" --players "$players" \
-    --nats-server "$nats" --dir target/soak "${extra[@]+"${extra[@]}"}"
+mkdir -p "$target/soak"
+exec "$target/release/holdfast-soak" --minutes "$minutes" --players "$players" \
+    --nats-server "$nats" --dir "$target/soak" "${extra[@]+"${extra[@]}"}"

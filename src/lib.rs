@@ -11,6 +11,7 @@
 //!
 //! | module | its one job |
 //! | --- | --- |
+//! | `alloc` | the allocator's per-thread caches, given back once a crowd has left |
 //! | `config` | TOML types, defaults, validation with file:line:col errors (one file per section) |
 //! | `template` | the `{name}` template grammar and each template's placeholders, shared by `config` (checks) and `irc` (renders); imports nothing |
 //! | `reload` | SIGHUP: re-read, validate, swap; keep the old config on error |
@@ -54,7 +55,7 @@
 //! side of an upgrade); the handles the tasks share live in `state`, above
 //! the probes and below everything that uses them.
 //!
-//! 1. `secret`, `template`, `events`, `limiter`, `quiet`, `rdns`, `telnet` — plain leaves: nothing of holdfast
+//! 1. `alloc`, `secret`, `template`, `events`, `limiter`, `quiet`, `rdns`, `telnet` — plain leaves: nothing of holdfast
 //! 2. `config` — the file, checked
 //! 3. `login`, `clientip`, `metrics` — templates, addresses, counters
 //! 4. `backend` — connections to the game, the probes and their handles
@@ -76,6 +77,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod backend;
 pub mod bus;
 pub mod clientip;
@@ -244,6 +246,11 @@ impl Proxy {
         // Sessions hear of pool changes and the stop through their slot on
         // the upgrade roll, rung from here.
         tokio::spawn(shared.clone().ring_on_news());
+        // What start-up (or an upgrade's handover) left in the allocator's
+        // caches goes back now; and again once a crowd has left.
+        alloc::give_back();
+        let s = shared.clone();
+        tokio::spawn(alloc::give_back_after_crowds(move || s.registry.live()));
         // The bus outlives the sessions so their last events (and
         // `proxy.stop`) are still published; it has its own stop signal.
         let bus_stop = CancellationToken::new();

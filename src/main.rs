@@ -109,6 +109,9 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A worker about to sleep gives its allocator cache back once a
+        // crowd has left (holdfast::alloc).
+        .on_thread_park(holdfast::alloc::on_park)
         .build()
     {
         Ok(rt) => rt,
@@ -118,33 +121,45 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let r = match cli.command {
-            Command::Run { config, ready_file } => run(&config, ready_file, origin).await,
-            Command::Irc { config } => match load(&config) {
-                Ok(cfg) => irc(cfg).await,
-                Err(c) => return c,
-            },
-            Command::Status { config, json } => match load(&config) {
-                // A command's answer, not a daemon's log: one plain line.
-                Ok(cfg) => match holdfast::bus::status_command(&cfg, json).await {
-                    Ok(()) => return ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("holdfast status: {e}");
-                        return ExitCode::from(1);
-                    }
-                },
-                Err(c) => return c,
-            },
-            Command::Check { .. } => unreachable!("handled above"),
-        };
-        match r {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                error!("{e:#}");
-                ExitCode::from(1)
-            }
+        #[cfg(feature = "jemalloc-stats")]
+        holdfast::alloc::spawn_stats_writer();
+        // This thread runs the future below (an upgrade's handover among
+        // it), not tasks: it gives its allocator cache back on its own.
+        tokio::select! {
+            c = main_future(cli, origin) => c,
+            () = holdfast::alloc::follow_on_this_thread() => unreachable!("it never ends"),
         }
     })
+}
+
+/// What the command does, on the runtime.
+async fn main_future(cli: Cli, origin: Option<Origin>) -> ExitCode {
+    let r = match cli.command {
+        Command::Run { config, ready_file } => run(&config, ready_file, origin).await,
+        Command::Irc { config } => match load(&config) {
+            Ok(cfg) => irc(cfg).await,
+            Err(c) => return c,
+        },
+        Command::Status { config, json } => match load(&config) {
+            // A command's answer, not a daemon's log: one plain line.
+            Ok(cfg) => match holdfast::bus::status_command(&cfg, json).await {
+                Ok(()) => return ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("holdfast status: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            Err(c) => return c,
+        },
+        Command::Check { .. } => unreachable!("handled above"),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn run(

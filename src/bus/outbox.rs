@@ -7,6 +7,9 @@ use std::collections::VecDeque;
 use async_nats::Subject;
 use bytes::Bytes;
 
+/// An outbox this small keeps its capacity.
+const SHRINK_FLOOR: usize = 64;
+
 /// One message ready to go.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -66,6 +69,11 @@ impl Outbox {
         let n = self.inflight;
         self.items.drain(..n);
         self.inflight = 0;
+        // What an outage piled up goes back once it has drained.
+        if self.items.capacity() > SHRINK_FLOOR && self.items.len() * 4 < self.items.capacity() {
+            self.items
+                .shrink_to((self.items.len() * 2).max(SHRINK_FLOOR));
+        }
         n
     }
 
@@ -142,6 +150,21 @@ mod tests {
         o.send(10).count();
         o.unsend();
         assert_eq!(o.send(1).next().unwrap().payload, "3");
+    }
+
+    #[test]
+    fn an_outage_s_pile_goes_back_once_confirmed() {
+        let mut o = Outbox::new(10_000);
+        for i in 1..=5_000 {
+            o.push(msg(i));
+        }
+        assert!(o.items.capacity() >= 5_000);
+        o.send(4_990).count();
+        assert_eq!(o.confirm(), 4_990);
+        assert_eq!(o.len(), 10);
+        assert!(o.items.capacity() <= 2 * SHRINK_FLOOR);
+        // Still in order.
+        assert_eq!(contents(&o)[0], "4991");
     }
 
     #[test]

@@ -279,6 +279,11 @@ impl Registry {
         v
     }
 
+    /// Live sessions (detached ones too).
+    pub fn live(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
     /// Counts: (total, logged in, held).
     pub fn counts(&self) -> (usize, usize, usize) {
         let g = self.lock();

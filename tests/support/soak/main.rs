@@ -49,6 +49,20 @@ const USAGE: &str = "usage: holdfast-soak [--minutes M] [--players N] [--seed S]
        [--link-drops PERCENT] [--ws PERCENT] [--mccp PERCENT] [--split PERCENT]
        [--holdfast BIN] [--fakemush BIN] [--nats-server BIN]";
 
+/// The warm-up's players (door, MCCP2, split lines): one of each kind.
+const WARM_KINDS: [(Door, bool, bool); 5] = [
+    (Door::Telnet, false, false),
+    (Door::Telnet, true, true),
+    (Door::WsTelnet, true, false),
+    (Door::WsTerminal, false, false),
+    (Door::WsText, false, false),
+];
+
+/// The warm-up's `i`-th user and password.
+fn warm_user(i: usize) -> (String, String) {
+    (format!("W{i:03}"), format!("warm{i:03}x"))
+}
+
 /// How long all players get to log in at the start.
 const LOGIN_WAIT: Duration = Duration::from_secs(180);
 /// How long all players get to prove they are logged in at the end.
@@ -213,8 +227,106 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// One player of each kind ([`WARM_KINDS`]) logs in, types lines for two
+/// seconds, proves it is logged in and QUITs; then, 3 s after the last
+/// session closed, the proxy's figures: the "warm" idle baseline. Their
+/// lines are in the games' logs under their own names, which no check
+/// reads.
+fn warm_up(
+    rt: &tokio::runtime::Runtime,
+    proxy: &Proxy,
+    log: &proxylog::Shared,
+    a: &Args,
+) -> Result<ProcStat, String> {
+    let ctl = Arc::new(Control::default());
+    let (tx, rx) = tokio::sync::watch::channel(Phase::Run);
+    let mut handles = Vec::new();
+    for (i, &(door, mccp, split)) in WARM_KINDS.iter().enumerate() {
+        let (name, pass) = warm_user(i);
+        let spec = player::Spec {
+            name,
+            pass,
+            proxy: if door.ws() {
+                proxy
+                    .ws_addr
+                    .ok_or("no WebSocket address in the ready file")?
+            } else {
+                proxy.addr
+            },
+            door,
+            mccp,
+            split,
+            src: Ipv4Addr::new(127, 2, 0, i as u8 + 1),
+            think_ms: a.think,
+            answer_timeout: Duration::from_secs(30),
+            seed: a.seed ^ 0x5741_524d,
+            drop_every: None,
+        };
+        handles.push(rt.spawn(player::run(spec, ctl.clone(), rx.clone())));
+    }
+    let n = WARM_KINDS.len();
+    wait_until(Duration::from_secs(30), || {
+        ctl.logged_in.load(Ordering::Relaxed) + ctl.dropped.load(Ordering::Relaxed) >= n
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = tx.send(Phase::Finish);
+    wait_until(Duration::from_secs(30), || {
+        ctl.finished.load(Ordering::Relaxed) >= n
+    });
+    let _ = tx.send(Phase::Leave);
+    let reports: Vec<player::Report> = rt.block_on(async {
+        let mut v = Vec::new();
+        for h in handles {
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(30), h).await {
+                v.push(r);
+            }
+        }
+        v
+    });
+    if let Some(r) = reports.iter().find(|r| r.dropped.is_some() || !r.quit_ok) {
+        return Err(format!(
+            "warm-up player {} did not come and go cleanly: {:?}",
+            r.name, r.dropped
+        ));
+    }
+    if reports.len() < n {
+        return Err("a warm-up player did not finish".into());
+    }
+    let gone = wait_until(Duration::from_secs(20), || {
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sessions_open()
+            == 0
+    });
+    if !gone {
+        return Err("the warm-up's sessions did not close".into());
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let warm = stat(proxy.pid());
+    keep_smaps(proxy.pid(), &a.dir, "idle-warm");
+    warm
+}
+
 fn stat(pid: u32) -> Result<ProcStat, String> {
     proc_stat(pid).ok_or_else(|| "holdfast is gone (no /proc entry)".to_string())
+}
+
+/// Keeps the proxy's memory map (`/proc/PID/smaps`, RSS by mapping) and
+/// its threads' names as `smaps-<label>.txt` in the soak's directory, to
+/// tell afterwards what an idle reading was made of.
+fn keep_smaps(pid: u32, dir: &std::path::Path, label: &str) {
+    let mut text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            text.push_str(&format!(
+                "thread {} {}",
+                t.file_name().to_string_lossy(),
+                comm
+            ));
+        }
+    }
+    let _ = std::fs::write(dir.join(format!("smaps-{label}.txt")), text);
 }
 
 fn run(a: Args) -> Result<bool, String> {
@@ -246,6 +358,10 @@ fn run(a: Args) -> Result<bool, String> {
             .enumerate()
             .map(|(i, n)| format!("{n}:{}", pass_of(i))),
     );
+    users.extend(WARM_KINDS.iter().enumerate().map(|(i, _)| {
+        let (n, p) = warm_user(i);
+        format!("{n}:{p}")
+    }));
 
     // Who comes in how: spread evenly over the players, and over each
     // other (so some WebSocket players drop their links, some MCCP2 players
@@ -315,6 +431,11 @@ fn run(a: Args) -> Result<bool, String> {
     }
     std::thread::sleep(Duration::from_secs(2));
     let idle_before = stat(proxy.pid())?;
+    keep_smaps(proxy.pid(), &a.dir, "idle-before");
+    // One player of each kind comes, types, and goes: "before" again, now
+    // with the code a session runs read in (file-backed pages a process
+    // that has never had a player does not count).
+    let idle_warm = warm_up(&rt, &proxy, &log, &a)?;
 
     // ----- players log in ------------------------------------------------
     let ctl = Arc::new(Control::default());
@@ -481,6 +602,7 @@ fn run(a: Args) -> Result<bool, String> {
     });
     std::thread::sleep(Duration::from_secs(3));
     let idle_after = stat(proxy.pid())?;
+    keep_smaps(proxy.pid(), &a.dir, "idle-after");
     let status_idle = status(&rt, &bus);
     // Events still on their way to the subscriber.
     std::thread::sleep(Duration::from_secs(1));
@@ -779,6 +901,7 @@ fn run(a: Args) -> Result<bool, String> {
         notices: seen,
         anomalies,
         idle_before,
+        idle_warm,
         start,
         peak,
         fin,

@@ -42,7 +42,10 @@ pub struct Summary {
     pub quit_closed: u64,
     pub notices: player::Seen,
     pub anomalies: u64,
+    /// Idle, before any player (a process that has never run a session).
     pub idle_before: ProcStat,
+    /// Idle, after one player of each kind came and went (the warm-up).
+    pub idle_warm: ProcStat,
     pub start: ProcStat,
     pub peak: Peaks,
     pub fin: ProcStat,
@@ -333,20 +336,26 @@ pub fn render(s: &Summary) -> String {
         "fds idle before / after (no players)",
         format!("{} / {}", s.idle_before.fds, s.idle_after.fds),
     );
+    let ratio = |a: &ProcStat, b: &ProcStat| a.rss_kib as f64 / b.rss_kib.max(1) as f64;
     row(
-        "RSS idle before / after",
+        "RSS idle before (no player yet) / warm (5 came and went) / after",
         format!(
-            "{} / {}",
+            "{} / {} / {} (after = {:.2}x before, {:.2}x warm)",
             mib(s.idle_before.rss_kib),
-            mib(s.idle_after.rss_kib)
+            mib(s.idle_warm.rss_kib),
+            mib(s.idle_after.rss_kib),
+            ratio(&s.idle_after, &s.idle_before),
+            ratio(&s.idle_after, &s.idle_warm),
         ),
     );
     row(
         "  of which anonymous / file-backed (code)",
         format!(
-            "{} / {} before, {} / {} after",
+            "{} / {} before, {} / {} warm, {} / {} after",
             mib(s.idle_before.rss_anon_kib),
             mib(s.idle_before.rss_file_kib),
+            mib(s.idle_warm.rss_anon_kib),
+            mib(s.idle_warm.rss_file_kib),
             mib(s.idle_after.rss_anon_kib),
             mib(s.idle_after.rss_file_kib)
         ),
