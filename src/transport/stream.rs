@@ -83,7 +83,7 @@ impl PlayerTransport for Io {
         self.flush().await
     }
 
-    /// TLS takes up to one record and says how much; it is pending only
+    /// TLS takes up to 64 KiB and says how much; it is pending only
     /// when it took nothing, so a write that loses a race took nothing
     /// (the rest is flushed by `poll_drain`).
     fn write_some<'a>(

@@ -1,9 +1,9 @@
 //! A TLS server connection that holds no buffer while its player is idle.
 //!
 //! rustls's buffered `ServerConnection` (what `tokio-rustls` wraps) keeps a
-//! 4 KiB receive buffer for the life of a connection, allocated again
-//! before every read; with thousands of idle players that is most of what
-//! a TLS session costs. rustls's unbuffered API leaves the buffers to the
+//! 4 KiB receive buffer for the life of a connection (it sizes it back to
+//! 4 KiB before every read, never to nothing): the largest part of an idle
+//! TLS session, 4 of its 10.4 KiB. rustls's unbuffered API leaves the buffers to the
 //! caller, so here a read goes to a stack chunk, whole records are
 //! decrypted from it, and only the bytes of a record not complete yet
 //! stay on the heap (`incoming`, freed once the record is whole). Output
@@ -12,8 +12,9 @@
 //!
 //! Bounded: rustls refuses a record longer than TLS allows as soon as its
 //! header arrives, and a handshake message over 64 KiB; `MAX_INCOMING` is
-//! a backstop above both. At most one chunk of ciphertext waits for the
-//! socket: a write is pending until it went.
+//! a backstop above both. At most one write's ciphertext (`WRITE_CHUNK`
+//! and its records' overhead) waits for the socket: a write is pending
+//! until it went.
 
 use std::io;
 use std::pin::Pin;
@@ -33,9 +34,13 @@ use rustls::unbuffered::{
 /// rustls accepts (16 KiB of payload, 2 KiB of expansion, a header), so a
 /// record that arrives whole is never copied to the heap.
 const READ_CHUNK: usize = 16 * 1024 + 2048 + 5;
-/// Plaintext encrypted per write, at most: one record.
-const WRITE_CHUNK: usize = 16 * 1024;
-/// Room for a record's header, padding and tag around `WRITE_CHUNK`.
+/// Records encrypted per write, at most: as much as tokio-rustls let
+/// rustls buffer (64 KiB), in one system call.
+const WRITE_RECORDS: usize = 4;
+/// Plaintext encrypted per write, at most.
+const WRITE_CHUNK: usize = WRITE_RECORDS * 16 * 1024;
+/// Room for a record's header, padding and tag (and a key update before
+/// it) besides its payload.
 const RECORD_ROOM: usize = 256;
 /// Most bytes kept of records or a handshake message not complete yet.
 const MAX_INCOMING: usize = 0xffff + READ_CHUNK;
@@ -440,8 +445,9 @@ impl AsyncRead for TlsConn {
 }
 
 impl AsyncWrite for TlsConn {
-    /// Takes up to one record of `data`, encrypted at once; pending only
-    /// while the last record's bytes wait for the socket (nothing taken).
+    /// Takes up to `WRITE_CHUNK` of `data`, encrypted at once; pending
+    /// only while the last write's bytes wait for the socket (nothing
+    /// taken).
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -456,7 +462,7 @@ impl AsyncWrite for TlsConn {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let take = data.len().min(WRITE_CHUNK);
-        let mut chunk = [0u8; WRITE_CHUNK + RECORD_ROOM];
+        let mut chunk = [0u8; WRITE_CHUNK + WRITE_RECORDS * RECORD_ROOM];
         let n = this
             .with_traffic(|w| w.encrypt(&data[..take], &mut chunk))?
             .map_err(|e| match e {
