@@ -31,6 +31,7 @@ use crate::listener::{accept_loop, admit};
 use crate::session;
 use crate::state::Shared;
 use crate::transport::stream::Io;
+use crate::transport::tls::TlsConn;
 
 /// A bound front-door listener.
 #[derive(Debug)]
@@ -176,28 +177,26 @@ async fn tls_accept(
     stream: TcpStream,
     peer: SocketAddr,
     stop: &CancellationToken,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let hello = tokio_rustls::LazyConfigAcceptor::new(
-        tokio_rustls::rustls::server::Acceptor::default(),
-        stream,
-    );
-    tokio::pin!(hello);
-    let start = tokio::select! {
+) -> Option<TlsConn> {
+    let mut conn = TlsConn::new(server, stream)
+        .map_err(|e| debug!(%peer, error = %e, "TLS setup failed"))
+        .ok()?;
+    let r = tokio::select! {
         biased;
-        _ = stop.cancelled() => {
-            if let Some(io) = hello.as_mut().take_io() {
-                // A fresh socket's buffer takes 7 bytes at once.
-                let _ = io.try_write(&TLS_ALERT);
-            }
-            return None;
-        }
-        r = &mut hello => r
-            .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
-            .ok()?,
+        _ = stop.cancelled() => None,
+        r = conn.handshake() => Some(r),
     };
-    start
-        .into_stream(server)
-        .await
-        .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
-        .ok()
+    match r {
+        None => {
+            if !conn.sent_any() {
+                // A fresh socket's buffer takes 7 bytes at once.
+                let _ = conn.tcp().try_write(&TLS_ALERT);
+            }
+            None
+        }
+        Some(r) => r
+            .map_err(|e| debug!(%peer, error = %e, "TLS handshake failed"))
+            .ok()
+            .map(|()| conn),
+    }
 }

@@ -8,6 +8,7 @@
 //! | file | its one job |
 //! | --- | --- |
 //! | `stream` | a TLS stream as a player transport |
+//! | `tls` | rustls's unbuffered server connection over TCP, holding no buffer while idle |
 //! | `wsconn` | a WebSocket as a player transport (keepalive, limits, close codes, crossing an upgrade) |
 //! | `gate` | whole messages only to tungstenite, so a WebSocket can cross an upgrade |
 //! | `terminal` | telnet to plain text for the terminal subprotocols |
@@ -15,6 +16,7 @@
 pub(crate) mod gate;
 pub(crate) mod stream;
 pub(crate) mod terminal;
+pub(crate) mod tls;
 pub(crate) mod wsconn;
 
 pub use wsconn::{WsConn, WsWas};

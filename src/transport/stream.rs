@@ -9,8 +9,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
+use super::tls::TlsConn;
 use super::PlayerTransport;
 
 /// Bytes read per call, at most: one TLS record.
@@ -21,7 +21,7 @@ pub enum Io {
     /// Plain TCP (`ws_addrs`).
     Plain(TcpStream),
     /// TLS (`tls_addrs`, `wss_addrs`).
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsConn>),
 }
 
 impl AsyncRead for Io {
@@ -66,8 +66,10 @@ impl AsyncWrite for Io {
 
 impl PlayerTransport for Io {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
-        // Read into the stack, so an idle player's `buf` stays empty; TLS
-        // decrypts into its own buffer anyway.
+        if let Io::Tls(s) = self {
+            return s.poll_read_into(cx, buf);
+        }
+        // Read into the stack, so an idle player's `buf` stays empty.
         let mut chunk = [0u8; READ_CHUNK];
         let mut rb = ReadBuf::new(&mut chunk);
         ready!(AsyncRead::poll_read(Pin::new(self), cx, &mut rb))?;
@@ -77,13 +79,13 @@ impl PlayerTransport for Io {
 
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         AsyncWriteExt::write_all(self, data).await?;
-        // rustls holds written bytes until flushed.
+        // TLS holds what the socket did not take until flushed.
         self.flush().await
     }
 
-    /// tokio-rustls takes what rustls's buffer has room for and says how
-    /// much; it is pending only when it took nothing, so a write that
-    /// loses a race took nothing (the rest is flushed by `poll_drain`).
+    /// TLS takes up to 64 KiB and says how much; it is pending only
+    /// when it took nothing, so a write that loses a race took nothing
+    /// (the rest is flushed by `poll_drain`).
     fn write_some<'a>(
         &'a mut self,
         data: &'a [u8],
