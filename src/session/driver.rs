@@ -22,7 +22,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::action::Actions;
 use super::core::Core;
+use super::detach::Away;
 use super::wait::{game_readable, next_wake, read_game, set_timer, timer_due};
+use super::write::Stopping;
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::config::Config;
@@ -72,60 +74,6 @@ pub(super) struct Driver<P> {
     pub(super) quiet_mention: bool,
     /// The core's next deadline, while it has one (see [`set_timer`]).
     timer: Option<Pin<Box<Sleep>>>,
-}
-
-/// An upgrade's ask that came in the middle of a step (a write to a slow
-/// reader, a connect), and what the player's writes kept for it.
-#[derive(Default)]
-pub(super) struct Stopping {
-    /// The ask: answered at the top of the loop, once the current step
-    /// is done.
-    pub asked: Option<crate::state::upgrade::Ask>,
-    /// Bytes for the player, as they go on the wire (compressed if MCCP2
-    /// is on), not yet written when `asked` came: they cross with the
-    /// session's state, or are written first if the upgrade fails.
-    pub unsent: Vec<u8>,
-    /// A write gave way to `asked` (the player reads slowly).
-    pub gave_way: bool,
-    /// With MCCP2 on a connection that cannot cross: the text behind
-    /// `unsent` (compressed, it cannot be kept for a playback).
-    pub unsent_text: Vec<u8>,
-}
-
-impl Stopping {
-    /// Writes to the player go out now: no upgrade's ask is waiting and
-    /// none held any back.
-    pub fn writes_flow(s: &Option<Box<Stopping>>) -> bool {
-        s.as_ref()
-            .is_none_or(|s| s.asked.is_none() && s.unsent.is_empty() && !s.gave_way)
-    }
-}
-
-/// A detached session's player side: when the link dropped, and what the
-/// game said since.
-pub(super) struct Away {
-    /// When the player's link dropped.
-    pub since: Instant,
-    /// The last the player heard from holdfast was that the game is down
-    /// (the session was held or logging back in when the link dropped):
-    /// a player who comes back once it is up is told so.
-    pub told_down: bool,
-    /// The game's output kept for the player.
-    pub playback: super::playback::Playback,
-}
-
-impl Away {
-    /// Away from `since`, keeping as much output as the config says.
-    pub fn new(since: Instant, told_down: bool, cfg: &Config) -> Box<Away> {
-        Box::new(Away {
-            since,
-            told_down,
-            playback: super::playback::Playback::new(
-                cfg.resume.playback_lines,
-                cfg.resume.playback_bytes,
-            ),
-        })
-    }
 }
 
 /// The next re-login slot: the shared pacer plus this session's jitter.

@@ -21,8 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::core::render;
-use super::driver::{Driver, Stopping};
+use super::driver::Driver;
 use super::snapshot::{resume_bytes, snapshot, Restored};
+use super::write::Stopping;
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
@@ -144,7 +145,7 @@ impl<P: PlayerTransport> Driver<P> {
         );
         let now = Instant::now();
         let told_down = self.core.phase != crate::state::Phase::Relaying;
-        let mut away = super::driver::Away::new(now, told_down, &cfg);
+        let mut away = super::detach::Away::new(now, told_down, &cfg);
         away.playback.record(&missed);
         self.away = Some(away);
         let expires = now + cfg.resume.keep.unwrap_or_default();
@@ -249,7 +250,7 @@ pub fn resume(
             d.game = game;
             let now = Instant::now();
             let away = Duration::from_millis(was.away_ms);
-            d.away = Some(Box::new(super::driver::Away {
+            d.away = Some(Box::new(super::detach::Away {
                 since: now.checked_sub(away).unwrap_or(now),
                 told_down: was.told_down,
                 playback: was.playback,

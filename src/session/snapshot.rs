@@ -361,7 +361,7 @@ pub struct DetachedWas {
     #[serde(default)]
     pub why: Option<String>,
     /// Its player had last been told the game is down (see
-    /// `driver::Away::told_down`); absent from older processes' states.
+    /// `detach::Away::told_down`); absent from older processes' states.
     #[serde(default)]
     pub told_down: bool,
 }
