@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::action::Action;
+use super::away::Away;
 use super::core::Core;
 use super::driver::Driver;
 use super::playback::Playback;
@@ -398,32 +399,5 @@ impl<P: PlayerTransport> Driver<P> {
                 .with("verify_ms", verify.as_millis() as u64),
         ));
         self.apply_actions(out).await
-    }
-}
-
-/// A detached session's player side: when the link dropped, and what the
-/// game said since.
-pub(super) struct Away {
-    /// When the player's link dropped.
-    pub since: Instant,
-    /// The last the player heard from holdfast was that the game is down
-    /// (the session was held or logging back in when the link dropped):
-    /// a player who comes back once it is up is told so.
-    pub told_down: bool,
-    /// The game's output kept for the player.
-    pub playback: super::playback::Playback,
-}
-
-impl Away {
-    /// Away from `since`, keeping as much output as the config says.
-    pub fn new(since: Instant, told_down: bool, cfg: &crate::config::Config) -> Box<Away> {
-        Box::new(Away {
-            since,
-            told_down,
-            playback: super::playback::Playback::new(
-                cfg.resume.playback_lines,
-                cfg.resume.playback_bytes,
-            ),
-        })
     }
 }

@@ -21,10 +21,10 @@ use rand::Rng;
 use tokio::time::{Instant, Sleep};
 
 use super::action::Actions;
+use super::away::Away;
 use super::core::Core;
-use super::detach::Away;
+use super::stopping::Stopping;
 use super::wait::{game_readable, next_wake, read_game, set_timer, timer_due};
-use super::write::Stopping;
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::config::Config;

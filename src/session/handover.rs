@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::core::render;
 use super::driver::Driver;
 use super::snapshot::{resume_bytes, snapshot, Restored};
-use super::write::Stopping;
+use super::stopping::Stopping;
 use super::End;
 use crate::backend::connect::BackendStream;
 use crate::events::Event;
@@ -145,7 +145,7 @@ impl<P: PlayerTransport> Driver<P> {
         );
         let now = Instant::now();
         let told_down = self.core.phase != crate::state::Phase::Relaying;
-        let mut away = super::detach::Away::new(now, told_down, &cfg);
+        let mut away = super::away::Away::new(now, told_down, &cfg);
         away.playback.record(&missed);
         self.away = Some(away);
         let expires = now + cfg.resume.keep.unwrap_or_default();
@@ -250,7 +250,7 @@ pub fn resume(
             d.game = game;
             let now = Instant::now();
             let away = Duration::from_millis(was.away_ms);
-            d.away = Some(Box::new(super::detach::Away {
+            d.away = Some(Box::new(super::away::Away {
                 since: now.checked_sub(away).unwrap_or(now),
                 told_down: was.told_down,
                 playback: was.playback,

@@ -65,6 +65,7 @@ macro_rules! slog {
 
 mod action;
 mod apply;
+mod away;
 mod busy;
 pub mod core;
 pub mod detach;
@@ -84,6 +85,7 @@ mod relay;
 mod relogin;
 mod resume;
 pub mod snapshot;
+mod stopping;
 mod timer;
 mod wait;
 mod watch;
