@@ -246,13 +246,7 @@ fn warm_up(
         let spec = player::Spec {
             name,
             pass,
-            proxy: if door.ws() {
-                proxy
-                    .ws_addr
-                    .ok_or("no WebSocket address in the ready file")?
-            } else {
-                proxy.addr
-            },
+            proxy: proxy.door(door)?,
             door,
             mccp,
             split,
@@ -446,13 +440,7 @@ fn run(a: Args) -> Result<bool, String> {
         let spec = player::Spec {
             name: name.clone(),
             pass: pass_of(i),
-            proxy: if door.ws() {
-                proxy
-                    .ws_addr
-                    .ok_or("no WebSocket address in the ready file")?
-            } else {
-                proxy.addr
-            },
+            proxy: proxy.door(door)?,
             door,
             mccp,
             split,

@@ -661,6 +661,16 @@ fn write_launcher(path: &Path, bin: &Path, next_env: &Path, batch: usize) -> Res
 }
 
 impl Proxy {
+    /// Where a player coming in by `door` connects.
+    pub fn door(&self, door: crate::link::Door) -> Result<SocketAddr, String> {
+        if door.ws() {
+            self.ws_addr
+                .ok_or_else(|| "no WebSocket address in the ready file".into())
+        } else {
+            Ok(self.addr)
+        }
+    }
+
     /// Starts `holdfast run -c config` with JSON logs at info level,
     /// through the launcher; `batch` sessions per upgrade batch.
     pub fn start(bin: &Path, dir: &Path, config: &Path, batch: usize) -> Result<Proxy, String> {
