@@ -150,7 +150,7 @@ pub fn spawn_stats_writer() {
                 let all = text.lines().last().unwrap_or("");
                 let _ = writeln!(f, "{now} {first} | {all}");
             }
-            if n % 5 == 0 {
+            if n.is_multiple_of(5) {
                 #[cfg(feature = "jemalloc-prof")]
                 dump_heap_profile(&dir, pid, n / 5);
                 let mut full = Vec::new();
