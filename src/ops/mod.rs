@@ -14,17 +14,15 @@ use crate::state::{Phase, PoolState, Shared};
 /// Reads what the metrics show but do not count (sessions by state, the
 /// sinks' drops, the cluster) and hands it to them.
 pub fn scrape(shared: &Shared) {
-    let mut sessions = [0u64; 5];
-    for s in shared.registry.snapshot() {
-        let i = match (s.user.is_some(), s.phase) {
+    let sessions = shared
+        .registry
+        .tally::<5>(|s| match (s.user.is_some(), s.phase) {
             (false, _) => 0,
             (true, Phase::Relaying) => 1,
             (true, Phase::Relogin) => 2,
             (true, Phase::Held) => 3,
             (true, Phase::Paused) => 4,
-        };
-        sessions[i] += 1;
-    }
+        });
     let fenced = shared.pool.borrow().fenced;
     let cluster = shared
         .cluster
