@@ -75,6 +75,10 @@
 //! shutdown token to stop it.
 
 #![forbid(unsafe_code)]
+// The API docs are written for holdfast's developers and read with
+// `cargo doc --document-private-items`, where links to private items
+// resolve: they name the module or constant a reader goes to next.
+#![allow(rustdoc::private_intra_doc_links)]
 #![warn(missing_docs)]
 
 pub mod alloc;

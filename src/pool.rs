@@ -391,7 +391,7 @@ impl Manager {
 
 /// Moves every session to backend `to` (a new epoch) and emits `failover`.
 /// `term` is the cluster's term that decided it, if any; `fence` keeps the
-/// sessions held until the cluster task lifts [`PoolState::fenced`]
+/// sessions held until the cluster task lifts [`PoolState::fenced`](crate::state::PoolState::fenced)
 /// (set in the same change, so no session connects in between).
 pub fn move_to(shared: &Shared, to: &str, reason: &str, term: Option<u64>, fence: bool) {
     let from = shared.pool.borrow().active.clone();

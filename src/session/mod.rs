@@ -42,7 +42,7 @@
 
 /// A session's log line, in a `session{id peer}` span made for the line:
 /// `slog!(info, core, "...")` where `core` is the session's
-/// [`Core`](core::Core) (or anything with its `id` and `peer`).
+/// [`core::Core`] (or anything with its `id` and `peer`).
 ///
 /// The span is not kept for the session's life: `tracing`'s registry
 /// keeps a slot and the formatted fields of every live span, ~340 bytes

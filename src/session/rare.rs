@@ -120,7 +120,7 @@ pub(super) struct Pause {
 
 /// A login the game accepted while a detached session of that name was
 /// kept: what the driver needs to take it over, or to carry on with it as
-/// an ordinary login (see [`super::resume`]).
+/// an ordinary login (see [`super::resume`](mod@super::resume)).
 #[derive(Debug)]
 pub(super) struct Verified {
     /// The credentials the game accepted.

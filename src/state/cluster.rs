@@ -81,7 +81,7 @@ pub struct Carried {
     /// the handover are not counted: the new process's idea of the lease
     /// is never later than the old one's).
     pub lease_age_ms: Option<u64>,
-    /// The process id in its member value ([`Member::boot`]): the new
+    /// The process id in its member value (its `boot`): the new
     /// process writes the same, so nobody takes it for a second instance
     /// of the same name.
     #[serde(default)]

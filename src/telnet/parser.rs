@@ -80,7 +80,7 @@ enum State {
     Data,
     /// Saw IAC in data.
     Iac,
-    /// Saw IAC <verb>; the next byte is the option.
+    /// Saw IAC `<verb>`; the next byte is the option.
     Neg(Verb),
     /// Saw IAC SB; the next byte is the option.
     SbOpt,
