@@ -244,10 +244,18 @@ pub fn start_haproxy(dir: &Path, backend: SocketAddr, maxconn: usize) -> (Proc, 
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let cfg = dir.join(format!("haproxy-{id}.cfg"));
     let log = dir.join(format!("haproxy-{id}.log"));
+    // HOLDFAST_BENCH_HAPROXY_BUSY=1: HAProxy spins instead of sleeping
+    // (its `busy-polling`), to see what a round trip costs without the
+    // wake-ups (docs/benchmarks.md, "The fourth look").
+    let busy = if std::env::var_os("HOLDFAST_BENCH_HAPROXY_BUSY").is_some() {
+        "  busy-polling\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &cfg,
         format!(
-            "global\n  maxconn {maxconn}\n\
+            "global\n  maxconn {maxconn}\n{busy}\
              defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
              frontend players\n  bind {addr}\n  default_backend game\n\
              backend game\n  server game {backend}\n"
