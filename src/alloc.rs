@@ -150,9 +150,11 @@ pub fn spawn_stats_writer() {
                 let all = text.lines().last().unwrap_or("");
                 let _ = writeln!(f, "{now} {first} | {all}");
             }
+            // Every second, numbered as the `.log` line of that second
+            // (from 0): the reader picks the moment from the log.
+            #[cfg(feature = "jemalloc-prof")]
+            dump_heap_profile(&dir, pid, n);
             if n.is_multiple_of(5) {
-                #[cfg(feature = "jemalloc-prof")]
-                dump_heap_profile(&dir, pid, n / 5);
                 let mut full = Vec::new();
                 let _ = tikv_jemalloc_ctl::stats_print::stats_print(&mut full, Default::default());
                 let _ = std::fs::write(dir.join(format!("{pid}.full")), full);
@@ -164,7 +166,7 @@ pub fn spawn_stats_writer() {
 
 /// Writes jemalloc's heap profile to `<dir>/<pid>.<n>.heap` (when the
 /// profiler is on: `_RJEM_MALLOC_CONF=prof:true`). The path is leaked: a
-/// few dozen bytes every five seconds, in a build for measuring. A
+/// few dozen bytes a second, in a build for measuring. A
 /// sampled allocation takes a page of its own, so the allocator's
 /// `active` figure is not to be read from a profiled run.
 #[cfg(feature = "jemalloc-prof")]
