@@ -33,8 +33,10 @@
 //! | `wait` | what the loop waits on, as polls that keep nothing in the task |
 //! | `apply` | the core's actions carried out in order |
 //! | `write` | writes to the player and the game: timeouts, slow readers, an upgrade's ask |
+//! | `stopping` | the writes held back for an upgrade's ask (a leaf the loop and `write` share) |
 //! | `finish` | how a session ends: owed quits, last notices, the close event |
 //! | `detach` | a session kept for a player whose link dropped; resuming |
+//! | `away` | a detached session's player side: since when, the playback (a leaf the loop and `detach` share) |
 //! | `handover` | a session's part in an upgrade: stopping at a clean point, starting again |
 //! | `snapshot` | a session's state written out and read back for an upgrade |
 //! | `encoding` | how that state's fields are written: byte strings in its tail, times, credentials |
