@@ -95,7 +95,7 @@ fn tls_config(cfg: &Irc) -> anyhow::Result<rustls::ClientConfig> {
 /// `tls_insecure`: accepts any certificate but still checks the handshake
 /// signatures (so the session is encrypted, just not authenticated).
 #[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct NoVerify(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn verify_server_cert(

@@ -241,6 +241,13 @@ impl Core {
         self.phase
     }
 
+    /// The last the player heard from holdfast is that the game is down
+    /// (held, or logging back in): what a player whose link drops now
+    /// takes away ([`super::away::Away::told_down`]).
+    pub fn told_down(&self) -> bool {
+        self.phase != Phase::Relaying
+    }
+
     /// The logged-in user, if any.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()

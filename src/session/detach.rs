@@ -63,7 +63,7 @@ impl<P: PlayerTransport> Driver<P> {
         let cfg = self.shared.config();
         let keep = cfg.resume.keep.unwrap_or_default();
         let since = Instant::now();
-        let told_down = self.core.phase != crate::state::Phase::Relaying;
+        let told_down = self.core.told_down();
         match self.away.as_mut() {
             // Begun already when an upgrade that failed dropped the link.
             Some(a) => {

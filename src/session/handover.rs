@@ -144,7 +144,7 @@ impl<P: PlayerTransport> Driver<P> {
             "player told to reconnect; the session crosses detached"
         );
         let now = Instant::now();
-        let told_down = self.core.phase != crate::state::Phase::Relaying;
+        let told_down = self.core.told_down();
         let mut away = super::away::Away::new(now, told_down, &cfg);
         away.playback.record(&missed);
         self.away = Some(away);

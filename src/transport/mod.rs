@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | `stream` | a TLS stream as a player transport |
 //! | `tls` | rustls's unbuffered server connection over TCP, holding no buffer while idle |
+//! | `tls_round` | one round of rustls's state machine over the bytes in hand, without I/O |
 //! | `wsconn` | a WebSocket as a player transport (keepalive, limits, close codes, crossing an upgrade) |
 //! | `gate` | whole messages only to tungstenite, so a WebSocket can cross an upgrade |
 //! | `terminal` | telnet to plain text for the terminal subprotocols |
@@ -17,6 +18,7 @@ pub(crate) mod gate;
 pub(crate) mod stream;
 pub(crate) mod terminal;
 pub(crate) mod tls;
+mod tls_round;
 pub(crate) mod wsconn;
 
 pub use wsconn::{WsConn, WsWas};

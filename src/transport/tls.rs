@@ -26,9 +26,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 use rustls::server::{ServerConfig, UnbufferedServerConnection};
-use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError, WriteTraffic,
-};
+use rustls::unbuffered::{EncryptError, WriteTraffic};
+
+use super::tls_round::{drive, Data};
 
 /// Bytes read from the socket per call: one record of the largest size
 /// rustls accepts (16 KiB of payload, 2 KiB of expansion, a header), so a
@@ -207,19 +207,17 @@ impl TlsConn {
             &mut self.peer_closed,
             None,
         );
-        match r {
-            Ok(used) => used,
-            Err((used, e)) => {
-                self.fail(e);
-                used
-            }
-        }
+        self.settle(r)
     }
 
-    /// Keeps `e`: the connection is over (its alert, if rustls made one,
-    /// is in `outgoing`).
-    fn fail(&mut self, e: rustls::Error) {
-        self.failed.get_or_insert(e);
+    /// The bytes a round of [`drive`] used; on an error the error is kept:
+    /// the connection is over (its alert, if rustls made one, is in
+    /// `outgoing`).
+    fn settle(&mut self, r: Result<usize, (usize, rustls::Error)>) -> usize {
+        r.unwrap_or_else(|(used, e)| {
+            self.failed.get_or_insert(e);
+            used
+        })
     }
 
     /// Moves decrypted bytes to `dst` (at most `max`); how many.
@@ -290,126 +288,10 @@ impl TlsConn {
         );
         // `incoming` holds only bytes of records not complete yet, so
         // this uses none of them, but the rule is the same.
-        let used = match r {
-            Ok(used) => used,
-            Err((used, e)) => {
-                self.fail(e);
-                used
-            }
-        };
+        let used = self.settle(r);
         self.incoming.drain(..used);
         self.check()?;
         out.ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "TLS: not ready for data"))
-    }
-}
-
-type Data = rustls::server::ServerConnectionData;
-
-/// What to do once rustls may send application data.
-type Traffic<'a> = &'a mut dyn FnMut(&mut WriteTraffic<'_, Data>);
-
-/// One round of rustls over `buf`: records processed until it needs more
-/// bytes (or both sides closed). Handshake output is appended to `out`,
-/// decrypted bytes to `plain`; at the traffic state `traffic` (if any)
-/// runs. The bytes of `buf` used; on an error, those and the error.
-fn drive(
-    conn: &mut UnbufferedServerConnection,
-    buf: &mut [u8],
-    out: &mut Vec<u8>,
-    plain: &mut Vec<u8>,
-    peer_closed: &mut bool,
-    mut traffic: Option<Traffic<'_>>,
-) -> Result<usize, (usize, rustls::Error)> {
-    let mut used = 0;
-    loop {
-        let st = conn.process_tls_records(&mut buf[used..]);
-        let discard = st.discard;
-        let state = match st.state {
-            Ok(s) => s,
-            Err(e) => {
-                // rustls queued the alert for this error as output, which
-                // the next round hands over (before it looks at input).
-                let used = used + discard;
-                if let Ok(ConnectionState::EncodeTlsData(mut enc)) =
-                    conn.process_tls_records(&mut buf[used..]).state
-                {
-                    let _ = encode(&mut enc, out);
-                }
-                return Err((used, e));
-            }
-        };
-        let mut extra = 0;
-        let stop = match state {
-            ConnectionState::ReadTraffic(mut r) => {
-                while let Some(rec) = r.next_record() {
-                    let rec = rec.map_err(|e| (used + discard, e))?;
-                    extra += rec.discard;
-                    plain.extend_from_slice(rec.payload);
-                }
-                None
-            }
-            ConnectionState::EncodeTlsData(mut enc) => {
-                encode(&mut enc, out).map_err(|e| (used + discard, e))?;
-                None
-            }
-            // Sent in order with the rest of `out` by the caller.
-            ConnectionState::TransmitTlsData(t) => {
-                t.done();
-                None
-            }
-            ConnectionState::PeerClosed => {
-                *peer_closed = true;
-                None
-            }
-            ConnectionState::Closed => Some(()),
-            ConnectionState::BlockedHandshake => Some(()),
-            ConnectionState::WriteTraffic(mut w) => {
-                if let Some(f) = traffic.take() {
-                    f(&mut w);
-                }
-                Some(())
-            }
-            // The config accepts no early data.
-            ConnectionState::ReadEarlyData(_) => {
-                return Err((
-                    used + discard,
-                    rustls::Error::General("early data not expected".into()),
-                ))
-            }
-            _ => {
-                return Err((
-                    used + discard,
-                    rustls::Error::General("unknown TLS state".into()),
-                ))
-            }
-        };
-        used += discard + extra;
-        if stop.is_some() {
-            return Ok(used);
-        }
-    }
-}
-
-/// Appends a handshake record to `out`.
-fn encode(enc: &mut EncodeTlsData<'_, Data>, out: &mut Vec<u8>) -> Result<(), rustls::Error> {
-    let at = out.len();
-    let need = match enc.encode(&mut []) {
-        Ok(_) => return Ok(()),
-        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-            required_size
-        }
-        Err(e) => return Err(rustls::Error::General(e.to_string())),
-    };
-    out.resize(at + need, 0);
-    match enc.encode(&mut out[at..]) {
-        Ok(n) => {
-            out.truncate(at + n);
-            Ok(())
-        }
-        Err(e) => {
-            out.truncate(at);
-            Err(rustls::Error::General(e.to_string()))
-        }
     }
 }
 
