@@ -240,8 +240,13 @@ impl Game {
         ip: Option<IpAddr>,
     ) -> Result<(), Refusal> {
         let lim = &self.cfg.limits;
+        // The limits are checked and the connection counted in one hold
+        // of the lock, as TinyMUX (one thread) does: two connections
+        // registered at once on two threads could otherwise both pass a
+        // check that only one may pass.
+        let now = Instant::now();
+        let mut st = self.lock();
         if let Some(ip) = ip {
-            let mut st = self.lock();
             if !st.tracker.admit_rate(lim, ip) {
                 return Err(Refusal::Rate);
             }
@@ -256,6 +261,26 @@ impl Game {
                 }
             }
         }
+        st.sess.insert(
+            id,
+            Sess {
+                tx: tx.clone(),
+                trusted,
+                host,
+                remotehost_used: false,
+                player: None,
+                width: 78,
+                height: 24,
+                since: now,
+                last: now,
+                prefix: None,
+                suffix: None,
+                ip,
+                quota: lim.quota.unwrap_or(0),
+                backlog: VecDeque::new(),
+            },
+        );
+        drop(st);
         if self.cfg.flavor.telnet() {
             let mut v = vec![
                 IAC,
@@ -292,26 +317,6 @@ impl Game {
                 });
             }
         }
-        let now = Instant::now();
-        self.lock().sess.insert(
-            id,
-            Sess {
-                tx,
-                trusted,
-                host,
-                remotehost_used: false,
-                player: None,
-                width: 78,
-                height: 24,
-                since: now,
-                last: now,
-                prefix: None,
-                suffix: None,
-                ip,
-                quota: lim.quota.unwrap_or(0),
-                backlog: VecDeque::new(),
-            },
-        );
         Ok(())
     }
 
