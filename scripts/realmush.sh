@@ -89,6 +89,19 @@ if [ -n "${REBUILD:-}" ] || [ ! -f "$W/built" ]; then
   fi
   case "$SERVER" in
   tinymux)
+    # The SQLite amalgamation is not in every copy of the repository (a
+    # mirror may lack the 9 MB file); any 3.4x amalgamation whose
+    # sqlite3.h matches mux/sqlite/sqlite3.h builds.
+    [ -s "$SRC/mux/sqlite/sqlite3.c" ] ||
+      die "build TinyMUX: $SRC_ARG has no mux/sqlite/sqlite3.c; put SQLite's amalgamation there (sqlite.org's, or deps/sqlite3/sqlite3.c of npm's better-sqlite3 11.9, SQLite 3.49.1)"
+    # A git checkout stamps every file with the checkout's time in no
+    # particular order, and make would then run automake again (the
+    # version configure was made with, rarely installed): the generated
+    # files are made newer than their sources, as in a release tarball.
+    (cd "$SRC/mux" &&
+      find . -exec touch -h -d '2025-01-01 00:00:00' {} + &&
+      touch -d '2025-01-01 00:00:01' aclocal.m4 &&
+      touch -d '2025-01-01 00:00:02' configure $(find . -name Makefile.in -o -name '*.h.in'))
     (cd "$SRC/mux" && ./configure && make -j"$(nproc)" && make install) >"$RUN/build.log" 2>&1 ||
       { tail -n 40 "$RUN/build.log"; die "build TinyMUX"; }
     ;;
