@@ -179,9 +179,7 @@ impl QuietNames {
             let now = Instant::now();
             let mut g = self.lock();
             g.retain(|_, t| *t > now);
-            if g.is_empty() {
-                *g = HashMap::new();
-            }
+            g.shrink_to_fit();
         }
         false
     }
